@@ -1,0 +1,325 @@
+//! Site settings: the names fixed by protocol v1, their defaults, and validation.
+//!
+//! Settings arrive as JSON (a sites file, or `PATCH /v1/sites/<site>/settings`). Durations are
+//! written as `"30s"`, `"5m"`, `"1h"` (humantime), as a number of milliseconds, or `"off"` where
+//! a timer can be turned off. Every bad key is reported at once, and a patch that has any bad key
+//! changes nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// How new conversations reach operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Routing {
+    /// "Who first": everyone serving the queue sees it; the first accept wins.
+    Manual,
+    /// Offered to the least-loaded active operator, with an acceptance timeout.
+    Offer,
+    /// Assigned directly to the least-loaded active operator.
+    Auto,
+}
+
+impl Routing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Routing::Manual => "manual",
+            Routing::Offer => "offer",
+            Routing::Auto => "auto",
+        }
+    }
+}
+
+/// What the widget shows when no operator is available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenAway {
+    Busy,
+    Offline,
+}
+
+/// A canned response offered to operators (`//shortcut`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canned {
+    pub shortcut: String,
+    pub text: String,
+}
+
+/// The settings of one site, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub routing: Routing,
+    pub max_chats: u32,
+    pub accept_timeout: Duration,
+    pub reassign_after: Option<Duration>,
+    pub close_after_inactive: Option<Duration>,
+    pub visitor_grace: Duration,
+    pub operator_grace: Duration,
+    pub notify_unavailable: bool,
+    pub unavailable_text: String,
+    pub offline_callback: Option<Duration>,
+    pub widget_when_away: WhenAway,
+    pub show_operator_name: bool,
+    /// `None`: any origin.
+    pub allowed_origins: Option<Vec<String>>,
+    pub canned: Vec<Canned>,
+}
+
+pub const DEFAULT_UNAVAILABLE_TEXT: &str =
+    "По техническим причинам чат недоступен. Мы уже работаем над исправлением.";
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            routing: Routing::Manual,
+            max_chats: 5,
+            accept_timeout: Duration::from_secs(30),
+            reassign_after: None,
+            close_after_inactive: Some(Duration::from_secs(60 * 60)),
+            visitor_grace: Duration::from_secs(60),
+            operator_grace: Duration::from_secs(60),
+            notify_unavailable: true,
+            unavailable_text: DEFAULT_UNAVAILABLE_TEXT.to_owned(),
+            offline_callback: None,
+            widget_when_away: WhenAway::Busy,
+            show_operator_name: true,
+            allowed_origins: None,
+            canned: Vec::new(),
+        }
+    }
+}
+
+/// One rejected key of a settings patch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SettingError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every rejected key of a patch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid settings: {}", .0.iter().map(|e| format!("{}: {}", e.key, e.message)).collect::<Vec<_>>().join("; "))]
+pub struct SettingsErrors(pub Vec<SettingError>);
+
+/// Relaxes the lower bounds the protocol puts on `reassign_after` (1 min) and
+/// `close_after_inactive` (5 min). Only tests and demos use it; production config never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Bounds {
+    pub allow_short_timers: bool,
+}
+
+impl Settings {
+    /// Applies a JSON object of settings on top of `self`. Returns the new settings, or every
+    /// error found; `self` is never half-changed.
+    pub fn patched(&self, patch: &Map<String, Value>, bounds: Bounds) -> Result<Settings, SettingsErrors> {
+        let mut s = self.clone();
+        let mut errors = Vec::new();
+        for (key, value) in patch {
+            if let Err(message) = s.set(key, value, bounds) {
+                errors.push(SettingError {
+                    key: key.clone(),
+                    message,
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(SettingsErrors(errors))
+        }
+    }
+
+    fn set(&mut self, key: &str, v: &Value, bounds: Bounds) -> Result<(), String> {
+        let min = |d: Duration| if bounds.allow_short_timers { Duration::ZERO } else { d };
+        match key {
+            "routing" => self.routing = serde_json::from_value(v.clone()).map_err(|_| "expected manual, offer or auto".to_owned())?,
+            "max_chats" => {
+                let n = v.as_u64().filter(|n| (1..=1000).contains(n)).ok_or("expected an integer 1..=1000")?;
+                self.max_chats = n as u32;
+            }
+            "accept_timeout" => {
+                self.accept_timeout = duration(v)?.ok_or("cannot be off")?;
+                if self.accept_timeout < Duration::from_secs(1) {
+                    return Err("must be at least 1s".into());
+                }
+            }
+            "reassign_after" => {
+                let d = duration(v)?;
+                if d.is_some_and(|d| d < min(Duration::from_secs(60))) {
+                    return Err("must be off or at least 1m".into());
+                }
+                self.reassign_after = d;
+            }
+            "close_after_inactive" => {
+                let d = duration(v)?;
+                if d.is_some_and(|d| d < min(Duration::from_secs(300))) {
+                    return Err("must be off or at least 5m".into());
+                }
+                self.close_after_inactive = d;
+            }
+            "visitor_grace" => self.visitor_grace = duration(v)?.unwrap_or(Duration::ZERO),
+            "operator_grace" => self.operator_grace = duration(v)?.unwrap_or(Duration::ZERO),
+            "notify_unavailable" => self.notify_unavailable = v.as_bool().ok_or("expected true or false")?,
+            "unavailable_text" => {
+                let t = v.as_str().filter(|t| !t.is_empty() && t.len() <= 2000).ok_or("expected a non-empty string up to 2000 bytes")?;
+                self.unavailable_text = t.to_owned();
+            }
+            "offline_callback" => self.offline_callback = duration(v)?,
+            "widget_when_away" => self.widget_when_away = serde_json::from_value(v.clone()).map_err(|_| "expected busy or offline".to_owned())?,
+            "show_operator_name" => self.show_operator_name = v.as_bool().ok_or("expected true or false")?,
+            "allowed_origins" => {
+                self.allowed_origins = match v {
+                    Value::Null => None,
+                    Value::String(s) if s == "*" => None,
+                    Value::Array(items) => {
+                        let mut out = Vec::with_capacity(items.len());
+                        for i in items {
+                            let o = i.as_str().ok_or("expected a list of origins")?;
+                            if o == "*" {
+                                return Err("use \"*\" alone for any origin".into());
+                            }
+                            out.push(o.trim_end_matches('/').to_owned());
+                        }
+                        Some(out)
+                    }
+                    _ => return Err("expected \"*\" or a list of origins".into()),
+                }
+            }
+            "canned" => {
+                self.canned = serde_json::from_value(v.clone()).map_err(|_| "expected a list of {shortcut, text}".to_owned())?
+            }
+            _ => return Err("unknown setting".into()),
+        }
+        Ok(())
+    }
+
+    /// The settings as JSON, with durations as humantime strings (or "off").
+    pub fn to_json(&self) -> Value {
+        let d = |d: Duration| Value::String(humantime::format_duration(d).to_string());
+        let od = |o: Option<Duration>| o.map(d).unwrap_or_else(|| Value::String("off".into()));
+        let mut m = BTreeMap::new();
+        m.insert("routing", Value::from(self.routing.as_str()));
+        m.insert("max_chats", Value::from(self.max_chats));
+        m.insert("accept_timeout", d(self.accept_timeout));
+        m.insert("reassign_after", od(self.reassign_after));
+        m.insert("close_after_inactive", od(self.close_after_inactive));
+        m.insert("visitor_grace", d(self.visitor_grace));
+        m.insert("operator_grace", d(self.operator_grace));
+        m.insert("notify_unavailable", Value::from(self.notify_unavailable));
+        m.insert("unavailable_text", Value::from(self.unavailable_text.clone()));
+        m.insert("offline_callback", od(self.offline_callback));
+        m.insert(
+            "widget_when_away",
+            Value::from(match self.widget_when_away {
+                WhenAway::Busy => "busy",
+                WhenAway::Offline => "offline",
+            }),
+        );
+        m.insert("show_operator_name", Value::from(self.show_operator_name));
+        m.insert(
+            "allowed_origins",
+            match &self.allowed_origins {
+                None => Value::from("*"),
+                Some(list) => Value::from(list.clone()),
+            },
+        );
+        m.insert("canned", serde_json::to_value(&self.canned).unwrap_or(Value::Null));
+        serde_json::to_value(m).unwrap_or(Value::Null)
+    }
+
+    /// Whether a browser `Origin` may open a socket or call the visitor API.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match (&self.allowed_origins, origin) {
+            (None, _) => true,
+            // Non-browser clients send no Origin; origin checks guard browsers only.
+            (Some(_), None) => true,
+            (Some(list), Some(o)) => list.iter().any(|a| a == o.trim_end_matches('/')),
+        }
+    }
+}
+
+fn duration(v: &Value) -> Result<Option<Duration>, String> {
+    match v {
+        Value::String(s) if s == "off" => Ok(None),
+        Value::String(s) => humantime::parse_duration(s).map(Some).map_err(|e| format!("bad duration: {e}")),
+        Value::Number(n) => n.as_u64().map(|ms| Some(Duration::from_millis(ms))).ok_or_else(|| "expected milliseconds".to_owned()),
+        Value::Bool(false) | Value::Null => Ok(None),
+        _ => Err("expected a duration such as \"30s\", milliseconds, or \"off\"".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn patch(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn defaults_match_protocol() {
+        let s = Settings::default();
+        assert_eq!(s.routing, Routing::Manual);
+        assert_eq!(s.max_chats, 5);
+        assert_eq!(s.accept_timeout, Duration::from_secs(30));
+        assert_eq!(s.reassign_after, None);
+        assert_eq!(s.close_after_inactive, Some(Duration::from_secs(3600)));
+        assert_eq!(s.visitor_grace, Duration::from_secs(60));
+        assert!(s.notify_unavailable && s.show_operator_name);
+        assert_eq!(s.widget_when_away, WhenAway::Busy);
+    }
+
+    #[test]
+    fn patch_applies_every_valid_key() {
+        let s = Settings::default()
+            .patched(
+                &patch(json!({"routing":"offer","max_chats":2,"accept_timeout":"10s","reassign_after":"2m",
+                    "visitor_grace":1500,"offline_callback":"1h","allowed_origins":["https://a.example/"]})),
+                Bounds::default(),
+            )
+            .unwrap();
+        assert_eq!(s.routing, Routing::Offer);
+        assert_eq!(s.max_chats, 2);
+        assert_eq!(s.accept_timeout, Duration::from_secs(10));
+        assert_eq!(s.reassign_after, Some(Duration::from_secs(120)));
+        assert_eq!(s.visitor_grace, Duration::from_millis(1500));
+        assert_eq!(s.offline_callback, Some(Duration::from_secs(3600)));
+        assert!(s.origin_allowed(Some("https://a.example")));
+        assert!(!s.origin_allowed(Some("https://evil.example")));
+    }
+
+    #[test]
+    fn patch_reports_every_bad_key_and_changes_nothing() {
+        let base = Settings::default();
+        let err = base
+            .patched(
+                &patch(json!({"routing":"random","max_chats":0,"reassign_after":"10s","close_after_inactive":"1m","nope":1,"visitor_grace":"5s"})),
+                Bounds::default(),
+            )
+            .unwrap_err();
+        let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["close_after_inactive", "max_chats", "nope", "reassign_after", "routing"]);
+    }
+
+    #[test]
+    fn short_timers_only_with_relaxed_bounds() {
+        let p = patch(json!({"reassign_after":"2s","close_after_inactive":"3s"}));
+        assert!(Settings::default().patched(&p, Bounds::default()).is_err());
+        let s = Settings::default().patched(&p, Bounds { allow_short_timers: true }).unwrap();
+        assert_eq!(s.reassign_after, Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let s = Settings::default()
+            .patched(&patch(json!({"routing":"auto","reassign_after":"90s"})), Bounds::default())
+            .unwrap();
+        let j = s.to_json();
+        let back = Settings::default().patched(j.as_object().unwrap(), Bounds::default()).unwrap();
+        assert_eq!(back, s);
+    }
+}

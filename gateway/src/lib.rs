@@ -1,0 +1,7 @@
+//! chat-gateway: a horizontally scalable real-time WebSocket live-chat gateway.
+//!
+//! The crate is a library (everything testable) plus the `gateway` binary (`main.rs`). See
+//! `ARCHITECTURE.md` at the repository root for the map.
+
+pub mod core;
+pub mod protocol;

@@ -1,0 +1,670 @@
+//! Wire protocol v1: every client-facing frame type and its two encodings.
+//!
+//! This module is the only place that defines what crosses the WebSocket. The names are fixed by
+//! `protocol-v1.md`; additions are optional fields and new frame types only. Both directions
+//! derive `Serialize` and `Deserialize` so the load tester and the tests speak the protocol
+//! through the same types the gateway uses.
+//!
+//! Encoding is chosen by subprotocol: `chat.v1.json` (text frames) or `chat.v1.msgpack` (binary
+//! frames, maps with string keys). A server frame is encoded at most once per encoding and the
+//! bytes are shared by every socket that receives it ([`Outbound`]).
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Subprotocol name for JSON text frames (the default when a client offers none).
+pub const SUBPROTOCOL_JSON: &str = "chat.v1.json";
+/// Subprotocol name for MessagePack binary frames.
+pub const SUBPROTOCOL_MSGPACK: &str = "chat.v1.msgpack";
+
+/// Longest accepted client message id.
+pub const MAX_CID_LEN: usize = 64;
+
+/// The encoding of one connection, fixed at the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    MsgPack,
+}
+
+impl Encoding {
+    /// Picks the encoding from a `Sec-WebSocket-Protocol` offer: the first protocol we know wins;
+    /// `None` when the client offered protocols but none of ours.
+    pub fn negotiate(offer: Option<&str>) -> Option<(Encoding, Option<&'static str>)> {
+        let Some(offer) = offer else {
+            return Some((Encoding::Json, None));
+        };
+        for p in offer.split(',').map(str::trim) {
+            if p == SUBPROTOCOL_JSON {
+                return Some((Encoding::Json, Some(SUBPROTOCOL_JSON)));
+            }
+            if p == SUBPROTOCOL_MSGPACK {
+                return Some((Encoding::MsgPack, Some(SUBPROTOCOL_MSGPACK)));
+            }
+        }
+        None
+    }
+
+    pub fn subprotocol(self) -> &'static str {
+        match self {
+            Encoding::Json => SUBPROTOCOL_JSON,
+            Encoding::MsgPack => SUBPROTOCOL_MSGPACK,
+        }
+    }
+}
+
+/// A request id chosen by the client: any JSON number or string, echoed verbatim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Rid {
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+/// Roles of an authenticated principal. `System` only appears as a message author.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Visitor,
+    Operator,
+    Supervisor,
+    System,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Visitor => "visitor",
+            Role::Operator => "operator",
+            Role::Supervisor => "supervisor",
+            Role::System => "system",
+        }
+    }
+
+    /// Operators and supervisors: the site's staff.
+    pub fn is_staff(self) -> bool {
+        matches!(self, Role::Operator | Role::Supervisor)
+    }
+}
+
+/// An operator's routing status, independent of whether they are connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorStatus {
+    Active,
+    Away,
+    #[default]
+    Inactive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvState {
+    Queued,
+    Offered,
+    Active,
+    Closed,
+}
+
+/// Pre-chat form answers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Prechat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// The page a visitor starts from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Page {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+}
+
+/// Where a transfer goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferTarget {
+    Operator(String),
+    Queue(String),
+}
+
+/// Frames a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ClientFrame {
+    Hello {
+        token: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        cursors: BTreeMap<String, u64>,
+    },
+    Ping {},
+    Pong {},
+    Send {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        cid: String,
+        text: String,
+    },
+    History {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        before: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u32>,
+    },
+    Typing {
+        conv: String,
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preview: Option<String>,
+    },
+    Read {
+        conv: String,
+        seq: u64,
+    },
+    Start {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        queue: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prechat: Option<Prechat>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<BTreeMap<String, String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        page: Option<Page>,
+    },
+    Close {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tags: Option<Vec<String>>,
+    },
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        status: OperatorStatus,
+    },
+    Accept {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+    },
+    Decline {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+    },
+    Transfer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        to: TransferTarget,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    },
+    Tag {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        add: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remove: Vec<String>,
+    },
+    Draft {
+        conv: String,
+        text: String,
+    },
+    Assign {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        operator: String,
+    },
+    Watch {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        on: bool,
+    },
+}
+
+impl ClientFrame {
+    /// The request id, for frames that carry one.
+    pub fn rid(&self) -> Option<&Rid> {
+        match self {
+            ClientFrame::Send { rid, .. }
+            | ClientFrame::History { rid, .. }
+            | ClientFrame::Start { rid, .. }
+            | ClientFrame::Close { rid, .. }
+            | ClientFrame::Status { rid, .. }
+            | ClientFrame::Accept { rid, .. }
+            | ClientFrame::Decline { rid, .. }
+            | ClientFrame::Transfer { rid, .. }
+            | ClientFrame::Tag { rid, .. }
+            | ClientFrame::Assign { rid, .. }
+            | ClientFrame::Watch { rid, .. } => rid.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Who wrote a message or is typing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Author {
+    pub role: Role,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// What an operator sees of a visitor before accepting.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Preview {
+    pub browser: String,
+    pub os: String,
+    pub device: String,
+    pub page_url: String,
+    pub referrer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorView {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub online: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Preview>,
+    /// Contact details and custom parameters (staff only): an addition to v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// A conversation as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub site: String,
+    pub queue: String,
+    pub state: ConvState,
+    pub visitor: VisitorView,
+    pub operator: Option<OperatorRef>,
+    pub last_seq: u64,
+    pub tags: Vec<String>,
+    pub created_at: u64,
+    /// The conversation this one continues (a visitor wrote after close).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Set in `welcome` for conversations named in `cursors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<bool>,
+    /// Outcome given at close (addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// The operator's saved draft (operators only; addition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
+}
+
+/// Who the token says the connection is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub role: Role,
+    pub id: String,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A stored message as delivered (`msg` frames and `history` results).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Msg {
+    pub conv: String,
+    pub seq: u64,
+    pub from: Author,
+    pub text: String,
+    pub ts: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cid: Option<String>,
+}
+
+/// The site settings a client may read (subset of the full settings).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSettings {
+    pub routing: String,
+    pub widget_when_away: String,
+    pub show_operator_name: bool,
+    pub ping_interval_ms: u64,
+    pub unavailable_text: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
+}
+
+/// Answer payloads of `ok`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OkBody {
+    Sent {
+        conv: String,
+        cid: String,
+        seq: u64,
+        ts: u64,
+    },
+    History {
+        conv: String,
+        messages: Vec<Msg>,
+        complete: bool,
+    },
+    Conv {
+        conv: Box<Conversation>,
+    },
+    Status {
+        status: OperatorStatus,
+    },
+    Empty {},
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Taken,
+    Capacity,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+    Banned,
+    Conflict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvEvent {
+    Queued,
+    Offered,
+    Assigned,
+    Transferred,
+    Closed,
+    Reopened,
+    VisitorAway,
+    VisitorBack,
+    OperatorAway,
+    OperatorBack,
+    /// Addition: tags or other metadata changed.
+    Updated,
+}
+
+/// Frames the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Welcome {
+        conn: String,
+        node: String,
+        me: Me,
+        conversations: Vec<Conversation>,
+        settings: ClientSettings,
+    },
+    Ok {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        #[serde(flatten)]
+        body: OkBody,
+    },
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        code: ErrorCode,
+        message: String,
+    },
+    Ping {},
+    Pong {},
+    Msg(Msg),
+    Typing {
+        conv: String,
+        from: Author,
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preview: Option<String>,
+    },
+    Read {
+        conv: String,
+        by: Author,
+        seq: u64,
+    },
+    Conv {
+        event: ConvEvent,
+        conv: Box<Conversation>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Queue {
+        queue: String,
+        waiting: Vec<Conversation>,
+    },
+    Offer {
+        conv: Box<Conversation>,
+        expires_at: u64,
+    },
+    Operator {
+        id: String,
+        name: String,
+        status: OperatorStatus,
+        online: bool,
+        load: u32,
+    },
+    Notice {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conv: Option<String>,
+        code: String,
+        text: String,
+    },
+    /// Addition: a draft saved on another connection of the same operator.
+    Draft { conv: String, text: String },
+}
+
+/// Why a client frame could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not an object with a string `t`: a protocol violation (close 4000).
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A well-formed object whose type or fields we cannot accept (error frame).
+    #[error("bad frame: {message}")]
+    Invalid { rid: Option<Rid>, message: String },
+}
+
+/// The envelope fields we can still read from a frame that failed to decode.
+#[derive(Deserialize)]
+struct Envelope {
+    t: String,
+    #[serde(default)]
+    rid: Option<Rid>,
+}
+
+impl ClientFrame {
+    /// Decodes a client frame. Distinguishes garbage (close the socket) from a frame of an
+    /// unknown type or with bad fields (answer with an error, keep the socket).
+    pub fn decode(enc: Encoding, data: &[u8]) -> Result<ClientFrame, DecodeError> {
+        let full = match enc {
+            Encoding::Json => serde_json::from_slice::<ClientFrame>(data).map_err(|e| e.to_string()),
+            Encoding::MsgPack => rmp_serde::from_slice::<ClientFrame>(data).map_err(|e| e.to_string()),
+        };
+        match full {
+            Ok(frame) => Ok(frame),
+            Err(detail) => {
+                let env = match enc {
+                    Encoding::Json => serde_json::from_slice::<Envelope>(data).ok(),
+                    Encoding::MsgPack => rmp_serde::from_slice::<Envelope>(data).ok(),
+                };
+                match env {
+                    None => Err(DecodeError::Malformed(detail)),
+                    Some(env) => Err(DecodeError::Invalid {
+                        rid: env.rid,
+                        message: format!("frame {:?}: {}", env.t, short(&detail)),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Encodes a client frame (used by the load tester and tests).
+    pub fn encode(&self, enc: Encoding) -> Bytes {
+        encode_value(self, enc)
+    }
+}
+
+impl ServerFrame {
+    pub fn encode(&self, enc: Encoding) -> Bytes {
+        encode_value(self, enc)
+    }
+
+    pub fn decode(enc: Encoding, data: &[u8]) -> Result<ServerFrame, String> {
+        match enc {
+            Encoding::Json => serde_json::from_slice(data).map_err(|e| e.to_string()),
+            Encoding::MsgPack => rmp_serde::from_slice(data).map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn error(rid: Option<Rid>, code: ErrorCode, message: impl Into<String>) -> ServerFrame {
+        ServerFrame::Error {
+            rid,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn short(s: &str) -> &str {
+    match s.char_indices().nth(200) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn encode_value<T: Serialize>(v: &T, enc: Encoding) -> Bytes {
+    // Serialising our own types into a Vec cannot fail: every map key is a string and no
+    // type has a custom serializer that errors.
+    match enc {
+        Encoding::Json => Bytes::from(serde_json::to_vec(v).expect("json encoding of own type")),
+        Encoding::MsgPack => {
+            Bytes::from(rmp_serde::to_vec_named(v).expect("msgpack encoding of own type"))
+        }
+    }
+}
+
+/// A server frame shared by every socket it goes to, encoded lazily once per encoding.
+#[derive(Debug)]
+pub struct Outbound {
+    pub frame: ServerFrame,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl Outbound {
+    pub fn new(frame: ServerFrame) -> Outbound {
+        Outbound {
+            frame,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    /// The encoded bytes; cheap to clone (reference counted).
+    pub fn bytes(&self, enc: Encoding) -> Bytes {
+        let cell = match enc {
+            Encoding::Json => &self.json,
+            Encoding::MsgPack => &self.msgpack,
+        };
+        cell.get_or_init(|| self.frame.encode(enc)).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiate_prefers_first_known_protocol() {
+        assert_eq!(Encoding::negotiate(None), Some((Encoding::Json, None)));
+        assert_eq!(
+            Encoding::negotiate(Some("foo, chat.v1.msgpack, chat.v1.json")),
+            Some((Encoding::MsgPack, Some(SUBPROTOCOL_MSGPACK)))
+        );
+        assert_eq!(Encoding::negotiate(Some("foo")), None);
+    }
+
+    #[test]
+    fn garbage_is_malformed_but_unknown_type_is_invalid_with_rid() {
+        assert!(matches!(
+            ClientFrame::decode(Encoding::Json, b"not json"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            ClientFrame::decode(Encoding::Json, b"[1,2]"),
+            Err(DecodeError::Malformed(_))
+        ));
+        match ClientFrame::decode(Encoding::Json, br#"{"t":"fly","rid":7}"#) {
+            Err(DecodeError::Invalid { rid, .. }) => assert_eq!(rid, Some(Rid::Int(7))),
+            other => panic!("unexpected {other:?}"),
+        }
+        match ClientFrame::decode(Encoding::Json, br#"{"t":"send","rid":"a","conv":1}"#) {
+            Err(DecodeError::Invalid { rid, .. }) => assert_eq!(rid, Some(Rid::Str("a".into()))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let f = ClientFrame::decode(Encoding::Json, br#"{"t":"pong","x":{"y":1}}"#).unwrap();
+        assert_eq!(f, ClientFrame::Pong {});
+    }
+
+    #[test]
+    fn outbound_encodes_once_per_encoding() {
+        let o = Outbound::new(ServerFrame::Ping {});
+        let a = o.bytes(Encoding::Json);
+        let b = o.bytes(Encoding::Json);
+        assert_eq!(a.as_ptr(), b.as_ptr());
+        assert_eq!(&a[..], br#"{"t":"ping"}"#);
+        let m = o.bytes(Encoding::MsgPack);
+        assert_eq!(ServerFrame::decode(Encoding::MsgPack, &m).unwrap(), ServerFrame::Ping {});
+    }
+}
