@@ -5,3 +5,10 @@
 
 pub mod core;
 pub mod protocol;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod hub;
+pub mod metrics;
+pub mod service;

@@ -6,11 +6,9 @@
 //! through the same types the gateway uses.
 //!
 //! Encoding is chosen by subprotocol: `chat.v1.json` (text frames) or `chat.v1.msgpack` (binary
-//! frames, maps with string keys). A server frame is encoded at most once per encoding and the
-//! bytes are shared by every socket that receives it ([`Outbound`]).
+//! frames, maps with string keys).
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -372,6 +370,16 @@ pub struct ClientSettings {
     pub unavailable_text: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<String>,
+    /// Canned responses (staff only; addition).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub canned: Vec<Canned>,
+}
+
+/// A canned response offered to operators (`//shortcut`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canned {
+    pub shortcut: String,
+    pub text: String,
 }
 
 /// Answer payloads of `ok`.
@@ -478,6 +486,9 @@ pub enum ServerFrame {
     Queue {
         queue: String,
         waiting: Vec<Conversation>,
+        /// Addition: how many wait in all (`waiting` lists at most 100).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
     },
     Offer {
         conv: Box<Conversation>,
@@ -498,6 +509,64 @@ pub enum ServerFrame {
     },
     /// Addition: a draft saved on another connection of the same operator.
     Draft { conv: String, text: String },
+}
+
+/// Why the server closes a connection; one-to-one with the close codes of protocol v1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// 1000: normal; stay closed.
+    Normal,
+    /// 1001: the client stopped answering pings; it may reconnect.
+    PingTimeout,
+    /// 1012: the node is draining; reconnect at once, with jitter, and resume.
+    Restarting,
+    /// 4000: malformed frame or protocol violation.
+    Malformed,
+    /// 4001: missing, invalid or expired token (or no `hello` in time).
+    Unauthorized,
+    /// 4003: forbidden or banned; stay closed.
+    Forbidden,
+    /// 4008: the outbound queue overflowed; reconnect with backoff and resume.
+    TooSlow,
+    /// 4029: rate or connection limit; reconnect with backoff.
+    RateLimited,
+}
+
+impl CloseReason {
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Normal => 1000,
+            CloseReason::PingTimeout => 1001,
+            CloseReason::Restarting => 1012,
+            CloseReason::Malformed => 4000,
+            CloseReason::Unauthorized => 4001,
+            CloseReason::Forbidden => 4003,
+            CloseReason::TooSlow => 4008,
+            CloseReason::RateLimited => 4029,
+        }
+    }
+
+    /// Whether a client should reconnect after this close.
+    pub fn should_reconnect(self) -> bool {
+        !matches!(
+            self,
+            CloseReason::Normal | CloseReason::Malformed | CloseReason::Forbidden
+        )
+    }
+
+    /// A short, stable label for metrics and the close frame's reason text.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Normal => "normal",
+            CloseReason::PingTimeout => "ping_timeout",
+            CloseReason::Restarting => "restarting",
+            CloseReason::Malformed => "malformed",
+            CloseReason::Unauthorized => "unauthorized",
+            CloseReason::Forbidden => "forbidden",
+            CloseReason::TooSlow => "too_slow",
+            CloseReason::RateLimited => "rate_limited",
+        }
+    }
 }
 
 /// Why a client frame could not be decoded.
@@ -556,6 +625,11 @@ impl ServerFrame {
         encode_value(self, enc)
     }
 
+    /// The JSON text of the frame.
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(self).expect("json encoding of own type")
+    }
+
     pub fn decode(enc: Encoding, data: &[u8]) -> Result<ServerFrame, String> {
         match enc {
             Encoding::Json => serde_json::from_slice(data).map_err(|e| e.to_string()),
@@ -587,33 +661,6 @@ fn encode_value<T: Serialize>(v: &T, enc: Encoding) -> Bytes {
         Encoding::MsgPack => {
             Bytes::from(rmp_serde::to_vec_named(v).expect("msgpack encoding of own type"))
         }
-    }
-}
-
-/// A server frame shared by every socket it goes to, encoded lazily once per encoding.
-#[derive(Debug)]
-pub struct Outbound {
-    pub frame: ServerFrame,
-    json: OnceLock<Bytes>,
-    msgpack: OnceLock<Bytes>,
-}
-
-impl Outbound {
-    pub fn new(frame: ServerFrame) -> Outbound {
-        Outbound {
-            frame,
-            json: OnceLock::new(),
-            msgpack: OnceLock::new(),
-        }
-    }
-
-    /// The encoded bytes; cheap to clone (reference counted).
-    pub fn bytes(&self, enc: Encoding) -> Bytes {
-        let cell = match enc {
-            Encoding::Json => &self.json,
-            Encoding::MsgPack => &self.msgpack,
-        };
-        cell.get_or_init(|| self.frame.encode(enc)).clone()
     }
 }
 
@@ -657,14 +704,4 @@ mod tests {
         assert_eq!(f, ClientFrame::Pong {});
     }
 
-    #[test]
-    fn outbound_encodes_once_per_encoding() {
-        let o = Outbound::new(ServerFrame::Ping {});
-        let a = o.bytes(Encoding::Json);
-        let b = o.bytes(Encoding::Json);
-        assert_eq!(a.as_ptr(), b.as_ptr());
-        assert_eq!(&a[..], br#"{"t":"ping"}"#);
-        let m = o.bytes(Encoding::MsgPack);
-        assert_eq!(ServerFrame::decode(Encoding::MsgPack, &m).unwrap(), ServerFrame::Ping {});
-    }
 }

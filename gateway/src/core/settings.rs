@@ -41,12 +41,7 @@ pub enum WhenAway {
     Offline,
 }
 
-/// A canned response offered to operators (`//shortcut`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Canned {
-    pub shortcut: String,
-    pub text: String,
-}
+pub use crate::protocol::Canned;
 
 /// The settings of one site, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]

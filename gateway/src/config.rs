@@ -1,0 +1,424 @@
+//! Configuration: every setting has one `GATEWAY_…` name, is read here once, and is validated
+//! into typed values. Every bad setting is reported at once, before any port is bound.
+//!
+//! Settings come from the environment or the same-named command-line flags (`gateway --help`);
+//! `gateway config` prints the effective configuration.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::core::settings::{Bounds, Settings};
+use crate::core::{QueueId, SiteId};
+
+/// Raw settings as given; see [`Config::from_raw`] for their meaning and defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RawConfig {
+    /// Address to listen on.
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Redis URL (`redis://host:port`), or a comma-separated list of cluster seed nodes.
+    /// Absent: the embedded in-memory engine (one node).
+    #[arg(long, env = "GATEWAY_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// HS256 secret for tokens. Absent: a random one is generated and a demo console link printed.
+    #[arg(long, env = "GATEWAY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key file for RS256/EdDSA tokens instead of the HS256 secret.
+    #[arg(long, env = "GATEWAY_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+    /// Algorithm of GATEWAY_JWT_PUBLIC_KEY: RS256 or EdDSA.
+    #[arg(long, env = "GATEWAY_JWT_ALGORITHM", default_value = "RS256")]
+    pub jwt_algorithm: String,
+    /// This node's id. Default: random.
+    #[arg(long, env = "GATEWAY_NODE_ID")]
+    pub node_id: Option<String>,
+    /// JSON file describing the sites (default: one site `demo`).
+    #[arg(long, env = "GATEWAY_SITES")]
+    pub sites: Option<String>,
+    /// Public base URL used in printed links (default: http://<listen>).
+    #[arg(long, env = "GATEWAY_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Time a new socket has to send `hello`.
+    #[arg(long, env = "GATEWAY_HELLO_TIMEOUT", default_value = "10s")]
+    pub hello_timeout: String,
+    /// Application-level ping interval.
+    #[arg(long, env = "GATEWAY_PING_INTERVAL", default_value = "25s")]
+    pub ping_interval: String,
+    /// Window over which clients are closed with 1012 on SIGTERM.
+    #[arg(long, env = "GATEWAY_DRAIN_WINDOW", default_value = "5s")]
+    pub drain_window: String,
+    /// Byte budget of one connection's outbound queue (overflow closes with 4008).
+    #[arg(long, env = "GATEWAY_OUTBOUND_MAX_BYTES", default_value = "262144")]
+    pub outbound_max_bytes: String,
+    /// Frames per second one connection may send (token bucket rate).
+    #[arg(long, env = "GATEWAY_RATE_PER_SEC", default_value = "20")]
+    pub rate_per_sec: String,
+    /// Burst of the per-connection token bucket.
+    #[arg(long, env = "GATEWAY_RATE_BURST", default_value = "40")]
+    pub rate_burst: String,
+    /// Open connections allowed from one IP address.
+    #[arg(long, env = "GATEWAY_MAX_CONNS_PER_IP", default_value = "50000")]
+    pub max_conns_per_ip: String,
+    /// WebSocket read buffer per socket, bytes.
+    #[arg(long, env = "GATEWAY_WS_READ_BUFFER", default_value = "4096")]
+    pub ws_read_buffer: String,
+    /// WebSocket write buffer per socket, bytes.
+    #[arg(long, env = "GATEWAY_WS_WRITE_BUFFER", default_value = "8192")]
+    pub ws_write_buffer: String,
+    /// Largest accepted WebSocket frame and message, bytes.
+    #[arg(long, env = "GATEWAY_MAX_FRAME", default_value = "65536")]
+    pub max_frame: String,
+    /// Longest message text, bytes.
+    #[arg(long, env = "GATEWAY_MAX_TEXT", default_value = "8000")]
+    pub max_text: String,
+    /// Lifetime of visitor tokens from POST /v1/visitor/session.
+    #[arg(long, env = "GATEWAY_VISITOR_TOKEN_TTL", default_value = "24h")]
+    pub visitor_token_ttl: String,
+    /// Messages kept per conversation log.
+    #[arg(long, env = "GATEWAY_MAX_LOG", default_value = "1000")]
+    pub max_log: String,
+    /// Request header carrying the visitor's country, set by a trusted proxy (e.g. CF-IPCountry).
+    #[arg(long, env = "GATEWAY_COUNTRY_HEADER")]
+    pub country_header: Option<String>,
+    /// Allow timers shorter than the protocol's minimums (tests and demos only).
+    #[arg(long, env = "GATEWAY_ALLOW_SHORT_TIMERS", default_value = "false")]
+    pub allow_short_timers: String,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub redis_url: Option<String>,
+    pub jwt: JwtConfig,
+    pub node_id: Option<String>,
+    pub sites: Vec<SiteConfig>,
+    pub public_url: Option<String>,
+    pub hello_timeout: Duration,
+    pub ping_interval: Duration,
+    pub drain_window: Duration,
+    pub outbound_max_bytes: usize,
+    pub rate_per_sec: NonZeroU32,
+    pub rate_burst: NonZeroU32,
+    pub max_conns_per_ip: u32,
+    pub ws_read_buffer: usize,
+    pub ws_write_buffer: usize,
+    pub max_frame: usize,
+    pub max_text: usize,
+    pub visitor_token_ttl: Duration,
+    pub max_log: usize,
+    pub country_header: Option<String>,
+    pub bounds: Bounds,
+}
+
+#[derive(Debug, Clone)]
+pub enum JwtConfig {
+    /// HS256 with this secret; `generated` when none was configured.
+    Secret { secret: String, generated: bool },
+    PublicKey { algorithm: jsonwebtoken::Algorithm, pem: Vec<u8> },
+}
+
+/// A site: its widget key, queues and initial settings.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub id: SiteId,
+    pub widget_key: String,
+    pub queues: Vec<QueueId>,
+    pub settings: Settings,
+}
+
+impl SiteConfig {
+    /// The site served when none is configured: `demo`, widget key `demo`, queue `general`,
+    /// manual routing.
+    pub fn demo() -> SiteConfig {
+        SiteConfig {
+            id: SiteId::from("demo"),
+            widget_key: "demo".into(),
+            queues: vec![QueueId::from("general")],
+            settings: Settings::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SiteFile {
+    id: String,
+    #[serde(default)]
+    widget_key: Option<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+    #[serde(default)]
+    settings: Map<String, Value>,
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl Config {
+    pub fn from_raw(raw: &RawConfig) -> Result<Config, ConfigErrors> {
+        let mut errs = Vec::new();
+        macro_rules! check {
+            ($name:literal, $e:expr) => {
+                match $e {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        errs.push(format!("{}: {}", $name, e));
+                        None
+                    }
+                }
+            };
+        }
+        let dur = |s: &str| humantime::parse_duration(s).map_err(|e| e.to_string());
+        let num = |s: &str| s.parse::<usize>().map_err(|e| e.to_string());
+        let nz = |s: &str| s.parse::<NonZeroU32>().map_err(|e| e.to_string());
+
+        let listen = check!("GATEWAY_LISTEN", raw.listen.parse::<SocketAddr>().map_err(|e| e.to_string()));
+        let allow_short = check!("GATEWAY_ALLOW_SHORT_TIMERS", raw.allow_short_timers.parse::<bool>().map_err(|e| e.to_string()));
+        let bounds = Bounds {
+            allow_short_timers: allow_short.unwrap_or(false),
+        };
+        let jwt = match (&raw.jwt_secret, &raw.jwt_public_key) {
+            (Some(_), Some(_)) => {
+                errs.push("GATEWAY_JWT_SECRET and GATEWAY_JWT_PUBLIC_KEY: set one, not both".into());
+                None
+            }
+            (Some(s), None) if s.len() < 16 => {
+                errs.push("GATEWAY_JWT_SECRET: must be at least 16 bytes".into());
+                None
+            }
+            (Some(s), None) => Some(JwtConfig::Secret {
+                secret: s.clone(),
+                generated: false,
+            }),
+            (None, Some(path)) => {
+                let alg = match raw.jwt_algorithm.as_str() {
+                    "RS256" => Some(jsonwebtoken::Algorithm::RS256),
+                    "EdDSA" => Some(jsonwebtoken::Algorithm::EdDSA),
+                    other => {
+                        errs.push(format!("GATEWAY_JWT_ALGORITHM: {other:?} is not RS256 or EdDSA"));
+                        None
+                    }
+                };
+                let pem = check!("GATEWAY_JWT_PUBLIC_KEY", std::fs::read(path).map_err(|e| format!("{path}: {e}")));
+                match (alg, pem) {
+                    (Some(algorithm), Some(pem)) => Some(JwtConfig::PublicKey { algorithm, pem }),
+                    _ => None,
+                }
+            }
+            (None, None) => {
+                use rand::Rng;
+                let secret: String = rand::rng()
+                    .sample_iter(&rand::distr::Alphanumeric)
+                    .take(40)
+                    .map(char::from)
+                    .collect();
+                Some(JwtConfig::Secret {
+                    secret,
+                    generated: true,
+                })
+            }
+        };
+        let sites = match &raw.sites {
+            None => Some(vec![SiteConfig::demo()]),
+            Some(path) => match load_sites(&PathBuf::from(path), bounds) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errs.extend(e.into_iter().map(|e| format!("GATEWAY_SITES: {e}")));
+                    None
+                }
+            },
+        };
+        let hello_timeout = check!("GATEWAY_HELLO_TIMEOUT", dur(&raw.hello_timeout));
+        let ping_interval = check!(
+            "GATEWAY_PING_INTERVAL",
+            dur(&raw.ping_interval).and_then(|d| if d < Duration::from_millis(100) { Err("must be at least 100ms".into()) } else { Ok(d) })
+        );
+        let drain_window = check!("GATEWAY_DRAIN_WINDOW", dur(&raw.drain_window));
+        let outbound_max_bytes = check!(
+            "GATEWAY_OUTBOUND_MAX_BYTES",
+            num(&raw.outbound_max_bytes).and_then(|n| if n < 1024 { Err("must be at least 1024".into()) } else { Ok(n) })
+        );
+        let rate_per_sec = check!("GATEWAY_RATE_PER_SEC", nz(&raw.rate_per_sec));
+        let rate_burst = check!("GATEWAY_RATE_BURST", nz(&raw.rate_burst));
+        let max_conns_per_ip = check!("GATEWAY_MAX_CONNS_PER_IP", raw.max_conns_per_ip.parse::<u32>().map_err(|e| e.to_string()));
+        let ws_read_buffer = check!(
+            "GATEWAY_WS_READ_BUFFER",
+            num(&raw.ws_read_buffer).and_then(|n| if n < 256 { Err("must be at least 256".into()) } else { Ok(n) })
+        );
+        let ws_write_buffer = check!("GATEWAY_WS_WRITE_BUFFER", num(&raw.ws_write_buffer));
+        let max_frame = check!(
+            "GATEWAY_MAX_FRAME",
+            num(&raw.max_frame).and_then(|n| if !(1024..=16 << 20).contains(&n) { Err("must be 1 KiB to 16 MiB".into()) } else { Ok(n) })
+        );
+        let max_text = check!("GATEWAY_MAX_TEXT", num(&raw.max_text));
+        let visitor_token_ttl = check!("GATEWAY_VISITOR_TOKEN_TTL", dur(&raw.visitor_token_ttl));
+        let max_log = check!(
+            "GATEWAY_MAX_LOG",
+            num(&raw.max_log).and_then(|n| if n == 0 { Err("must be at least 1".into()) } else { Ok(n) })
+        );
+        let node_id = match &raw.node_id {
+            Some(n) if n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+                errs.push("GATEWAY_NODE_ID: 1 to 64 of [A-Za-z0-9_-]".into());
+                None
+            }
+            other => Some(other.clone()),
+        };
+        if let Some(url) = &raw.redis_url {
+            for part in url.split(',') {
+                if !(part.starts_with("redis://") || part.starts_with("rediss://")) {
+                    errs.push(format!("GATEWAY_REDIS_URL: {part:?} is not a redis:// URL"));
+                }
+            }
+        }
+        if !errs.is_empty() {
+            return Err(ConfigErrors(errs));
+        }
+        Ok(Config {
+            listen: listen.expect("checked"),
+            redis_url: raw.redis_url.clone(),
+            jwt: jwt.expect("checked"),
+            node_id: node_id.expect("checked"),
+            sites: sites.expect("checked"),
+            public_url: raw.public_url.clone(),
+            hello_timeout: hello_timeout.expect("checked"),
+            ping_interval: ping_interval.expect("checked"),
+            drain_window: drain_window.expect("checked"),
+            outbound_max_bytes: outbound_max_bytes.expect("checked"),
+            rate_per_sec: rate_per_sec.expect("checked"),
+            rate_burst: rate_burst.expect("checked"),
+            max_conns_per_ip: max_conns_per_ip.expect("checked"),
+            ws_read_buffer: ws_read_buffer.expect("checked"),
+            ws_write_buffer: ws_write_buffer.expect("checked"),
+            max_frame: max_frame.expect("checked"),
+            max_text: max_text.expect("checked"),
+            visitor_token_ttl: visitor_token_ttl.expect("checked"),
+            max_log: max_log.expect("checked"),
+            country_header: raw.country_header.clone(),
+            bounds,
+        })
+    }
+
+    /// The defaults, with a fixed secret: for tests.
+    pub fn for_tests(secret: &str) -> Config {
+        let raw = RawConfig {
+            listen: "127.0.0.1:0".into(),
+            jwt_secret: Some(secret.into()),
+            jwt_algorithm: "RS256".into(),
+            hello_timeout: "10s".into(),
+            ping_interval: "25s".into(),
+            drain_window: "1s".into(),
+            outbound_max_bytes: "262144".into(),
+            rate_per_sec: "1000".into(),
+            rate_burst: "1000".into(),
+            max_conns_per_ip: "100000".into(),
+            ws_read_buffer: "4096".into(),
+            ws_write_buffer: "8192".into(),
+            max_frame: "65536".into(),
+            max_text: "8000".into(),
+            visitor_token_ttl: "24h".into(),
+            max_log: "1000".into(),
+            allow_short_timers: "true".into(),
+            ..RawConfig::default()
+        };
+        Config::from_raw(&raw).expect("test config is valid")
+    }
+}
+
+/// Reads a sites file: a JSON array of `{id, widget_key?, queues?, settings?}`.
+pub fn load_sites(path: &PathBuf, bounds: Bounds) -> Result<Vec<SiteConfig>, Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    parse_sites(&text, bounds)
+}
+
+pub fn parse_sites(text: &str, bounds: Bounds) -> Result<Vec<SiteConfig>, Vec<String>> {
+    let files: Vec<SiteFile> = serde_json::from_str(text).map_err(|e| vec![format!("not a JSON list of sites: {e}")])?;
+    let mut errs = Vec::new();
+    let mut out = Vec::new();
+    for f in files {
+        let settings = match Settings::default().patched(&f.settings, bounds) {
+            Ok(s) => s,
+            Err(e) => {
+                errs.push(format!("site {:?}: {e}", f.id));
+                continue;
+            }
+        };
+        if f.id.is_empty() || f.id.len() > 64 {
+            errs.push(format!("site {:?}: id must be 1 to 64 bytes", f.id));
+            continue;
+        }
+        let queues = if f.queues.is_empty() { vec!["general".to_owned()] } else { f.queues };
+        out.push(SiteConfig {
+            widget_key: f.widget_key.unwrap_or_else(|| f.id.clone()),
+            id: SiteId(f.id),
+            queues: queues.into_iter().map(QueueId).collect(),
+            settings,
+        });
+    }
+    if out.is_empty() && errs.is_empty() {
+        errs.push("no site configured".into());
+    }
+    if errs.is_empty() {
+        Ok(out)
+    } else {
+        Err(errs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_setting_is_reported_at_once() {
+        let raw = RawConfig {
+            listen: "nope".into(),
+            jwt_secret: Some("short".into()),
+            hello_timeout: "soon".into(),
+            ping_interval: "25s".into(),
+            drain_window: "5s".into(),
+            outbound_max_bytes: "10".into(),
+            rate_per_sec: "0".into(),
+            rate_burst: "40".into(),
+            max_conns_per_ip: "10".into(),
+            ws_read_buffer: "4096".into(),
+            ws_write_buffer: "8192".into(),
+            max_frame: "65536".into(),
+            max_text: "8000".into(),
+            visitor_token_ttl: "24h".into(),
+            max_log: "1000".into(),
+            allow_short_timers: "false".into(),
+            jwt_algorithm: "RS256".into(),
+            redis_url: Some("http://x".into()),
+            ..RawConfig::default()
+        };
+        let e = Config::from_raw(&raw).unwrap_err();
+        let names: Vec<&str> = e.0.iter().map(|l| l.split(':').next().unwrap()).collect();
+        for n in [
+            "GATEWAY_LISTEN",
+            "GATEWAY_JWT_SECRET",
+            "GATEWAY_HELLO_TIMEOUT",
+            "GATEWAY_OUTBOUND_MAX_BYTES",
+            "GATEWAY_RATE_PER_SEC",
+            "GATEWAY_REDIS_URL",
+        ] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+    }
+
+    #[test]
+    fn sites_file_is_validated() {
+        let ok = parse_sites(r#"[{"id":"a","queues":["sales","support"],"settings":{"routing":"offer"}}]"#, Bounds::default()).unwrap();
+        assert_eq!(ok[0].widget_key, "a");
+        assert_eq!(ok[0].queues.len(), 2);
+        let bad = parse_sites(r#"[{"id":"a","settings":{"routing":"x"}},{"id":"b","settings":{"max_chats":0}}]"#, Bounds::default()).unwrap_err();
+        assert_eq!(bad.len(), 2);
+    }
+}

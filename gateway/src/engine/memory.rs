@@ -1,0 +1,403 @@
+//! The embedded in-memory engine: one node, no other component (`cargo run` just works).
+//!
+//! A site's state sits behind an async mutex that a transition holds until its effects are
+//! published, so effects of one site leave in commit order. A conversation's log sits behind a
+//! short synchronous lock that covers dedup, `seq`, store and publish: publish order is `seq`
+//! order. Publishing is a direct call into the node's [`Hub`].
+//!
+//! Closed conversations keep their log for `retention`, then are dropped with their dedup set.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use super::{
+    AppendOutcome, Appended, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay, SiteTx,
+};
+use crate::core::{Activity, ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
+use crate::hub::{Audience, BusMsg, Channel, Hub};
+use crate::protocol::{ConvState, Msg, Role, ServerFrame};
+
+/// Tunables of the in-memory engine.
+#[derive(Debug, Clone, Copy)]
+pub struct MemoryConfig {
+    /// Messages kept per conversation (older ones are trimmed, like a capped stream).
+    pub max_log: usize,
+    /// How long a closed conversation's log is kept.
+    pub retention: Duration,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            max_log: 1000,
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub struct MemoryEngine {
+    hub: Arc<Hub>,
+    cfg: MemoryConfig,
+    sites: DashMap<SiteId, Arc<AsyncMutex<SiteState>>>,
+    logs: DashMap<ConvId, Arc<Mutex<ConvLog>>>,
+    latest: DashMap<(SiteId, VisitorId), ConvId>,
+    timers: Mutex<Timers>,
+    drafts: DashMap<(SiteId, OperatorId), BTreeMap<ConvId, String>>,
+    settings: DashMap<SiteId, Value>,
+    /// Closed conversations in closing order, for retention.
+    closed: Mutex<VecDeque<(Millis, ConvId)>>,
+}
+
+#[derive(Default)]
+struct ConvLog {
+    meta: Option<ConvMeta>,
+    /// `seq` of `messages[0]`.
+    first_seq: u64,
+    messages: VecDeque<Msg>,
+    cids: HashMap<String, u64>,
+    activity: Activity,
+}
+
+impl ConvLog {
+    fn last_seq(&self) -> u64 {
+        self.first_seq + self.messages.len() as u64 - 1
+    }
+}
+
+#[derive(Default)]
+struct Timers {
+    by_deadline: BTreeSet<(Millis, SiteId, TimerKind)>,
+    by_key: HashMap<(SiteId, TimerKind), Millis>,
+}
+
+impl MemoryEngine {
+    pub fn new(hub: Arc<Hub>, cfg: MemoryConfig) -> MemoryEngine {
+        MemoryEngine {
+            hub,
+            cfg,
+            sites: DashMap::new(),
+            logs: DashMap::new(),
+            latest: DashMap::new(),
+            timers: Mutex::new(Timers::default()),
+            drafts: DashMap::new(),
+            settings: DashMap::new(),
+            closed: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn log(&self, conv: &ConvId) -> Option<Arc<Mutex<ConvLog>>> {
+        self.logs.get(conv).map(|l| l.clone())
+    }
+
+    /// Drops logs of conversations closed longer than the retention ago.
+    fn purge(&self, now: Millis) {
+        let horizon = now.saturating_sub(self.cfg.retention.as_millis() as u64);
+        let mut closed = self.closed.lock();
+        while closed.front().is_some_and(|(t, _)| *t < horizon) {
+            let (_, conv) = closed.pop_front().expect("front exists");
+            if let Some((_, log)) = self.logs.remove(&conv) {
+                if let Some(meta) = &log.lock().meta {
+                    self.latest.remove_if(&(meta.site.clone(), meta.visitor.clone()), |_, c| c == &conv);
+                }
+            }
+        }
+    }
+}
+
+/// A site's state under its lock.
+pub struct MemoryTx(OwnedMutexGuard<SiteState>);
+
+impl SiteTx for MemoryTx {
+    fn state(&mut self) -> &mut SiteState {
+        &mut self.0
+    }
+
+    async fn commit(&mut self) -> Result<(), EngineError> {
+        // The lock is held from begin to drop: nobody can have committed in between.
+        Ok(())
+    }
+}
+
+impl Engine for MemoryEngine {
+    type Tx = MemoryTx;
+
+    async fn begin(&self, site: &SiteId) -> Result<MemoryTx, EngineError> {
+        let lock = self
+            .sites
+            .entry(site.clone())
+            .or_insert_with(|| {
+                Arc::new(AsyncMutex::new(SiteState {
+                    site: site.clone(),
+                    ..SiteState::default()
+                }))
+            })
+            .clone();
+        Ok(MemoryTx(lock.lock_owned().await))
+    }
+
+    async fn append(&self, m: NewMessage) -> Result<AppendOutcome, EngineError> {
+        use super::AppendRefusal as R;
+        let Some(log) = self.log(&m.conv) else {
+            return Ok(AppendOutcome::Refused(R::NotFound));
+        };
+        let mut log = log.lock();
+        let Some(meta) = &log.meta else {
+            return Ok(AppendOutcome::Refused(R::NotFound));
+        };
+        if let Some(cid) = &m.cid {
+            if let Some(&seq) = log.cids.get(cid) {
+                // Same cid from the same author: the retry of a stored message.
+                let idx = (seq - log.first_seq) as usize;
+                if let Some(stored) = log.messages.get(idx) {
+                    if stored.from.id == m.from.id && stored.from.role == m.from.role {
+                        return Ok(AppendOutcome::Duplicate(stored.clone()));
+                    }
+                }
+            }
+        }
+        if let Err(refusal) = meta.may_write(&m.from) {
+            return Ok(AppendOutcome::Refused(refusal));
+        }
+        let conv_state = meta.state;
+        if log.messages.is_empty() && log.first_seq == 0 {
+            log.first_seq = 1;
+        }
+        let seq = if log.messages.is_empty() {
+            log.first_seq
+        } else {
+            log.last_seq() + 1
+        };
+        let msg = Msg {
+            conv: m.conv.0.clone(),
+            seq,
+            from: m.from,
+            text: m.text,
+            ts: m.ts,
+            cid: m.cid,
+        };
+        let mut started_unanswered = false;
+        match msg.from.role {
+            Role::Visitor => {
+                log.activity.last_ts = msg.ts;
+                if log.activity.unanswered_since.is_none() {
+                    log.activity.unanswered_since = Some(msg.ts);
+                    started_unanswered = true;
+                }
+            }
+            Role::Operator | Role::Supervisor => {
+                log.activity.last_ts = msg.ts;
+                log.activity.unanswered_since = None;
+            }
+            Role::System => {}
+        }
+        if let Some(cid) = &msg.cid {
+            log.cids.insert(cid.clone(), seq);
+        }
+        log.messages.push_back(msg.clone());
+        while log.messages.len() > self.cfg.max_log {
+            if let Some(old) = log.messages.pop_front() {
+                log.first_seq += 1;
+                if let Some(cid) = &old.cid {
+                    log.cids.remove(cid);
+                }
+            }
+        }
+        // Published under the log lock: channel order equals seq order.
+        self.hub.dispatch(
+            &Channel::Conv(m.conv.clone()),
+            &BusMsg::frame(Audience::All, ServerFrame::Msg(msg.clone())),
+        );
+        Ok(AppendOutcome::Stored(Appended {
+            msg,
+            conv_state,
+            started_unanswered,
+        }))
+    }
+
+    async fn replay(&self, conv: &ConvId, after: u64) -> Result<Replay, EngineError> {
+        let Some(log) = self.log(conv) else {
+            return Ok(if after == 0 { Replay::Recovered(Vec::new()) } else { Replay::Lost });
+        };
+        let log = log.lock();
+        if log.messages.is_empty() {
+            return Ok(if after == 0 { Replay::Recovered(Vec::new()) } else { Replay::Lost });
+        }
+        let last = log.last_seq();
+        if after > last {
+            // A cursor from the future: the log was lost (or the client is confused).
+            return Ok(Replay::Lost);
+        }
+        if after + 1 < log.first_seq {
+            return Ok(Replay::Lost);
+        }
+        let skip = (after + 1 - log.first_seq) as usize;
+        Ok(Replay::Recovered(log.messages.iter().skip(skip).cloned().collect()))
+    }
+
+    async fn history(&self, conv: &ConvId, before: Option<u64>, limit: usize) -> Result<HistoryPage, EngineError> {
+        let Some(log) = self.log(conv) else {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                complete: true,
+            });
+        };
+        let log = log.lock();
+        if log.messages.is_empty() {
+            return Ok(HistoryPage {
+                messages: Vec::new(),
+                complete: true,
+            });
+        }
+        let end = match before {
+            Some(b) if b <= log.first_seq => 0,
+            Some(b) => ((b - log.first_seq) as usize).min(log.messages.len()),
+            None => log.messages.len(),
+        };
+        let start = end.saturating_sub(limit);
+        Ok(HistoryPage {
+            messages: log.messages.range(start..end).cloned().collect(),
+            complete: start == 0,
+        })
+    }
+
+    async fn last_seq(&self, conv: &ConvId) -> Result<u64, EngineError> {
+        Ok(self
+            .log(conv)
+            .map(|l| {
+                let l = l.lock();
+                if l.messages.is_empty() {
+                    l.first_seq.saturating_sub(1)
+                } else {
+                    l.last_seq()
+                }
+            })
+            .unwrap_or(0))
+    }
+
+    async fn meta(&self, conv: &ConvId) -> Result<Option<ConvMeta>, EngineError> {
+        Ok(self.log(conv).and_then(|l| l.lock().meta.clone()))
+    }
+
+    async fn put_meta(&self, conv: &ConvId, meta: ConvMeta) -> Result<(), EngineError> {
+        let closed = meta.state == ConvState::Closed;
+        let ts = meta.snapshot.created_at;
+        let log = self.logs.entry(conv.clone()).or_default().clone();
+        let mut log = log.lock();
+        let was_closed = log.meta.as_ref().is_some_and(|m| m.state == ConvState::Closed);
+        log.meta = Some(meta);
+        drop(log);
+        if closed && !was_closed {
+            let now = crate::clock::now_ms().max(ts);
+            self.closed.lock().push_back((now, conv.clone()));
+            self.purge(now);
+        }
+        Ok(())
+    }
+
+    async fn activity(&self, conv: &ConvId) -> Result<Activity, EngineError> {
+        Ok(self.log(conv).map(|l| l.lock().activity).unwrap_or_default())
+    }
+
+    async fn visitor_latest(&self, site: &SiteId, visitor: &VisitorId) -> Result<Option<ConvId>, EngineError> {
+        Ok(self.latest.get(&(site.clone(), visitor.clone())).map(|c| c.clone()))
+    }
+
+    async fn set_visitor_latest(&self, site: &SiteId, visitor: &VisitorId, conv: &ConvId) -> Result<(), EngineError> {
+        self.latest.insert((site.clone(), visitor.clone()), conv.clone());
+        Ok(())
+    }
+
+    async fn publish(&self, ch: &Channel, msg: BusMsg) -> Result<(), EngineError> {
+        self.hub.dispatch(ch, &msg);
+        Ok(())
+    }
+
+    async fn set_timer(&self, site: &SiteId, kind: &TimerKind, at: Millis, only_if_absent: bool) -> Result<(), EngineError> {
+        let mut t = self.timers.lock();
+        let key = (site.clone(), kind.clone());
+        if let Some(old) = t.by_key.get(&key).copied() {
+            if only_if_absent {
+                return Ok(());
+            }
+            t.by_deadline.remove(&(old, site.clone(), kind.clone()));
+        }
+        t.by_key.insert(key, at);
+        t.by_deadline.insert((at, site.clone(), kind.clone()));
+        Ok(())
+    }
+
+    async fn cancel_timer(&self, site: &SiteId, kind: &TimerKind) -> Result<(), EngineError> {
+        let mut t = self.timers.lock();
+        if let Some(at) = t.by_key.remove(&(site.clone(), kind.clone())) {
+            t.by_deadline.remove(&(at, site.clone(), kind.clone()));
+        }
+        Ok(())
+    }
+
+    async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<(SiteId, TimerKind)>, EngineError> {
+        let mut t = self.timers.lock();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(first) = t.by_deadline.first().cloned() else {
+                break;
+            };
+            if first.0 > now {
+                break;
+            }
+            t.by_deadline.remove(&first);
+            let (_, site, kind) = first;
+            t.by_key.remove(&(site.clone(), kind.clone()));
+            out.push((site, kind));
+        }
+        metrics::gauge!(crate::metrics::TIMERS_PENDING).set(t.by_key.len() as f64);
+        drop(t);
+        self.purge(now);
+        Ok(out)
+    }
+
+    async fn next_timer(&self) -> Result<Option<Millis>, EngineError> {
+        Ok(self.timers.lock().by_deadline.first().map(|(at, _, _)| *at))
+    }
+
+    async fn set_draft(&self, site: &SiteId, op: &OperatorId, conv: &ConvId, text: Option<String>) -> Result<(), EngineError> {
+        let key = (site.clone(), op.clone());
+        match text {
+            Some(t) => {
+                self.drafts.entry(key).or_default().insert(conv.clone(), t);
+            }
+            None => {
+                if let Some(mut d) = self.drafts.get_mut(&key) {
+                    d.remove(conv);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn drafts(&self, site: &SiteId, op: &OperatorId) -> Result<Vec<(ConvId, String)>, EngineError> {
+        Ok(self
+            .drafts
+            .get(&(site.clone(), op.clone()))
+            .map(|d| d.iter().map(|(c, t)| (c.clone(), t.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn save_settings(&self, site: &SiteId, settings: &Value) -> Result<(), EngineError> {
+        self.settings.insert(site.clone(), settings.clone());
+        Ok(())
+    }
+
+    async fn load_settings(&self, site: &SiteId) -> Result<Option<Value>, EngineError> {
+        Ok(self.settings.get(site).map(|v| v.clone()))
+    }
+
+    async fn ping(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,238 @@
+//! The engine: where a site's routing state, conversation logs, timers and drafts live, and
+//! how bus messages reach every node.
+//!
+//! Two implementations share this contract: [`memory::MemoryEngine`] (one node, no other
+//! component) and the Redis engine (any number of nodes). The conformance suite in
+//! `tests/engine_conformance.rs` runs the same cases against each.
+//!
+//! # Contract
+//!
+//! - **Site transitions are atomic.** [`Engine::begin`] hands out the site's state;
+//!   [`SiteTx::commit`] stores it only if nobody committed in between, else returns
+//!   [`EngineError::Conflict`] and the caller runs the pure transition again on fresh state.
+//!   Two racing accepts of one conversation therefore have exactly one winner.
+//! - **Append is exactly-once by `cid`.** [`Engine::append`] checks that the author may write,
+//!   drops a `cid` seen before (returning the stored message), assigns the next `seq` (1, 2, 3, …
+//!   with no gap), stores the message and publishes it on the conversation's channel, all as one
+//!   step: publish order equals `seq` order. It returns only after the message is stored.
+//! - **Replay is all or nothing.** [`Engine::replay`] returns every message after a cursor, or
+//!   [`Replay::Lost`] when the capped log no longer reaches back that far.
+//! - **Timers fire once.** [`Engine::due_timers`] claims due timers atomically: a timer is
+//!   handed to exactly one caller, on any node.
+//! - **Errors are infrastructure only.** Business refusals come from the core or as
+//!   [`AppendRefusal`]; [`EngineError`] means the engine could not be reached or raced.
+
+pub mod memory;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::core::{Activity, ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
+use crate::hub::{BusMsg, Channel};
+use crate::protocol::{Author, ConvState, Conversation, Msg, Role};
+
+/// The engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The backing store is unreachable or failed; the caller reports `unavailable`.
+    #[error("engine unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Another transition of the same site committed first; retry on fresh state.
+    #[error("concurrent transition; retry")]
+    Conflict,
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub conv: ConvId,
+    pub cid: Option<String>,
+    pub from: Author,
+    pub text: String,
+    pub ts: Millis,
+}
+
+/// A stored message and what storing it changed.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub msg: Msg,
+    /// The conversation's state when the message was stored.
+    pub conv_state: ConvState,
+    /// A visitor message that opened a window of unanswered visitor messages.
+    pub started_unanswered: bool,
+}
+
+/// The outcome of an append.
+#[derive(Debug, Clone)]
+pub enum AppendOutcome {
+    Stored(Appended),
+    /// The `cid` was stored before: this is that message; nothing was published again.
+    Duplicate(Msg),
+    Refused(AppendRefusal),
+}
+
+/// Why an author may not write into a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendRefusal {
+    NotFound,
+    /// The conversation is closed (a visitor then starts a new, linked one).
+    Closed,
+    /// The author is not a participant who may write.
+    Forbidden,
+}
+
+/// Who a conversation belongs to, kept beside its log and updated by every transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvMeta {
+    pub site: SiteId,
+    pub visitor: VisitorId,
+    pub operator: Option<OperatorId>,
+    pub state: ConvState,
+    /// The last snapshot, as staff see it.
+    pub snapshot: Conversation,
+}
+
+impl ConvMeta {
+    pub fn from_snapshot(c: &Conversation) -> ConvMeta {
+        ConvMeta {
+            site: SiteId(c.site.clone()),
+            visitor: VisitorId(c.visitor.id.clone()),
+            operator: c.operator.as_ref().map(|o| OperatorId(o.id.clone())),
+            state: c.state,
+            snapshot: c.clone(),
+        }
+    }
+
+    /// Whether `author` may append to this conversation now.
+    pub fn may_write(&self, author: &Author) -> Result<(), AppendRefusal> {
+        match author.role {
+            Role::System => Ok(()),
+            Role::Visitor if self.visitor.0 == author.id => match self.state {
+                ConvState::Closed => Err(AppendRefusal::Closed),
+                _ => Ok(()),
+            },
+            Role::Operator if self.operator.as_ref().is_some_and(|o| o.0 == author.id) => match self.state {
+                ConvState::Active => Ok(()),
+                ConvState::Closed => Err(AppendRefusal::Closed),
+                _ => Err(AppendRefusal::Forbidden),
+            },
+            _ => Err(AppendRefusal::Forbidden),
+        }
+    }
+}
+
+/// Messages after a cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Replay {
+    /// Every message after the cursor, in `seq` order (maybe none).
+    Recovered(Vec<Msg>),
+    /// The log no longer holds all of them; the client reloads with `history`.
+    Lost,
+}
+
+/// One page of history, newest last.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPage {
+    pub messages: Vec<Msg>,
+    /// No older message exists (or is retained).
+    pub complete: bool,
+}
+
+/// A site's state checked out for one transition.
+pub trait SiteTx: Send {
+    fn state(&mut self) -> &mut SiteState;
+    /// Stores the state if nobody committed since `begin`; else [`EngineError::Conflict`].
+    fn commit(&mut self) -> impl Future<Output = Result<(), EngineError>> + Send;
+}
+
+/// See the module documentation for the contract.
+pub trait Engine: Send + Sync + 'static {
+    type Tx: SiteTx;
+
+    /// Checks a site's state out for a transition.
+    fn begin(&self, site: &SiteId) -> impl Future<Output = Result<Self::Tx, EngineError>> + Send;
+
+    fn append(&self, msg: NewMessage) -> impl Future<Output = Result<AppendOutcome, EngineError>> + Send;
+
+    fn replay(&self, conv: &ConvId, after: u64) -> impl Future<Output = Result<Replay, EngineError>> + Send;
+
+    /// Up to `limit` messages before `before` (or the newest), oldest first.
+    fn history(
+        &self,
+        conv: &ConvId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<HistoryPage, EngineError>> + Send;
+
+    fn last_seq(&self, conv: &ConvId) -> impl Future<Output = Result<u64, EngineError>> + Send;
+
+    fn meta(&self, conv: &ConvId) -> impl Future<Output = Result<Option<ConvMeta>, EngineError>> + Send;
+
+    /// Records who a conversation belongs to (creates its log on first use).
+    fn put_meta(&self, conv: &ConvId, meta: ConvMeta) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    fn activity(&self, conv: &ConvId) -> impl Future<Output = Result<Activity, EngineError>> + Send;
+
+    /// The newest conversation a visitor started on a site.
+    fn visitor_latest(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+    ) -> impl Future<Output = Result<Option<ConvId>, EngineError>> + Send;
+
+    fn set_visitor_latest(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        conv: &ConvId,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Publishes to every node's subscribers of `ch` (this node's included).
+    fn publish(&self, ch: &Channel, msg: BusMsg) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Sets (or moves) a timer. With `only_if_absent`, an existing timer is kept as it is.
+    fn set_timer(
+        &self,
+        site: &SiteId,
+        kind: &TimerKind,
+        at: Millis,
+        only_if_absent: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    fn cancel_timer(&self, site: &SiteId, kind: &TimerKind) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Claims up to `limit` timers due at `now`; each is handed out once.
+    fn due_timers(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(SiteId, TimerKind)>, EngineError>> + Send;
+
+    /// The earliest pending deadline.
+    fn next_timer(&self) -> impl Future<Output = Result<Option<Millis>, EngineError>> + Send;
+
+    /// Saves (`Some`) or clears (`None`) an operator's draft of a conversation.
+    fn set_draft(
+        &self,
+        site: &SiteId,
+        op: &OperatorId,
+        conv: &ConvId,
+        text: Option<String>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    fn drafts(
+        &self,
+        site: &SiteId,
+        op: &OperatorId,
+    ) -> impl Future<Output = Result<Vec<(ConvId, String)>, EngineError>> + Send;
+
+    /// Stores a site's settings (as their JSON form) for every node.
+    fn save_settings(&self, site: &SiteId, settings: &Value) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    fn load_settings(&self, site: &SiteId) -> impl Future<Output = Result<Option<Value>, EngineError>> + Send;
+
+    /// Whether the engine answers (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
+}

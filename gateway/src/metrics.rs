@@ -1,0 +1,45 @@
+//! Every metric name, in one place, with its description. Labels are low-cardinality only
+//! (role, kind, code); never a conversation, site or user id.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+pub const CONNS_OPENED: &str = "gateway_connections_opened_total";
+pub const CONNS_CLOSED: &str = "gateway_connections_closed_total";
+pub const CONNS_ACTIVE: &str = "gateway_connections";
+pub const HUB_CONNS: &str = "gateway_hub_connections";
+pub const FRAMES_IN: &str = "gateway_frames_in_total";
+pub const FRAMES_OUT: &str = "gateway_frames_out_total";
+pub const MESSAGES: &str = "gateway_messages_total";
+pub const DELIVERY_LATENCY: &str = "gateway_delivery_latency_seconds";
+pub const OUTBOUND_QUEUED_BYTES: &str = "gateway_outbound_queued_bytes";
+pub const SLOW_CLOSES: &str = "gateway_slow_consumer_closes_total";
+pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
+pub const ERRORS: &str = "gateway_error_frames_total";
+pub const TIMERS_FIRED: &str = "gateway_timers_fired_total";
+pub const TIMERS_PENDING: &str = "gateway_timers_pending";
+pub const ENGINE_ERRORS: &str = "gateway_engine_errors_total";
+pub const DRAINING: &str = "gateway_draining";
+
+/// Registers descriptions with the installed recorder.
+pub fn describe() {
+    describe_counter!(CONNS_OPENED, "WebSocket connections authenticated, by role");
+    describe_counter!(CONNS_CLOSED, "WebSocket connections closed, by role and close reason");
+    describe_gauge!(CONNS_ACTIVE, "Open authenticated WebSocket connections, by role");
+    describe_gauge!(HUB_CONNS, "Connections registered in the node's hub");
+    describe_counter!(FRAMES_IN, "Frames received from clients, by frame type");
+    describe_counter!(FRAMES_OUT, "Frames written to clients");
+    describe_counter!(MESSAGES, "Chat messages stored, by author role");
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        Unit::Seconds,
+        "From a message's store to its write on a recipient's socket"
+    );
+    describe_gauge!(OUTBOUND_QUEUED_BYTES, "Bytes waiting in all outbound queues of the node");
+    describe_counter!(SLOW_CLOSES, "Connections closed with 4008 because their outbound queue overflowed");
+    describe_counter!(RATE_LIMITED, "Frames refused by the per-connection rate limit");
+    describe_counter!(ERRORS, "Error frames sent, by code");
+    describe_counter!(TIMERS_FIRED, "Timers fired, by kind");
+    describe_gauge!(TIMERS_PENDING, "Timers waiting in the engine");
+    describe_counter!(ENGINE_ERRORS, "Engine operations that failed");
+    describe_gauge!(DRAINING, "1 while the node drains");
+}

@@ -1,0 +1,1054 @@
+//! The gateway's use cases, generic over the engine: run a core transition atomically, then
+//! carry out its effects; authorise every conversation a frame names; store and route messages.
+//!
+//! The WebSocket and HTTP edges call only this; the core decides, the engine stores and
+//! publishes, and this module is the glue that is the same for every engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde_json::{Map, Value};
+
+use crate::auth::{Auth, Principal};
+use crate::clock::now_ms;
+use crate::config::{Config, SiteConfig};
+use crate::core::settings::SettingsErrors;
+use crate::core::{
+    self, Actor, Availability, Command, ConnId, ConvId, Ctx, Effect, NodeId, OperatorId, Participant,
+    QueueId, Reject, Reply, Settings, SiteId, TimerKind, VisitorId, VisitorProfile,
+};
+use crate::engine::{AppendOutcome, AppendRefusal, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay, SiteTx};
+use crate::hub::{Audience, BusMsg, Channel, Hub};
+use crate::metrics as m;
+use crate::protocol::{
+    Author, ClientSettings, ConvEvent, ConvState, Conversation, ErrorCode, Msg, OperatorStatus, Preview, Role,
+    ServerFrame, TransferTarget,
+};
+
+/// Why a request failed, as the client will be told.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{}", .0.message)]
+    Rejected(Reject),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl ServiceError {
+    fn refuse(code: ErrorCode, message: &'static str) -> ServiceError {
+        ServiceError::Rejected(Reject { code, message })
+    }
+
+    /// The error code and message for the client; engine details stay in the log.
+    pub fn client_error(&self) -> (ErrorCode, &'static str) {
+        match self {
+            ServiceError::Rejected(r) => (r.code, r.message),
+            ServiceError::Engine(_) => (ErrorCode::Unavailable, "temporarily unavailable; retry"),
+        }
+    }
+}
+
+impl From<Reject> for ServiceError {
+    fn from(r: Reject) -> Self {
+        ServiceError::Rejected(r)
+    }
+}
+
+/// A configured site and its live settings.
+pub struct Site {
+    pub config: SiteConfig,
+    settings: RwLock<Arc<Settings>>,
+}
+
+impl Site {
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().clone()
+    }
+}
+
+/// What a connection may do with a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// History, typing, read receipts, watch.
+    Read,
+    /// Lifecycle requests (close, tag, transfer …).
+    Manage,
+}
+
+pub struct Gateway<E: Engine> {
+    pub engine: E,
+    pub hub: Arc<Hub>,
+    pub auth: Auth,
+    pub cfg: Config,
+    pub node: NodeId,
+    sites: HashMap<SiteId, Site>,
+    by_key: HashMap<String, SiteId>,
+    next_conn: AtomicU64,
+    draining: AtomicBool,
+}
+
+const HISTORY_MAX: usize = 200;
+const PREVIEW_MAX: usize = 200;
+const DRAFT_MAX: usize = 8000;
+
+impl<E: Engine> Gateway<E> {
+    pub fn new(engine: E, hub: Arc<Hub>, auth: Auth, cfg: Config, node: NodeId) -> Gateway<E> {
+        let mut sites = HashMap::new();
+        let mut by_key = HashMap::new();
+        for s in &cfg.sites {
+            by_key.insert(s.widget_key.clone(), s.id.clone());
+            sites.insert(
+                s.id.clone(),
+                Site {
+                    settings: RwLock::new(Arc::new(s.settings.clone())),
+                    config: s.clone(),
+                },
+            );
+        }
+        Gateway {
+            engine,
+            hub,
+            auth,
+            cfg,
+            node,
+            sites,
+            by_key,
+            next_conn: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn site(&self, id: &SiteId) -> Option<&Site> {
+        self.sites.get(id)
+    }
+
+    pub fn site_by_key(&self, key: &str) -> Option<&Site> {
+        self.by_key.get(key).and_then(|id| self.sites.get(id))
+    }
+
+    pub fn sites(&self) -> impl Iterator<Item = &Site> {
+        self.sites.values()
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    pub fn conn_name(&self, id: ConnId) -> String {
+        format!("{}-{}", self.node, id.0)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        metrics::gauge!(m::DRAINING).set(1.0);
+    }
+
+    fn site_or_refuse(&self, id: &SiteId) -> Result<&Site, ServiceError> {
+        self.sites
+            .get(id)
+            .ok_or(ServiceError::refuse(ErrorCode::NotFound, "no such site"))
+    }
+
+    // ----- transitions -----
+
+    /// Runs one command through the core atomically and carries out its effects.
+    pub async fn apply(&self, site: &SiteId, cmd: Command) -> Result<Reply, ServiceError> {
+        let s = self.site_or_refuse(site)?;
+        loop {
+            let mut tx = self.engine.begin(site).await?;
+            let settings = s.settings();
+            let ctx = Ctx {
+                settings: &settings,
+                queues: &s.config.queues,
+                now: now_ms(),
+            };
+            let (reply, effects) = core::handle(tx.state(), ctx, cmd.clone())?;
+            debug_assert!(core::check_invariants(tx.state(), &settings).is_ok());
+            match tx.commit().await {
+                Ok(()) => {
+                    self.execute(site, effects).await;
+                    drop(tx);
+                    return Ok(reply);
+                }
+                Err(EngineError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn execute(&self, site: &SiteId, effects: Vec<Effect>) {
+        for e in effects {
+            if let Err(err) = self.execute_one(site, e).await {
+                metrics::counter!(m::ENGINE_ERRORS).increment(1);
+                tracing::warn!(site = %site, error = %err, "effect not carried out");
+            }
+        }
+    }
+
+    async fn execute_one(&self, site: &SiteId, e: Effect) -> Result<(), EngineError> {
+        match e {
+            Effect::Conv { event, mut conv, reason } => {
+                let id = ConvId(conv.id.clone());
+                conv.last_seq = self.engine.last_seq(&id).await?;
+                if matches!(event, ConvEvent::Queued | ConvEvent::Reopened) && conv.last_seq == 0 {
+                    self.engine
+                        .set_visitor_latest(site, &VisitorId(conv.visitor.id.clone()), &id)
+                        .await?;
+                }
+                self.engine.put_meta(&id, ConvMeta::from_snapshot(&conv)).await?;
+                self.publish_conv(&id, event, &conv, reason).await
+            }
+            Effect::Queue { queue, mut waiting, count } => {
+                for c in &mut waiting {
+                    c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
+                }
+                let frame = ServerFrame::Queue {
+                    queue: queue.0.clone(),
+                    waiting,
+                    count: Some(count as u64),
+                };
+                self.engine
+                    .publish(&Channel::Staff(site.clone()), BusMsg::frame(Audience::Queue(queue), frame))
+                    .await
+            }
+            Effect::Operator { id, name, status, online, load } => {
+                let frame = ServerFrame::Operator {
+                    id: id.0,
+                    name,
+                    status,
+                    online,
+                    load,
+                };
+                self.engine
+                    .publish(&Channel::Staff(site.clone()), BusMsg::frame(Audience::Staff, frame))
+                    .await
+            }
+            Effect::Offer { op, mut conv, expires_at } => {
+                conv.last_seq = self.engine.last_seq(&ConvId(conv.id.clone())).await?;
+                let frame = ServerFrame::Offer { conv, expires_at };
+                self.engine
+                    .publish(&user_channel(site, Role::Operator, &op.0), BusMsg::frame(Audience::All, frame))
+                    .await
+            }
+            Effect::Attach { conv, who } => {
+                let (role, id) = participant(&who);
+                self.engine.publish(&user_channel(site, role, id), BusMsg::Attach(conv)).await
+            }
+            Effect::Detach { conv, who } => {
+                let (role, id) = participant(&who);
+                self.engine.publish(&user_channel(site, role, id), BusMsg::Detach(conv)).await
+            }
+            Effect::System { conv, text } => {
+                let out = self
+                    .engine
+                    .append(NewMessage {
+                        conv,
+                        cid: None,
+                        from: system_author(),
+                        text,
+                        ts: now_ms(),
+                    })
+                    .await?;
+                if let AppendOutcome::Refused(r) = out {
+                    tracing::warn!(?r, "system message refused");
+                }
+                Ok(())
+            }
+            Effect::Notice { conv, code, text } => {
+                let frame = ServerFrame::Notice {
+                    conv: Some(conv.0.clone()),
+                    code: code.to_owned(),
+                    text,
+                };
+                self.engine
+                    .publish(&Channel::Conv(conv), BusMsg::frame(Audience::Visitors, frame))
+                    .await
+            }
+            Effect::SetTimer { kind, at } => self.engine.set_timer(site, &kind, at, false).await,
+            Effect::CancelTimer { kind } => self.engine.cancel_timer(site, &kind).await,
+        }
+    }
+
+    /// Publishes a `conv` event: the full snapshot to staff, a trimmed one to the visitor.
+    async fn publish_conv(
+        &self,
+        id: &ConvId,
+        event: ConvEvent,
+        conv: &Conversation,
+        reason: Option<String>,
+    ) -> Result<(), EngineError> {
+        let ch = Channel::Conv(id.clone());
+        let staff = ServerFrame::Conv {
+            event,
+            conv: Box::new(conv.clone()),
+            reason: reason.clone(),
+        };
+        self.engine.publish(&ch, BusMsg::frame(Audience::Staff, staff)).await?;
+        let visitor = ServerFrame::Conv {
+            event,
+            conv: Box::new(self.for_visitor(conv.clone())),
+            reason,
+        };
+        self.engine.publish(&ch, BusMsg::frame(Audience::Visitors, visitor)).await
+    }
+
+    /// What a visitor may see of their own conversation.
+    pub fn for_visitor(&self, mut c: Conversation) -> Conversation {
+        c.visitor.preview = None;
+        c.visitor.params.clear();
+        c.draft = None;
+        let show = self
+            .site(&SiteId(c.site.clone()))
+            .map(|s| s.settings().show_operator_name)
+            .unwrap_or(true);
+        if !show {
+            if let Some(o) = &mut c.operator {
+                o.name = String::new();
+            }
+        }
+        c
+    }
+
+    // ----- presence -----
+
+    pub async fn connected(&self, p: &Principal) -> Result<(), ServiceError> {
+        let cmd = match p.role {
+            Role::Operator => Command::OperatorConnected {
+                op: OperatorId(p.id.clone()),
+                name: p.name.clone().unwrap_or_else(|| p.id.clone()),
+                max_chats: p.max_chats,
+                queues: p.queues.clone(),
+            },
+            Role::Visitor => Command::VisitorConnected {
+                visitor: VisitorId(p.id.clone()),
+            },
+            _ => return Ok(()),
+        };
+        self.apply(&p.site, cmd).await.map(|_| ())
+    }
+
+    pub async fn disconnected(&self, p: &Principal) -> Result<(), ServiceError> {
+        let cmd = match p.role {
+            Role::Operator => Command::OperatorDisconnected {
+                op: OperatorId(p.id.clone()),
+            },
+            Role::Visitor => Command::VisitorDisconnected {
+                visitor: VisitorId(p.id.clone()),
+            },
+            _ => return Ok(()),
+        };
+        self.apply(&p.site, cmd).await.map(|_| ())
+    }
+
+    // ----- session -----
+
+    /// The settings a client sees in `welcome`.
+    pub fn client_settings(&self, p: &Principal) -> ClientSettings {
+        let site = self.site(&p.site).expect("principal's site was checked at hello");
+        let s = site.settings();
+        ClientSettings {
+            routing: s.routing.as_str().to_owned(),
+            widget_when_away: match s.widget_when_away {
+                core::settings::WhenAway::Busy => "busy".into(),
+                core::settings::WhenAway::Offline => "offline".into(),
+            },
+            show_operator_name: s.show_operator_name,
+            ping_interval_ms: self.cfg.ping_interval.as_millis() as u64,
+            unavailable_text: s.unavailable_text.clone(),
+            queues: site.config.queues.iter().map(|q| q.0.clone()).collect(),
+            canned: if p.role.is_staff() { s.canned.clone() } else { Vec::new() },
+        }
+    }
+
+    /// The conversations a connection attaches to at `hello`.
+    pub async fn own_conversations(&self, p: &Principal) -> Result<Vec<ConvId>, ServiceError> {
+        match p.role {
+            Role::Visitor => {
+                let latest = self.engine.visitor_latest(&p.site, &VisitorId(p.id.clone())).await?;
+                let mut out = Vec::new();
+                if let Some(c) = latest {
+                    if let Some(meta) = self.engine.meta(&c).await? {
+                        if meta.state != ConvState::Closed {
+                            out.push(c);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            Role::Operator => {
+                let mut tx = self.engine.begin(&p.site).await?;
+                let op = OperatorId(p.id.clone());
+                let mut out: Vec<ConvId> = Vec::new();
+                if let Some(o) = tx.state().operators.get(&op) {
+                    out.extend(o.convs.iter().cloned());
+                    out.extend(o.offers.iter().cloned());
+                }
+                Ok(out)
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// A conversation as this principal may see it, with `last_seq` and, for operators, draft.
+    pub async fn snapshot_for(
+        &self,
+        p: &Principal,
+        meta: &ConvMeta,
+        drafts: &BTreeMap<ConvId, String>,
+    ) -> Result<Conversation, ServiceError> {
+        let id = ConvId(meta.snapshot.id.clone());
+        let mut c = meta.snapshot.clone();
+        c.last_seq = self.engine.last_seq(&id).await?;
+        if p.role == Role::Visitor {
+            c = self.for_visitor(c);
+        } else {
+            c.draft = drafts.get(&id).cloned();
+        }
+        Ok(c)
+    }
+
+    pub async fn drafts_of(&self, p: &Principal) -> Result<BTreeMap<ConvId, String>, ServiceError> {
+        if p.role != Role::Operator {
+            return Ok(BTreeMap::new());
+        }
+        Ok(self
+            .engine
+            .drafts(&p.site, &OperatorId(p.id.clone()))
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// The queue listings and operator list a staff connection starts from.
+    pub async fn staff_snapshot(&self, p: &Principal) -> Result<Vec<ServerFrame>, ServiceError> {
+        let site = self.site_or_refuse(&p.site)?;
+        let settings = site.settings();
+        let (mut queues, ops) = {
+            let mut tx = self.engine.begin(&p.site).await?;
+            let st = tx.state();
+            let queues: Vec<(QueueId, Vec<Conversation>, usize)> = site
+                .config
+                .queues
+                .iter()
+                .filter(|q| p.role == Role::Supervisor || p.queues.as_ref().is_none_or(|qs| qs.contains(q)))
+                .map(|q| {
+                    let (w, n) = core::waiting(st, q);
+                    (q.clone(), w, n)
+                })
+                .collect();
+            let ops: Vec<ServerFrame> = st
+                .operators
+                .iter()
+                .map(|(id, o)| ServerFrame::Operator {
+                    id: id.0.clone(),
+                    name: o.name.clone(),
+                    status: o.status,
+                    online: o.conns > 0,
+                    load: o.convs.len() as u32,
+                })
+                .collect();
+            (queues, ops)
+        };
+        let _ = settings;
+        let mut frames = Vec::new();
+        for (q, waiting, count) in &mut queues {
+            for c in waiting.iter_mut() {
+                c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
+            }
+            frames.push(ServerFrame::Queue {
+                queue: q.0.clone(),
+                waiting: std::mem::take(waiting),
+                count: Some(*count as u64),
+            });
+        }
+        frames.extend(ops);
+        Ok(frames)
+    }
+
+    pub async fn replay(&self, conv: &ConvId, after: u64) -> Result<Replay, ServiceError> {
+        Ok(self.engine.replay(conv, after).await?)
+    }
+
+    // ----- authorisation -----
+
+    /// Checks that `p` may touch `conv`: visitors only their own, staff only their site's.
+    pub async fn authorize(&self, p: &Principal, conv: &str, access: Access) -> Result<ConvMeta, ServiceError> {
+        if conv.is_empty() || conv.len() > 128 {
+            return Err(ServiceError::refuse(ErrorCode::BadRequest, "bad conversation id"));
+        }
+        let id = ConvId(conv.to_owned());
+        let meta = self
+            .engine
+            .meta(&id)
+            .await?
+            .ok_or(ServiceError::refuse(ErrorCode::NotFound, "no such conversation"))?;
+        // The same answer for another site's conversation as for a missing one: ids do not leak.
+        if meta.site != p.site {
+            return Err(ServiceError::refuse(ErrorCode::NotFound, "no such conversation"));
+        }
+        let ok = match p.role {
+            Role::Visitor => meta.visitor.0 == p.id,
+            Role::Operator => match access {
+                Access::Read => true,
+                Access::Manage => meta.operator.as_ref().is_some_and(|o| o.0 == p.id) || meta.state != ConvState::Active,
+            },
+            Role::Supervisor => true,
+            Role::System => false,
+        };
+        if !ok {
+            return Err(ServiceError::refuse(
+                if p.role == Role::Visitor { ErrorCode::NotFound } else { ErrorCode::Forbidden },
+                if p.role == Role::Visitor { "no such conversation" } else { "not your conversation" },
+            ));
+        }
+        Ok(meta)
+    }
+
+    // ----- visitor -----
+
+    pub async fn start(
+        &self,
+        p: &Principal,
+        queue: Option<String>,
+        mut profile: VisitorProfile,
+        previous: Option<ConvId>,
+    ) -> Result<Conversation, ServiceError> {
+        if p.role != Role::Visitor {
+            return Err(ServiceError::refuse(ErrorCode::Forbidden, "only visitors start conversations"));
+        }
+        if profile.name.is_none() {
+            profile.name = p.name.clone();
+        }
+        let previous = match previous {
+            Some(prev) => Some(prev),
+            None => {
+                let latest = self.engine.visitor_latest(&p.site, &VisitorId(p.id.clone())).await?;
+                match latest {
+                    Some(c) => match self.engine.meta(&c).await? {
+                        Some(m) if m.state == ConvState::Closed => Some(c),
+                        _ => None,
+                    },
+                    None => None,
+                }
+            }
+        };
+        let reply = self
+            .apply(
+                &p.site,
+                Command::Start {
+                    visitor: VisitorId(p.id.clone()),
+                    conv: new_conv_id(),
+                    queue: queue.map(QueueId),
+                    profile,
+                    previous,
+                },
+            )
+            .await?;
+        match reply {
+            Reply::Conv(c) => {
+                let mut c = self.for_visitor(*c);
+                c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
+                Ok(c)
+            }
+            _ => Err(ServiceError::refuse(ErrorCode::Conflict, "conversation not started")),
+        }
+    }
+
+    /// Stores a message from `p`. A visitor writing into their closed conversation gets a new
+    /// conversation linked to it; the returned id is where the message went.
+    pub async fn send(&self, p: &Principal, conv: &str, cid: String, text: String) -> Result<Msg, ServiceError> {
+        if cid.is_empty() || cid.len() > crate::protocol::MAX_CID_LEN {
+            return Err(ServiceError::refuse(ErrorCode::BadRequest, "cid must be 1 to 64 bytes"));
+        }
+        if text.trim().is_empty() {
+            return Err(ServiceError::refuse(ErrorCode::BadRequest, "empty message"));
+        }
+        if text.len() > self.cfg.max_text {
+            return Err(ServiceError::refuse(ErrorCode::TooLarge, "message too long"));
+        }
+        let meta = self.authorize(p, conv, Access::Read).await?;
+        let author = Author {
+            role: p.role,
+            id: p.id.clone(),
+            name: p.name.clone(),
+        };
+        let mut target = ConvId(conv.to_owned());
+        let mut reopened = false;
+        loop {
+            let out = self
+                .engine
+                .append(NewMessage {
+                    conv: target.clone(),
+                    cid: Some(cid.clone()),
+                    from: author.clone(),
+                    text: text.clone(),
+                    ts: now_ms(),
+                })
+                .await?;
+            match out {
+                AppendOutcome::Duplicate(m) => return Ok(m),
+                AppendOutcome::Stored(a) => {
+                    metrics::counter!(m::MESSAGES, "role" => p.role.as_str()).increment(1);
+                    if p.role == Role::Visitor {
+                        self.after_visitor_message(&meta.site, &target, &a).await;
+                    }
+                    return Ok(a.msg);
+                }
+                AppendOutcome::Refused(AppendRefusal::Closed) if p.role == Role::Visitor && !reopened => {
+                    // A retry of the same cid may already sit in the visitor's new conversation.
+                    if let Some(latest) = self.engine.visitor_latest(&p.site, &VisitorId(p.id.clone())).await? {
+                        if latest != target {
+                            if let Some(m) = self.engine.meta(&latest).await? {
+                                if m.state != ConvState::Closed && m.snapshot.previous.as_deref() == Some(target.as_str()) {
+                                    target = latest;
+                                    reopened = true;
+                                    continue;
+                                }
+                            }
+                        }
+                    }
+                    let old = &meta.snapshot;
+                    let profile = VisitorProfile {
+                        name: old.visitor.name.clone(),
+                        email: old.visitor.email.clone(),
+                        phone: old.visitor.phone.clone(),
+                        params: old.visitor.params.clone(),
+                        preview: old.visitor.preview.clone(),
+                    };
+                    let c = self.start(p, Some(old.queue.clone()), profile, Some(target.clone())).await?;
+                    target = ConvId(c.id);
+                    reopened = true;
+                }
+                AppendOutcome::Refused(AppendRefusal::Closed) => {
+                    return Err(ServiceError::refuse(ErrorCode::Conflict, "conversation is closed"))
+                }
+                AppendOutcome::Refused(AppendRefusal::NotFound) => {
+                    return Err(ServiceError::refuse(ErrorCode::NotFound, "no such conversation"))
+                }
+                AppendOutcome::Refused(AppendRefusal::Forbidden) => {
+                    return Err(ServiceError::refuse(ErrorCode::Forbidden, "you do not hold this conversation"))
+                }
+            }
+        }
+    }
+
+    async fn after_visitor_message(&self, site: &SiteId, conv: &ConvId, a: &crate::engine::Appended) {
+        if a.conv_state != ConvState::Active {
+            if let Err(e) = self.apply(site, Command::VisitorWrote { conv: conv.clone() }).await {
+                tracing::warn!(error = %e, "unavailability check failed");
+            }
+        } else if a.started_unanswered {
+            let Some(s) = self.site(site) else { return };
+            if let Some(d) = s.settings().reassign_after {
+                let at = a.msg.ts + d.as_millis() as u64;
+                if let Err(e) = self.engine.set_timer(site, &TimerKind::Reassign(conv.clone()), at, true).await {
+                    tracing::warn!(error = %e, "reassign timer not set");
+                }
+            }
+        }
+    }
+
+    pub async fn history(&self, p: &Principal, conv: &str, before: Option<u64>, limit: Option<u32>) -> Result<HistoryPage, ServiceError> {
+        self.authorize(p, conv, Access::Read).await?;
+        let limit = (limit.unwrap_or(50) as usize).clamp(1, HISTORY_MAX);
+        Ok(self.engine.history(&ConvId(conv.to_owned()), before, limit).await?)
+    }
+
+    pub async fn typing(&self, p: &Principal, conv: &str, on: bool, preview: Option<String>) -> Result<(), ServiceError> {
+        let meta = self.authorize(p, conv, Access::Read).await?;
+        if p.role == Role::Operator && meta.operator.as_ref().is_none_or(|o| o.0 != p.id) {
+            return Err(ServiceError::refuse(ErrorCode::Forbidden, "you do not hold this conversation"));
+        }
+        let from = Author {
+            role: p.role,
+            id: p.id.clone(),
+            name: p.name.clone(),
+        };
+        let ch = Channel::Conv(ConvId(conv.to_owned()));
+        let preview = preview.map(|t| truncate(t, PREVIEW_MAX)).filter(|_| on);
+        if p.role == Role::Visitor && preview.is_some() {
+            // The sneak peek reaches staff only.
+            let staff = ServerFrame::Typing {
+                conv: conv.to_owned(),
+                from: from.clone(),
+                on,
+                preview,
+            };
+            self.engine.publish(&ch, BusMsg::frame(Audience::Staff, staff)).await?;
+            let plain = ServerFrame::Typing {
+                conv: conv.to_owned(),
+                from,
+                on,
+                preview: None,
+            };
+            self.engine.publish(&ch, BusMsg::frame(Audience::Visitors, plain)).await?;
+        } else {
+            let frame = ServerFrame::Typing {
+                conv: conv.to_owned(),
+                from,
+                on,
+                preview: None,
+            };
+            self.engine.publish(&ch, BusMsg::frame(Audience::All, frame)).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn read(&self, p: &Principal, conv: &str, seq: u64) -> Result<(), ServiceError> {
+        self.authorize(p, conv, Access::Read).await?;
+        let frame = ServerFrame::Read {
+            conv: conv.to_owned(),
+            by: Author {
+                role: p.role,
+                id: p.id.clone(),
+                name: None,
+            },
+            seq,
+        };
+        self.engine
+            .publish(&Channel::Conv(ConvId(conv.to_owned())), BusMsg::frame(Audience::All, frame))
+            .await?;
+        Ok(())
+    }
+
+    // ----- staff -----
+
+    fn require_staff(p: &Principal) -> Result<(), ServiceError> {
+        if p.role.is_staff() {
+            Ok(())
+        } else {
+            Err(ServiceError::refuse(ErrorCode::Forbidden, "staff only"))
+        }
+    }
+
+    pub async fn status(&self, p: &Principal, status: OperatorStatus) -> Result<OperatorStatus, ServiceError> {
+        if p.role != Role::Operator {
+            return Err(ServiceError::refuse(ErrorCode::Forbidden, "operators only"));
+        }
+        match self
+            .apply(
+                &p.site,
+                Command::SetStatus {
+                    op: OperatorId(p.id.clone()),
+                    status,
+                },
+            )
+            .await?
+        {
+            Reply::Status(s) => Ok(s),
+            _ => Ok(status),
+        }
+    }
+
+    pub async fn accept(&self, p: &Principal, conv: &str) -> Result<Conversation, ServiceError> {
+        if p.role != Role::Operator {
+            return Err(ServiceError::refuse(ErrorCode::Forbidden, "operators only"));
+        }
+        self.authorize(p, conv, Access::Read).await?;
+        let reply = self
+            .apply(
+                &p.site,
+                Command::Accept {
+                    op: OperatorId(p.id.clone()),
+                    conv: ConvId(conv.to_owned()),
+                },
+            )
+            .await?;
+        self.reply_conv(reply).await
+    }
+
+    pub async fn decline(&self, p: &Principal, conv: &str) -> Result<(), ServiceError> {
+        if p.role != Role::Operator {
+            return Err(ServiceError::refuse(ErrorCode::Forbidden, "operators only"));
+        }
+        self.authorize(p, conv, Access::Read).await?;
+        self.apply(
+            &p.site,
+            Command::Decline {
+                op: OperatorId(p.id.clone()),
+                conv: ConvId(conv.to_owned()),
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn transfer(&self, p: &Principal, conv: &str, to: TransferTarget, note: Option<String>) -> Result<Conversation, ServiceError> {
+        Self::require_staff(p)?;
+        self.authorize(p, conv, Access::Manage).await?;
+        let reply = self
+            .apply(
+                &p.site,
+                Command::Transfer {
+                    by: actor(p),
+                    conv: ConvId(conv.to_owned()),
+                    to,
+                    note: note.map(|n| truncate(n, 500)),
+                },
+            )
+            .await?;
+        self.reply_conv(reply).await
+    }
+
+    pub async fn assign(&self, p: &Principal, conv: &str, operator: String) -> Result<Conversation, ServiceError> {
+        if p.role != Role::Supervisor {
+            return Err(ServiceError::refuse(ErrorCode::Forbidden, "supervisors only"));
+        }
+        self.authorize(p, conv, Access::Manage).await?;
+        let reply = self
+            .apply(
+                &p.site,
+                Command::Assign {
+                    conv: ConvId(conv.to_owned()),
+                    op: OperatorId(operator),
+                },
+            )
+            .await?;
+        self.reply_conv(reply).await
+    }
+
+    pub async fn tag(&self, p: &Principal, conv: &str, add: Vec<String>, remove: Vec<String>) -> Result<Conversation, ServiceError> {
+        Self::require_staff(p)?;
+        self.authorize(p, conv, Access::Manage).await?;
+        let reply = self
+            .apply(
+                &p.site,
+                Command::Tag {
+                    conv: ConvId(conv.to_owned()),
+                    add,
+                    remove,
+                },
+            )
+            .await?;
+        self.reply_conv(reply).await
+    }
+
+    pub async fn close(&self, p: &Principal, conv: &str, outcome: Option<String>, tags: Vec<String>) -> Result<Option<Conversation>, ServiceError> {
+        let meta = self.authorize(p, conv, Access::Manage).await?;
+        if meta.state == ConvState::Closed {
+            // Closing twice is a no-op, answered with the final snapshot.
+            return Ok(Some(meta.snapshot));
+        }
+        let reply = self
+            .apply(
+                &p.site,
+                Command::Close {
+                    by: actor(p),
+                    conv: ConvId(conv.to_owned()),
+                    outcome,
+                    tags,
+                },
+            )
+            .await?;
+        match reply {
+            Reply::Conv(c) => Ok(Some(if p.role == Role::Visitor { self.for_visitor(*c) } else { *c })),
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn draft(&self, p: &Principal, conv: &str, text: String) -> Result<(), ServiceError> {
+        if p.role != Role::Operator {
+            return Err(ServiceError::refuse(ErrorCode::Forbidden, "operators only"));
+        }
+        if text.len() > DRAFT_MAX {
+            return Err(ServiceError::refuse(ErrorCode::TooLarge, "draft too long"));
+        }
+        self.authorize(p, conv, Access::Read).await?;
+        let id = ConvId(conv.to_owned());
+        let op = OperatorId(p.id.clone());
+        let stored = if text.is_empty() { None } else { Some(text.clone()) };
+        self.engine.set_draft(&p.site, &op, &id, stored).await?;
+        let frame = ServerFrame::Draft { conv: conv.to_owned(), text };
+        self.engine
+            .publish(&user_channel(&p.site, Role::Operator, &p.id), BusMsg::frame(Audience::All, frame))
+            .await?;
+        Ok(())
+    }
+
+    async fn reply_conv(&self, reply: Reply) -> Result<Conversation, ServiceError> {
+        match reply {
+            Reply::Conv(mut c) => {
+                c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
+                Ok(*c)
+            }
+            _ => Err(ServiceError::refuse(ErrorCode::Conflict, "no conversation in reply")),
+        }
+    }
+
+    // ----- sites -----
+
+    pub async fn availability(&self, site: &SiteId) -> Result<Availability, ServiceError> {
+        let s = self.site_or_refuse(site)?;
+        let settings = s.settings();
+        let mut tx = self.engine.begin(site).await?;
+        Ok(core::availability(tx.state(), &settings))
+    }
+
+    /// Applies a settings patch, stores it for every node, and lets routing react.
+    pub async fn update_settings(&self, site: &SiteId, patch: &Map<String, Value>) -> Result<Arc<Settings>, SettingsUpdateError> {
+        let s = self.sites.get(site).ok_or(SettingsUpdateError::NoSite)?;
+        let new = s.settings().patched(patch, self.cfg.bounds).map_err(SettingsUpdateError::Invalid)?;
+        self.engine
+            .save_settings(site, &new.to_json())
+            .await
+            .map_err(|e| SettingsUpdateError::Service(e.into()))?;
+        let new = Arc::new(new);
+        *s.settings.write() = new.clone();
+        self.apply(site, Command::SettingsChanged)
+            .await
+            .map_err(SettingsUpdateError::Service)?;
+        Ok(new)
+    }
+
+    /// Loads settings stored by any node (at start, and when told they changed).
+    pub async fn reload_settings(&self, site: &SiteId) -> Result<(), ServiceError> {
+        let Some(s) = self.sites.get(site) else { return Ok(()) };
+        if let Some(v) = self.engine.load_settings(site).await? {
+            if let Some(obj) = v.as_object() {
+                match s.config.settings.patched(obj, self.cfg.bounds) {
+                    Ok(new) => *s.settings.write() = Arc::new(new),
+                    Err(e) => tracing::warn!(site = %site, error = %e, "stored settings rejected"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- timers -----
+
+    /// Fires due timers until the process ends. Any node may run this; claims are atomic.
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let now = now_ms();
+            match self.engine.due_timers(now, 256).await {
+                Ok(due) => {
+                    for (site, kind) in due {
+                        self.fire(&site, kind).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "timer poll failed"),
+            }
+            let next = self.engine.next_timer().await.ok().flatten();
+            let wait = next
+                .map(|t| t.saturating_sub(now_ms()))
+                .unwrap_or(250)
+                .clamp(5, 250);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+    }
+
+    async fn fire(&self, site: &SiteId, kind: TimerKind) {
+        let label = match &kind {
+            TimerKind::Offer(_) => "offer",
+            TimerKind::Reassign(_) => "reassign",
+            TimerKind::Inactive(_) => "inactive",
+            TimerKind::Callback(_) => "callback",
+            TimerKind::VisitorGrace(_) => "visitor_grace",
+            TimerKind::OperatorGrace(_) => "operator_grace",
+        };
+        metrics::counter!(m::TIMERS_FIRED, "kind" => label).increment(1);
+        let activity = match &kind {
+            TimerKind::Reassign(c) | TimerKind::Inactive(c) => self.engine.activity(c).await.unwrap_or_default(),
+            _ => Default::default(),
+        };
+        if let Err(e) = self.apply(site, Command::Timer { kind: kind.clone(), activity }).await {
+            tracing::warn!(site = %site, ?kind, error = %e, "timer transition failed");
+        }
+    }
+}
+
+/// Why a settings update failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsUpdateError {
+    #[error("no such site")]
+    NoSite,
+    #[error(transparent)]
+    Invalid(SettingsErrors),
+    #[error(transparent)]
+    Service(ServiceError),
+}
+
+pub fn user_channel(site: &SiteId, role: Role, id: &str) -> Channel {
+    Channel::User(site.clone(), role, id.to_owned())
+}
+
+fn participant(p: &Participant) -> (Role, &str) {
+    match p {
+        Participant::Visitor(v) => (Role::Visitor, v.as_str()),
+        Participant::Operator(o) => (Role::Operator, o.as_str()),
+    }
+}
+
+fn actor(p: &Principal) -> Actor {
+    match p.role {
+        Role::Visitor => Actor::Visitor(VisitorId(p.id.clone())),
+        Role::Operator => Actor::Operator(OperatorId(p.id.clone())),
+        Role::Supervisor => Actor::Supervisor(p.id.clone()),
+        Role::System => Actor::System,
+    }
+}
+
+fn system_author() -> Author {
+    Author {
+        role: Role::System,
+        id: "system".into(),
+        name: None,
+    }
+}
+
+/// A fresh conversation id: time-ordered and unguessable.
+pub fn new_conv_id() -> ConvId {
+    use rand::Rng;
+    let r: u64 = rand::rng().random();
+    ConvId(format!("c_{:x}{:016x}", now_ms(), r))
+}
+
+/// A fresh visitor id.
+pub fn new_visitor_id() -> VisitorId {
+    use rand::Rng;
+    let r: u128 = rand::rng().random();
+    VisitorId(format!("v_{r:032x}"))
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// Builds the operator-facing preview from what the browser sent at the upgrade.
+pub fn preview_from(user_agent: Option<&str>, language: Option<&str>, country: Option<String>, page_url: &str, referrer: &str) -> Preview {
+    let parser = woothee::parser::Parser::new();
+    let (browser, os, device) = match user_agent.and_then(|ua| parser.parse(ua)) {
+        Some(r) => (
+            format!("{} {}", r.name, r.version).trim().to_owned(),
+            r.os.to_owned(),
+            r.category.to_owned(),
+        ),
+        None => ("unknown".into(), "unknown".into(), "unknown".into()),
+    };
+    Preview {
+        browser,
+        os,
+        device,
+        page_url: page_url.to_owned(),
+        referrer: referrer.to_owned(),
+        country,
+        language: language
+            .and_then(|l| l.split(',').next())
+            .map(|l| l.split(';').next().unwrap_or(l).trim().to_owned())
+            .filter(|l| !l.is_empty()),
+    }
+}

@@ -1,0 +1,747 @@
+/*! chat-gateway widget — embed with ONE tag:
+ *   <script src="https://<gateway>/widget.js" data-site="<widget key>" async></script>
+ * Optional attributes: data-lang (en|ru|cs), data-prechat="true", data-color="#2563eb".
+ *
+ * Served as /widget.js right after protocol.js (same script), whose ChatGatewayProtocol.Client
+ * does the wire work: ordering, dedup, resume, retries with the same cid. This file is the UI:
+ * a Shadow DOM so the host page's CSS and ours cannot touch each other, state in localStorage
+ * so the visitor and the conversation survive page loads, and the window.ChatWidget API.
+ */
+(function () {
+  'use strict';
+  const W = window;
+  const D = document;
+  if (W.ChatWidget && W.ChatWidget._loaded) return;
+  const P = W.ChatGatewayProtocol;
+  if (!P) throw new Error('chat widget: protocol.js must come first (serve /widget.js, not widget.js alone)');
+  const script = D.currentScript || D.querySelector('script[data-site][src*="widget"]');
+  const ds = (script && script.dataset) || {};
+  const SITE = ds.site || 'demo';
+  const BASE = script && script.src ? new URL(script.src, location.href).origin : location.origin;
+  const KEY = 'cgw:' + SITE;
+  const noop = () => {};
+
+  // ------------------------------------------------------------ language
+
+  const I18N = {
+    en: {
+      title: 'Chat with us', open: 'Open chat', close: 'Close chat', ph: 'Write a message…', send: 'Send',
+      msgs: 'Messages', sending: 'Sending…', sent: 'Sent', read: 'Read', failed: 'Not sent. Click to retry.',
+      typing: '{n} is typing…', op: 'Operator', you: 'You',
+      busy: 'All operators are busy. You are in the queue, we will answer as soon as possible.',
+      ended: 'Conversation ended. Write again to start a new one.',
+      offT: 'Leave us a message', offI: 'We are not online right now. Leave a message and we will get back to you.',
+      name: 'Name', email: 'Email', phone: 'Phone', message: 'Message', submit: 'Send message',
+      thanks: 'Thanks, we will get back to you.', again: 'Write another message',
+      preI: 'Please introduce yourself before we start.', start: 'Start chat',
+      tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?'
+    },
+    ru: {
+      title: 'Чат с нами', open: 'Открыть чат', close: 'Закрыть чат', ph: 'Напишите сообщение…', send: 'Отправить',
+      msgs: 'Сообщения', sending: 'Отправляется…', sent: 'Отправлено', read: 'Прочитано', failed: 'Не отправлено. Нажмите, чтобы повторить.',
+      typing: '{n} печатает…', op: 'Оператор', you: 'Вы',
+      busy: 'Все операторы заняты. Вы в очереди, мы ответим как можно скорее.',
+      ended: 'Разговор завершён. Напишите снова, чтобы начать новый.',
+      offT: 'Оставьте сообщение', offI: 'Сейчас нас нет в сети. Оставьте сообщение, и мы с вами свяжемся.',
+      name: 'Имя', email: 'Эл. почта', phone: 'Телефон', message: 'Сообщение', submit: 'Отправить',
+      thanks: 'Спасибо, мы с вами свяжемся.', again: 'Написать ещё',
+      preI: 'Представьтесь, пожалуйста, перед началом разговора.', start: 'Начать чат',
+      tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}', hi: 'Здравствуйте! Чем можем помочь?'
+    },
+    cs: {
+      title: 'Napište nám', open: 'Otevřít chat', close: 'Zavřít chat', ph: 'Napište zprávu…', send: 'Odeslat',
+      msgs: 'Zprávy', sending: 'Odesílá se…', sent: 'Odesláno', read: 'Přečteno', failed: 'Neodesláno. Klikněte pro nový pokus.',
+      typing: '{n} píše…', op: 'Operátor', you: 'Vy',
+      busy: 'Všichni operátoři jsou zaneprázdnění. Jste ve frontě, odpovíme co nejdříve.',
+      ended: 'Konverzace skončila. Napište znovu a začne nová.',
+      offT: 'Zanechte nám zprávu', offI: 'Právě nejsme online. Zanechte zprávu a ozveme se vám.',
+      name: 'Jméno', email: 'E-mail', phone: 'Telefon', message: 'Zpráva', submit: 'Odeslat zprávu',
+      thanks: 'Děkujeme, ozveme se vám.', again: 'Napsat další zprávu',
+      preI: 'Před začátkem se prosím představte.', start: 'Zahájit chat',
+      tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?'
+    }
+  };
+  const pickLang = (l) => (l || '').slice(0, 2).toLowerCase();
+  const LANG = [ds.lang, D.documentElement.lang, navigator.language].map(pickLang).find((l) => I18N[l]) || 'en';
+  const t = (k, n) => (I18N[LANG][k] || I18N.en[k]).replace('{n}', n);
+
+  // ------------------------------------------------------------ state (localStorage)
+
+  let LS = null;
+  try {
+    LS = W.localStorage;
+  } catch (e) {
+    /* storage blocked: the widget still works for this page view */
+  }
+  const load = () => {
+    try {
+      return JSON.parse(LS.getItem(KEY)) || {};
+    } catch (e) {
+      return {};
+    }
+  };
+  // token, vid, exp, conv, closed, assigned, convs[], cursors{}, out[], msgs[], prechat, params,
+  // unread, open, rd{} (read sent), seen{} (operator read up to), thanks
+  const S = Object.assign({ convs: [], cursors: {}, out: [], msgs: [], rd: {}, seen: {}, unread: 0 }, load());
+  function save() {
+    if (client) S.cursors = client.cursors();
+    S.msgs = sorted().filter((e) => e.role !== 'notice').slice(-100);
+    try {
+      LS.setItem(KEY, JSON.stringify(S));
+    } catch (e) {
+      /* quota or blocked */
+    }
+  }
+
+  const ev = new P.Emitter();
+  let client = null;
+  let settings = {};
+  let endedHere = false; // a conversation ended during this page view: keep showing the chat
+  let avail = { status: 'online', widget_when_away: 'busy' };
+  let isOpen = false;
+
+  // ------------------------------------------------------------ DOM
+
+  function h(tag, attrs, kids) {
+    const el = D.createElement(tag);
+    for (const k in attrs || {}) {
+      const v = attrs[k];
+      if (v == null || v === false) continue;
+      if (k[0] === 'o' && k[1] === 'n') el.addEventListener(k.slice(2), v);
+      else if (k === 'text') el.textContent = v;
+      else if (k === 'html') el.innerHTML = v; // only our own static SVG
+      else el.setAttribute(k, v === true ? '' : v);
+    }
+    (kids || []).forEach((c) => c && el.appendChild(c));
+    return el;
+  }
+  const svg = (d, s) => '<svg width="' + (s || 20) + '" height="' + (s || 20) + '" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="' + d + '"/></svg>';
+  const I_CHAT = 'M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z';
+  const I_X = 'M6 6l12 12M18 6L6 18';
+  const I_DL = 'M12 4v11m-5-5l5 5 5-5M5 20h14';
+  const I_SEND = 'M5 12h13m-6-6l6 6-6 6';
+
+  const CSS =
+    ':host{all:initial}*{box-sizing:border-box}' +
+    '.w{--c:' + (ds.color || '#2563eb') + ';position:fixed;right:20px;bottom:20px;z-index:2147483000;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2937;text-align:left}' +
+    'button,input,textarea{font:inherit;color:inherit}[hidden]{display:none!important}' +
+    ':focus-visible{outline:3px solid #93c5fd;outline-offset:2px}' +
+    '.l{width:58px;height:58px;border-radius:50%;border:0;background:var(--c);color:#fff;box-shadow:0 6px 20px rgba(0,0,0,.25);cursor:pointer;display:grid;place-items:center;position:relative}' +
+    '.bd{position:absolute;top:-3px;right:-3px;min-width:20px;height:20px;padding:0 6px;border-radius:10px;background:#dc2626;color:#fff;font-size:12px;font-weight:700;line-height:20px}' +
+    '.p{position:absolute;right:0;bottom:74px;width:370px;height:560px;max-height:calc(100vh - 110px);display:flex;flex-direction:column;background:#fff;border-radius:14px;box-shadow:0 12px 40px rgba(0,0,0,.22);overflow:hidden;animation:in .15s ease-out}' +
+    '@keyframes in{from{opacity:0;transform:translateY(8px)}}' +
+    'header{display:flex;align-items:center;gap:4px;padding:12px 10px 12px 16px;background:var(--c);color:#fff}' +
+    'h2{flex:1;margin:0;font-size:16px;font-weight:600}.cn{font-size:12px;opacity:.85}' +
+    '.ib{background:none;border:0;color:inherit;width:34px;height:34px;border-radius:8px;cursor:pointer;display:grid;place-items:center}.ib:hover{background:rgba(255,255,255,.18)}' +
+    '.v{flex:1;display:flex;flex-direction:column;min-height:0;background:#f8fafc}' +
+    '.hint{margin:10px 12px 0;padding:8px 10px;border-radius:8px;background:#fef3c7;color:#92400e;font-size:13px}' +
+    'ol{flex:1;overflow-y:auto;margin:0;padding:12px;list-style:none;display:flex;flex-direction:column;gap:6px}' +
+    'li{max-width:82%;display:flex;flex-direction:column}' +
+    '.b{padding:8px 12px;border-radius:14px;white-space:pre-wrap;overflow-wrap:anywhere}' +
+    '.op{align-self:flex-start}.op .b{background:#fff;border:1px solid #e5e7eb;border-bottom-left-radius:4px}' +
+    '.me{align-self:flex-end;align-items:flex-end}.me .b{background:var(--c);color:#fff;border-bottom-right-radius:4px}' +
+    '.who,.st{font-size:11px;color:#6b7280;margin:0 4px 2px}.st{margin:2px 4px 0}' +
+    '.failed .b{background:#fee2e2;color:#991b1b;cursor:pointer}' +
+    '.sys{align-self:center;max-width:95%;text-align:center;color:#6b7280;font-size:12px}.sys .b{padding:2px 8px}' +
+    '.nt{align-self:stretch;max-width:none}.nt .b{background:#fff7ed;color:#9a3412;border:1px solid #fed7aa;border-radius:8px}' +
+    'ol:empty::before{content:attr(data-empty);margin:auto;color:#6b7280;text-align:center}' +
+    '.ty{padding:0 16px 6px;font-size:12px;color:#6b7280;font-style:italic}' +
+    'form.c{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e7eb;background:#fff;align-items:flex-end}' +
+    'textarea,input{border:1px solid #d1d5db;border-radius:10px;padding:8px 10px;background:#fff;width:100%}' +
+    '.c textarea{flex:1;resize:none;max-height:120px;min-height:40px}' +
+    '.sb{flex:none;width:40px;height:40px;border-radius:10px;border:0;background:var(--c);color:#fff;cursor:pointer;display:grid;place-items:center}' +
+    '.f{padding:16px;overflow-y:auto;display:flex;flex-direction:column;gap:10px}.f p{margin:0;color:#374151}' +
+    '.f label{display:flex;flex-direction:column;gap:4px;font-size:13px;color:#374151}' +
+    '.pb{padding:10px 14px;border:0;border-radius:10px;background:var(--c);color:#fff;font-weight:600;cursor:pointer}.pb:disabled{opacity:.6;cursor:default}' +
+    '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}' +
+    '.thx{margin:auto;padding:24px;text-align:center;display:flex;flex-direction:column;gap:16px;align-items:center;font-size:15px}' +
+    '@media (max-width:480px){.w{right:12px;bottom:12px}.p{position:fixed;inset:0;width:auto;height:auto;max-height:none;border-radius:0}}' +
+    '@media (prefers-reduced-motion:reduce){.p{animation:none}}';
+
+  const host = D.createElement('chat-gateway-widget');
+  host.setAttribute('style', 'all:initial!important');
+  const root = host.attachShadow({ mode: 'open' });
+  root.appendChild(h('style', { text: CSS }));
+
+  const badge = h('span', { class: 'bd', 'data-testid': 'cw-badge', 'aria-hidden': 'true', hidden: true });
+  const launcher = h('button', { class: 'l', type: 'button', 'data-testid': 'cw-launcher', 'aria-label': t('open'), 'aria-expanded': 'false', 'aria-controls': 'cw-panel', onclick: () => (isOpen ? close() : open()) }, [h('span', { html: svg(I_CHAT, 26) }), badge]);
+  const connEl = h('span', { class: 'cn', 'data-testid': 'cw-conn', role: 'status' });
+  const trBtn = h('button', { class: 'ib', type: 'button', 'data-testid': 'cw-transcript', 'aria-label': t('tr'), title: t('tr'), html: svg(I_DL), onclick: transcript, hidden: true });
+  const hint = h('div', { class: 'hint', 'data-testid': 'cw-hint', role: 'status', text: t('busy'), hidden: true });
+  const list = h('ol', { 'data-testid': 'cw-messages', 'data-empty': t('hi'), role: 'log', 'aria-live': 'polite', 'aria-label': t('msgs'), tabindex: '0' });
+  const typingEl = h('div', { class: 'ty', 'data-testid': 'cw-typing', 'aria-live': 'polite', hidden: true });
+  const input = h('textarea', { id: 'cw-input', 'data-testid': 'cw-input', rows: '1', placeholder: t('ph'), maxlength: '4000', oninput: typed, onkeydown: (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      submit();
+    }
+  } });
+  const chatV = h('div', { class: 'v' }, [
+    hint,
+    list,
+    typingEl,
+    h('form', { class: 'c', onsubmit: (e) => (e.preventDefault(), submit()) }, [
+      h('label', { class: 'sr', for: 'cw-input', text: t('message') }),
+      input,
+      h('button', { class: 'sb', type: 'submit', 'data-testid': 'cw-send', 'aria-label': t('send'), title: t('send'), html: svg(I_SEND) })
+    ])
+  ]);
+
+  function field(id, label, type, req) {
+    const tag = type === 'area' ? 'textarea' : 'input';
+    return h('label', {}, [h('span', { text: label + (req ? ' *' : '') }), h(tag, { 'data-testid': id, name: id.split('-').pop(), type: tag === 'input' ? type : null, rows: tag === 'textarea' ? '4' : null, required: req, autocomplete: type === 'text' ? 'name' : type === 'area' ? null : type })]);
+  }
+  const values = (form) => {
+    const o = {};
+    form.querySelectorAll('input,textarea').forEach((i) => i.value.trim() && (o[i.name] = i.value.trim()));
+    return o;
+  };
+  const offForm = h('form', { class: 'f', 'data-testid': 'cw-offline-form', onsubmit: submitOffline }, [
+    h('p', { text: t('offI') }),
+    field('cw-off-name', t('name'), 'text', true),
+    field('cw-off-email', t('email'), 'email', true),
+    field('cw-off-phone', t('phone'), 'tel'),
+    field('cw-off-message', t('message'), 'area', true),
+    h('button', { class: 'pb', type: 'submit', 'data-testid': 'cw-off-submit', text: t('submit') })
+  ]);
+  const preForm = h('form', { class: 'f', 'data-testid': 'cw-prechat-form', onsubmit: (e) => {
+    e.preventDefault();
+    S.prechat = values(preForm);
+    save();
+    render(true);
+  } }, [
+    h('p', { text: t('preI') }),
+    field('cw-pre-name', t('name'), 'text', true),
+    field('cw-pre-email', t('email'), 'email'),
+    field('cw-pre-phone', t('phone'), 'tel'),
+    h('button', { class: 'pb', type: 'submit', 'data-testid': 'cw-pre-submit', text: t('start') })
+  ]);
+  const thanksV = h('div', { class: 'thx', 'data-testid': 'cw-thanks', role: 'status' }, [
+    h('p', { text: t('thanks') }),
+    h('button', { class: 'pb', type: 'button', text: t('again'), onclick: () => ((S.thanks = 0), save(), render(true)) })
+  ]);
+  const views = { chat: chatV, offline: offForm, prechat: preForm, thanks: thanksV };
+  const panel = h('section', { class: 'p', id: 'cw-panel', role: 'dialog', 'aria-labelledby': 'cw-title', 'data-testid': 'cw-panel', hidden: true, onkeydown: (e) => e.key === 'Escape' && close() }, [
+    h('header', {}, [
+      h('h2', { id: 'cw-title', text: t('title') }),
+      connEl,
+      trBtn,
+      h('button', { class: 'ib', type: 'button', 'data-testid': 'cw-close', 'aria-label': t('close'), title: t('close'), html: svg(I_X), onclick: close })
+    ]),
+    chatV,
+    offForm,
+    preForm,
+    thanksV
+  ]);
+  root.appendChild(h('div', { class: 'w', lang: LANG }, [panel, launcher]));
+
+  // ------------------------------------------------------------ messages
+
+  // Entries keyed by "conv:seq" (stored) or "c:cid" (own, not yet stored): each shown once.
+  const entries = new Map();
+  const els = new Map();
+  const keyOf = (conv, seq) => conv + ':' + seq;
+  S.msgs.forEach((e) => entries.set(e.k, e));
+  S.out.forEach((o) => entries.has('c:' + o.cid) || entries.set('c:' + o.cid, { k: 'c:' + o.cid, cid: o.cid, conv: o.conv, role: 'visitor', text: o.text, ts: o.ts, st: 'sending' }));
+
+  function sorted() {
+    const ci = (c) => {
+      const i = S.convs.indexOf(c);
+      return i < 0 ? 1e9 : i;
+    };
+    const sq = (e) => (typeof e.seq === 'number' ? e.seq : 1e14);
+    return Array.from(entries.values()).sort((a, b) => ci(a.conv) - ci(b.conv) || sq(a) - sq(b) || a.ts - b.ts);
+  }
+  function noteConv(id) {
+    if (id && S.convs.indexOf(id) < 0) S.convs = S.convs.concat(id).slice(-5);
+  }
+  const byCid = (cid) => entries.get('c:' + cid) || Array.from(entries.values()).find((e) => e.cid === cid);
+
+  /** A stored message (live or from history); returns true when it is new here. */
+  function addMsg(m) {
+    noteConv(m.conv);
+    const k = keyOf(m.conv, m.seq);
+    if (entries.has(k)) return false;
+    const role = m.from.role;
+    const own = m.cid && role === 'visitor' && byCid(m.cid);
+    if (own) {
+      own.seq = m.seq;
+      own.conv = m.conv;
+      if (own.st === 'sending' || own.st === 'failed') own.st = 'sent';
+      if (own.k !== k) {
+        entries.delete(own.k);
+        const el = els.get(own.k);
+        els.delete(own.k);
+        if (el) els.set(k, el);
+        own.k = k;
+        entries.set(k, own);
+      }
+      S.out = S.out.filter((o) => o.cid !== m.cid);
+    } else {
+      entries.set(k, { k, conv: m.conv, seq: m.seq, cid: m.cid, role, name: m.from.name, text: m.text, ts: m.ts, st: role === 'visitor' ? 'sent' : '' });
+    }
+    applyRead(m.conv);
+    return true;
+  }
+
+  function applyRead(conv) {
+    const up = S.seen[conv] || 0;
+    entries.forEach((e) => {
+      if (e.conv === conv && e.role === 'visitor' && e.seq <= up) e.st = 'read';
+    });
+  }
+
+  function entryEl(e) {
+    let el = els.get(e.k);
+    const cls = e.role === 'visitor' ? 'me' : e.role === 'operator' ? 'op' : e.role === 'notice' ? 'nt' : 'sys';
+    if (!el) {
+      const who = e.role === 'operator' && !S.noName && e.name;
+      el = h('li', { class: cls, 'data-testid': e.end ? 'cw-ended' : e.role === 'notice' ? 'cw-notice' : 'cw-msg', 'data-role': e.role }, [
+        who ? h('span', { class: 'who', text: e.name }) : null,
+        h('div', { class: 'b', text: e.text })
+      ]);
+      if (e.role === 'visitor') {
+        el.appendChild(h('span', { class: 'st', 'aria-live': 'off' }));
+        el.addEventListener('click', () => e.st === 'failed' && retry(e));
+      }
+      els.set(e.k, el);
+    }
+    if (typeof e.seq === 'number' && !e.end) el.setAttribute('data-seq', e.seq);
+    if (e.role === 'visitor') {
+      el.className = cls + (e.st === 'failed' ? ' failed' : '');
+      el.setAttribute('data-state', e.st);
+      el.lastChild.textContent = t(e.st || 'sent');
+    }
+    return el;
+  }
+
+  function renderList() {
+    const all = sorted();
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 60;
+    all.forEach((e, i) => {
+      const el = entryEl(e);
+      if (list.children[i] !== el) list.insertBefore(el, list.children[i] || null);
+    });
+    while (list.children.length > all.length) list.lastChild.remove();
+    if (atBottom || isOpen) list.scrollTop = list.scrollHeight;
+  }
+
+  // ------------------------------------------------------------ view
+
+  function mode() {
+    if (S.thanks) return 'thanks';
+    if (S.out.some((o) => o.off)) return 'offline';
+    if ((S.conv && (!S.closed || endedHere)) || S.out.length) return 'chat';
+    if (avail.status === 'offline' || (avail.status === 'busy' && avail.widget_when_away === 'offline')) return 'offline';
+    if (ds.prechat === 'true' && !S.prechat) return 'prechat';
+    return 'chat';
+  }
+
+  let shown = '';
+  function render(focus) {
+    const m = mode();
+    if (m !== shown) {
+      shown = m;
+      for (const k in views) views[k].hidden = k !== m;
+      panel.setAttribute('data-mode', m);
+      if (focus !== false && isOpen) focusView();
+    }
+    hint.hidden = !(m === 'chat' && avail.status === 'busy' && !S.assigned && !(S.conv && S.closed));
+    trBtn.hidden = !S.conv;
+    offForm.querySelector('button').disabled = S.out.some((o) => o.off);
+    badge.hidden = !S.unread || isOpen;
+    badge.textContent = S.unread;
+    launcher.setAttribute('aria-label', t('open') + (S.unread ? ', ' + t('unread', S.unread) : ''));
+    renderList();
+  }
+
+  function focusView() {
+    const v = views[shown];
+    const f = v && v.querySelector('textarea,input,button');
+    if (f) f.focus();
+  }
+
+  function open() {
+    if (isOpen) return;
+    isOpen = true;
+    S.open = 1;
+    S.unread = 0;
+    panel.hidden = false;
+    launcher.setAttribute('aria-expanded', 'true');
+    shown = '';
+    render();
+    checkAvail();
+    connect();
+    markRead();
+    save();
+    ev.emit('open');
+  }
+
+  function close() {
+    if (!isOpen) return;
+    const inside = root.activeElement != null;
+    isOpen = false;
+    S.open = 0;
+    panel.hidden = true;
+    launcher.setAttribute('aria-expanded', 'false');
+    stopTyping();
+    if (inside) launcher.focus();
+    save();
+    render(false);
+    ev.emit('close');
+  }
+
+  // ------------------------------------------------------------ gateway
+
+  function checkAvail() {
+    return fetch(BASE + '/v1/sites/' + encodeURIComponent(SITE) + '/availability', { cache: 'no-store' })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((a) => {
+        if (!a || !a.status) return;
+        const changed = a.status !== avail.status;
+        avail = { status: a.status, widget_when_away: a.widget_when_away || 'busy' };
+        render(false);
+        if (changed) ev.emit('status', a.status);
+      }, noop);
+  }
+
+  function session(retry) {
+    const body = { site: SITE };
+    if (S.token && !retry) body.visitor_token = S.token;
+    return fetch(BASE + '/v1/visitor/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then((r) => {
+      if (!r.ok) {
+        // A previous token the gateway no longer accepts: start over as a new visitor.
+        if (body.visitor_token && r.status < 500) return session(true);
+        throw new Error('visitor session: HTTP ' + r.status);
+      }
+      return r.json().then((j) => {
+        S.token = j.token;
+        S.vid = j.visitor_id;
+        S.exp = j.expires_at;
+        save();
+        return j.token;
+      });
+    });
+  }
+
+  function connect() {
+    if (client) return client;
+    const fresh = S.token && (!S.exp || S.exp > Date.now() + 60000);
+    client = new P.Client({ url: P.wsUrl(BASE), token: fresh ? S.token : null, getToken: () => session(), cursors: S.cursors });
+    client.on('state', (s) => {
+      panel.setAttribute('data-conn', s);
+      connEl.textContent = s === 'open' || s === 'idle' ? '' : t('conn');
+    });
+    client.on('welcome', onWelcome);
+    client.on('msg', onMsg);
+    client.on('cursor', () => save());
+    client.on('typing', (f) => {
+      if (f.from.role === 'visitor' || f.conv !== S.conv) return;
+      clearTimeout(typingEl._t);
+      typingEl.hidden = !f.on;
+      typingEl.textContent = t('typing', (!S.noName && f.from.name) || t('op'));
+      if (f.on) typingEl._t = setTimeout(() => (typingEl.hidden = true), 8000);
+    });
+    client.on('read', (f) => {
+      if (f.by.role === 'visitor') return;
+      S.seen[f.conv] = Math.max(S.seen[f.conv] || 0, f.seq);
+      applyRead(f.conv);
+      save();
+      render(false);
+    });
+    client.on('conv', (f) => onConv(f.conv, f.event));
+    client.on('notice', (f) => {
+      const conv = f.conv || S.conv;
+      const k = 'n:' + conv + ':' + f.code;
+      entries.delete(k);
+      els.delete(k);
+      entries.set(k, { k, conv, seq: client.cursor(conv) + 0.5, role: 'notice', text: f.text, ts: Date.now() });
+      render(false);
+    });
+    client.connect();
+    return client;
+  }
+
+  function onWelcome(f) {
+    settings = f.settings || {};
+    S.noName = settings.show_operator_name === false;
+    const convs = f.conversations || [];
+    const mine = convs.find((c) => c.id === S.conv);
+    if (mine) onConv(mine);
+    else if (S.conv && !S.closed) {
+      // Closed while we were away: pick up its last messages, then show it as ended.
+      const gone = S.conv;
+      client.history(gone).then((r) => ((r.messages || []).forEach((m) => addMsg(Object.assign({ conv: gone }, m))), render(false)), noop);
+      onConv({ id: gone, state: 'closed' }, 'closed');
+    }
+    if ((!S.conv || S.closed) && convs.length) onConv(convs[convs.length - 1]);
+    pump();
+    markRead();
+    render(false);
+  }
+
+  function onConv(c, event) {
+    if (!c || (S.conv && c.id !== S.conv && event)) return;
+    noteConv(c.id);
+    const was = S.closed;
+    S.conv = c.id;
+    S.closed = c.state === 'closed';
+    if (c.operator) S.assigned = 1;
+    if (S.closed && !was) {
+      endedHere = true;
+      const k = 'end:' + c.id;
+      entries.set(k, { k, conv: c.id, seq: 1e15, role: 'system', end: 1, text: t('ended'), ts: Date.now() });
+      typingEl.hidden = true;
+      stopTyping();
+    }
+    save();
+    render(false);
+    if (event) ev.emit('conversation', { event, conv: c.id, state: c.state });
+  }
+
+  function onMsg(m) {
+    if (!addMsg(m)) return;
+    const theirs = m.from.role !== 'visitor';
+    if (m.from.role === 'operator') {
+      typingEl.hidden = true;
+      S.assigned = 1;
+      S.thanks = 0;
+    }
+    if (theirs && (!isOpen || D.hidden)) S.unread = (S.unread || 0) + 1;
+    save();
+    render(false);
+    markRead();
+    ev.emit('message', { conv: m.conv, seq: m.seq, role: m.from.role, name: m.from.name, text: m.text, ts: m.ts });
+  }
+
+  function markRead() {
+    if (!isOpen || D.hidden) return;
+    if (S.unread) (S.unread = 0), render(false);
+    if (!client || !S.conv) return;
+    const seq = client.cursor(S.conv);
+    if (seq > (S.rd[S.conv] || 0) && client.read(S.conv, seq)) S.rd[S.conv] = seq;
+  }
+  D.addEventListener('visibilitychange', markRead);
+
+  // ------------------------------------------------------------ sending
+
+  const params = (extra) => {
+    const p = Object.assign({}, S.params, extra);
+    return Object.keys(p).length ? p : undefined;
+  };
+
+  let starting = null;
+  function startConv(offline) {
+    if (starting) return starting;
+    const prev = S.conv;
+    const pre = S.prechat && Object.keys(S.prechat).length ? S.prechat : undefined;
+    starting = client
+      .start({ prechat: pre, params: params(offline ? { offline_form: '1' } : null), page: { url: location.href, title: D.title, referrer: D.referrer } })
+      .then((ok) => {
+        if (prev && prev !== ok.conv.id) client.forget(prev);
+        S.closed = false;
+        S.assigned = 0;
+        onConv(ok.conv);
+        ev.emit('conversation', { event: 'started', conv: ok.conv.id, state: ok.conv.state, previous: ok.conv.previous });
+        return ok.conv.id;
+      })
+      .finally(() => (starting = null));
+    return starting;
+  }
+
+  // Messages handed to the client on this page load (it retries them itself across reconnects).
+  const handed = {};
+  let pumping = false;
+  function pump() {
+    if (pumping || !client || !client.ready) return;
+    const todo = S.out.filter((o) => !handed[o.cid]);
+    if (!todo.length) return;
+    pumping = true;
+    const conv = S.conv && !S.closed ? Promise.resolve(S.conv) : startConv(todo.some((o) => o.off));
+    conv
+      .then(
+        (id) => {
+          todo.forEach((o) => {
+            handed[o.cid] = 1;
+            o.conv = id;
+            const e = byCid(o.cid);
+            if (e) e.conv = id;
+            client.send(id, o.text, { cid: o.cid }).then((ack) => acked(o, ack), (err) => failed(o, err));
+          });
+          save();
+          render(false);
+        },
+        (err) => {
+          if (err.code !== 'disconnected' && err.code !== 'timeout') todo.forEach((o) => failed(o, err));
+        }
+      )
+      .then(() => {
+        pumping = false;
+        if (client.ready && S.out.some((o) => !handed[o.cid])) pump();
+      });
+  }
+
+  function queueMsg(text, off) {
+    const o = { cid: P.newCid(), text, conv: S.conv && !S.closed ? S.conv : null, ts: Date.now(), off: off ? 1 : 0 };
+    S.out.push(o);
+    entries.set('c:' + o.cid, { k: 'c:' + o.cid, cid: o.cid, conv: o.conv, role: 'visitor', text, ts: o.ts, st: 'sending' });
+    save();
+    render(false);
+    connect();
+    pump();
+    return o;
+  }
+
+  function acked(o, ack) {
+    S.out = S.out.filter((x) => x.cid !== o.cid);
+    const e = byCid(o.cid);
+    if (e) addMsg({ conv: ack.conv, seq: ack.seq, cid: o.cid, from: { role: 'visitor' }, text: o.text, ts: ack.ts });
+    if (o.off) (S.thanks = 1), offForm.reset();
+    save();
+    render();
+  }
+
+  function failed(o, err) {
+    // The conversation closed under us: start a new one and send there, once.
+    if (!o.again && /not_found|conflict|forbidden/.test(err.code)) {
+      o.again = 1;
+      handed[o.cid] = 0;
+      S.closed = true;
+      return pump();
+    }
+    S.out = S.out.filter((x) => x.cid !== o.cid);
+    const e = byCid(o.cid);
+    if (e) e.st = 'failed';
+    save();
+    render(false);
+  }
+
+  function retry(e) {
+    entries.delete(e.k);
+    els.delete(e.k);
+    queueMsg(e.text);
+  }
+
+  function submit() {
+    const text = input.value.trim();
+    if (!text) return;
+    input.value = '';
+    grow();
+    stopTyping();
+    queueMsg(text);
+  }
+
+  function submitOffline(e) {
+    e.preventDefault();
+    const v = values(offForm);
+    S.prechat = { name: v.name, email: v.email, phone: v.phone };
+    queueMsg(v.message, true);
+  }
+
+  // Typing: leading + trailing throttle of the preview, "off" after idle or on send.
+  let typT = null;
+  let idleT = null;
+  let dirty = false;
+  let typingOn = false;
+  function grow() {
+    input.style.height = 'auto';
+    input.style.height = Math.min(input.scrollHeight + 2, 120) + 'px';
+  }
+  function typed() {
+    grow();
+    if (!client || !S.conv || S.closed) return;
+    clearTimeout(idleT);
+    if (!input.value.trim()) return stopTyping();
+    idleT = setTimeout(stopTyping, 4000);
+    dirty = true;
+    if (!typT) flushTyping();
+  }
+  function flushTyping() {
+    typT = null;
+    if (!dirty) return;
+    dirty = false;
+    typingOn = client.typing(S.conv, true, input.value) || typingOn;
+    typT = setTimeout(flushTyping, 1500);
+  }
+  function stopTyping() {
+    clearTimeout(idleT);
+    dirty = false;
+    if (typingOn && client && S.conv) client.typing(S.conv, false);
+    typingOn = false;
+  }
+
+  // ------------------------------------------------------------ transcript
+
+  function transcript() {
+    const conv = S.conv;
+    if (!conv) return;
+    connect()
+      .whenReady()
+      .then(() => client.fullHistory(conv))
+      .then((msgs) => {
+        const who = (m) => (m.from.role === 'visitor' ? t('you') : m.from.role === 'operator' ? m.from.name || t('op') : '*');
+        const lines = msgs.map((m) => '[' + new Date(m.ts).toLocaleString(LANG) + '] ' + who(m) + ': ' + m.text);
+        const url = URL.createObjectURL(new Blob([t('title') + ' — ' + location.hostname + '\n\n' + lines.join('\n') + '\n'], { type: 'text/plain;charset=utf-8' }));
+        const a = h('a', { href: url, download: 'chat-' + conv + '.txt' });
+        D.body.appendChild(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 30000);
+      }, noop);
+  }
+
+  // ------------------------------------------------------------ API
+
+  const pick = (o) => {
+    const r = {};
+    ['name', 'email', 'phone'].forEach((k) => o && o[k] && (r[k] = String(o[k])));
+    return r;
+  };
+  const api = {
+    _loaded: true,
+    open,
+    close,
+    toggle: () => (isOpen ? close() : open()),
+    identify(o) {
+      S.prechat = Object.assign({}, S.prechat, pick(o));
+      save();
+      render(false);
+    },
+    setParams(o) {
+      S.params = S.params || {};
+      for (const k in o || {}) S.params[k] = String(o[k]);
+      save();
+    },
+    on(e, f) {
+      ev.on(e, f);
+      return api;
+    },
+    off(e, f) {
+      ev.off(e, f);
+      return api;
+    },
+    // Test hooks: cut the socket as a network failure would; hold it down until _debugResume().
+    _debugDrop(hold) {
+      if (!client) return;
+      if (hold) client.suspend();
+      else client.drop();
+    },
+    _debugResume: () => client && client.resume(),
+    _debugState: () => ({ conn: client ? client.state : 'idle', conv: S.conv, closed: !!S.closed, mode: shown, out: S.out.length })
+  };
+  const queued = (W.ChatWidget && W.ChatWidget.q) || [];
+  W.ChatWidget = api;
+
+  function boot() {
+    D.body.appendChild(host);
+    render(false);
+    checkAvail();
+    setInterval(() => isOpen || checkAvail(), 30000);
+    if ((S.conv && !S.closed) || S.out.length) connect();
+    if (S.open) open();
+    queued.forEach((c) => api[c[0]] && api[c[0]].apply(api, c[1] || []));
+    W.dispatchEvent(new Event('chatwidget:ready'));
+  }
+  if (D.body) boot();
+  else D.addEventListener('DOMContentLoaded', boot);
+})();
