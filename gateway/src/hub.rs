@@ -10,13 +10,13 @@
 //! **Invariant:** no map guard is held across an `.await` (nothing here is async) and no guard
 //! of `channels` is held while `channels` is written.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use crate::core::{ConnId, ConvId, QueueId, SiteId};
@@ -111,11 +111,7 @@ fn message_len(m: &Message) -> usize {
 }
 
 /// An item of a connection's outbound queue.
-#[derive(Debug)]
-pub enum Out {
-    Msg(Message),
-    Close(CloseReason),
-}
+pub type Out = Message;
 
 /// The part of a connection that the hub and its own task share.
 #[derive(Debug)]
@@ -128,7 +124,9 @@ pub struct ConnShared {
     tx: mpsc::UnboundedSender<Out>,
     queued: AtomicUsize,
     max_queued: usize,
-    closing: AtomicBool,
+    /// 0 while open, else the close code asked for (first request wins).
+    close_code: AtomicU16,
+    closed: Notify,
     /// Unix ms of the last frame received from the client.
     pub last_rx: AtomicU64,
 }
@@ -152,7 +150,8 @@ impl ConnShared {
             tx,
             queued: AtomicUsize::new(0),
             max_queued,
-            closing: AtomicBool::new(false),
+            close_code: AtomicU16::new(0),
+            closed: Notify::new(),
             last_rx: AtomicU64::new(now),
         };
         (Arc::new(c), rx)
@@ -179,7 +178,7 @@ impl ConnShared {
 
     /// Queues a message, charged against the byte budget.
     pub fn push(&self, msg: Message) -> bool {
-        if self.closing.load(Ordering::Relaxed) {
+        if self.is_closing() {
             return false;
         }
         let len = message_len(&msg);
@@ -190,14 +189,33 @@ impl ConnShared {
             self.close(CloseReason::TooSlow);
             return false;
         }
-        self.tx.send(Out::Msg(msg)).is_ok()
+        self.tx.send(msg).is_ok()
     }
 
-    /// Asks the connection's task to close with `reason`; only the first request counts.
+    /// Asks the connection's task to close with `reason` now, ahead of anything queued (a
+    /// writer stuck on a slow socket is interrupted). Only the first request counts.
     pub fn close(&self, reason: CloseReason) {
-        if !self.closing.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Out::Close(reason));
+        if self
+            .close_code
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.closed.notify_one();
         }
+    }
+
+    /// Resolves once [`ConnShared::close`] was called; returns the reason.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(r) = self.close_reason() {
+                return r;
+            }
+            self.closed.notified().await;
+        }
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        CloseReason::from_code(self.close_code.load(Ordering::Acquire))
     }
 
     /// The writer reports bytes it has handed to the socket.
@@ -210,7 +228,7 @@ impl ConnShared {
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Relaxed)
+        self.close_code.load(Ordering::Relaxed) != 0
     }
 
     pub fn touch(&self, now: u64) {
@@ -412,7 +430,7 @@ mod tests {
         hub.subscribe(ConnId(2), ch.clone());
         hub.dispatch(&ch, &BusMsg::frame(Audience::Staff, ServerFrame::Ping {}));
         assert!(vrx.try_recv().is_err());
-        assert!(matches!(orx.try_recv(), Ok(Out::Msg(_))));
+        assert!(orx.try_recv().is_ok());
         hub.dispatch(&ch, &msg_frame("hi"));
         assert!(vrx.try_recv().is_ok() && orx.try_recv().is_ok());
     }
@@ -448,15 +466,11 @@ mod tests {
             hub.dispatch(&ch, &msg_frame("0123456789"));
         }
         let mut frames = 0;
-        let mut close = None;
-        while let Ok(out) = rx.try_recv() {
-            match out {
-                Out::Msg(_) => frames += 1,
-                Out::Close(r) => close = Some(r),
-            }
+        while rx.try_recv().is_ok() {
+            frames += 1;
         }
-        assert!(frames >= 1 && frames < 10, "frames {frames}");
-        assert_eq!(close, Some(CloseReason::TooSlow));
+        assert!((1..10).contains(&frames), "frames {frames}");
+        assert_eq!(c.close_reason(), Some(CloseReason::TooSlow));
         assert!(c.queued_bytes() <= 64);
     }
 

@@ -12,3 +12,6 @@ pub mod engine;
 pub mod hub;
 pub mod metrics;
 pub mod service;
+pub mod http;
+pub mod server;
+pub mod ws;

@@ -1,1 +1,200 @@
-fn main() {}
+//! The `gateway` binary: `gateway` (serve), `gateway token …` (mint a token), `gateway config`
+//! (print the effective configuration).
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use gateway::auth::{Auth, Claims};
+use gateway::clock::now_ms;
+use gateway::config::{Config, JwtConfig, RawConfig};
+use gateway::protocol::Role;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// A horizontally scalable real-time WebSocket live-chat gateway.
+#[derive(Parser)]
+#[command(name = "gateway", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    config: RawConfig,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve (the default).
+    Serve,
+    /// Mint an operator, supervisor or visitor token (HS256 with GATEWAY_JWT_SECRET or --secret).
+    Token {
+        /// The shared secret (default: GATEWAY_JWT_SECRET).
+        #[arg(long)]
+        secret: Option<String>,
+        #[arg(long, default_value = "demo")]
+        site: String,
+        /// operator, supervisor or visitor.
+        #[arg(long, default_value = "operator")]
+        role: String,
+        /// The user id.
+        #[arg(long)]
+        sub: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 8h.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Comma-separated queues the operator serves (default: all).
+        #[arg(long)]
+        queues: Option<String>,
+        /// Overrides the site's max_chats for this operator.
+        #[arg(long)]
+        max_chats: Option<u32>,
+    },
+    /// Print the effective configuration (secrets hidden) and the default site settings.
+    Config,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::Token {
+            secret,
+            site,
+            role,
+            sub,
+            name,
+            ttl,
+            queues,
+            max_chats,
+        }) => {
+            let secret = secret
+                .or(cli.config.jwt_secret.clone())
+                .context("--secret or GATEWAY_JWT_SECRET is required")?;
+            let role: Role = serde_json::from_value(serde_json::Value::String(role.clone()))
+                .ok()
+                .filter(|r| *r != Role::System)
+                .with_context(|| format!("role {role:?} is not operator, supervisor or visitor"))?;
+            let ttl = humantime::parse_duration(&ttl).context("--ttl")?;
+            let claims = Claims {
+                sub,
+                site,
+                role,
+                name,
+                exp: (now_ms() + ttl.as_millis() as u64) / 1000,
+                iat: Some(now_ms() / 1000),
+                queues: queues.map(|q| q.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
+                max_chats,
+            };
+            println!("{}", Auth::hs256(secret.as_bytes()).mint(&claims)?);
+            Ok(())
+        }
+        Some(Cmd::Config) => {
+            let cfg = Config::from_raw(&cli.config)?;
+            println!("listen              {}", cfg.listen);
+            println!("engine              {}", if cfg.redis_url.is_some() { "redis" } else { "memory" });
+            println!(
+                "tokens              {}",
+                match &cfg.jwt {
+                    JwtConfig::Secret { generated: true, .. } => "HS256, generated secret",
+                    JwtConfig::Secret { .. } => "HS256",
+                    JwtConfig::PublicKey { .. } => "public key",
+                }
+            );
+            println!("hello_timeout       {:?}", cfg.hello_timeout);
+            println!("ping_interval       {:?}", cfg.ping_interval);
+            println!("drain_window        {:?}", cfg.drain_window);
+            println!("outbound_max_bytes  {}", cfg.outbound_max_bytes);
+            println!("rate                {}/s burst {}", cfg.rate_per_sec, cfg.rate_burst);
+            println!("ws buffers          read {} write {} max frame {}", cfg.ws_read_buffer, cfg.ws_write_buffer, cfg.max_frame);
+            for s in &cfg.sites {
+                println!(
+                    "site {} (widget key {}), queues {:?}\n{}",
+                    s.id,
+                    s.widget_key,
+                    s.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(),
+                    serde_json::to_string_pretty(&s.settings.to_json())?
+                );
+            }
+            Ok(())
+        }
+        Some(Cmd::Serve) | None => serve(cli.config),
+    }
+}
+
+fn serve(raw: RawConfig) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match Config::from_raw(&raw) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if cfg.redis_url.is_some() {
+        bail!("GATEWAY_REDIS_URL is set, but this build serves the in-memory engine only");
+    }
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(gateway::metrics::DELIVERY_LATENCY.to_owned()),
+            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+        )?
+        .install_recorder()
+        .context("metrics recorder")?;
+    gateway::metrics::describe();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let public = cfg.public_url.clone();
+        let generated = match &cfg.jwt {
+            JwtConfig::Secret { secret, generated: true } => Some(secret.clone()),
+            _ => None,
+        };
+        let running = gateway::server::start_memory(cfg, Some(metrics)).await?;
+        let base = public.unwrap_or_else(|| format!("http://{}", running.addr));
+        println!("listening on http://{}", running.addr);
+        println!("  node {}  engine memory", running.gw.node);
+        println!("  demo page         {base}/");
+        if let Some(secret) = generated {
+            let claims = Claims {
+                sub: "demo-operator".into(),
+                site: "demo".into(),
+                role: Role::Operator,
+                name: Some("Demo Operator".into()),
+                exp: (now_ms() + Duration::from_secs(24 * 3600).as_millis() as u64) / 1000,
+                iat: Some(now_ms() / 1000),
+                queues: None,
+                max_chats: None,
+            };
+            let token = Auth::hs256(secret.as_bytes()).mint(&claims)?;
+            println!("  operator console  {base}/console#token={token}");
+            println!("  (no GATEWAY_JWT_SECRET was set: a random one was generated for this run)");
+        } else {
+            println!("  operator console  {base}/console  (mint a token: gateway token --role operator --sub alice)");
+        }
+        shutdown_signal().await;
+        running.shutdown().await;
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -546,6 +546,20 @@ impl CloseReason {
         }
     }
 
+    pub fn from_code(code: u16) -> Option<CloseReason> {
+        Some(match code {
+            1000 => CloseReason::Normal,
+            1001 => CloseReason::PingTimeout,
+            1012 => CloseReason::Restarting,
+            4000 => CloseReason::Malformed,
+            4001 => CloseReason::Unauthorized,
+            4003 => CloseReason::Forbidden,
+            4008 => CloseReason::TooSlow,
+            4029 => CloseReason::RateLimited,
+            _ => return None,
+        })
+    }
+
     /// Whether a client should reconnect after this close.
     pub fn should_reconnect(self) -> bool {
         !matches!(

@@ -1,0 +1,397 @@
+//! The HTTP edge: health, readiness, metrics, the visitor session endpoint, site availability
+//! and settings, transcripts, and the compiled-in widget, console and demo page.
+
+pub mod assets;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::{Claims, Principal};
+use crate::clock::now_ms;
+use crate::core::{Availability, SiteId};
+use crate::engine::Engine;
+use crate::protocol::{Msg, Role};
+use crate::service::{new_visitor_id, Access, Gateway, SettingsUpdateError};
+use crate::ws::{self, IpLimits, WsState};
+
+/// How long an expired visitor token still proves who the visitor was.
+const VISITOR_ID_MAX_AGE_MS: u64 = 90 * 24 * 3600 * 1000;
+
+pub struct AppState<E: Engine> {
+    pub gw: Arc<Gateway<E>>,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl<E: Engine> Clone for AppState<E> {
+    fn clone(&self) -> Self {
+        AppState {
+            gw: self.gw.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Every route of the gateway.
+pub fn router<E: Engine>(state: AppState<E>, tasks: ws::tokio_util_tracker::Tracker) -> Router {
+    let ws_state = WsState {
+        gw: state.gw.clone(),
+        limits: Arc::new(IpLimits::default()),
+        tasks,
+    };
+    let api = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<E>))
+        .route("/metrics", get(metrics_text::<E>))
+        .route("/v1/visitor/session", post(visitor_session::<E>).options(preflight::<E>))
+        .route("/v1/sites/{site}/availability", get(availability::<E>).options(preflight::<E>))
+        .route("/v1/sites/{site}/settings", get(get_settings::<E>).patch(patch_settings::<E>))
+        .route("/v1/conversations/{conv}/transcript", get(transcript::<E>))
+        .with_state(state);
+    let socket = Router::new().route("/v1/ws", get(ws::upgrade::<E>)).with_state(ws_state);
+    api.merge(socket).merge(assets::router())
+}
+
+async fn readyz<E: Engine>(State(st): State<AppState<E>>) -> Response {
+    if st.gw.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    match st.gw.engine.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "engine not ready");
+            (StatusCode::SERVICE_UNAVAILABLE, "engine unavailable").into_response()
+        }
+    }
+}
+
+async fn metrics_text<E: Engine>(State(st): State<AppState<E>>) -> Response {
+    match &st.metrics {
+        Some(h) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            h.render(),
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled").into_response(),
+    }
+}
+
+/// A JSON error body: `{"error": code, "message": text}`.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": code, "message": message.into()}))).into_response()
+}
+
+/// CORS for the widget's calls from the customer's pages: the origin is echoed when the
+/// site allows it.
+fn cors(mut res: Response, origin: Option<&HeaderValue>) -> Response {
+    if let Some(o) = origin {
+        let h = res.headers_mut();
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    res
+}
+
+async fn preflight<E: Engine>(headers: HeaderMap) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    cors(res, headers.get(header::ORIGIN))
+}
+
+#[derive(Deserialize)]
+struct SessionRequest {
+    site: String,
+    #[serde(default)]
+    visitor_token: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// `POST /v1/visitor/session`: a token for an anonymous visitor; the previous token keeps the id.
+async fn visitor_session<E: Engine>(State(st): State<AppState<E>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let origin = headers.get(header::ORIGIN);
+    let req: SessionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return cors(error(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"site\": \"<widget key>\"}}: {e}")), origin),
+    };
+    let Some(site) = st.gw.site_by_key(&req.site) else {
+        return cors(error(StatusCode::NOT_FOUND, "not_found", "unknown widget key"), origin);
+    };
+    if !site.settings().origin_allowed(origin.and_then(|o| o.to_str().ok())) {
+        return error(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
+    }
+    let now = now_ms();
+    let previous = req
+        .visitor_token
+        .as_deref()
+        .and_then(|t| st.gw.auth.verify_allow_expired(t, now, VISITOR_ID_MAX_AGE_MS).ok())
+        .filter(|p| p.role == Role::Visitor && p.site == site.config.id);
+    let (id, name) = match previous {
+        Some(p) => (p.id, p.name),
+        None => (new_visitor_id().0, None),
+    };
+    let name = req.name.map(|n| n.chars().take(100).collect::<String>()).filter(|n| !n.is_empty()).or(name);
+    let exp = (now + st.gw.cfg.visitor_token_ttl.as_millis() as u64) / 1000;
+    let claims = Claims {
+        sub: id.clone(),
+        site: site.config.id.0.clone(),
+        role: Role::Visitor,
+        name,
+        exp,
+        iat: Some(now / 1000),
+        queues: None,
+        max_chats: None,
+    };
+    match st.gw.auth.mint(&claims) {
+        Ok(token) => cors(
+            Json(json!({"token": token, "visitor_id": id, "expires_at": exp * 1000})).into_response(),
+            origin,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot mint visitor token");
+            cors(
+                error(StatusCode::NOT_IMPLEMENTED, "unavailable", "this gateway does not issue visitor tokens; the site's backend mints them"),
+                origin,
+            )
+        }
+    }
+}
+
+async fn availability<E: Engine>(State(st): State<AppState<E>>, Path(site): Path<String>, headers: HeaderMap) -> Response {
+    let origin = headers.get(header::ORIGIN);
+    let site = st.gw.site_by_key(&site).map(|s| s.config.id.clone()).unwrap_or(SiteId(site));
+    let Some(s) = st.gw.site(&site) else {
+        return cors(error(StatusCode::NOT_FOUND, "not_found", "unknown site"), origin);
+    };
+    let when_away = match s.settings().widget_when_away {
+        crate::core::settings::WhenAway::Busy => "busy",
+        crate::core::settings::WhenAway::Offline => "offline",
+    };
+    let res = match st.gw.availability(&site).await {
+        Ok(a) => {
+            let status = match a {
+                Availability::Online => "online",
+                Availability::Busy => "busy",
+                Availability::Offline => "offline",
+            };
+            Json(json!({"status": status, "widget_when_away": when_away})).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "availability unknown");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "offline", "widget_when_away": when_away}))).into_response()
+        }
+    };
+    cors(res, origin)
+}
+
+/// The principal behind `Authorization: Bearer <token>`.
+fn bearer<E: Engine>(gw: &Gateway<E>, headers: &HeaderMap) -> Result<Principal, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: Bearer <token> required"))?;
+    gw.auth
+        .verify(token.trim())
+        .map_err(|_| error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired token"))
+}
+
+fn supervisor_of<E: Engine>(gw: &Gateway<E>, headers: &HeaderMap, site: &str) -> Result<Principal, Response> {
+    let p = bearer(gw, headers)?;
+    if p.role != Role::Supervisor || p.site.0 != site {
+        return Err(error(StatusCode::FORBIDDEN, "forbidden", "a supervisor token of this site is required"));
+    }
+    Ok(p)
+}
+
+async fn get_settings<E: Engine>(State(st): State<AppState<E>>, Path(site): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(r) = supervisor_of(&st.gw, &headers, &site) {
+        return r;
+    }
+    match st.gw.site(&SiteId(site)) {
+        Some(s) => Json(s.settings().to_json()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", "unknown site"),
+    }
+}
+
+/// `PATCH /v1/sites/<site>/settings`: changes take effect without a restart.
+async fn patch_settings<E: Engine>(
+    State(st): State<AppState<E>>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = supervisor_of(&st.gw, &headers, &site) {
+        return r;
+    }
+    let patch: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "expected a JSON object of settings"),
+    };
+    match st.gw.update_settings(&SiteId(site), &patch).await {
+        Ok(s) => Json(s.to_json()).into_response(),
+        Err(SettingsUpdateError::NoSite) => error(StatusCode::NOT_FOUND, "not_found", "unknown site"),
+        Err(SettingsUpdateError::Invalid(e)) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": "bad_request", "message": e.to_string(), "errors": e.0})),
+        )
+            .into_response(),
+        Err(SettingsUpdateError::Service(e)) => {
+            tracing::warn!(error = %e, "settings not applied");
+            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "settings could not be stored; retry")
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TranscriptQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /v1/conversations/<id>/transcript?format=text|html|json` with a bearer token of the
+/// visitor or of the site's staff.
+async fn transcript<E: Engine>(
+    State(st): State<AppState<E>>,
+    Path(conv): Path<String>,
+    Query(q): Query<TranscriptQuery>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let _ = method;
+    let p = match bearer(&st.gw, &headers) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let meta = match st.gw.authorize(&p, &conv, Access::Read).await {
+        Ok(m) => m,
+        Err(e) => {
+            let (code, message) = e.client_error();
+            let status = match code {
+                crate::protocol::ErrorCode::NotFound => StatusCode::NOT_FOUND,
+                crate::protocol::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::FORBIDDEN,
+            };
+            return error(status, "forbidden", message);
+        }
+    };
+    // Page backwards through the whole retained log.
+    let mut messages: Vec<Msg> = Vec::new();
+    let mut before = None;
+    loop {
+        match st.gw.history(&p, &conv, before, Some(200)).await {
+            Ok(page) => {
+                let first = page.messages.first().map(|m| m.seq);
+                let mut page_msgs = page.messages;
+                page_msgs.append(&mut messages);
+                messages = page_msgs;
+                if page.complete || first.is_none() {
+                    break;
+                }
+                before = first;
+            }
+            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "retry"),
+        }
+    }
+    let snapshot = if p.role == Role::Visitor { st.gw.for_visitor(meta.snapshot) } else { meta.snapshot };
+    let format = q.format.as_deref().unwrap_or("text");
+    let filename = format!("transcript-{conv}");
+    let (body, ctype, ext) = match format {
+        "json" => (
+            serde_json::to_string_pretty(&json!({"conversation": snapshot, "messages": messages})).unwrap_or_default(),
+            "application/json",
+            "json",
+        ),
+        "html" => (transcript_html(&snapshot, &messages), "text/html; charset=utf-8", "html"),
+        "text" => (transcript_text(&messages), "text/plain; charset=utf-8", "txt"),
+        _ => return error(StatusCode::BAD_REQUEST, "bad_request", "format is text, html or json"),
+    };
+    let mut res = Response::new(Body::from(body));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}.{ext}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    res
+}
+
+fn author_label(m: &Msg) -> String {
+    match m.from.role {
+        Role::System => "—".to_owned(),
+        _ => m.from.name.clone().unwrap_or_else(|| m.from.role.as_str().to_owned()),
+    }
+}
+
+fn transcript_text(messages: &[Msg]) -> String {
+    let mut out = String::new();
+    for m in messages {
+        out.push_str(&format!("[{}] {}: {}\n", iso(m.ts), author_label(m), m.text));
+    }
+    out
+}
+
+fn transcript_html(c: &crate::protocol::Conversation, messages: &[Msg]) -> String {
+    let mut out = format!(
+        "<!doctype html><meta charset=utf-8><title>Transcript {}</title><h1>Conversation {}</h1><table>",
+        esc(&c.id),
+        esc(&c.id)
+    );
+    for m in messages {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            iso(m.ts),
+            esc(&author_label(m)),
+            esc(&m.text)
+        ));
+    }
+    out.push_str("</table>");
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC from Unix ms (civil-from-days; no date crate needed for this).
+fn iso(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, mi, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let z = (secs / 86400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso(0), "1970-01-01 00:00:00");
+        assert_eq!(iso(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(iso(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(esc("<b>&\""), "&lt;b&gt;&amp;&quot;");
+    }
+}

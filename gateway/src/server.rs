@@ -1,0 +1,162 @@
+//! Starting and stopping a node: bind, serve HTTP and WebSocket, run the timer and ping tasks,
+//! and drain on shutdown. `main` and the in-process tests both start nodes through here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::auth::Auth;
+use crate::config::{Config, JwtConfig};
+use crate::core::NodeId;
+use crate::engine::memory::{MemoryConfig, MemoryEngine};
+use crate::engine::Engine;
+use crate::http::{self, AppState};
+use crate::hub::Hub;
+use crate::service::Gateway;
+use crate::ws;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("token key")]
+    Auth(#[source] crate::auth::AuthError),
+}
+
+/// The token verifier the configuration asks for.
+pub fn auth_from(cfg: &Config) -> Result<Auth, StartError> {
+    match &cfg.jwt {
+        JwtConfig::Secret { secret, .. } => Ok(Auth::hs256(secret.as_bytes())),
+        JwtConfig::PublicKey { algorithm, pem } => Auth::public_key(*algorithm, pem).map_err(StartError::Auth),
+    }
+}
+
+/// The node's id: configured, or random.
+pub fn node_id(cfg: &Config) -> NodeId {
+    match &cfg.node_id {
+        Some(n) => NodeId(n.clone()),
+        None => {
+            use rand::Rng;
+            NodeId(format!("n{:06x}", rand::rng().random::<u32>() & 0xff_ffff))
+        }
+    }
+}
+
+/// A running node.
+pub struct Running<E: Engine> {
+    pub addr: SocketAddr,
+    pub gw: Arc<Gateway<E>>,
+    stop: Option<oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl<E: Engine> Running<E> {
+    /// Drains (1012 to every client over the drain window) and waits for the node to stop.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.done.await;
+    }
+}
+
+/// Starts a node with the in-memory engine on `cfg.listen`.
+pub async fn start_memory(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<Running<MemoryEngine>, StartError> {
+    let hub = Hub::new();
+    let engine = MemoryEngine::new(
+        hub.clone(),
+        MemoryConfig {
+            max_log: cfg.max_log,
+            ..MemoryConfig::default()
+        },
+    );
+    start(engine, hub, cfg, metrics).await
+}
+
+/// Starts a node on any engine.
+pub async fn start<E: Engine>(
+    engine: E,
+    hub: Arc<Hub>,
+    cfg: Config,
+    metrics: Option<PrometheusHandle>,
+) -> Result<Running<E>, StartError> {
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
+    let auth = auth_from(&cfg)?;
+    let node = node_id(&cfg);
+    let gw = Arc::new(Gateway::new(engine, hub, auth, cfg, node));
+    let site_ids: Vec<_> = gw.sites().map(|s| s.config.id.clone()).collect();
+    for site in site_ids {
+        if let Err(e) = gw.reload_settings(&site).await {
+            tracing::warn!(site = %site, error = %e, "stored settings not loaded");
+        }
+    }
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let done = tokio::spawn(serve(gw.clone(), listener, metrics, async move {
+        let _ = stop_rx.await;
+    }));
+    Ok(Running {
+        addr,
+        gw,
+        stop: Some(stop_tx),
+        done,
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains.
+async fn serve<E: Engine>(
+    gw: Arc<Gateway<E>>,
+    listener: TcpListener,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let tasks = ws::tokio_util_tracker::Tracker::default();
+    let timers = tokio::spawn(gw.clone().run_timers());
+    let pinger = tokio::spawn(ws::run_pinger(gw.clone()));
+    let app = http::router(
+        AppState {
+            gw: gw.clone(),
+            metrics,
+        },
+        tasks.clone(),
+    );
+    let (drained_tx, drained_rx) = oneshot::channel::<()>();
+    let drain_gw = gw.clone();
+    let drain_tasks = tasks.clone();
+    let window = gw.cfg.drain_window;
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!(window = ?window, "draining");
+        ws::drain(&drain_gw, window).await;
+        if !drain_tasks.wait(Duration::from_secs(5)).await {
+            tracing::warn!(left = drain_tasks.live(), "connections still open after the drain");
+        }
+        let _ = drained_tx.send(());
+    };
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            let _ = drained_rx.await;
+        });
+    let drain = tokio::spawn(graceful);
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "server stopped");
+    }
+    let _ = drain.await;
+    timers.abort();
+    pinger.abort();
+}

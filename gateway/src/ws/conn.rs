@@ -1,0 +1,598 @@
+//! One WebSocket connection: `hello`, `welcome` with replay, then frames in and out until
+//! either side closes.
+//!
+//! The loop is generic over any `Sink`/`Stream` of tungstenite messages, so tests can drive it
+//! with channels; production hands it a tokio-tungstenite stream. Requests are handled one at
+//! a time, in arrival order, each in a boxed future: an idle connection's task holds only the
+//! loop's small state, not the largest request's.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tracing::Instrument;
+
+use crate::auth::Principal;
+use crate::clock::now_ms;
+use crate::core::{ConvId, VisitorProfile};
+use crate::engine::{Engine, Replay};
+use crate::hub::{Channel, ConnShared, Out};
+use crate::metrics as m;
+use crate::protocol::{
+    ClientFrame, CloseReason, Conversation, DecodeError, Encoding, ErrorCode, Me, OkBody, Rid, Role, ServerFrame,
+};
+use crate::service::{preview_from, user_channel, Access, Gateway, ServiceError};
+
+/// What the HTTP upgrade learned about the client.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub encoding: Encoding,
+    pub ip: IpAddr,
+    pub origin: Option<String>,
+    pub user_agent: Option<String>,
+    pub language: Option<String>,
+    pub country: Option<String>,
+}
+
+/// Consecutive rate-limited frames after which the connection is closed with 4029.
+const RATE_STRIKES: u32 = 20;
+/// Messages written per flush.
+const WRITE_BATCH: usize = 64;
+
+/// Runs a connection to its end.
+pub async fn run<E, S>(gw: Arc<Gateway<E>>, ws: S, info: ConnInfo)
+where
+    E: Engine,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
+{
+    let (mut sink, mut stream) = ws.split();
+    if gw.is_draining() {
+        close(&mut sink, CloseReason::Restarting, "node is restarting").await;
+        return;
+    }
+    let hello = Box::pin(hello(&gw, &mut stream, &info)).await;
+    let (principal, cursors) = match hello {
+        Ok(h) => h,
+        Err((reason, text)) => {
+            close(&mut sink, reason, text).await;
+            return;
+        }
+    };
+    let id = gw.next_conn_id();
+    let span = tracing::info_span!(
+        "conn",
+        node = %gw.node,
+        conn = id.0,
+        site = %principal.site,
+        role = principal.role.as_str(),
+    );
+    async move {
+        let (conn, rx) = ConnShared::new(
+            id,
+            principal.role,
+            info.encoding,
+            principal.queues.clone(),
+            gw.cfg.outbound_max_bytes,
+            now_ms(),
+        );
+        let role = principal.role.as_str();
+        metrics::counter!(m::CONNS_OPENED, "role" => role).increment(1);
+        metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
+        let reason = Box::pin(session(&gw, &conn, rx, &mut sink, &mut stream, &principal, cursors, &info)).await;
+        gw.hub.unregister(id);
+        if let Err(e) = gw.disconnected(&principal).await {
+            tracing::warn!(error = %e, "disconnect not recorded");
+        }
+        metrics::gauge!(m::CONNS_ACTIVE, "role" => role).decrement(1.0);
+        metrics::counter!(m::CONNS_CLOSED, "role" => role, "reason" => reason.map(|r| r.label()).unwrap_or("client")).increment(1);
+        if let Some(r) = reason {
+            close(&mut sink, r, r.label()).await;
+        }
+        tracing::debug!(?reason, "closed");
+    }
+    .instrument(span)
+    .await
+}
+
+type Cursors = BTreeMap<String, u64>;
+
+/// Waits for a valid `hello`.
+async fn hello<E: Engine, R>(
+    gw: &Gateway<E>,
+    stream: &mut R,
+    info: &ConnInfo,
+) -> Result<(Principal, Cursors), (CloseReason, &'static str)>
+where
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    let first = tokio::time::timeout(gw.cfg.hello_timeout, next_data(stream, info.encoding))
+        .await
+        .map_err(|_| (CloseReason::Unauthorized, "no hello in time"))?;
+    let data = match first {
+        Next::Data(d) => d,
+        Next::Closed => return Err((CloseReason::Normal, "closed")),
+        Next::Bad(reason, text) => return Err((reason, text)),
+    };
+    let (token, cursors) = match ClientFrame::decode(info.encoding, &data) {
+        Ok(ClientFrame::Hello { token, cursors }) => (token, cursors),
+        Ok(_) | Err(DecodeError::Invalid { .. }) => return Err((CloseReason::Unauthorized, "the first frame must be hello")),
+        Err(DecodeError::Malformed(_)) => return Err((CloseReason::Malformed, "malformed frame")),
+    };
+    let principal = gw.auth.verify(&token).map_err(|e| {
+        tracing::debug!(error = %e, "token refused");
+        (CloseReason::Unauthorized, "invalid or expired token")
+    })?;
+    let site = gw
+        .site(&principal.site)
+        .ok_or((CloseReason::Forbidden, "unknown site"))?;
+    if !site.settings().origin_allowed(info.origin.as_deref()) {
+        return Err((CloseReason::Forbidden, "origin not allowed"));
+    }
+    if cursors.len() > 100 {
+        return Err((CloseReason::Malformed, "too many cursors"));
+    }
+    Ok((principal, cursors))
+}
+
+enum Next {
+    Data(bytes::Bytes),
+    Closed,
+    Bad(CloseReason, &'static str),
+}
+
+/// The next data frame of the connection's encoding, skipping control frames.
+async fn next_data<R>(stream: &mut R, enc: Encoding) -> Next
+where
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    loop {
+        match stream.next().await {
+            None => return Next::Closed,
+            Some(Err(WsError::Capacity(_))) => return Next::Bad(CloseReason::Malformed, "frame too large"),
+            Some(Err(_)) => return Next::Closed,
+            Some(Ok(msg)) => {
+                if let Some(n) = classify(msg, enc) {
+                    return n;
+                }
+            }
+        }
+    }
+}
+
+fn classify(msg: Message, enc: Encoding) -> Option<Next> {
+    match (msg, enc) {
+        (Message::Text(t), Encoding::Json) => Some(Next::Data(t.into())),
+        (Message::Binary(b), Encoding::MsgPack) => Some(Next::Data(b)),
+        (Message::Text(_), Encoding::MsgPack) | (Message::Binary(_), Encoding::Json) => {
+            Some(Next::Bad(CloseReason::Malformed, "frame type does not match the subprotocol"))
+        }
+        (Message::Close(_), _) => Some(Next::Closed),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn session<E, W, R>(
+    gw: &Arc<Gateway<E>>,
+    conn: &Arc<ConnShared>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
+    sink: &mut W,
+    stream: &mut R,
+    p: &Principal,
+    cursors: Cursors,
+    info: &ConnInfo,
+) -> Option<CloseReason>
+where
+    E: Engine,
+    W: Sink<Message, Error = WsError> + Unpin,
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    // Subscribe first, read the log second: a message stored in between arrives twice at
+    // worst (clients drop duplicates by seq), never not at all.
+    gw.hub.register(conn.clone());
+    gw.hub.subscribe(conn.id, user_channel(&p.site, p.role, &p.id));
+    if p.role.is_staff() {
+        gw.hub.subscribe(conn.id, Channel::Staff(p.site.clone()));
+    }
+    let opening = match Box::pin(opening(gw, conn, p, cursors)).await {
+        Ok(frames) => frames,
+        Err(e) => {
+            tracing::warn!(error = %e, "welcome failed");
+            let (code, message) = e.client_error();
+            let _ = sink.send(encode(conn.encoding, &ServerFrame::error(None, code, message))).await;
+            return Some(CloseReason::Restarting);
+        }
+    };
+    for f in &opening {
+        if sink.feed(encode(conn.encoding, f)).await.is_err() {
+            return None;
+        }
+    }
+    if sink.flush().await.is_err() {
+        return None;
+    }
+    metrics::counter!(m::FRAMES_OUT).increment(opening.len() as u64);
+    drop(opening);
+
+    let limiter = rate_limiter(gw.cfg.rate_per_sec, gw.cfg.rate_burst);
+    let mut strikes = 0u32;
+    loop {
+        tokio::select! {
+            biased;
+            reason = conn.closed() => return Some(reason),
+            out = rx.recv() => {
+                let Some(out) = out else { return None };
+                match write_batch(conn, &mut rx, sink, out).await {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => return Some(reason),
+                    Err(()) => return None,
+                }
+            }
+            next = next_data(stream, conn.encoding) => {
+                let data = match next {
+                    Next::Data(d) => d,
+                    Next::Closed => return None,
+                    Next::Bad(reason, text) => {
+                        tracing::debug!(text, "bad frame");
+                        return Some(reason);
+                    }
+                };
+                conn.touch(now_ms());
+                if limiter.check().is_err() {
+                    metrics::counter!(m::RATE_LIMITED).increment(1);
+                    strikes += 1;
+                    if strikes >= RATE_STRIKES {
+                        return Some(CloseReason::RateLimited);
+                    }
+                    let rid = ClientFrame::decode(conn.encoding, &data).ok().and_then(|f| f.rid().cloned());
+                    conn.push(encode(conn.encoding, &ServerFrame::error(rid, ErrorCode::RateLimited, "slow down")));
+                    continue;
+                }
+                strikes = 0;
+                match ClientFrame::decode(conn.encoding, &data) {
+                    Ok(frame) => {
+                        if let Err(reason) = Box::pin(handle(gw, conn, p, info, frame)).await {
+                            return Some(reason);
+                        }
+                    }
+                    Err(DecodeError::Malformed(detail)) => {
+                        tracing::debug!(%detail, "malformed frame");
+                        return Some(CloseReason::Malformed);
+                    }
+                    Err(DecodeError::Invalid { rid, message }) => {
+                        metrics::counter!(m::ERRORS, "code" => "bad_request").increment(1);
+                        conn.push(encode(conn.encoding, &ServerFrame::Error { rid, code: ErrorCode::BadRequest, message }));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn rate_limiter(rate: NonZeroU32, burst: NonZeroU32) -> DefaultDirectRateLimiter {
+    RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// Writes one queued message and whatever else is queued (up to a batch), then flushes once.
+/// A close request interrupts a write stuck on a slow socket.
+async fn write_batch<W>(
+    conn: &ConnShared,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>,
+    sink: &mut W,
+    first: Out,
+) -> Result<Option<CloseReason>, ()>
+where
+    W: Sink<Message, Error = WsError> + Unpin,
+{
+    let write = async {
+        let mut next = Some(first);
+        let mut n = 0;
+        let mut bytes = 0;
+        while let Some(msg) = next.take() {
+            bytes += msg_len(&msg);
+            sink.feed(msg).await.map_err(|_| ())?;
+            n += 1;
+            if n < WRITE_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        sink.flush().await.map_err(|_| ())?;
+        conn.written(bytes);
+        metrics::counter!(m::FRAMES_OUT).increment(n as u64);
+        Ok(())
+    };
+    tokio::select! {
+        biased;
+        reason = conn.closed() => Ok(Some(reason)),
+        r = write => r.map(|()| None),
+    }
+}
+
+fn msg_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+fn encode(enc: Encoding, f: &ServerFrame) -> Message {
+    match enc {
+        Encoding::Json => Message::Text(f.to_json_string().into()),
+        Encoding::MsgPack => Message::Binary(f.encode(Encoding::MsgPack)),
+    }
+}
+
+/// `welcome`, the missed messages of recovered conversations, and the staff lists.
+async fn opening<E: Engine>(
+    gw: &Gateway<E>,
+    conn: &ConnShared,
+    p: &Principal,
+    cursors: Cursors,
+) -> Result<Vec<ServerFrame>, ServiceError> {
+    gw.connected(p).await?;
+    let mut ids: Vec<ConvId> = gw.own_conversations(p).await?;
+    // Conversations named in cursors that the principal may read (a visitor's just-closed
+    // conversation, say) are recovered too.
+    for c in cursors.keys() {
+        let id = ConvId(c.clone());
+        if !ids.contains(&id) && gw.authorize(p, c, Access::Read).await.is_ok() {
+            ids.push(id);
+        }
+    }
+    for id in &ids {
+        gw.hub.subscribe(conn.id, Channel::Conv(id.clone()));
+    }
+    let drafts = gw.drafts_of(p).await?;
+    let mut conversations: Vec<Conversation> = Vec::with_capacity(ids.len());
+    let mut replays = Vec::new();
+    for id in &ids {
+        let Some(meta) = gw.engine.meta(id).await? else { continue };
+        let mut c = gw.snapshot_for(p, &meta, &drafts).await?;
+        if let Some(&after) = cursors.get(id.as_str()) {
+            match gw.replay(id, after).await? {
+                Replay::Recovered(msgs) => {
+                    c.recovered = Some(true);
+                    replays.extend(msgs.into_iter().map(ServerFrame::Msg));
+                }
+                Replay::Lost => c.recovered = Some(false),
+            }
+        }
+        conversations.push(c);
+    }
+    let mut frames = vec![ServerFrame::Welcome {
+        conn: gw.conn_name(conn.id),
+        node: gw.node.to_string(),
+        me: Me {
+            role: p.role,
+            id: p.id.clone(),
+            site: p.site.to_string(),
+            name: p.name.clone(),
+        },
+        conversations,
+        settings: gw.client_settings(p),
+    }];
+    frames.extend(replays);
+    if p.role.is_staff() {
+        frames.extend(gw.staff_snapshot(p).await?);
+    }
+    Ok(frames)
+}
+
+/// Handles one frame. `Err` closes the connection.
+async fn handle<E: Engine>(
+    gw: &Gateway<E>,
+    conn: &ConnShared,
+    p: &Principal,
+    info: &ConnInfo,
+    frame: ClientFrame,
+) -> Result<(), CloseReason> {
+    let kind = frame_kind(&frame);
+    metrics::counter!(m::FRAMES_IN, "type" => kind).increment(1);
+    let rid = frame.rid().cloned();
+    let result: Result<Option<OkBody>, ServiceError> = match frame {
+        ClientFrame::Hello { .. } => return Err(CloseReason::Malformed),
+        ClientFrame::Ping {} => {
+            conn.push(encode(conn.encoding, &ServerFrame::Pong {}));
+            Ok(None)
+        }
+        ClientFrame::Pong {} => Ok(None),
+        ClientFrame::Send { conv, cid, text, .. } => gw.send(p, &conv, cid, text).await.map(|m| {
+            Some(OkBody::Sent {
+                conv: m.conv,
+                cid: m.cid.unwrap_or_default(),
+                seq: m.seq,
+                ts: m.ts,
+            })
+        }),
+        ClientFrame::History { conv, before, limit, .. } => {
+            gw.history(p, &conv, before, limit).await.map(|h| {
+                Some(OkBody::History {
+                    conv,
+                    messages: h.messages,
+                    complete: h.complete,
+                })
+            })
+        }
+        ClientFrame::Typing { conv, on, preview } => gw.typing(p, &conv, on, preview).await.map(|_| None),
+        ClientFrame::Read { conv, seq } => gw.read(p, &conv, seq).await.map(|_| None),
+        ClientFrame::Start {
+            queue,
+            prechat,
+            params,
+            page,
+            ..
+        } => {
+            let prechat = prechat.unwrap_or_default();
+            let page = page.unwrap_or_default();
+            let params = params.unwrap_or_default();
+            if params.len() > 50 || params.iter().any(|(k, v)| k.len() > 64 || v.len() > 1024) {
+                Err(ServiceError::Rejected(crate::core::Reject {
+                    code: ErrorCode::TooLarge,
+                    message: "too many or too long params",
+                }))
+            } else {
+                let profile = VisitorProfile {
+                    name: prechat.name.map(|n| clip(n, 100)).filter(|n| !n.is_empty()),
+                    email: prechat.email.map(|n| clip(n, 200)).filter(|n| !n.is_empty()),
+                    phone: prechat.phone.map(|n| clip(n, 50)).filter(|n| !n.is_empty()),
+                    params,
+                    preview: Some(preview_from(
+                        info.user_agent.as_deref(),
+                        info.language.as_deref(),
+                        info.country.clone(),
+                        &clip(page.url.unwrap_or_default(), 2000),
+                        &clip(page.referrer.unwrap_or_default(), 2000),
+                    )),
+                };
+                gw.start(p, queue, profile, None).await.map(|c| {
+                    gw.hub.subscribe(conn.id, Channel::Conv(ConvId(c.id.clone())));
+                    Some(OkBody::Conv { conv: Box::new(c) })
+                })
+            }
+        }
+        ClientFrame::Close { conv, outcome, tags, .. } => gw
+            .close(p, &conv, outcome, tags.unwrap_or_default())
+            .await
+            .map(|c| c.map(|c| OkBody::Conv { conv: Box::new(c) })),
+        ClientFrame::Status { status, .. } => gw.status(p, status).await.map(|s| Some(OkBody::Status { status: s })),
+        ClientFrame::Accept { conv, .. } => gw.accept(p, &conv).await.map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
+        ClientFrame::Decline { conv, .. } => gw.decline(p, &conv).await.map(|_| None),
+        ClientFrame::Transfer { conv, to, note, .. } => gw
+            .transfer(p, &conv, to, note)
+            .await
+            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
+        ClientFrame::Tag { conv, add, remove, .. } => {
+            gw.tag(p, &conv, add, remove).await.map(|c| Some(OkBody::Conv { conv: Box::new(c) }))
+        }
+        ClientFrame::Draft { conv, text } => gw.draft(p, &conv, text).await.map(|_| None),
+        ClientFrame::Assign { conv, operator, .. } => gw
+            .assign(p, &conv, operator)
+            .await
+            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
+        ClientFrame::Watch { conv, on, .. } => {
+            if p.role != Role::Supervisor {
+                Err(ServiceError::Rejected(crate::core::Reject {
+                    code: ErrorCode::Forbidden,
+                    message: "supervisors only",
+                }))
+            } else {
+                match gw.authorize(p, &conv, Access::Read).await {
+                    Ok(meta) => {
+                        let ch = Channel::Conv(ConvId(conv.clone()));
+                        if on {
+                            gw.hub.subscribe(conn.id, ch);
+                        } else {
+                            gw.hub.unsubscribe(conn.id, &ch);
+                        }
+                        gw.snapshot_for(p, &meta, &BTreeMap::new())
+                            .await
+                            .map(|c| Some(OkBody::Conv { conv: Box::new(c) }))
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    };
+    reply(conn, rid, result);
+    Ok(())
+}
+
+fn reply(conn: &ConnShared, rid: Option<Rid>, result: Result<Option<OkBody>, ServiceError>) {
+    let frame = match result {
+        Ok(body) => {
+            // Fire-and-forget frames (typing, read, draft) without rid need no answer.
+            if rid.is_none() && body.is_none() {
+                return;
+            }
+            ServerFrame::Ok {
+                rid,
+                body: body.unwrap_or(OkBody::Empty {}),
+            }
+        }
+        Err(e) => {
+            if let ServiceError::Engine(err) = &e {
+                metrics::counter!(m::ENGINE_ERRORS).increment(1);
+                tracing::warn!(error = %err, "engine error");
+            }
+            let (code, message) = e.client_error();
+            metrics::counter!(m::ERRORS, "code" => code_label(code)).increment(1);
+            ServerFrame::error(rid, code, message)
+        }
+    };
+    conn.push(encode(conn.encoding, &frame));
+}
+
+fn code_label(c: ErrorCode) -> &'static str {
+    match c {
+        ErrorCode::BadRequest => "bad_request",
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::NotFound => "not_found",
+        ErrorCode::Taken => "taken",
+        ErrorCode::Capacity => "capacity",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::TooLarge => "too_large",
+        ErrorCode::Unavailable => "unavailable",
+        ErrorCode::Banned => "banned",
+        ErrorCode::Conflict => "conflict",
+    }
+}
+
+fn frame_kind(f: &ClientFrame) -> &'static str {
+    match f {
+        ClientFrame::Hello { .. } => "hello",
+        ClientFrame::Ping {} => "ping",
+        ClientFrame::Pong {} => "pong",
+        ClientFrame::Send { .. } => "send",
+        ClientFrame::History { .. } => "history",
+        ClientFrame::Typing { .. } => "typing",
+        ClientFrame::Read { .. } => "read",
+        ClientFrame::Start { .. } => "start",
+        ClientFrame::Close { .. } => "close",
+        ClientFrame::Status { .. } => "status",
+        ClientFrame::Accept { .. } => "accept",
+        ClientFrame::Decline { .. } => "decline",
+        ClientFrame::Transfer { .. } => "transfer",
+        ClientFrame::Tag { .. } => "tag",
+        ClientFrame::Draft { .. } => "draft",
+        ClientFrame::Assign { .. } => "assign",
+        ClientFrame::Watch { .. } => "watch",
+    }
+}
+
+fn clip(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s[..cut].to_owned()
+}
+
+/// Sends a close frame, giving up after a moment on a socket that does not take it.
+async fn close<W>(sink: &mut W, reason: CloseReason, text: &str)
+where
+    W: Sink<Message, Error = WsError> + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(reason.code()),
+        reason: text.to_owned().into(),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let _ = sink.send(Message::Close(Some(frame))).await;
+        let _ = sink.close().await;
+    })
+    .await;
+}
+
+/// How long a close frame may take to leave.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);

@@ -1,0 +1,292 @@
+//! The WebSocket edge: the HTTP upgrade at `GET /v1/ws`, the tuned tungstenite configuration,
+//! the node-wide pinger, connection limits per IP, and the drain on SIGTERM.
+
+pub mod conn;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use dashmap::DashMap;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::hub::Outbound;
+use crate::protocol::{CloseReason, Encoding, ServerFrame};
+use crate::service::Gateway;
+
+use conn::ConnInfo;
+
+/// The tungstenite configuration: small buffers, a finite write buffer, capped frames.
+/// tungstenite's defaults allocate 128 KiB of read buffer per socket up front.
+pub fn ws_config(cfg: &Config) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.ws_read_buffer)
+        .write_buffer_size(cfg.ws_write_buffer)
+        .max_write_buffer_size(cfg.ws_write_buffer + cfg.max_frame * 2)
+        .max_message_size(Some(cfg.max_frame))
+        .max_frame_size(Some(cfg.max_frame))
+}
+
+/// Open connections per client IP.
+#[derive(Default)]
+pub struct IpLimits {
+    open: DashMap<IpAddr, u32>,
+}
+
+impl IpLimits {
+    fn acquire(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<IpGuard> {
+        let mut e = self.open.entry(ip).or_insert(0);
+        if *e >= max {
+            return None;
+        }
+        *e += 1;
+        Some(IpGuard {
+            limits: self.clone(),
+            ip,
+        })
+    }
+}
+
+struct IpGuard {
+    limits: Arc<IpLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        self.limits.open.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+/// What the upgrade handler needs.
+pub struct WsState<E: Engine> {
+    pub gw: Arc<Gateway<E>>,
+    pub limits: Arc<IpLimits>,
+    pub tasks: tokio_util_tracker::Tracker,
+}
+
+impl<E: Engine> Clone for WsState<E> {
+    fn clone(&self) -> Self {
+        WsState {
+            gw: self.gw.clone(),
+            limits: self.limits.clone(),
+            tasks: self.tasks.clone(),
+        }
+    }
+}
+
+/// `GET /v1/ws`: validates the upgrade, negotiates the subprotocol and hands the socket to
+/// a connection task.
+pub async fn upgrade<E: Engine>(
+    State(st): State<WsState<E>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    let headers = req.headers();
+    let is_upgrade = header_has(headers, header::CONNECTION, "upgrade") && header_has(headers, header::UPGRADE, "websocket");
+    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        return plain(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
+    };
+    if !is_upgrade || !version_ok {
+        return plain(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade (version 13)");
+    }
+    let offer = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+    let Some((encoding, proto)) = Encoding::negotiate(offer) else {
+        return plain(StatusCode::BAD_REQUEST, "supported subprotocols: chat.v1.json, chat.v1.msgpack");
+    };
+    let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let country = st
+        .gw
+        .cfg
+        .country_header
+        .as_deref()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .map(|c| c.chars().take(8).collect());
+    let info = ConnInfo {
+        encoding,
+        ip: peer.ip(),
+        origin: text(header::ORIGIN),
+        user_agent: text(header::USER_AGENT).map(|u| u.chars().take(512).collect()),
+        language: text(header::ACCEPT_LANGUAGE).map(|u| u.chars().take(64).collect()),
+        country,
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let cfg = ws_config(&st.gw.cfg);
+    let guard = st.limits.acquire(peer.ip(), st.gw.cfg.max_conns_per_ip);
+    let gw = st.gw.clone();
+    st.tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(cfg)).await;
+        match guard {
+            Some(guard) => {
+                conn::run(gw, ws, info).await;
+                drop(guard);
+            }
+            None => {
+                metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
+                refuse(ws, CloseReason::RateLimited, "too many connections from your address").await;
+            }
+        }
+    });
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is a valid header value"),
+    );
+    if let Some(p) = proto {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    res
+}
+
+async fn refuse<S>(mut ws: WebSocketStream<S>, reason: CloseReason, text: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::Message;
+    let _ = ws
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::from(reason.code()),
+            reason: text.to_owned().into(),
+        })))
+        .await;
+    let _ = ws.close(None).await;
+}
+
+fn header_has(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    let mut r = Response::new(Body::from(text));
+    *r.status_mut() = status;
+    r
+}
+
+/// Sends the application-level ping to every connection each interval and closes those
+/// that sent nothing for two intervals. One task per node, not a timer per socket.
+pub async fn run_pinger<E: Engine>(gw: Arc<Gateway<E>>) {
+    let interval = gw.cfg.ping_interval;
+    let ping = Outbound::new(ServerFrame::Ping {});
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = now_ms();
+        let dead_after = 2 * interval.as_millis() as u64;
+        let mut queued = 0usize;
+        for c in gw.hub.all() {
+            let idle = now.saturating_sub(c.last_rx.load(std::sync::atomic::Ordering::Relaxed));
+            if idle > dead_after {
+                c.close(CloseReason::PingTimeout);
+            } else {
+                c.deliver(&ping);
+            }
+            queued += c.queued_bytes();
+        }
+        metrics::gauge!(crate::metrics::OUTBOUND_QUEUED_BYTES).set(queued as f64);
+    }
+}
+
+/// Closes every connection with 1012, spread evenly over `window`, so clients reconnect to
+/// other nodes without a thundering herd.
+pub async fn drain<E: Engine>(gw: &Gateway<E>, window: Duration) {
+    gw.set_draining();
+    let conns = gw.hub.all();
+    let n = conns.len().max(1) as u32;
+    let step = window / n;
+    for c in conns {
+        c.close(CloseReason::Restarting);
+        if !step.is_zero() {
+            tokio::time::sleep(step).await;
+        }
+    }
+}
+
+/// A small task tracker: spawn, then wait for all with a deadline.
+pub mod tokio_util_tracker {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::Notify;
+
+    #[derive(Clone, Default)]
+    pub struct Tracker {
+        inner: Arc<Inner>,
+    }
+
+    #[derive(Default)]
+    struct Inner {
+        live: AtomicUsize,
+        idle: Notify,
+    }
+
+    impl Tracker {
+        pub fn spawn<F>(&self, fut: F)
+        where
+            F: Future<Output = ()> + Send + 'static,
+        {
+            self.inner.live.fetch_add(1, Ordering::AcqRel);
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                fut.await;
+                if inner.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    inner.idle.notify_waiters();
+                }
+            });
+        }
+
+        pub fn live(&self) -> usize {
+            self.inner.live.load(Ordering::Acquire)
+        }
+
+        /// Waits until every spawned task ended, or the deadline passed.
+        pub async fn wait(&self, deadline: Duration) -> bool {
+            let wait = async {
+                loop {
+                    let notified = self.inner.idle.notified();
+                    if self.live() == 0 {
+                        return;
+                    }
+                    notified.await;
+                }
+            };
+            tokio::time::timeout(deadline, wait).await.is_ok()
+        }
+    }
+}
