@@ -1144,12 +1144,13 @@ impl Core<'_, '_> {
         } else {
             "An operator joined the conversation".to_owned()
         };
-        self.effects.push(Effect::System { conv: id.clone(), text });
         let (event, reason) = match event {
             Some((e, r)) => (e, Some(r)),
             None => (ConvEvent::Assigned, None),
         };
+        // The event first, then the message that tells the visitor in words.
         self.conv_event(id, event, reason);
+        self.effects.push(Effect::System { conv: id.clone(), text });
     }
 
     /// Takes the conversation from `op` (it stays open; the caller decides what follows).
@@ -1198,10 +1199,6 @@ impl Core<'_, '_> {
                 o.convs.remove(id);
             }
             self.dirty_ops.insert(op.clone());
-            self.effects.push(Effect::Detach {
-                conv: id.clone(),
-                who: Participant::Operator(op.clone()),
-            });
         }
         if let Some(op) = &c.offered_to {
             if let Some(o) = self.st.operators.get_mut(op) {
@@ -1239,6 +1236,13 @@ impl Core<'_, '_> {
             conv: Box::new(snapshot.clone()),
             reason: Some(reason.to_owned()),
         });
+        // Detached only after the operator was told, so the closing frames reach them.
+        if let Some(op) = c.operator {
+            self.effects.push(Effect::Detach {
+                conv: id.clone(),
+                who: Participant::Operator(op),
+            });
+        }
         self.route_waiting();
         Some(snapshot)
     }

@@ -1,0 +1,10 @@
+//! The gateway crate's one integration-test binary: real sockets on 127.0.0.1, an in-process
+//! node per test.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod chat;
+mod conformance;
+mod edge;
+mod golden;
