@@ -103,10 +103,17 @@ impl Auth {
 
     /// Verifies a token whose expiry may have passed, but not by more than `max_age_ms`
     /// (a returning visitor keeps their id).
-    pub fn verify_allow_expired(&self, token: &str, now_ms: u64, max_age_ms: u64) -> Result<Principal, AuthError> {
+    pub fn verify_allow_expired(
+        &self,
+        token: &str,
+        now_ms: u64,
+        max_age_ms: u64,
+    ) -> Result<Principal, AuthError> {
         let mut v = self.validation.clone();
         v.validate_exp = false;
-        let claims = decode::<Claims>(token, &self.decoding, &v).map_err(AuthError::Invalid)?.claims;
+        let claims = decode::<Claims>(token, &self.decoding, &v)
+            .map_err(AuthError::Invalid)?
+            .claims;
         if claims.exp.saturating_mul(1000).saturating_add(max_age_ms) < now_ms {
             return Err(AuthError::Claims("token expired too long ago"));
         }
@@ -123,7 +130,11 @@ fn principal(c: Claims) -> Result<Principal, AuthError> {
     if c.role == Role::System {
         return Err(AuthError::Claims("role system is not a user"));
     }
-    if c.sub.is_empty() || c.sub.len() > MAX_ID_LEN || c.site.is_empty() || c.site.len() > MAX_ID_LEN {
+    if c.sub.is_empty()
+        || c.sub.len() > MAX_ID_LEN
+        || c.site.is_empty()
+        || c.site.len() > MAX_ID_LEN
+    {
         return Err(AuthError::Claims("sub and site must be 1 to 128 bytes"));
     }
     Ok(Principal {
@@ -181,7 +192,12 @@ mod tests {
         );
         assert!(a.verify(&none).is_err());
         // HS512 signed with the right secret: still refused (algorithm pinned).
-        let t = encode(&Header::new(Algorithm::HS512), &claims(far()), &EncodingKey::from_secret(b"secret")).unwrap();
+        let t = encode(
+            &Header::new(Algorithm::HS512),
+            &claims(far()),
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
         assert!(a.verify(&t).is_err());
     }
 
@@ -213,7 +229,11 @@ mod tests {
         pub fn encode(data: &[u8]) -> String {
             let mut out = String::new();
             for chunk in data.chunks(3) {
-                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 for i in 0..=chunk.len() {
                     out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);

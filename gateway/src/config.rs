@@ -121,7 +121,10 @@ pub struct Config {
 pub enum JwtConfig {
     /// HS256 with this secret; `generated` when none was configured.
     Secret { secret: String, generated: bool },
-    PublicKey { algorithm: jsonwebtoken::Algorithm, pem: Vec<u8> },
+    PublicKey {
+        algorithm: jsonwebtoken::Algorithm,
+        pem: Vec<u8>,
+    },
 }
 
 /// A site: its widget key, queues and initial settings.
@@ -180,14 +183,24 @@ impl Config {
         let num = |s: &str| s.parse::<usize>().map_err(|e| e.to_string());
         let nz = |s: &str| s.parse::<NonZeroU32>().map_err(|e| e.to_string());
 
-        let listen = check!("GATEWAY_LISTEN", raw.listen.parse::<SocketAddr>().map_err(|e| e.to_string()));
-        let allow_short = check!("GATEWAY_ALLOW_SHORT_TIMERS", raw.allow_short_timers.parse::<bool>().map_err(|e| e.to_string()));
+        let listen = check!(
+            "GATEWAY_LISTEN",
+            raw.listen.parse::<SocketAddr>().map_err(|e| e.to_string())
+        );
+        let allow_short = check!(
+            "GATEWAY_ALLOW_SHORT_TIMERS",
+            raw.allow_short_timers
+                .parse::<bool>()
+                .map_err(|e| e.to_string())
+        );
         let bounds = Bounds {
             allow_short_timers: allow_short.unwrap_or(false),
         };
         let jwt = match (&raw.jwt_secret, &raw.jwt_public_key) {
             (Some(_), Some(_)) => {
-                errs.push("GATEWAY_JWT_SECRET and GATEWAY_JWT_PUBLIC_KEY: set one, not both".into());
+                errs.push(
+                    "GATEWAY_JWT_SECRET and GATEWAY_JWT_PUBLIC_KEY: set one, not both".into(),
+                );
                 None
             }
             (Some(s), None) if s.len() < 16 => {
@@ -203,11 +216,16 @@ impl Config {
                     "RS256" => Some(jsonwebtoken::Algorithm::RS256),
                     "EdDSA" => Some(jsonwebtoken::Algorithm::EdDSA),
                     other => {
-                        errs.push(format!("GATEWAY_JWT_ALGORITHM: {other:?} is not RS256 or EdDSA"));
+                        errs.push(format!(
+                            "GATEWAY_JWT_ALGORITHM: {other:?} is not RS256 or EdDSA"
+                        ));
                         None
                     }
                 };
-                let pem = check!("GATEWAY_JWT_PUBLIC_KEY", std::fs::read(path).map_err(|e| format!("{path}: {e}")));
+                let pem = check!(
+                    "GATEWAY_JWT_PUBLIC_KEY",
+                    std::fs::read(path).map_err(|e| format!("{path}: {e}"))
+                );
                 match (alg, pem) {
                     (Some(algorithm), Some(pem)) => Some(JwtConfig::PublicKey { algorithm, pem }),
                     _ => None,
@@ -239,33 +257,64 @@ impl Config {
         let hello_timeout = check!("GATEWAY_HELLO_TIMEOUT", dur(&raw.hello_timeout));
         let ping_interval = check!(
             "GATEWAY_PING_INTERVAL",
-            dur(&raw.ping_interval).and_then(|d| if d < Duration::from_millis(100) { Err("must be at least 100ms".into()) } else { Ok(d) })
+            dur(&raw.ping_interval).and_then(|d| if d < Duration::from_millis(100) {
+                Err("must be at least 100ms".into())
+            } else {
+                Ok(d)
+            })
         );
         let drain_window = check!("GATEWAY_DRAIN_WINDOW", dur(&raw.drain_window));
         let outbound_max_bytes = check!(
             "GATEWAY_OUTBOUND_MAX_BYTES",
-            num(&raw.outbound_max_bytes).and_then(|n| if n < 1024 { Err("must be at least 1024".into()) } else { Ok(n) })
+            num(&raw.outbound_max_bytes).and_then(|n| if n < 1024 {
+                Err("must be at least 1024".into())
+            } else {
+                Ok(n)
+            })
         );
         let rate_per_sec = check!("GATEWAY_RATE_PER_SEC", nz(&raw.rate_per_sec));
         let rate_burst = check!("GATEWAY_RATE_BURST", nz(&raw.rate_burst));
-        let max_conns_per_ip = check!("GATEWAY_MAX_CONNS_PER_IP", raw.max_conns_per_ip.parse::<u32>().map_err(|e| e.to_string()));
+        let max_conns_per_ip = check!(
+            "GATEWAY_MAX_CONNS_PER_IP",
+            raw.max_conns_per_ip
+                .parse::<u32>()
+                .map_err(|e| e.to_string())
+        );
         let ws_read_buffer = check!(
             "GATEWAY_WS_READ_BUFFER",
-            num(&raw.ws_read_buffer).and_then(|n| if n < 256 { Err("must be at least 256".into()) } else { Ok(n) })
+            num(&raw.ws_read_buffer).and_then(|n| if n < 256 {
+                Err("must be at least 256".into())
+            } else {
+                Ok(n)
+            })
         );
         let ws_write_buffer = check!("GATEWAY_WS_WRITE_BUFFER", num(&raw.ws_write_buffer));
         let max_frame = check!(
             "GATEWAY_MAX_FRAME",
-            num(&raw.max_frame).and_then(|n| if !(1024..=16 << 20).contains(&n) { Err("must be 1 KiB to 16 MiB".into()) } else { Ok(n) })
+            num(&raw.max_frame).and_then(|n| if !(1024..=16 << 20).contains(&n) {
+                Err("must be 1 KiB to 16 MiB".into())
+            } else {
+                Ok(n)
+            })
         );
         let max_text = check!("GATEWAY_MAX_TEXT", num(&raw.max_text));
         let visitor_token_ttl = check!("GATEWAY_VISITOR_TOKEN_TTL", dur(&raw.visitor_token_ttl));
         let max_log = check!(
             "GATEWAY_MAX_LOG",
-            num(&raw.max_log).and_then(|n| if n == 0 { Err("must be at least 1".into()) } else { Ok(n) })
+            num(&raw.max_log).and_then(|n| if n == 0 {
+                Err("must be at least 1".into())
+            } else {
+                Ok(n)
+            })
         );
         let node_id = match &raw.node_id {
-            Some(n) if n.is_empty() || n.len() > 64 || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+            Some(n)
+                if n.is_empty()
+                    || n.len() > 64
+                    || !n
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+            {
                 errs.push("GATEWAY_NODE_ID: 1 to 64 of [A-Za-z0-9_-]".into());
                 None
             }
@@ -334,12 +383,14 @@ impl Config {
 
 /// Reads a sites file: a JSON array of `{id, widget_key?, queues?, settings?}`.
 pub fn load_sites(path: &PathBuf, bounds: Bounds) -> Result<Vec<SiteConfig>, Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
     parse_sites(&text, bounds)
 }
 
 pub fn parse_sites(text: &str, bounds: Bounds) -> Result<Vec<SiteConfig>, Vec<String>> {
-    let files: Vec<SiteFile> = serde_json::from_str(text).map_err(|e| vec![format!("not a JSON list of sites: {e}")])?;
+    let files: Vec<SiteFile> =
+        serde_json::from_str(text).map_err(|e| vec![format!("not a JSON list of sites: {e}")])?;
     let mut errs = Vec::new();
     let mut out = Vec::new();
     for f in files {
@@ -354,7 +405,11 @@ pub fn parse_sites(text: &str, bounds: Bounds) -> Result<Vec<SiteConfig>, Vec<St
             errs.push(format!("site {:?}: id must be 1 to 64 bytes", f.id));
             continue;
         }
-        let queues = if f.queues.is_empty() { vec!["general".to_owned()] } else { f.queues };
+        let queues = if f.queues.is_empty() {
+            vec!["general".to_owned()]
+        } else {
+            f.queues
+        };
         out.push(SiteConfig {
             widget_key: f.widget_key.unwrap_or_else(|| f.id.clone()),
             id: SiteId(f.id),
@@ -415,10 +470,18 @@ mod tests {
 
     #[test]
     fn sites_file_is_validated() {
-        let ok = parse_sites(r#"[{"id":"a","queues":["sales","support"],"settings":{"routing":"offer"}}]"#, Bounds::default()).unwrap();
+        let ok = parse_sites(
+            r#"[{"id":"a","queues":["sales","support"],"settings":{"routing":"offer"}}]"#,
+            Bounds::default(),
+        )
+        .unwrap();
         assert_eq!(ok[0].widget_key, "a");
         assert_eq!(ok[0].queues.len(), 2);
-        let bad = parse_sites(r#"[{"id":"a","settings":{"routing":"x"}},{"id":"b","settings":{"max_chats":0}}]"#, Bounds::default()).unwrap_err();
+        let bad = parse_sites(
+            r#"[{"id":"a","settings":{"routing":"x"}},{"id":"b","settings":{"max_chats":0}}]"#,
+            Bounds::default(),
+        )
+        .unwrap_err();
         assert_eq!(bad.len(), 2);
     }
 }

@@ -449,7 +449,9 @@ mod tests {
             ts: 1,
             cid: None,
         }));
-        let (Message::Text(a), Message::Text(b)) = (o.message(Encoding::Json), o.message(Encoding::Json)) else {
+        let (Message::Text(a), Message::Text(b)) =
+            (o.message(Encoding::Json), o.message(Encoding::Json))
+        else {
             panic!("json frames are text");
         };
         assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());

@@ -3,15 +3,15 @@
 //! The crate is a library (everything testable) plus the `gateway` binary (`main.rs`). See
 //! `ARCHITECTURE.md` at the repository root for the map.
 
-pub mod core;
-pub mod protocol;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod core;
 pub mod engine;
+pub mod http;
 pub mod hub;
 pub mod metrics;
-pub mod service;
-pub mod http;
+pub mod protocol;
 pub mod server;
+pub mod service;
 pub mod ws;

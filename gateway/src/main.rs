@@ -83,7 +83,12 @@ fn main() -> anyhow::Result<()> {
                 name,
                 exp: (now_ms() + ttl.as_millis() as u64) / 1000,
                 iat: Some(now_ms() / 1000),
-                queues: queues.map(|q| q.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()),
+                queues: queues.map(|q| {
+                    q.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                }),
                 max_chats,
             };
             println!("{}", Auth::hs256(secret.as_bytes()).mint(&claims)?);
@@ -92,11 +97,20 @@ fn main() -> anyhow::Result<()> {
         Some(Cmd::Config) => {
             let cfg = Config::from_raw(&cli.config)?;
             println!("listen              {}", cfg.listen);
-            println!("engine              {}", if cfg.redis_url.is_some() { "redis" } else { "memory" });
+            println!(
+                "engine              {}",
+                if cfg.redis_url.is_some() {
+                    "redis"
+                } else {
+                    "memory"
+                }
+            );
             println!(
                 "tokens              {}",
                 match &cfg.jwt {
-                    JwtConfig::Secret { generated: true, .. } => "HS256, generated secret",
+                    JwtConfig::Secret {
+                        generated: true, ..
+                    } => "HS256, generated secret",
                     JwtConfig::Secret { .. } => "HS256",
                     JwtConfig::PublicKey { .. } => "public key",
                 }
@@ -105,8 +119,14 @@ fn main() -> anyhow::Result<()> {
             println!("ping_interval       {:?}", cfg.ping_interval);
             println!("drain_window        {:?}", cfg.drain_window);
             println!("outbound_max_bytes  {}", cfg.outbound_max_bytes);
-            println!("rate                {}/s burst {}", cfg.rate_per_sec, cfg.rate_burst);
-            println!("ws buffers          read {} write {} max frame {}", cfg.ws_read_buffer, cfg.ws_write_buffer, cfg.max_frame);
+            println!(
+                "rate                {}/s burst {}",
+                cfg.rate_per_sec, cfg.rate_burst
+            );
+            println!(
+                "ws buffers          read {} write {} max frame {}",
+                cfg.ws_read_buffer, cfg.ws_write_buffer, cfg.max_frame
+            );
             for s in &cfg.sites {
                 println!(
                     "site {} (widget key {}), queues {:?}\n{}",
@@ -142,12 +162,16 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(gateway::metrics::DELIVERY_LATENCY.to_owned()),
-            &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0],
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ],
         )?
         .install_recorder()
         .context("metrics recorder")?;
     gateway::metrics::describe();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let public = cfg.public_url.clone();
         let generated = match &cfg.jwt {

@@ -23,8 +23,14 @@ pub const DRAINING: &str = "gateway_draining";
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     describe_counter!(CONNS_OPENED, "WebSocket connections authenticated, by role");
-    describe_counter!(CONNS_CLOSED, "WebSocket connections closed, by role and close reason");
-    describe_gauge!(CONNS_ACTIVE, "Open authenticated WebSocket connections, by role");
+    describe_counter!(
+        CONNS_CLOSED,
+        "WebSocket connections closed, by role and close reason"
+    );
+    describe_gauge!(
+        CONNS_ACTIVE,
+        "Open authenticated WebSocket connections, by role"
+    );
     describe_gauge!(HUB_CONNS, "Connections registered in the node's hub");
     describe_counter!(FRAMES_IN, "Frames received from clients, by frame type");
     describe_counter!(FRAMES_OUT, "Frames written to clients");
@@ -34,9 +40,18 @@ pub fn describe() {
         Unit::Seconds,
         "From a message's store to its write on a recipient's socket"
     );
-    describe_gauge!(OUTBOUND_QUEUED_BYTES, "Bytes waiting in all outbound queues of the node");
-    describe_counter!(SLOW_CLOSES, "Connections closed with 4008 because their outbound queue overflowed");
-    describe_counter!(RATE_LIMITED, "Frames refused by the per-connection rate limit");
+    describe_gauge!(
+        OUTBOUND_QUEUED_BYTES,
+        "Bytes waiting in all outbound queues of the node"
+    );
+    describe_counter!(
+        SLOW_CLOSES,
+        "Connections closed with 4008 because their outbound queue overflowed"
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Frames refused by the per-connection rate limit"
+    );
     describe_counter!(ERRORS, "Error frames sent, by code");
     describe_counter!(TIMERS_FIRED, "Timers fired, by kind");
     describe_gauge!(TIMERS_PENDING, "Timers waiting in the engine");

@@ -508,7 +508,10 @@ pub enum ServerFrame {
         text: String,
     },
     /// Addition: a draft saved on another connection of the same operator.
-    Draft { conv: String, text: String },
+    Draft {
+        conv: String,
+        text: String,
+    },
 }
 
 /// Why the server closes a connection; one-to-one with the close codes of protocol v1.
@@ -607,8 +610,12 @@ impl ClientFrame {
     /// unknown type or with bad fields (answer with an error, keep the socket).
     pub fn decode(enc: Encoding, data: &[u8]) -> Result<ClientFrame, DecodeError> {
         let full = match enc {
-            Encoding::Json => serde_json::from_slice::<ClientFrame>(data).map_err(|e| e.to_string()),
-            Encoding::MsgPack => rmp_serde::from_slice::<ClientFrame>(data).map_err(|e| e.to_string()),
+            Encoding::Json => {
+                serde_json::from_slice::<ClientFrame>(data).map_err(|e| e.to_string())
+            }
+            Encoding::MsgPack => {
+                rmp_serde::from_slice::<ClientFrame>(data).map_err(|e| e.to_string())
+            }
         };
         match full {
             Ok(frame) => Ok(frame),
@@ -717,5 +724,4 @@ mod tests {
         let f = ClientFrame::decode(Encoding::Json, br#"{"t":"pong","x":{"y":1}}"#).unwrap();
         assert_eq!(f, ClientFrame::Pong {});
     }
-
 }

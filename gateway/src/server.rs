@@ -36,7 +36,9 @@ pub enum StartError {
 pub fn auth_from(cfg: &Config) -> Result<Auth, StartError> {
     match &cfg.jwt {
         JwtConfig::Secret { secret, .. } => Ok(Auth::hs256(secret.as_bytes())),
-        JwtConfig::PublicKey { algorithm, pem } => Auth::public_key(*algorithm, pem).map_err(StartError::Auth),
+        JwtConfig::PublicKey { algorithm, pem } => {
+            Auth::public_key(*algorithm, pem).map_err(StartError::Auth)
+        }
     }
 }
 
@@ -70,7 +72,10 @@ impl<E: Engine> Running<E> {
 }
 
 /// Starts a node with the in-memory engine on `cfg.listen`.
-pub async fn start_memory(cfg: Config, metrics: Option<PrometheusHandle>) -> Result<Running<MemoryEngine>, StartError> {
+pub async fn start_memory(
+    cfg: Config,
+    metrics: Option<PrometheusHandle>,
+) -> Result<Running<MemoryEngine>, StartError> {
     let hub = Hub::new();
     let engine = MemoryEngine::new(
         hub.clone(),
@@ -89,10 +94,12 @@ pub async fn start<E: Engine>(
     cfg: Config,
     metrics: Option<PrometheusHandle>,
 ) -> Result<Running<E>, StartError> {
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|source| StartError::Bind {
-        addr: cfg.listen,
-        source,
-    })?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: cfg.listen,
         source,
@@ -144,14 +151,20 @@ async fn serve<E: Engine>(
         tracing::info!(window = ?window, "draining");
         ws::drain(&drain_gw, window).await;
         if !drain_tasks.wait(Duration::from_secs(5)).await {
-            tracing::warn!(left = drain_tasks.live(), "connections still open after the drain");
+            tracing::warn!(
+                left = drain_tasks.live(),
+                "connections still open after the drain"
+            );
         }
         let _ = drained_tx.send(());
     };
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            let _ = drained_rx.await;
-        });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = drained_rx.await;
+    });
     let drain = tokio::spawn(graceful);
     if let Err(e) = server.await {
         tracing::error!(error = %e, "server stopped");

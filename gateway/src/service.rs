@@ -17,15 +17,18 @@ use crate::clock::now_ms;
 use crate::config::{Config, SiteConfig};
 use crate::core::settings::SettingsErrors;
 use crate::core::{
-    self, Actor, Availability, Command, ConnId, ConvId, Ctx, Effect, NodeId, OperatorId, Participant,
-    QueueId, Reject, Reply, Settings, SiteId, TimerKind, VisitorId, VisitorProfile,
+    self, Actor, Availability, Command, ConnId, ConvId, Ctx, Effect, NodeId, OperatorId,
+    Participant, QueueId, Reject, Reply, Settings, SiteId, TimerKind, VisitorId, VisitorProfile,
 };
-use crate::engine::{AppendOutcome, AppendRefusal, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay, SiteTx};
+use crate::engine::{
+    AppendOutcome, AppendRefusal, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay,
+    SiteTx,
+};
 use crate::hub::{Audience, BusMsg, Channel, Hub};
 use crate::metrics as m;
 use crate::protocol::{
-    Author, ClientSettings, ConvEvent, ConvState, Conversation, ErrorCode, Msg, OperatorStatus, Preview, Role,
-    ServerFrame, TransferTarget,
+    Author, ClientSettings, ConvEvent, ConvState, Conversation, ErrorCode, Msg, OperatorStatus,
+    Preview, Role, ServerFrame, TransferTarget,
 };
 
 /// Why a request failed, as the client will be told.
@@ -194,7 +197,11 @@ impl<E: Engine> Gateway<E> {
 
     async fn execute_one(&self, site: &SiteId, e: Effect) -> Result<(), EngineError> {
         match e {
-            Effect::Conv { event, mut conv, reason } => {
+            Effect::Conv {
+                event,
+                mut conv,
+                reason,
+            } => {
                 let id = ConvId(conv.id.clone());
                 conv.last_seq = self.engine.last_seq(&id).await?;
                 if matches!(event, ConvEvent::Queued | ConvEvent::Reopened) && conv.last_seq == 0 {
@@ -202,10 +209,16 @@ impl<E: Engine> Gateway<E> {
                         .set_visitor_latest(site, &VisitorId(conv.visitor.id.clone()), &id)
                         .await?;
                 }
-                self.engine.put_meta(&id, ConvMeta::from_snapshot(&conv)).await?;
+                self.engine
+                    .put_meta(&id, ConvMeta::from_snapshot(&conv))
+                    .await?;
                 self.publish_conv(&id, event, &conv, reason).await
             }
-            Effect::Queue { queue, mut waiting, count } => {
+            Effect::Queue {
+                queue,
+                mut waiting,
+                count,
+            } => {
                 for c in &mut waiting {
                     c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
                 }
@@ -215,10 +228,19 @@ impl<E: Engine> Gateway<E> {
                     count: Some(count as u64),
                 };
                 self.engine
-                    .publish(&Channel::Staff(site.clone()), BusMsg::frame(Audience::Queue(queue), frame))
+                    .publish(
+                        &Channel::Staff(site.clone()),
+                        BusMsg::frame(Audience::Queue(queue), frame),
+                    )
                     .await
             }
-            Effect::Operator { id, name, status, online, load } => {
+            Effect::Operator {
+                id,
+                name,
+                status,
+                online,
+                load,
+            } => {
                 let frame = ServerFrame::Operator {
                     id: id.0,
                     name,
@@ -227,23 +249,37 @@ impl<E: Engine> Gateway<E> {
                     load,
                 };
                 self.engine
-                    .publish(&Channel::Staff(site.clone()), BusMsg::frame(Audience::Staff, frame))
+                    .publish(
+                        &Channel::Staff(site.clone()),
+                        BusMsg::frame(Audience::Staff, frame),
+                    )
                     .await
             }
-            Effect::Offer { op, mut conv, expires_at } => {
+            Effect::Offer {
+                op,
+                mut conv,
+                expires_at,
+            } => {
                 conv.last_seq = self.engine.last_seq(&ConvId(conv.id.clone())).await?;
                 let frame = ServerFrame::Offer { conv, expires_at };
                 self.engine
-                    .publish(&user_channel(site, Role::Operator, &op.0), BusMsg::frame(Audience::All, frame))
+                    .publish(
+                        &user_channel(site, Role::Operator, &op.0),
+                        BusMsg::frame(Audience::All, frame),
+                    )
                     .await
             }
             Effect::Attach { conv, who } => {
                 let (role, id) = participant(&who);
-                self.engine.publish(&user_channel(site, role, id), BusMsg::Attach(conv)).await
+                self.engine
+                    .publish(&user_channel(site, role, id), BusMsg::Attach(conv))
+                    .await
             }
             Effect::Detach { conv, who } => {
                 let (role, id) = participant(&who);
-                self.engine.publish(&user_channel(site, role, id), BusMsg::Detach(conv)).await
+                self.engine
+                    .publish(&user_channel(site, role, id), BusMsg::Detach(conv))
+                    .await
             }
             Effect::System { conv, text } => {
                 let out = self
@@ -268,7 +304,10 @@ impl<E: Engine> Gateway<E> {
                     text,
                 };
                 self.engine
-                    .publish(&Channel::Conv(conv), BusMsg::frame(Audience::Visitors, frame))
+                    .publish(
+                        &Channel::Conv(conv),
+                        BusMsg::frame(Audience::Visitors, frame),
+                    )
                     .await
             }
             Effect::SetTimer { kind, at } => self.engine.set_timer(site, &kind, at, false).await,
@@ -290,13 +329,17 @@ impl<E: Engine> Gateway<E> {
             conv: Box::new(conv.clone()),
             reason: reason.clone(),
         };
-        self.engine.publish(&ch, BusMsg::frame(Audience::Staff, staff)).await?;
+        self.engine
+            .publish(&ch, BusMsg::frame(Audience::Staff, staff))
+            .await?;
         let visitor = ServerFrame::Conv {
             event,
             conv: Box::new(self.for_visitor(conv.clone())),
             reason,
         };
-        self.engine.publish(&ch, BusMsg::frame(Audience::Visitors, visitor)).await
+        self.engine
+            .publish(&ch, BusMsg::frame(Audience::Visitors, visitor))
+            .await
     }
 
     /// What a visitor may see of their own conversation.
@@ -351,7 +394,9 @@ impl<E: Engine> Gateway<E> {
 
     /// The settings a client sees in `welcome`.
     pub fn client_settings(&self, p: &Principal) -> ClientSettings {
-        let site = self.site(&p.site).expect("principal's site was checked at hello");
+        let site = self
+            .site(&p.site)
+            .expect("principal's site was checked at hello");
         let s = site.settings();
         ClientSettings {
             routing: s.routing.as_str().to_owned(),
@@ -363,7 +408,11 @@ impl<E: Engine> Gateway<E> {
             ping_interval_ms: self.cfg.ping_interval.as_millis() as u64,
             unavailable_text: s.unavailable_text.clone(),
             queues: site.config.queues.iter().map(|q| q.0.clone()).collect(),
-            canned: if p.role.is_staff() { s.canned.clone() } else { Vec::new() },
+            canned: if p.role.is_staff() {
+                s.canned.clone()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -371,7 +420,10 @@ impl<E: Engine> Gateway<E> {
     pub async fn own_conversations(&self, p: &Principal) -> Result<Vec<ConvId>, ServiceError> {
         match p.role {
             Role::Visitor => {
-                let latest = self.engine.visitor_latest(&p.site, &VisitorId(p.id.clone())).await?;
+                let latest = self
+                    .engine
+                    .visitor_latest(&p.site, &VisitorId(p.id.clone()))
+                    .await?;
                 let mut out = Vec::new();
                 if let Some(c) = latest {
                     if let Some(meta) = self.engine.meta(&c).await? {
@@ -437,7 +489,9 @@ impl<E: Engine> Gateway<E> {
                 .config
                 .queues
                 .iter()
-                .filter(|q| p.role == Role::Supervisor || p.queues.as_ref().is_none_or(|qs| qs.contains(q)))
+                .filter(|q| {
+                    p.role == Role::Supervisor || p.queues.as_ref().is_none_or(|qs| qs.contains(q))
+                })
                 .map(|q| {
                     let (w, n) = core::waiting(st, q);
                     (q.clone(), w, n)
@@ -479,33 +533,54 @@ impl<E: Engine> Gateway<E> {
     // ----- authorisation -----
 
     /// Checks that `p` may touch `conv`: visitors only their own, staff only their site's.
-    pub async fn authorize(&self, p: &Principal, conv: &str, access: Access) -> Result<ConvMeta, ServiceError> {
+    pub async fn authorize(
+        &self,
+        p: &Principal,
+        conv: &str,
+        access: Access,
+    ) -> Result<ConvMeta, ServiceError> {
         if conv.is_empty() || conv.len() > 128 {
-            return Err(ServiceError::refuse(ErrorCode::BadRequest, "bad conversation id"));
+            return Err(ServiceError::refuse(
+                ErrorCode::BadRequest,
+                "bad conversation id",
+            ));
         }
         let id = ConvId(conv.to_owned());
-        let meta = self
-            .engine
-            .meta(&id)
-            .await?
-            .ok_or(ServiceError::refuse(ErrorCode::NotFound, "no such conversation"))?;
+        let meta = self.engine.meta(&id).await?.ok_or(ServiceError::refuse(
+            ErrorCode::NotFound,
+            "no such conversation",
+        ))?;
         // The same answer for another site's conversation as for a missing one: ids do not leak.
         if meta.site != p.site {
-            return Err(ServiceError::refuse(ErrorCode::NotFound, "no such conversation"));
+            return Err(ServiceError::refuse(
+                ErrorCode::NotFound,
+                "no such conversation",
+            ));
         }
         let ok = match p.role {
             Role::Visitor => meta.visitor.0 == p.id,
             Role::Operator => match access {
                 Access::Read => true,
-                Access::Manage => meta.operator.as_ref().is_some_and(|o| o.0 == p.id) || meta.state != ConvState::Active,
+                Access::Manage => {
+                    meta.operator.as_ref().is_some_and(|o| o.0 == p.id)
+                        || meta.state != ConvState::Active
+                }
             },
             Role::Supervisor => true,
             Role::System => false,
         };
         if !ok {
             return Err(ServiceError::refuse(
-                if p.role == Role::Visitor { ErrorCode::NotFound } else { ErrorCode::Forbidden },
-                if p.role == Role::Visitor { "no such conversation" } else { "not your conversation" },
+                if p.role == Role::Visitor {
+                    ErrorCode::NotFound
+                } else {
+                    ErrorCode::Forbidden
+                },
+                if p.role == Role::Visitor {
+                    "no such conversation"
+                } else {
+                    "not your conversation"
+                },
             ));
         }
         Ok(meta)
@@ -521,7 +596,10 @@ impl<E: Engine> Gateway<E> {
         previous: Option<ConvId>,
     ) -> Result<Conversation, ServiceError> {
         if p.role != Role::Visitor {
-            return Err(ServiceError::refuse(ErrorCode::Forbidden, "only visitors start conversations"));
+            return Err(ServiceError::refuse(
+                ErrorCode::Forbidden,
+                "only visitors start conversations",
+            ));
         }
         if profile.name.is_none() {
             profile.name = p.name.clone();
@@ -529,7 +607,10 @@ impl<E: Engine> Gateway<E> {
         let previous = match previous {
             Some(prev) => Some(prev),
             None => {
-                let latest = self.engine.visitor_latest(&p.site, &VisitorId(p.id.clone())).await?;
+                let latest = self
+                    .engine
+                    .visitor_latest(&p.site, &VisitorId(p.id.clone()))
+                    .await?;
                 match latest {
                     Some(c) => match self.engine.meta(&c).await? {
                         Some(m) if m.state == ConvState::Closed => Some(c),
@@ -546,7 +627,7 @@ impl<E: Engine> Gateway<E> {
                     visitor: VisitorId(p.id.clone()),
                     conv: new_conv_id(),
                     queue: queue.map(QueueId),
-                    profile,
+                    profile: Box::new(profile),
                     previous,
                 },
             )
@@ -557,21 +638,36 @@ impl<E: Engine> Gateway<E> {
                 c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
                 Ok(c)
             }
-            _ => Err(ServiceError::refuse(ErrorCode::Conflict, "conversation not started")),
+            _ => Err(ServiceError::refuse(
+                ErrorCode::Conflict,
+                "conversation not started",
+            )),
         }
     }
 
     /// Stores a message from `p`. A visitor writing into their closed conversation gets a new
     /// conversation linked to it; the returned id is where the message went.
-    pub async fn send(&self, p: &Principal, conv: &str, cid: String, text: String) -> Result<Msg, ServiceError> {
+    pub async fn send(
+        &self,
+        p: &Principal,
+        conv: &str,
+        cid: String,
+        text: String,
+    ) -> Result<Msg, ServiceError> {
         if cid.is_empty() || cid.len() > crate::protocol::MAX_CID_LEN {
-            return Err(ServiceError::refuse(ErrorCode::BadRequest, "cid must be 1 to 64 bytes"));
+            return Err(ServiceError::refuse(
+                ErrorCode::BadRequest,
+                "cid must be 1 to 64 bytes",
+            ));
         }
         if text.trim().is_empty() {
             return Err(ServiceError::refuse(ErrorCode::BadRequest, "empty message"));
         }
         if text.len() > self.cfg.max_text {
-            return Err(ServiceError::refuse(ErrorCode::TooLarge, "message too long"));
+            return Err(ServiceError::refuse(
+                ErrorCode::TooLarge,
+                "message too long",
+            ));
         }
         let meta = self.authorize(p, conv, Access::Read).await?;
         let author = Author {
@@ -601,12 +697,20 @@ impl<E: Engine> Gateway<E> {
                     }
                     return Ok(a.msg);
                 }
-                AppendOutcome::Refused(AppendRefusal::Closed) if p.role == Role::Visitor && !reopened => {
+                AppendOutcome::Refused(AppendRefusal::Closed)
+                    if p.role == Role::Visitor && !reopened =>
+                {
                     // A retry of the same cid may already sit in the visitor's new conversation.
-                    if let Some(latest) = self.engine.visitor_latest(&p.site, &VisitorId(p.id.clone())).await? {
+                    if let Some(latest) = self
+                        .engine
+                        .visitor_latest(&p.site, &VisitorId(p.id.clone()))
+                        .await?
+                    {
                         if latest != target {
                             if let Some(m) = self.engine.meta(&latest).await? {
-                                if m.state != ConvState::Closed && m.snapshot.previous.as_deref() == Some(target.as_str()) {
+                                if m.state != ConvState::Closed
+                                    && m.snapshot.previous.as_deref() == Some(target.as_str())
+                                {
                                     target = latest;
                                     reopened = true;
                                     continue;
@@ -622,49 +726,90 @@ impl<E: Engine> Gateway<E> {
                         params: old.visitor.params.clone(),
                         preview: old.visitor.preview.clone(),
                     };
-                    let c = self.start(p, Some(old.queue.clone()), profile, Some(target.clone())).await?;
+                    let c = self
+                        .start(p, Some(old.queue.clone()), profile, Some(target.clone()))
+                        .await?;
                     target = ConvId(c.id);
                     reopened = true;
                 }
                 AppendOutcome::Refused(AppendRefusal::Closed) => {
-                    return Err(ServiceError::refuse(ErrorCode::Conflict, "conversation is closed"))
+                    return Err(ServiceError::refuse(
+                        ErrorCode::Conflict,
+                        "conversation is closed",
+                    ))
                 }
                 AppendOutcome::Refused(AppendRefusal::NotFound) => {
-                    return Err(ServiceError::refuse(ErrorCode::NotFound, "no such conversation"))
+                    return Err(ServiceError::refuse(
+                        ErrorCode::NotFound,
+                        "no such conversation",
+                    ))
                 }
                 AppendOutcome::Refused(AppendRefusal::Forbidden) => {
-                    return Err(ServiceError::refuse(ErrorCode::Forbidden, "you do not hold this conversation"))
+                    return Err(ServiceError::refuse(
+                        ErrorCode::Forbidden,
+                        "you do not hold this conversation",
+                    ))
                 }
             }
         }
     }
 
-    async fn after_visitor_message(&self, site: &SiteId, conv: &ConvId, a: &crate::engine::Appended) {
+    async fn after_visitor_message(
+        &self,
+        site: &SiteId,
+        conv: &ConvId,
+        a: &crate::engine::Appended,
+    ) {
         if a.conv_state != ConvState::Active {
-            if let Err(e) = self.apply(site, Command::VisitorWrote { conv: conv.clone() }).await {
+            if let Err(e) = self
+                .apply(site, Command::VisitorWrote { conv: conv.clone() })
+                .await
+            {
                 tracing::warn!(error = %e, "unavailability check failed");
             }
         } else if a.started_unanswered {
             let Some(s) = self.site(site) else { return };
             if let Some(d) = s.settings().reassign_after {
                 let at = a.msg.ts + d.as_millis() as u64;
-                if let Err(e) = self.engine.set_timer(site, &TimerKind::Reassign(conv.clone()), at, true).await {
+                if let Err(e) = self
+                    .engine
+                    .set_timer(site, &TimerKind::Reassign(conv.clone()), at, true)
+                    .await
+                {
                     tracing::warn!(error = %e, "reassign timer not set");
                 }
             }
         }
     }
 
-    pub async fn history(&self, p: &Principal, conv: &str, before: Option<u64>, limit: Option<u32>) -> Result<HistoryPage, ServiceError> {
+    pub async fn history(
+        &self,
+        p: &Principal,
+        conv: &str,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<HistoryPage, ServiceError> {
         self.authorize(p, conv, Access::Read).await?;
         let limit = (limit.unwrap_or(50) as usize).clamp(1, HISTORY_MAX);
-        Ok(self.engine.history(&ConvId(conv.to_owned()), before, limit).await?)
+        Ok(self
+            .engine
+            .history(&ConvId(conv.to_owned()), before, limit)
+            .await?)
     }
 
-    pub async fn typing(&self, p: &Principal, conv: &str, on: bool, preview: Option<String>) -> Result<(), ServiceError> {
+    pub async fn typing(
+        &self,
+        p: &Principal,
+        conv: &str,
+        on: bool,
+        preview: Option<String>,
+    ) -> Result<(), ServiceError> {
         let meta = self.authorize(p, conv, Access::Read).await?;
         if p.role == Role::Operator && meta.operator.as_ref().is_none_or(|o| o.0 != p.id) {
-            return Err(ServiceError::refuse(ErrorCode::Forbidden, "you do not hold this conversation"));
+            return Err(ServiceError::refuse(
+                ErrorCode::Forbidden,
+                "you do not hold this conversation",
+            ));
         }
         let from = Author {
             role: p.role,
@@ -681,14 +826,18 @@ impl<E: Engine> Gateway<E> {
                 on,
                 preview,
             };
-            self.engine.publish(&ch, BusMsg::frame(Audience::Staff, staff)).await?;
+            self.engine
+                .publish(&ch, BusMsg::frame(Audience::Staff, staff))
+                .await?;
             let plain = ServerFrame::Typing {
                 conv: conv.to_owned(),
                 from,
                 on,
                 preview: None,
             };
-            self.engine.publish(&ch, BusMsg::frame(Audience::Visitors, plain)).await?;
+            self.engine
+                .publish(&ch, BusMsg::frame(Audience::Visitors, plain))
+                .await?;
         } else {
             let frame = ServerFrame::Typing {
                 conv: conv.to_owned(),
@@ -696,7 +845,9 @@ impl<E: Engine> Gateway<E> {
                 on,
                 preview: None,
             };
-            self.engine.publish(&ch, BusMsg::frame(Audience::All, frame)).await?;
+            self.engine
+                .publish(&ch, BusMsg::frame(Audience::All, frame))
+                .await?;
         }
         Ok(())
     }
@@ -713,7 +864,10 @@ impl<E: Engine> Gateway<E> {
             seq,
         };
         self.engine
-            .publish(&Channel::Conv(ConvId(conv.to_owned())), BusMsg::frame(Audience::All, frame))
+            .publish(
+                &Channel::Conv(ConvId(conv.to_owned())),
+                BusMsg::frame(Audience::All, frame),
+            )
             .await?;
         Ok(())
     }
@@ -728,7 +882,11 @@ impl<E: Engine> Gateway<E> {
         }
     }
 
-    pub async fn status(&self, p: &Principal, status: OperatorStatus) -> Result<OperatorStatus, ServiceError> {
+    pub async fn status(
+        &self,
+        p: &Principal,
+        status: OperatorStatus,
+    ) -> Result<OperatorStatus, ServiceError> {
         if p.role != Role::Operator {
             return Err(ServiceError::refuse(ErrorCode::Forbidden, "operators only"));
         }
@@ -780,7 +938,13 @@ impl<E: Engine> Gateway<E> {
         Ok(())
     }
 
-    pub async fn transfer(&self, p: &Principal, conv: &str, to: TransferTarget, note: Option<String>) -> Result<Conversation, ServiceError> {
+    pub async fn transfer(
+        &self,
+        p: &Principal,
+        conv: &str,
+        to: TransferTarget,
+        note: Option<String>,
+    ) -> Result<Conversation, ServiceError> {
         Self::require_staff(p)?;
         self.authorize(p, conv, Access::Manage).await?;
         let reply = self
@@ -797,9 +961,17 @@ impl<E: Engine> Gateway<E> {
         self.reply_conv(reply).await
     }
 
-    pub async fn assign(&self, p: &Principal, conv: &str, operator: String) -> Result<Conversation, ServiceError> {
+    pub async fn assign(
+        &self,
+        p: &Principal,
+        conv: &str,
+        operator: String,
+    ) -> Result<Conversation, ServiceError> {
         if p.role != Role::Supervisor {
-            return Err(ServiceError::refuse(ErrorCode::Forbidden, "supervisors only"));
+            return Err(ServiceError::refuse(
+                ErrorCode::Forbidden,
+                "supervisors only",
+            ));
         }
         self.authorize(p, conv, Access::Manage).await?;
         let reply = self
@@ -814,7 +986,13 @@ impl<E: Engine> Gateway<E> {
         self.reply_conv(reply).await
     }
 
-    pub async fn tag(&self, p: &Principal, conv: &str, add: Vec<String>, remove: Vec<String>) -> Result<Conversation, ServiceError> {
+    pub async fn tag(
+        &self,
+        p: &Principal,
+        conv: &str,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Conversation, ServiceError> {
         Self::require_staff(p)?;
         self.authorize(p, conv, Access::Manage).await?;
         let reply = self
@@ -830,7 +1008,13 @@ impl<E: Engine> Gateway<E> {
         self.reply_conv(reply).await
     }
 
-    pub async fn close(&self, p: &Principal, conv: &str, outcome: Option<String>, tags: Vec<String>) -> Result<Option<Conversation>, ServiceError> {
+    pub async fn close(
+        &self,
+        p: &Principal,
+        conv: &str,
+        outcome: Option<String>,
+        tags: Vec<String>,
+    ) -> Result<Option<Conversation>, ServiceError> {
         let meta = self.authorize(p, conv, Access::Manage).await?;
         if meta.state == ConvState::Closed {
             // Closing twice is a no-op, answered with the final snapshot.
@@ -848,7 +1032,11 @@ impl<E: Engine> Gateway<E> {
             )
             .await?;
         match reply {
-            Reply::Conv(c) => Ok(Some(if p.role == Role::Visitor { self.for_visitor(*c) } else { *c })),
+            Reply::Conv(c) => Ok(Some(if p.role == Role::Visitor {
+                self.for_visitor(*c)
+            } else {
+                *c
+            })),
             _ => Ok(None),
         }
     }
@@ -863,11 +1051,21 @@ impl<E: Engine> Gateway<E> {
         self.authorize(p, conv, Access::Read).await?;
         let id = ConvId(conv.to_owned());
         let op = OperatorId(p.id.clone());
-        let stored = if text.is_empty() { None } else { Some(text.clone()) };
+        let stored = if text.is_empty() {
+            None
+        } else {
+            Some(text.clone())
+        };
         self.engine.set_draft(&p.site, &op, &id, stored).await?;
-        let frame = ServerFrame::Draft { conv: conv.to_owned(), text };
+        let frame = ServerFrame::Draft {
+            conv: conv.to_owned(),
+            text,
+        };
         self.engine
-            .publish(&user_channel(&p.site, Role::Operator, &p.id), BusMsg::frame(Audience::All, frame))
+            .publish(
+                &user_channel(&p.site, Role::Operator, &p.id),
+                BusMsg::frame(Audience::All, frame),
+            )
             .await?;
         Ok(())
     }
@@ -878,7 +1076,10 @@ impl<E: Engine> Gateway<E> {
                 c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
                 Ok(*c)
             }
-            _ => Err(ServiceError::refuse(ErrorCode::Conflict, "no conversation in reply")),
+            _ => Err(ServiceError::refuse(
+                ErrorCode::Conflict,
+                "no conversation in reply",
+            )),
         }
     }
 
@@ -892,9 +1093,16 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// Applies a settings patch, stores it for every node, and lets routing react.
-    pub async fn update_settings(&self, site: &SiteId, patch: &Map<String, Value>) -> Result<Arc<Settings>, SettingsUpdateError> {
+    pub async fn update_settings(
+        &self,
+        site: &SiteId,
+        patch: &Map<String, Value>,
+    ) -> Result<Arc<Settings>, SettingsUpdateError> {
         let s = self.sites.get(site).ok_or(SettingsUpdateError::NoSite)?;
-        let new = s.settings().patched(patch, self.cfg.bounds).map_err(SettingsUpdateError::Invalid)?;
+        let new = s
+            .settings()
+            .patched(patch, self.cfg.bounds)
+            .map_err(SettingsUpdateError::Invalid)?;
         self.engine
             .save_settings(site, &new.to_json())
             .await
@@ -909,7 +1117,9 @@ impl<E: Engine> Gateway<E> {
 
     /// Loads settings stored by any node (at start, and when told they changed).
     pub async fn reload_settings(&self, site: &SiteId) -> Result<(), ServiceError> {
-        let Some(s) = self.sites.get(site) else { return Ok(()) };
+        let Some(s) = self.sites.get(site) else {
+            return Ok(());
+        };
         if let Some(v) = self.engine.load_settings(site).await? {
             if let Some(obj) = v.as_object() {
                 match s.config.settings.patched(obj, self.cfg.bounds) {
@@ -955,10 +1165,21 @@ impl<E: Engine> Gateway<E> {
         };
         metrics::counter!(m::TIMERS_FIRED, "kind" => label).increment(1);
         let activity = match &kind {
-            TimerKind::Reassign(c) | TimerKind::Inactive(c) => self.engine.activity(c).await.unwrap_or_default(),
+            TimerKind::Reassign(c) | TimerKind::Inactive(c) => {
+                self.engine.activity(c).await.unwrap_or_default()
+            }
             _ => Default::default(),
         };
-        if let Err(e) = self.apply(site, Command::Timer { kind: kind.clone(), activity }).await {
+        if let Err(e) = self
+            .apply(
+                site,
+                Command::Timer {
+                    kind: kind.clone(),
+                    activity,
+                },
+            )
+            .await
+        {
             tracing::warn!(site = %site, ?kind, error = %e, "timer transition failed");
         }
     }
@@ -1029,7 +1250,13 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 /// Builds the operator-facing preview from what the browser sent at the upgrade.
-pub fn preview_from(user_agent: Option<&str>, language: Option<&str>, country: Option<String>, page_url: &str, referrer: &str) -> Preview {
+pub fn preview_from(
+    user_agent: Option<&str>,
+    language: Option<&str>,
+    country: Option<String>,
+    page_url: &str,
+    referrer: &str,
+) -> Preview {
     let parser = woothee::parser::Parser::new();
     let (browser, os, device) = match user_agent.and_then(|ua| parser.parse(ua)) {
         Some(r) => (

@@ -177,7 +177,7 @@ pub enum Command {
         /// Chosen by the caller so a retried transition keeps the same id.
         conv: ConvId,
         queue: Option<QueueId>,
-        profile: VisitorProfile,
+        profile: Box<VisitorProfile>,
         previous: Option<ConvId>,
     },
     Accept {
@@ -251,19 +251,33 @@ pub enum Effect {
         expires_at: Millis,
     },
     /// The participant's connections join the conversation's channel.
-    Attach { conv: ConvId, who: Participant },
+    Attach {
+        conv: ConvId,
+        who: Participant,
+    },
     /// The participant's connections leave the conversation's channel.
-    Detach { conv: ConvId, who: Participant },
+    Detach {
+        conv: ConvId,
+        who: Participant,
+    },
     /// Append a system message to the conversation.
-    System { conv: ConvId, text: String },
+    System {
+        conv: ConvId,
+        text: String,
+    },
     /// Tell the visitor of a conversation something (`notice` frame).
     Notice {
         conv: ConvId,
         code: &'static str,
         text: String,
     },
-    SetTimer { kind: TimerKind, at: Millis },
-    CancelTimer { kind: TimerKind },
+    SetTimer {
+        kind: TimerKind,
+        at: Millis,
+    },
+    CancelTimer {
+        kind: TimerKind,
+    },
 }
 
 /// The answer to the command's sender.
@@ -335,7 +349,11 @@ fn render(st: &SiteState, id: &ConvId, c: &Conv) -> Conversation {
         },
         operator: c.operator.as_ref().map(|o| OperatorRef {
             id: o.0.clone(),
-            name: st.operators.get(o).map(|op| op.name.clone()).unwrap_or_default(),
+            name: st
+                .operators
+                .get(o)
+                .map(|op| op.name.clone())
+                .unwrap_or_default(),
         }),
         last_seq: 0,
         tags: c.tags.clone(),
@@ -352,11 +370,17 @@ pub fn waiting(state: &SiteState, queue: &QueueId) -> (Vec<Conversation>, usize)
     let mut w: Vec<(&ConvId, &Conv)> = state
         .convs
         .iter()
-        .filter(|(_, c)| &c.queue == queue && matches!(c.state, ConvState::Queued | ConvState::Offered))
+        .filter(|(_, c)| {
+            &c.queue == queue && matches!(c.state, ConvState::Queued | ConvState::Offered)
+        })
         .collect();
     w.sort_by_key(|(_, c)| c.queued_at);
     let count = w.len();
-    let list = w.into_iter().take(QUEUE_LIST_LIMIT).map(|(id, c)| render(state, id, c)).collect();
+    let list = w
+        .into_iter()
+        .take(QUEUE_LIST_LIMIT)
+        .map(|(id, c)| render(state, id, c))
+        .collect();
     (list, count)
 }
 
@@ -388,7 +412,8 @@ pub fn availability(state: &SiteState, settings: &Settings) -> Availability {
             continue;
         }
         any_online = true;
-        if op.status == OperatorStatus::Active && (op.convs.len() as u32) < max_chats(op, settings) {
+        if op.status == OperatorStatus::Active && (op.convs.len() as u32) < max_chats(op, settings)
+        {
             return Availability::Online;
         }
     }
@@ -456,17 +481,21 @@ impl Core<'_, '_> {
         max: Option<u32>,
         queues: Option<Vec<QueueId>>,
     ) -> Result<Reply, Reject> {
-        let op = self.st.operators.entry(id.clone()).or_insert_with(|| Operator {
-            name: name.clone(),
-            status: OperatorStatus::Inactive,
-            conns: 0,
-            max_chats: None,
-            queues: None,
-            convs: BTreeSet::new(),
-            offers: BTreeSet::new(),
-            last_assigned: 0,
-            away_since: None,
-        });
+        let op = self
+            .st
+            .operators
+            .entry(id.clone())
+            .or_insert_with(|| Operator {
+                name: name.clone(),
+                status: OperatorStatus::Inactive,
+                conns: 0,
+                max_chats: None,
+                queues: None,
+                convs: BTreeSet::new(),
+                offers: BTreeSet::new(),
+                last_assigned: 0,
+                away_since: None,
+            });
         op.name = name;
         op.max_chats = max;
         op.queues = queues;
@@ -604,7 +633,11 @@ impl Core<'_, '_> {
             self.st.visitors.remove(id);
             return;
         };
-        let waiting = self.st.convs.get(&conv).is_some_and(|c| c.state != ConvState::Active);
+        let waiting = self
+            .st
+            .convs
+            .get(&conv)
+            .is_some_and(|c| c.state != ConvState::Active);
         match self.ctx.settings.offline_callback {
             Some(keep) if waiting => {
                 self.effects.push(Effect::SetTimer {
@@ -643,7 +676,7 @@ impl Core<'_, '_> {
         visitor: VisitorId,
         id: ConvId,
         queue: Option<QueueId>,
-        profile: VisitorProfile,
+        profile: Box<VisitorProfile>,
         previous: Option<ConvId>,
     ) -> Result<Reply, Reject> {
         if let Some(open) = self.st.visitors.get(&visitor).and_then(|v| v.conv.clone()) {
@@ -676,7 +709,7 @@ impl Core<'_, '_> {
                 queue: queue.clone(),
                 state: ConvState::Queued,
                 visitor: visitor.clone(),
-                profile,
+                profile: *profile,
                 operator: None,
                 offered_to: None,
                 offer_expires: None,
@@ -724,9 +757,14 @@ impl Core<'_, '_> {
             (ConvState::Active, Some(holder), _) if holder == &op => {
                 return Ok(Reply::Conv(Box::new(render(self.st, &id, c))));
             }
-            (ConvState::Active, _, _) => return reject(ErrorCode::Taken, "conversation already taken"),
+            (ConvState::Active, _, _) => {
+                return reject(ErrorCode::Taken, "conversation already taken")
+            }
             (ConvState::Offered, _, Some(to)) if to != &op => {
-                return reject(ErrorCode::Taken, "conversation is offered to another operator")
+                return reject(
+                    ErrorCode::Taken,
+                    "conversation is offered to another operator",
+                )
             }
             _ => {}
         }
@@ -773,9 +811,16 @@ impl Core<'_, '_> {
         match &by {
             Actor::Operator(o) if c.operator.as_ref() == Some(o) => {}
             Actor::Supervisor(_) => {}
-            _ => return reject(ErrorCode::Forbidden, "only the conversation's operator can transfer it"),
+            _ => {
+                return reject(
+                    ErrorCode::Forbidden,
+                    "only the conversation's operator can transfer it",
+                )
+            }
         }
-        let reason = note.filter(|n| !n.is_empty()).unwrap_or_else(|| "transfer".into());
+        let reason = note
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "transfer".into());
         match to {
             TransferTarget::Operator(target) => {
                 let target = OperatorId(target);
@@ -816,7 +861,10 @@ impl Core<'_, '_> {
     fn check_assignable(&self, id: &ConvId, target: &OperatorId) -> Result<(), Reject> {
         let c = &self.st.convs[id];
         if c.operator.as_ref() == Some(target) {
-            return reject(ErrorCode::Conflict, "the operator already holds this conversation");
+            return reject(
+                ErrorCode::Conflict,
+                "the operator already holds this conversation",
+            );
         }
         let Some(t) = self.st.operators.get(target) else {
             return reject(ErrorCode::NotFound, "no such operator");
@@ -825,7 +873,10 @@ impl Core<'_, '_> {
             return reject(ErrorCode::Unavailable, "the operator is offline");
         }
         if t.convs.len() as u32 >= max_chats(t, self.ctx.settings) {
-            return reject(ErrorCode::Capacity, "the operator is at their maximum of chats");
+            return reject(
+                ErrorCode::Capacity,
+                "the operator is at their maximum of chats",
+            );
         }
         Ok(())
     }
@@ -928,18 +979,19 @@ impl Core<'_, '_> {
         let now = self.ctx.now;
         match kind {
             TimerKind::Offer(id) => {
-                let lapsed = self
-                    .st
-                    .convs
-                    .get(&id)
-                    .is_some_and(|c| c.state == ConvState::Offered && c.offer_expires.is_some_and(|e| e <= now));
+                let lapsed = self.st.convs.get(&id).is_some_and(|c| {
+                    c.state == ConvState::Offered && c.offer_expires.is_some_and(|e| e <= now)
+                });
                 if lapsed {
                     self.lapse_offer(&id);
                 }
             }
             TimerKind::Reassign(id) => self.reassign_timer(&id, activity),
             TimerKind::Inactive(id) => {
-                let (Some(d), Some(c)) = (self.ctx.settings.close_after_inactive, self.st.convs.get(&id)) else {
+                let (Some(d), Some(c)) = (
+                    self.ctx.settings.close_after_inactive,
+                    self.st.convs.get(&id),
+                ) else {
                     return Ok(Reply::None);
                 };
                 let last = activity.last_ts.max(c.created_at);
@@ -955,7 +1007,12 @@ impl Core<'_, '_> {
             }
             TimerKind::Callback(id) => {
                 let missed = self.st.convs.get(&id).is_some_and(|c| {
-                    c.state != ConvState::Active && self.st.visitors.get(&c.visitor).is_none_or(|v| v.conns == 0)
+                    c.state != ConvState::Active
+                        && self
+                            .st
+                            .visitors
+                            .get(&c.visitor)
+                            .is_none_or(|v| v.conns == 0)
                 });
                 if missed {
                     self.close(&id, Some("missed".into()), "callback_expired");
@@ -985,7 +1042,10 @@ impl Core<'_, '_> {
             });
             return;
         }
-        let current = c.operator.clone().expect("active conversation has an operator");
+        let current = c
+            .operator
+            .clone()
+            .expect("active conversation has an operator");
         let queue = c.queue.clone();
         let mut exclude = c.tried.clone();
         exclude.insert(current.clone());
@@ -1061,13 +1121,23 @@ impl Core<'_, '_> {
                     && !exclude.contains(*id)
                     && ((o.convs.len() + o.offers.len()) as u32) < max_chats(o, settings)
             })
-            .min_by_key(|(id, o)| (o.convs.len() + o.offers.len(), o.last_assigned, (*id).clone()))
+            .min_by_key(|(id, o)| {
+                (
+                    o.convs.len() + o.offers.len(),
+                    o.last_assigned,
+                    (*id).clone(),
+                )
+            })
             .map(|(id, _)| id.clone())
     }
 
     fn offer(&mut self, id: &ConvId, op: &OperatorId) {
         let expires = self.ctx.now + self.ctx.settings.accept_timeout.as_millis() as u64;
-        let c = self.st.convs.get_mut(id).expect("routed conversation exists");
+        let c = self
+            .st
+            .convs
+            .get_mut(id)
+            .expect("routed conversation exists");
         c.state = ConvState::Offered;
         c.offered_to = Some(op.clone());
         c.offer_expires = Some(expires);
@@ -1114,7 +1184,11 @@ impl Core<'_, '_> {
     /// Makes `op` the conversation's operator.
     fn assign(&mut self, id: &ConvId, op: &OperatorId, event: Option<(ConvEvent, String)>) {
         let now = self.ctx.now;
-        let c = self.st.convs.get_mut(id).expect("assigned conversation exists");
+        let c = self
+            .st
+            .convs
+            .get_mut(id)
+            .expect("assigned conversation exists");
         if let Some(offered) = c.offered_to.take() {
             c.offer_expires = None;
             if let Some(o) = self.st.operators.get_mut(&offered) {
@@ -1150,7 +1224,10 @@ impl Core<'_, '_> {
         };
         // The event first, then the message that tells the visitor in words.
         self.conv_event(id, event, reason);
-        self.effects.push(Effect::System { conv: id.clone(), text });
+        self.effects.push(Effect::System {
+            conv: id.clone(),
+            text,
+        });
     }
 
     /// Takes the conversation from `op` (it stays open; the caller decides what follows).
@@ -1191,7 +1268,12 @@ impl Core<'_, '_> {
     }
 
     /// Ends a conversation: it leaves the state; the effects carry its last snapshot.
-    fn close(&mut self, id: &ConvId, outcome: Option<String>, reason: &str) -> Option<Conversation> {
+    fn close(
+        &mut self,
+        id: &ConvId,
+        outcome: Option<String>,
+        reason: &str,
+    ) -> Option<Conversation> {
         let mut snapshot = view(self.st, id)?;
         let c = self.st.convs.remove(id)?;
         if let Some(op) = &c.operator {
@@ -1314,13 +1396,19 @@ pub fn check_invariants(st: &SiteState, settings: &Settings) -> Result<(), Strin
     for (id, c) in &st.convs {
         match (&c.state, &c.operator, &c.offered_to) {
             (ConvState::Active, Some(op), None) => {
-                let o = st.operators.get(op).ok_or(format!("{id}: operator {op} unknown"))?;
+                let o = st
+                    .operators
+                    .get(op)
+                    .ok_or(format!("{id}: operator {op} unknown"))?;
                 if !o.convs.contains(id) {
                     return Err(format!("{id}: not in {op}'s conversations"));
                 }
             }
             (ConvState::Offered, None, Some(op)) => {
-                let o = st.operators.get(op).ok_or(format!("{id}: offered to unknown {op}"))?;
+                let o = st
+                    .operators
+                    .get(op)
+                    .ok_or(format!("{id}: offered to unknown {op}"))?;
                 if !o.offers.contains(id) {
                     return Err(format!("{id}: not in {op}'s offers"));
                 }
@@ -1328,7 +1416,10 @@ pub fn check_invariants(st: &SiteState, settings: &Settings) -> Result<(), Strin
             (ConvState::Queued, None, None) => {}
             other => return Err(format!("{id}: inconsistent state {other:?}")),
         }
-        let v = st.visitors.get(&c.visitor).ok_or(format!("{id}: visitor unknown"))?;
+        let v = st
+            .visitors
+            .get(&c.visitor)
+            .ok_or(format!("{id}: visitor unknown"))?;
         if v.conv.as_ref() != Some(id) {
             return Err(format!("{id}: visitor's conversation is {:?}", v.conv));
         }
@@ -1340,7 +1431,10 @@ pub fn check_invariants(st: &SiteState, settings: &Settings) -> Result<(), Strin
         for c in &o.convs {
             let conv = st.convs.get(c).ok_or(format!("{id}: holds closed {c}"))?;
             if conv.operator.as_ref() != Some(id) {
-                return Err(format!("{id}: holds {c} whose operator is {:?}", conv.operator));
+                return Err(format!(
+                    "{id}: holds {c} whose operator is {:?}",
+                    conv.operator
+                ));
             }
         }
         for c in &o.offers {

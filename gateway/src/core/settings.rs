@@ -109,7 +109,11 @@ pub struct Bounds {
 impl Settings {
     /// Applies a JSON object of settings on top of `self`. Returns the new settings, or every
     /// error found; `self` is never half-changed.
-    pub fn patched(&self, patch: &Map<String, Value>, bounds: Bounds) -> Result<Settings, SettingsErrors> {
+    pub fn patched(
+        &self,
+        patch: &Map<String, Value>,
+        bounds: Bounds,
+    ) -> Result<Settings, SettingsErrors> {
         let mut s = self.clone();
         let mut errors = Vec::new();
         for (key, value) in patch {
@@ -128,11 +132,23 @@ impl Settings {
     }
 
     fn set(&mut self, key: &str, v: &Value, bounds: Bounds) -> Result<(), String> {
-        let min = |d: Duration| if bounds.allow_short_timers { Duration::ZERO } else { d };
+        let min = |d: Duration| {
+            if bounds.allow_short_timers {
+                Duration::ZERO
+            } else {
+                d
+            }
+        };
         match key {
-            "routing" => self.routing = serde_json::from_value(v.clone()).map_err(|_| "expected manual, offer or auto".to_owned())?,
+            "routing" => {
+                self.routing = serde_json::from_value(v.clone())
+                    .map_err(|_| "expected manual, offer or auto".to_owned())?
+            }
             "max_chats" => {
-                let n = v.as_u64().filter(|n| (1..=1000).contains(n)).ok_or("expected an integer 1..=1000")?;
+                let n = v
+                    .as_u64()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or("expected an integer 1..=1000")?;
                 self.max_chats = n as u32;
             }
             "accept_timeout" => {
@@ -157,14 +173,24 @@ impl Settings {
             }
             "visitor_grace" => self.visitor_grace = duration(v)?.unwrap_or(Duration::ZERO),
             "operator_grace" => self.operator_grace = duration(v)?.unwrap_or(Duration::ZERO),
-            "notify_unavailable" => self.notify_unavailable = v.as_bool().ok_or("expected true or false")?,
+            "notify_unavailable" => {
+                self.notify_unavailable = v.as_bool().ok_or("expected true or false")?
+            }
             "unavailable_text" => {
-                let t = v.as_str().filter(|t| !t.is_empty() && t.len() <= 2000).ok_or("expected a non-empty string up to 2000 bytes")?;
+                let t = v
+                    .as_str()
+                    .filter(|t| !t.is_empty() && t.len() <= 2000)
+                    .ok_or("expected a non-empty string up to 2000 bytes")?;
                 self.unavailable_text = t.to_owned();
             }
             "offline_callback" => self.offline_callback = duration(v)?,
-            "widget_when_away" => self.widget_when_away = serde_json::from_value(v.clone()).map_err(|_| "expected busy or offline".to_owned())?,
-            "show_operator_name" => self.show_operator_name = v.as_bool().ok_or("expected true or false")?,
+            "widget_when_away" => {
+                self.widget_when_away = serde_json::from_value(v.clone())
+                    .map_err(|_| "expected busy or offline".to_owned())?
+            }
+            "show_operator_name" => {
+                self.show_operator_name = v.as_bool().ok_or("expected true or false")?
+            }
             "allowed_origins" => {
                 self.allowed_origins = match v {
                     Value::Null => None,
@@ -184,7 +210,8 @@ impl Settings {
                 }
             }
             "canned" => {
-                self.canned = serde_json::from_value(v.clone()).map_err(|_| "expected a list of {shortcut, text}".to_owned())?
+                self.canned = serde_json::from_value(v.clone())
+                    .map_err(|_| "expected a list of {shortcut, text}".to_owned())?
             }
             _ => return Err("unknown setting".into()),
         }
@@ -204,7 +231,10 @@ impl Settings {
         m.insert("visitor_grace", d(self.visitor_grace));
         m.insert("operator_grace", d(self.operator_grace));
         m.insert("notify_unavailable", Value::from(self.notify_unavailable));
-        m.insert("unavailable_text", Value::from(self.unavailable_text.clone()));
+        m.insert(
+            "unavailable_text",
+            Value::from(self.unavailable_text.clone()),
+        );
         m.insert("offline_callback", od(self.offline_callback));
         m.insert(
             "widget_when_away",
@@ -221,7 +251,10 @@ impl Settings {
                 Some(list) => Value::from(list.clone()),
             },
         );
-        m.insert("canned", serde_json::to_value(&self.canned).unwrap_or(Value::Null));
+        m.insert(
+            "canned",
+            serde_json::to_value(&self.canned).unwrap_or(Value::Null),
+        );
         serde_json::to_value(m).unwrap_or(Value::Null)
     }
 
@@ -239,8 +272,13 @@ impl Settings {
 fn duration(v: &Value) -> Result<Option<Duration>, String> {
     match v {
         Value::String(s) if s == "off" => Ok(None),
-        Value::String(s) => humantime::parse_duration(s).map(Some).map_err(|e| format!("bad duration: {e}")),
-        Value::Number(n) => n.as_u64().map(|ms| Some(Duration::from_millis(ms))).ok_or_else(|| "expected milliseconds".to_owned()),
+        Value::String(s) => humantime::parse_duration(s)
+            .map(Some)
+            .map_err(|e| format!("bad duration: {e}")),
+        Value::Number(n) => n
+            .as_u64()
+            .map(|ms| Some(Duration::from_millis(ms)))
+            .ok_or_else(|| "expected milliseconds".to_owned()),
         Value::Bool(false) | Value::Null => Ok(None),
         _ => Err("expected a duration such as \"30s\", milliseconds, or \"off\"".into()),
     }
@@ -297,24 +335,45 @@ mod tests {
             )
             .unwrap_err();
         let keys: Vec<_> = err.0.iter().map(|e| e.key.as_str()).collect();
-        assert_eq!(keys, ["close_after_inactive", "max_chats", "nope", "reassign_after", "routing"]);
+        assert_eq!(
+            keys,
+            [
+                "close_after_inactive",
+                "max_chats",
+                "nope",
+                "reassign_after",
+                "routing"
+            ]
+        );
     }
 
     #[test]
     fn short_timers_only_with_relaxed_bounds() {
         let p = patch(json!({"reassign_after":"2s","close_after_inactive":"3s"}));
         assert!(Settings::default().patched(&p, Bounds::default()).is_err());
-        let s = Settings::default().patched(&p, Bounds { allow_short_timers: true }).unwrap();
+        let s = Settings::default()
+            .patched(
+                &p,
+                Bounds {
+                    allow_short_timers: true,
+                },
+            )
+            .unwrap();
         assert_eq!(s.reassign_after, Some(Duration::from_secs(2)));
     }
 
     #[test]
     fn json_round_trips() {
         let s = Settings::default()
-            .patched(&patch(json!({"routing":"auto","reassign_after":"90s"})), Bounds::default())
+            .patched(
+                &patch(json!({"routing":"auto","reassign_after":"90s"})),
+                Bounds::default(),
+            )
             .unwrap();
         let j = s.to_json();
-        let back = Settings::default().patched(j.as_object().unwrap(), Bounds::default()).unwrap();
+        let back = Settings::default()
+            .patched(j.as_object().unwrap(), Bounds::default())
+            .unwrap();
         assert_eq!(back, s);
     }
 }

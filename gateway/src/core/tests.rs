@@ -1,0 +1,779 @@
+//! Unit tests of the pure core with a fake clock (plain numbers), and property tests of its
+//! invariants over random command sequences.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const T0: Millis = 1_000_000;
+
+struct World {
+    st: SiteState,
+    settings: Settings,
+    queues: Vec<QueueId>,
+    now: Millis,
+    /// Pending timers, as the engine would hold them.
+    timers: BTreeMap<TimerKind, Millis>,
+    effects: Vec<Effect>,
+}
+
+impl World {
+    fn new(settings: Settings) -> World {
+        World {
+            st: SiteState {
+                site: SiteId::from("s"),
+                ..SiteState::default()
+            },
+            settings,
+            queues: vec![QueueId::from("general"), QueueId::from("billing")],
+            now: T0,
+            timers: BTreeMap::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    fn run(&mut self, cmd: Command) -> Result<Reply, Reject> {
+        let before = self.st.clone();
+        let ctx = Ctx {
+            settings: &self.settings,
+            queues: &self.queues,
+            now: self.now,
+        };
+        match handle(&mut self.st, ctx, cmd) {
+            Ok((reply, effects)) => {
+                for e in &effects {
+                    match e {
+                        Effect::SetTimer { kind, at } => {
+                            self.timers.insert(kind.clone(), *at);
+                        }
+                        Effect::CancelTimer { kind } => {
+                            self.timers.remove(kind);
+                        }
+                        _ => {}
+                    }
+                }
+                self.effects = effects;
+                check_invariants(&self.st, &self.settings).unwrap();
+                Ok(reply)
+            }
+            Err(r) => {
+                assert_eq!(self.st, before, "a rejected command changed the state");
+                Err(r)
+            }
+        }
+    }
+
+    /// Moves the fake clock and fires every timer that falls due, in deadline order.
+    fn advance(&mut self, by: Duration, activity: Activity) {
+        let until = self.now + by.as_millis() as u64;
+        loop {
+            let next = self
+                .timers
+                .iter()
+                .filter(|(_, at)| **at <= until)
+                .min_by_key(|(_, at)| **at)
+                .map(|(k, at)| (k.clone(), *at));
+            let Some((kind, at)) = next else { break };
+            self.timers.remove(&kind);
+            self.now = self.now.max(at);
+            self.run(Command::Timer { kind, activity }).unwrap();
+        }
+        self.now = until;
+    }
+
+    fn op(&mut self, id: &str) {
+        self.run(Command::OperatorConnected {
+            op: OperatorId::from(id),
+            name: id.to_uppercase(),
+            max_chats: None,
+            queues: None,
+        })
+        .unwrap();
+        self.run(Command::SetStatus {
+            op: OperatorId::from(id),
+            status: OperatorStatus::Active,
+        })
+        .unwrap();
+    }
+
+    fn visitor_starts(&mut self, v: &str, conv: &str) -> Conversation {
+        self.run(Command::VisitorConnected {
+            visitor: VisitorId::from(v),
+        })
+        .unwrap();
+        match self
+            .run(Command::Start {
+                visitor: VisitorId::from(v),
+                conv: ConvId::from(conv),
+                queue: None,
+                profile: Box::default(),
+                previous: None,
+            })
+            .unwrap()
+        {
+            Reply::Conv(c) => *c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn conv(&self, id: &str) -> Option<&Conv> {
+        self.st.convs.get(&ConvId::from(id))
+    }
+
+    fn saw(&self, pred: impl Fn(&Effect) -> bool) -> bool {
+        self.effects.iter().any(pred)
+    }
+}
+
+fn settings(f: impl FnOnce(&mut Settings)) -> Settings {
+    let mut s = Settings::default();
+    f(&mut s);
+    s
+}
+
+fn accept(w: &mut World, op: &str, conv: &str) -> Result<Reply, Reject> {
+    w.run(Command::Accept {
+        op: OperatorId::from(op),
+        conv: ConvId::from(conv),
+    })
+}
+
+#[test]
+fn manual_routing_first_accept_wins() {
+    let mut w = World::new(Settings::default());
+    w.op("a");
+    w.op("b");
+    let c = w.visitor_starts("v", "c1");
+    assert_eq!(c.state, ConvState::Queued);
+    assert!(accept(&mut w, "a", "c1").is_ok());
+    assert_eq!(
+        accept(&mut w, "b", "c1").unwrap_err().code,
+        ErrorCode::Taken
+    );
+    assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("a")));
+    // Accepting again is idempotent for the holder.
+    assert!(accept(&mut w, "a", "c1").is_ok());
+}
+
+#[test]
+fn start_is_idempotent_and_unknown_queue_is_refused() {
+    let mut w = World::new(Settings::default());
+    let a = w.visitor_starts("v", "c1");
+    let again = w
+        .run(Command::Start {
+            visitor: VisitorId::from("v"),
+            conv: ConvId::from("c2"),
+            queue: None,
+            profile: Box::default(),
+            previous: None,
+        })
+        .unwrap();
+    assert!(matches!(again, Reply::Conv(c) if c.id == a.id));
+    w.run(Command::VisitorConnected {
+        visitor: VisitorId::from("x"),
+    })
+    .unwrap();
+    let err = w
+        .run(Command::Start {
+            visitor: VisitorId::from("x"),
+            conv: ConvId::from("c3"),
+            queue: Some(QueueId::from("nope")),
+            profile: Box::default(),
+            previous: None,
+        })
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadRequest);
+}
+
+#[test]
+fn capacity_is_enforced() {
+    let mut w = World::new(settings(|s| s.max_chats = 1));
+    w.op("a");
+    w.visitor_starts("v1", "c1");
+    w.visitor_starts("v2", "c2");
+    accept(&mut w, "a", "c1").unwrap();
+    assert_eq!(
+        accept(&mut w, "a", "c2").unwrap_err().code,
+        ErrorCode::Capacity
+    );
+}
+
+#[test]
+fn offer_goes_to_least_loaded_and_never_back_to_who_let_it_lapse() {
+    let mut w = World::new(settings(|s| {
+        s.routing = Routing::Offer;
+        s.accept_timeout = Duration::from_secs(30);
+    }));
+    w.op("a");
+    w.op("b");
+    w.visitor_starts("v0", "c0");
+    // c0 went to a (tie broken by id); a accepts, so b is now the least loaded.
+    assert_eq!(
+        w.conv("c0").unwrap().offered_to,
+        Some(OperatorId::from("a"))
+    );
+    accept(&mut w, "a", "c0").unwrap();
+    w.visitor_starts("v1", "c1");
+    assert_eq!(
+        w.conv("c1").unwrap().offered_to,
+        Some(OperatorId::from("b"))
+    );
+    assert!(w.saw(|e| matches!(e, Effect::Offer { op, .. } if op.as_str() == "b")));
+    // b lets it lapse: it goes to a, never back to b.
+    w.advance(Duration::from_secs(31), Activity::default());
+    let c = w.conv("c1").unwrap();
+    assert_eq!(c.offered_to, Some(OperatorId::from("a")));
+    assert!(c.tried.contains(&OperatorId::from("b")));
+    // a lets it lapse too: nobody left, it waits in the queue.
+    w.advance(Duration::from_secs(31), Activity::default());
+    let c = w.conv("c1").unwrap();
+    assert_eq!((c.state, c.offered_to.clone()), (ConvState::Queued, None));
+    // b going active again does not bring the offer back to b.
+    w.run(Command::SetStatus {
+        op: OperatorId::from("b"),
+        status: OperatorStatus::Away,
+    })
+    .unwrap();
+    w.run(Command::SetStatus {
+        op: OperatorId::from("b"),
+        status: OperatorStatus::Active,
+    })
+    .unwrap();
+    assert_eq!(w.conv("c1").unwrap().state, ConvState::Queued);
+    // A new operator gets it.
+    w.op("c");
+    assert_eq!(
+        w.conv("c1").unwrap().offered_to,
+        Some(OperatorId::from("c"))
+    );
+}
+
+#[test]
+fn auto_routing_assigns_directly_and_fills_when_capacity_frees() {
+    let mut w = World::new(settings(|s| {
+        s.routing = Routing::Auto;
+        s.max_chats = 1;
+    }));
+    w.op("a");
+    w.visitor_starts("v1", "c1");
+    w.visitor_starts("v2", "c2");
+    assert_eq!(w.conv("c1").unwrap().state, ConvState::Active);
+    assert_eq!(w.conv("c2").unwrap().state, ConvState::Queued);
+    w.run(Command::Close {
+        by: Actor::Operator(OperatorId::from("a")),
+        conv: ConvId::from("c1"),
+        outcome: Some("solved".into()),
+        tags: vec![],
+    })
+    .unwrap();
+    assert!(w.conv("c1").is_none());
+    assert_eq!(w.conv("c2").unwrap().operator, Some(OperatorId::from("a")));
+}
+
+#[test]
+fn away_and_inactive_operators_get_nothing_new_but_keep_their_chats() {
+    let mut w = World::new(settings(|s| s.routing = Routing::Auto));
+    w.op("a");
+    w.visitor_starts("v1", "c1");
+    w.run(Command::SetStatus {
+        op: OperatorId::from("a"),
+        status: OperatorStatus::Away,
+    })
+    .unwrap();
+    w.visitor_starts("v2", "c2");
+    assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("a")));
+    assert_eq!(w.conv("c2").unwrap().state, ConvState::Queued);
+    assert_eq!(availability(&w.st, &w.settings), Availability::Busy);
+}
+
+#[test]
+fn decline_transfer_and_tags() {
+    let mut w = World::new(Settings::default());
+    w.op("a");
+    w.op("b");
+    w.visitor_starts("v1", "c1");
+    accept(&mut w, "a", "c1").unwrap();
+    // Only the holder (or a supervisor) transfers.
+    let err = w
+        .run(Command::Transfer {
+            by: Actor::Operator(OperatorId::from("b")),
+            conv: ConvId::from("c1"),
+            to: TransferTarget::Operator("b".into()),
+            note: None,
+        })
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden);
+    w.run(Command::Transfer {
+        by: Actor::Operator(OperatorId::from("a")),
+        conv: ConvId::from("c1"),
+        to: TransferTarget::Operator("b".into()),
+        note: Some("VIP".into()),
+    })
+    .unwrap();
+    assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("b")));
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Transferred, reason: Some(r), .. } if r == "VIP")));
+    assert!(w.saw(
+        |e| matches!(e, Effect::Detach { who: Participant::Operator(o), .. } if o.as_str() == "a")
+    ));
+    w.run(Command::Transfer {
+        by: Actor::Supervisor("s".into()),
+        conv: ConvId::from("c1"),
+        to: TransferTarget::Queue("billing".into()),
+        note: None,
+    })
+    .unwrap();
+    let c = w.conv("c1").unwrap();
+    assert_eq!(
+        (c.state, c.queue.as_str(), c.operator.clone()),
+        (ConvState::Queued, "billing", None)
+    );
+    w.run(Command::Tag {
+        conv: ConvId::from("c1"),
+        add: vec![" VIP ".into(), "vip".into()],
+        remove: vec![],
+    })
+    .unwrap();
+    assert_eq!(w.conv("c1").unwrap().tags, vec!["vip".to_owned()]);
+    let err = w
+        .run(Command::Tag {
+            conv: ConvId::from("c1"),
+            add: vec!["x".repeat(41)],
+            remove: vec![],
+        })
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadRequest);
+    // Decline in manual mode marks the operator as tried.
+    w.run(Command::Decline {
+        op: OperatorId::from("b"),
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
+    assert!(w.conv("c1").unwrap().tried.contains(&OperatorId::from("b")));
+}
+
+#[test]
+fn supervisor_assign_respects_capacity_and_presence() {
+    let mut w = World::new(settings(|s| s.max_chats = 1));
+    w.op("a");
+    w.visitor_starts("v1", "c1");
+    w.visitor_starts("v2", "c2");
+    w.run(Command::Assign {
+        conv: ConvId::from("c1"),
+        op: OperatorId::from("a"),
+    })
+    .unwrap();
+    assert_eq!(
+        w.run(Command::Assign {
+            conv: ConvId::from("c2"),
+            op: OperatorId::from("a")
+        })
+        .unwrap_err()
+        .code,
+        ErrorCode::Capacity
+    );
+    assert_eq!(
+        w.run(Command::Assign {
+            conv: ConvId::from("c2"),
+            op: OperatorId::from("ghost")
+        })
+        .unwrap_err()
+        .code,
+        ErrorCode::NotFound
+    );
+}
+
+#[test]
+fn visitor_grace_away_back_and_expiry() {
+    let mut w = World::new(settings(|s| s.visitor_grace = Duration::from_secs(60)));
+    w.op("a");
+    w.visitor_starts("v", "c1");
+    accept(&mut w, "a", "c1").unwrap();
+    w.run(Command::VisitorDisconnected {
+        visitor: VisitorId::from("v"),
+    })
+    .unwrap();
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::VisitorAway, conv, .. } if !conv.visitor.online)));
+    w.advance(Duration::from_secs(30), Activity::default());
+    w.run(Command::VisitorConnected {
+        visitor: VisitorId::from("v"),
+    })
+    .unwrap();
+    assert!(w.saw(|e| matches!(
+        e,
+        Effect::Conv {
+            event: ConvEvent::VisitorBack,
+            ..
+        }
+    )));
+    assert!(!w
+        .timers
+        .contains_key(&TimerKind::VisitorGrace(VisitorId::from("v"))));
+    // Away again, and past the grace: closed.
+    w.run(Command::VisitorDisconnected {
+        visitor: VisitorId::from("v"),
+    })
+    .unwrap();
+    w.advance(Duration::from_secs(61), Activity::default());
+    assert!(w.conv("c1").is_none());
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Closed, reason: Some(r), .. } if r == "visitor_left")));
+    assert!(w.st.operators[&OperatorId::from("a")].convs.is_empty());
+}
+
+#[test]
+fn two_tabs_the_visitor_is_away_only_when_both_are_gone() {
+    let mut w = World::new(Settings::default());
+    w.visitor_starts("v", "c1");
+    w.run(Command::VisitorConnected {
+        visitor: VisitorId::from("v"),
+    })
+    .unwrap();
+    w.run(Command::VisitorDisconnected {
+        visitor: VisitorId::from("v"),
+    })
+    .unwrap();
+    assert!(!w.saw(|e| matches!(
+        e,
+        Effect::Conv {
+            event: ConvEvent::VisitorAway,
+            ..
+        }
+    )));
+    w.run(Command::VisitorDisconnected {
+        visitor: VisitorId::from("v"),
+    })
+    .unwrap();
+    assert!(w.saw(|e| matches!(
+        e,
+        Effect::Conv {
+            event: ConvEvent::VisitorAway,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn offline_callback_keeps_a_waiting_conversation_then_marks_it_missed() {
+    let mut w = World::new(settings(|s| {
+        s.visitor_grace = Duration::from_secs(10);
+        s.offline_callback = Some(Duration::from_secs(3600));
+        s.close_after_inactive = None;
+    }));
+    w.visitor_starts("v", "c1");
+    w.run(Command::VisitorDisconnected {
+        visitor: VisitorId::from("v"),
+    })
+    .unwrap();
+    w.advance(Duration::from_secs(11), Activity::default());
+    assert_eq!(
+        w.conv("c1").unwrap().state,
+        ConvState::Queued,
+        "kept for a call-back"
+    );
+    w.advance(Duration::from_secs(3600), Activity::default());
+    assert!(w.conv("c1").is_none());
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Closed, conv, .. } if conv.outcome.as_deref() == Some("missed"))));
+}
+
+#[test]
+fn operator_grace_requeues_their_conversations_and_marks_them_inactive() {
+    let mut w = World::new(settings(|s| {
+        s.operator_grace = Duration::from_secs(60);
+        s.routing = Routing::Auto;
+    }));
+    w.op("a");
+    w.visitor_starts("v1", "c1");
+    assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("a")));
+    w.run(Command::OperatorDisconnected {
+        op: OperatorId::from("a"),
+    })
+    .unwrap();
+    assert!(w.saw(|e| matches!(
+        e,
+        Effect::Conv {
+            event: ConvEvent::OperatorAway,
+            ..
+        }
+    )));
+    // Back within the grace: nothing lost.
+    w.advance(Duration::from_secs(30), Activity::default());
+    w.run(Command::OperatorConnected {
+        op: OperatorId::from("a"),
+        name: "A".into(),
+        max_chats: None,
+        queues: None,
+    })
+    .unwrap();
+    assert!(w.saw(|e| matches!(
+        e,
+        Effect::Conv {
+            event: ConvEvent::OperatorBack,
+            ..
+        }
+    )));
+    w.run(Command::OperatorDisconnected {
+        op: OperatorId::from("a"),
+    })
+    .unwrap();
+    w.op("b");
+    w.advance(Duration::from_secs(61), Activity::default());
+    let a = &w.st.operators[&OperatorId::from("a")];
+    assert_eq!((a.status, a.convs.len()), (OperatorStatus::Inactive, 0));
+    // Auto routing hands it to b right away.
+    assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("b")));
+}
+
+#[test]
+fn reassign_after_moves_an_unanswered_conversation_to_the_next_operator() {
+    let mut w = World::new(settings(|s| {
+        s.reassign_after = Some(Duration::from_secs(120));
+        s.close_after_inactive = None;
+    }));
+    w.op("a");
+    w.op("b");
+    w.visitor_starts("v", "c1");
+    accept(&mut w, "a", "c1").unwrap();
+    // The visitor wrote at T0; the engine set the timer (only if absent).
+    w.timers
+        .insert(TimerKind::Reassign(ConvId::from("c1")), T0 + 120_000);
+    // The operator answered at T0+60s: the timer fires and finds nothing unanswered.
+    w.advance(
+        Duration::from_secs(121),
+        Activity {
+            last_ts: T0 + 60_000,
+            unanswered_since: None,
+        },
+    );
+    assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("a")));
+    // The visitor writes again and nobody answers.
+    let since = w.now;
+    w.timers
+        .insert(TimerKind::Reassign(ConvId::from("c1")), since + 120_000);
+    w.advance(
+        Duration::from_secs(121),
+        Activity {
+            last_ts: since,
+            unanswered_since: Some(since),
+        },
+    );
+    let c = w.conv("c1").unwrap();
+    assert_eq!(c.operator, Some(OperatorId::from("b")));
+    assert!(c.tried.contains(&OperatorId::from("a")));
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Transferred, reason: Some(r), .. } if r == "reassigned")));
+}
+
+#[test]
+fn close_after_inactive_waits_for_real_inactivity() {
+    let mut w = World::new(settings(|s| {
+        s.close_after_inactive = Some(Duration::from_secs(600))
+    }));
+    w.visitor_starts("v", "c1");
+    // A message at T0+300s pushes the deadline to T0+900s.
+    w.advance(
+        Duration::from_secs(601),
+        Activity {
+            last_ts: T0 + 300_000,
+            unanswered_since: None,
+        },
+    );
+    assert!(w.conv("c1").is_some());
+    assert_eq!(
+        w.timers.get(&TimerKind::Inactive(ConvId::from("c1"))),
+        Some(&(T0 + 900_000))
+    );
+    w.advance(
+        Duration::from_secs(300),
+        Activity {
+            last_ts: T0 + 300_000,
+            unanswered_since: None,
+        },
+    );
+    assert!(w.conv("c1").is_none());
+}
+
+#[test]
+fn unavailability_notice_once_per_wait_and_only_with_no_active_operator() {
+    let mut w = World::new(Settings::default());
+    w.visitor_starts("v", "c1");
+    w.run(Command::VisitorWrote {
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
+    assert!(w.saw(|e| matches!(
+        e,
+        Effect::Notice {
+            code: "unavailable",
+            ..
+        }
+    )));
+    w.run(Command::VisitorWrote {
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
+    assert!(!w.saw(|e| matches!(e, Effect::Notice { .. })), "not twice");
+    let mut w = World::new(Settings::default());
+    w.op("a");
+    w.visitor_starts("v", "c1");
+    w.run(Command::VisitorWrote {
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
+    assert!(!w.saw(|e| matches!(e, Effect::Notice { .. })));
+    let mut w = World::new(settings(|s| s.notify_unavailable = false));
+    w.visitor_starts("v", "c1");
+    w.run(Command::VisitorWrote {
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
+    assert!(!w.saw(|e| matches!(e, Effect::Notice { .. })));
+}
+
+#[test]
+fn operators_only_see_and_take_their_queues() {
+    let mut w = World::new(settings(|s| s.routing = Routing::Auto));
+    w.run(Command::OperatorConnected {
+        op: OperatorId::from("billing-only"),
+        name: "B".into(),
+        max_chats: Some(2),
+        queues: Some(vec![QueueId::from("billing")]),
+    })
+    .unwrap();
+    w.run(Command::SetStatus {
+        op: OperatorId::from("billing-only"),
+        status: OperatorStatus::Active,
+    })
+    .unwrap();
+    w.visitor_starts("v", "c1");
+    assert_eq!(
+        w.conv("c1").unwrap().state,
+        ConvState::Queued,
+        "general is not served"
+    );
+    assert_eq!(
+        accept(&mut w, "billing-only", "c1").unwrap_err().code,
+        ErrorCode::Forbidden
+    );
+}
+
+// ----- properties -----
+
+#[derive(Debug, Clone)]
+enum Step {
+    OperatorConnect(u8),
+    OperatorDisconnect(u8),
+    Status(u8, u8),
+    VisitorConnect(u8),
+    VisitorDisconnect(u8),
+    Start(u8),
+    Accept(u8, u8),
+    Decline(u8, u8),
+    TransferToOperator(u8, u8, u8),
+    TransferQueue(u8, u8),
+    Assign(u8, u8),
+    Close(u8),
+    Advance(u16),
+}
+
+fn op_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        (0..4u8).prop_map(Step::OperatorConnect),
+        (0..4u8).prop_map(Step::OperatorDisconnect),
+        (0..4u8, 0..3u8).prop_map(|(a, b)| Step::Status(a, b)),
+        (0..8u8).prop_map(Step::VisitorConnect),
+        (0..8u8).prop_map(Step::VisitorDisconnect),
+        (0..8u8).prop_map(Step::Start),
+        (0..4u8, 0..10u8).prop_map(|(a, b)| Step::Accept(a, b)),
+        (0..4u8, 0..10u8).prop_map(|(a, b)| Step::Decline(a, b)),
+        (0..4u8, 0..10u8, 0..4u8).prop_map(|(a, b, c)| Step::TransferToOperator(a, b, c)),
+        (0..4u8, 0..10u8).prop_map(|(a, b)| Step::TransferQueue(a, b)),
+        (0..10u8, 0..4u8).prop_map(|(a, b)| Step::Assign(a, b)),
+        (0..10u8).prop_map(Step::Close),
+        (0..120u16).prop_map(Step::Advance),
+    ]
+}
+
+fn routing_strategy() -> impl Strategy<Value = Routing> {
+    prop_oneof![
+        Just(Routing::Manual),
+        Just(Routing::Offer),
+        Just(Routing::Auto)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    /// Whatever happens: at most one operator per conversation (and consistent both ways),
+    /// no operator above max_chats, no rejected command changes anything (checked in `run`).
+    #[test]
+    fn invariants_hold_under_any_sequence(routing in routing_strategy(), max in 1..3u32, ops in proptest::collection::vec(op_strategy(), 1..120)) {
+        let mut w = World::new(settings(|s| {
+            s.routing = routing;
+            s.max_chats = max;
+            s.accept_timeout = Duration::from_secs(20);
+            s.visitor_grace = Duration::from_secs(30);
+            s.operator_grace = Duration::from_secs(30);
+            s.offline_callback = Some(Duration::from_secs(60));
+        }));
+        let mut convs = 0u32;
+        let op = |i: u8| OperatorId(format!("op{i}"));
+        let conv = |i: u8| ConvId(format!("c{i}"));
+        for o in ops {
+            let _ = match o {
+                Step::OperatorConnect(i) => w.run(Command::OperatorConnected { op: op(i), name: format!("O{i}"), max_chats: None, queues: None }),
+                Step::OperatorDisconnect(i) => w.run(Command::OperatorDisconnected { op: op(i) }),
+                Step::Status(i, s) => w.run(Command::SetStatus { op: op(i), status: [OperatorStatus::Active, OperatorStatus::Away, OperatorStatus::Inactive][s as usize] }),
+                Step::VisitorConnect(i) => w.run(Command::VisitorConnected { visitor: VisitorId(format!("v{i}")) }),
+                Step::VisitorDisconnect(i) => w.run(Command::VisitorDisconnected { visitor: VisitorId(format!("v{i}")) }),
+                Step::Start(i) => {
+                    convs += 1;
+                    w.run(Command::Start { visitor: VisitorId(format!("v{i}")), conv: ConvId(format!("c{}", convs % 10)), queue: None, profile: Box::default(), previous: None })
+                }
+                Step::Accept(i, c) => w.run(Command::Accept { op: op(i), conv: conv(c) }),
+                Step::Decline(i, c) => w.run(Command::Decline { op: op(i), conv: conv(c) }),
+                Step::TransferToOperator(i, c, t) => w.run(Command::Transfer { by: Actor::Operator(op(i)), conv: conv(c), to: TransferTarget::Operator(format!("op{t}")), note: None }),
+                Step::TransferQueue(i, c) => w.run(Command::Transfer { by: Actor::Operator(op(i)), conv: conv(c), to: TransferTarget::Queue("billing".into()), note: None }),
+                Step::Assign(c, i) => w.run(Command::Assign { conv: conv(c), op: op(i) }),
+                Step::Close(c) => w.run(Command::Close { by: Actor::System, conv: conv(c), outcome: None, tags: vec![] }),
+                Step::Advance(s) => {
+                    w.advance(Duration::from_secs(u64::from(s)), Activity::default());
+                    Ok(Reply::None)
+                }
+            };
+            // `run` already checked the invariants after every committed command.
+            for o in w.st.operators.values() {
+                prop_assert!(o.convs.len() as u32 <= max);
+            }
+        }
+    }
+
+    /// An operator who let an offer lapse is never offered that conversation again.
+    #[test]
+    fn lapsed_offers_never_come_back(ops in proptest::collection::vec(0..4u8, 1..40)) {
+        let mut w = World::new(settings(|s| {
+            s.routing = Routing::Offer;
+            s.accept_timeout = Duration::from_secs(10);
+            s.max_chats = 5;
+        }));
+        for i in 0..3 { w.op(&format!("op{i}")); }
+        w.visitor_starts("v", "c");
+        let mut lapsed: BTreeSet<OperatorId> = BTreeSet::new();
+        for o in ops {
+            let offered = w.conv("c").and_then(|c| c.offered_to.clone());
+            match o {
+                0 | 1 => {
+                    if let Some(op) = offered { lapsed.insert(op); }
+                    w.advance(Duration::from_secs(11), Activity::default());
+                }
+                2 => { w.op(&format!("late{}", lapsed.len())); }
+                _ => {
+                    let _ = w.run(Command::SetStatus { op: OperatorId::from("op0"), status: OperatorStatus::Active });
+                }
+            }
+            if let Some(c) = w.conv("c") {
+                if let Some(to) = &c.offered_to { prop_assert!(!lapsed.contains(to), "re-offered to {to}"); }
+            }
+        }
+    }
+}

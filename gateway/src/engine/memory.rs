@@ -103,7 +103,10 @@ impl MemoryEngine {
             let (_, conv) = closed.pop_front().expect("front exists");
             if let Some((_, log)) = self.logs.remove(&conv) {
                 if let Some(meta) = &log.lock().meta {
-                    self.latest.remove_if(&(meta.site.clone(), meta.visitor.clone()), |_, c| c == &conv);
+                    self.latest
+                        .remove_if(&(meta.site.clone(), meta.visitor.clone()), |_, c| {
+                            c == &conv
+                        });
                 }
             }
         }
@@ -222,11 +225,19 @@ impl Engine for MemoryEngine {
 
     async fn replay(&self, conv: &ConvId, after: u64) -> Result<Replay, EngineError> {
         let Some(log) = self.log(conv) else {
-            return Ok(if after == 0 { Replay::Recovered(Vec::new()) } else { Replay::Lost });
+            return Ok(if after == 0 {
+                Replay::Recovered(Vec::new())
+            } else {
+                Replay::Lost
+            });
         };
         let log = log.lock();
         if log.messages.is_empty() {
-            return Ok(if after == 0 { Replay::Recovered(Vec::new()) } else { Replay::Lost });
+            return Ok(if after == 0 {
+                Replay::Recovered(Vec::new())
+            } else {
+                Replay::Lost
+            });
         }
         let last = log.last_seq();
         if after > last {
@@ -237,10 +248,17 @@ impl Engine for MemoryEngine {
             return Ok(Replay::Lost);
         }
         let skip = (after + 1 - log.first_seq) as usize;
-        Ok(Replay::Recovered(log.messages.iter().skip(skip).cloned().collect()))
+        Ok(Replay::Recovered(
+            log.messages.iter().skip(skip).cloned().collect(),
+        ))
     }
 
-    async fn history(&self, conv: &ConvId, before: Option<u64>, limit: usize) -> Result<HistoryPage, EngineError> {
+    async fn history(
+        &self,
+        conv: &ConvId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, EngineError> {
         let Some(log) = self.log(conv) else {
             return Ok(HistoryPage {
                 messages: Vec::new(),
@@ -289,7 +307,10 @@ impl Engine for MemoryEngine {
         let ts = meta.snapshot.created_at;
         let log = self.logs.entry(conv.clone()).or_default().clone();
         let mut log = log.lock();
-        let was_closed = log.meta.as_ref().is_some_and(|m| m.state == ConvState::Closed);
+        let was_closed = log
+            .meta
+            .as_ref()
+            .is_some_and(|m| m.state == ConvState::Closed);
         log.meta = Some(meta);
         drop(log);
         if closed && !was_closed {
@@ -301,15 +322,31 @@ impl Engine for MemoryEngine {
     }
 
     async fn activity(&self, conv: &ConvId) -> Result<Activity, EngineError> {
-        Ok(self.log(conv).map(|l| l.lock().activity).unwrap_or_default())
+        Ok(self
+            .log(conv)
+            .map(|l| l.lock().activity)
+            .unwrap_or_default())
     }
 
-    async fn visitor_latest(&self, site: &SiteId, visitor: &VisitorId) -> Result<Option<ConvId>, EngineError> {
-        Ok(self.latest.get(&(site.clone(), visitor.clone())).map(|c| c.clone()))
+    async fn visitor_latest(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+    ) -> Result<Option<ConvId>, EngineError> {
+        Ok(self
+            .latest
+            .get(&(site.clone(), visitor.clone()))
+            .map(|c| c.clone()))
     }
 
-    async fn set_visitor_latest(&self, site: &SiteId, visitor: &VisitorId, conv: &ConvId) -> Result<(), EngineError> {
-        self.latest.insert((site.clone(), visitor.clone()), conv.clone());
+    async fn set_visitor_latest(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        conv: &ConvId,
+    ) -> Result<(), EngineError> {
+        self.latest
+            .insert((site.clone(), visitor.clone()), conv.clone());
         Ok(())
     }
 
@@ -318,7 +355,13 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn set_timer(&self, site: &SiteId, kind: &TimerKind, at: Millis, only_if_absent: bool) -> Result<(), EngineError> {
+    async fn set_timer(
+        &self,
+        site: &SiteId,
+        kind: &TimerKind,
+        at: Millis,
+        only_if_absent: bool,
+    ) -> Result<(), EngineError> {
         let mut t = self.timers.lock();
         let key = (site.clone(), kind.clone());
         if let Some(old) = t.by_key.get(&key).copied() {
@@ -340,7 +383,11 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<(SiteId, TimerKind)>, EngineError> {
+    async fn due_timers(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(SiteId, TimerKind)>, EngineError> {
         let mut t = self.timers.lock();
         let mut out = Vec::new();
         while out.len() < limit {
@@ -365,7 +412,13 @@ impl Engine for MemoryEngine {
         Ok(self.timers.lock().by_deadline.first().map(|(at, _, _)| *at))
     }
 
-    async fn set_draft(&self, site: &SiteId, op: &OperatorId, conv: &ConvId, text: Option<String>) -> Result<(), EngineError> {
+    async fn set_draft(
+        &self,
+        site: &SiteId,
+        op: &OperatorId,
+        conv: &ConvId,
+        text: Option<String>,
+    ) -> Result<(), EngineError> {
         let key = (site.clone(), op.clone());
         match text {
             Some(t) => {
@@ -380,7 +433,11 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn drafts(&self, site: &SiteId, op: &OperatorId) -> Result<Vec<(ConvId, String)>, EngineError> {
+    async fn drafts(
+        &self,
+        site: &SiteId,
+        op: &OperatorId,
+    ) -> Result<Vec<(ConvId, String)>, EngineError> {
         Ok(self
             .drafts
             .get(&(site.clone(), op.clone()))

@@ -113,11 +113,13 @@ impl ConvMeta {
                 ConvState::Closed => Err(AppendRefusal::Closed),
                 _ => Ok(()),
             },
-            Role::Operator if self.operator.as_ref().is_some_and(|o| o.0 == author.id) => match self.state {
-                ConvState::Active => Ok(()),
-                ConvState::Closed => Err(AppendRefusal::Closed),
-                _ => Err(AppendRefusal::Forbidden),
-            },
+            Role::Operator if self.operator.as_ref().is_some_and(|o| o.0 == author.id) => {
+                match self.state {
+                    ConvState::Active => Ok(()),
+                    ConvState::Closed => Err(AppendRefusal::Closed),
+                    _ => Err(AppendRefusal::Forbidden),
+                }
+            }
             _ => Err(AppendRefusal::Forbidden),
         }
     }
@@ -154,9 +156,16 @@ pub trait Engine: Send + Sync + 'static {
     /// Checks a site's state out for a transition.
     fn begin(&self, site: &SiteId) -> impl Future<Output = Result<Self::Tx, EngineError>> + Send;
 
-    fn append(&self, msg: NewMessage) -> impl Future<Output = Result<AppendOutcome, EngineError>> + Send;
+    fn append(
+        &self,
+        msg: NewMessage,
+    ) -> impl Future<Output = Result<AppendOutcome, EngineError>> + Send;
 
-    fn replay(&self, conv: &ConvId, after: u64) -> impl Future<Output = Result<Replay, EngineError>> + Send;
+    fn replay(
+        &self,
+        conv: &ConvId,
+        after: u64,
+    ) -> impl Future<Output = Result<Replay, EngineError>> + Send;
 
     /// Up to `limit` messages before `before` (or the newest), oldest first.
     fn history(
@@ -168,12 +177,20 @@ pub trait Engine: Send + Sync + 'static {
 
     fn last_seq(&self, conv: &ConvId) -> impl Future<Output = Result<u64, EngineError>> + Send;
 
-    fn meta(&self, conv: &ConvId) -> impl Future<Output = Result<Option<ConvMeta>, EngineError>> + Send;
+    fn meta(
+        &self,
+        conv: &ConvId,
+    ) -> impl Future<Output = Result<Option<ConvMeta>, EngineError>> + Send;
 
     /// Records who a conversation belongs to (creates its log on first use).
-    fn put_meta(&self, conv: &ConvId, meta: ConvMeta) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn put_meta(
+        &self,
+        conv: &ConvId,
+        meta: ConvMeta,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
-    fn activity(&self, conv: &ConvId) -> impl Future<Output = Result<Activity, EngineError>> + Send;
+    fn activity(&self, conv: &ConvId)
+        -> impl Future<Output = Result<Activity, EngineError>> + Send;
 
     /// The newest conversation a visitor started on a site.
     fn visitor_latest(
@@ -190,7 +207,11 @@ pub trait Engine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Publishes to every node's subscribers of `ch` (this node's included).
-    fn publish(&self, ch: &Channel, msg: BusMsg) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn publish(
+        &self,
+        ch: &Channel,
+        msg: BusMsg,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Sets (or moves) a timer. With `only_if_absent`, an existing timer is kept as it is.
     fn set_timer(
@@ -201,7 +222,11 @@ pub trait Engine: Send + Sync + 'static {
         only_if_absent: bool,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
-    fn cancel_timer(&self, site: &SiteId, kind: &TimerKind) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn cancel_timer(
+        &self,
+        site: &SiteId,
+        kind: &TimerKind,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Claims up to `limit` timers due at `now`; each is handed out once.
     fn due_timers(
@@ -229,9 +254,16 @@ pub trait Engine: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<(ConvId, String)>, EngineError>> + Send;
 
     /// Stores a site's settings (as their JSON form) for every node.
-    fn save_settings(&self, site: &SiteId, settings: &Value) -> impl Future<Output = Result<(), EngineError>> + Send;
+    fn save_settings(
+        &self,
+        site: &SiteId,
+        settings: &Value,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
-    fn load_settings(&self, site: &SiteId) -> impl Future<Output = Result<Option<Value>, EngineError>> + Send;
+    fn load_settings(
+        &self,
+        site: &SiteId,
+    ) -> impl Future<Output = Result<Option<Value>, EngineError>> + Send;
 
     /// Whether the engine answers (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;

@@ -27,17 +27,31 @@ fn asset(body: &'static str, ctype: &'static str) -> Response {
 /// Routes for the static files.
 pub fn router() -> Router {
     Router::new()
-        .route("/", get(|| async { asset(DEMO_HTML, "text/html; charset=utf-8") }))
-        .route("/console", get(|| async { asset(CONSOLE_HTML, "text/html; charset=utf-8") }))
-        .route("/console.js", get(|| async { asset(CONSOLE_JS, "text/javascript; charset=utf-8") }))
-        .route("/protocol.js", get(|| async { asset(PROTOCOL_JS, "text/javascript; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(DEMO_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/console",
+            get(|| async { asset(CONSOLE_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/console.js",
+            get(|| async { asset(CONSOLE_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/protocol.js",
+            get(|| async { asset(PROTOCOL_JS, "text/javascript; charset=utf-8") }),
+        )
         .route(
             "/widget.js",
             get(|| async {
                 let mut r = asset(WIDGET_JS, "text/javascript; charset=utf-8");
                 // Pages on other origins embed the widget.
-                r.headers_mut()
-                    .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+                r.headers_mut().insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
                 r
             }),
         )

@@ -51,12 +51,23 @@ pub fn router<E: Engine>(state: AppState<E>, tasks: ws::tokio_util_tracker::Trac
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<E>))
         .route("/metrics", get(metrics_text::<E>))
-        .route("/v1/visitor/session", post(visitor_session::<E>).options(preflight::<E>))
-        .route("/v1/sites/{site}/availability", get(availability::<E>).options(preflight::<E>))
-        .route("/v1/sites/{site}/settings", get(get_settings::<E>).patch(patch_settings::<E>))
+        .route(
+            "/v1/visitor/session",
+            post(visitor_session::<E>).options(preflight),
+        )
+        .route(
+            "/v1/sites/{site}/availability",
+            get(availability::<E>).options(preflight),
+        )
+        .route(
+            "/v1/sites/{site}/settings",
+            get(get_settings::<E>).patch(patch_settings::<E>),
+        )
         .route("/v1/conversations/{conv}/transcript", get(transcript::<E>))
         .with_state(state);
-    let socket = Router::new().route("/v1/ws", get(ws::upgrade::<E>)).with_state(ws_state);
+    let socket = Router::new()
+        .route("/v1/ws", get(ws::upgrade::<E>))
+        .with_state(ws_state);
     api.merge(socket).merge(assets::router())
 }
 
@@ -86,7 +97,11 @@ async fn metrics_text<E: Engine>(State(st): State<AppState<E>>) -> Response {
 
 /// A JSON error body: `{"error": code, "message": text}`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": code, "message": message.into()}))).into_response()
+    (
+        status,
+        Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
 }
 
 /// CORS for the widget's calls from the customer's pages: the origin is echoed when the
@@ -100,12 +115,21 @@ fn cors(mut res: Response, origin: Option<&HeaderValue>) -> Response {
     res
 }
 
-async fn preflight<E: Engine>(headers: HeaderMap) -> Response {
+async fn preflight(headers: HeaderMap) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
     cors(res, headers.get(header::ORIGIN))
 }
 
@@ -119,29 +143,57 @@ struct SessionRequest {
 }
 
 /// `POST /v1/visitor/session`: a token for an anonymous visitor; the previous token keeps the id.
-async fn visitor_session<E: Engine>(State(st): State<AppState<E>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn visitor_session<E: Engine>(
+    State(st): State<AppState<E>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let origin = headers.get(header::ORIGIN);
     let req: SessionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return cors(error(StatusCode::BAD_REQUEST, "bad_request", format!("expected {{\"site\": \"<widget key>\"}}: {e}")), origin),
+        Err(e) => {
+            return cors(
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("expected {{\"site\": \"<widget key>\"}}: {e}"),
+                ),
+                origin,
+            )
+        }
     };
     let Some(site) = st.gw.site_by_key(&req.site) else {
-        return cors(error(StatusCode::NOT_FOUND, "not_found", "unknown widget key"), origin);
+        return cors(
+            error(StatusCode::NOT_FOUND, "not_found", "unknown widget key"),
+            origin,
+        );
     };
-    if !site.settings().origin_allowed(origin.and_then(|o| o.to_str().ok())) {
+    if !site
+        .settings()
+        .origin_allowed(origin.and_then(|o| o.to_str().ok()))
+    {
         return error(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
     }
     let now = now_ms();
     let previous = req
         .visitor_token
         .as_deref()
-        .and_then(|t| st.gw.auth.verify_allow_expired(t, now, VISITOR_ID_MAX_AGE_MS).ok())
+        .and_then(|t| {
+            st.gw
+                .auth
+                .verify_allow_expired(t, now, VISITOR_ID_MAX_AGE_MS)
+                .ok()
+        })
         .filter(|p| p.role == Role::Visitor && p.site == site.config.id);
     let (id, name) = match previous {
         Some(p) => (p.id, p.name),
         None => (new_visitor_id().0, None),
     };
-    let name = req.name.map(|n| n.chars().take(100).collect::<String>()).filter(|n| !n.is_empty()).or(name);
+    let name = req
+        .name
+        .map(|n| n.chars().take(100).collect::<String>())
+        .filter(|n| !n.is_empty())
+        .or(name);
     let exp = (now + st.gw.cfg.visitor_token_ttl.as_millis() as u64) / 1000;
     let claims = Claims {
         sub: id.clone(),
@@ -155,24 +207,40 @@ async fn visitor_session<E: Engine>(State(st): State<AppState<E>>, headers: Head
     };
     match st.gw.auth.mint(&claims) {
         Ok(token) => cors(
-            Json(json!({"token": token, "visitor_id": id, "expires_at": exp * 1000})).into_response(),
+            Json(json!({"token": token, "visitor_id": id, "expires_at": exp * 1000}))
+                .into_response(),
             origin,
         ),
         Err(e) => {
             tracing::error!(error = %e, "cannot mint visitor token");
             cors(
-                error(StatusCode::NOT_IMPLEMENTED, "unavailable", "this gateway does not issue visitor tokens; the site's backend mints them"),
+                error(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "unavailable",
+                    "this gateway does not issue visitor tokens; the site's backend mints them",
+                ),
                 origin,
             )
         }
     }
 }
 
-async fn availability<E: Engine>(State(st): State<AppState<E>>, Path(site): Path<String>, headers: HeaderMap) -> Response {
+async fn availability<E: Engine>(
+    State(st): State<AppState<E>>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let origin = headers.get(header::ORIGIN);
-    let site = st.gw.site_by_key(&site).map(|s| s.config.id.clone()).unwrap_or(SiteId(site));
+    let site = st
+        .gw
+        .site_by_key(&site)
+        .map(|s| s.config.id.clone())
+        .unwrap_or(SiteId(site));
     let Some(s) = st.gw.site(&site) else {
-        return cors(error(StatusCode::NOT_FOUND, "not_found", "unknown site"), origin);
+        return cors(
+            error(StatusCode::NOT_FOUND, "not_found", "unknown site"),
+            origin,
+        );
     };
     let when_away = match s.settings().widget_when_away {
         crate::core::settings::WhenAway::Busy => "busy",
@@ -189,35 +257,61 @@ async fn availability<E: Engine>(State(st): State<AppState<E>>, Path(site): Path
         }
         Err(e) => {
             tracing::warn!(error = %e, "availability unknown");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "offline", "widget_when_away": when_away}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "offline", "widget_when_away": when_away})),
+            )
+                .into_response()
         }
     };
     cors(res, origin)
 }
 
 /// The principal behind `Authorization: Bearer <token>`.
-fn bearer<E: Engine>(gw: &Gateway<E>, headers: &HeaderMap) -> Result<Principal, Response> {
+fn bearer<E: Engine>(gw: &Gateway<E>, headers: &HeaderMap) -> Result<Principal, Box<Response>> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "unauthorized", "Authorization: Bearer <token> required"))?;
-    gw.auth
-        .verify(token.trim())
-        .map_err(|_| error(StatusCode::UNAUTHORIZED, "unauthorized", "invalid or expired token"))
+        .ok_or_else(|| {
+            Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authorization: Bearer <token> required",
+            ))
+        })?;
+    gw.auth.verify(token.trim()).map_err(|_| {
+        Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid or expired token",
+        ))
+    })
 }
 
-fn supervisor_of<E: Engine>(gw: &Gateway<E>, headers: &HeaderMap, site: &str) -> Result<Principal, Response> {
+fn supervisor_of<E: Engine>(
+    gw: &Gateway<E>,
+    headers: &HeaderMap,
+    site: &str,
+) -> Result<Principal, Box<Response>> {
     let p = bearer(gw, headers)?;
     if p.role != Role::Supervisor || p.site.0 != site {
-        return Err(error(StatusCode::FORBIDDEN, "forbidden", "a supervisor token of this site is required"));
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a supervisor token of this site is required",
+        )));
     }
     Ok(p)
 }
 
-async fn get_settings<E: Engine>(State(st): State<AppState<E>>, Path(site): Path<String>, headers: HeaderMap) -> Response {
+async fn get_settings<E: Engine>(
+    State(st): State<AppState<E>>,
+    Path(site): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Err(r) = supervisor_of(&st.gw, &headers, &site) {
-        return r;
+        return *r;
     }
     match st.gw.site(&SiteId(site)) {
         Some(s) => Json(s.settings().to_json()).into_response(),
@@ -233,15 +327,23 @@ async fn patch_settings<E: Engine>(
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = supervisor_of(&st.gw, &headers, &site) {
-        return r;
+        return *r;
     }
     let patch: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(p) => p,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "bad_request", "expected a JSON object of settings"),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "expected a JSON object of settings",
+            )
+        }
     };
     match st.gw.update_settings(&SiteId(site), &patch).await {
         Ok(s) => Json(s.to_json()).into_response(),
-        Err(SettingsUpdateError::NoSite) => error(StatusCode::NOT_FOUND, "not_found", "unknown site"),
+        Err(SettingsUpdateError::NoSite) => {
+            error(StatusCode::NOT_FOUND, "not_found", "unknown site")
+        }
         Err(SettingsUpdateError::Invalid(e)) => (
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(json!({"error": "bad_request", "message": e.to_string(), "errors": e.0})),
@@ -249,7 +351,11 @@ async fn patch_settings<E: Engine>(
             .into_response(),
         Err(SettingsUpdateError::Service(e)) => {
             tracing::warn!(error = %e, "settings not applied");
-            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "settings could not be stored; retry")
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "settings could not be stored; retry",
+            )
         }
     }
 }
@@ -272,7 +378,7 @@ async fn transcript<E: Engine>(
     let _ = method;
     let p = match bearer(&st.gw, &headers) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let meta = match st.gw.authorize(&p, &conv, Access::Read).await {
         Ok(m) => m,
@@ -304,18 +410,37 @@ async fn transcript<E: Engine>(
             Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "retry"),
         }
     }
-    let snapshot = if p.role == Role::Visitor { st.gw.for_visitor(meta.snapshot) } else { meta.snapshot };
+    let snapshot = if p.role == Role::Visitor {
+        st.gw.for_visitor(meta.snapshot)
+    } else {
+        meta.snapshot
+    };
     let format = q.format.as_deref().unwrap_or("text");
     let filename = format!("transcript-{conv}");
     let (body, ctype, ext) = match format {
         "json" => (
-            serde_json::to_string_pretty(&json!({"conversation": snapshot, "messages": messages})).unwrap_or_default(),
+            serde_json::to_string_pretty(&json!({"conversation": snapshot, "messages": messages}))
+                .unwrap_or_default(),
             "application/json",
             "json",
         ),
-        "html" => (transcript_html(&snapshot, &messages), "text/html; charset=utf-8", "html"),
-        "text" => (transcript_text(&messages), "text/plain; charset=utf-8", "txt"),
-        _ => return error(StatusCode::BAD_REQUEST, "bad_request", "format is text, html or json"),
+        "html" => (
+            transcript_html(&snapshot, &messages),
+            "text/html; charset=utf-8",
+            "html",
+        ),
+        "text" => (
+            transcript_text(&messages),
+            "text/plain; charset=utf-8",
+            "txt",
+        ),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "format is text, html or json",
+            )
+        }
     };
     let mut res = Response::new(Body::from(body));
     let h = res.headers_mut();
@@ -329,14 +454,23 @@ async fn transcript<E: Engine>(
 fn author_label(m: &Msg) -> String {
     match m.from.role {
         Role::System => "—".to_owned(),
-        _ => m.from.name.clone().unwrap_or_else(|| m.from.role.as_str().to_owned()),
+        _ => m
+            .from
+            .name
+            .clone()
+            .unwrap_or_else(|| m.from.role.as_str().to_owned()),
     }
 }
 
 fn transcript_text(messages: &[Msg]) -> String {
     let mut out = String::new();
     for m in messages {
-        out.push_str(&format!("[{}] {}: {}\n", iso(m.ts), author_label(m), m.text));
+        out.push_str(&format!(
+            "[{}] {}: {}\n",
+            iso(m.ts),
+            author_label(m),
+            m.text
+        ));
     }
     out
 }
@@ -360,7 +494,10 @@ fn transcript_html(c: &crate::protocol::Conversation, messages: &[Msg]) -> Strin
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// `YYYY-MM-DD HH:MM:SS` UTC from Unix ms (civil-from-days; no date crate needed for this).

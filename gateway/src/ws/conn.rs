@@ -25,7 +25,8 @@ use crate::engine::{Engine, Replay};
 use crate::hub::{Channel, ConnShared, Out};
 use crate::metrics as m;
 use crate::protocol::{
-    ClientFrame, CloseReason, Conversation, DecodeError, Encoding, ErrorCode, Me, OkBody, Rid, Role, ServerFrame,
+    ClientFrame, CloseReason, Conversation, DecodeError, Encoding, ErrorCode, Me, OkBody, Rid,
+    Role, ServerFrame,
 };
 use crate::service::{preview_from, user_channel, Access, Gateway, ServiceError};
 
@@ -121,7 +122,9 @@ where
     };
     let (token, cursors) = match ClientFrame::decode(info.encoding, &data) {
         Ok(ClientFrame::Hello { token, cursors }) => (token, cursors),
-        Ok(_) | Err(DecodeError::Invalid { .. }) => return Err((CloseReason::Unauthorized, "the first frame must be hello")),
+        Ok(_) | Err(DecodeError::Invalid { .. }) => {
+            return Err((CloseReason::Unauthorized, "the first frame must be hello"))
+        }
         Err(DecodeError::Malformed(_)) => return Err((CloseReason::Malformed, "malformed frame")),
     };
     let principal = gw.auth.verify(&token).map_err(|e| {
@@ -154,7 +157,9 @@ where
     loop {
         match stream.next().await {
             None => return Next::Closed,
-            Some(Err(WsError::Capacity(_))) => return Next::Bad(CloseReason::Malformed, "frame too large"),
+            Some(Err(WsError::Capacity(_))) => {
+                return Next::Bad(CloseReason::Malformed, "frame too large")
+            }
             Some(Err(_)) => return Next::Closed,
             Some(Ok(msg)) => {
                 if let Some(n) = classify(msg, enc) {
@@ -170,7 +175,10 @@ fn classify(msg: Message, enc: Encoding) -> Option<Next> {
         (Message::Text(t), Encoding::Json) => Some(Next::Data(t.into())),
         (Message::Binary(b), Encoding::MsgPack) => Some(Next::Data(b)),
         (Message::Text(_), Encoding::MsgPack) | (Message::Binary(_), Encoding::Json) => {
-            Some(Next::Bad(CloseReason::Malformed, "frame type does not match the subprotocol"))
+            Some(Next::Bad(
+                CloseReason::Malformed,
+                "frame type does not match the subprotocol",
+            ))
         }
         (Message::Close(_), _) => Some(Next::Closed),
         _ => None,
@@ -196,7 +204,8 @@ where
     // Subscribe first, read the log second: a message stored in between arrives twice at
     // worst (clients drop duplicates by seq), never not at all.
     gw.hub.register(conn.clone());
-    gw.hub.subscribe(conn.id, user_channel(&p.site, p.role, &p.id));
+    gw.hub
+        .subscribe(conn.id, user_channel(&p.site, p.role, &p.id));
     if p.role.is_staff() {
         gw.hub.subscribe(conn.id, Channel::Staff(p.site.clone()));
     }
@@ -205,7 +214,12 @@ where
         Err(e) => {
             tracing::warn!(error = %e, "welcome failed");
             let (code, message) = e.client_error();
-            let _ = sink.send(encode(conn.encoding, &ServerFrame::error(None, code, message))).await;
+            let _ = sink
+                .send(encode(
+                    conn.encoding,
+                    &ServerFrame::error(None, code, message),
+                ))
+                .await;
             return Some(CloseReason::Restarting);
         }
     };
@@ -227,7 +241,7 @@ where
             biased;
             reason = conn.closed() => return Some(reason),
             out = rx.recv() => {
-                let Some(out) = out else { return None };
+                let out = out?;
                 match write_batch(conn, &mut rx, sink, out).await {
                     Ok(None) => {}
                     Ok(Some(reason)) => return Some(reason),
@@ -353,7 +367,9 @@ async fn opening<E: Engine>(
     let mut conversations: Vec<Conversation> = Vec::with_capacity(ids.len());
     let mut replays = Vec::new();
     for id in &ids {
-        let Some(meta) = gw.engine.meta(id).await? else { continue };
+        let Some(meta) = gw.engine.meta(id).await? else {
+            continue;
+        };
         let mut c = gw.snapshot_for(p, &meta, &drafts).await?;
         if let Some(&after) = cursors.get(id.as_str()) {
             match gw.replay(id, after).await? {
@@ -403,7 +419,9 @@ async fn handle<E: Engine>(
             Ok(None)
         }
         ClientFrame::Pong {} => Ok(None),
-        ClientFrame::Send { conv, cid, text, .. } => gw.send(p, &conv, cid, text).await.map(|m| {
+        ClientFrame::Send {
+            conv, cid, text, ..
+        } => gw.send(p, &conv, cid, text).await.map(|m| {
             Some(OkBody::Sent {
                 conv: m.conv,
                 cid: m.cid.unwrap_or_default(),
@@ -411,16 +429,21 @@ async fn handle<E: Engine>(
                 ts: m.ts,
             })
         }),
-        ClientFrame::History { conv, before, limit, .. } => {
-            gw.history(p, &conv, before, limit).await.map(|h| {
-                Some(OkBody::History {
-                    conv,
-                    messages: h.messages,
-                    complete: h.complete,
-                })
+        ClientFrame::History {
+            conv,
+            before,
+            limit,
+            ..
+        } => gw.history(p, &conv, before, limit).await.map(|h| {
+            Some(OkBody::History {
+                conv,
+                messages: h.messages,
+                complete: h.complete,
             })
+        }),
+        ClientFrame::Typing { conv, on, preview } => {
+            gw.typing(p, &conv, on, preview).await.map(|_| None)
         }
-        ClientFrame::Typing { conv, on, preview } => gw.typing(p, &conv, on, preview).await.map(|_| None),
         ClientFrame::Read { conv, seq } => gw.read(p, &conv, seq).await.map(|_| None),
         ClientFrame::Start {
             queue,
@@ -440,7 +463,10 @@ async fn handle<E: Engine>(
             } else {
                 let profile = VisitorProfile {
                     name: prechat.name.map(|n| clip(n, 100)).filter(|n| !n.is_empty()),
-                    email: prechat.email.map(|n| clip(n, 200)).filter(|n| !n.is_empty()),
+                    email: prechat
+                        .email
+                        .map(|n| clip(n, 200))
+                        .filter(|n| !n.is_empty()),
                     phone: prechat.phone.map(|n| clip(n, 50)).filter(|n| !n.is_empty()),
                     params,
                     preview: Some(preview_from(
@@ -452,25 +478,40 @@ async fn handle<E: Engine>(
                     )),
                 };
                 gw.start(p, queue, profile, None).await.map(|c| {
-                    gw.hub.subscribe(conn.id, Channel::Conv(ConvId(c.id.clone())));
+                    gw.hub
+                        .subscribe(conn.id, Channel::Conv(ConvId(c.id.clone())));
                     Some(OkBody::Conv { conv: Box::new(c) })
                 })
             }
         }
-        ClientFrame::Close { conv, outcome, tags, .. } => gw
+        ClientFrame::Close {
+            conv,
+            outcome,
+            tags,
+            ..
+        } => gw
             .close(p, &conv, outcome, tags.unwrap_or_default())
             .await
             .map(|c| c.map(|c| OkBody::Conv { conv: Box::new(c) })),
-        ClientFrame::Status { status, .. } => gw.status(p, status).await.map(|s| Some(OkBody::Status { status: s })),
-        ClientFrame::Accept { conv, .. } => gw.accept(p, &conv).await.map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
+        ClientFrame::Status { status, .. } => gw
+            .status(p, status)
+            .await
+            .map(|s| Some(OkBody::Status { status: s })),
+        ClientFrame::Accept { conv, .. } => gw
+            .accept(p, &conv)
+            .await
+            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
         ClientFrame::Decline { conv, .. } => gw.decline(p, &conv).await.map(|_| None),
         ClientFrame::Transfer { conv, to, note, .. } => gw
             .transfer(p, &conv, to, note)
             .await
             .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
-        ClientFrame::Tag { conv, add, remove, .. } => {
-            gw.tag(p, &conv, add, remove).await.map(|c| Some(OkBody::Conv { conv: Box::new(c) }))
-        }
+        ClientFrame::Tag {
+            conv, add, remove, ..
+        } => gw
+            .tag(p, &conv, add, remove)
+            .await
+            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
         ClientFrame::Draft { conv, text } => gw.draft(p, &conv, text).await.map(|_| None),
         ClientFrame::Assign { conv, operator, .. } => gw
             .assign(p, &conv, operator)

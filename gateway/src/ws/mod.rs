@@ -96,19 +96,35 @@ pub async fn upgrade<E: Engine>(
     mut req: Request,
 ) -> Response {
     let headers = req.headers();
-    let is_upgrade = header_has(headers, header::CONNECTION, "upgrade") && header_has(headers, header::UPGRADE, "websocket");
-    let version_ok = headers.get(header::SEC_WEBSOCKET_VERSION).is_some_and(|v| v == "13");
+    let is_upgrade = header_has(headers, header::CONNECTION, "upgrade")
+        && header_has(headers, header::UPGRADE, "websocket");
+    let version_ok = headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
         return plain(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     };
     if !is_upgrade || !version_ok {
-        return plain(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade (version 13)");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (version 13)",
+        );
     }
-    let offer = headers.get(header::SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+    let offer = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
     let Some((encoding, proto)) = Encoding::negotiate(offer) else {
-        return plain(StatusCode::BAD_REQUEST, "supported subprotocols: chat.v1.json, chat.v1.msgpack");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "supported subprotocols: chat.v1.json, chat.v1.msgpack",
+        );
     };
-    let text = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let text = |h: header::HeaderName| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let country = st
         .gw
         .cfg
@@ -137,7 +153,9 @@ pub async fn upgrade<E: Engine>(
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(cfg)).await;
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(cfg))
+                .await;
         match guard {
             Some(guard) => {
                 conn::run(gw, ws, info).await;
@@ -145,7 +163,12 @@ pub async fn upgrade<E: Engine>(
             }
             None => {
                 metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
-                refuse(ws, CloseReason::RateLimited, "too many connections from your address").await;
+                refuse(
+                    ws,
+                    CloseReason::RateLimited,
+                    "too many connections from your address",
+                )
+                .await;
             }
         }
     });
@@ -156,7 +179,8 @@ pub async fn upgrade<E: Engine>(
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(
         header::SEC_WEBSOCKET_ACCEPT,
-        HeaderValue::from_str(&derive_accept_key(key.as_bytes())).expect("base64 is a valid header value"),
+        HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
+            .expect("base64 is a valid header value"),
     );
     if let Some(p) = proto {
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));

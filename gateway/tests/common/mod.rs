@@ -38,7 +38,13 @@ pub async fn node_with(tweak: impl FnOnce(&mut Config)) -> Node {
 
 /// Sites from JSON, with short timers allowed.
 pub fn sites(json: &str) -> Vec<gateway::config::SiteConfig> {
-    parse_sites(json, Bounds { allow_short_timers: true }).expect("valid sites")
+    parse_sites(
+        json,
+        Bounds {
+            allow_short_timers: true,
+        },
+    )
+    .expect("valid sites")
 }
 
 pub fn token(site: &str, role: Role, sub: &str, name: &str) -> String {
@@ -79,18 +85,29 @@ impl Client {
         enc: Encoding,
         tweak: impl FnOnce(&mut tokio_tungstenite::tungstenite::handshake::client::Request),
     ) -> Client {
-        let mut req = format!("ws://{}/v1/ws", node.addr).into_client_request().unwrap();
+        let mut req = format!("ws://{}/v1/ws", node.addr)
+            .into_client_request()
+            .unwrap();
         req.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(enc.subprotocol()),
         );
         tweak(&mut req);
-        let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("connect");
+        let (ws, resp) = tokio_tungstenite::connect_async(req)
+            .await
+            .expect("connect");
         assert_eq!(
-            resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned()),
+            resp.headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_owned()),
             Some(enc.subprotocol().to_owned())
         );
-        Client { ws, enc, next_rid: 1, backlog: Default::default() }
+        Client {
+            ws,
+            enc,
+            next_rid: 1,
+            backlog: Default::default(),
+        }
     }
 
     /// Opens, says hello, and returns the welcome.
@@ -98,7 +115,12 @@ impl Client {
         Client::resume(node, enc, token, &[]).await
     }
 
-    pub async fn resume(node: &Node, enc: Encoding, token: &str, cursors: &[(&str, u64)]) -> (Client, ServerFrame) {
+    pub async fn resume(
+        node: &Node,
+        enc: Encoding,
+        token: &str,
+        cursors: &[(&str, u64)],
+    ) -> (Client, ServerFrame) {
         let mut c = Client::open(node, enc).await;
         c.send(&ClientFrame::Hello {
             token: token.into(),
@@ -106,7 +128,10 @@ impl Client {
         })
         .await;
         let w = c.recv().await;
-        assert!(matches!(w, ServerFrame::Welcome { .. }), "expected welcome, got {w:?}");
+        assert!(
+            matches!(w, ServerFrame::Welcome { .. }),
+            "expected welcome, got {w:?}"
+        );
         (c, w)
     }
 
@@ -149,8 +174,11 @@ impl Client {
                 Message::Close(c) => panic!("closed: {c:?}"),
                 _ => continue,
             };
-            if std::env::var_os("TRACE_FRAMES").is_some() { eprintln!("<< {}", String::from_utf8_lossy(&data)); }
-            let f = ServerFrame::decode(self.enc, &data).unwrap_or_else(|e| panic!("undecodable {e}: {}", String::from_utf8_lossy(&data)));
+            if std::env::var_os("TRACE_FRAMES").is_some() {
+                eprintln!("<< {}", String::from_utf8_lossy(&data));
+            }
+            let f = ServerFrame::decode(self.enc, &data)
+                .unwrap_or_else(|e| panic!("undecodable {e}: {}", String::from_utf8_lossy(&data)));
             if matches!(f, ServerFrame::Ping {}) {
                 self.send(&ClientFrame::Pong {}).await;
                 continue;
@@ -193,7 +221,10 @@ impl Client {
     /// Waits for the server to close; returns the close code (None: the TCP connection ended).
     pub async fn closed(&mut self) -> Option<u16> {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("timed out waiting for close") {
+            match tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for close")
+            {
                 Some(Ok(Message::Close(Some(f)))) => return Some(f.code.into()),
                 Some(Ok(Message::Close(None))) => return Some(1005),
                 Some(Ok(_)) => continue,
@@ -232,7 +263,10 @@ pub mod req {
     }
 
     pub fn status(rid: Rid, s: OperatorStatus) -> ClientFrame {
-        ClientFrame::Status { rid: Some(rid), status: s }
+        ClientFrame::Status {
+            rid: Some(rid),
+            status: s,
+        }
     }
 
     pub fn accept(rid: Rid, conv: &str) -> ClientFrame {

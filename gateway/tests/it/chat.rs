@@ -1,7 +1,10 @@
 //! Chat over real sockets: both directions in both encodings, the accept race, reconnect within
 //! and past the grace, idempotent retries, reopen after close, typing and the notice.
 
-use gateway::protocol::{ClientFrame, ConvEvent, ConvState, Encoding, ErrorCode, OkBody, OperatorStatus, Role, ServerFrame};
+use gateway::protocol::{
+    ClientFrame, ConvEvent, ConvState, Encoding, ErrorCode, OkBody, OperatorStatus, Role,
+    ServerFrame,
+};
 
 use crate::common::*;
 
@@ -13,43 +16,83 @@ struct Pair {
 }
 
 async fn pair(node: &Node, enc: Encoding, visitor: &str) -> Pair {
-    let (mut op, _) = Client::connect(node, enc, &token("demo", Role::Operator, "op1", "Olga")).await;
+    let (mut op, _) =
+        Client::connect(node, enc, &token("demo", Role::Operator, "op1", "Olga")).await;
     let r = op.rid();
-    assert!(matches!(op.request(req::status(r, OperatorStatus::Active)).await, ServerFrame::Ok { .. }));
-    let (mut v, _) = Client::connect(node, enc, &token("demo", Role::Visitor, visitor, "Ann")).await;
+    assert!(matches!(
+        op.request(req::status(r, OperatorStatus::Active)).await,
+        ServerFrame::Ok { .. }
+    ));
+    let (mut v, _) =
+        Client::connect(node, enc, &token("demo", Role::Visitor, visitor, "Ann")).await;
     let r = v.rid();
     let conv = ok_conv_id(&v.request(req::start(r)).await);
-    op.recv_until(|f| matches!(f, ServerFrame::Queue { waiting, .. } if waiting.iter().any(|c| c.id == conv)))
-        .await;
+    op.recv_until(
+        |f| matches!(f, ServerFrame::Queue { waiting, .. } if waiting.iter().any(|c| c.id == conv)),
+    )
+    .await;
     let r = op.rid();
     let ok = op.request(req::accept(r, &conv)).await;
     assert_eq!(ok_conv_id(&ok), conv);
-    v.recv_until(|f| matches!(f, ServerFrame::Conv { event: ConvEvent::Assigned, .. })).await;
+    v.recv_until(|f| {
+        matches!(
+            f,
+            ServerFrame::Conv {
+                event: ConvEvent::Assigned,
+                ..
+            }
+        )
+    })
+    .await;
     Pair { op, v, conv }
 }
 
 async fn chat_both_ways(enc: Encoding) {
     let node = node().await;
-    let Pair { mut op, mut v, conv } = pair(&node, enc, "v1").await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, enc, "v1").await;
     // The visitor sees who joined, as a system message with its own seq.
     let joined = v.recv_until(|f| matches!(f, ServerFrame::Msg(_))).await;
-    let ServerFrame::Msg(joined) = joined else { unreachable!() };
+    let ServerFrame::Msg(joined) = joined else {
+        unreachable!()
+    };
     assert_eq!(joined.from.role, Role::System);
     assert!(joined.text.contains("Olga"));
 
     let r = v.rid();
-    let seq = ok_seq(&v.request(req::send(r, &conv, "m1", "Hello, I need help")).await);
+    let seq = ok_seq(
+        &v.request(req::send(r, &conv, "m1", "Hello, I need help"))
+            .await,
+    );
     assert_eq!(seq, joined.seq + 1);
-    let got = op.recv_until(|f| is_msg_text(f, "Hello, I need help")).await;
-    let ServerFrame::Msg(m) = got else { unreachable!() };
-    assert_eq!((m.seq, m.from.role, m.from.id.as_str(), m.cid.as_deref()), (seq, Role::Visitor, "v1", Some("m1")));
+    let got = op
+        .recv_until(|f| is_msg_text(f, "Hello, I need help"))
+        .await;
+    let ServerFrame::Msg(m) = got else {
+        unreachable!()
+    };
+    assert_eq!(
+        (m.seq, m.from.role, m.from.id.as_str(), m.cid.as_deref()),
+        (seq, Role::Visitor, "v1", Some("m1"))
+    );
 
     let r = op.rid();
-    let seq2 = ok_seq(&op.request(req::send(r, &conv, "o1", "How can I help?")).await);
+    let seq2 = ok_seq(
+        &op.request(req::send(r, &conv, "o1", "How can I help?"))
+            .await,
+    );
     assert_eq!(seq2, seq + 1);
     let got = v.recv_until(|f| is_msg_text(f, "How can I help?")).await;
-    let ServerFrame::Msg(m) = got else { unreachable!() };
-    assert_eq!((m.seq, m.from.role, m.from.name.as_deref()), (seq2, Role::Operator, Some("Olga")));
+    let ServerFrame::Msg(m) = got else {
+        unreachable!()
+    };
+    assert_eq!(
+        (m.seq, m.from.role, m.from.name.as_deref()),
+        (seq2, Role::Operator, Some("Olga"))
+    );
     node.shutdown().await;
 }
 
@@ -68,12 +111,22 @@ async fn two_operators_race_to_accept_and_exactly_one_wins() {
     let node = node().await;
     let mut ops = Vec::new();
     for (id, name) in [("op1", "Olga"), ("op2", "Petr")] {
-        let (mut op, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Operator, id, name)).await;
+        let (mut op, _) = Client::connect(
+            &node,
+            Encoding::Json,
+            &token("demo", Role::Operator, id, name),
+        )
+        .await;
         let r = op.rid();
         op.request(req::status(r, OperatorStatus::Active)).await;
         ops.push(op);
     }
-    let (mut v, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     let r = v.rid();
     let conv = ok_conv_id(&v.request(req::start(r)).await);
     for op in &mut ops {
@@ -87,14 +140,29 @@ async fn two_operators_race_to_accept_and_exactly_one_wins() {
     b[0].send(&req::accept(rb.clone(), &conv)).await;
     let (x, y) = tokio::join!(a[0].answer(&ra), b[0].answer(&rb));
     let outcomes = [&x, &y];
-    let wins = outcomes.iter().filter(|f| matches!(f, ServerFrame::Ok { .. })).count();
+    let wins = outcomes
+        .iter()
+        .filter(|f| matches!(f, ServerFrame::Ok { .. }))
+        .count();
     let taken = outcomes
         .iter()
-        .filter(|f| matches!(f, ServerFrame::Error { code: ErrorCode::Taken, .. }))
+        .filter(|f| {
+            matches!(
+                f,
+                ServerFrame::Error {
+                    code: ErrorCode::Taken,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!((wins, taken), (1, 1), "{x:?} / {y:?}");
     // The loser sees the conversation leave the queue.
-    let loser = if matches!(x, ServerFrame::Ok { .. }) { &mut b[0] } else { &mut a[0] };
+    let loser = if matches!(x, ServerFrame::Ok { .. }) {
+        &mut b[0]
+    } else {
+        &mut a[0]
+    };
     loser
         .recv_until(|f| matches!(f, ServerFrame::Queue { waiting, .. } if !waiting.iter().any(|c| c.id == conv)))
         .await;
@@ -108,24 +176,52 @@ fn grace_site(grace: &str) -> String {
 #[tokio::test]
 async fn visitor_reconnects_within_grace_and_gets_exactly_the_missed_messages() {
     let node = node_with(|c| c.sites = sites(&grace_site("30s"))).await;
-    let Pair { mut op, mut v, conv } = pair(&node, Encoding::Json, "v1").await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, Encoding::Json, "v1").await;
     let r = v.rid();
     let last_seen = ok_seq(&v.request(req::send(r, &conv, "m1", "first")).await);
     // Cut the TCP connection without a close frame.
     drop(v);
     let away = op
-        .recv_until(|f| matches!(f, ServerFrame::Conv { event: ConvEvent::VisitorAway, .. }))
+        .recv_until(|f| {
+            matches!(
+                f,
+                ServerFrame::Conv {
+                    event: ConvEvent::VisitorAway,
+                    ..
+                }
+            )
+        })
         .await;
-    let ServerFrame::Conv { conv: c, .. } = away else { unreachable!() };
+    let ServerFrame::Conv { conv: c, .. } = away else {
+        unreachable!()
+    };
     assert!(!c.visitor.online);
     let mut sent = Vec::new();
     for i in 0..3 {
         let r = op.rid();
         let text = format!("while away {i}");
-        sent.push((ok_seq(&op.request(req::send(r, &conv, &format!("o{i}"), &text)).await), text));
+        sent.push((
+            ok_seq(
+                &op.request(req::send(r, &conv, &format!("o{i}"), &text))
+                    .await,
+            ),
+            text,
+        ));
     }
-    let (mut v, welcome) = Client::resume(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann"), &[(&conv, last_seen)]).await;
-    let ServerFrame::Welcome { conversations, .. } = welcome else { unreachable!() };
+    let (mut v, welcome) = Client::resume(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+        &[(&conv, last_seen)],
+    )
+    .await;
+    let ServerFrame::Welcome { conversations, .. } = welcome else {
+        unreachable!()
+    };
     assert_eq!(conversations.len(), 1);
     assert_eq!(conversations[0].id, conv);
     assert_eq!(conversations[0].recovered, Some(true));
@@ -139,7 +235,13 @@ async fn visitor_reconnects_within_grace_and_gets_exactly_the_missed_messages() 
     assert_eq!(got[0].0, last_seen + 1);
     // Nothing more arrives: the next frame after a round trip is the answer itself.
     let r = v.rid();
-    v.send(&ClientFrame::History { rid: Some(r.clone()), conv: conv.clone(), before: None, limit: Some(1) }).await;
+    v.send(&ClientFrame::History {
+        rid: Some(r.clone()),
+        conv: conv.clone(),
+        before: None,
+        limit: Some(1),
+    })
+    .await;
     loop {
         match v.recv().await {
             ServerFrame::Msg(m) => panic!("duplicate or extra message {m:?}"),
@@ -147,7 +249,16 @@ async fn visitor_reconnects_within_grace_and_gets_exactly_the_missed_messages() 
             _ => {}
         }
     }
-    op.recv_until(|f| matches!(f, ServerFrame::Conv { event: ConvEvent::VisitorBack, .. })).await;
+    op.recv_until(|f| {
+        matches!(
+            f,
+            ServerFrame::Conv {
+                event: ConvEvent::VisitorBack,
+                ..
+            }
+        )
+    })
+    .await;
     node.shutdown().await;
 }
 
@@ -156,21 +267,51 @@ async fn visitor_away_past_the_grace_ends_the_conversation() {
     let node = node_with(|c| c.sites = sites(&grace_site("300ms"))).await;
     let Pair { mut op, v, conv } = pair(&node, Encoding::Json, "v1").await;
     drop(v);
-    op.recv_until(|f| matches!(f, ServerFrame::Conv { event: ConvEvent::VisitorAway, .. })).await;
+    op.recv_until(|f| {
+        matches!(
+            f,
+            ServerFrame::Conv {
+                event: ConvEvent::VisitorAway,
+                ..
+            }
+        )
+    })
+    .await;
     let closed = op
-        .recv_until(|f| matches!(f, ServerFrame::Conv { event: ConvEvent::Closed, .. }))
+        .recv_until(|f| {
+            matches!(
+                f,
+                ServerFrame::Conv {
+                    event: ConvEvent::Closed,
+                    ..
+                }
+            )
+        })
         .await;
-    let ServerFrame::Conv { conv: c, reason, .. } = closed else { unreachable!() };
-    assert_eq!((c.id.as_str(), c.state, reason.as_deref()), (conv.as_str(), ConvState::Closed, Some("visitor_left")));
+    let ServerFrame::Conv {
+        conv: c, reason, ..
+    } = closed
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (c.id.as_str(), c.state, reason.as_deref()),
+        (conv.as_str(), ConvState::Closed, Some("visitor_left"))
+    );
     // The operator's load is free again.
-    op.recv_until(|f| matches!(f, ServerFrame::Operator { id, load: 0, .. } if id == "op1")).await;
+    op.recv_until(|f| matches!(f, ServerFrame::Operator { id, load: 0, .. } if id == "op1"))
+        .await;
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_same_cid_twice_is_stored_and_delivered_once() {
     let node = node().await;
-    let Pair { mut op, mut v, conv } = pair(&node, Encoding::MsgPack, "v1").await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, Encoding::MsgPack, "v1").await;
     let r = v.rid();
     let a = ok_seq(&v.request(req::send(r, &conv, "same", "once")).await);
     let r = v.rid();
@@ -188,31 +329,85 @@ async fn the_same_cid_twice_is_stored_and_delivered_once() {
 #[tokio::test]
 async fn visitor_writing_after_close_gets_a_new_linked_conversation_with_history() {
     let node = node().await;
-    let Pair { mut op, mut v, conv } = pair(&node, Encoding::Json, "v1").await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, Encoding::Json, "v1").await;
     let r = v.rid();
     v.request(req::send(r, &conv, "m1", "old question")).await;
     let r = op.rid();
     let closed = op
-        .request(ClientFrame::Close { rid: Some(r), conv: conv.clone(), outcome: Some("solved".into()), tags: Some(vec!["Billing".into()]) })
+        .request(ClientFrame::Close {
+            rid: Some(r),
+            conv: conv.clone(),
+            outcome: Some("solved".into()),
+            tags: Some(vec!["Billing".into()]),
+        })
         .await;
-    let ServerFrame::Ok { body: OkBody::Conv { conv: c }, .. } = closed else { panic!("{closed:?}") };
-    assert_eq!((c.state, c.outcome.as_deref(), c.tags.clone()), (ConvState::Closed, Some("solved"), vec!["billing".to_owned()]));
-    v.recv_until(|f| matches!(f, ServerFrame::Conv { event: ConvEvent::Closed, .. })).await;
+    let ServerFrame::Ok {
+        body: OkBody::Conv { conv: c },
+        ..
+    } = closed
+    else {
+        panic!("{closed:?}")
+    };
+    assert_eq!(
+        (c.state, c.outcome.as_deref(), c.tags.clone()),
+        (
+            ConvState::Closed,
+            Some("solved"),
+            vec!["billing".to_owned()]
+        )
+    );
+    v.recv_until(|f| {
+        matches!(
+            f,
+            ServerFrame::Conv {
+                event: ConvEvent::Closed,
+                ..
+            }
+        )
+    })
+    .await;
     // Writing into the closed conversation opens a new one linked to it.
     let r = v.rid();
     let ok = v.request(req::send(r, &conv, "m2", "one more thing")).await;
-    let ServerFrame::Ok { body: OkBody::Sent { conv: new, .. }, .. } = ok else { panic!("{ok:?}") };
+    let ServerFrame::Ok {
+        body: OkBody::Sent { conv: new, .. },
+        ..
+    } = ok
+    else {
+        panic!("{ok:?}")
+    };
     assert_ne!(new, conv);
     let queued = op
         .recv_until(|f| matches!(f, ServerFrame::Queue { waiting, .. } if waiting.iter().any(|c| c.id == new)))
         .await;
-    let ServerFrame::Queue { waiting, .. } = queued else { unreachable!() };
+    let ServerFrame::Queue { waiting, .. } = queued else {
+        unreachable!()
+    };
     let linked = waiting.iter().find(|c| c.id == new).unwrap();
     assert_eq!(linked.previous.as_deref(), Some(conv.as_str()));
     // The operator can read the old conversation's history.
     let r = op.rid();
-    let h = op.request(ClientFrame::History { rid: Some(r), conv: conv.clone(), before: None, limit: None }).await;
-    let ServerFrame::Ok { body: OkBody::History { messages, complete, .. }, .. } = h else { panic!("{h:?}") };
+    let h = op
+        .request(ClientFrame::History {
+            rid: Some(r),
+            conv: conv.clone(),
+            before: None,
+            limit: None,
+        })
+        .await;
+    let ServerFrame::Ok {
+        body: OkBody::History {
+            messages, complete, ..
+        },
+        ..
+    } = h
+    else {
+        panic!("{h:?}")
+    };
     assert!(complete && messages.iter().any(|m| m.text == "old question"));
     node.shutdown().await;
 }
@@ -220,44 +415,113 @@ async fn visitor_writing_after_close_gets_a_new_linked_conversation_with_history
 #[tokio::test]
 async fn typing_sneak_peek_reaches_operators_only() {
     let node = node().await;
-    let Pair { mut op, mut v, conv } = pair(&node, Encoding::Json, "v1").await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, Encoding::Json, "v1").await;
     // A second tab of the same visitor.
-    let (mut tab, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
-    v.send(&ClientFrame::Typing { conv: conv.clone(), on: true, preview: Some("my order num".into()) }).await;
-    let f = op.recv_until(|f| matches!(f, ServerFrame::Typing { .. })).await;
+    let (mut tab, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
+    v.send(&ClientFrame::Typing {
+        conv: conv.clone(),
+        on: true,
+        preview: Some("my order num".into()),
+    })
+    .await;
+    let f = op
+        .recv_until(|f| matches!(f, ServerFrame::Typing { .. }))
+        .await;
     assert!(matches!(f, ServerFrame::Typing { preview: Some(ref p), .. } if p == "my order num"));
-    let f = tab.recv_until(|f| matches!(f, ServerFrame::Typing { .. })).await;
-    assert!(matches!(f, ServerFrame::Typing { preview: None, on: true, .. }), "{f:?}");
+    let f = tab
+        .recv_until(|f| matches!(f, ServerFrame::Typing { .. }))
+        .await;
+    assert!(
+        matches!(
+            f,
+            ServerFrame::Typing {
+                preview: None,
+                on: true,
+                ..
+            }
+        ),
+        "{f:?}"
+    );
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn visitor_gets_the_unavailability_notice_when_no_operator_can_answer() {
     let node = node().await;
-    let (mut v, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     let r = v.rid();
     let conv = ok_conv_id(&v.request(req::start(r)).await);
     let r = v.rid();
     v.request(req::send(r, &conv, "m1", "anyone?")).await;
-    let n = v.recv_until(|f| matches!(f, ServerFrame::Notice { .. })).await;
-    let ServerFrame::Notice { code, text, conv: c } = n else { unreachable!() };
-    assert_eq!((code.as_str(), c.as_deref()), ("unavailable", Some(conv.as_str())));
+    let n = v
+        .recv_until(|f| matches!(f, ServerFrame::Notice { .. }))
+        .await;
+    let ServerFrame::Notice {
+        code,
+        text,
+        conv: c,
+    } = n
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (code.as_str(), c.as_deref()),
+        ("unavailable", Some(conv.as_str()))
+    );
     assert_eq!(text, gateway::core::settings::DEFAULT_UNAVAILABLE_TEXT);
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn offer_routing_offers_to_the_operator_who_then_accepts() {
-    let node = node_with(|c| c.sites = sites(r#"[{"id":"demo","settings":{"routing":"offer","accept_timeout":"30s"}}]"#)).await;
-    let (mut op, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Operator, "op1", "Olga")).await;
+    let node = node_with(|c| {
+        c.sites = sites(r#"[{"id":"demo","settings":{"routing":"offer","accept_timeout":"30s"}}]"#)
+    })
+    .await;
+    let (mut op, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "op1", "Olga"),
+    )
+    .await;
     let r = op.rid();
     op.request(req::status(r, OperatorStatus::Active)).await;
-    let (mut v, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     let r = v.rid();
     let conv = ok_conv_id(&v.request(req::start(r)).await);
-    let offer = op.recv_until(|f| matches!(f, ServerFrame::Offer { .. })).await;
-    let ServerFrame::Offer { conv: c, expires_at } = offer else { unreachable!() };
-    assert_eq!((c.id.as_str(), c.state), (conv.as_str(), ConvState::Offered));
+    let offer = op
+        .recv_until(|f| matches!(f, ServerFrame::Offer { .. }))
+        .await;
+    let ServerFrame::Offer {
+        conv: c,
+        expires_at,
+    } = offer
+    else {
+        unreachable!()
+    };
+    assert_eq!(
+        (c.id.as_str(), c.state),
+        (conv.as_str(), ConvState::Offered)
+    );
     assert!(expires_at > gateway::clock::now_ms());
     let r = op.rid();
     assert_eq!(ok_conv_id(&op.request(req::accept(r, &conv)).await), conv);

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use gateway::protocol::{ClientFrame, Encoding, ErrorCode, OkBody, OperatorStatus, Role, ServerFrame};
+use gateway::protocol::{
+    ClientFrame, Encoding, ErrorCode, OkBody, OperatorStatus, Role, ServerFrame,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -12,7 +14,11 @@ use crate::common::*;
 
 async fn hello_close_code(node: &Node, token: &str) -> Option<u16> {
     let mut c = Client::open(node, Encoding::Json).await;
-    c.send(&ClientFrame::Hello { token: token.into(), cursors: Default::default() }).await;
+    c.send(&ClientFrame::Hello {
+        token: token.into(),
+        cursors: Default::default(),
+    })
+    .await;
     c.closed().await
 }
 
@@ -57,57 +63,185 @@ async fn no_hello_in_time_or_another_first_frame_closes_with_4001() {
 #[tokio::test]
 async fn a_visitor_cannot_read_or_write_another_visitors_conversation() {
     let node = node().await;
-    let (mut v1, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut v1, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     let r = v1.rid();
     let conv = ok_conv_id(&v1.request(req::start(r)).await);
     let r = v1.rid();
-    v1.request(req::send(r, &conv, "secret", "my card number")).await;
+    v1.request(req::send(r, &conv, "secret", "my card number"))
+        .await;
 
-    let (mut v2, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v2", "Eve")).await;
+    let (mut v2, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v2", "Eve"),
+    )
+    .await;
     let r = v2.rid();
     let e = v2.request(req::send(r, &conv, "x", "hijack")).await;
-    assert!(matches!(e, ServerFrame::Error { code: ErrorCode::NotFound, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            ServerFrame::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let r = v2.rid();
-    let e = v2.request(ClientFrame::History { rid: Some(r), conv: conv.clone(), before: None, limit: None }).await;
-    assert!(matches!(e, ServerFrame::Error { code: ErrorCode::NotFound, .. }), "{e:?}");
+    let e = v2
+        .request(ClientFrame::History {
+            rid: Some(r),
+            conv: conv.clone(),
+            before: None,
+            limit: None,
+        })
+        .await;
+    assert!(
+        matches!(
+            e,
+            ServerFrame::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let r = v2.rid();
-    let e = v2.request(ClientFrame::Close { rid: Some(r), conv: conv.clone(), outcome: None, tags: None }).await;
-    assert!(matches!(e, ServerFrame::Error { code: ErrorCode::NotFound, .. }), "{e:?}");
+    let e = v2
+        .request(ClientFrame::Close {
+            rid: Some(r),
+            conv: conv.clone(),
+            outcome: None,
+            tags: None,
+        })
+        .await;
+    assert!(
+        matches!(
+            e,
+            ServerFrame::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // Naming the conversation in cursors does not attach it either.
-    let (_, w) = Client::resume(&node, Encoding::Json, &token("demo", Role::Visitor, "v2", "Eve"), &[(&conv, 0)]).await;
-    let ServerFrame::Welcome { conversations, .. } = w else { unreachable!() };
+    let (_, w) = Client::resume(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v2", "Eve"),
+        &[(&conv, 0)],
+    )
+    .await;
+    let ServerFrame::Welcome { conversations, .. } = w else {
+        unreachable!()
+    };
     assert!(conversations.is_empty(), "{conversations:?}");
     // v1's data is intact.
     let r = v1.rid();
-    let h = v1.request(ClientFrame::History { rid: Some(r), conv: conv.clone(), before: None, limit: None }).await;
-    let ServerFrame::Ok { body: OkBody::History { messages, .. }, .. } = h else { panic!("{h:?}") };
-    assert_eq!(messages.iter().filter(|m| m.from.role == Role::Visitor).count(), 1);
+    let h = v1
+        .request(ClientFrame::History {
+            rid: Some(r),
+            conv: conv.clone(),
+            before: None,
+            limit: None,
+        })
+        .await;
+    let ServerFrame::Ok {
+        body: OkBody::History { messages, .. },
+        ..
+    } = h
+    else {
+        panic!("{h:?}")
+    };
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|m| m.from.role == Role::Visitor)
+            .count(),
+        1
+    );
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_operator_cannot_reach_another_sites_conversation() {
     let node = node_with(|c| c.sites = sites(r#"[{"id":"demo"},{"id":"other"}]"#)).await;
-    let (mut v, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     let r = v.rid();
     let conv = ok_conv_id(&v.request(req::start(r)).await);
-    let (mut op, _) = Client::connect(&node, Encoding::Json, &token("other", Role::Operator, "op9", "Mallory")).await;
+    let (mut op, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("other", Role::Operator, "op9", "Mallory"),
+    )
+    .await;
     let r = op.rid();
     op.request(req::status(r, OperatorStatus::Active)).await;
     for f in [
         req::accept(op.rid(), &conv),
-        ClientFrame::History { rid: Some(op.rid()), conv: conv.clone(), before: None, limit: None },
+        ClientFrame::History {
+            rid: Some(op.rid()),
+            conv: conv.clone(),
+            before: None,
+            limit: None,
+        },
         req::send(op.rid(), &conv, "x", "hello from elsewhere"),
-        ClientFrame::Close { rid: Some(op.rid()), conv: conv.clone(), outcome: None, tags: None },
+        ClientFrame::Close {
+            rid: Some(op.rid()),
+            conv: conv.clone(),
+            outcome: None,
+            tags: None,
+        },
     ] {
         let e = op.request(f).await;
-        assert!(matches!(e, ServerFrame::Error { code: ErrorCode::NotFound, .. }), "{e:?}");
+        assert!(
+            matches!(
+                e,
+                ServerFrame::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
     }
     // A supervisor of the other site cannot watch it either.
-    let (mut sup, _) = Client::connect(&node, Encoding::Json, &token("other", Role::Supervisor, "s1", "Sam")).await;
+    let (mut sup, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("other", Role::Supervisor, "s1", "Sam"),
+    )
+    .await;
     let r = sup.rid();
-    let e = sup.request(ClientFrame::Watch { rid: Some(r), conv: conv.clone(), on: true }).await;
-    assert!(matches!(e, ServerFrame::Error { code: ErrorCode::NotFound, .. }), "{e:?}");
+    let e = sup
+        .request(ClientFrame::Watch {
+            rid: Some(r),
+            conv: conv.clone(),
+            on: true,
+        })
+        .await;
+    assert!(
+        matches!(
+            e,
+            ServerFrame::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     node.shutdown().await;
 }
 
@@ -116,21 +250,50 @@ async fn malformed_frames_close_with_4000_and_unknown_types_get_an_error_frame()
     let node = node().await;
     let tok = token("demo", Role::Visitor, "v1", "Ann");
     let (mut c, _) = Client::connect(&node, Encoding::Json, &tok).await;
-    c.send_raw(Message::Text(r#"{"t":"teleport","rid":41}"#.into())).await;
+    c.send_raw(Message::Text(r#"{"t":"teleport","rid":41}"#.into()))
+        .await;
     let e = c.recv().await;
-    assert!(matches!(e, ServerFrame::Error { code: ErrorCode::BadRequest, rid: Some(gateway::protocol::Rid::Int(41)), .. }), "{e:?}");
-    c.send_raw(Message::Text(r#"{"t":"send","rid":42,"conv":7}"#.into())).await;
+    assert!(
+        matches!(
+            e,
+            ServerFrame::Error {
+                code: ErrorCode::BadRequest,
+                rid: Some(gateway::protocol::Rid::Int(41)),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    c.send_raw(Message::Text(r#"{"t":"send","rid":42,"conv":7}"#.into()))
+        .await;
     let e = c.recv().await;
-    assert!(matches!(e, ServerFrame::Error { code: ErrorCode::BadRequest, .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            ServerFrame::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     // Still usable.
     let r = c.rid();
-    assert!(matches!(c.request(req::start(r)).await, ServerFrame::Ok { .. }));
+    assert!(matches!(
+        c.request(req::start(r)).await,
+        ServerFrame::Ok { .. }
+    ));
     c.send_raw(Message::Text("{not json".into())).await;
     assert_eq!(c.closed().await, Some(4000));
 
     let (mut c, _) = Client::connect(&node, Encoding::Json, &tok).await;
-    c.send_raw(Message::Binary(vec![0x92, 0x01, 0x02].into())).await;
-    assert_eq!(c.closed().await, Some(4000), "binary frame on a JSON connection");
+    c.send_raw(Message::Binary(vec![0x92, 0x01, 0x02].into()))
+        .await;
+    assert_eq!(
+        c.closed().await,
+        Some(4000),
+        "binary frame on a JSON connection"
+    );
 
     let (mut c, _) = Client::connect(&node, Encoding::MsgPack, &tok).await;
     c.send_raw(Message::Binary(vec![0xc1, 0xff].into())).await;
@@ -141,18 +304,46 @@ async fn malformed_frames_close_with_4000_and_unknown_types_get_an_error_frame()
 #[tokio::test]
 async fn oversized_frames_and_messages_are_refused() {
     let node = node().await;
-    let (mut c, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut c, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     let r = c.rid();
     let conv = ok_conv_id(&c.request(req::start(r)).await);
     // Over GATEWAY_MAX_TEXT but under the frame cap: an error, the socket stays.
     let r = c.rid();
-    let e = c.request(req::send(r, &conv, "big", &"x".repeat(9000))).await;
-    assert!(matches!(e, ServerFrame::Error { code: ErrorCode::TooLarge, .. }), "{e:?}");
+    let e = c
+        .request(req::send(r, &conv, "big", &"x".repeat(9000)))
+        .await;
+    assert!(
+        matches!(
+            e,
+            ServerFrame::Error {
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
     let r = c.rid();
     let e = c.request(req::send(r, &conv, &"c".repeat(65), "hi")).await;
-    assert!(matches!(e, ServerFrame::Error { code: ErrorCode::BadRequest, .. }), "cid over 64: {e:?}");
+    assert!(
+        matches!(
+            e,
+            ServerFrame::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "cid over 64: {e:?}"
+    );
     // Over the 64 KiB frame cap: closed.
-    let huge = format!(r#"{{"t":"send","rid":1,"conv":"{conv}","cid":"h","text":"{}"}}"#, "y".repeat(70_000));
+    let huge = format!(
+        r#"{{"t":"send","rid":1,"conv":"{conv}","cid":"h","text":"{}"}}"#,
+        "y".repeat(70_000)
+    );
     let _ = futures_util::SinkExt::send(&mut c.ws, Message::Text(huge.into())).await;
     let code = c.closed().await;
     assert!(code == Some(4000) || code.is_none(), "{code:?}");
@@ -163,7 +354,12 @@ async fn oversized_frames_and_messages_are_refused() {
 async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() {
     let budget = 64 * 1024;
     let node = node_with(|c| c.outbound_max_bytes = budget).await;
-    let (mut op, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Operator, "op1", "Olga")).await;
+    let (mut op, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "op1", "Olga"),
+    )
+    .await;
     let r = op.rid();
     op.request(req::status(r, OperatorStatus::Active)).await;
     // A visitor on a socket with a tiny receive buffer that stops reading after the welcome.
@@ -173,14 +369,27 @@ async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() 
     let url = format!("ws://{}/v1/ws", node.addr);
     let (mut slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
     use futures_util::{SinkExt, StreamExt};
-    let hello = ClientFrame::Hello { token: token("demo", Role::Visitor, "slow", "Slow"), cursors: Default::default() };
-    slow.send(Message::Text(String::from_utf8(hello.encode(Encoding::Json).to_vec()).unwrap().into())).await.unwrap();
+    let hello = ClientFrame::Hello {
+        token: token("demo", Role::Visitor, "slow", "Slow"),
+        cursors: Default::default(),
+    };
+    slow.send(Message::Text(
+        String::from_utf8(hello.encode(Encoding::Json).to_vec())
+            .unwrap()
+            .into(),
+    ))
+    .await
+    .unwrap();
     let _welcome = slow.next().await.unwrap().unwrap();
     let start = r#"{"t":"start","rid":1}"#;
     slow.send(Message::Text(start.into())).await.unwrap();
     let conv = loop {
         let m = slow.next().await.unwrap().unwrap();
-        if let Ok(ServerFrame::Ok { body: OkBody::Conv { conv }, .. }) = ServerFrame::decode(Encoding::Json, m.to_text().unwrap().as_bytes()) {
+        if let Ok(ServerFrame::Ok {
+            body: OkBody::Conv { conv },
+            ..
+        }) = ServerFrame::decode(Encoding::Json, m.to_text().unwrap().as_bytes())
+        {
             break conv.id;
         }
     };
@@ -191,8 +400,13 @@ async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() 
     let mut cut = false;
     for i in 0..3000 {
         let r = op.rid();
-        let ok = op.request(req::send(r, &conv, &format!("o{i}"), &text)).await;
-        assert!(matches!(ok, ServerFrame::Ok { .. }), "operator refused at {i}: {ok:?}");
+        let ok = op
+            .request(req::send(r, &conv, &format!("o{i}"), &text))
+            .await;
+        assert!(
+            matches!(ok, ServerFrame::Ok { .. }),
+            "operator refused at {i}: {ok:?}"
+        );
         if node.gw.hub.len() == 1 {
             cut = true;
             break;
@@ -205,7 +419,16 @@ async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() 
     }
     // The operator still chats.
     let r = op.rid();
-    assert!(matches!(op.request(ClientFrame::History { rid: Some(r), conv: conv.clone(), before: None, limit: Some(1) }).await, ServerFrame::Ok { .. }));
+    assert!(matches!(
+        op.request(ClientFrame::History {
+            rid: Some(r),
+            conv: conv.clone(),
+            before: None,
+            limit: Some(1)
+        })
+        .await,
+        ServerFrame::Ok { .. }
+    ));
     // The slow client, reading at last, finds its stream ends (4008 if the close frame got through).
     let end = tokio::time::timeout(WAIT, async {
         loop {
@@ -229,15 +452,35 @@ async fn a_flooding_client_is_rate_limited_then_closed_with_4029() {
         c.rate_burst = 5.try_into().unwrap();
     })
     .await;
-    let (mut c, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut c, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     for i in 0..60 {
-        c.send(&ClientFrame::History { rid: Some(gateway::protocol::Rid::Int(i)), conv: "c_x".into(), before: None, limit: None }).await;
+        c.send(&ClientFrame::History {
+            rid: Some(gateway::protocol::Rid::Int(i)),
+            conv: "c_x".into(),
+            before: None,
+            limit: None,
+        })
+        .await;
     }
     let mut limited = 0;
     let code = loop {
-        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut c.ws)).await.unwrap() {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut c.ws))
+            .await
+            .unwrap()
+        {
             Some(Ok(Message::Text(t))) => {
-                if matches!(ServerFrame::decode(Encoding::Json, t.as_bytes()), Ok(ServerFrame::Error { code: ErrorCode::RateLimited, .. })) {
+                if matches!(
+                    ServerFrame::decode(Encoding::Json, t.as_bytes()),
+                    Ok(ServerFrame::Error {
+                        code: ErrorCode::RateLimited,
+                        ..
+                    })
+                ) {
                     limited += 1;
                 }
             }
@@ -253,19 +496,33 @@ async fn a_flooding_client_is_rate_limited_then_closed_with_4029() {
 
 #[tokio::test]
 async fn origins_are_checked_against_allowed_origins() {
-    let node = node_with(|c| c.sites = sites(r#"[{"id":"demo","settings":{"allowed_origins":["https://shop.example"]}}]"#)).await;
+    let node = node_with(|c| {
+        c.sites =
+            sites(r#"[{"id":"demo","settings":{"allowed_origins":["https://shop.example"]}}]"#)
+    })
+    .await;
     let tok = token("demo", Role::Visitor, "v1", "Ann");
     let mut bad = Client::open_with(&node, Encoding::Json, |r| {
-        r.headers_mut().insert("Origin", "https://evil.example".parse().unwrap());
+        r.headers_mut()
+            .insert("Origin", "https://evil.example".parse().unwrap());
     })
     .await;
-    bad.send(&ClientFrame::Hello { token: tok.clone(), cursors: Default::default() }).await;
+    bad.send(&ClientFrame::Hello {
+        token: tok.clone(),
+        cursors: Default::default(),
+    })
+    .await;
     assert_eq!(bad.closed().await, Some(4003));
     let mut good = Client::open_with(&node, Encoding::Json, |r| {
-        r.headers_mut().insert("Origin", "https://shop.example".parse().unwrap());
+        r.headers_mut()
+            .insert("Origin", "https://shop.example".parse().unwrap());
     })
     .await;
-    good.send(&ClientFrame::Hello { token: tok, cursors: Default::default() }).await;
+    good.send(&ClientFrame::Hello {
+        token: tok,
+        cursors: Default::default(),
+    })
+    .await;
     assert!(matches!(good.recv().await, ServerFrame::Welcome { .. }));
     node.shutdown().await;
 }
@@ -273,7 +530,12 @@ async fn origins_are_checked_against_allowed_origins() {
 #[tokio::test]
 async fn drain_closes_clients_with_1012() {
     let node = node().await;
-    let (mut c, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut c, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     let gw = node.gw.clone();
     let stop = tokio::spawn(node.shutdown());
     assert_eq!(c.closed().await, Some(1012));
@@ -281,9 +543,18 @@ async fn drain_closes_clients_with_1012() {
     stop.await.unwrap();
 }
 
-async fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -293,19 +564,32 @@ async fn http(addr: std::net::SocketAddr, method: &str, path: &str, headers: &[(
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
 #[tokio::test]
 async fn visitor_session_keeps_the_visitor_id_when_the_previous_token_is_passed() {
     let node = node().await;
-    let (st, body) = http(node.addr, "POST", "/v1/visitor/session", &[("Content-Type", "application/json")], r#"{"site":"demo"}"#).await;
+    let (st, body) = http(
+        node.addr,
+        "POST",
+        "/v1/visitor/session",
+        &[("Content-Type", "application/json")],
+        r#"{"site":"demo"}"#,
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
     let first: serde_json::Value = serde_json::from_str(&body).unwrap();
     let tok = first["token"].as_str().unwrap();
     let p = node.gw.auth.verify(tok).unwrap();
-    assert_eq!((p.role, p.id.as_str(), p.site.as_str()), (Role::Visitor, first["visitor_id"].as_str().unwrap(), "demo"));
+    assert_eq!(
+        (p.role, p.id.as_str(), p.site.as_str()),
+        (Role::Visitor, first["visitor_id"].as_str().unwrap(), "demo")
+    );
     let again = format!(r#"{{"site":"demo","visitor_token":"{tok}"}}"#);
     let (_, body) = http(node.addr, "POST", "/v1/visitor/session", &[], &again).await;
     let second: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -315,7 +599,14 @@ async fn visitor_session_keeps_the_visitor_id_when_the_previous_token_is_passed(
     let (_, body) = http(node.addr, "POST", "/v1/visitor/session", &[], &forged).await;
     let third: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_ne!(third["visitor_id"], first["visitor_id"]);
-    let (st, _) = http(node.addr, "POST", "/v1/visitor/session", &[], r#"{"site":"nope"}"#).await;
+    let (st, _) = http(
+        node.addr,
+        "POST",
+        "/v1/visitor/session",
+        &[],
+        r#"{"site":"nope"}"#,
+    )
+    .await;
     assert_eq!(st, 404);
     let (st, _) = http(node.addr, "POST", "/v1/visitor/session", &[], "][").await;
     assert_eq!(st, 400);
@@ -327,21 +618,53 @@ async fn settings_change_at_runtime_with_a_supervisor_token_only() {
     let node = node().await;
     let op = token("demo", Role::Operator, "op1", "Olga");
     let sup = token("demo", Role::Supervisor, "s1", "Sam");
-    let (st, _) = http(node.addr, "PATCH", "/v1/sites/demo/settings", &[("Authorization", &format!("Bearer {op}"))], r#"{"routing":"auto"}"#).await;
+    let (st, _) = http(
+        node.addr,
+        "PATCH",
+        "/v1/sites/demo/settings",
+        &[("Authorization", &format!("Bearer {op}"))],
+        r#"{"routing":"auto"}"#,
+    )
+    .await;
     assert_eq!(st, 403);
-    let (st, body) = http(node.addr, "PATCH", "/v1/sites/demo/settings", &[("Authorization", &format!("Bearer {sup}"))], r#"{"routing":"fast","max_chats":0}"#).await;
+    let (st, body) = http(
+        node.addr,
+        "PATCH",
+        "/v1/sites/demo/settings",
+        &[("Authorization", &format!("Bearer {sup}"))],
+        r#"{"routing":"fast","max_chats":0}"#,
+    )
+    .await;
     assert_eq!(st, 422, "{body}");
     assert!(body.contains("routing") && body.contains("max_chats"));
-    let (st, body) = http(node.addr, "PATCH", "/v1/sites/demo/settings", &[("Authorization", &format!("Bearer {sup}"))], r#"{"routing":"auto"}"#).await;
+    let (st, body) = http(
+        node.addr,
+        "PATCH",
+        "/v1/sites/demo/settings",
+        &[("Authorization", &format!("Bearer {sup}"))],
+        r#"{"routing":"auto"}"#,
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
     // Auto routing now assigns a new conversation straight to the active operator.
     let (mut o, _) = Client::connect(&node, Encoding::Json, &op).await;
     let r = o.rid();
     o.request(req::status(r, OperatorStatus::Active)).await;
-    let (mut v, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, "v1", "Ann")).await;
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
     let r = v.rid();
     let ok = v.request(req::start(r)).await;
-    let ServerFrame::Ok { body: OkBody::Conv { conv }, .. } = ok else { panic!("{ok:?}") };
+    let ServerFrame::Ok {
+        body: OkBody::Conv { conv },
+        ..
+    } = ok
+    else {
+        panic!("{ok:?}")
+    };
     assert_eq!(conv.operator.map(|o| o.id), Some("op1".to_owned()));
     node.shutdown().await;
 }
@@ -351,7 +674,12 @@ async fn availability_follows_operator_status() {
     let node = node().await;
     let (_, body) = http(node.addr, "GET", "/v1/sites/demo/availability", &[], "").await;
     assert!(body.contains("\"offline\""), "{body}");
-    let (mut o, _) = Client::connect(&node, Encoding::Json, &token("demo", Role::Operator, "op1", "Olga")).await;
+    let (mut o, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "op1", "Olga"),
+    )
+    .await;
     let (_, body) = http(node.addr, "GET", "/v1/sites/demo/availability", &[], "").await;
     assert!(body.contains("\"busy\""), "{body}");
     let r = o.rid();

@@ -12,7 +12,10 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 #[test]
@@ -30,17 +33,21 @@ fn golden_frames_round_trip_in_both_encodings() {
         let (reencoded, msgpack) = match f["dir"].as_str().unwrap() {
             "client" => {
                 seen_client += 1;
-                let typed: ClientFrame = ClientFrame::decode(Encoding::Json, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let typed: ClientFrame = ClientFrame::decode(Encoding::Json, &bytes)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
                 let mp = typed.encode(Encoding::MsgPack);
-                let back = ClientFrame::decode(Encoding::MsgPack, &mp).unwrap_or_else(|e| panic!("{name} msgpack: {e}"));
+                let back = ClientFrame::decode(Encoding::MsgPack, &mp)
+                    .unwrap_or_else(|e| panic!("{name} msgpack: {e}"));
                 assert_eq!(back, typed, "{name}: msgpack round trip");
                 (serde_json::to_value(&typed).unwrap(), mp)
             }
             "server" => {
                 seen_server += 1;
-                let typed = ServerFrame::decode(Encoding::Json, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let typed = ServerFrame::decode(Encoding::Json, &bytes)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
                 let mp = typed.encode(Encoding::MsgPack);
-                let back = ServerFrame::decode(Encoding::MsgPack, &mp).unwrap_or_else(|e| panic!("{name} msgpack: {e}"));
+                let back = ServerFrame::decode(Encoding::MsgPack, &mp)
+                    .unwrap_or_else(|e| panic!("{name} msgpack: {e}"));
                 assert_eq!(back, typed, "{name}: msgpack round trip");
                 (serde_json::to_value(&typed).unwrap(), mp)
             }
@@ -49,7 +56,11 @@ fn golden_frames_round_trip_in_both_encodings() {
         assert_eq!(reencoded, json, "{name}: json round trip changed the frame");
         match f.get("msgpack_hex").and_then(Value::as_str) {
             Some(h) if !bless => {
-                assert_eq!(hex(&msgpack), h, "{name}: msgpack bytes differ from the golden ones");
+                assert_eq!(
+                    hex(&msgpack),
+                    h,
+                    "{name}: msgpack bytes differ from the golden ones"
+                );
                 // The stored bytes decode to the same JSON (maps with string keys, same names).
                 let v: Value = rmp_serde::from_slice(&unhex(h)).unwrap();
                 assert_eq!(v, json, "{name}: golden msgpack is not the json frame");
