@@ -165,6 +165,7 @@
 
   const badge = h('span', { class: 'bd', 'data-testid': 'cw-badge', 'aria-hidden': 'true', hidden: true });
   const launcher = h('button', { class: 'l', type: 'button', 'data-testid': 'cw-launcher', 'aria-label': t('open'), 'aria-expanded': 'false', 'aria-controls': 'cw-panel', onclick: () => (isOpen ? close() : open()) }, [h('span', { html: svg(I_CHAT, 26) }), badge]);
+  const titleEl = h('h2', { id: 'cw-title', text: t('title') });
   const connEl = h('span', { class: 'cn', 'data-testid': 'cw-conn', role: 'status' });
   const trBtn = h('button', { class: 'ib', type: 'button', 'data-testid': 'cw-transcript', 'aria-label': t('tr'), title: t('tr'), html: svg(I_DL), onclick: transcript, hidden: true });
   const hint = h('div', { class: 'hint', 'data-testid': 'cw-hint', role: 'status', text: t('busy'), hidden: true });
@@ -223,7 +224,7 @@
   const views = { chat: chatV, offline: offForm, prechat: preForm, thanks: thanksV };
   const panel = h('section', { class: 'p', id: 'cw-panel', role: 'dialog', 'aria-labelledby': 'cw-title', 'data-testid': 'cw-panel', hidden: true, onkeydown: (e) => e.key === 'Escape' && close() }, [
     h('header', {}, [
-      h('h2', { id: 'cw-title', text: t('title') }),
+      titleEl,
       connEl,
       trBtn,
       h('button', { class: 'ib', type: 'button', 'data-testid': 'cw-close', 'aria-label': t('close'), title: t('close'), html: svg(I_X), onclick: close })
@@ -344,6 +345,7 @@
       shown = m;
       for (const k in views) views[k].hidden = k !== m;
       panel.setAttribute('data-mode', m);
+      titleEl.textContent = t(m === 'offline' ? 'offT' : 'title');
       if (focus !== false && isOpen) focusView();
     }
     hint.hidden = !(m === 'chat' && avail.status === 'busy' && !S.assigned && !(S.conv && S.closed));
@@ -361,7 +363,8 @@
     if (f) f.focus();
   }
 
-  function open() {
+  // `focus === false`: reopened by itself after a page load, so it must not steal the focus.
+  function open(focus) {
     if (isOpen) return;
     isOpen = true;
     S.open = 1;
@@ -369,7 +372,7 @@
     panel.hidden = false;
     launcher.setAttribute('aria-expanded', 'true');
     shown = '';
-    render();
+    render(focus !== false);
     checkAvail();
     connect();
     markRead();
@@ -486,7 +489,7 @@
     const was = S.closed;
     S.conv = c.id;
     S.closed = c.state === 'closed';
-    if (c.operator) S.assigned = 1;
+    S.assigned = c.operator ? 1 : 0;
     if (S.closed && !was) {
       endedHere = true;
       const k = 'end:' + c.id;
@@ -699,7 +702,7 @@
   };
   const api = {
     _loaded: true,
-    open,
+    open: () => open(),
     close,
     toggle: () => (isOpen ? close() : open()),
     identify(o) {
@@ -738,7 +741,7 @@
     checkAvail();
     setInterval(() => isOpen || checkAvail(), 30000);
     if ((S.conv && !S.closed) || S.out.length) connect();
-    if (S.open) open();
+    if (S.open) open(false);
     queued.forEach((c) => api[c[0]] && api[c[0]].apply(api, c[1] || []));
     W.dispatchEvent(new Event('chatwidget:ready'));
   }
