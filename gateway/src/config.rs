@@ -22,10 +22,23 @@ pub struct RawConfig {
     /// Address to listen on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Redis URL (`redis://host:port`), or a comma-separated list of cluster seed nodes.
+    /// Redis URL (`redis://host:port`), or a comma-separated list of Redis Cluster seed nodes.
     /// Absent: the embedded in-memory engine (one node).
     #[arg(long, env = "GATEWAY_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Treat a single GATEWAY_REDIS_URL as a Redis Cluster seed (a list always is one).
+    #[arg(long, env = "GATEWAY_REDIS_CLUSTER", default_value = "false")]
+    pub redis_cluster: String,
+    /// How long one Redis command may take before it counts as failed.
+    #[arg(long, env = "GATEWAY_REDIS_TIMEOUT", default_value = "2s")]
+    pub redis_timeout: String,
+    /// A node that has not proved it is alive for this long is declared dead by the others,
+    /// and its connections are swept (Redis engine). It proves it every fifth of this.
+    #[arg(long, env = "GATEWAY_NODE_TIMEOUT", default_value = "10s")]
+    pub node_timeout: String,
+    /// How long a closed conversation's log is kept.
+    #[arg(long, env = "GATEWAY_RETENTION", default_value = "24h")]
+    pub retention: String,
     /// HS256 secret for tokens. Absent: a random one is generated and a demo console link printed.
     #[arg(long, env = "GATEWAY_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -95,7 +108,9 @@ pub struct RawConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
-    pub redis_url: Option<String>,
+    pub redis: Option<RedisConfig>,
+    pub node_timeout: Duration,
+    pub retention: Duration,
     pub jwt: JwtConfig,
     pub node_id: Option<String>,
     pub sites: Vec<SiteConfig>,
@@ -115,6 +130,16 @@ pub struct Config {
     pub max_log: usize,
     pub country_header: Option<String>,
     pub bounds: Bounds,
+}
+
+/// Where the Redis engine connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// One URL (single Redis) or the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    pub cluster: bool,
+    /// Per-command timeout.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -320,19 +345,55 @@ impl Config {
             }
             other => Some(other.clone()),
         };
+        let redis_cluster = check!(
+            "GATEWAY_REDIS_CLUSTER",
+            raw.redis_cluster.parse::<bool>().map_err(|e| e.to_string())
+        );
+        let redis_timeout = check!(
+            "GATEWAY_REDIS_TIMEOUT",
+            dur(&raw.redis_timeout).and_then(|d| if d < Duration::from_millis(50) {
+                Err("must be at least 50ms".into())
+            } else {
+                Ok(d)
+            })
+        );
+        let node_timeout = check!(
+            "GATEWAY_NODE_TIMEOUT",
+            dur(&raw.node_timeout).and_then(|d| if d < Duration::from_millis(500) {
+                Err("must be at least 500ms".into())
+            } else {
+                Ok(d)
+            })
+        );
+        let retention = check!("GATEWAY_RETENTION", dur(&raw.retention));
+        let mut redis_urls = Vec::new();
         if let Some(url) = &raw.redis_url {
-            for part in url.split(',') {
+            for part in url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 if !(part.starts_with("redis://") || part.starts_with("rediss://")) {
                     errs.push(format!("GATEWAY_REDIS_URL: {part:?} is not a redis:// URL"));
+                } else if let Err(e) = ::redis::IntoConnectionInfo::into_connection_info(part) {
+                    errs.push(format!("GATEWAY_REDIS_URL: {part:?}: {e}"));
+                } else {
+                    redis_urls.push(part.to_owned());
                 }
+            }
+            if redis_urls.is_empty() && errs.is_empty() {
+                errs.push("GATEWAY_REDIS_URL: empty".into());
             }
         }
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
+        let redis = (!redis_urls.is_empty()).then(|| RedisConfig {
+            cluster: redis_urls.len() > 1 || redis_cluster.expect("checked"),
+            urls: redis_urls,
+            timeout: redis_timeout.expect("checked"),
+        });
         Ok(Config {
             listen: listen.expect("checked"),
-            redis_url: raw.redis_url.clone(),
+            redis,
+            node_timeout: node_timeout.expect("checked"),
+            retention: retention.expect("checked"),
             jwt: jwt.expect("checked"),
             node_id: node_id.expect("checked"),
             sites: sites.expect("checked"),
@@ -375,6 +436,10 @@ impl Config {
             visitor_token_ttl: "24h".into(),
             max_log: "1000".into(),
             allow_short_timers: "true".into(),
+            redis_cluster: "false".into(),
+            redis_timeout: "2s".into(),
+            node_timeout: "10s".into(),
+            retention: "24h".into(),
             ..RawConfig::default()
         };
         Config::from_raw(&raw).expect("test config is valid")
@@ -452,6 +517,10 @@ mod tests {
             allow_short_timers: "false".into(),
             jwt_algorithm: "RS256".into(),
             redis_url: Some("http://x".into()),
+            redis_cluster: "maybe".into(),
+            redis_timeout: "2s".into(),
+            node_timeout: "1ms".into(),
+            retention: "24h".into(),
             ..RawConfig::default()
         };
         let e = Config::from_raw(&raw).unwrap_err();
@@ -463,6 +532,8 @@ mod tests {
             "GATEWAY_OUTBOUND_MAX_BYTES",
             "GATEWAY_RATE_PER_SEC",
             "GATEWAY_REDIS_URL",
+            "GATEWAY_REDIS_CLUSTER",
+            "GATEWAY_NODE_TIMEOUT",
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }

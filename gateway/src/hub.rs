@@ -10,7 +10,7 @@
 //! **Invariant:** no map guard is held across an `.await` (nothing here is async) and no guard
 //! of `channels` is held while `channels` is written.
 
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -32,6 +32,8 @@ pub enum Channel {
     User(SiteId, Role, String),
     /// Every staff connection of a site (queues, operator list).
     Staff(SiteId),
+    /// Every node (control messages such as "settings changed"); no connection listens.
+    Nodes,
 }
 
 /// Which subscribers of a channel a frame is for.
@@ -50,28 +52,56 @@ pub enum BusMsg {
     Frame {
         audience: Audience,
         frame: Arc<Outbound>,
+        /// The `seq` of a `msg` frame (0 for other frames): lets a node resume a channel from
+        /// the log after its subscription was interrupted.
+        seq: u64,
+        /// The `ts` of a `msg` frame (0 for other frames), for the delivery latency metric.
+        ts: u64,
     },
-    /// On a user channel: that user's connections join a conversation's channel.
-    Attach(ConvId),
-    /// On a user channel: that user's connections leave a conversation's channel.
-    Detach(ConvId),
+    /// On a user channel: that user's connections join a conversation's channel, receiving
+    /// `frame` (the event they join with) directly. `after_seq` is the conversation's last
+    /// `seq` when the attach was decided: a node whose subscription to the conversation's
+    /// channel is not yet confirmed replays the log after it once it is.
+    Attach {
+        conv: ConvId,
+        frame: Option<Arc<Outbound>>,
+        after_seq: u64,
+    },
+    /// On a user channel: that user's connections receive `frame`, then leave the channel.
+    Detach {
+        conv: ConvId,
+        frame: Option<Arc<Outbound>>,
+    },
     /// On a user channel: close that user's connections (e.g. banned).
     Close(CloseReason),
+    /// On [`Channel::Nodes`]: a site's settings changed; every node reloads them.
+    Settings(SiteId),
 }
 
 impl BusMsg {
     pub fn frame(audience: Audience, frame: ServerFrame) -> BusMsg {
+        let (seq, ts) = match &frame {
+            ServerFrame::Msg(m) => (m.seq, m.ts),
+            _ => (0, 0),
+        };
         BusMsg::Frame {
             audience,
             frame: Outbound::new(frame),
+            seq,
+            ts,
         }
     }
 }
 
-/// A server frame shared by every socket it goes to, encoded lazily once per encoding.
+/// A server frame shared by every socket it goes to, encoded at most once per encoding.
+///
+/// It starts either from a typed frame (made on this node) or from its MessagePack bytes
+/// (received from another node); the other encoding is derived on first use. JSON derived
+/// from MessagePack is a straight transcode, so it has the same fields in the same order as
+/// the JSON this node would have written.
 #[derive(Debug)]
 pub struct Outbound {
-    pub frame: ServerFrame,
+    frame: Option<ServerFrame>,
     json: OnceLock<Utf8Bytes>,
     msgpack: OnceLock<Bytes>,
 }
@@ -79,25 +109,65 @@ pub struct Outbound {
 impl Outbound {
     pub fn new(frame: ServerFrame) -> Arc<Outbound> {
         Arc::new(Outbound {
-            frame,
+            frame: Some(frame),
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
+        })
+    }
+
+    /// A frame received as MessagePack bytes.
+    pub fn from_msgpack(bytes: Bytes) -> Arc<Outbound> {
+        let msgpack = OnceLock::new();
+        let _ = msgpack.set(bytes);
+        Arc::new(Outbound {
+            frame: None,
+            json: OnceLock::new(),
+            msgpack,
+        })
+    }
+
+    /// The MessagePack bytes (the form frames travel between nodes in).
+    pub fn msgpack(&self) -> &Bytes {
+        self.msgpack.get_or_init(|| {
+            self.frame
+                .as_ref()
+                .expect("an outbound frame has a typed or an encoded form")
+                .encode(Encoding::MsgPack)
+        })
+    }
+
+    fn json(&self) -> &Utf8Bytes {
+        self.json.get_or_init(|| match &self.frame {
+            Some(f) => Utf8Bytes::from(f.to_json_string()),
+            None => Utf8Bytes::from(transcode_to_json(self.msgpack())),
         })
     }
 
     /// The WebSocket message for an encoding; cloning it only bumps a reference count.
     pub fn message(&self, enc: Encoding) -> Message {
         match enc {
-            Encoding::Json => Message::Text(
-                self.json
-                    .get_or_init(|| Utf8Bytes::from(self.frame.to_json_string()))
-                    .clone(),
-            ),
-            Encoding::MsgPack => Message::Binary(
-                self.msgpack
-                    .get_or_init(|| self.frame.encode(Encoding::MsgPack))
-                    .clone(),
-            ),
+            Encoding::Json => Message::Text(self.json().clone()),
+            Encoding::MsgPack => Message::Binary(self.msgpack().clone()),
+        }
+    }
+}
+
+/// MessagePack to JSON text, field for field. Bytes that are not valid MessagePack (which
+/// only a bug could produce) become an `error` frame rather than a broken one.
+fn transcode_to_json(msgpack: &[u8]) -> String {
+    let mut de = rmp_serde::Deserializer::new(msgpack);
+    let mut out = Vec::with_capacity(msgpack.len() + msgpack.len() / 4);
+    let mut ser = serde_json::Serializer::new(&mut out);
+    match serde_transcode::transcode(&mut de, &mut ser) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(error = %e, "undecodable frame from the bus");
+            ServerFrame::error(
+                None,
+                crate::protocol::ErrorCode::Unavailable,
+                "internal error",
+            )
+            .to_json_string()
         }
     }
 }
@@ -129,6 +199,18 @@ pub struct ConnShared {
     closed: Notify,
     /// Unix ms of the last frame received from the client.
     pub last_rx: AtomicU64,
+    /// Conversations whose `msg` frames are held back while the log is replayed to this
+    /// connection (see [`ConnShared::open_gate`]); `gated` is the lock-free fast path.
+    gates: parking_lot::Mutex<Vec<Gate>>,
+    gated: AtomicBool,
+}
+
+/// `msg` frames of one conversation held back during a replay.
+#[derive(Debug)]
+struct Gate {
+    conv: ConvId,
+    after: u64,
+    held: Vec<(u64, Arc<Outbound>)>,
 }
 
 impl ConnShared {
@@ -153,6 +235,8 @@ impl ConnShared {
             close_code: AtomicU16::new(0),
             closed: Notify::new(),
             last_rx: AtomicU64::new(now),
+            gates: parking_lot::Mutex::new(Vec::new()),
+            gated: AtomicBool::new(false),
         };
         (Arc::new(c), rx)
     }
@@ -174,6 +258,52 @@ impl ConnShared {
     /// with 4008 instead; returns whether the frame was queued.
     pub fn deliver(&self, out: &Outbound) -> bool {
         self.push(out.message(self.encoding))
+    }
+
+    /// Queues a conversation's `msg` frame, unless a replay of that conversation is under way
+    /// for this connection: then it waits, so that frames leave in `seq` order.
+    pub fn deliver_msg(&self, conv: &ConvId, seq: u64, out: &Arc<Outbound>) -> bool {
+        if self.gated.load(Ordering::Acquire) {
+            let mut gates = self.gates.lock();
+            if let Some(g) = gates.iter_mut().find(|g| &g.conv == conv) {
+                g.held.push((seq, out.clone()));
+                return true;
+            }
+        }
+        self.deliver(out)
+    }
+
+    /// Starts holding back `msg` frames of `conv` until [`ConnShared::release_gate`]: the
+    /// caller is about to replay what came after `after` from the log.
+    pub fn open_gate(&self, conv: &ConvId, after: u64) {
+        let mut gates = self.gates.lock();
+        if !gates.iter().any(|g| &g.conv == conv) {
+            gates.push(Gate {
+                conv: conv.clone(),
+                after,
+                held: Vec::new(),
+            });
+        }
+        self.gated.store(true, Ordering::Release);
+    }
+
+    /// Delivers the replayed frames after the gate's cursor, then the held ones, in `seq`
+    /// order and each `seq` once, and stops holding back.
+    pub fn release_gate(&self, conv: &ConvId, replayed: &[(u64, Arc<Outbound>)]) {
+        let mut gates = self.gates.lock();
+        let Some(i) = gates.iter().position(|g| &g.conv == conv) else {
+            return;
+        };
+        let mut gate = gates.swap_remove(i);
+        gate.held.sort_by_key(|(seq, _)| *seq);
+        let mut last = gate.after;
+        for (seq, f) in replayed.iter().chain(gate.held.iter()) {
+            if *seq > last {
+                self.deliver(f);
+                last = *seq;
+            }
+        }
+        self.gated.store(!gates.is_empty(), Ordering::Release);
     }
 
     /// Queues a message, charged against the byte budget.
@@ -236,19 +366,44 @@ impl ConnShared {
     }
 }
 
-/// Subscription changes the hub reports to the engine's bus (0 → 1 and 1 → 0 local listeners).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the hub tells the engine's bus (the Redis engine's subscriber task).
+#[derive(Debug, Clone)]
 pub enum SubChange {
-    Subscribe(Channel),
-    Unsubscribe(Channel),
+    /// A channel's local listeners went from none to some, or back: the bus reconciles its
+    /// subscription with [`Hub::has`] (events of one channel may arrive out of order; the
+    /// hub's map is the truth).
+    Changed(Channel),
+    /// Connections just attached to a conversation's channel: once the node's subscription
+    /// to it is confirmed, replay the log after `after_seq` to them, so that nothing
+    /// published before the subscription took effect is missed.
+    Catchup {
+        conv: ConvId,
+        after_seq: u64,
+        conns: Vec<Arc<ConnShared>>,
+    },
+}
+
+/// Control events for the node itself (not for any connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    SettingsChanged(SiteId),
+}
+
+/// The local subscribers of one channel.
+#[derive(Default)]
+struct Listeners {
+    conns: Vec<Arc<ConnShared>>,
+    /// Highest `msg` seq dispatched on this channel (conversation channels only).
+    last_seq: AtomicU64,
 }
 
 /// The local subscribers of every channel.
 #[derive(Default)]
 pub struct Hub {
-    channels: DashMap<Channel, Vec<Arc<ConnShared>>>,
+    channels: DashMap<Channel, Listeners>,
     conns: DashMap<ConnId, ConnSubs>,
     bus: OnceLock<mpsc::UnboundedSender<SubChange>>,
+    control: OnceLock<mpsc::UnboundedSender<Control>>,
 }
 
 struct ConnSubs {
@@ -266,9 +421,30 @@ impl Hub {
         let _ = self.bus.set(tx);
     }
 
+    /// Routes control messages ([`Channel::Nodes`]) to the node.
+    pub fn set_control(&self, tx: mpsc::UnboundedSender<Control>) {
+        let _ = self.control.set(tx);
+    }
+
+    fn tell_bus(&self, change: SubChange) {
+        if let Some(bus) = self.bus.get() {
+            let _ = bus.send(change);
+        }
+    }
+
     /// Every channel with at least one local subscriber (to resubscribe after a reconnect).
     pub fn channels(&self) -> Vec<Channel> {
         self.channels.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// The local subscribers of a conversation's channel and the last `seq` dispatched on it.
+    pub fn conv_listeners(&self, conv: &ConvId) -> Option<(Vec<Arc<ConnShared>>, u64)> {
+        self.channels.get(&Channel::Conv(conv.clone())).map(|l| {
+            (
+                l.conns.clone(),
+                l.last_seq.load(std::sync::atomic::Ordering::Acquire),
+            )
+        })
     }
 
     pub fn register(&self, conn: Arc<ConnShared>) {
@@ -292,27 +468,72 @@ impl Hub {
         metrics::gauge!(m::HUB_CONNS).set(self.conns.len() as f64);
     }
 
-    pub fn subscribe(&self, id: ConnId, ch: Channel) {
+    /// Adds a connection to a channel; `false` when it was already there (or is gone).
+    pub fn subscribe(&self, id: ConnId, ch: Channel) -> bool {
         let conn = {
             let Some(mut subs) = self.conns.get_mut(&id) else {
-                return;
+                return false;
             };
             if subs.channels.contains(&ch) {
-                return;
+                return false;
             }
             subs.channels.push(ch.clone());
             subs.conn.clone()
         };
         let first = {
             let mut entry = self.channels.entry(ch.clone()).or_default();
-            entry.push(conn);
-            entry.len() == 1
+            entry.conns.push(conn);
+            entry.conns.len() == 1
         };
         if first {
-            if let Some(bus) = self.bus.get() {
-                let _ = bus.send(SubChange::Subscribe(ch));
+            metrics::gauge!(m::HUB_CHANNELS).set(self.channels.len() as f64);
+            self.tell_bus(SubChange::Changed(ch));
+        }
+        true
+    }
+
+    /// Adds a connection to a conversation's channel. `known_seq` is the last `seq` the
+    /// client already has (or will load): if the node's bus subscription to the channel is
+    /// not confirmed yet, the bus replays what it misses after it.
+    pub fn attach(&self, conn: &Arc<ConnShared>, conv: ConvId, known_seq: u64) {
+        if self.join(conn, &conv, known_seq) {
+            self.tell_bus(SubChange::Catchup {
+                conv,
+                after_seq: known_seq,
+                conns: vec![conn.clone()],
+            });
+        }
+    }
+
+    /// Subscribes a connection to a conversation's channel; with a bus, its `msg` frames are
+    /// held back from the first moment until the bus has replayed the log after `after_seq`.
+    /// `false` when it was subscribed already.
+    fn join(&self, c: &Arc<ConnShared>, conv: &ConvId, after_seq: u64) -> bool {
+        let replays = self.bus.get().is_some();
+        if replays {
+            c.open_gate(conv, after_seq);
+        }
+        let joined = self.subscribe(c.id, Channel::Conv(conv.clone()));
+        if replays && !joined {
+            c.release_gate(conv, &[]);
+        }
+        joined
+    }
+
+    /// Holds back `msg` frames on every conversation channel of this node, for a replay after
+    /// the bus lost messages: each channel with its listeners and the last `seq` it carried.
+    pub fn gate_all(&self) -> Vec<(ConvId, u64, Vec<Arc<ConnShared>>)> {
+        let mut out = Vec::new();
+        for e in self.channels.iter() {
+            if let Channel::Conv(conv) = e.key() {
+                let after = e.value().last_seq.load(Ordering::Acquire);
+                for c in &e.value().conns {
+                    c.open_gate(conv, after);
+                }
+                out.push((conv.clone(), after, e.value().conns.clone()));
             }
         }
+        out
     }
 
     pub fn unsubscribe(&self, id: ConnId, ch: &Channel) {
@@ -332,15 +553,19 @@ impl Hub {
     fn remove_from_channel(&self, ch: &Channel, id: ConnId) {
         let emptied = match self.channels.get_mut(ch) {
             Some(mut list) => {
-                list.retain(|c| c.id != id);
-                list.is_empty()
+                list.conns.retain(|c| c.id != id);
+                list.conns.is_empty()
             }
             None => false,
         };
-        if emptied && self.channels.remove_if(ch, |_, l| l.is_empty()).is_some() {
-            if let Some(bus) = self.bus.get() {
-                let _ = bus.send(SubChange::Unsubscribe(ch.clone()));
-            }
+        if emptied
+            && self
+                .channels
+                .remove_if(ch, |_, l| l.conns.is_empty())
+                .is_some()
+        {
+            metrics::gauge!(m::HUB_CHANNELS).set(self.channels.len() as f64);
+            self.tell_bus(SubChange::Changed(ch.clone()));
         }
     }
 
@@ -352,24 +577,71 @@ impl Hub {
     /// Hands a bus message to the local subscribers of `ch`.
     pub fn dispatch(&self, ch: &Channel, msg: &BusMsg) {
         match msg {
-            BusMsg::Frame { audience, frame } => {
+            BusMsg::Frame {
+                audience,
+                frame,
+                seq,
+                ts,
+            } => {
+                if *ts > 0 {
+                    let ms = crate::clock::now_ms().saturating_sub(*ts);
+                    metrics::histogram!(m::DELIVERY_LATENCY).record(ms as f64 / 1000.0);
+                }
                 if let Some(list) = self.channels.get(ch) {
-                    for c in list.iter() {
-                        if c.wants(audience) {
-                            c.deliver(frame);
+                    match ch {
+                        Channel::Conv(conv) if *seq > 0 => {
+                            list.last_seq.fetch_max(*seq, Ordering::AcqRel);
+                            for c in list.conns.iter() {
+                                if c.wants(audience) {
+                                    c.deliver_msg(conv, *seq, frame);
+                                }
+                            }
+                        }
+                        _ => {
+                            for c in list.conns.iter() {
+                                if c.wants(audience) {
+                                    c.deliver(frame);
+                                }
+                            }
                         }
                     }
                 }
             }
-            BusMsg::Attach(conv) => {
+            BusMsg::Attach {
+                conv,
+                frame,
+                after_seq,
+            } => {
+                let mut joined = Vec::new();
                 for c in self.listeners(ch) {
-                    self.subscribe(c.id, Channel::Conv(conv.clone()));
+                    if self.join(&c, conv, *after_seq) {
+                        if let Some(f) = frame {
+                            c.deliver(f);
+                        }
+                        joined.push(c);
+                    }
+                }
+                if !joined.is_empty() {
+                    self.tell_bus(SubChange::Catchup {
+                        conv: conv.clone(),
+                        after_seq: *after_seq,
+                        conns: joined,
+                    });
                 }
             }
-            BusMsg::Detach(conv) => {
+            BusMsg::Detach { conv, frame } => {
                 let conv_ch = Channel::Conv(conv.clone());
                 for c in self.listeners(ch) {
-                    self.unsubscribe(c.id, &conv_ch);
+                    let attached = self
+                        .conns
+                        .get(&c.id)
+                        .is_some_and(|s| s.channels.contains(&conv_ch));
+                    if attached {
+                        if let Some(f) = frame {
+                            c.deliver(f);
+                        }
+                        self.unsubscribe(c.id, &conv_ch);
+                    }
                 }
             }
             BusMsg::Close(reason) => {
@@ -377,11 +649,19 @@ impl Hub {
                     c.close(*reason);
                 }
             }
+            BusMsg::Settings(site) => {
+                if let Some(tx) = self.control.get() {
+                    let _ = tx.send(Control::SettingsChanged(site.clone()));
+                }
+            }
         }
     }
 
     fn listeners(&self, ch: &Channel) -> Vec<Arc<ConnShared>> {
-        self.channels.get(ch).map(|l| l.clone()).unwrap_or_default()
+        self.channels
+            .get(ch)
+            .map(|l| l.conns.clone())
+            .unwrap_or_default()
     }
 
     /// Every local connection.
@@ -395,6 +675,164 @@ impl Hub {
 
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
+    }
+}
+
+/// The wire form of bus messages between nodes: one kind byte, then the fields. Frames travel
+/// as their MessagePack bytes, which nodes hand to MessagePack sockets unchanged.
+///
+/// ```text
+/// 'F' audience seq:msgpack-uint ts:msgpack-uint frame-bytes     audience: 'a' | 's' | 'v' | 'q' queue:msgpack-str
+/// 'A' conv:msgpack-str after_seq:msgpack-uint [frame-bytes]
+/// 'D' conv:msgpack-str [frame-bytes]
+/// 'C' code:u16-be
+/// 'S' site-bytes
+/// ```
+///
+/// The Redis engine's append script builds `'F' 'a' seq ts frame` itself (it alone knows
+/// `seq`).
+pub mod wire {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("malformed bus message: {0}")]
+    pub struct WireError(&'static str);
+
+    pub fn encode(msg: &BusMsg) -> Vec<u8> {
+        let mut out = Vec::new();
+        match msg {
+            BusMsg::Frame {
+                audience,
+                frame,
+                seq,
+                ts,
+            } => {
+                out.push(b'F');
+                match audience {
+                    Audience::All => out.push(b'a'),
+                    Audience::Staff => out.push(b's'),
+                    Audience::Visitors => out.push(b'v'),
+                    Audience::Queue(q) => {
+                        out.push(b'q');
+                        write_str(&mut out, q.as_str());
+                    }
+                }
+                write_uint(&mut out, *seq);
+                write_uint(&mut out, *ts);
+                out.extend_from_slice(frame.msgpack());
+            }
+            BusMsg::Attach {
+                conv,
+                frame,
+                after_seq,
+            } => {
+                out.push(b'A');
+                write_str(&mut out, conv.as_str());
+                write_uint(&mut out, *after_seq);
+                if let Some(f) = frame {
+                    out.extend_from_slice(f.msgpack());
+                }
+            }
+            BusMsg::Detach { conv, frame } => {
+                out.push(b'D');
+                write_str(&mut out, conv.as_str());
+                if let Some(f) = frame {
+                    out.extend_from_slice(f.msgpack());
+                }
+            }
+            BusMsg::Close(reason) => {
+                out.push(b'C');
+                out.extend_from_slice(&reason.code().to_be_bytes());
+            }
+            BusMsg::Settings(site) => {
+                out.push(b'S');
+                out.extend_from_slice(site.as_str().as_bytes());
+            }
+        }
+        out
+    }
+
+    pub fn decode(bytes: Bytes) -> Result<BusMsg, WireError> {
+        let Some(&kind) = bytes.first() else {
+            return Err(WireError("empty"));
+        };
+        let mut rd = &bytes[1..];
+        let msg = match kind {
+            b'F' => {
+                let (&a, rest) = rd.split_first().ok_or(WireError("no audience"))?;
+                rd = rest;
+                let audience = match a {
+                    b'a' => Audience::All,
+                    b's' => Audience::Staff,
+                    b'v' => Audience::Visitors,
+                    b'q' => Audience::Queue(QueueId(read_str(&mut rd)?)),
+                    _ => return Err(WireError("unknown audience")),
+                };
+                let seq = read_uint(&mut rd)?;
+                let ts = read_uint(&mut rd)?;
+                let frame = Outbound::from_msgpack(rest_of(&bytes, rd));
+                BusMsg::Frame {
+                    audience,
+                    frame,
+                    seq,
+                    ts,
+                }
+            }
+            b'A' => {
+                let conv = ConvId(read_str(&mut rd)?);
+                let after_seq = read_uint(&mut rd)?;
+                let frame = (!rd.is_empty()).then(|| Outbound::from_msgpack(rest_of(&bytes, rd)));
+                BusMsg::Attach {
+                    conv,
+                    frame,
+                    after_seq,
+                }
+            }
+            b'D' => {
+                let conv = ConvId(read_str(&mut rd)?);
+                let frame = (!rd.is_empty()).then(|| Outbound::from_msgpack(rest_of(&bytes, rd)));
+                BusMsg::Detach { conv, frame }
+            }
+            b'C' => {
+                let code = match rd {
+                    [a, b] => u16::from_be_bytes([*a, *b]),
+                    _ => return Err(WireError("bad close")),
+                };
+                BusMsg::Close(CloseReason::from_code(code).ok_or(WireError("unknown close"))?)
+            }
+            b'S' => BusMsg::Settings(SiteId(
+                String::from_utf8(rd.to_vec()).map_err(|_| WireError("site not utf-8"))?,
+            )),
+            _ => return Err(WireError("unknown kind")),
+        };
+        Ok(msg)
+    }
+
+    /// The tail of `bytes` that `rd` still points at, sharing the allocation.
+    fn rest_of(bytes: &Bytes, rd: &[u8]) -> Bytes {
+        bytes.slice(bytes.len() - rd.len()..)
+    }
+
+    fn write_uint(out: &mut Vec<u8>, v: u64) {
+        rmp::encode::write_uint(out, v).expect("writing to a Vec cannot fail");
+    }
+
+    fn write_str(out: &mut Vec<u8>, s: &str) {
+        rmp::encode::write_str(out, s).expect("writing to a Vec cannot fail");
+    }
+
+    fn read_uint(rd: &mut &[u8]) -> Result<u64, WireError> {
+        rmp::decode::read_int(rd).map_err(|_| WireError("bad integer"))
+    }
+
+    fn read_str(rd: &mut &[u8]) -> Result<String, WireError> {
+        let len = rmp::decode::read_str_len(rd).map_err(|_| WireError("bad string"))? as usize;
+        if rd.len() < len {
+            return Err(WireError("short string"));
+        }
+        let (s, rest) = rd.split_at(len);
+        *rd = rest;
+        String::from_utf8(s.to_vec()).map_err(|_| WireError("string not utf-8"))
     }
 }
 
@@ -476,29 +914,195 @@ mod tests {
         assert!(c.queued_bytes() <= 64);
     }
 
+    fn labels(changes: &[SubChange]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                SubChange::Changed(ch) => format!("changed {ch:?}"),
+                SubChange::Catchup {
+                    conv, after_seq, ..
+                } => format!("catchup {conv} {after_seq}"),
+            })
+            .collect()
+    }
+
+    fn texts(rx: &mut mpsc::UnboundedReceiver<Out>) -> Vec<String> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|m| m.to_text().unwrap().to_owned())
+            .collect()
+    }
+
+    fn msg(conv: &str, seq: u64) -> BusMsg {
+        BusMsg::frame(
+            Audience::All,
+            ServerFrame::Msg(Msg {
+                conv: conv.into(),
+                seq,
+                from: crate::protocol::Author {
+                    role: Role::Visitor,
+                    id: "v".into(),
+                    name: None,
+                },
+                text: format!("m{seq}"),
+                ts: 1,
+                cid: None,
+            }),
+        )
+    }
+
     #[test]
     fn attach_on_user_channel_subscribes_that_users_connections() {
         let hub = Hub::new();
         let (bus_tx, mut bus_rx) = mpsc::unbounded_channel();
         hub.set_bus(bus_tx);
-        let (o, _orx) = conn(7, Role::Operator, 1 << 20);
+        let (o, mut orx) = conn(7, Role::Operator, 1 << 20);
         hub.register(o);
         let user = Channel::User(SiteId::from("s"), Role::Operator, "op".into());
         hub.subscribe(ConnId(7), user.clone());
-        hub.dispatch(&user, &BusMsg::Attach(ConvId::from("c9")));
+        let joined = Outbound::new(ServerFrame::Ping {});
+        let attach = BusMsg::Attach {
+            conv: ConvId::from("c9"),
+            frame: Some(joined),
+            after_seq: 3,
+        };
+        hub.dispatch(&user, &attach);
+        // Attaching twice changes nothing and delivers nothing twice.
+        hub.dispatch(&user, &attach);
         let conv = Channel::Conv(ConvId::from("c9"));
         assert!(hub.has(&conv));
+        assert_eq!(texts(&mut orx), vec![r#"{"t":"ping"}"#]);
         hub.unregister(ConnId(7));
         assert!(!hub.has(&conv) && !hub.has(&user));
         let changes: Vec<_> = std::iter::from_fn(|| bus_rx.try_recv().ok()).collect();
         assert_eq!(
-            changes,
+            labels(&changes),
             vec![
-                SubChange::Subscribe(user.clone()),
-                SubChange::Subscribe(conv.clone()),
-                SubChange::Unsubscribe(user),
-                SubChange::Unsubscribe(conv),
+                format!("changed {user:?}"),
+                format!("changed {conv:?}"),
+                "catchup c9 3".to_owned(),
+                format!("changed {user:?}"),
+                format!("changed {conv:?}"),
             ]
         );
+    }
+
+    #[test]
+    fn detach_delivers_its_frame_then_leaves() {
+        let hub = Hub::new();
+        let (o, mut orx) = conn(1, Role::Operator, 1 << 20);
+        hub.register(o);
+        let user = Channel::User(SiteId::from("s"), Role::Operator, "op".into());
+        hub.subscribe(ConnId(1), user.clone());
+        hub.subscribe(ConnId(1), Channel::Conv(ConvId::from("c")));
+        let detach = BusMsg::Detach {
+            conv: ConvId::from("c"),
+            frame: Some(Outbound::new(ServerFrame::Pong {})),
+        };
+        hub.dispatch(&user, &detach);
+        hub.dispatch(&user, &detach);
+        assert_eq!(
+            texts(&mut orx),
+            vec![r#"{"t":"pong"}"#],
+            "once, while attached"
+        );
+        assert!(!hub.has(&Channel::Conv(ConvId::from("c"))));
+    }
+
+    #[test]
+    fn a_replay_and_live_frames_leave_in_seq_order_each_once() {
+        let hub = Hub::new();
+        let (bus_tx, _bus_rx) = mpsc::unbounded_channel();
+        hub.set_bus(bus_tx);
+        let (c, mut rx) = conn(1, Role::Visitor, 1 << 20);
+        hub.register(c.clone());
+        hub.attach(&c, ConvId::from("c"), 2);
+        let ch = Channel::Conv(ConvId::from("c"));
+        // Live frames arrive while the log is being read: held back.
+        hub.dispatch(&ch, &msg("c", 5));
+        hub.dispatch(&ch, &msg("c", 6));
+        assert!(texts(&mut rx).is_empty());
+        let replayed: Vec<(u64, Arc<Outbound>)> = (2..=5)
+            .map(|s| match msg("c", s) {
+                BusMsg::Frame { frame, .. } => (s, frame),
+                _ => unreachable!(),
+            })
+            .collect();
+        c.release_gate(&ConvId::from("c"), &replayed);
+        hub.dispatch(&ch, &msg("c", 7));
+        let seqs: Vec<u64> = texts(&mut rx)
+            .iter()
+            .map(|t| {
+                serde_json::from_str::<serde_json::Value>(t).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, vec![3, 4, 5, 6, 7]);
+    }
+
+    #[test]
+    fn bus_messages_survive_the_wire_and_frames_keep_their_bytes() {
+        let frame = msg("c1", 42);
+        let BusMsg::Frame {
+            frame: original, ..
+        } = &frame
+        else {
+            unreachable!()
+        };
+        let back = wire::decode(Bytes::from(wire::encode(&frame))).unwrap();
+        let BusMsg::Frame {
+            audience,
+            frame: f,
+            seq,
+            ts,
+        } = back
+        else {
+            panic!("not a frame")
+        };
+        assert_eq!((audience, seq, ts), (Audience::All, 42, 1));
+        // MessagePack passes through untouched; JSON is transcoded to the same text.
+        assert_eq!(f.msgpack(), original.msgpack());
+        assert_eq!(
+            f.message(Encoding::Json).to_text().unwrap(),
+            original.message(Encoding::Json).to_text().unwrap()
+        );
+        let q = BusMsg::frame(
+            Audience::Queue(QueueId::from("sales")),
+            ServerFrame::Ping {},
+        );
+        match wire::decode(Bytes::from(wire::encode(&q))).unwrap() {
+            BusMsg::Frame { audience, seq, .. } => {
+                assert_eq!(
+                    (audience, seq),
+                    (Audience::Queue(QueueId::from("sales")), 0)
+                )
+            }
+            _ => panic!("not a frame"),
+        }
+        for m in [
+            BusMsg::Attach {
+                conv: ConvId::from("c"),
+                frame: None,
+                after_seq: 9,
+            },
+            BusMsg::Detach {
+                conv: ConvId::from("c"),
+                frame: Some(Outbound::new(ServerFrame::Ping {})),
+            },
+            BusMsg::Close(CloseReason::Forbidden),
+            BusMsg::Settings(SiteId::from("demo")),
+        ] {
+            let back = wire::decode(Bytes::from(wire::encode(&m))).unwrap();
+            assert_eq!(
+                format!("{:?}", wire::encode(&back)),
+                format!("{:?}", wire::encode(&m))
+            );
+        }
+        for bad in [&b""[..], b"Z", b"Fx", b"C\x00", b"A\xc1"] {
+            assert!(
+                wire::decode(Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway::auth::{Auth, Claims};
 use gateway::clock::now_ms;
@@ -99,10 +99,10 @@ fn main() -> anyhow::Result<()> {
             println!("listen              {}", cfg.listen);
             println!(
                 "engine              {}",
-                if cfg.redis_url.is_some() {
-                    "redis"
-                } else {
-                    "memory"
+                match &cfg.redis {
+                    Some(r) if r.cluster => format!("redis cluster {:?}", r.urls),
+                    Some(r) => format!("redis {}", r.urls[0]),
+                    None => "memory".to_owned(),
                 }
             );
             println!(
@@ -156,9 +156,6 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    if cfg.redis_url.is_some() {
-        bail!("GATEWAY_REDIS_URL is set, but this build serves the in-memory engine only");
-    }
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(gateway::metrics::DELIVERY_LATENCY.to_owned()),
@@ -175,13 +172,43 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
     rt.block_on(async move {
         let public = cfg.public_url.clone();
         let generated = match &cfg.jwt {
-            JwtConfig::Secret { secret, generated: true } => Some(secret.clone()),
+            JwtConfig::Secret {
+                secret,
+                generated: true,
+            } => Some(secret.clone()),
             _ => None,
         };
-        let running = gateway::server::start_memory(cfg, Some(metrics)).await?;
-        let base = public.unwrap_or_else(|| format!("http://{}", running.addr));
-        println!("listening on http://{}", running.addr);
-        println!("  node {}  engine memory", running.gw.node);
+        match cfg.redis.clone() {
+            None => {
+                let running = gateway::server::start_memory(cfg, Some(metrics)).await?;
+                announce(&running.addr, &running.gw.node, "memory", public, generated)?;
+                shutdown_signal().await;
+                running.shutdown().await;
+            }
+            Some(r) => {
+                let running = gateway::server::start_redis(cfg, Some(metrics)).await?;
+                let engine = if r.cluster { "redis cluster" } else { "redis" };
+                announce(&running.addr, &running.gw.node, engine, public, generated)?;
+                shutdown_signal().await;
+                running.shutdown().await;
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Prints where the node listens and, with a generated secret, a ready console link.
+fn announce(
+    addr: &std::net::SocketAddr,
+    node: &gateway::core::NodeId,
+    engine: &str,
+    public: Option<String>,
+    generated: Option<String>,
+) -> anyhow::Result<()> {
+    {
+        let base = public.unwrap_or_else(|| format!("http://{addr}"));
+        println!("listening on http://{addr}");
+        println!("  node {node}  engine {engine}");
         println!("  demo page         {base}/");
         if let Some(secret) = generated {
             let claims = Claims {
@@ -200,10 +227,8 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
         } else {
             println!("  operator console  {base}/console  (mint a token: gateway token --role operator --sub alice)");
         }
-        shutdown_signal().await;
-        running.shutdown().await;
-        anyhow::Ok(())
-    })
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -19,6 +19,13 @@ pub const TIMERS_FIRED: &str = "gateway_timers_fired_total";
 pub const TIMERS_PENDING: &str = "gateway_timers_pending";
 pub const ENGINE_ERRORS: &str = "gateway_engine_errors_total";
 pub const DRAINING: &str = "gateway_draining";
+pub const HUB_CHANNELS: &str = "gateway_hub_channels";
+pub const BUS_IN: &str = "gateway_bus_messages_in_total";
+pub const BUS_OUT: &str = "gateway_bus_messages_out_total";
+pub const BUS_RESUBSCRIBES: &str = "gateway_bus_resubscribes_total";
+pub const BUS_CATCHUP: &str = "gateway_bus_catchup_messages_total";
+pub const TX_CONFLICTS: &str = "gateway_site_transition_conflicts_total";
+pub const NODES_SWEPT: &str = "gateway_dead_nodes_swept_total";
 
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
@@ -38,7 +45,7 @@ pub fn describe() {
     describe_histogram!(
         DELIVERY_LATENCY,
         Unit::Seconds,
-        "From a message's store to its write on a recipient's socket"
+        "From a message's store to its hand-off to the recipients' outbound queues on a node"
     );
     describe_gauge!(
         OUTBOUND_QUEUED_BYTES,
@@ -57,4 +64,23 @@ pub fn describe() {
     describe_gauge!(TIMERS_PENDING, "Timers waiting in the engine");
     describe_counter!(ENGINE_ERRORS, "Engine operations that failed");
     describe_gauge!(DRAINING, "1 while the node drains");
+    describe_gauge!(
+        HUB_CHANNELS,
+        "Channels with at least one local listener (one bus subscription each)"
+    );
+    describe_counter!(BUS_IN, "Messages received from the bus (Redis pub/sub)");
+    describe_counter!(BUS_OUT, "Messages published to the bus, by kind");
+    describe_counter!(
+        BUS_RESUBSCRIBES,
+        "Times the node resubscribed every channel after losing its bus connection"
+    );
+    describe_counter!(
+        BUS_CATCHUP,
+        "Messages replayed from the log to close a gap in a channel's delivery"
+    );
+    describe_counter!(
+        TX_CONFLICTS,
+        "Site transitions retried because another node committed first"
+    );
+    describe_counter!(NODES_SWEPT, "Dead nodes whose connections were swept");
 }

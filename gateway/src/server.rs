@@ -8,15 +8,16 @@ use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Auth;
 use crate::config::{Config, JwtConfig};
 use crate::core::NodeId;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
+use crate::engine::redis::{RedisEngine, RedisOptions};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
-use crate::hub::Hub;
+use crate::hub::{Control, Hub};
 use crate::service::Gateway;
 use crate::ws;
 
@@ -30,6 +31,10 @@ pub enum StartError {
     },
     #[error("token key")]
     Auth(#[source] crate::auth::AuthError),
+    #[error("no Redis configured")]
+    NoRedis,
+    #[error("cannot reach Redis")]
+    Engine(#[source] crate::engine::EngineError),
 }
 
 /// The token verifier the configuration asks for.
@@ -81,16 +86,47 @@ pub async fn start_memory(
         hub.clone(),
         MemoryConfig {
             max_log: cfg.max_log,
-            ..MemoryConfig::default()
+            retention: cfg.retention,
         },
     );
-    start(engine, hub, cfg, metrics).await
+    let node = node_id(&cfg);
+    start(engine, hub, node, cfg, metrics).await
 }
+
+/// Starts a node with the Redis engine (`cfg.redis` must be set).
+pub async fn start_redis(
+    cfg: Config,
+    metrics: Option<PrometheusHandle>,
+) -> Result<Running<RedisEngine>, StartError> {
+    let redis = cfg.redis.clone().ok_or(StartError::NoRedis)?;
+    let hub = Hub::new();
+    let node = node_id(&cfg);
+    let sites = cfg.sites.iter().map(|s| s.id.clone()).collect();
+    let engine = RedisEngine::connect(
+        RedisOptions {
+            redis,
+            max_log: cfg.max_log,
+            retention: cfg.retention,
+            node_timeout: cfg.node_timeout,
+        },
+        node.clone(),
+        sites,
+        hub.clone(),
+        REDIS_START_WAIT,
+    )
+    .await
+    .map_err(StartError::Engine)?;
+    start(engine, hub, node, cfg, metrics).await
+}
+
+/// How long a starting node waits for Redis before giving up.
+const REDIS_START_WAIT: Duration = Duration::from_secs(30);
 
 /// Starts a node on any engine.
 pub async fn start<E: Engine>(
     engine: E,
     hub: Arc<Hub>,
+    node: NodeId,
     cfg: Config,
     metrics: Option<PrometheusHandle>,
 ) -> Result<Running<E>, StartError> {
@@ -105,7 +141,8 @@ pub async fn start<E: Engine>(
         source,
     })?;
     let auth = auth_from(&cfg)?;
-    let node = node_id(&cfg);
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    hub.set_control(control_tx);
     let gw = Arc::new(Gateway::new(engine, hub, auth, cfg, node));
     let site_ids: Vec<_> = gw.sites().map(|s| s.config.id.clone()).collect();
     for site in site_ids {
@@ -113,10 +150,18 @@ pub async fn start<E: Engine>(
             tracing::warn!(site = %site, error = %e, "stored settings not loaded");
         }
     }
+    // A node restarted under the same id may have left connections counted: they are gone.
+    gw.sweep(&gw.node.clone()).await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let done = tokio::spawn(serve(gw.clone(), listener, metrics, async move {
-        let _ = stop_rx.await;
-    }));
+    let done = tokio::spawn(serve(
+        gw.clone(),
+        listener,
+        metrics,
+        control_rx,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
     Ok(Running {
         addr,
         gw,
@@ -130,11 +175,14 @@ async fn serve<E: Engine>(
     gw: Arc<Gateway<E>>,
     listener: TcpListener,
     metrics: Option<PrometheusHandle>,
+    control: mpsc::UnboundedReceiver<Control>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let tasks = ws::tokio_util_tracker::Tracker::default();
     let timers = tokio::spawn(gw.clone().run_timers());
     let pinger = tokio::spawn(ws::run_pinger(gw.clone()));
+    let control = tokio::spawn(gw.clone().run_control(control));
+    let presence = tokio::spawn(gw.clone().run_presence(gw.cfg.node_timeout / 5));
     let app = http::router(
         AppState {
             gw: gw.clone(),
@@ -170,6 +218,15 @@ async fn serve<E: Engine>(
         tracing::error!(error = %e, "server stopped");
     }
     let _ = drain.await;
+    presence.abort();
+    // Whatever this node still counts (a disconnect that could not be stored) goes now, and
+    // the node leaves the registry instead of waiting to be found dead.
+    if gw.sweep(&gw.node.clone()).await {
+        if let Err(e) = gw.engine.forget_node(&gw.node).await {
+            tracing::warn!(error = %e, "node not deregistered");
+        }
+    }
     timers.abort();
     pinger.abort();
+    control.abort();
 }

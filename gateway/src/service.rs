@@ -24,7 +24,7 @@ use crate::engine::{
     AppendOutcome, AppendRefusal, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay,
     SiteTx,
 };
-use crate::hub::{Audience, BusMsg, Channel, Hub};
+use crate::hub::{Audience, BusMsg, Channel, Control, Hub, Outbound};
 use crate::metrics as m;
 use crate::protocol::{
     Author, ClientSettings, ConvEvent, ConvState, Conversation, ErrorCode, Msg, OperatorStatus,
@@ -91,6 +91,8 @@ pub struct Gateway<E: Engine> {
     by_key: HashMap<String, SiteId>,
     next_conn: AtomicU64,
     draining: AtomicBool,
+    /// Set while the node was declared dead by the others and has not rejoined yet.
+    paused: AtomicBool,
 }
 
 const HISTORY_MAX: usize = 200;
@@ -121,6 +123,7 @@ impl<E: Engine> Gateway<E> {
             by_key,
             next_conn: AtomicU64::new(1),
             draining: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         }
     }
 
@@ -146,6 +149,12 @@ impl<E: Engine> Gateway<E> {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether new connections are turned away (1012): draining, or rejoining after the
+    /// other nodes declared this one dead.
+    pub fn refuses_clients(&self) -> bool {
+        self.draining.load(Ordering::Relaxed) || self.paused.load(Ordering::Relaxed)
     }
 
     pub fn set_draining(&self) {
@@ -176,26 +185,32 @@ impl<E: Engine> Gateway<E> {
             debug_assert!(core::check_invariants(tx.state(), &settings).is_ok());
             match tx.commit().await {
                 Ok(()) => {
-                    self.execute(site, effects).await;
+                    // Carried out while the transaction is held, so that on this node the
+                    // effects of one site leave in commit order.
+                    let version = tx.state().version;
+                    self.execute(site, version, effects).await;
                     drop(tx);
                     return Ok(reply);
                 }
-                Err(EngineError::Conflict) => continue,
+                Err(EngineError::Conflict) => {
+                    metrics::counter!(m::TX_CONFLICTS).increment(1);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
     }
 
-    async fn execute(&self, site: &SiteId, effects: Vec<Effect>) {
+    async fn execute(&self, site: &SiteId, version: u64, effects: Vec<Effect>) {
         for e in effects {
-            if let Err(err) = self.execute_one(site, e).await {
+            if let Err(err) = self.execute_one(site, version, e).await {
                 metrics::counter!(m::ENGINE_ERRORS).increment(1);
                 tracing::warn!(site = %site, error = %err, "effect not carried out");
             }
         }
     }
 
-    async fn execute_one(&self, site: &SiteId, e: Effect) -> Result<(), EngineError> {
+    async fn execute_one(&self, site: &SiteId, version: u64, e: Effect) -> Result<(), EngineError> {
         match e {
             Effect::Conv {
                 event,
@@ -210,7 +225,7 @@ impl<E: Engine> Gateway<E> {
                         .await?;
                 }
                 self.engine
-                    .put_meta(&id, ConvMeta::from_snapshot(&conv))
+                    .put_meta(&id, ConvMeta::from_snapshot(&conv), version)
                     .await?;
                 self.publish_conv(&id, event, &conv, reason).await
             }
@@ -219,9 +234,7 @@ impl<E: Engine> Gateway<E> {
                 mut waiting,
                 count,
             } => {
-                for c in &mut waiting {
-                    c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
-                }
+                self.fill_last_seqs(&mut waiting).await?;
                 let frame = ServerFrame::Queue {
                     queue: queue.0.clone(),
                     waiting,
@@ -269,22 +282,40 @@ impl<E: Engine> Gateway<E> {
                     )
                     .await
             }
-            Effect::Attach { conv, who } => {
+            Effect::Attach { conv, who, update } => {
+                let after_seq = self.engine.last_seq(&conv).await?;
+                let frame = update.map(|u| self.member_frame(&who, u, after_seq));
                 let (role, id) = participant(&who);
                 self.engine
-                    .publish(&user_channel(site, role, id), BusMsg::Attach(conv))
+                    .publish(
+                        &user_channel(site, role, id),
+                        BusMsg::Attach {
+                            conv,
+                            frame,
+                            after_seq,
+                        },
+                    )
                     .await
             }
-            Effect::Detach { conv, who } => {
+            Effect::Detach { conv, who, update } => {
+                let last_seq = match update {
+                    Some(_) => self.engine.last_seq(&conv).await?,
+                    None => 0,
+                };
+                let frame = update.map(|u| self.member_frame(&who, u, last_seq));
                 let (role, id) = participant(&who);
                 self.engine
-                    .publish(&user_channel(site, role, id), BusMsg::Detach(conv))
+                    .publish(
+                        &user_channel(site, role, id),
+                        BusMsg::Detach { conv, frame },
+                    )
                     .await
             }
             Effect::System { conv, text } => {
                 let out = self
                     .engine
                     .append(NewMessage {
+                        site: site.clone(),
                         conv,
                         cid: None,
                         from: system_author(),
@@ -313,6 +344,33 @@ impl<E: Engine> Gateway<E> {
             Effect::SetTimer { kind, at } => self.engine.set_timer(site, &kind, at, false).await,
             Effect::CancelTimer { kind } => self.engine.cancel_timer(site, &kind).await,
         }
+    }
+
+    /// The `conv` frame a joining or leaving participant receives directly.
+    fn member_frame(&self, who: &Participant, u: core::ConvUpdate, last_seq: u64) -> Arc<Outbound> {
+        let mut conv = *u.conv;
+        conv.last_seq = last_seq;
+        if matches!(who, Participant::Visitor(_)) {
+            conv = self.for_visitor(conv);
+        }
+        Outbound::new(ServerFrame::Conv {
+            event: u.event,
+            conv: Box::new(conv),
+            reason: u.reason,
+        })
+    }
+
+    /// Fills `last_seq` of listed conversations with one engine round trip.
+    async fn fill_last_seqs(&self, convs: &mut [Conversation]) -> Result<(), EngineError> {
+        if convs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<ConvId> = convs.iter().map(|c| ConvId(c.id.clone())).collect();
+        let seqs = self.engine.last_seqs(&ids).await?;
+        for (c, seq) in convs.iter_mut().zip(seqs) {
+            c.last_seq = seq;
+        }
+        Ok(())
     }
 
     /// Publishes a `conv` event: the full snapshot to staff, a trimmed one to the visitor.
@@ -365,12 +423,14 @@ impl<E: Engine> Gateway<E> {
         let cmd = match p.role {
             Role::Operator => Command::OperatorConnected {
                 op: OperatorId(p.id.clone()),
+                node: self.node.clone(),
                 name: p.name.clone().unwrap_or_else(|| p.id.clone()),
                 max_chats: p.max_chats,
                 queues: p.queues.clone(),
             },
             Role::Visitor => Command::VisitorConnected {
                 visitor: VisitorId(p.id.clone()),
+                node: self.node.clone(),
             },
             _ => return Ok(()),
         };
@@ -381,9 +441,11 @@ impl<E: Engine> Gateway<E> {
         let cmd = match p.role {
             Role::Operator => Command::OperatorDisconnected {
                 op: OperatorId(p.id.clone()),
+                node: self.node.clone(),
             },
             Role::Visitor => Command::VisitorDisconnected {
                 visitor: VisitorId(p.id.clone()),
+                node: self.node.clone(),
             },
             _ => return Ok(()),
         };
@@ -504,7 +566,7 @@ impl<E: Engine> Gateway<E> {
                     id: id.0.clone(),
                     name: o.name.clone(),
                     status: o.status,
-                    online: o.conns > 0,
+                    online: o.conns.is_online(),
                     load: o.convs.len() as u32,
                 })
                 .collect();
@@ -513,9 +575,7 @@ impl<E: Engine> Gateway<E> {
         let _ = settings;
         let mut frames = Vec::new();
         for (q, waiting, count) in &mut queues {
-            for c in waiting.iter_mut() {
-                c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
-            }
+            self.fill_last_seqs(waiting).await?;
             frames.push(ServerFrame::Queue {
                 queue: q.0.clone(),
                 waiting: std::mem::take(waiting),
@@ -625,6 +685,7 @@ impl<E: Engine> Gateway<E> {
                 &p.site,
                 Command::Start {
                     visitor: VisitorId(p.id.clone()),
+                    node: self.node.clone(),
                     conv: new_conv_id(),
                     queue: queue.map(QueueId),
                     profile: Box::new(profile),
@@ -646,7 +707,10 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// Stores a message from `p`. A visitor writing into their closed conversation gets a new
-    /// conversation linked to it; the returned id is where the message went.
+    /// conversation linked to it; the returned message says where it went.
+    ///
+    /// The append itself authorises the author (site, participant, state), so a message costs
+    /// one engine round trip.
     pub async fn send(
         &self,
         p: &Principal,
@@ -669,7 +733,12 @@ impl<E: Engine> Gateway<E> {
                 "message too long",
             ));
         }
-        let meta = self.authorize(p, conv, Access::Read).await?;
+        if conv.is_empty() || conv.len() > 128 {
+            return Err(ServiceError::refuse(
+                ErrorCode::BadRequest,
+                "bad conversation id",
+            ));
+        }
         let author = Author {
             role: p.role,
             id: p.id.clone(),
@@ -681,6 +750,7 @@ impl<E: Engine> Gateway<E> {
             let out = self
                 .engine
                 .append(NewMessage {
+                    site: p.site.clone(),
                     conv: target.clone(),
                     cid: Some(cid.clone()),
                     from: author.clone(),
@@ -693,7 +763,7 @@ impl<E: Engine> Gateway<E> {
                 AppendOutcome::Stored(a) => {
                     metrics::counter!(m::MESSAGES, "role" => p.role.as_str()).increment(1);
                     if p.role == Role::Visitor {
-                        self.after_visitor_message(&meta.site, &target, &a).await;
+                        self.after_visitor_message(&p.site, &target, &a).await;
                     }
                     return Ok(a.msg);
                 }
@@ -718,6 +788,7 @@ impl<E: Engine> Gateway<E> {
                             }
                         }
                     }
+                    let meta = self.authorize(p, target.as_str(), Access::Read).await?;
                     let old = &meta.snapshot;
                     let profile = VisitorProfile {
                         name: old.visitor.name.clone(),
@@ -746,8 +817,16 @@ impl<E: Engine> Gateway<E> {
                 }
                 AppendOutcome::Refused(AppendRefusal::Forbidden) => {
                     return Err(ServiceError::refuse(
-                        ErrorCode::Forbidden,
-                        "you do not hold this conversation",
+                        if p.role == Role::Visitor {
+                            ErrorCode::NotFound
+                        } else {
+                            ErrorCode::Forbidden
+                        },
+                        if p.role == Role::Visitor {
+                            "no such conversation"
+                        } else {
+                            "you do not hold this conversation"
+                        },
                     ))
                 }
             }
@@ -870,6 +949,20 @@ impl<E: Engine> Gateway<E> {
             )
             .await?;
         Ok(())
+    }
+
+    /// The unavailability notice for a visitor whose message could not be stored (the
+    /// engine is down), when the site sends one.
+    pub fn unavailable_notice(&self, p: &Principal, conv: &str) -> Option<ServerFrame> {
+        if p.role != Role::Visitor {
+            return None;
+        }
+        let s = self.site(&p.site)?.settings();
+        s.notify_unavailable.then(|| ServerFrame::Notice {
+            conv: Some(conv.to_owned()),
+            code: "unavailable".into(),
+            text: s.unavailable_text.clone(),
+        })
     }
 
     // ----- staff -----
@@ -1109,6 +1202,15 @@ impl<E: Engine> Gateway<E> {
             .map_err(|e| SettingsUpdateError::Service(e.into()))?;
         let new = Arc::new(new);
         *s.settings.write() = new.clone();
+        // Every other node reloads them; a node that misses the message (its bus connection
+        // was down) reloads every site's settings when it resubscribes.
+        if let Err(e) = self
+            .engine
+            .publish(&Channel::Nodes, BusMsg::Settings(site.clone()))
+            .await
+        {
+            tracing::warn!(site = %site, error = %e, "settings change not announced");
+        }
         self.apply(site, Command::SettingsChanged)
             .await
             .map_err(SettingsUpdateError::Service)?;
@@ -1137,24 +1239,37 @@ impl<E: Engine> Gateway<E> {
     pub async fn run_timers(self: Arc<Self>) {
         loop {
             let now = now_ms();
+            let mut failed = false;
             match self.engine.due_timers(now, 256).await {
                 Ok(due) => {
-                    for (site, kind) in due {
-                        self.fire(&site, kind).await;
+                    for claim in due {
+                        if self.fire(&claim.site, claim.kind.clone()).await {
+                            if let Err(e) = self.engine.finish_timer(&claim).await {
+                                tracing::warn!(error = %e, "fired timer not finished");
+                            }
+                        }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "timer poll failed"),
+                Err(e) => {
+                    failed = true;
+                    tracing::debug!(error = %e, "timer poll failed");
+                }
             }
-            let next = self.engine.next_timer().await.ok().flatten();
-            let wait = next
-                .map(|t| t.saturating_sub(now_ms()))
-                .unwrap_or(250)
-                .clamp(5, 250);
+            let wait = if failed {
+                1000
+            } else {
+                let next = self.engine.next_timer().await.ok().flatten();
+                next.map(|t| t.saturating_sub(now_ms()))
+                    .unwrap_or(250)
+                    .clamp(5, 250)
+            };
             tokio::time::sleep(Duration::from_millis(wait)).await;
         }
     }
 
-    async fn fire(&self, site: &SiteId, kind: TimerKind) {
+    /// Runs a due timer's transition; `false` when it could not (the claim then lapses and
+    /// the timer fires again, here or on another node).
+    async fn fire(&self, site: &SiteId, kind: TimerKind) -> bool {
         let label = match &kind {
             TimerKind::Offer(_) => "offer",
             TimerKind::Reassign(_) => "reassign",
@@ -1163,14 +1278,20 @@ impl<E: Engine> Gateway<E> {
             TimerKind::VisitorGrace(_) => "visitor_grace",
             TimerKind::OperatorGrace(_) => "operator_grace",
         };
-        metrics::counter!(m::TIMERS_FIRED, "kind" => label).increment(1);
         let activity = match &kind {
             TimerKind::Reassign(c) | TimerKind::Inactive(c) => {
-                self.engine.activity(c).await.unwrap_or_default()
+                // Without the real activity an inactivity timer would close a live chat.
+                match self.engine.activity(c).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(site = %site, ?kind, error = %e, "timer postponed");
+                        return false;
+                    }
+                }
             }
             _ => Default::default(),
         };
-        if let Err(e) = self
+        match self
             .apply(
                 site,
                 Command::Timer {
@@ -1180,7 +1301,111 @@ impl<E: Engine> Gateway<E> {
             )
             .await
         {
-            tracing::warn!(site = %site, ?kind, error = %e, "timer transition failed");
+            Ok(_) => {
+                metrics::counter!(m::TIMERS_FIRED, "kind" => label).increment(1);
+                true
+            }
+            Err(ServiceError::Rejected(r)) => {
+                tracing::warn!(site = %site, ?kind, reason = r.message, "timer refused");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(site = %site, ?kind, error = %e, "timer transition failed");
+                false
+            }
+        }
+    }
+
+    // ----- nodes -----
+
+    /// Proves this node alive every `interval` and sweeps nodes that stopped doing so: their
+    /// connections are taken away on every site (`NodeGone`), which starts the grace windows
+    /// of whoever was connected only there. A node that learns it was swept itself (it could
+    /// not reach the engine for too long) closes its clients with 1012 so that they reconnect
+    /// and are counted again.
+    pub async fn run_presence(self: Arc<Self>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let paused = self.paused.load(Ordering::Acquire);
+            if paused && !self.hub.is_empty() {
+                // Rejoin only once every old connection is gone (and uncounted).
+                continue;
+            }
+            match self.engine.heartbeat().await {
+                Ok(crate::engine::Heartbeat::Alive) => {
+                    if paused {
+                        tracing::info!("rejoined the live nodes");
+                        self.paused.store(false, Ordering::Release);
+                    }
+                }
+                Ok(crate::engine::Heartbeat::Evicted) => {
+                    if !paused {
+                        tracing::warn!(
+                            "this node was declared dead while cut off; reconnecting its clients"
+                        );
+                        self.paused.store(true, Ordering::Release);
+                        for c in self.hub.all() {
+                            c.close(crate::protocol::CloseReason::Restarting);
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat failed");
+                    continue;
+                }
+            }
+            let dead = match self.engine.dead_nodes().await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(error = %e, "dead node scan failed");
+                    continue;
+                }
+            };
+            for node in dead {
+                if self.sweep(&node).await {
+                    metrics::counter!(m::NODES_SWEPT).increment(1);
+                    if let Err(e) = self.engine.forget_node(&node).await {
+                        tracing::warn!(node = %node, error = %e, "swept node not forgotten");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes a dead node's connections away on every site; `false` if some site failed (the
+    /// node stays dead and is swept again; `NodeGone` is idempotent).
+    pub async fn sweep(&self, node: &NodeId) -> bool {
+        tracing::info!(node = %node, "sweeping a dead node");
+        let sites: Vec<SiteId> = self.sites.keys().cloned().collect();
+        let mut ok = true;
+        for site in sites {
+            if let Err(e) = self
+                .apply(&site, Command::NodeGone { node: node.clone() })
+                .await
+            {
+                tracing::warn!(site = %site, node = %node, error = %e, "sweep failed");
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Reloads a site's settings whenever any node says they changed.
+    pub async fn run_control(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Control>,
+    ) {
+        while let Some(c) = rx.recv().await {
+            match c {
+                Control::SettingsChanged(site) => {
+                    if let Err(e) = self.reload_settings(&site).await {
+                        tracing::warn!(site = %site, error = %e, "settings not reloaded");
+                    }
+                }
+            }
         }
     }
 }

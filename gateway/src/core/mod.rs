@@ -15,6 +15,7 @@
 
 pub mod ids;
 pub mod settings;
+pub mod tracked;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use ids::{ConnId, ConvId, NodeId, OperatorId, QueueId, Seq, SiteId, VisitorId};
 pub use settings::{Routing, Settings};
+pub use tracked::Tracked;
 
 use crate::protocol::{
     ConvEvent, ConvState, Conversation, ErrorCode, OperatorRef, OperatorStatus, Preview,
@@ -44,22 +46,99 @@ pub const QUEUE_LIST_LIMIT: usize = 100;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SiteState {
     pub site: SiteId,
-    /// Bumped by every committed transition; the Redis engine compares and sets on it.
+    /// Bumped by every transition that changed something; the Redis engine compares and sets
+    /// on it.
     pub version: u64,
-    pub operators: BTreeMap<OperatorId, Operator>,
-    pub visitors: BTreeMap<VisitorId, Visitor>,
+    pub operators: Tracked<OperatorId, Operator>,
+    pub visitors: Tracked<VisitorId, Visitor>,
     /// Open conversations only (queued, offered, active). Closed ones leave the state.
-    pub convs: BTreeMap<ConvId, Conv>,
+    pub convs: Tracked<ConvId, Conv>,
     /// FIFO order of the queue: grows by one per conversation (re)entering a queue.
     pub queue_clock: u64,
+}
+
+impl SiteState {
+    /// A fresh, empty state of a site.
+    pub fn new(site: SiteId) -> SiteState {
+        SiteState {
+            site,
+            ..SiteState::default()
+        }
+    }
+
+    /// Whether the last transition touched anything.
+    pub fn is_touched(&self) -> bool {
+        self.operators.is_touched() || self.visitors.is_touched() || self.convs.is_touched()
+    }
+
+    /// Forgets what the last transition touched (the in-memory engine has nothing to write).
+    pub fn clear_touched(&mut self) {
+        self.operators.clear_touched();
+        self.visitors.clear_touched();
+        self.convs.clear_touched();
+    }
+
+    /// Puts back what the last transition touched, and its version: an engine that could
+    /// not store a transition returns its copy to the state it was read in.
+    pub fn rollback(&mut self) {
+        if self.is_touched() {
+            self.version -= 1;
+        }
+        self.operators.rollback();
+        self.visitors.rollback();
+        self.convs.rollback();
+    }
+}
+
+/// Live connections of one participant, counted per node, so that the share of a node that
+/// died can be taken away as a whole ([`Command::NodeGone`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conns(BTreeMap<NodeId, u32>);
+
+impl Conns {
+    pub fn total(&self) -> u32 {
+        self.0.values().sum()
+    }
+
+    pub fn is_online(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    fn add(&mut self, node: &NodeId) {
+        *self.0.entry(node.clone()).or_insert(0) += 1;
+    }
+
+    /// Takes one connection away; `false` when the node had none.
+    fn remove(&mut self, node: &NodeId) -> bool {
+        match self.0.get_mut(node) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                true
+            }
+            Some(_) => {
+                self.0.remove(node);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes every connection of a node away; `false` when it had none.
+    fn drop_node(&mut self, node: &NodeId) -> bool {
+        self.0.remove(node).is_some()
+    }
+
+    pub fn has_node(&self, node: &NodeId) -> bool {
+        self.0.contains_key(node)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operator {
     pub name: String,
     pub status: OperatorStatus,
-    /// Live connections, on every node.
-    pub conns: u32,
+    /// Live connections, per node.
+    pub conns: Conns,
     /// From the token; `None` means the site's `max_chats`.
     pub max_chats: Option<u32>,
     /// From the token; `None` means every queue of the site.
@@ -74,7 +153,7 @@ pub struct Operator {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Visitor {
-    pub conns: u32,
+    pub conns: Conns,
     pub conv: Option<ConvId>,
     pub away_since: Option<Millis>,
 }
@@ -155,18 +234,26 @@ pub struct Activity {
 pub enum Command {
     OperatorConnected {
         op: OperatorId,
+        node: NodeId,
         name: String,
         max_chats: Option<u32>,
         queues: Option<Vec<QueueId>>,
     },
     OperatorDisconnected {
         op: OperatorId,
+        node: NodeId,
     },
     VisitorConnected {
         visitor: VisitorId,
+        node: NodeId,
     },
     VisitorDisconnected {
         visitor: VisitorId,
+        node: NodeId,
+    },
+    /// A node died: every connection it held is gone at once.
+    NodeGone {
+        node: NodeId,
     },
     SetStatus {
         op: OperatorId,
@@ -174,6 +261,8 @@ pub enum Command {
     },
     Start {
         visitor: VisitorId,
+        /// The node of the connection that starts it.
+        node: NodeId,
         /// Chosen by the caller so a retried transition keeps the same id.
         conv: ConvId,
         queue: Option<QueueId>,
@@ -250,15 +339,20 @@ pub enum Effect {
         conv: Box<Conversation>,
         expires_at: Millis,
     },
-    /// The participant's connections join the conversation's channel.
+    /// The participant's connections join the conversation's channel. `update` is the
+    /// conversation event they join with (delivered to them directly: they were not on the
+    /// channel when it was published there).
     Attach {
         conv: ConvId,
         who: Participant,
+        update: Option<ConvUpdate>,
     },
-    /// The participant's connections leave the conversation's channel.
+    /// The participant's connections leave the conversation's channel, after receiving
+    /// `update` (the event that made them leave).
     Detach {
         conv: ConvId,
         who: Participant,
+        update: Option<ConvUpdate>,
     },
     /// Append a system message to the conversation.
     System {
@@ -278,6 +372,14 @@ pub enum Effect {
     CancelTimer {
         kind: TimerKind,
     },
+}
+
+/// A `conv` event as joining or leaving participants receive it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvUpdate {
+    pub event: ConvEvent,
+    pub conv: Box<Conversation>,
+    pub reason: Option<String>,
 }
 
 /// The answer to the command's sender.
@@ -321,10 +423,24 @@ pub fn handle(
         dirty_queues: BTreeSet::new(),
         dirty_ops: BTreeSet::new(),
     };
-    let reply = core.run(cmd)?;
-    core.flush();
-    core.st.version += 1;
-    Ok((reply, core.effects))
+    match core.run(cmd) {
+        Ok(reply) => {
+            core.flush();
+            // A transition that changed nothing has nothing to store.
+            if core.st.is_touched() {
+                core.st.version += 1;
+            }
+            Ok((reply, core.effects))
+        }
+        Err(r) => {
+            // Whatever the handler touched before refusing is put back (the version was not
+            // bumped yet).
+            state.operators.rollback();
+            state.visitors.rollback();
+            state.convs.rollback();
+            Err(r)
+        }
+    }
 }
 
 /// Renders a conversation as staff see it (`last_seq` is filled from the log by the caller).
@@ -341,7 +457,10 @@ fn render(st: &SiteState, id: &ConvId, c: &Conv) -> Conversation {
         visitor: VisitorView {
             id: c.visitor.0.clone(),
             name: c.profile.name.clone(),
-            online: st.visitors.get(&c.visitor).is_some_and(|v| v.conns > 0),
+            online: st
+                .visitors
+                .get(&c.visitor)
+                .is_some_and(|v| v.conns.is_online()),
             preview: c.profile.preview.clone(),
             email: c.profile.email.clone(),
             phone: c.profile.phone.clone(),
@@ -408,7 +527,7 @@ pub enum Availability {
 pub fn availability(state: &SiteState, settings: &Settings) -> Availability {
     let mut any_online = false;
     for op in state.operators.values() {
-        if op.conns == 0 {
+        if !op.conns.is_online() {
             continue;
         }
         any_online = true;
@@ -437,21 +556,26 @@ impl Core<'_, '_> {
         match cmd {
             Command::OperatorConnected {
                 op,
+                node,
                 name,
                 max_chats,
                 queues,
-            } => self.operator_connected(op, name, max_chats, queues),
-            Command::OperatorDisconnected { op } => self.operator_disconnected(op),
-            Command::VisitorConnected { visitor } => self.visitor_connected(visitor),
-            Command::VisitorDisconnected { visitor } => self.visitor_disconnected(visitor),
+            } => self.operator_connected(op, node, name, max_chats, queues),
+            Command::OperatorDisconnected { op, node } => self.operator_disconnected(op, node),
+            Command::VisitorConnected { visitor, node } => self.visitor_connected(visitor, node),
+            Command::VisitorDisconnected { visitor, node } => {
+                self.visitor_disconnected(visitor, node)
+            }
+            Command::NodeGone { node } => self.node_gone(node),
             Command::SetStatus { op, status } => self.set_status(op, status),
             Command::Start {
                 visitor,
+                node,
                 conv,
                 queue,
                 profile,
                 previous,
-            } => self.start(visitor, conv, queue, profile, previous),
+            } => self.start(visitor, node, conv, queue, profile, previous),
             Command::Accept { op, conv } => self.accept(op, conv),
             Command::Decline { op, conv } => self.decline(op, conv),
             Command::Transfer { by, conv, to, note } => self.transfer(by, conv, to, note),
@@ -477,6 +601,7 @@ impl Core<'_, '_> {
     fn operator_connected(
         &mut self,
         id: OperatorId,
+        node: NodeId,
         name: String,
         max: Option<u32>,
         queues: Option<Vec<QueueId>>,
@@ -484,11 +609,10 @@ impl Core<'_, '_> {
         let op = self
             .st
             .operators
-            .entry(id.clone())
-            .or_insert_with(|| Operator {
+            .get_or_insert_with(id.clone(), || Operator {
                 name: name.clone(),
                 status: OperatorStatus::Inactive,
-                conns: 0,
+                conns: Conns::default(),
                 max_chats: None,
                 queues: None,
                 convs: BTreeSet::new(),
@@ -499,10 +623,11 @@ impl Core<'_, '_> {
         op.name = name;
         op.max_chats = max;
         op.queues = queues;
-        op.conns += 1;
-        let came_back = op.conns == 1 && op.away_since.take().is_some();
+        let first = !op.conns.is_online();
+        op.conns.add(&node);
+        let came_back = first && op.away_since.take().is_some();
         let convs: Vec<ConvId> = op.convs.iter().cloned().collect();
-        if op.conns == 1 {
+        if first {
             self.effects.push(Effect::CancelTimer {
                 kind: TimerKind::OperatorGrace(id.clone()),
             });
@@ -517,20 +642,29 @@ impl Core<'_, '_> {
         Ok(Reply::None)
     }
 
-    fn operator_disconnected(&mut self, id: OperatorId) -> Result<Reply, Reject> {
+    fn operator_disconnected(&mut self, id: OperatorId, node: NodeId) -> Result<Reply, Reject> {
+        let Some(op) = self.st.operators.get(&id) else {
+            return Ok(Reply::None);
+        };
+        if !op.conns.has_node(&node) {
+            return Ok(Reply::None);
+        }
+        let op = self.st.operators.get_mut(&id).expect("checked above");
+        op.conns.remove(&node);
+        self.dirty_ops.insert(id.clone());
+        if !op.conns.is_online() {
+            self.operator_offline(id);
+        }
+        Ok(Reply::None)
+    }
+
+    /// The operator's last connection is gone: their conversations learn it and the grace runs.
+    fn operator_offline(&mut self, id: OperatorId) {
         let grace = self.ctx.settings.operator_grace;
         let now = self.ctx.now;
         let Some(op) = self.st.operators.get_mut(&id) else {
-            return Ok(Reply::None);
+            return;
         };
-        if op.conns == 0 {
-            return Ok(Reply::None);
-        }
-        op.conns -= 1;
-        self.dirty_ops.insert(id.clone());
-        if op.conns > 0 {
-            return Ok(Reply::None);
-        }
         op.away_since = Some(now);
         let convs: Vec<ConvId> = op.convs.iter().cloned().collect();
         for c in &convs {
@@ -544,17 +678,17 @@ impl Core<'_, '_> {
                 at: now + grace.as_millis() as u64,
             });
         }
-        Ok(Reply::None)
     }
 
     /// The operator stayed disconnected past the grace: unavailable, conversations requeued.
     fn operator_gone(&mut self, id: &OperatorId) {
-        let Some(op) = self.st.operators.get_mut(id) else {
+        let Some(op) = self.st.operators.get(id) else {
             return;
         };
-        if op.conns > 0 {
+        if op.conns.is_online() {
             return;
         }
+        let op = self.st.operators.get_mut(id).expect("checked above");
         op.status = OperatorStatus::Inactive;
         op.away_since = None;
         let convs: Vec<ConvId> = op.convs.iter().cloned().collect();
@@ -571,10 +705,14 @@ impl Core<'_, '_> {
         self.route_waiting();
     }
 
-    fn visitor_connected(&mut self, id: VisitorId) -> Result<Reply, Reject> {
-        let v = self.st.visitors.entry(id.clone()).or_default();
-        v.conns += 1;
-        if v.conns == 1 {
+    fn visitor_connected(&mut self, id: VisitorId, node: NodeId) -> Result<Reply, Reject> {
+        let v = self
+            .st
+            .visitors
+            .get_or_insert_with(id.clone(), Visitor::default);
+        let first = !v.conns.is_online();
+        v.conns.add(&node);
+        if first {
             let was_away = v.away_since.take().is_some();
             if let Some(conv) = v.conv.clone() {
                 self.effects.push(Effect::CancelTimer {
@@ -592,19 +730,31 @@ impl Core<'_, '_> {
         Ok(Reply::None)
     }
 
-    fn visitor_disconnected(&mut self, id: VisitorId) -> Result<Reply, Reject> {
+    fn visitor_disconnected(&mut self, id: VisitorId, node: NodeId) -> Result<Reply, Reject> {
+        let Some(v) = self.st.visitors.get(&id) else {
+            return Ok(Reply::None);
+        };
+        if !v.conns.has_node(&node) {
+            return Ok(Reply::None);
+        }
+        let v = self.st.visitors.get_mut(&id).expect("checked above");
+        v.conns.remove(&node);
+        if !v.conns.is_online() {
+            self.visitor_offline(id);
+        }
+        Ok(Reply::None)
+    }
+
+    /// The visitor's last connection is gone: away, and the reconnect grace runs.
+    fn visitor_offline(&mut self, id: VisitorId) {
         let grace = self.ctx.settings.visitor_grace;
         let now = self.ctx.now;
         let Some(v) = self.st.visitors.get_mut(&id) else {
-            return Ok(Reply::None);
+            return;
         };
-        v.conns = v.conns.saturating_sub(1);
-        if v.conns > 0 {
-            return Ok(Reply::None);
-        }
         let Some(conv) = v.conv.clone() else {
             self.st.visitors.remove(&id);
-            return Ok(Reply::None);
+            return;
         };
         v.away_since = Some(now);
         self.conv_event(&conv, ConvEvent::VisitorAway, Some("disconnected".into()));
@@ -617,6 +767,40 @@ impl Core<'_, '_> {
                 at: now + grace.as_millis() as u64,
             });
         }
+    }
+
+    /// Every connection a dead node held is gone: whoever is left with none goes offline, as
+    /// if each of those connections had closed.
+    fn node_gone(&mut self, node: NodeId) -> Result<Reply, Reject> {
+        let ops: Vec<OperatorId> = self
+            .st
+            .operators
+            .iter()
+            .filter(|(_, o)| o.conns.has_node(&node))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in ops {
+            let op = self.st.operators.get_mut(&id).expect("listed above");
+            op.conns.drop_node(&node);
+            self.dirty_ops.insert(id.clone());
+            if !op.conns.is_online() {
+                self.operator_offline(id);
+            }
+        }
+        let visitors: Vec<VisitorId> = self
+            .st
+            .visitors
+            .iter()
+            .filter(|(_, v)| v.conns.has_node(&node))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in visitors {
+            let v = self.st.visitors.get_mut(&id).expect("listed above");
+            v.conns.drop_node(&node);
+            if !v.conns.is_online() {
+                self.visitor_offline(id);
+            }
+        }
         Ok(Reply::None)
     }
 
@@ -626,7 +810,7 @@ impl Core<'_, '_> {
         let Some(v) = self.st.visitors.get(id) else {
             return;
         };
-        if v.conns > 0 {
+        if v.conns.is_online() {
             return;
         }
         let Some(conv) = v.conv.clone() else {
@@ -674,6 +858,7 @@ impl Core<'_, '_> {
     fn start(
         &mut self,
         visitor: VisitorId,
+        node: NodeId,
         id: ConvId,
         queue: Option<QueueId>,
         profile: Box<VisitorProfile>,
@@ -697,10 +882,13 @@ impl Core<'_, '_> {
         }
         let now = self.ctx.now;
         self.st.queue_clock += 1;
-        let v = self.st.visitors.entry(visitor.clone()).or_default();
-        if v.conns == 0 {
+        let v = self
+            .st
+            .visitors
+            .get_or_insert_with(visitor.clone(), Visitor::default);
+        if !v.conns.is_online() {
             // The start comes from a live connection of this visitor.
-            v.conns = 1;
+            v.conns.add(&node);
         }
         v.conv = Some(id.clone());
         self.st.convs.insert(
@@ -724,6 +912,7 @@ impl Core<'_, '_> {
         self.effects.push(Effect::Attach {
             conv: id.clone(),
             who: Participant::Visitor(visitor),
+            update: None,
         });
         if let Some(d) = self.ctx.settings.close_after_inactive {
             self.effects.push(Effect::SetTimer {
@@ -869,7 +1058,7 @@ impl Core<'_, '_> {
         let Some(t) = self.st.operators.get(target) else {
             return reject(ErrorCode::NotFound, "no such operator");
         };
-        if t.conns == 0 {
+        if !t.conns.is_online() {
             return reject(ErrorCode::Unavailable, "the operator is offline");
         }
         if t.convs.len() as u32 >= max_chats(t, self.ctx.settings) {
@@ -956,11 +1145,9 @@ impl Core<'_, '_> {
             return Ok(Reply::None);
         }
         let queue = c.queue.clone();
-        let someone_can = self
-            .st
-            .operators
-            .values()
-            .any(|o| o.conns > 0 && o.status == OperatorStatus::Active && serves(o, &queue));
+        let someone_can = self.st.operators.values().any(|o| {
+            o.conns.is_online() && o.status == OperatorStatus::Active && serves(o, &queue)
+        });
         if someone_can {
             return Ok(Reply::None);
         }
@@ -1012,7 +1199,7 @@ impl Core<'_, '_> {
                             .st
                             .visitors
                             .get(&c.visitor)
-                            .is_none_or(|v| v.conns == 0)
+                            .is_none_or(|v| !v.conns.is_online())
                 });
                 if missed {
                     self.close(&id, Some("missed".into()), "callback_expired");
@@ -1116,7 +1303,7 @@ impl Core<'_, '_> {
             .iter()
             .filter(|(id, o)| {
                 o.status == OperatorStatus::Active
-                    && o.conns > 0
+                    && o.conns.is_online()
                     && serves(o, queue)
                     && !exclude.contains(*id)
                     && ((o.convs.len() + o.offers.len()) as u32) < max_chats(o, settings)
@@ -1212,6 +1399,7 @@ impl Core<'_, '_> {
         self.effects.push(Effect::Attach {
             conv: id.clone(),
             who: Participant::Operator(op.clone()),
+            update: None,
         });
         let text = if self.ctx.settings.show_operator_name {
             format!("{name} joined the conversation")
@@ -1245,6 +1433,7 @@ impl Core<'_, '_> {
         self.effects.push(Effect::Detach {
             conv: id.clone(),
             who: Participant::Operator(op.clone()),
+            update: None,
         });
         self.effects.push(Effect::CancelTimer {
             kind: TimerKind::Reassign(id.clone()),
@@ -1293,7 +1482,7 @@ impl Core<'_, '_> {
                 v.conv = None;
                 v.away_since = None;
             }
-            if v.conns == 0 {
+            if !v.conns.is_online() {
                 self.st.visitors.remove(&c.visitor);
             }
         }
@@ -1313,18 +1502,18 @@ impl Core<'_, '_> {
             conv: id.clone(),
             text: "The conversation was closed".into(),
         });
+        if let Some(op) = c.operator {
+            self.effects.push(Effect::Detach {
+                conv: id.clone(),
+                who: Participant::Operator(op),
+                update: None,
+            });
+        }
         self.effects.push(Effect::Conv {
             event: ConvEvent::Closed,
             conv: Box::new(snapshot.clone()),
             reason: Some(reason.to_owned()),
         });
-        // Detached only after the operator was told, so the closing frames reach them.
-        if let Some(op) = c.operator {
-            self.effects.push(Effect::Detach {
-                conv: id.clone(),
-                who: Participant::Operator(op),
-            });
-        }
         self.route_waiting();
         Some(snapshot)
     }
@@ -1349,8 +1538,10 @@ impl Core<'_, '_> {
         }
     }
 
-    /// Emits one listing per changed queue and one frame per changed operator.
+    /// Emits one listing per changed queue and one frame per changed operator, and places
+    /// every attach and detach next to the conversation event it goes with.
     fn flush(&mut self) {
+        place_membership(&mut self.effects);
         for q in std::mem::take(&mut self.dirty_queues) {
             let (waiting, count) = waiting(self.st, &q);
             self.effects.push(Effect::Queue {
@@ -1365,11 +1556,63 @@ impl Core<'_, '_> {
                     id: id.clone(),
                     name: o.name.clone(),
                     status: o.status,
-                    online: o.conns > 0,
+                    online: o.conns.is_online(),
                     load: o.convs.len() as u32,
                 });
             }
         }
+    }
+}
+
+/// Gives each `Attach`/`Detach` the first `conv` event of its conversation at or after it,
+/// and moves it next to that event: a leaving participant receives the event directly and
+/// leaves just before it is published on the channel; a joining one joins just after, and
+/// receives it directly. Whatever follows (the "joined" system message) then reaches the
+/// channel's new audience, and nobody gets the event twice from one node.
+fn place_membership(effects: &mut Vec<Effect>) {
+    let mut i = 0;
+    while i < effects.len() {
+        let (conv, leaving) = match &effects[i] {
+            Effect::Attach {
+                conv, update: None, ..
+            } => (conv.clone(), false),
+            Effect::Detach {
+                conv, update: None, ..
+            } => (conv.clone(), true),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let event = (i + 1..effects.len()).find(
+            |&j| matches!(&effects[j], Effect::Conv { conv: c, .. } if c.id == conv.as_str()),
+        );
+        let Some(j) = event else {
+            i += 1;
+            continue;
+        };
+        let Effect::Conv {
+            event,
+            conv: snapshot,
+            reason,
+        } = &effects[j]
+        else {
+            unreachable!("found a conv effect at {j}");
+        };
+        let filled = ConvUpdate {
+            event: *event,
+            conv: snapshot.clone(),
+            reason: reason.clone(),
+        };
+        let mut membership = effects.remove(i);
+        match &mut membership {
+            Effect::Attach { update, .. } | Effect::Detach { update, .. } => *update = Some(filled),
+            _ => unreachable!("membership effect"),
+        }
+        // After the removal the event sits at j - 1.
+        let at = if leaving { j - 1 } else { j };
+        effects.insert(at, membership);
+        // Whatever moved into position i has not been looked at yet.
     }
 }
 

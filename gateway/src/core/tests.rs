@@ -43,6 +43,13 @@ impl World {
         };
         match handle(&mut self.st, ctx, cmd) {
             Ok((reply, effects)) => {
+                // An engine that cannot store the transition puts its copy back exactly.
+                let mut undone = self.st.clone();
+                undone.rollback();
+                undone.queue_clock = before.queue_clock;
+                assert_eq!(undone, before, "rollback did not restore the state");
+                assert_eq!(undone.version, before.version);
+                self.st.clear_touched();
                 for e in &effects {
                     match e {
                         Effect::SetTimer { kind, at } => {
@@ -85,6 +92,7 @@ impl World {
 
     fn op(&mut self, id: &str) {
         self.run(Command::OperatorConnected {
+            node: NodeId::from("n1"),
             op: OperatorId::from(id),
             name: id.to_uppercase(),
             max_chats: None,
@@ -100,11 +108,13 @@ impl World {
 
     fn visitor_starts(&mut self, v: &str, conv: &str) -> Conversation {
         self.run(Command::VisitorConnected {
+            node: NodeId::from("n1"),
             visitor: VisitorId::from(v),
         })
         .unwrap();
         match self
             .run(Command::Start {
+                node: NodeId::from("n1"),
                 visitor: VisitorId::from(v),
                 conv: ConvId::from(conv),
                 queue: None,
@@ -163,6 +173,7 @@ fn start_is_idempotent_and_unknown_queue_is_refused() {
     let a = w.visitor_starts("v", "c1");
     let again = w
         .run(Command::Start {
+            node: NodeId::from("n1"),
             visitor: VisitorId::from("v"),
             conv: ConvId::from("c2"),
             queue: None,
@@ -172,11 +183,13 @@ fn start_is_idempotent_and_unknown_queue_is_refused() {
         .unwrap();
     assert!(matches!(again, Reply::Conv(c) if c.id == a.id));
     w.run(Command::VisitorConnected {
+        node: NodeId::from("n1"),
         visitor: VisitorId::from("x"),
     })
     .unwrap();
     let err = w
         .run(Command::Start {
+            node: NodeId::from("n1"),
             visitor: VisitorId::from("x"),
             conv: ConvId::from("c3"),
             queue: Some(QueueId::from("nope")),
@@ -391,12 +404,14 @@ fn visitor_grace_away_back_and_expiry() {
     w.visitor_starts("v", "c1");
     accept(&mut w, "a", "c1").unwrap();
     w.run(Command::VisitorDisconnected {
+        node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
     })
     .unwrap();
     assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::VisitorAway, conv, .. } if !conv.visitor.online)));
     w.advance(Duration::from_secs(30), Activity::default());
     w.run(Command::VisitorConnected {
+        node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
     })
     .unwrap();
@@ -412,6 +427,7 @@ fn visitor_grace_away_back_and_expiry() {
         .contains_key(&TimerKind::VisitorGrace(VisitorId::from("v"))));
     // Away again, and past the grace: closed.
     w.run(Command::VisitorDisconnected {
+        node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
     })
     .unwrap();
@@ -426,10 +442,12 @@ fn two_tabs_the_visitor_is_away_only_when_both_are_gone() {
     let mut w = World::new(Settings::default());
     w.visitor_starts("v", "c1");
     w.run(Command::VisitorConnected {
+        node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
     })
     .unwrap();
     w.run(Command::VisitorDisconnected {
+        node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
     })
     .unwrap();
@@ -441,6 +459,7 @@ fn two_tabs_the_visitor_is_away_only_when_both_are_gone() {
         }
     )));
     w.run(Command::VisitorDisconnected {
+        node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
     })
     .unwrap();
@@ -462,6 +481,7 @@ fn offline_callback_keeps_a_waiting_conversation_then_marks_it_missed() {
     }));
     w.visitor_starts("v", "c1");
     w.run(Command::VisitorDisconnected {
+        node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
     })
     .unwrap();
@@ -486,6 +506,7 @@ fn operator_grace_requeues_their_conversations_and_marks_them_inactive() {
     w.visitor_starts("v1", "c1");
     assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("a")));
     w.run(Command::OperatorDisconnected {
+        node: NodeId::from("n1"),
         op: OperatorId::from("a"),
     })
     .unwrap();
@@ -499,6 +520,7 @@ fn operator_grace_requeues_their_conversations_and_marks_them_inactive() {
     // Back within the grace: nothing lost.
     w.advance(Duration::from_secs(30), Activity::default());
     w.run(Command::OperatorConnected {
+        node: NodeId::from("n1"),
         op: OperatorId::from("a"),
         name: "A".into(),
         max_chats: None,
@@ -513,6 +535,7 @@ fn operator_grace_requeues_their_conversations_and_marks_them_inactive() {
         }
     )));
     w.run(Command::OperatorDisconnected {
+        node: NodeId::from("n1"),
         op: OperatorId::from("a"),
     })
     .unwrap();
@@ -633,6 +656,7 @@ fn unavailability_notice_once_per_wait_and_only_with_no_active_operator() {
 fn operators_only_see_and_take_their_queues() {
     let mut w = World::new(settings(|s| s.routing = Routing::Auto));
     w.run(Command::OperatorConnected {
+        node: NodeId::from("n1"),
         op: OperatorId::from("billing-only"),
         name: "B".into(),
         max_chats: Some(2),
@@ -660,11 +684,12 @@ fn operators_only_see_and_take_their_queues() {
 
 #[derive(Debug, Clone)]
 enum Step {
-    OperatorConnect(u8),
-    OperatorDisconnect(u8),
+    OperatorConnect(u8, u8),
+    OperatorDisconnect(u8, u8),
     Status(u8, u8),
-    VisitorConnect(u8),
-    VisitorDisconnect(u8),
+    VisitorConnect(u8, u8),
+    VisitorDisconnect(u8, u8),
+    NodeGone(u8),
     Start(u8),
     Accept(u8, u8),
     Decline(u8, u8),
@@ -677,11 +702,12 @@ enum Step {
 
 fn op_strategy() -> impl Strategy<Value = Step> {
     prop_oneof![
-        (0..4u8).prop_map(Step::OperatorConnect),
-        (0..4u8).prop_map(Step::OperatorDisconnect),
+        (0..4u8, 0..2u8).prop_map(|(a, n)| Step::OperatorConnect(a, n)),
+        (0..4u8, 0..2u8).prop_map(|(a, n)| Step::OperatorDisconnect(a, n)),
         (0..4u8, 0..3u8).prop_map(|(a, b)| Step::Status(a, b)),
-        (0..8u8).prop_map(Step::VisitorConnect),
-        (0..8u8).prop_map(Step::VisitorDisconnect),
+        (0..8u8, 0..2u8).prop_map(|(a, n)| Step::VisitorConnect(a, n)),
+        (0..8u8, 0..2u8).prop_map(|(a, n)| Step::VisitorDisconnect(a, n)),
+        (0..2u8).prop_map(Step::NodeGone),
         (0..8u8).prop_map(Step::Start),
         (0..4u8, 0..10u8).prop_map(|(a, b)| Step::Accept(a, b)),
         (0..4u8, 0..10u8).prop_map(|(a, b)| Step::Decline(a, b)),
@@ -719,16 +745,18 @@ proptest! {
         let mut convs = 0u32;
         let op = |i: u8| OperatorId(format!("op{i}"));
         let conv = |i: u8| ConvId(format!("c{i}"));
+        let node = |i: u8| NodeId(format!("n{i}"));
         for o in ops {
             let _ = match o {
-                Step::OperatorConnect(i) => w.run(Command::OperatorConnected { op: op(i), name: format!("O{i}"), max_chats: None, queues: None }),
-                Step::OperatorDisconnect(i) => w.run(Command::OperatorDisconnected { op: op(i) }),
+                Step::OperatorConnect(i, n) => w.run(Command::OperatorConnected { op: op(i), node: node(n), name: format!("O{i}"), max_chats: None, queues: None }),
+                Step::OperatorDisconnect(i, n) => w.run(Command::OperatorDisconnected { op: op(i), node: node(n) }),
                 Step::Status(i, s) => w.run(Command::SetStatus { op: op(i), status: [OperatorStatus::Active, OperatorStatus::Away, OperatorStatus::Inactive][s as usize] }),
-                Step::VisitorConnect(i) => w.run(Command::VisitorConnected { visitor: VisitorId(format!("v{i}")) }),
-                Step::VisitorDisconnect(i) => w.run(Command::VisitorDisconnected { visitor: VisitorId(format!("v{i}")) }),
+                Step::VisitorConnect(i, n) => w.run(Command::VisitorConnected { visitor: VisitorId(format!("v{i}")), node: node(n) }),
+                Step::VisitorDisconnect(i, n) => w.run(Command::VisitorDisconnected { visitor: VisitorId(format!("v{i}")), node: node(n) }),
+                Step::NodeGone(n) => w.run(Command::NodeGone { node: node(n) }),
                 Step::Start(i) => {
                     convs += 1;
-                    w.run(Command::Start { visitor: VisitorId(format!("v{i}")), conv: ConvId(format!("c{}", convs % 10)), queue: None, profile: Box::default(), previous: None })
+                    w.run(Command::Start { visitor: VisitorId(format!("v{i}")), node: node(0), conv: ConvId(format!("c{}", convs % 10)), queue: None, profile: Box::default(), previous: None })
                 }
                 Step::Accept(i, c) => w.run(Command::Accept { op: op(i), conv: conv(c) }),
                 Step::Decline(i, c) => w.run(Command::Decline { op: op(i), conv: conv(c) }),

@@ -17,7 +17,8 @@ use serde_json::Value;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::{
-    AppendOutcome, Appended, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay, SiteTx,
+    AppendOutcome, Appended, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay,
+    SiteTx, TimerClaim, TIMER_LEASE_MS,
 };
 use crate::core::{Activity, ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
 use crate::hub::{Audience, BusMsg, Channel, Hub};
@@ -41,7 +42,19 @@ impl Default for MemoryConfig {
     }
 }
 
-pub struct MemoryEngine {
+/// Cloning gives another handle to the same store (as a second node would see it).
+#[derive(Clone)]
+pub struct MemoryEngine(Arc<Store>);
+
+impl std::ops::Deref for MemoryEngine {
+    type Target = Store;
+
+    fn deref(&self) -> &Store {
+        &self.0
+    }
+}
+
+pub struct Store {
     hub: Arc<Hub>,
     cfg: MemoryConfig,
     sites: DashMap<SiteId, Arc<AsyncMutex<SiteState>>>,
@@ -57,6 +70,8 @@ pub struct MemoryEngine {
 #[derive(Default)]
 struct ConvLog {
     meta: Option<ConvMeta>,
+    /// Site version of the transition that wrote `meta`.
+    meta_version: u64,
     /// `seq` of `messages[0]`.
     first_seq: u64,
     messages: VecDeque<Msg>,
@@ -78,7 +93,7 @@ struct Timers {
 
 impl MemoryEngine {
     pub fn new(hub: Arc<Hub>, cfg: MemoryConfig) -> MemoryEngine {
-        MemoryEngine {
+        MemoryEngine(Arc::new(Store {
             hub,
             cfg,
             sites: DashMap::new(),
@@ -88,7 +103,7 @@ impl MemoryEngine {
             drafts: DashMap::new(),
             settings: DashMap::new(),
             closed: Mutex::new(VecDeque::new()),
-        }
+        }))
     }
 
     fn log(&self, conv: &ConvId) -> Option<Arc<Mutex<ConvLog>>> {
@@ -114,16 +129,31 @@ impl MemoryEngine {
 }
 
 /// A site's state under its lock.
-pub struct MemoryTx(OwnedMutexGuard<SiteState>);
+pub struct MemoryTx {
+    guard: OwnedMutexGuard<SiteState>,
+    queue_clock: u64,
+}
 
 impl SiteTx for MemoryTx {
     fn state(&mut self) -> &mut SiteState {
-        &mut self.0
+        &mut self.guard
     }
 
     async fn commit(&mut self) -> Result<(), EngineError> {
-        // The lock is held from begin to drop: nobody can have committed in between.
+        // The lock is held from begin to drop: nobody can have committed in between, and
+        // there is nothing to write but the state itself.
+        self.guard.clear_touched();
         Ok(())
+    }
+}
+
+impl Drop for MemoryTx {
+    /// A transition dropped before its commit leaves no trace.
+    fn drop(&mut self) {
+        if self.guard.is_touched() {
+            self.guard.rollback();
+            self.guard.queue_clock = self.queue_clock;
+        }
     }
 }
 
@@ -134,14 +164,11 @@ impl Engine for MemoryEngine {
         let lock = self
             .sites
             .entry(site.clone())
-            .or_insert_with(|| {
-                Arc::new(AsyncMutex::new(SiteState {
-                    site: site.clone(),
-                    ..SiteState::default()
-                }))
-            })
+            .or_insert_with(|| Arc::new(AsyncMutex::new(SiteState::new(site.clone()))))
             .clone();
-        Ok(MemoryTx(lock.lock_owned().await))
+        let guard = lock.lock_owned().await;
+        let queue_clock = guard.queue_clock;
+        Ok(MemoryTx { guard, queue_clock })
     }
 
     async fn append(&self, m: NewMessage) -> Result<AppendOutcome, EngineError> {
@@ -153,6 +180,9 @@ impl Engine for MemoryEngine {
         let Some(meta) = &log.meta else {
             return Ok(AppendOutcome::Refused(R::NotFound));
         };
+        if meta.site != m.site {
+            return Ok(AppendOutcome::Refused(R::NotFound));
+        }
         if let Some(cid) = &m.cid {
             if let Some(&seq) = log.cids.get(cid) {
                 // Same cid from the same author: the retry of a stored message.
@@ -164,7 +194,7 @@ impl Engine for MemoryEngine {
                 }
             }
         }
-        if let Err(refusal) = meta.may_write(&m.from) {
+        if let Err(refusal) = meta.may_write(&m.site, &m.from) {
             return Ok(AppendOutcome::Refused(refusal));
         }
         let conv_state = meta.state;
@@ -302,16 +332,25 @@ impl Engine for MemoryEngine {
         Ok(self.log(conv).and_then(|l| l.lock().meta.clone()))
     }
 
-    async fn put_meta(&self, conv: &ConvId, meta: ConvMeta) -> Result<(), EngineError> {
+    async fn put_meta(
+        &self,
+        conv: &ConvId,
+        meta: ConvMeta,
+        version: u64,
+    ) -> Result<(), EngineError> {
         let closed = meta.state == ConvState::Closed;
         let ts = meta.snapshot.created_at;
         let log = self.logs.entry(conv.clone()).or_default().clone();
         let mut log = log.lock();
+        if log.meta.is_some() && log.meta_version > version {
+            return Ok(());
+        }
         let was_closed = log
             .meta
             .as_ref()
             .is_some_and(|m| m.state == ConvState::Closed);
         log.meta = Some(meta);
+        log.meta_version = version;
         drop(log);
         if closed && !was_closed {
             let now = crate::clock::now_ms().max(ts);
@@ -383,13 +422,10 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    async fn due_timers(
-        &self,
-        now: Millis,
-        limit: usize,
-    ) -> Result<Vec<(SiteId, TimerKind)>, EngineError> {
+    async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<TimerClaim>, EngineError> {
         let mut t = self.timers.lock();
         let mut out = Vec::new();
+        let lease = now + TIMER_LEASE_MS;
         while out.len() < limit {
             let Some(first) = t.by_deadline.first().cloned() else {
                 break;
@@ -397,15 +433,28 @@ impl Engine for MemoryEngine {
             if first.0 > now {
                 break;
             }
+            // Claimed: pushed back by the lease, until finished or fired again.
             t.by_deadline.remove(&first);
             let (_, site, kind) = first;
-            t.by_key.remove(&(site.clone(), kind.clone()));
-            out.push((site, kind));
+            t.by_deadline.insert((lease, site.clone(), kind.clone()));
+            t.by_key.insert((site.clone(), kind.clone()), lease);
+            out.push(TimerClaim { site, kind, lease });
         }
         metrics::gauge!(crate::metrics::TIMERS_PENDING).set(t.by_key.len() as f64);
         drop(t);
         self.purge(now);
         Ok(out)
+    }
+
+    async fn finish_timer(&self, claim: &TimerClaim) -> Result<(), EngineError> {
+        let mut t = self.timers.lock();
+        let key = (claim.site.clone(), claim.kind.clone());
+        if t.by_key.get(&key) == Some(&claim.lease) {
+            t.by_key.remove(&key);
+            t.by_deadline
+                .remove(&(claim.lease, claim.site.clone(), claim.kind.clone()));
+        }
+        Ok(())
     }
 
     async fn next_timer(&self) -> Result<Option<Millis>, EngineError> {

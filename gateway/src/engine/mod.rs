@@ -2,8 +2,9 @@
 //! how bus messages reach every node.
 //!
 //! Two implementations share this contract: [`memory::MemoryEngine`] (one node, no other
-//! component) and the Redis engine (any number of nodes). The conformance suite in
-//! `tests/engine_conformance.rs` runs the same cases against each.
+//! component) and [`redis::RedisEngine`] (any number of nodes on one Redis or a Redis
+//! Cluster). The conformance suite in `gateway/tests/it/conformance.rs` runs every case against
+//! each.
 //!
 //! # Contract
 //!
@@ -11,25 +12,39 @@
 //!   [`SiteTx::commit`] stores it only if nobody committed in between, else returns
 //!   [`EngineError::Conflict`] and the caller runs the pure transition again on fresh state.
 //!   Two racing accepts of one conversation therefore have exactly one winner.
-//! - **Append is exactly-once by `cid`.** [`Engine::append`] checks that the author may write,
-//!   drops a `cid` seen before (returning the stored message), assigns the next `seq` (1, 2, 3, …
-//!   with no gap), stores the message and publishes it on the conversation's channel, all as one
-//!   step: publish order equals `seq` order. It returns only after the message is stored.
+//! - **Append is exactly-once by `cid`.** [`Engine::append`] checks that the author may write
+//!   (and that the conversation belongs to the message's site), drops a `cid` the same author
+//!   used before (returning the stored message), assigns the next `seq` (1, 2, 3, … with no
+//!   gap), stores the message and publishes it on the conversation's channel, all as one step:
+//!   publish order equals `seq` order. It returns only after the message is stored.
+//! - **Conversation records never go back in time.** [`Engine::put_meta`] carries the site
+//!   version of the transition that produced it and is ignored when a later one was stored:
+//!   nodes carry out effects concurrently, so they may arrive out of order.
 //! - **Replay is all or nothing.** [`Engine::replay`] returns every message after a cursor, or
 //!   [`Replay::Lost`] when the capped log no longer reaches back that far.
 //! - **Timers fire once.** [`Engine::due_timers`] claims due timers atomically: a timer is
-//!   handed to exactly one caller, on any node.
+//!   handed to exactly one caller, on any node. A claim not finished ([`Engine::finish_timer`])
+//!   within [`TIMER_LEASE_MS`] (its claimer died) is handed out again; the core's timer
+//!   handlers are idempotent, so a timer takes effect once.
+//! - **Subscriptions are confirmed.** [`Engine::wait_subscribed`] returns once the node
+//!   receives what is published on the given channels from then on.
+//! - **Dead nodes are found.** [`Engine::heartbeat`] proves this node alive; [`Engine::dead_nodes`]
+//!   names nodes that stopped proving it, each to be swept ([`crate::core::Command::NodeGone`]
+//!   on every site) and then forgotten ([`Engine::forget_node`]).
 //! - **Errors are infrastructure only.** Business refusals come from the core or as
 //!   [`AppendRefusal`]; [`EngineError`] means the engine could not be reached or raced.
 
 pub mod memory;
+pub mod redis;
 
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::core::{Activity, ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
+use crate::core::{
+    Activity, ConvId, Millis, NodeId, OperatorId, SiteId, SiteState, TimerKind, VisitorId,
+};
 use crate::hub::{BusMsg, Channel};
 use crate::protocol::{Author, ConvState, Conversation, Msg, Role};
 
@@ -44,9 +59,32 @@ pub enum EngineError {
     Conflict,
 }
 
+/// How long a claimed timer stays claimed before another node may fire it.
+pub const TIMER_LEASE_MS: Millis = 30_000;
+
+/// A due timer handed to one caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerClaim {
+    pub site: SiteId,
+    pub kind: TimerKind,
+    /// Identifies this claim: finishing it does not remove a timer set again meanwhile.
+    pub lease: Millis,
+}
+
+/// What a heartbeat learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    Alive,
+    /// Another node declared this one dead and swept its connections (it could not reach the
+    /// engine for too long): its clients must reconnect so that they are counted again.
+    Evicted,
+}
+
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
+    /// The site the author belongs to; a conversation of another site is "not found".
+    pub site: SiteId,
     pub conv: ConvId,
     pub cid: Option<String>,
     pub from: Author,
@@ -105,8 +143,11 @@ impl ConvMeta {
         }
     }
 
-    /// Whether `author` may append to this conversation now.
-    pub fn may_write(&self, author: &Author) -> Result<(), AppendRefusal> {
+    /// Whether `author`, of `site`, may append to this conversation now.
+    pub fn may_write(&self, site: &SiteId, author: &Author) -> Result<(), AppendRefusal> {
+        if &self.site != site {
+            return Err(AppendRefusal::NotFound);
+        }
         match author.role {
             Role::System => Ok(()),
             Role::Visitor if self.visitor.0 == author.id => match self.state {
@@ -177,16 +218,32 @@ pub trait Engine: Send + Sync + 'static {
 
     fn last_seq(&self, conv: &ConvId) -> impl Future<Output = Result<u64, EngineError>> + Send;
 
+    /// `last_seq` of several conversations at once, in order.
+    fn last_seqs(
+        &self,
+        convs: &[ConvId],
+    ) -> impl Future<Output = Result<Vec<u64>, EngineError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(convs.len());
+            for c in convs {
+                out.push(self.last_seq(c).await?);
+            }
+            Ok(out)
+        }
+    }
+
     fn meta(
         &self,
         conv: &ConvId,
     ) -> impl Future<Output = Result<Option<ConvMeta>, EngineError>> + Send;
 
-    /// Records who a conversation belongs to (creates its log on first use).
+    /// Records who a conversation belongs to (creates its log on first use), unless a record
+    /// from a later site `version` is already stored.
     fn put_meta(
         &self,
         conv: &ConvId,
         meta: ConvMeta,
+        version: u64,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     fn activity(&self, conv: &ConvId)
@@ -228,12 +285,19 @@ pub trait Engine: Send + Sync + 'static {
         kind: &TimerKind,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
-    /// Claims up to `limit` timers due at `now`; each is handed out once.
+    /// Claims up to `limit` timers due at `now`; each is handed out once (again only when its
+    /// lease ran out unfinished).
     fn due_timers(
         &self,
         now: Millis,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(SiteId, TimerKind)>, EngineError>> + Send;
+    ) -> impl Future<Output = Result<Vec<TimerClaim>, EngineError>> + Send;
+
+    /// Removes a fired timer, unless it was set again since it was claimed.
+    fn finish_timer(
+        &self,
+        claim: &TimerClaim,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// The earliest pending deadline.
     fn next_timer(&self) -> impl Future<Output = Result<Option<Millis>, EngineError>> + Send;
@@ -267,4 +331,30 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Whether the engine answers (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Waits until this node receives what is published on `channels` (their local listeners
+    /// were added to the hub before the call).
+    fn wait_subscribed(
+        &self,
+        channels: &[Channel],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = channels;
+        async { Ok(()) }
+    }
+
+    /// Proves this node alive for the engine's node timeout.
+    fn heartbeat(&self) -> impl Future<Output = Result<Heartbeat, EngineError>> + Send {
+        async { Ok(Heartbeat::Alive) }
+    }
+
+    /// Nodes that stopped proving they are alive, whose connections must be swept.
+    fn dead_nodes(&self) -> impl Future<Output = Result<Vec<NodeId>, EngineError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// A dead node was swept on every site.
+    fn forget_node(&self, node: &NodeId) -> impl Future<Output = Result<(), EngineError>> + Send {
+        let _ = node;
+        async { Ok(()) }
+    }
 }

@@ -72,7 +72,7 @@ pub fn router<E: Engine>(state: AppState<E>, tasks: ws::tokio_util_tracker::Trac
 }
 
 async fn readyz<E: Engine>(State(st): State<AppState<E>>) -> Response {
-    if st.gw.is_draining() {
+    if st.gw.refuses_clients() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
     match st.gw.engine.ping().await {

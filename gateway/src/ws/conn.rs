@@ -53,7 +53,7 @@ where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
 {
     let (mut sink, mut stream) = ws.split();
-    if gw.is_draining() {
+    if gw.refuses_clients() {
         close(&mut sink, CloseReason::Restarting, "node is restarting").await;
         return;
     }
@@ -350,6 +350,13 @@ async fn opening<E: Engine>(
     p: &Principal,
     cursors: Cursors,
 ) -> Result<Vec<ServerFrame>, ServiceError> {
+    // The user's own channel is live before the connection counts: whatever is decided for
+    // them from then on (an assignment, an offer) reaches this socket.
+    let mut live = vec![user_channel(&p.site, p.role, &p.id)];
+    if p.role.is_staff() {
+        live.push(Channel::Staff(p.site.clone()));
+    }
+    gw.engine.wait_subscribed(&live).await?;
     gw.connected(p).await?;
     let mut ids: Vec<ConvId> = gw.own_conversations(p).await?;
     // Conversations named in cursors that the principal may read (a visitor's just-closed
@@ -360,9 +367,11 @@ async fn opening<E: Engine>(
             ids.push(id);
         }
     }
-    for id in &ids {
-        gw.hub.subscribe(conn.id, Channel::Conv(id.clone()));
+    let conv_channels: Vec<Channel> = ids.iter().map(|id| Channel::Conv(id.clone())).collect();
+    for ch in &conv_channels {
+        gw.hub.subscribe(conn.id, ch.clone());
     }
+    gw.engine.wait_subscribed(&conv_channels).await?;
     let drafts = gw.drafts_of(p).await?;
     let mut conversations: Vec<Conversation> = Vec::with_capacity(ids.len());
     let mut replays = Vec::new();
@@ -404,7 +413,7 @@ async fn opening<E: Engine>(
 /// Handles one frame. `Err` closes the connection.
 async fn handle<E: Engine>(
     gw: &Gateway<E>,
-    conn: &ConnShared,
+    conn: &Arc<ConnShared>,
     p: &Principal,
     info: &ConnInfo,
     frame: ClientFrame,
@@ -421,14 +430,23 @@ async fn handle<E: Engine>(
         ClientFrame::Pong {} => Ok(None),
         ClientFrame::Send {
             conv, cid, text, ..
-        } => gw.send(p, &conv, cid, text).await.map(|m| {
-            Some(OkBody::Sent {
-                conv: m.conv,
-                cid: m.cid.unwrap_or_default(),
-                seq: m.seq,
-                ts: m.ts,
+        } => {
+            let sent = gw.send(p, &conv, cid, text).await;
+            if let Err(ServiceError::Engine(_)) = &sent {
+                // The message cannot reach anyone now: the visitor is told in words too.
+                if let Some(notice) = gw.unavailable_notice(p, &conv) {
+                    conn.push(encode(conn.encoding, &notice));
+                }
+            }
+            sent.map(|m| {
+                Some(OkBody::Sent {
+                    conv: m.conv,
+                    cid: m.cid.unwrap_or_default(),
+                    seq: m.seq,
+                    ts: m.ts,
+                })
             })
-        }),
+        }
         ClientFrame::History {
             conv,
             before,
@@ -478,8 +496,7 @@ async fn handle<E: Engine>(
                     )),
                 };
                 gw.start(p, queue, profile, None).await.map(|c| {
-                    gw.hub
-                        .subscribe(conn.id, Channel::Conv(ConvId(c.id.clone())));
+                    gw.hub.attach(conn, ConvId(c.id.clone()), c.last_seq);
                     Some(OkBody::Conv { conv: Box::new(c) })
                 })
             }
@@ -525,17 +542,18 @@ async fn handle<E: Engine>(
                 }))
             } else {
                 match gw.authorize(p, &conv, Access::Read).await {
-                    Ok(meta) => {
-                        let ch = Channel::Conv(ConvId(conv.clone()));
-                        if on {
-                            gw.hub.subscribe(conn.id, ch);
-                        } else {
-                            gw.hub.unsubscribe(conn.id, &ch);
+                    Ok(meta) => match gw.snapshot_for(p, &meta, &BTreeMap::new()).await {
+                        Ok(c) => {
+                            let id = ConvId(conv.clone());
+                            if on {
+                                gw.hub.attach(conn, id, c.last_seq);
+                            } else {
+                                gw.hub.unsubscribe(conn.id, &Channel::Conv(id));
+                            }
+                            Ok(Some(OkBody::Conv { conv: Box::new(c) }))
                         }
-                        gw.snapshot_for(p, &meta, &BTreeMap::new())
-                            .await
-                            .map(|c| Some(OkBody::Conv { conv: Box::new(c) }))
-                    }
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
                 }
             }

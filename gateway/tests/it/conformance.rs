@@ -1,22 +1,50 @@
-//! The engine conformance suite: every case is written once, generic over [`Engine`], and the
-//! `conformance!` macro runs all of them against each engine (the Redis engine joins here).
-//! Engines are made with a log capped at 5 messages so trimming is exercised.
+//! The engine conformance suite: every case is written once, generic over [`Engine`], and run
+//! against each engine: the in-memory engine, the Redis engine on its own `redis-server`
+//! (one per case), and the Redis engine on a three-master Redis Cluster (one cluster, the
+//! cases in turn, flushed between them).
+//!
+//! A case gets a [`Fixture`]: the engine under test and a second engine on the same store, as
+//! another node would see it. Engines are made with a log capped at [`LOG_CAP`] messages so
+//! that trimming is exercised.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
+use gateway::config::RedisConfig;
 use gateway::core::{
-    self, Command, ConvId, OperatorId, QueueId, Settings, SiteId, TimerKind, VisitorId,
+    self, Command, ConvId, NodeId, OperatorId, QueueId, Settings, SiteId, TimerKind, VisitorId,
 };
 use gateway::engine::memory::{MemoryConfig, MemoryEngine};
-use gateway::engine::{AppendOutcome, AppendRefusal, ConvMeta, Engine, NewMessage, Replay, SiteTx};
+use gateway::engine::redis::{RedisEngine, RedisOptions};
+use gateway::engine::{
+    AppendOutcome, AppendRefusal, ConvMeta, Engine, EngineError, NewMessage, Replay, SiteTx,
+    TIMER_LEASE_MS,
+};
 use gateway::hub::{Channel, ConnShared, Hub};
 use gateway::protocol::{
     Author, ConvState, Conversation, Encoding, OperatorRef, Role, VisitorView,
 };
+use testsupport::{RedisCluster, RedisServer};
 use tokio_tungstenite::tungstenite::Message;
 
 pub const LOG_CAP: usize = 5;
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What a case runs against.
+pub struct Fixture<E> {
+    /// The hub of `e`'s node: what `e` publishes reaches its subscribers.
+    pub hub: Arc<Hub>,
+    pub e: E,
+    /// Another node on the same store.
+    pub other: E,
+    /// Keeps a per-case Redis alive.
+    _server: Option<RedisServer>,
+}
+
+fn site() -> SiteId {
+    SiteId::from("s")
+}
 
 fn snapshot(conv: &str, state: ConvState, operator: Option<&str>) -> Conversation {
     Conversation {
@@ -57,6 +85,7 @@ fn author(role: Role, id: &str) -> Author {
 
 fn msg(conv: &str, role: Role, id: &str, cid: Option<&str>, text: &str, ts: u64) -> NewMessage {
     NewMessage {
+        site: site(),
         conv: ConvId::from(conv),
         cid: cid.map(str::to_owned),
         from: author(role, id),
@@ -65,13 +94,18 @@ fn msg(conv: &str, role: Role, id: &str, cid: Option<&str>, text: &str, ts: u64)
     }
 }
 
-async fn open_conv<E: Engine>(e: &E, conv: &str) {
+async fn put<E: Engine>(e: &E, conv: &str, state: ConvState, op: Option<&str>, version: u64) {
     e.put_meta(
         &ConvId::from(conv),
-        ConvMeta::from_snapshot(&snapshot(conv, ConvState::Active, Some("op1"))),
+        ConvMeta::from_snapshot(&snapshot(conv, state, op)),
+        version,
     )
     .await
     .unwrap();
+}
+
+async fn open_conv<E: Engine>(e: &E, conv: &str) {
+    put(e, conv, ConvState::Active, Some("op1"), 1).await;
 }
 
 fn stored(o: AppendOutcome) -> u64 {
@@ -81,24 +115,39 @@ fn stored(o: AppendOutcome) -> u64 {
     }
 }
 
-/// A local listener on a conversation's channel, to see what the engine publishes.
-fn listen(hub: &Hub, conv: &str, id: u64) -> tokio::sync::mpsc::UnboundedReceiver<Message> {
+/// A local listener on a conversation's channel, to see what the engine publishes; returns
+/// once the node receives that channel.
+async fn listen<E: Engine>(
+    f: &Fixture<E>,
+    conv: &str,
+    id: u64,
+) -> tokio::sync::mpsc::UnboundedReceiver<Message> {
     let (c, rx) = ConnShared::new(
-        gateway::core::ConnId(id),
+        core::ConnId(id),
         Role::Operator,
         Encoding::Json,
         None,
         1 << 20,
         0,
     );
-    hub.register(c);
-    hub.subscribe(gateway::core::ConnId(id), Channel::Conv(ConvId::from(conv)));
+    f.hub.register(c);
+    let ch = Channel::Conv(ConvId::from(conv));
+    f.hub.subscribe(core::ConnId(id), ch.clone());
+    f.e.wait_subscribed(&[ch]).await.unwrap();
     rx
 }
 
-fn published_seqs(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Message>) -> Vec<u64> {
+/// The seqs of the next `n` `msg` frames a listener receives.
+async fn published_seqs(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Message>,
+    n: usize,
+) -> Vec<u64> {
     let mut out = Vec::new();
-    while let Ok(m) = rx.try_recv() {
+    while out.len() < n {
+        let m = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("a published message in time")
+            .expect("listener open");
         let v: serde_json::Value = serde_json::from_str(m.to_text().unwrap()).unwrap();
         if v["t"] == "msg" {
             out.push(v["seq"].as_u64().unwrap());
@@ -107,16 +156,42 @@ fn published_seqs(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Message>) -> Vec
     out
 }
 
-pub async fn append_assigns_contiguous_seqs_and_publishes_in_order<E: Engine>(hub: Arc<Hub>, e: E) {
-    open_conv(&e, "c1").await;
-    let mut rx = listen(&hub, "c1", 1);
-    for i in 0..4u64 {
-        let role = if i % 2 == 0 {
-            Role::Visitor
-        } else {
-            Role::Operator
+/// Runs one command through the core against the engine, retrying on conflict.
+async fn transition<E: Engine>(e: &E, cmd: Command) -> Result<(), core::Reject> {
+    let settings = Settings::default();
+    let queues = vec![QueueId::from("general")];
+    loop {
+        let mut tx = e.begin(&site()).await.unwrap();
+        let ctx = core::Ctx {
+            settings: &settings,
+            queues: &queues,
+            now: 1000,
         };
-        let id = if i % 2 == 0 { "v1" } else { "op1" };
+        core::handle(tx.state(), ctx, cmd.clone())?;
+        match tx.commit().await {
+            Ok(()) => return Ok(()),
+            Err(EngineError::Conflict) => continue,
+            Err(err) => panic!("{err}"),
+        }
+    }
+}
+
+async fn read_state<E: Engine>(e: &E) -> core::SiteState {
+    let mut tx = e.begin(&site()).await.unwrap();
+    tx.state().clone()
+}
+
+pub async fn append_assigns_contiguous_seqs_and_publishes_in_order<E: Engine>(f: Fixture<E>) {
+    open_conv(&f.e, "c1").await;
+    let mut rx = listen(&f, "c1", 1).await;
+    for i in 0..4u64 {
+        let (role, id) = if i % 2 == 0 {
+            (Role::Visitor, "v1")
+        } else {
+            (Role::Operator, "op1")
+        };
+        // Every other message through the other node: one sequence for the conversation.
+        let e = if i % 2 == 0 { &f.e } else { &f.other };
         let seq = stored(
             e.append(msg("c1", role, id, Some(&format!("m{i}")), "hi", 10 + i))
                 .await
@@ -124,71 +199,79 @@ pub async fn append_assigns_contiguous_seqs_and_publishes_in_order<E: Engine>(hu
         );
         assert_eq!(seq, i + 1);
     }
-    assert_eq!(e.last_seq(&ConvId::from("c1")).await.unwrap(), 4);
-    assert_eq!(published_seqs(&mut rx), vec![1, 2, 3, 4]);
+    assert_eq!(f.e.last_seq(&ConvId::from("c1")).await.unwrap(), 4);
+    assert_eq!(published_seqs(&mut rx, 4).await, vec![1, 2, 3, 4]);
 }
 
-pub async fn append_is_idempotent_by_cid<E: Engine>(hub: Arc<Hub>, e: E) {
-    open_conv(&e, "c1").await;
-    let mut rx = listen(&hub, "c1", 1);
+pub async fn append_is_idempotent_by_cid<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    open_conv(e, "c1").await;
+    let mut rx = listen(&f, "c1", 1).await;
     let a = stored(
         e.append(msg("c1", Role::Visitor, "v1", Some("x"), "once", 1))
             .await
             .unwrap(),
     );
-    match e
+    match f
+        .other
         .append(msg("c1", Role::Visitor, "v1", Some("x"), "once", 2))
         .await
         .unwrap()
     {
-        AppendOutcome::Duplicate(m) => assert_eq!((m.seq, m.ts), (a, 1)),
+        AppendOutcome::Duplicate(m) => assert_eq!((m.seq, m.ts, m.text.as_str()), (a, 1, "once")),
         other => panic!("{other:?}"),
     }
-    assert_eq!(published_seqs(&mut rx), vec![a]);
+    // The same cid from another author is another message.
     let b = stored(
-        e.append(msg("c1", Role::Visitor, "v1", Some("y"), "next", 3))
+        e.append(msg("c1", Role::Operator, "op1", Some("x"), "mine", 3))
             .await
             .unwrap(),
     );
     assert_eq!(b, a + 1);
+    assert_eq!(
+        published_seqs(&mut rx, 2).await,
+        vec![a, b],
+        "nothing twice"
+    );
 }
 
-pub async fn append_refuses_strangers_closed_and_unknown<E: Engine>(_hub: Arc<Hub>, e: E) {
-    open_conv(&e, "c1").await;
+pub async fn append_refuses_strangers_closed_and_unknown<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    open_conv(e, "c1").await;
     let r = |o: AppendOutcome| match o {
         AppendOutcome::Refused(r) => r,
         other => panic!("{other:?}"),
     };
-    assert_eq!(
-        r(e.append(msg("c1", Role::Visitor, "v2", None, "x", 1))
-            .await
-            .unwrap()),
-        AppendRefusal::Forbidden
-    );
-    assert_eq!(
-        r(e.append(msg("c1", Role::Operator, "op2", None, "x", 1))
-            .await
-            .unwrap()),
-        AppendRefusal::Forbidden
-    );
-    assert_eq!(
-        r(e.append(msg("c1", Role::Supervisor, "s", None, "x", 1))
-            .await
-            .unwrap()),
-        AppendRefusal::Forbidden
-    );
+    for (role, id) in [
+        (Role::Visitor, "v2"),
+        (Role::Operator, "op2"),
+        (Role::Supervisor, "s"),
+    ] {
+        assert_eq!(
+            r(e.append(msg("c1", role, id, None, "x", 1)).await.unwrap()),
+            AppendRefusal::Forbidden,
+            "{role:?} {id}"
+        );
+    }
     assert_eq!(
         r(e.append(msg("nope", Role::Visitor, "v1", None, "x", 1))
             .await
             .unwrap()),
         AppendRefusal::NotFound
     );
-    e.put_meta(
-        &ConvId::from("c1"),
-        ConvMeta::from_snapshot(&snapshot("c1", ConvState::Closed, Some("op1"))),
-    )
-    .await
-    .unwrap();
+    // Another site's conversation is "not found", not "forbidden": ids do not leak.
+    let mut foreign = msg("c1", Role::Visitor, "v1", None, "x", 1);
+    foreign.site = SiteId::from("other");
+    assert_eq!(r(e.append(foreign).await.unwrap()), AppendRefusal::NotFound);
+    // Queued: the visitor may write, no operator may.
+    put(e, "c1", ConvState::Queued, None, 2).await;
+    assert_eq!(
+        r(e.append(msg("c1", Role::Operator, "op1", None, "x", 1))
+            .await
+            .unwrap()),
+        AppendRefusal::Forbidden
+    );
+    put(e, "c1", ConvState::Closed, Some("op1"), 3).await;
     assert_eq!(
         r(e.append(msg("c1", Role::Visitor, "v1", None, "x", 1))
             .await
@@ -206,10 +289,32 @@ pub async fn append_refuses_strangers_closed_and_unknown<E: Engine>(_hub: Arc<Hu
     );
 }
 
-pub async fn replay_is_all_or_nothing<E: Engine>(_hub: Arc<Hub>, e: E) {
-    open_conv(&e, "c1").await;
+pub async fn conversation_records_never_go_back_in_time<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    put(e, "c1", ConvState::Active, Some("op1"), 5).await;
+    // A record from an earlier transition arrives late (another node was slower).
+    put(&f.other, "c1", ConvState::Queued, None, 4).await;
+    let m = e.meta(&ConvId::from("c1")).await.unwrap().unwrap();
+    assert_eq!(
+        (m.state, m.operator),
+        (ConvState::Active, Some(OperatorId::from("op1")))
+    );
+    // The same transition may write twice (two events); the second wins.
+    put(e, "c1", ConvState::Closed, Some("op1"), 5).await;
+    let m = f.other.meta(&ConvId::from("c1")).await.unwrap().unwrap();
+    assert_eq!(m.state, ConvState::Closed);
+    assert!(e.meta(&ConvId::from("nope")).await.unwrap().is_none());
+}
+
+pub async fn replay_is_all_or_nothing<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    open_conv(e, "c1").await;
     let c = ConvId::from("c1");
     assert_eq!(e.replay(&c, 0).await.unwrap(), Replay::Recovered(vec![]));
+    assert_eq!(
+        e.replay(&ConvId::from("none"), 3).await.unwrap(),
+        Replay::Lost
+    );
     for i in 0..3u64 {
         e.append(msg(
             "c1",
@@ -223,7 +328,11 @@ pub async fn replay_is_all_or_nothing<E: Engine>(_hub: Arc<Hub>, e: E) {
         .unwrap();
     }
     match e.replay(&c, 1).await.unwrap() {
-        Replay::Recovered(m) => assert_eq!(m.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]),
+        Replay::Recovered(m) => {
+            assert_eq!(m.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
+            assert_eq!(m[0].text, "t1");
+            assert_eq!(m[0].cid.as_deref(), Some("m1"));
+        }
         Replay::Lost => panic!("lost"),
     }
     assert_eq!(e.replay(&c, 3).await.unwrap(), Replay::Recovered(vec![]));
@@ -246,7 +355,7 @@ pub async fn replay_is_all_or_nothing<E: Engine>(_hub: Arc<Hub>, e: E) {
         .unwrap();
     }
     assert_eq!(e.replay(&c, 1).await.unwrap(), Replay::Lost);
-    match e.replay(&c, 2).await.unwrap() {
+    match f.other.replay(&c, 2).await.unwrap() {
         Replay::Recovered(m) => assert_eq!(
             m.iter().map(|m| m.seq).collect::<Vec<_>>(),
             vec![3, 4, 5, 6, 7]
@@ -255,8 +364,9 @@ pub async fn replay_is_all_or_nothing<E: Engine>(_hub: Arc<Hub>, e: E) {
     }
 }
 
-pub async fn history_pages_backwards<E: Engine>(_hub: Arc<Hub>, e: E) {
-    open_conv(&e, "c1").await;
+pub async fn history_pages_backwards<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    open_conv(e, "c1").await;
     let c = ConvId::from("c1");
     for i in 0..4u64 {
         e.append(msg(
@@ -270,24 +380,40 @@ pub async fn history_pages_backwards<E: Engine>(_hub: Arc<Hub>, e: E) {
         .await
         .unwrap();
     }
+    let seqs =
+        |p: &gateway::engine::HistoryPage| p.messages.iter().map(|m| m.seq).collect::<Vec<_>>();
     let p = e.history(&c, None, 2).await.unwrap();
-    assert_eq!(
-        p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        vec![3, 4]
-    );
+    assert_eq!(seqs(&p), vec![3, 4]);
     assert!(!p.complete);
     let p = e.history(&c, Some(3), 10).await.unwrap();
-    assert_eq!(
-        p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
-        vec![1, 2]
-    );
+    assert_eq!(seqs(&p), vec![1, 2]);
+    assert_eq!(p.messages[0].text, "t0");
     assert!(p.complete);
+    let p = e.history(&c, Some(1), 10).await.unwrap();
+    assert!(p.messages.is_empty() && p.complete);
     let p = e.history(&ConvId::from("none"), None, 10).await.unwrap();
     assert!(p.messages.is_empty() && p.complete);
+    // Past the cap, the oldest page still says it is the last one.
+    for i in 4..8u64 {
+        e.append(msg(
+            "c1",
+            Role::Visitor,
+            "v1",
+            Some(&format!("m{i}")),
+            "t",
+            i,
+        ))
+        .await
+        .unwrap();
+    }
+    let p = e.history(&c, None, 50).await.unwrap();
+    assert_eq!(seqs(&p), vec![4, 5, 6, 7, 8]);
+    assert!(p.complete);
 }
 
-pub async fn activity_tracks_the_unanswered_window<E: Engine>(_hub: Arc<Hub>, e: E) {
-    open_conv(&e, "c1").await;
+pub async fn activity_tracks_the_unanswered_window<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    open_conv(e, "c1").await;
     let c = ConvId::from("c1");
     let started = |o: AppendOutcome| match o {
         AppendOutcome::Stored(a) => a.started_unanswered,
@@ -308,82 +434,146 @@ pub async fn activity_tracks_the_unanswered_window<E: Engine>(_hub: Arc<Hub>, e:
     e.append(msg("c1", Role::Operator, "op1", Some("c"), "answer", 300))
         .await
         .unwrap();
-    let a = e.activity(&c).await.unwrap();
+    let a = f.other.activity(&c).await.unwrap();
     assert_eq!((a.last_ts, a.unanswered_since), (300, None));
 }
 
-/// Two transitions race on one site; the core on each side decides; exactly one accept wins.
-pub async fn site_transitions_are_atomic<E: Engine>(_hub: Arc<Hub>, e: E) {
-    let site = SiteId::from("s");
-    let settings = Settings::default();
-    let queues = vec![QueueId::from("general")];
-    let run = |cmd: Command| {
-        let (e, site, settings, queues) = (&e, site.clone(), settings.clone(), queues.clone());
-        async move {
-            loop {
-                let mut tx = e.begin(&site).await.unwrap();
-                let ctx = core::Ctx {
-                    settings: &settings,
-                    queues: &queues,
-                    now: 1000,
-                };
-                let res = core::handle(tx.state(), ctx, cmd.clone());
-                match res {
-                    Err(rej) => return Err(rej),
-                    Ok(_) => match tx.commit().await {
-                        Ok(()) => return Ok(()),
-                        Err(gateway::engine::EngineError::Conflict) => continue,
-                        Err(err) => panic!("{err}"),
-                    },
-                }
-            }
-        }
-    };
+/// Two nodes race to accept one conversation; the core on each side decides; exactly one
+/// wins, and both nodes then see the same state.
+pub async fn site_transitions_are_atomic<E: Engine>(f: Fixture<E>) {
+    let n = NodeId::from("n1");
     for op in ["a", "b"] {
-        run(Command::OperatorConnected {
-            op: OperatorId::from(op),
-            name: op.into(),
-            max_chats: None,
-            queues: None,
-        })
+        transition(
+            &f.e,
+            Command::OperatorConnected {
+                op: OperatorId::from(op),
+                node: n.clone(),
+                name: op.into(),
+                max_chats: None,
+                queues: None,
+            },
+        )
         .await
         .unwrap();
     }
-    run(Command::VisitorConnected {
-        visitor: VisitorId::from("v"),
-    })
+    transition(
+        &f.other,
+        Command::VisitorConnected {
+            visitor: VisitorId::from("v"),
+            node: n.clone(),
+        },
+    )
     .await
     .unwrap();
-    run(Command::Start {
-        visitor: VisitorId::from("v"),
-        conv: ConvId::from("c"),
-        queue: None,
-        profile: Box::default(),
-        previous: None,
-    })
+    transition(
+        &f.e,
+        Command::Start {
+            visitor: VisitorId::from("v"),
+            node: n.clone(),
+            conv: ConvId::from("c"),
+            queue: None,
+            profile: Box::default(),
+            previous: None,
+        },
+    )
     .await
     .unwrap();
     let (x, y) = tokio::join!(
-        run(Command::Accept {
-            op: OperatorId::from("a"),
-            conv: ConvId::from("c")
-        }),
-        run(Command::Accept {
-            op: OperatorId::from("b"),
-            conv: ConvId::from("c")
-        }),
+        transition(
+            &f.e,
+            Command::Accept {
+                op: OperatorId::from("a"),
+                conv: ConvId::from("c")
+            }
+        ),
+        transition(
+            &f.other,
+            Command::Accept {
+                op: OperatorId::from("b"),
+                conv: ConvId::from("c")
+            }
+        ),
     );
     assert_eq!(u8::from(x.is_ok()) + u8::from(y.is_ok()), 1, "{x:?} {y:?}");
-    let mut tx = e.begin(&site).await.unwrap();
-    core::check_invariants(tx.state(), &settings).unwrap();
-    assert_eq!(
-        tx.state().convs[&ConvId::from("c")].state,
-        ConvState::Active
-    );
+    let winner = if x.is_ok() { "a" } else { "b" };
+    for e in [&f.e, &f.other] {
+        let mut tx = e.begin(&site()).await.unwrap();
+        core::check_invariants(tx.state(), &Settings::default()).unwrap();
+        let c = &tx.state().convs[&ConvId::from("c")];
+        assert_eq!(c.state, ConvState::Active);
+        assert_eq!(c.operator, Some(OperatorId::from(winner)));
+    }
 }
 
-pub async fn timers_fire_once_and_move<E: Engine>(_hub: Arc<Hub>, e: E) {
-    let s = SiteId::from("s");
+/// Many transitions from two nodes at once: none is lost, the versions line up, and the
+/// state both nodes read afterwards is the same.
+pub async fn concurrent_transitions_from_two_nodes_all_land<E: Engine>(f: Fixture<E>) {
+    let n = NodeId::from("n1");
+    let connect = |i: u32, on_other: bool| {
+        let e = if on_other { &f.other } else { &f.e };
+        let cmd = Command::VisitorConnected {
+            visitor: VisitorId(format!("v{i}")),
+            node: n.clone(),
+        };
+        async move { transition(e, cmd).await.unwrap() }
+    };
+    futures_util::future::join_all((0..40).map(|i| connect(i, i % 2 == 1))).await;
+    let (a, b) = (read_state(&f.e).await, read_state(&f.other).await);
+    assert_eq!(a.visitors.len(), 40);
+    assert_eq!(a, b);
+    assert_eq!(a.version, b.version);
+    assert!(a.version >= 40, "version {}", a.version);
+}
+
+/// A transition that is not committed (its node lost the race) leaves nothing behind.
+pub async fn a_lost_race_leaves_no_trace<E: Engine>(f: Fixture<E>) {
+    let n = NodeId::from("n1");
+    transition(
+        &f.e,
+        Command::VisitorConnected {
+            visitor: VisitorId::from("v0"),
+            node: n.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let mut tx = f.e.begin(&site()).await.unwrap();
+    let before = tx.state().clone();
+    let ctx = core::Ctx {
+        settings: &Settings::default(),
+        queues: &[QueueId::from("general")],
+        now: 1,
+    };
+    core::handle(
+        tx.state(),
+        ctx,
+        Command::VisitorConnected {
+            visitor: VisitorId::from("ghost"),
+            node: n.clone(),
+        },
+    )
+    .unwrap();
+    drop(tx); // never committed
+    transition(
+        &f.other,
+        Command::VisitorConnected {
+            visitor: VisitorId::from("v1"),
+            node: n,
+        },
+    )
+    .await
+    .unwrap();
+    let mut tx = f.e.begin(&site()).await.unwrap();
+    let st = tx.state();
+    assert!(!st.visitors.contains_key(&VisitorId::from("ghost")));
+    assert!(st.visitors.contains_key(&VisitorId::from("v1")));
+    assert!(st.visitors.contains_key(&VisitorId::from("v0")));
+    assert!(st.version > before.version);
+}
+
+pub async fn timers_fire_once_and_move<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    let s = site();
     let k1 = TimerKind::Offer(ConvId::from("c1"));
     let k2 = TimerKind::VisitorGrace(VisitorId::from("v1"));
     e.set_timer(&s, &k1, 100, false).await.unwrap();
@@ -392,17 +582,46 @@ pub async fn timers_fire_once_and_move<E: Engine>(_hub: Arc<Hub>, e: E) {
     e.set_timer(&s, &k2, 50, true).await.unwrap(); // kept: only if absent
     assert_eq!(e.next_timer().await.unwrap(), Some(200));
     assert!(e.due_timers(150, 10).await.unwrap().is_empty());
-    let (a, b) = tokio::join!(e.due_timers(250, 10), e.due_timers(250, 10));
-    let mut fired: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
-    assert_eq!(fired, vec![(s.clone(), k2.clone())], "claimed exactly once");
+    let (a, b) = tokio::join!(e.due_timers(250, 10), f.other.due_timers(250, 10));
+    let fired: Vec<_> = a.unwrap().into_iter().chain(b.unwrap()).collect();
+    assert_eq!(fired.len(), 1, "claimed exactly once: {fired:?}");
+    assert_eq!((&fired[0].site, &fired[0].kind), (&s, &k2));
+    e.finish_timer(&fired[0]).await.unwrap();
     e.cancel_timer(&s, &k1).await.unwrap();
-    fired = e.due_timers(1000, 10).await.unwrap();
-    assert!(fired.is_empty());
+    assert!(e
+        .due_timers(250 + 2 * TIMER_LEASE_MS, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(e.next_timer().await.unwrap(), None);
 }
 
-pub async fn drafts_settings_and_latest_conversation<E: Engine>(_hub: Arc<Hub>, e: E) {
-    let s = SiteId::from("s");
+/// A claimer that dies before finishing: the timer comes back after the lease, on any node.
+/// A timer set again meanwhile is not removed by finishing the old claim.
+pub async fn unfinished_timers_fire_again_after_the_lease<E: Engine>(f: Fixture<E>) {
+    let s = site();
+    let k = TimerKind::Inactive(ConvId::from("c1"));
+    f.e.set_timer(&s, &k, 100, false).await.unwrap();
+    let first = f.e.due_timers(100, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(f
+        .other
+        .due_timers(100 + TIMER_LEASE_MS - 1, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let again = f.other.due_timers(100 + TIMER_LEASE_MS, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].kind, k);
+    // The transition set it again for later; finishing the claim keeps the new one.
+    f.other.set_timer(&s, &k, 500_000, false).await.unwrap();
+    f.other.finish_timer(&again[0]).await.unwrap();
+    assert_eq!(f.e.next_timer().await.unwrap(), Some(500_000));
+}
+
+pub async fn drafts_settings_and_latest_conversation<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    let s = site();
     let op = OperatorId::from("op1");
     e.set_draft(&s, &op, &ConvId::from("c1"), Some("hel".into()))
         .await
@@ -414,7 +633,7 @@ pub async fn drafts_settings_and_latest_conversation<E: Engine>(_hub: Arc<Hub>, 
         .await
         .unwrap();
     assert_eq!(
-        e.drafts(&s, &op).await.unwrap(),
+        f.other.drafts(&s, &op).await.unwrap(),
         vec![(ConvId::from("c1"), "hel".to_owned())]
     );
     assert!(e
@@ -425,28 +644,29 @@ pub async fn drafts_settings_and_latest_conversation<E: Engine>(_hub: Arc<Hub>, 
     assert_eq!(e.load_settings(&s).await.unwrap(), None);
     let v = serde_json::json!({"routing": "auto"});
     e.save_settings(&s, &v).await.unwrap();
-    assert_eq!(e.load_settings(&s).await.unwrap(), Some(v));
+    assert_eq!(f.other.load_settings(&s).await.unwrap(), Some(v));
     let v1 = VisitorId::from("v1");
     assert_eq!(e.visitor_latest(&s, &v1).await.unwrap(), None);
     e.set_visitor_latest(&s, &v1, &ConvId::from("c9"))
         .await
         .unwrap();
     assert_eq!(
-        e.visitor_latest(&s, &v1).await.unwrap(),
+        f.other.visitor_latest(&s, &v1).await.unwrap(),
         Some(ConvId::from("c9"))
     );
     e.ping().await.unwrap();
 }
 
-pub async fn seqs_stay_contiguous_under_concurrent_appends<E: Engine>(_hub: Arc<Hub>, e: E) {
-    open_conv(&e, "c1").await;
-    let e = &e;
+pub async fn seqs_stay_contiguous_under_concurrent_appends<E: Engine>(f: Fixture<E>) {
+    open_conv(&f.e, "c1").await;
+    let (e, other) = (&f.e, &f.other);
     let tasks = (0..40u64).map(|i| async move {
         let (role, id) = if i % 2 == 0 {
             (Role::Visitor, "v1")
         } else {
             (Role::Operator, "op1")
         };
+        let e = if i % 3 == 0 { other } else { e };
         stored(
             e.append(msg("c1", role, id, Some(&format!("m{i}")), "x", i))
                 .await
@@ -458,45 +678,143 @@ pub async fn seqs_stay_contiguous_under_concurrent_appends<E: Engine>(_hub: Arc<
         .into_iter()
         .collect();
     assert_eq!(seqs, (1..=40).collect());
+    assert_eq!(
+        e.last_seqs(&[ConvId::from("c1"), ConvId::from("none")])
+            .await
+            .unwrap(),
+        vec![40, 0]
+    );
 }
 
-pub async fn memory(hub: Arc<Hub>) -> MemoryEngine {
-    let cfg = MemoryConfig {
-        max_log: LOG_CAP,
-        ..MemoryConfig::default()
-    };
-    MemoryEngine::new(hub, cfg)
+/// Nodes prove they are alive; the engine names the ones that stopped.
+pub async fn dead_nodes_are_named_once_swept_they_are_forgotten<E: Engine>(f: Fixture<E>) {
+    // The in-memory engine has one node, which never dies; the Redis engine is checked in
+    // the multi-node tests with real processes and timeouts.
+    assert_eq!(
+        f.e.heartbeat().await.unwrap(),
+        gateway::engine::Heartbeat::Alive
+    );
+    let dead = f.e.dead_nodes().await.unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
 }
 
-/// Runs every case against one engine.
+pub fn memory_fixture() -> Fixture<MemoryEngine> {
+    let hub = Hub::new();
+    let e = MemoryEngine::new(
+        hub.clone(),
+        MemoryConfig {
+            max_log: LOG_CAP,
+            ..MemoryConfig::default()
+        },
+    );
+    Fixture {
+        hub,
+        other: e.clone(),
+        e,
+        _server: None,
+    }
+}
+
+async fn redis_engine(redis: RedisConfig, node: &str) -> (Arc<Hub>, RedisEngine) {
+    let hub = Hub::new();
+    let e = RedisEngine::connect(
+        RedisOptions {
+            redis,
+            max_log: LOG_CAP,
+            retention: Duration::from_secs(3600),
+            node_timeout: Duration::from_secs(10),
+        },
+        NodeId::from(node),
+        vec![site()],
+        hub.clone(),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("redis engine connects");
+    (hub, e)
+}
+
+fn redis_config(urls: String, cluster: bool) -> RedisConfig {
+    RedisConfig {
+        urls: urls.split(',').map(str::to_owned).collect(),
+        cluster,
+        timeout: Duration::from_secs(2),
+    }
+}
+
+pub async fn redis_fixture() -> Fixture<RedisEngine> {
+    let server = RedisServer::start();
+    let cfg = redis_config(server.url(), false);
+    let (hub, e) = redis_engine(cfg.clone(), "n1").await;
+    let (_, other) = redis_engine(cfg, "n2").await;
+    Fixture {
+        hub,
+        e,
+        other,
+        _server: Some(server),
+    }
+}
+
+async fn cluster_fixture(cluster: &RedisCluster) -> Fixture<RedisEngine> {
+    cluster.flush();
+    let cfg = redis_config(cluster.urls(), true);
+    let (hub, e) = redis_engine(cfg.clone(), "n1").await;
+    let (_, other) = redis_engine(cfg, "n2").await;
+    Fixture {
+        hub,
+        e,
+        other,
+        _server: None,
+    }
+}
+
+/// Runs every case against one engine (one test per case), and against a Redis Cluster
+/// (one test running the cases in turn on one cluster).
 macro_rules! conformance {
-    ($name:ident, $make:path) => {
-        mod $name {
-            use super::*;
-            conformance!(@cases $make;
-                append_assigns_contiguous_seqs_and_publishes_in_order,
-                append_is_idempotent_by_cid,
-                append_refuses_strangers_closed_and_unknown,
-                replay_is_all_or_nothing,
-                history_pages_backwards,
-                activity_tracks_the_unanswered_window,
-                site_transitions_are_atomic,
-                timers_fire_once_and_move,
-                drafts_settings_and_latest_conversation,
-                seqs_stay_contiguous_under_concurrent_appends,
-            );
+    ($($case:ident),* $(,)?) => {
+        mod memory_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::memory_fixture()).await;
+                }
+            )*
+        }
+
+        mod redis_engine {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::redis_fixture().await).await;
+                }
+            )*
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn redis_cluster_engine_passes_every_case() {
+            let cluster = RedisCluster::start();
+            $(
+                eprintln!("cluster case {}", stringify!($case));
+                $case(cluster_fixture(&cluster).await).await;
+            )*
         }
     };
-    (@cases $make:path; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let hub = Hub::new();
-                let engine = $make(hub.clone()).await;
-                super::$case(hub, engine).await;
-            }
-        )*
-    };
 }
 
-conformance!(memory_engine, memory);
+conformance!(
+    append_assigns_contiguous_seqs_and_publishes_in_order,
+    append_is_idempotent_by_cid,
+    append_refuses_strangers_closed_and_unknown,
+    conversation_records_never_go_back_in_time,
+    replay_is_all_or_nothing,
+    history_pages_backwards,
+    activity_tracks_the_unanswered_window,
+    site_transitions_are_atomic,
+    concurrent_transitions_from_two_nodes_all_land,
+    a_lost_race_leaves_no_trace,
+    timers_fire_once_and_move,
+    unfinished_timers_fire_again_after_the_lease,
+    drafts_settings_and_latest_conversation,
+    seqs_stay_contiguous_under_concurrent_appends,
+    dead_nodes_are_named_once_swept_they_are_forgotten,
+);

@@ -1,0 +1,343 @@
+//! Pub/sub between nodes: one subscription per channel per node, whatever the number of local
+//! listeners (the hub counts them and reports 0 → 1 and 1 → 0), exact channel names only,
+//! sharded pub/sub on a cluster.
+//!
+//! Two tasks share the state here. The *receiver* turns pushes into hub dispatches. The
+//! *subscriber* reconciles Redis subscriptions with the hub, confirms them to waiters, runs
+//! the replays that close delivery gaps, and, after the pub/sub connection was lost, restores
+//! every subscription and replays every conversation channel from the last `seq` it carried.
+//!
+//! **Invariant:** a connection never misses a stored message without being told: either the
+//! node was subscribed when it was published, or the message is replayed from the log, or
+//! the connection is closed with 1012 and resumes with its cursors.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::conn::Conn;
+use super::keys;
+use crate::core::{ConvId, SiteId};
+use crate::hub::{wire, BusMsg, Channel, ConnShared, Hub, Outbound, SubChange};
+use crate::metrics as m;
+use crate::protocol::CloseReason;
+
+/// How long a replay waits for its channel's subscription before giving up (the connections
+/// are then closed with 1012 and resume by themselves).
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Bus {
+    hub: Arc<Hub>,
+    /// Channel names we subscribed to, for incoming messages (names are never parsed).
+    names: DashMap<String, Channel>,
+    /// Subscriptions Redis confirmed.
+    active: Mutex<HashSet<Channel>>,
+    /// Bumped whenever `active` changes.
+    generation: watch::Sender<u64>,
+    /// Whether the pub/sub connection is believed to be up.
+    up: AtomicBool,
+}
+
+impl Bus {
+    pub fn new(hub: Arc<Hub>) -> Arc<Bus> {
+        Arc::new(Bus {
+            hub,
+            names: DashMap::new(),
+            active: Mutex::new(HashSet::new()),
+            generation: watch::channel(0).0,
+            up: AtomicBool::new(true),
+        })
+    }
+
+    fn bump(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn is_active(&self, ch: &Channel) -> bool {
+        self.active.lock().contains(ch)
+    }
+
+    /// Waits until every channel is confirmed (or the deadline passes).
+    pub async fn wait_active(&self, channels: &[Channel], timeout: Duration) -> bool {
+        let mut rx = self.generation.subscribe();
+        let wait = async {
+            loop {
+                {
+                    let active = self.active.lock();
+                    if channels.iter().all(|c| active.contains(c)) {
+                        return;
+                    }
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// The receiver task: pushes from Redis become hub dispatches.
+    pub async fn receive(
+        self: Arc<Self>,
+        mut pushes: mpsc::UnboundedReceiver<PushInfo>,
+        lost: mpsc::UnboundedSender<()>,
+    ) {
+        while let Some(push) = pushes.recv().await {
+            match push.kind {
+                PushKind::Message | PushKind::SMessage => self.on_message(push.data),
+                PushKind::Disconnection => {
+                    tracing::warn!("bus connection lost");
+                    self.up.store(false, Ordering::Release);
+                    self.active.lock().clear();
+                    self.bump();
+                    let _ = lost.send(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn on_message(&self, data: Vec<Value>) {
+        let mut it = data.into_iter();
+        let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
+            (it.next(), it.next())
+        else {
+            return;
+        };
+        let Ok(name) = String::from_utf8(name) else {
+            return;
+        };
+        let Some(ch) = self.names.get(&name).map(|c| c.clone()) else {
+            return;
+        };
+        metrics::counter!(m::BUS_IN).increment(1);
+        match wire::decode(Bytes::from(payload)) {
+            Ok(msg) => self.hub.dispatch(&ch, &msg),
+            Err(e) => tracing::warn!(channel = %name, error = %e, "bus message dropped"),
+        }
+    }
+}
+
+/// What the subscriber task needs besides the bus: the pub/sub connection and a way to read
+/// conversation logs.
+pub struct Subscriber<R> {
+    pub bus: Arc<Bus>,
+    pub conn: Conn,
+    pub changes: mpsc::UnboundedReceiver<SubChange>,
+    pub lost: mpsc::UnboundedReceiver<()>,
+    pub replayer: Arc<R>,
+    pub sites: Vec<SiteId>,
+}
+
+/// Reads a conversation's log after a cursor, as `(seq, msg frame)` pairs.
+pub trait Replayer: Send + Sync + 'static {
+    fn replay_frames(
+        &self,
+        conv: &ConvId,
+        after: u64,
+    ) -> impl std::future::Future<Output = Option<Vec<(u64, Arc<Outbound>)>>> + Send;
+}
+
+impl<R: Replayer> Subscriber<R> {
+    /// The subscriber task.
+    pub async fn run(mut self) {
+        let mut ping = tokio::time::interval(Duration::from_secs(1));
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Channels that changed and are not reconciled yet (Redis did not answer).
+        let mut pending: HashSet<Channel> = HashSet::new();
+        let mut resubscribe = false;
+        loop {
+            tokio::select! {
+                change = self.changes.recv() => {
+                    let Some(change) = change else { return };
+                    self.take(change, &mut pending);
+                    // Take whatever else is queued: one command for the whole batch.
+                    while let Ok(more) = self.changes.try_recv() {
+                        self.take(more, &mut pending);
+                    }
+                    if !resubscribe && !self.reconcile(&mut pending).await {
+                        resubscribe = true;
+                    }
+                }
+                lost = self.lost.recv() => {
+                    if lost.is_none() { return }
+                    resubscribe = true;
+                }
+                _ = ping.tick() => {
+                    let ok = redis::cmd("PING").query_async::<()>(&mut self.conn).await.is_ok();
+                    if !ok && self.bus.up.swap(false, Ordering::AcqRel) {
+                        tracing::warn!("bus connection not answering");
+                        self.bus.active.lock().clear();
+                        self.bus.bump();
+                        resubscribe = true;
+                    }
+                    if ok && resubscribe {
+                        resubscribe = !self.resubscribe_all(&mut pending).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn take(&self, change: SubChange, pending: &mut HashSet<Channel>) {
+        match change {
+            SubChange::Changed(ch) => {
+                pending.insert(ch);
+            }
+            SubChange::Catchup {
+                conv,
+                after_seq,
+                conns,
+            } => {
+                tokio::spawn(catch_up(
+                    self.bus.clone(),
+                    self.replayer.clone(),
+                    conv,
+                    after_seq,
+                    conns,
+                ));
+            }
+        }
+    }
+
+    /// Brings Redis in line with the hub for the pending channels; `false` if Redis failed.
+    async fn reconcile(&mut self, pending: &mut HashSet<Channel>) -> bool {
+        let mut subscribe = Vec::new();
+        let mut unsubscribe = Vec::new();
+        for ch in pending.iter() {
+            let wanted = self.bus.hub.has(ch) || matches!(ch, Channel::Nodes);
+            let active = self.bus.is_active(ch);
+            if wanted && !active {
+                subscribe.push(ch.clone());
+            } else if !wanted && active {
+                unsubscribe.push(ch.clone());
+            }
+        }
+        if !subscribe.is_empty() && !self.subscribe(&subscribe).await {
+            return false;
+        }
+        if !unsubscribe.is_empty() {
+            let names: Vec<String> = unsubscribe.iter().map(keys::channel).collect();
+            if let Err(e) = self.conn.unsubscribe(&names).await {
+                tracing::warn!(error = %e, "unsubscribe failed");
+                return false;
+            }
+            {
+                let mut active = self.bus.active.lock();
+                for ch in &unsubscribe {
+                    active.remove(ch);
+                }
+            }
+            for (ch, name) in unsubscribe.iter().zip(&names) {
+                // A channel that came back meanwhile keeps its name.
+                if !self.bus.hub.has(ch) {
+                    self.bus.names.remove(name);
+                }
+            }
+            self.bus.bump();
+        }
+        pending.clear();
+        true
+    }
+
+    async fn subscribe(&mut self, channels: &[Channel]) -> bool {
+        let names: Vec<String> = channels.iter().map(keys::channel).collect();
+        for (ch, name) in channels.iter().zip(&names) {
+            self.bus.names.insert(name.clone(), ch.clone());
+        }
+        for chunk in names.chunks(500) {
+            if let Err(e) = self.conn.subscribe(chunk).await {
+                tracing::warn!(error = %e, "subscribe failed");
+                return false;
+            }
+        }
+        {
+            let mut active = self.bus.active.lock();
+            active.extend(channels.iter().cloned());
+        }
+        self.bus.bump();
+        true
+    }
+
+    /// After the pub/sub connection was lost: every channel again, then every conversation
+    /// channel replayed from the last `seq` it carried, and every site's settings reloaded
+    /// (a change announced meanwhile was missed). `false` if Redis failed.
+    async fn resubscribe_all(&mut self, pending: &mut HashSet<Channel>) -> bool {
+        let gated = self.bus.hub.gate_all();
+        let mut all = self.bus.hub.channels();
+        all.push(Channel::Nodes);
+        if !self.subscribe(&all).await {
+            for (conv, _, conns) in gated {
+                for c in conns {
+                    c.release_gate(&conv, &[]);
+                }
+            }
+            return false;
+        }
+        pending.clear();
+        self.bus.up.store(true, Ordering::Release);
+        metrics::counter!(m::BUS_RESUBSCRIBES).increment(1);
+        tracing::info!(
+            channels = all.len(),
+            "bus resubscribed; replaying conversations"
+        );
+        for (conv, after, conns) in gated {
+            tokio::spawn(catch_up(
+                self.bus.clone(),
+                self.replayer.clone(),
+                conv,
+                after,
+                conns,
+            ));
+        }
+        for site in &self.sites {
+            self.bus
+                .hub
+                .dispatch(&Channel::Nodes, &BusMsg::Settings(site.clone()));
+        }
+        true
+    }
+}
+
+/// Replays a conversation's log after `after` to connections whose `msg` frames are held
+/// back, once the node's subscription is confirmed. If that cannot be done the connections
+/// are closed with 1012: they reconnect and resume with their cursors.
+async fn catch_up<R: Replayer>(
+    bus: Arc<Bus>,
+    replayer: Arc<R>,
+    conv: ConvId,
+    after: u64,
+    conns: Vec<Arc<ConnShared>>,
+) {
+    let ch = Channel::Conv(conv.clone());
+    let frames = if bus
+        .wait_active(std::slice::from_ref(&ch), CONFIRM_TIMEOUT)
+        .await
+    {
+        replayer.replay_frames(&conv, after).await
+    } else {
+        None
+    };
+    match frames {
+        Some(frames) => {
+            metrics::counter!(m::BUS_CATCHUP).increment(frames.len() as u64);
+            for c in &conns {
+                c.release_gate(&conv, &frames);
+            }
+        }
+        None => {
+            tracing::warn!(conv = %conv, "replay failed; connections resume by reconnecting");
+            for c in &conns {
+                c.release_gate(&conv, &[]);
+                c.close(CloseReason::Restarting);
+            }
+        }
+    }
+}
