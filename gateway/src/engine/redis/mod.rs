@@ -986,13 +986,13 @@ impl Engine for RedisEngine {
     }
 
     async fn dead_nodes(&self) -> Result<Vec<NodeId>, EngineError> {
-        // Judge others only after being connected for a whole timeout: after an outage every
-        // node's heartbeat is old, and the live ones need a moment to beat again.
+        // Judge others only after being connected for two timeouts: after an outage every
+        // node's heartbeat is old, and the live ones need a moment to reconnect and beat.
         let settled = self
             .inner
             .healthy_since
             .lock()
-            .is_some_and(|t| t.elapsed() >= self.inner.opts.node_timeout);
+            .is_some_and(|t| t.elapsed() >= self.inner.opts.node_timeout * 2);
         if !settled {
             return Ok(Vec::new());
         }
