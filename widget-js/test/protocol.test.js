@@ -496,6 +496,30 @@ test('suspend holds the connection down until resume', () => {
   assert.equal(h.sockets().length, 2);
 });
 
+test('the browser going offline drops the socket; coming back online reconnects at once and resumes', () => {
+  const network = new EventTarget();
+  const h = makeClient({ watchOnline: true, network });
+  const s = h.connect();
+  s.recv(msg('c_1', 1));
+  network.dispatchEvent(new Event('offline'));
+  assert.equal(s.closedByClient.code, 3000, 'the old socket is closed by us');
+  assert.equal(h.client.state, 'waiting');
+  // Attempts while offline fail and back off; each retry waits longer than the one before.
+  h.clock.advance(h.clock.pending()[0]);
+  assert.equal(h.sockets().length, 2);
+  h.socket().serverClose(1006);
+  const wait = h.clock.pending()[0];
+  assert.ok(wait >= 500, `backs off (${wait} ms)`);
+  network.dispatchEvent(new Event('online'));
+  assert.equal(h.sockets().length, 3, 'online reconnects without waiting for the backoff');
+  h.socket().open();
+  assert.deepEqual(h.socket().sent[0].cursors, { c_1: 1 }, 'and resumes from the cursor');
+  // Offline with no socket (already waiting) changes nothing.
+  h.socket().serverClose(1006);
+  network.dispatchEvent(new Event('offline'));
+  assert.equal(h.client.state, 'waiting');
+});
+
 test('drafts wait for the connection; typing and read are dropped while offline', () => {
   const h = makeClient();
   assert.equal(h.client.typing('c_1', true, 'x'), false);
