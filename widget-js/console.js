@@ -1145,6 +1145,12 @@
 
   window.addEventListener('beforeunload', saveComposerDraft);
 
+  // A sign-in link opened in a tab that already shows the console changes only the fragment:
+  // start over with the new token (stored by tokenFromFragment) and none of the old state.
+  window.addEventListener('hashchange', () => {
+    if (tokenFromFragment()) location.reload();
+  });
+
   const token = tokenFromFragment() || localStorage.getItem(TOKEN_KEY);
   if (token) start(token);
   else showSignin('');
