@@ -1,6 +1,7 @@
 /*! chat-gateway widget — embed with ONE tag:
  *   <script src="https://<gateway>/widget.js" data-site="<widget key>" async></script>
- * Optional attributes: data-lang (en|ru|cs), data-prechat="true", data-color="#2563eb".
+ * Optional attributes: data-lang (en|ru|cs), data-prechat="true", data-color="#2563eb",
+ * data-queue (the site's queue to start conversations in; default: its first).
  *
  * Served as /widget.js right after protocol.js (same script), whose ChatGatewayProtocol.Client
  * does the wire work: ordering, dedup, resume, retries with the same cid. This file is the UI:
@@ -539,7 +540,7 @@
     const prev = S.conv;
     const pre = S.prechat && Object.keys(S.prechat).length ? S.prechat : undefined;
     starting = client
-      .start({ prechat: pre, params: params(offline ? { offline_form: '1' } : null), page: { url: location.href, title: D.title, referrer: D.referrer } })
+      .start({ queue: ds.queue, prechat: pre, params: params(offline ? { offline_form: '1' } : null), page: { url: location.href, title: D.title, referrer: D.referrer } })
       .then((ok) => {
         if (prev && prev !== ok.conv.id) client.forget(prev);
         S.closed = false;
