@@ -817,7 +817,8 @@
 
   function markRead() {
     const id = st.selected;
-    if (!id || !st.mine.has(id) || document.visibilityState !== 'visible' || !st.client) return;
+    // Watching is silent: a supervisor's look is not the visitor's "read".
+    if (!id || !st.mine.has(id) || st.watched.has(id) || document.visibilityState !== 'visible' || !st.client) return;
     const seq = st.client.cursor(id);
     if (seq > (st.sentRead.get(id) || 0) && st.client.read(id, seq)) st.sentRead.set(id, seq);
   }
