@@ -108,9 +108,11 @@ export async function startGateway({ sites, env = {}, timeoutMs = 20000 } = {}) 
 }
 
 /** `gateway token --secret … --site … --role … --sub … --name …` → the JWT it prints. */
-export function mintToken(secret, { site = 'demo', role = 'operator', sub = 'op1', name = 'Olga' } = {}) {
+export function mintToken(secret, { site = 'demo', role = 'operator', sub = 'op1', name = 'Olga', queues } = {}) {
+  const args = ['token', '--secret', secret, '--site', site, '--role', role, '--sub', sub, '--name', name];
+  if (queues) args.push('--queues', queues.join(','));
   return new Promise((resolve, reject) => {
-    execFile(GATEWAY_BIN, ['token', '--secret', secret, '--site', site, '--role', role, '--sub', sub, '--name', name], { timeout: 15000 }, (err, stdout, stderr) => {
+    execFile(GATEWAY_BIN, args, { timeout: 15000 }, (err, stdout, stderr) => {
       if (err) return reject(new Error(`token command failed: ${err.message}\n${stderr}`));
       const jwt = stdout.split(/\s+/).find((s) => /^[\w-]+\.[\w-]+\.[\w-]*$/.test(s));
       if (!jwt) return reject(new Error(`token command printed no JWT: ${stdout}`));
@@ -157,8 +159,8 @@ export async function newPage(browser, { viewport = { width: 1280, height: 800 }
 }
 
 /** An operator console signed in through the URL fragment, connected and welcomed. */
-export async function openConsole(browser, gw, { sub = 'op1', name = 'Olga', role = 'operator', site = 'demo', permissions } = {}) {
-  const token = await gw.token({ role, sub, name, site });
+export async function openConsole(browser, gw, { sub = 'op1', name = 'Olga', role = 'operator', site = 'demo', queues, permissions } = {}) {
+  const token = await gw.token({ role, sub, name, site, queues });
   const p = await newPage(browser, { viewport: { width: 1400, height: 850 }, permissions });
   await p.page.goto(`${gw.url}/console#token=${token}`);
   await p.page.locator('[data-testid=conn-state][data-state=open]').waitFor();
@@ -182,7 +184,8 @@ export async function openVisitor(browser, gw, pathname = '/', { locale } = {}) 
 
 /**
  * A customer's website on its own origin (another loopback port) that embeds the gateway's
- * widget with the one tag, as a real site does: `url({site, lang, htmlLang, prechat})` is a page.
+ * widget with the one tag, as a real site does: `url({site, lang, htmlLang, prechat, queue})` is a
+ * page.
  * Registers its shutdown with `t.after`.
  */
 export async function startHostSite(t, gw) {
@@ -192,6 +195,7 @@ export async function startHostSite(t, gw) {
     const attrs = [`src="${esc(gw.url)}/widget.js"`, `data-site="${esc(q.get('site') || 'demo')}"`];
     if (q.get('lang')) attrs.push(`data-lang="${esc(q.get('lang'))}"`);
     if (q.get('prechat')) attrs.push('data-prechat="true"');
+    if (q.get('queue')) attrs.push(`data-queue="${esc(q.get('queue'))}"`);
     const htmlLang = q.get('htmlLang') ? ` lang="${esc(q.get('htmlLang'))}"` : '';
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(`<!doctype html><html${htmlLang}><head><meta charset="utf-8"><title>Customer site</title>
