@@ -35,7 +35,8 @@
       name: 'Name', email: 'Email', phone: 'Phone', message: 'Message', submit: 'Send message',
       thanks: 'Thanks, we will get back to you.', again: 'Write another message',
       preI: 'Please introduce yourself before we start.', start: 'Start chat',
-      tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?'
+      tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?',
+      na: 'The chat is not available here.'
     },
     ru: {
       title: 'Чат с нами', open: 'Открыть чат', close: 'Закрыть чат', ph: 'Напишите сообщение…', send: 'Отправить',
@@ -47,7 +48,8 @@
       name: 'Имя', email: 'Эл. почта', phone: 'Телефон', message: 'Сообщение', submit: 'Отправить',
       thanks: 'Спасибо, мы с вами свяжемся.', again: 'Написать ещё',
       preI: 'Представьтесь, пожалуйста, перед началом разговора.', start: 'Начать чат',
-      tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}', hi: 'Здравствуйте! Чем можем помочь?'
+      tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}', hi: 'Здравствуйте! Чем можем помочь?',
+      na: 'Чат здесь недоступен.'
     },
     cs: {
       title: 'Napište nám', open: 'Otevřít chat', close: 'Zavřít chat', ph: 'Napište zprávu…', send: 'Odeslat',
@@ -59,7 +61,8 @@
       name: 'Jméno', email: 'E-mail', phone: 'Telefon', message: 'Zpráva', submit: 'Odeslat zprávu',
       thanks: 'Děkujeme, ozveme se vám.', again: 'Napsat další zprávu',
       preI: 'Před začátkem se prosím představte.', start: 'Zahájit chat',
-      tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?'
+      tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?',
+      na: 'Chat zde není k dispozici.'
     }
   };
   const pickLang = (l) => (l || '').slice(0, 2).toLowerCase();
@@ -416,6 +419,8 @@
       if (!r.ok) {
         // A previous token the gateway no longer accepts: start over as a new visitor.
         if (body.visitor_token && r.status < 500) return session(true);
+        // An unknown widget key or a page the site refuses: retrying cannot help.
+        if (r.status === 403 || r.status === 404) stop();
         throw new Error('visitor session: HTTP ' + r.status);
       }
       return r.json().then((j) => {
@@ -434,8 +439,10 @@
     client = new P.Client({ url: P.wsUrl(BASE), token: fresh ? S.token : null, getToken: () => session(), cursors: S.cursors });
     client.on('state', (s) => {
       panel.setAttribute('data-conn', s);
-      connEl.textContent = s === 'open' || s === 'idle' ? '' : t('conn');
+      connEl.textContent = s === 'connecting' || s === 'waiting' ? t('conn') : '';
     });
+    // 4003 (forbidden, banned): the client stays closed, and says so.
+    client.on('close', (e) => e.action === 'stop' && e.code !== P.CLOSE.NORMAL && stop());
     client.on('welcome', onWelcome);
     client.on('msg', onMsg);
     client.on('cursor', () => save());
@@ -464,6 +471,13 @@
     });
     client.connect();
     return client;
+  }
+
+  function stop() {
+    if (client) client.disconnect();
+    const k = 'n:stop';
+    entries.set(k, { k, conv: S.conv, seq: 1e15 - 1, role: 'notice', text: t('na'), ts: Date.now() });
+    render(false);
   }
 
   function onWelcome(f) {

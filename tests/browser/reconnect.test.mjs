@@ -5,8 +5,8 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, acceptFirstQueued,
-  operatorSends, widgetMessages, consoleMessages, screenshot
+  skipReason, setup, newPage, openConsole, setStatus, openVisitor, startHostSite, visitorWrites,
+  acceptFirstQueued, operatorSends, widgetMessages, consoleMessages, waitUntil, screenshot
 } from './harness.mjs';
 
 test('offline visitor gets every message exactly once, in order', { skip: skipReason(), timeout: 120000 }, async (t) => {
@@ -71,4 +71,82 @@ test('offline visitor gets every message exactly once, in order', { skip: skipRe
   await screenshot(v.page, 'widget-after-reconnect');
   assert.deepEqual(v.errors, []);
   assert.deepEqual(op.errors, []);
+});
+
+/** Records the close code of every WebSocket the page opens (installed before the widget runs). */
+function recordSocketCloses() {
+  window.__closes = [];
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('close', (e) => window.__closes.push(e.code));
+    }
+  };
+}
+
+test('close codes: 4001 gets a new session for the same visitor, 4003 stops', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  // Visitor tokens live one second (plus the gateway's 5 s of leeway), so one expires mid-chat.
+  const { gw, browser } = await setup(t, { env: { GATEWAY_VISITOR_TOKEN_TTL: '1s' } });
+  const host = await startHostSite(t, gw);
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  await setStatus(op.page, 'active');
+  const v = await newPage(browser);
+  await v.page.addInitScript(recordSocketCloses);
+  await v.page.goto(host.url({}));
+  await visitorWrites(v, 'Before my token expires');
+  await acceptFirstQueued(op);
+  const stored = () => v.page.evaluate(() => JSON.parse(localStorage.getItem('cgw:demo')));
+  const before = await stored();
+
+  // Wait until the gateway can no longer accept the token (a state, read from the token).
+  await waitUntil(() => Date.now() / 1000 > before.exp / 1000 + 5 + 1, { timeout: 15000, message: 'the visitor token to expire' });
+  await v.page.evaluate(() => window.ChatWidget._debugDrop());
+  await operatorSends(op, 'After the token expired');
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'After the token expired' }).waitFor();
+  const after = await stored();
+  assert.ok((await v.page.evaluate(() => window.__closes)).includes(4001), 'the gateway refused the expired token with 4001');
+  assert.notEqual(after.token, before.token, 'a new token');
+  assert.equal(after.vid, before.vid, 'the same visitor');
+  assert.equal(after.conv, before.conv, 'the same conversation');
+
+  assert.deepEqual(v.errors, []);
+});
+
+test('close code 4003 and a refused session: the widget stops and says so', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const host = await startHostSite(t, gw);
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  await setStatus(op.page, 'active');
+  const v = await newPage(browser);
+  await v.page.addInitScript(recordSocketCloses);
+  await v.page.goto(host.url({}));
+  await visitorWrites(v, 'Hello before the site changes its mind');
+
+  // The site stops allowing this page's origin: the next hello is refused with 4003, and the
+  // widget stays closed and says so instead of retrying.
+  const sup = await gw.token({ role: 'supervisor', sub: 'boss', name: 'Sofia' });
+  const res = await fetch(`${gw.url}/v1/sites/demo/settings`, {
+    method: 'PATCH',
+    headers: { authorization: `Bearer ${sup}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ allowed_origins: ['https://shop.example'] })
+  });
+  assert.equal(res.status, 200);
+  await v.page.evaluate(() => window.ChatWidget._debugDrop());
+  await v.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
+  await v.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
+  assert.deepEqual((await v.page.evaluate(() => window.__closes)).filter((c) => c >= 4000), [4003]);
+  assert.equal(await v.page.getByTestId('cw-conn').innerText(), '', 'not "connecting" forever');
+
+  // A new visitor on that page is refused a session: the widget stops there too.
+  const w = await newPage(browser);
+  await w.page.addInitScript(recordSocketCloses);
+  await w.page.goto(host.url({}));
+  await w.page.getByTestId('cw-launcher').click();
+  await w.page.getByTestId('cw-input').fill('Anyone?');
+  await w.page.getByTestId('cw-input').press('Enter');
+  await w.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
+  await w.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
+  assert.deepEqual(await w.page.evaluate(() => window.__closes), [], 'no socket was even tried');
+  assert.deepEqual([...v.errors, ...w.errors], []);
 });
