@@ -43,6 +43,7 @@
     selected: null, // conv id shown in the view
     peek: null, // a queued Conversation shown before accepting
     seenQueued: new Set(),
+    accepting: new Set(), // conv ids of my own accept requests in flight (no alert for those)
     primedQueues: new Set() // queues whose first snapshot arrived (later arrivals are news)
   };
 
@@ -352,10 +353,12 @@
   function onConvEvent(event, c, reason) {
     const wasMine = st.mine.has(c.id);
     const isMine = upsertMine(c);
-    if (event === 'transferred' && isMine && !wasMine) {
-      toast('Conversation with ' + visitorName(c) + ' was transferred to you.');
+    if ((event === 'transferred' || event === 'assigned') && isMine && !wasMine && !st.accepting.has(c.id)) {
+      // Handed to me by someone else (transfer, supervisor, auto routing): that is news.
+      const note = reason && !/^(transfer|supervisor|reassigned)$/.test(reason) ? ': ' + reason : '.';
+      toast('Conversation with ' + visitorName(c) + ' was ' + event + ' to you' + note);
       beep(880);
-      notify('Conversation transferred to you', visitorName(c), c.id);
+      notify('Conversation ' + event + ' to you', visitorName(c), c.id);
     } else if (wasMine && !isMine) {
       toast('Conversation with ' + visitorName(c) + ' left your list' + (reason ? ' (' + reason + ')' : '') + '.');
       if (st.selected === c.id) st.selected = null;
@@ -574,23 +577,26 @@
   // ------------------------------------------------------------------ actions
 
   function accept(id) {
-    st.client.accept(id).then(
-      (ok) => {
-        const c = ok.conv && typeof ok.conv === 'object' ? ok.conv : Object.assign({}, conv(id), { state: 'active', operator: { id: st.me.id, name: st.me.name } });
-        upsertMine(c);
-        st.offers.delete(id);
-        select(c.id);
-      },
-      (err) => {
-        st.offers.delete(id);
-        if (err.code === 'taken') {
-          toast('Another operator was faster: the conversation is taken.');
-          for (const [q, list] of st.queues) st.queues.set(q, list.filter((c) => c.id !== id));
-        } else if (err.code === 'capacity') toast('You are at your maximum number of chats.');
-        else toast('Could not accept: ' + errText(err));
-        renderAll();
-      }
-    );
+    st.accepting.add(id);
+    const done = (ok) => {
+      const c = ok.conv && typeof ok.conv === 'object' ? ok.conv : Object.assign({}, conv(id), { state: 'active', operator: { id: st.me.id, name: st.me.name } });
+      upsertMine(c);
+      st.offers.delete(id);
+      select(c.id);
+    };
+    const failed = (err) => {
+      st.offers.delete(id);
+      if (err.code === 'taken') {
+        toast('Another operator was faster: the conversation is taken.');
+        for (const [q, list] of st.queues) st.queues.set(q, list.filter((c) => c.id !== id));
+      } else if (err.code === 'capacity') toast('You are at your maximum number of chats.');
+      else toast('Could not accept: ' + errText(err));
+      renderAll();
+    };
+    st.client
+      .accept(id)
+      .then(done, failed)
+      .finally(() => st.accepting.delete(id));
   }
 
   function decline(id) {
