@@ -71,6 +71,25 @@ test('visitor and operator chat both ways', { skip: skipReason(), timeout: 12000
   await v.page.getByTestId('cw-ended').waitFor();
   await screenshot(v.page, 'widget-ended');
 
+  // Writing again starts a new conversation linked to the old one; the operator sees both.
+  await v.page.getByTestId('cw-input').fill('One more question, sorry!');
+  await v.page.getByTestId('cw-input').press('Enter');
+  const again = op.page.locator('[data-testid=queue-item]', { hasText: 'returning' });
+  await again.waitFor();
+  const conv2 = await again.getAttribute('data-conv');
+  assert.notEqual(conv2, conv);
+  await again.getByTestId('queue-accept').click();
+  await op.page.locator(`[data-testid=conv-view][data-conv="${conv2}"][data-readonly=false]`).waitFor();
+  await op.page.locator('[data-testid=conv-prev-msg]', { hasText: 'where is my order #1042' }).waitFor();
+  await op.page.getByTestId('conv-prev-divider').waitFor();
+  await op.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'One more question' }).waitFor();
+  await operatorSends(op, 'No problem, go ahead.');
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'go ahead' }).waitFor();
+  // The widget keeps the earlier conversation above the new one, each message once.
+  const texts = (await widgetMessages(v.page)).map((m) => m.text);
+  assert.ok(texts.indexOf('Anything else?') < texts.indexOf('One more question, sorry!'));
+  assert.equal(texts.filter((x) => x === 'One more question, sorry!').length, 1);
+
   assert.deepEqual(v.errors, [], 'widget page ran without errors');
   assert.deepEqual(op.errors, [], 'console ran without errors');
 });

@@ -85,7 +85,7 @@ function recordSocketCloses() {
   };
 }
 
-test('close codes: 4001 gets a new session for the same visitor, 4003 stops', { skip: skipReason(), timeout: 120000 }, async (t) => {
+test('close code 4001: an expired token gets a new session for the same visitor', { skip: skipReason(), timeout: 120000 }, async (t) => {
   // Visitor tokens live one second (plus the gateway's 5 s of leeway), so one expires mid-chat.
   const { gw, browser } = await setup(t, { env: { GATEWAY_VISITOR_TOKEN_TTL: '1s' } });
   const host = await startHostSite(t, gw);
