@@ -91,6 +91,7 @@
     return null;
   }
   const isReadOnly = (id) => st.watched.has(id) || !st.mine.has(id) || (st.mine.get(id) || {}).state === 'closed';
+  const chats = (n) => n + (n === 1 ? ' chat' : ' chats');
   const errText = (e) => (e && (e.message || e.code)) || 'failed';
 
   // ------------------------------------------------------------------ sound and notifications
@@ -241,6 +242,8 @@
       return;
     }
     document.body.classList.toggle('sup', isSup());
+    // Supervisors do not take conversations; what they have open is what they watch.
+    $('my-title').textContent = isSup() ? 'Watching' : 'My chats';
     $('me-name').textContent = f.me.name || f.me.id;
     $('me-role').textContent = f.me.role + ' · ' + f.me.site;
     // A fresh snapshot: queues and operators are re-sent right after welcome; what was mine
@@ -527,7 +530,9 @@
     if (!m || !m.size) return '';
     let last = null;
     for (const e of m.values()) if (!last || (e.seq || 1e15) >= (last.seq || 1e15)) last = e;
-    return last ? (last.from.role === 'visitor' ? '' : 'You: ') + last.text : '';
+    if (!last) return '';
+    const mineMsg = st.me && last.from.id === st.me.id && last.from.role !== 'visitor';
+    return (mineMsg ? 'You: ' : last.from.role === 'operator' ? (last.from.name || 'Operator') + ': ' : '') + last.text;
   }
 
   function renderMine() {
@@ -568,7 +573,7 @@
       ul.append(
         h('li', { class: 'item', 'data-testid': 'operator-item', 'data-operator': o.id }, [
           h('span', { class: 'dot ' + (o.online ? o.status : 'offline') }),
-          h('div', { class: 'main' }, [h('div', { class: 'name', text: o.name + (st.me && o.id === st.me.id ? ' (me)' : '') }), h('div', { class: 'sub', text: (o.online ? o.status : 'offline') + ' · ' + o.load + ' chats' })])
+          h('div', { class: 'main' }, [h('div', { class: 'name', text: o.name + (st.me && o.id === st.me.id ? ' (me)' : '') }), h('div', { class: 'sub', text: (o.online ? o.status : 'offline') + ' · ' + chats(o.load) })])
         ])
       );
     }
@@ -1080,7 +1085,7 @@
         h('label', { 'data-testid': 'transfer-operator', 'data-operator': o.id }, [
           h('input', { type: 'radio', name: 'to', value: 'operator:' + o.id, required: true }),
           h('span', { class: 'dot ' + (o.online ? o.status : 'offline') }),
-          o.name + ' — ' + (o.online ? o.status : 'offline') + ', ' + o.load + ' chats'
+          o.name + ' — ' + (o.online ? o.status : 'offline') + ', ' + chats(o.load)
         ])
       );
     }

@@ -42,7 +42,7 @@ test('supervisor: every queue and operator, assign, watch', { skip: skipReason()
   const genaConv = await supItem('Gena').getAttribute('data-conv');
   await supItem('Gena').getByTestId('queue-assign').selectOption('op1');
   await op.page.locator(`[data-testid=my-item][data-conv="${genaConv}"]`).waitFor();
-  await olga.filter({ hasText: 'active · 1 chat' }).waitFor();
+  await olga.filter({ hasText: /active · 1 chat$/ }).waitFor();
   await supItem('Gena').waitFor({ state: 'detached' });
 
   // Watch a waiting conversation from the queue: read-only, live.
@@ -50,6 +50,7 @@ test('supervisor: every queue and operator, assign, watch', { skip: skipReason()
   await supItem('Bill Payer').getByTestId('queue-watch').click();
   await sup.page.locator(`[data-testid=conv-view][data-conv="${billConv}"][data-readonly=true]`).waitFor();
   await sup.page.locator('[data-testid=my-item]', { hasText: 'watching' }).waitFor();
+  assert.equal(await sup.page.locator('#my-title').textContent(), 'Watching');
   await sup.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'invoice is wrong' }).waitFor();
   assert.ok(await sup.page.getByTestId('composer').isHidden(), 'no composer while watching');
   await billing.page.getByTestId('cw-input').fill('It charges me twice');
@@ -64,6 +65,8 @@ test('supervisor: every queue and operator, assign, watch', { skip: skipReason()
   await operatorSends(op, 'Olga here: it ships today.');
   await sup.page.locator('[data-testid=conv-msg][data-role=operator]', { hasText: 'ships today' }).waitFor();
   await general.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'ships today' }).waitFor();
+  // The list tells who wrote last: the operator, not the supervisor.
+  await sup.page.locator(`[data-testid=my-item][data-conv="${genaConv}"]`, { hasText: 'Olga: Olga here' }).waitFor();
   const seen = await consoleMessages(sup.page);
   assert.deepEqual(seen.map((m) => m.text).filter((x) => /order|ships/.test(x)), ['Where is my order?', 'Olga here: it ships today.']);
   await screenshot(sup.page, 'console-supervisor-watch');
