@@ -1,10 +1,12 @@
 // A visitor on the demo page and an operator in the console chat both ways: queue, accept,
-// messages, operator name, typing with sneak peek, read receipts. Saves screenshots.
+// messages, operator name, typing with sneak peek, read receipts, close and a linked new
+// conversation, canned responses; and the newcomer's path (the printed console link). Saves
+// screenshots.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, acceptFirstQueued,
-  operatorSends, widgetMessages, consoleMessages, waitUntil, screenshot
+  skipReason, setup, startGateway, launchBrowser, newPage, openConsole, setStatus, openVisitor,
+  visitorWrites, acceptFirstQueued, operatorSends, widgetMessages, consoleMessages, waitUntil, screenshot
 } from './harness.mjs';
 
 test('visitor and operator chat both ways', { skip: skipReason(), timeout: 120000 }, async (t) => {
@@ -111,4 +113,23 @@ test('canned responses expand macros in the console', { skip: skipReason(), time
   await waitUntil(async () => /Olga/.test(await composer.inputValue()) && !(await composer.inputValue()).includes('{{'), { message: 'expanded canned response' });
   await composer.press('Enter');
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'my name is Olga' }).waitFor();
+});
+
+test('a newcomer: the console link the gateway prints and the demo page chat out of the box', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  // No secret, no sites file: exactly what the README's run command starts.
+  const gw = await startGateway({ asNewcomer: true });
+  t.after(() => gw.stop());
+  assert.ok(gw.consoleLink, 'a console link is printed');
+  const browser = await launchBrowser();
+  t.after(() => browser.close());
+  const op = await newPage(browser, { viewport: { width: 1400, height: 850 } });
+  await op.page.goto(gw.consoleLink);
+  await op.page.locator('[data-testid=conn-state][data-state=open]').waitFor();
+  await setStatus(op.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await visitorWrites(v, 'Hello from the demo page');
+  await acceptFirstQueued(op);
+  await operatorSends(op, 'Hello from the printed console link');
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'printed console link' }).waitFor();
+  assert.deepEqual([...op.errors, ...v.errors], []);
 });

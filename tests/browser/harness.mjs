@@ -53,25 +53,27 @@ export function skipReason() {
 const stripAnsi = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
 
 /**
- * Starts a gateway: `{url, secret, proc, logs, token(opts), stop()}`.
- * `sites` (optional) is written to a JSON file passed as GATEWAY_SITES.
+ * Starts a gateway: `{url, secret, consoleLink, proc, logs, token(opts), stop()}`.
+ * `sites` (optional) is written to a JSON file passed as GATEWAY_SITES. `asNewcomer` runs it
+ * the way the README does, with no secret: it makes one up and prints a console link
+ * (`consoleLink`), and `token()` cannot be used.
  */
-export async function startGateway({ sites, env = {}, timeoutMs = 20000 } = {}) {
+export async function startGateway({ sites, env = {}, asNewcomer = false, timeoutMs = 20000 } = {}) {
   const why = missing();
   if (why) throw new Error(why);
-  const secret = randomBytes(24).toString('hex');
+  const secret = asNewcomer ? null : randomBytes(24).toString('hex');
   const extra = {};
   if (sites) {
     const file = path.join(os.tmpdir(), `gateway-sites-${process.pid}-${randomBytes(4).toString('hex')}.json`);
     fs.writeFileSync(file, JSON.stringify(sites, null, 2));
     extra.GATEWAY_SITES = file;
   }
-  const proc = spawn(GATEWAY_BIN, [], {
-    cwd: REPO,
-    env: { ...process.env, GATEWAY_LISTEN: '127.0.0.1:0', GATEWAY_JWT_SECRET: secret, ...extra, ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  });
+  const childEnv = { ...process.env, GATEWAY_LISTEN: '127.0.0.1:0', ...extra, ...env };
+  if (secret) childEnv.GATEWAY_JWT_SECRET = secret;
+  else delete childEnv.GATEWAY_JWT_SECRET;
+  const proc = spawn(GATEWAY_BIN, [], { cwd: REPO, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs = [];
+  let consoleLink = null;
   const url = await new Promise((resolve, reject) => {
     let seen = '';
     const timer = setTimeout(() => reject(new Error(`gateway printed no "listening on" line within ${timeoutMs} ms:\n${logs.join('')}`)), timeoutMs);
@@ -80,7 +82,9 @@ export async function startGateway({ sites, env = {}, timeoutMs = 20000 } = {}) 
       logs.push(s);
       seen += s;
       const m = seen.match(/listening on (https?:\/\/[^\s"'`]+)/);
-      if (m) {
+      const link = seen.match(/operator console\s+(https?:\/\/\S+#token=[\w.-]+)\s/);
+      if (link) consoleLink = link[1];
+      if (m && (consoleLink || !asNewcomer)) {
         clearTimeout(timer);
         resolve(m[1].replace(/\/+$/, ''));
       }
@@ -100,6 +104,7 @@ export async function startGateway({ sites, env = {}, timeoutMs = 20000 } = {}) 
   return {
     url,
     secret,
+    consoleLink,
     proc,
     logs,
     token: (o) => mintToken(secret, o),
