@@ -181,7 +181,8 @@
       this._live = null;
       this._retry = null;
       const cur = o.cursors || {};
-      for (const c in cur) if (cur[c] > 0) this.track(c, cur[c]);
+      // Only sane cursors: a stored value the server cannot parse would fail every hello.
+      for (const c in cur) if (Number.isSafeInteger(cur[c]) && cur[c] > 0 && c.length <= 128) this.track(c, cur[c]);
       // `network`: where the browser's online/offline events come from (the window by default).
       const net = o.watchOnline === false ? null : o.network || (root.addEventListener ? root : null);
       if (net) {

@@ -79,14 +79,23 @@
   }
   const load = () => {
     try {
-      return JSON.parse(LS.getItem(KEY)) || {};
+      const v = JSON.parse(LS.getItem(KEY));
+      return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
     } catch (e) {
       return {};
     }
   };
   // token, vid, exp, conv, closed, assigned, convs[], cursors{}, out[], msgs[], prechat, params,
   // unread, open, rd{} (read sent), seen{} (operator read up to), thanks
-  const S = Object.assign({ convs: [], cursors: {}, out: [], msgs: [], rd: {}, seen: {}, unread: 0 }, load());
+  const S = load();
+  // What another version (or a hand) left in storage must not break the widget: wrong types reset.
+  const isObj = (v) => v && typeof v === 'object' && !Array.isArray(v);
+  const keep = (k, ok, d) => ok(S[k]) || (S[k] = d);
+  ['convs', 'out', 'msgs'].forEach((k) => keep(k, Array.isArray, []));
+  ['cursors', 'rd', 'seen'].forEach((k) => keep(k, isObj, {}));
+  S.out = S.out.filter((o) => isObj(o) && typeof o.cid === 'string' && typeof o.text === 'string');
+  S.msgs = S.msgs.filter((e) => isObj(e) && typeof e.k === 'string' && typeof e.text === 'string');
+  ['token', 'conv'].forEach((k) => typeof S[k] === 'string' || delete S[k]);
   function save() {
     if (client) S.cursors = client.cursors();
     S.msgs = sorted().filter((e) => e.role !== 'notice').slice(-100);

@@ -127,3 +127,30 @@ test('widget: show_operator_name off hides the operator\'s name', { skip: skipRe
   await v.page.locator('[data-testid=cw-msg][data-role=system]', { hasText: 'An operator joined' }).waitFor();
   assert.deepEqual([...v.errors, ...op.errors], []);
 });
+
+test('bad input: corrupted storage, and markup in names and messages stays text', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  await setStatus(op.page, 'active');
+  const v = await openVisitor(browser, gw);
+  // Whatever another version (or a curious visitor) left in localStorage must not break it.
+  for (const junk of ['{not json', '[1,2,3]', '"text"', JSON.stringify({ msgs: 5, out: 'x', cursors: [1], convs: {}, token: 7, conv: {}, rd: null })]) {
+    await v.page.evaluate((j) => localStorage.setItem('cgw:demo', j), junk);
+    await v.page.reload();
+    await v.page.getByTestId('cw-launcher').click();
+    await v.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
+  }
+  const evil = '<img src=x onerror="window.__pwned=1">';
+  await v.page.evaluate((name) => window.ChatWidget.identify({ name }), `<b>Eve</b>${evil}`);
+  await visitorWrites(v, `Hi ${evil}`);
+  await acceptFirstQueued(op);
+  await op.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: `Hi ${evil}` }).waitFor();
+  await op.page.locator('[data-testid=conv-title]', { hasText: '<b>Eve</b>' }).waitFor();
+  await operatorSends(op, `Reply ${evil}`);
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: `Reply ${evil}` }).waitFor();
+  for (const p of [v.page, op.page]) {
+    assert.equal(await p.evaluate(() => window.__pwned), undefined, 'no markup ran');
+    assert.equal(await p.locator('img[src=x]').count(), 0, 'no element was created from text');
+  }
+  assert.deepEqual([...v.errors, ...op.errors], []);
+});

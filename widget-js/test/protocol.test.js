@@ -240,6 +240,13 @@ test('cursors track the last contiguous seq and are sent in hello on reconnect',
   assert.deepEqual(h.client.cursors(), { c_1: 5 });
 });
 
+test('only sane stored cursors go into hello', () => {
+  const h = makeClient({ cursors: { c_1: 3, c_2: '5', c_3: 1e20, c_4: -1, c_5: NaN, c_6: null, ['x'.repeat(200)]: 2 } });
+  h.client.connect();
+  h.socket().open();
+  assert.deepEqual(h.socket().sent[0].cursors, { c_1: 3 });
+});
+
 test('recovered:false reloads the latest page and signals a resync', async () => {
   const h = makeClient({ cursors: { c_1: 3 }, historyPage: 50 });
   const resyncs = [];
