@@ -418,7 +418,9 @@
   }
 
   function onDraftEcho(f) {
-    // A draft typed on another of my connections.
+    // A draft typed on another of my connections. The gateway echoes ours to us too: an echo of
+    // what we sent last is not news (and may be older than what the composer holds now).
+    if (sentDrafts[f.conv] === f.text) return;
     st.drafts[f.conv] = f.text;
     saveDrafts();
     if (st.selected === f.conv && document.activeElement !== $('composer')) $('composer').value = f.text;
@@ -904,6 +906,12 @@
   let idleTimer = null;
   let typingOn = false;
 
+  const sentDrafts = {};
+  function sendDraft(id, text) {
+    sentDrafts[id] = text;
+    st.client.draft(id, text);
+  }
+
   function saveDrafts() {
     try {
       localStorage.setItem(DRAFTS_KEY, JSON.stringify(st.drafts));
@@ -924,7 +932,7 @@
     if (!pending && (st.drafts[id] || '') === text) return;
     st.drafts[id] = text;
     saveDrafts();
-    st.client.draft(id, text);
+    sendDraft(id, text);
   }
 
   composer.addEventListener('input', () => {
@@ -936,7 +944,7 @@
     clearTimeout(serverDraftTimer);
     serverDraftTimer = setTimeout(() => {
       serverDraftTimer = null;
-      st.client.draft(id, st.drafts[id] || '');
+      sendDraft(id, st.drafts[id] || '');
     }, 1000);
     updatePicker();
     // Typing indicator for the visitor: at most one "on" per 2 s, "off" after 3 s idle.
@@ -994,7 +1002,7 @@
     clearTimeout(serverDraftTimer);
     delete st.drafts[id];
     saveDrafts();
-    st.client.draft(id, '');
+    sendDraft(id, '');
     const cid = P.newCid();
     const pending = { key: 'c' + cid, cid, pending: true, from: { role: 'operator', id: st.me.id, name: st.me.name }, text, ts: Date.now() };
     addEntry(id, pending);

@@ -134,11 +134,18 @@ test('console: alerts, counters, preview, drafts, transfer and close', { skip: s
   assert.equal(await composer.inputValue(), 'Draft for Ann');
   await open(c2);
   assert.equal(await composer.inputValue(), 'Draft for Boris');
+  await open(c1);
   // …and on another device of the same operator (kept by the gateway, sent in welcome).
   const other = await newPage(browser);
   await other.page.goto(`${gw.url}/console#token=${a.token}`);
   await other.page.locator(`[data-testid=my-item][data-conv="${c1}"]`).click();
   await waitUntil(async () => (await other.page.getByTestId('composer').inputValue()) === 'Draft for Ann', { message: 'the server-side draft on another device' });
+  // …and live: what is typed on one device shows on the other (when it is not typing itself).
+  await other.page.getByTestId('conv-title').click();
+  await open(c1);
+  await composer.fill('Draft for Ann, second version');
+  await waitUntil(async () => (await other.page.getByTestId('composer').inputValue()) === 'Draft for Ann, second version', { message: 'the draft echoed to the other device' });
+  assert.equal(await composer.inputValue(), 'Draft for Ann, second version', 'the echo does not disturb the typist');
   await other.context.close();
 
   // Transfer to an operator: the dialog shows each operator's status and load.
