@@ -2,6 +2,9 @@
  *   <script src="https://<gateway>/widget.js" data-site="<widget key>" async></script>
  * Optional attributes: data-lang (en|ru|cs), data-prechat="true", data-color="#2563eb",
  * data-queue (the site's queue to start conversations in; default: its first).
+ * API: ChatWidget.open() close() toggle() identify({name,email,phone}) setParams({k: v})
+ * on/off(event, fn) for open, close, status, message, conversation. Calls made before the
+ * script loads can wait in window.ChatWidget = {q: [[name, args], …]}.
  *
  * Served as /widget.js right after protocol.js (same script), whose ChatGatewayProtocol.Client
  * does the wire work: ordering, dedup, resume, retries with the same cid. This file is the UI:
