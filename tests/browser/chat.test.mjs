@@ -118,10 +118,13 @@ test('canned responses expand macros in the console', { skip: skipReason(), time
 test('a newcomer: the console link the gateway prints and the demo page chat out of the box', { skip: skipReason(), timeout: 120000 }, async (t) => {
   // No secret, no sites file: exactly what the README's run command starts.
   const gw = await startGateway({ asNewcomer: true });
-  t.after(() => gw.stop());
+  let browser = null;
+  t.after(async () => {
+    if (browser) await browser.close();
+    await gw.stop();
+  });
   assert.ok(gw.consoleLink, 'a console link is printed');
-  const browser = await launchBrowser();
-  t.after(() => browser.close());
+  browser = await launchBrowser();
   const op = await newPage(browser, { viewport: { width: 1400, height: 850 } });
   await op.page.goto(gw.consoleLink);
   await op.page.locator('[data-testid=conn-state][data-state=open]').waitFor();

@@ -269,9 +269,13 @@ export async function screenshot(page, name) {
  */
 export async function setup(t, opts) {
   const gw = await startGateway(opts);
-  t.after(() => gw.stop());
-  const browser = await launchBrowser();
-  t.after(() => browser.close());
+  let browser = null;
+  // The browser goes first: a gateway stopped under live sockets drains them over its window.
+  t.after(async () => {
+    if (browser) await browser.close();
+    await gw.stop();
+  });
+  browser = await launchBrowser();
   return { gw, browser };
 }
 
