@@ -189,8 +189,8 @@ export async function openVisitor(browser, gw, pathname = '/', { locale } = {}) 
 
 /**
  * A customer's website on its own origin (another loopback port) that embeds the gateway's
- * widget with the one tag, as a real site does: `url({site, lang, htmlLang, prechat, queue})` is a
- * page.
+ * widget with the one tag, as a real site does: `url({site, lang, htmlLang, prechat, queue, preload})`
+ * is a page.
  * Registers its shutdown with `t.after`.
  */
 export async function startHostSite(t, gw) {
@@ -202,10 +202,12 @@ export async function startHostSite(t, gw) {
     if (q.get('prechat')) attrs.push('data-prechat="true"');
     if (q.get('queue')) attrs.push(`data-queue="${esc(q.get('queue'))}"`);
     const htmlLang = q.get('htmlLang') ? ` lang="${esc(q.get('htmlLang'))}"` : '';
+    // `preload`: API calls the page queues before the widget has loaded.
+    const pre = q.get('preload') ? `<script>window.ChatWidget = { q: ${JSON.stringify(JSON.parse(q.get('preload'))).replace(/</g, '\\u003c')} };</script>` : '';
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(`<!doctype html><html${htmlLang}><head><meta charset="utf-8"><title>Customer site</title>
 <style>*{font-family:serif!important;color:#f0f!important}</style></head>
-<body><h1>Customer site</h1><p>A page on another origin.</p>
+<body><h1>Customer site</h1><p>A page on another origin.</p>${pre}
 <script ${attrs.join(' ')} async></script></body></html>`);
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));

@@ -44,7 +44,13 @@ test('widget: shadow DOM isolation and languages', { skip: skipReason(), timeout
   const de = await openVisitor(browser, gw, host.url({ htmlLang: 'de' }), { locale: 'de-DE' });
   await de.page.getByTestId('cw-launcher').click();
   assert.equal(await de.page.getByTestId('cw-input').getAttribute('placeholder'), 'Write a message…');
-  assert.deepEqual([...demo.errors, ...ru.errors, ...cs.errors, ...browserCs.errors, ...de.errors], []);
+
+  // Calls queued by the page before the script loaded are played once it has.
+  const early = await openVisitor(browser, gw, host.url({ preload: JSON.stringify([['setParams', [{ from: 'preload' }]], ['open', []]]) }));
+  await early.page.getByTestId('cw-panel').waitFor();
+  assert.equal(await early.page.getByTestId('cw-launcher').getAttribute('aria-expanded'), 'true');
+  assert.deepEqual(await early.page.evaluate(() => JSON.parse(localStorage.getItem('cgw:demo')).params), { from: 'preload' });
+  assert.deepEqual([...demo.errors, ...ru.errors, ...cs.errors, ...browserCs.errors, ...de.errors, ...early.errors], []);
 });
 
 test('widget: pre-chat form, API events, unread badge, typing, transcript', { skip: skipReason(), timeout: 150000 }, async (t) => {
