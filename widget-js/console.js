@@ -43,6 +43,7 @@
     selected: null, // conv id shown in the view
     peek: null, // a queued Conversation shown before accepting
     seenQueued: new Set(),
+    accepting: new Set(), // conv ids of my own accept requests in flight (no alert for those)
     primedQueues: new Set() // queues whose first snapshot arrived (later arrivals are news)
   };
 
@@ -90,6 +91,7 @@
     return null;
   }
   const isReadOnly = (id) => st.watched.has(id) || !st.mine.has(id) || (st.mine.get(id) || {}).state === 'closed';
+  const chats = (n) => n + (n === 1 ? ' chat' : ' chats');
   const errText = (e) => (e && (e.message || e.code)) || 'failed';
 
   // ------------------------------------------------------------------ sound and notifications
@@ -240,6 +242,8 @@
       return;
     }
     document.body.classList.toggle('sup', isSup());
+    // Supervisors do not take conversations; what they have open is what they watch.
+    $('my-title').textContent = isSup() ? 'Watching' : 'My chats';
     $('me-name').textContent = f.me.name || f.me.id;
     $('me-role').textContent = f.me.role + ' · ' + f.me.site;
     // A fresh snapshot: queues and operators are re-sent right after welcome; what was mine
@@ -352,10 +356,12 @@
   function onConvEvent(event, c, reason) {
     const wasMine = st.mine.has(c.id);
     const isMine = upsertMine(c);
-    if (event === 'transferred' && isMine && !wasMine) {
-      toast('Conversation with ' + visitorName(c) + ' was transferred to you.');
+    if ((event === 'transferred' || event === 'assigned') && isMine && !wasMine && !st.accepting.has(c.id)) {
+      // Handed to me by someone else (transfer, supervisor, auto routing): that is news.
+      const note = reason && !/^(transfer|supervisor|reassigned)$/.test(reason) ? ': ' + reason : '.';
+      toast('Conversation with ' + visitorName(c) + ' was ' + event + ' to you' + note);
       beep(880);
-      notify('Conversation transferred to you', visitorName(c), c.id);
+      notify('Conversation ' + event + ' to you', visitorName(c), c.id);
     } else if (wasMine && !isMine) {
       toast('Conversation with ' + visitorName(c) + ' left your list' + (reason ? ' (' + reason + ')' : '') + '.');
       if (st.selected === c.id) st.selected = null;
@@ -412,7 +418,9 @@
   }
 
   function onDraftEcho(f) {
-    // A draft typed on another of my connections.
+    // A draft typed on another of my connections. The gateway echoes ours to us too: an echo of
+    // what we sent last is not news (and may be older than what the composer holds now).
+    if (sentDrafts[f.conv] === f.text) return;
     st.drafts[f.conv] = f.text;
     saveDrafts();
     if (st.selected === f.conv && document.activeElement !== $('composer')) $('composer').value = f.text;
@@ -524,7 +532,9 @@
     if (!m || !m.size) return '';
     let last = null;
     for (const e of m.values()) if (!last || (e.seq || 1e15) >= (last.seq || 1e15)) last = e;
-    return last ? (last.from.role === 'visitor' ? '' : 'You: ') + last.text : '';
+    if (!last) return '';
+    const mineMsg = st.me && last.from.id === st.me.id && last.from.role !== 'visitor';
+    return (mineMsg ? 'You: ' : last.from.role === 'operator' ? (last.from.name || 'Operator') + ': ' : '') + last.text;
   }
 
   function renderMine() {
@@ -565,7 +575,7 @@
       ul.append(
         h('li', { class: 'item', 'data-testid': 'operator-item', 'data-operator': o.id }, [
           h('span', { class: 'dot ' + (o.online ? o.status : 'offline') }),
-          h('div', { class: 'main' }, [h('div', { class: 'name', text: o.name + (st.me && o.id === st.me.id ? ' (me)' : '') }), h('div', { class: 'sub', text: (o.online ? o.status : 'offline') + ' · ' + o.load + ' chats' })])
+          h('div', { class: 'main' }, [h('div', { class: 'name', text: o.name + (st.me && o.id === st.me.id ? ' (me)' : '') }), h('div', { class: 'sub', text: (o.online ? o.status : 'offline') + ' · ' + chats(o.load) })])
         ])
       );
     }
@@ -574,23 +584,26 @@
   // ------------------------------------------------------------------ actions
 
   function accept(id) {
-    st.client.accept(id).then(
-      (ok) => {
-        const c = ok.conv && typeof ok.conv === 'object' ? ok.conv : Object.assign({}, conv(id), { state: 'active', operator: { id: st.me.id, name: st.me.name } });
-        upsertMine(c);
-        st.offers.delete(id);
-        select(c.id);
-      },
-      (err) => {
-        st.offers.delete(id);
-        if (err.code === 'taken') {
-          toast('Another operator was faster: the conversation is taken.');
-          for (const [q, list] of st.queues) st.queues.set(q, list.filter((c) => c.id !== id));
-        } else if (err.code === 'capacity') toast('You are at your maximum number of chats.');
-        else toast('Could not accept: ' + errText(err));
-        renderAll();
-      }
-    );
+    st.accepting.add(id);
+    const done = (ok) => {
+      const c = ok.conv && typeof ok.conv === 'object' ? ok.conv : Object.assign({}, conv(id), { state: 'active', operator: { id: st.me.id, name: st.me.name } });
+      upsertMine(c);
+      st.offers.delete(id);
+      select(c.id);
+    };
+    const failed = (err) => {
+      st.offers.delete(id);
+      if (err.code === 'taken') {
+        toast('Another operator was faster: the conversation is taken.');
+        for (const [q, list] of st.queues) st.queues.set(q, list.filter((c) => c.id !== id));
+      } else if (err.code === 'capacity') toast('You are at your maximum number of chats.');
+      else toast('Could not accept: ' + errText(err));
+      renderAll();
+    };
+    st.client
+      .accept(id)
+      .then(done, failed)
+      .finally(() => st.accepting.delete(id));
   }
 
   function decline(id) {
@@ -817,7 +830,8 @@
 
   function markRead() {
     const id = st.selected;
-    if (!id || !st.mine.has(id) || document.visibilityState !== 'visible' || !st.client) return;
+    // Watching is silent: a supervisor's look is not the visitor's "read".
+    if (!id || !st.mine.has(id) || st.watched.has(id) || document.visibilityState !== 'visible' || !st.client) return;
     const seq = st.client.cursor(id);
     if (seq > (st.sentRead.get(id) || 0) && st.client.read(id, seq)) st.sentRead.set(id, seq);
   }
@@ -892,6 +906,12 @@
   let idleTimer = null;
   let typingOn = false;
 
+  const sentDrafts = {};
+  function sendDraft(id, text) {
+    sentDrafts[id] = text;
+    st.client.draft(id, text);
+  }
+
   function saveDrafts() {
     try {
       localStorage.setItem(DRAFTS_KEY, JSON.stringify(st.drafts));
@@ -912,7 +932,7 @@
     if (!pending && (st.drafts[id] || '') === text) return;
     st.drafts[id] = text;
     saveDrafts();
-    st.client.draft(id, text);
+    sendDraft(id, text);
   }
 
   composer.addEventListener('input', () => {
@@ -924,7 +944,7 @@
     clearTimeout(serverDraftTimer);
     serverDraftTimer = setTimeout(() => {
       serverDraftTimer = null;
-      st.client.draft(id, st.drafts[id] || '');
+      sendDraft(id, st.drafts[id] || '');
     }, 1000);
     updatePicker();
     // Typing indicator for the visitor: at most one "on" per 2 s, "off" after 3 s idle.
@@ -982,7 +1002,7 @@
     clearTimeout(serverDraftTimer);
     delete st.drafts[id];
     saveDrafts();
-    st.client.draft(id, '');
+    sendDraft(id, '');
     const cid = P.newCid();
     const pending = { key: 'c' + cid, cid, pending: true, from: { role: 'operator', id: st.me.id, name: st.me.name }, text, ts: Date.now() };
     addEntry(id, pending);
@@ -1073,7 +1093,7 @@
         h('label', { 'data-testid': 'transfer-operator', 'data-operator': o.id }, [
           h('input', { type: 'radio', name: 'to', value: 'operator:' + o.id, required: true }),
           h('span', { class: 'dot ' + (o.online ? o.status : 'offline') }),
-          o.name + ' — ' + (o.online ? o.status : 'offline') + ', ' + o.load + ' chats'
+          o.name + ' — ' + (o.online ? o.status : 'offline') + ', ' + chats(o.load)
         ])
       );
     }
@@ -1144,6 +1164,12 @@
   }, 1000);
 
   window.addEventListener('beforeunload', saveComposerDraft);
+
+  // A sign-in link opened in a tab that already shows the console changes only the fragment:
+  // start over with the new token (stored by tokenFromFragment) and none of the old state.
+  window.addEventListener('hashchange', () => {
+    if (tokenFromFragment()) location.reload();
+  });
 
   const token = tokenFromFragment() || localStorage.getItem(TOKEN_KEY);
   if (token) start(token);

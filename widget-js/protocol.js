@@ -181,10 +181,15 @@
       this._live = null;
       this._retry = null;
       const cur = o.cursors || {};
-      for (const c in cur) if (cur[c] > 0) this.track(c, cur[c]);
-      if (o.watchOnline !== false && root.addEventListener) {
-        // Back online: skip the rest of the backoff wait.
-        root.addEventListener('online', () => this.state === 'waiting' && !this._hold && this._reopen());
+      // Only sane cursors: a stored value the server cannot parse would fail every hello.
+      for (const c in cur) if (Number.isSafeInteger(cur[c]) && cur[c] > 0 && c.length <= 128) this.track(c, cur[c]);
+      // `network`: where the browser's online/offline events come from (the window by default).
+      const net = o.watchOnline === false ? null : o.network || (root.addEventListener ? root : null);
+      if (net) {
+        // Offline: the socket may look open for a long time (no FIN reaches us): drop it now and
+        // retry by backoff. Back online: skip the rest of the backoff wait.
+        net.addEventListener('offline', () => this._ws && this._drop(CLOSE.ABNORMAL, 'offline'));
+        net.addEventListener('online', () => this.state === 'waiting' && !this._hold && this._reopen());
       }
     }
 

@@ -1,6 +1,10 @@
 /*! chat-gateway widget — embed with ONE tag:
  *   <script src="https://<gateway>/widget.js" data-site="<widget key>" async></script>
- * Optional attributes: data-lang (en|ru|cs), data-prechat="true", data-color="#2563eb".
+ * Optional attributes: data-lang (en|ru|cs), data-prechat="true", data-color="#2563eb",
+ * data-queue (the site's queue to start conversations in; default: its first).
+ * API: ChatWidget.open() close() toggle() identify({name,email,phone}) setParams({k: v})
+ * on/off(event, fn) for open, close, status, message, conversation. Calls made before the
+ * script loads can wait in window.ChatWidget = {q: [[name, args], …]}.
  *
  * Served as /widget.js right after protocol.js (same script), whose ChatGatewayProtocol.Client
  * does the wire work: ordering, dedup, resume, retries with the same cid. This file is the UI:
@@ -34,7 +38,8 @@
       name: 'Name', email: 'Email', phone: 'Phone', message: 'Message', submit: 'Send message',
       thanks: 'Thanks, we will get back to you.', again: 'Write another message',
       preI: 'Please introduce yourself before we start.', start: 'Start chat',
-      tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?'
+      tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?',
+      na: 'The chat is not available here.'
     },
     ru: {
       title: 'Чат с нами', open: 'Открыть чат', close: 'Закрыть чат', ph: 'Напишите сообщение…', send: 'Отправить',
@@ -46,7 +51,8 @@
       name: 'Имя', email: 'Эл. почта', phone: 'Телефон', message: 'Сообщение', submit: 'Отправить',
       thanks: 'Спасибо, мы с вами свяжемся.', again: 'Написать ещё',
       preI: 'Представьтесь, пожалуйста, перед началом разговора.', start: 'Начать чат',
-      tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}', hi: 'Здравствуйте! Чем можем помочь?'
+      tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}', hi: 'Здравствуйте! Чем можем помочь?',
+      na: 'Чат здесь недоступен.'
     },
     cs: {
       title: 'Napište nám', open: 'Otevřít chat', close: 'Zavřít chat', ph: 'Napište zprávu…', send: 'Odeslat',
@@ -58,7 +64,8 @@
       name: 'Jméno', email: 'E-mail', phone: 'Telefon', message: 'Zpráva', submit: 'Odeslat zprávu',
       thanks: 'Děkujeme, ozveme se vám.', again: 'Napsat další zprávu',
       preI: 'Před začátkem se prosím představte.', start: 'Zahájit chat',
-      tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?'
+      tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?',
+      na: 'Chat zde není k dispozici.'
     }
   };
   const pickLang = (l) => (l || '').slice(0, 2).toLowerCase();
@@ -75,14 +82,23 @@
   }
   const load = () => {
     try {
-      return JSON.parse(LS.getItem(KEY)) || {};
+      const v = JSON.parse(LS.getItem(KEY));
+      return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
     } catch (e) {
       return {};
     }
   };
   // token, vid, exp, conv, closed, assigned, convs[], cursors{}, out[], msgs[], prechat, params,
   // unread, open, rd{} (read sent), seen{} (operator read up to), thanks
-  const S = Object.assign({ convs: [], cursors: {}, out: [], msgs: [], rd: {}, seen: {}, unread: 0 }, load());
+  const S = load();
+  // What another version (or a hand) left in storage must not break the widget: wrong types reset.
+  const isObj = (v) => v && typeof v === 'object' && !Array.isArray(v);
+  const keep = (k, ok, d) => ok(S[k]) || (S[k] = d);
+  ['convs', 'out', 'msgs'].forEach((k) => keep(k, Array.isArray, []));
+  ['cursors', 'rd', 'seen'].forEach((k) => keep(k, isObj, {}));
+  S.out = S.out.filter((o) => isObj(o) && typeof o.cid === 'string' && typeof o.text === 'string');
+  S.msgs = S.msgs.filter((e) => isObj(e) && typeof e.k === 'string' && typeof e.text === 'string');
+  ['token', 'conv'].forEach((k) => typeof S[k] === 'string' || delete S[k]);
   function save() {
     if (client) S.cursors = client.cursors();
     S.msgs = sorted().filter((e) => e.role !== 'notice').slice(-100);
@@ -415,6 +431,8 @@
       if (!r.ok) {
         // A previous token the gateway no longer accepts: start over as a new visitor.
         if (body.visitor_token && r.status < 500) return session(true);
+        // An unknown widget key or a page the site refuses: retrying cannot help.
+        if (r.status === 403 || r.status === 404) stop();
         throw new Error('visitor session: HTTP ' + r.status);
       }
       return r.json().then((j) => {
@@ -433,8 +451,10 @@
     client = new P.Client({ url: P.wsUrl(BASE), token: fresh ? S.token : null, getToken: () => session(), cursors: S.cursors });
     client.on('state', (s) => {
       panel.setAttribute('data-conn', s);
-      connEl.textContent = s === 'open' || s === 'idle' ? '' : t('conn');
+      connEl.textContent = s === 'connecting' || s === 'waiting' ? t('conn') : '';
     });
+    // 4003 (forbidden, banned): the client stays closed, and says so.
+    client.on('close', (e) => e.action === 'stop' && e.code !== P.CLOSE.NORMAL && stop());
     client.on('welcome', onWelcome);
     client.on('msg', onMsg);
     client.on('cursor', () => save());
@@ -463,6 +483,13 @@
     });
     client.connect();
     return client;
+  }
+
+  function stop() {
+    if (client) client.disconnect();
+    const k = 'n:stop';
+    entries.set(k, { k, conv: S.conv, seq: 1e15 - 1, role: 'notice', text: t('na'), ts: Date.now() });
+    render(false);
   }
 
   function onWelcome(f) {
@@ -539,7 +566,7 @@
     const prev = S.conv;
     const pre = S.prechat && Object.keys(S.prechat).length ? S.prechat : undefined;
     starting = client
-      .start({ prechat: pre, params: params(offline ? { offline_form: '1' } : null), page: { url: location.href, title: D.title, referrer: D.referrer } })
+      .start({ queue: ds.queue, prechat: pre, params: params(offline ? { offline_form: '1' } : null), page: { url: location.href, title: D.title, referrer: D.referrer } })
       .then((ok) => {
         if (prev && prev !== ok.conv.id) client.forget(prev);
         S.closed = false;

@@ -240,6 +240,13 @@ test('cursors track the last contiguous seq and are sent in hello on reconnect',
   assert.deepEqual(h.client.cursors(), { c_1: 5 });
 });
 
+test('only sane stored cursors go into hello', () => {
+  const h = makeClient({ cursors: { c_1: 3, c_2: '5', c_3: 1e20, c_4: -1, c_5: NaN, c_6: null, ['x'.repeat(200)]: 2 } });
+  h.client.connect();
+  h.socket().open();
+  assert.deepEqual(h.socket().sent[0].cursors, { c_1: 3 });
+});
+
 test('recovered:false reloads the latest page and signals a resync', async () => {
   const h = makeClient({ cursors: { c_1: 3 }, historyPage: 50 });
   const resyncs = [];
@@ -494,6 +501,30 @@ test('suspend holds the connection down until resume', () => {
   assert.equal(h.sockets().length, 1);
   h.client.resume();
   assert.equal(h.sockets().length, 2);
+});
+
+test('the browser going offline drops the socket; coming back online reconnects at once and resumes', () => {
+  const network = new EventTarget();
+  const h = makeClient({ watchOnline: true, network });
+  const s = h.connect();
+  s.recv(msg('c_1', 1));
+  network.dispatchEvent(new Event('offline'));
+  assert.equal(s.closedByClient.code, 3000, 'the old socket is closed by us');
+  assert.equal(h.client.state, 'waiting');
+  // Attempts while offline fail and back off; each retry waits longer than the one before.
+  h.clock.advance(h.clock.pending()[0]);
+  assert.equal(h.sockets().length, 2);
+  h.socket().serverClose(1006);
+  const wait = h.clock.pending()[0];
+  assert.ok(wait >= 500, `backs off (${wait} ms)`);
+  network.dispatchEvent(new Event('online'));
+  assert.equal(h.sockets().length, 3, 'online reconnects without waiting for the backoff');
+  h.socket().open();
+  assert.deepEqual(h.socket().sent[0].cursors, { c_1: 1 }, 'and resumes from the cursor');
+  // Offline with no socket (already waiting) changes nothing.
+  h.socket().serverClose(1006);
+  network.dispatchEvent(new Event('offline'));
+  assert.equal(h.client.state, 'waiting');
 });
 
 test('drafts wait for the connection; typing and read are dropped while offline', () => {

@@ -172,7 +172,11 @@ async fn visitor_session<E: Engine>(
         .settings()
         .origin_allowed(origin.and_then(|o| o.to_str().ok()))
     {
-        return error(StatusCode::FORBIDDEN, "forbidden", "origin not allowed");
+        // Readable by the refused page, so its widget can stop instead of retrying blindly.
+        return cors(
+            error(StatusCode::FORBIDDEN, "forbidden", "origin not allowed"),
+            origin,
+        );
     }
     let now = now_ms();
     let previous = req

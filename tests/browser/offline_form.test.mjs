@@ -1,0 +1,101 @@
+// The widget's three modes follow the site's availability and `widget_when_away`:
+//  - nobody signed in: the offline form; the message left there reaches the queue, where an
+//    operator who signs in later finds it with the visitor's contact details;
+//  - operators signed in but none active, `widget_when_away: offline`: the offline form too;
+//  - the same with `widget_when_away: busy` (the default): the chat with the "busy" notice, and
+//    the site's unavailability notice after the first message.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { skipReason, setup, openConsole, setStatus, openVisitor, startHostSite, visitorWrites, screenshot } from './harness.mjs';
+
+async function fillOfflineForm(page, { name, email, phone, message }) {
+  await page.getByTestId('cw-off-name').fill(name);
+  await page.getByTestId('cw-off-email').fill(email);
+  if (phone) await page.getByTestId('cw-off-phone').fill(phone);
+  await page.getByTestId('cw-off-message').fill(message);
+}
+
+test('nobody online: offline form, and the message reaches the queue', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const v = await openVisitor(browser, gw);
+  await v.page.getByTestId('cw-launcher').click();
+  await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
+
+  // Bad input: the required fields are enforced by the form, nothing is sent.
+  await v.page.getByTestId('cw-off-submit').click();
+  assert.equal(await v.page.locator('[data-testid=cw-panel]').getAttribute('data-mode'), 'offline');
+  await fillOfflineForm(v.page, { name: 'Ann Offline', email: 'not-an-email', message: 'x' });
+  await v.page.getByTestId('cw-off-submit').click();
+  assert.equal(await v.page.locator('[data-testid=cw-panel]').getAttribute('data-mode'), 'offline');
+  assert.equal(await v.page.evaluate(() => window.ChatWidget._debugState().conv), undefined, 'no conversation was started');
+
+  await fillOfflineForm(v.page, { name: 'Ann Offline', email: 'ann@example.com', phone: '+420 123 456 789', message: 'Please call me back about a bulk order.' });
+  await screenshot(v.page, 'widget-offline-form');
+  await v.page.getByTestId('cw-off-submit').click();
+  await v.page.getByTestId('cw-thanks').waitFor();
+  await screenshot(v.page, 'widget-offline-thanks');
+
+  // An operator signs in afterwards (inactive: status is a separate switch) and finds it.
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  assert.equal(await op.page.getByTestId('status-select').inputValue(), 'inactive');
+  const item = op.page.locator('[data-testid=queue-item]', { hasText: 'Ann Offline' });
+  await item.waitFor();
+  await op.page.locator('[data-testid=queue-count]', { hasText: /^1$/ }).waitFor();
+  await item.click();
+  const panel = op.page.getByTestId('visitor-panel');
+  await panel.locator('dd', { hasText: 'ann@example.com' }).waitFor();
+  await panel.locator('dd', { hasText: '+420 123 456 789' }).waitFor();
+  await panel.locator('dd', { hasText: /^1$/ }).waitFor(); // the offline_form parameter
+  await op.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'bulk order' }).waitFor();
+  await screenshot(op.page, 'console-offline-queue');
+
+  // The visitor is answered in the same widget.
+  await setStatus(op.page, 'active');
+  await op.page.getByTestId('conv-accept').click();
+  await op.page.getByTestId('composer').fill('Hello Ann, calling you in 5 minutes.');
+  await op.page.getByTestId('composer').press('Enter');
+  await v.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'calling you' }).waitFor();
+  assert.deepEqual(v.errors, []);
+  assert.deepEqual(op.errors, []);
+});
+
+test('no active operator: widget_when_away decides between the offline form and the busy chat', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const sites = [
+    { id: 'demo', settings: { widget_when_away: 'busy', unavailable_text: 'Nobody can answer right now.' } },
+    { id: 'away', settings: { widget_when_away: 'offline' } }
+  ];
+  const { gw, browser } = await setup(t, { sites });
+  const host = await startHostSite(t, gw);
+  // Both sites have an operator signed in who is not active.
+  const opDemo = await openConsole(browser, gw, { sub: 'op1', name: 'Olga', site: 'demo' });
+  const opAway = await openConsole(browser, gw, { sub: 'op2', name: 'Petr', site: 'away' });
+  await setStatus(opDemo.page, 'away');
+
+  const off = await openVisitor(browser, gw, host.url({ site: 'away' }));
+  await off.page.getByTestId('cw-launcher').click();
+  await off.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
+  await fillOfflineForm(off.page, { name: 'Bob Away', email: 'bob@example.com', message: 'Do you ship to Brno?' });
+  await off.page.getByTestId('cw-off-submit').click();
+  await off.page.getByTestId('cw-thanks').waitFor();
+  await opAway.page.locator('[data-testid=queue-item]', { hasText: 'Bob Away' }).waitFor();
+  assert.equal(await opDemo.page.locator('[data-testid=queue-item]').count(), 0, 'sites do not see each other');
+
+  const busy = await openVisitor(browser, gw, host.url({ site: 'demo' }));
+  await busy.page.getByTestId('cw-launcher').click();
+  await busy.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
+  await busy.page.getByTestId('cw-hint').waitFor();
+  await visitorWrites(busy, 'Is anyone there?');
+  await busy.page.locator('[data-testid=cw-notice]', { hasText: 'Nobody can answer right now.' }).waitFor();
+  await opDemo.page.locator('[data-testid=queue-item]').first().waitFor();
+  await screenshot(busy.page, 'widget-busy');
+
+  // An operator turns active: the notice about being busy goes away.
+  await setStatus(opDemo.page, 'active');
+  await opDemo.page.getByTestId('queue-accept').click();
+  await opDemo.page.getByTestId('composer').fill('Yes, I am here.');
+  await opDemo.page.getByTestId('composer').press('Enter');
+  await busy.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'I am here' }).waitFor();
+  await busy.page.getByTestId('cw-hint').waitFor({ state: 'hidden' });
+  assert.deepEqual([...off.errors, ...busy.errors, ...opDemo.errors, ...opAway.errors], []);
+});

@@ -1,0 +1,67 @@
+// The console under the other routing modes: in `offer` mode a conversation is offered to one
+// operator with a countdown, a decline passes it to the next one (never back), who accepts; in
+// `auto` mode it lands in an operator's list by itself, with a sound and a notice.
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, operatorSends, waitUntil, screenshot } from './harness.mjs';
+
+/** Counts the console's sounds (oscillators started); installed before its scripts run. */
+function countBeeps() {
+  window.__beeps = 0;
+  const start = OscillatorNode.prototype.start;
+  OscillatorNode.prototype.start = function (...a) {
+    window.__beeps++;
+    return start.apply(this, a);
+  };
+}
+
+test('offer mode: decline passes the offer on, the next operator accepts', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t, { sites: [{ id: 'demo', settings: { routing: 'offer', accept_timeout: '60s' } }] });
+  const a = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  const b = await openConsole(browser, gw, { sub: 'op2', name: 'Petr' });
+  await setStatus(a.page, 'active');
+  await setStatus(b.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await visitorWrites(v, 'Offer me to someone');
+
+  const offered = async () => {
+    const n = await Promise.all([a, b].map((op) => op.page.locator('[data-testid=offer-item]').count()));
+    return n[0] + n[1] === 1 ? n : null;
+  };
+  const n = await waitUntil(offered, { message: 'an offer on exactly one console' });
+  const [first, second] = n[0] ? [a, b] : [b, a];
+  const offer = first.page.getByTestId('offer-item');
+  assert.match(await offer.innerText(), /\d+ s left/, 'the offer counts down');
+  await first.page.locator('[data-testid=offer-count]', { hasText: /^1$/ }).waitFor();
+  await screenshot(first.page, 'console-offer');
+  await offer.getByTestId('offer-decline').click();
+
+  await second.page.getByTestId('offer-item').waitFor();
+  await first.page.getByTestId('offer-item').waitFor({ state: 'detached' });
+  await second.page.getByTestId('offer-item').getByTestId('offer-accept').click();
+  await second.page.locator('[data-testid=my-item]').waitFor();
+  await second.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'Offer me' }).waitFor();
+  await operatorSends(second, `${second.name} accepted the offer.`);
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'accepted the offer' }).waitFor();
+  assert.equal(await first.page.locator('[data-testid=offer-item], [data-testid=my-item]').count(), 0, 'never back to the one who declined');
+  assert.deepEqual([...a.errors, ...b.errors, ...v.errors], []);
+});
+
+test('auto mode: the conversation lands in the operator\'s list with a sound', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t, { sites: [{ id: 'demo', settings: { routing: 'auto' } }] });
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  await op.page.addInitScript(countBeeps);
+  await op.page.reload();
+  await op.page.locator('[data-testid=conn-state][data-state=open]').waitFor();
+  await setStatus(op.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await v.page.evaluate(() => window.ChatWidget.identify({ name: 'Auto Ann' }));
+  await visitorWrites(v, 'Route me automatically');
+  await op.page.locator('[data-testid=my-item]', { hasText: 'Auto Ann' }).waitFor();
+  await op.page.locator('[data-testid=toast]', { hasText: 'assigned to you' }).waitFor();
+  await waitUntil(() => op.page.evaluate(() => window.__beeps > 0), { message: 'a sound' });
+  await op.page.locator('[data-testid=my-item]', { hasText: 'Auto Ann' }).click();
+  await operatorSends(op, 'Hello Ann, I was assigned to you.');
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'assigned to you' }).waitFor();
+  assert.deepEqual([...op.errors, ...v.errors], []);
+});

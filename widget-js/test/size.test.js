@@ -1,0 +1,35 @@
+// Size budget of the embeddable widget: what GET /widget.js serves (protocol.js, a newline, then
+// widget.js; see gateway/src/http/assets.rs) must stay under 20 KB gzipped, the limit the
+// widget's issue sets. The browser tests check that the gateway serves exactly these bytes.
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const zlib = require('node:zlib');
+
+// 20 KB read the strict way (20,000 bytes, not 20,480).
+const LIMIT = 20000;
+const dir = path.join(__dirname, '..');
+
+/** The body of GET /widget.js, built the way assets.rs concatenates it. */
+function servedWidget() {
+  return fs.readFileSync(path.join(dir, 'protocol.js'), 'utf8') + '\n' + fs.readFileSync(path.join(dir, 'widget.js'), 'utf8');
+}
+
+test('widget.js as served is under 20 KB gzipped', () => {
+  const body = Buffer.from(servedWidget(), 'utf8');
+  // Level 6 is what servers and CDNs use by default; level 9 would flatter the number.
+  const gz = zlib.gzipSync(body, { level: 6 }).length;
+  console.log(`widget.js: ${body.length} bytes, ${gz} bytes gzipped (limit ${LIMIT})`);
+  assert.ok(gz < LIMIT, `widget.js is ${gz} bytes gzipped, over the ${LIMIT}-byte budget`);
+});
+
+test('the size check measures the real thing', () => {
+  // Guards the test itself: both parts are present and the widget needs the protocol module.
+  const body = servedWidget();
+  assert.match(body, /globalThis\.ChatGatewayProtocol|root\.ChatGatewayProtocol = api/);
+  assert.match(body, /W\.ChatWidget = api/);
+  assert.ok(body.length > LIMIT, 'uncompressed, the widget is larger than the budget: the test would notice growth');
+});
