@@ -57,6 +57,8 @@ pub enum BusMsg {
         seq: u64,
         /// The `ts` of a `msg` frame (0 for other frames), for the delivery latency metric.
         ts: u64,
+        /// A connection the frame is not for: the one whose action it echoes.
+        except: Option<ConnRef>,
     },
     /// On a user channel: that user's connections join a conversation's channel, receiving
     /// `frame` (the event they join with) directly. `after_seq` is the conversation's last
@@ -89,8 +91,36 @@ impl BusMsg {
             frame: Outbound::new(frame),
             seq,
             ts,
+            except: None,
         }
     }
+
+    /// A frame for everyone in the audience but the connection `except`.
+    pub fn frame_except(audience: Audience, frame: ServerFrame, except: ConnRef) -> BusMsg {
+        match BusMsg::frame(audience, frame) {
+            BusMsg::Frame {
+                audience,
+                frame,
+                seq,
+                ts,
+                ..
+            } => BusMsg::Frame {
+                audience,
+                frame,
+                seq,
+                ts,
+                except: Some(except),
+            },
+            _ => unreachable!("BusMsg::frame makes a frame"),
+        }
+    }
+}
+
+/// One connection anywhere in the deployment (`welcome.conn` is its text form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnRef {
+    pub node: crate::core::NodeId,
+    pub conn: ConnId,
 }
 
 /// A server frame shared by every socket it goes to, encoded at most once per encoding.
@@ -400,6 +430,8 @@ struct Listeners {
 /// The local subscribers of every channel.
 #[derive(Default)]
 pub struct Hub {
+    /// This node, to recognise its own connections in [`ConnRef`]s.
+    node: OnceLock<crate::core::NodeId>,
     channels: DashMap<Channel, Listeners>,
     conns: DashMap<ConnId, ConnSubs>,
     bus: OnceLock<mpsc::UnboundedSender<SubChange>>,
@@ -414,6 +446,16 @@ struct ConnSubs {
 impl Hub {
     pub fn new() -> Arc<Hub> {
         Arc::new(Hub::default())
+    }
+
+    /// Names the node this hub serves.
+    pub fn set_node(&self, node: crate::core::NodeId) {
+        let _ = self.node.set(node);
+    }
+
+    /// Whether a connection of this node is the one `r` names.
+    fn is(&self, c: &ConnShared, r: &ConnRef) -> bool {
+        c.id == r.conn && self.node.get().is_none_or(|n| n == &r.node)
     }
 
     /// Routes subscription changes to a bus (the Redis engine's subscriber).
@@ -582,7 +624,11 @@ impl Hub {
                 frame,
                 seq,
                 ts,
+                except,
             } => {
+                let wanted = |c: &ConnShared| {
+                    c.wants(audience) && except.as_ref().is_none_or(|r| !self.is(c, r))
+                };
                 if *ts > 0 {
                     let ms = crate::clock::now_ms().saturating_sub(*ts);
                     metrics::histogram!(m::DELIVERY_LATENCY).record(ms as f64 / 1000.0);
@@ -592,14 +638,14 @@ impl Hub {
                         Channel::Conv(conv) if *seq > 0 => {
                             list.last_seq.fetch_max(*seq, Ordering::AcqRel);
                             for c in list.conns.iter() {
-                                if c.wants(audience) {
+                                if wanted(c) {
                                     c.deliver_msg(conv, *seq, frame);
                                 }
                             }
                         }
                         _ => {
                             for c in list.conns.iter() {
-                                if c.wants(audience) {
+                                if wanted(c) {
                                     c.deliver(frame);
                                 }
                             }
@@ -682,14 +728,16 @@ impl Hub {
 /// as their MessagePack bytes, which nodes hand to MessagePack sockets unchanged.
 ///
 /// ```text
-/// 'F' audience seq:msgpack-uint ts:msgpack-uint frame-bytes     audience: 'a' | 's' | 'v' | 'q' queue:msgpack-str
+/// 'F' audience except seq:msgpack-uint ts:msgpack-uint frame-bytes
+///     audience: 'a' | 's' | 'v' | 'q' queue:msgpack-str
+///     except:   msgpack-nil | msgpack-array [node:str, conn:uint]
 /// 'A' conv:msgpack-str after_seq:msgpack-uint [frame-bytes]
 /// 'D' conv:msgpack-str [frame-bytes]
 /// 'C' code:u16-be
 /// 'S' site-bytes
 /// ```
 ///
-/// The Redis engine's append script builds `'F' 'a' seq ts frame` itself (it alone knows
+/// The Redis engine's append script builds `'F' 'a' nil seq ts frame` itself (it alone knows
 /// `seq`).
 pub mod wire {
     use super::*;
@@ -706,6 +754,7 @@ pub mod wire {
                 frame,
                 seq,
                 ts,
+                except,
             } => {
                 out.push(b'F');
                 match audience {
@@ -715,6 +764,14 @@ pub mod wire {
                     Audience::Queue(q) => {
                         out.push(b'q');
                         write_str(&mut out, q.as_str());
+                    }
+                }
+                match except {
+                    None => rmp::encode::write_nil(&mut out).expect("writing to a Vec"),
+                    Some(r) => {
+                        rmp::encode::write_array_len(&mut out, 2).expect("writing to a Vec");
+                        write_str(&mut out, r.node.as_str());
+                        write_uint(&mut out, r.conn.0);
                     }
                 }
                 write_uint(&mut out, *seq);
@@ -768,6 +825,24 @@ pub mod wire {
                     b'q' => Audience::Queue(QueueId(read_str(&mut rd)?)),
                     _ => return Err(WireError("unknown audience")),
                 };
+                let except = match rd.first() {
+                    Some(0xc0) => {
+                        rd = &rd[1..];
+                        None
+                    }
+                    _ => {
+                        let n = rmp::decode::read_array_len(&mut rd)
+                            .map_err(|_| WireError("bad except"))?;
+                        if n != 2 {
+                            return Err(WireError("bad except"));
+                        }
+                        let node = crate::core::NodeId(read_str(&mut rd)?);
+                        Some(ConnRef {
+                            node,
+                            conn: ConnId(read_uint(&mut rd)?),
+                        })
+                    }
+                };
                 let seq = read_uint(&mut rd)?;
                 let ts = read_uint(&mut rd)?;
                 let frame = Outbound::from_msgpack(rest_of(&bytes, rd));
@@ -776,6 +851,7 @@ pub mod wire {
                     frame,
                     seq,
                     ts,
+                    except,
                 }
             }
             b'A' => {
@@ -987,6 +1063,35 @@ mod tests {
     }
 
     #[test]
+    fn an_echo_skips_the_connection_it_came_from() {
+        let hub = Hub::new();
+        hub.set_node(crate::core::NodeId::from("n1"));
+        let (a, mut arx) = conn(1, Role::Operator, 1 << 20);
+        let (b, mut brx) = conn(2, Role::Operator, 1 << 20);
+        hub.register(a);
+        hub.register(b);
+        let ch = Channel::Conv(ConvId::from("c"));
+        hub.subscribe(ConnId(1), ch.clone());
+        hub.subscribe(ConnId(2), ch.clone());
+        let from = |node: &str| ConnRef {
+            node: crate::core::NodeId::from(node),
+            conn: ConnId(1),
+        };
+        hub.dispatch(
+            &ch,
+            &BusMsg::frame_except(Audience::All, ServerFrame::Ping {}, from("n1")),
+        );
+        assert!(texts(&mut arx).is_empty());
+        assert_eq!(texts(&mut brx).len(), 1);
+        // Connection 1 of another node is another connection.
+        hub.dispatch(
+            &ch,
+            &BusMsg::frame_except(Audience::All, ServerFrame::Ping {}, from("n2")),
+        );
+        assert_eq!(texts(&mut arx).len(), 1);
+    }
+
+    #[test]
     fn detach_delivers_its_frame_then_leaves() {
         let hub = Hub::new();
         let (o, mut orx) = conn(1, Role::Operator, 1 << 20);
@@ -1055,11 +1160,12 @@ mod tests {
             frame: f,
             seq,
             ts,
+            except,
         } = back
         else {
             panic!("not a frame")
         };
-        assert_eq!((audience, seq, ts), (Audience::All, 42, 1));
+        assert_eq!((audience, seq, ts, except), (Audience::All, 42, 1, None));
         // MessagePack passes through untouched; JSON is transcoded to the same text.
         assert_eq!(f.msgpack(), original.msgpack());
         assert_eq!(
@@ -1079,7 +1185,16 @@ mod tests {
             }
             _ => panic!("not a frame"),
         }
+        let echo = BusMsg::frame_except(
+            Audience::Staff,
+            ServerFrame::Pong {},
+            ConnRef {
+                node: crate::core::NodeId::from("n1"),
+                conn: ConnId(7),
+            },
+        );
         for m in [
+            echo,
             BusMsg::Attach {
                 conv: ConvId::from("c"),
                 frame: None,

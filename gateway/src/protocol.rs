@@ -563,12 +563,11 @@ impl CloseReason {
         })
     }
 
-    /// Whether a client should reconnect after this close.
+    /// Whether a client should reconnect after this close: only 1000 (normal) and 4003
+    /// (forbidden or banned) mean stay closed; after 4000 a client reconnects but does not
+    /// send the offending frames again.
     pub fn should_reconnect(self) -> bool {
-        !matches!(
-            self,
-            CloseReason::Normal | CloseReason::Malformed | CloseReason::Forbidden
-        )
+        !matches!(self, CloseReason::Normal | CloseReason::Forbidden)
     }
 
     /// A short, stable label for metrics and the close frame's reason text.

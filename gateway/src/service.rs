@@ -24,7 +24,7 @@ use crate::engine::{
     AppendOutcome, AppendRefusal, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay,
     SiteTx,
 };
-use crate::hub::{Audience, BusMsg, Channel, Control, Hub, Outbound};
+use crate::hub::{Audience, BusMsg, Channel, ConnRef, Control, Hub, Outbound};
 use crate::metrics as m;
 use crate::protocol::{
     Author, ClientSettings, ConvEvent, ConvState, Conversation, ErrorCode, Msg, OperatorStatus,
@@ -79,6 +79,9 @@ pub enum Access {
     Read,
     /// Lifecycle requests (close, tag, transfer …).
     Manage,
+    /// Taking or declining (accept, decline): any conversation of the site; the core says
+    /// whether it is `taken`.
+    Route,
 }
 
 pub struct Gateway<E: Engine> {
@@ -101,6 +104,7 @@ const DRAFT_MAX: usize = 8000;
 
 impl<E: Engine> Gateway<E> {
     pub fn new(engine: E, hub: Arc<Hub>, auth: Auth, cfg: Config, node: NodeId) -> Gateway<E> {
+        hub.set_node(node.clone());
         let mut sites = HashMap::new();
         let mut by_key = HashMap::new();
         for s in &cfg.sites {
@@ -145,6 +149,13 @@ impl<E: Engine> Gateway<E> {
 
     pub fn conn_name(&self, id: ConnId) -> String {
         format!("{}-{}", self.node, id.0)
+    }
+
+    pub fn conn_ref(&self, id: ConnId) -> ConnRef {
+        ConnRef {
+            node: self.node.clone(),
+            conn: id,
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -404,6 +415,8 @@ impl<E: Engine> Gateway<E> {
     pub fn for_visitor(&self, mut c: Conversation) -> Conversation {
         c.visitor.preview = None;
         c.visitor.params.clear();
+        c.visitor.email = None;
+        c.visitor.phone = None;
         c.draft = None;
         let show = self
             .site(&SiteId(c.site.clone()))
@@ -617,13 +630,20 @@ impl<E: Engine> Gateway<E> {
                 "no such conversation",
             ));
         }
+        let holder = meta.operator.as_ref().is_some_and(|o| o.0 == p.id);
         let ok = match p.role {
             Role::Visitor => meta.visitor.0 == p.id,
-            Role::Operator => match access {
-                Access::Read => true,
-                Access::Manage => {
-                    meta.operator.as_ref().is_some_and(|o| o.0 == p.id)
-                        || meta.state != ConvState::Active
+            // Operators read what they hold and what waits for someone to take it; another
+            // operator's live chat is for supervisors (`watch`). A closed conversation is
+            // readable by whoever held it, and by an operator now talking to that visitor
+            // (its history comes with the conversation that continues it).
+            Role::Operator => match (access, meta.state) {
+                (Access::Route, _) => true,
+                (_, ConvState::Queued | ConvState::Offered) => true,
+                (_, ConvState::Active) => holder,
+                (Access::Manage, ConvState::Closed) => true,
+                (Access::Read, ConvState::Closed) => {
+                    holder || self.talks_to(p, &meta.visitor).await?
                 }
             },
             Role::Supervisor => true,
@@ -644,6 +664,21 @@ impl<E: Engine> Gateway<E> {
             ));
         }
         Ok(meta)
+    }
+
+    /// Whether the operator holds, or is offered, a conversation with this visitor now.
+    async fn talks_to(&self, p: &Principal, visitor: &VisitorId) -> Result<bool, ServiceError> {
+        let mut tx = self.engine.begin(&p.site).await?;
+        let st = tx.state();
+        Ok(st
+            .operators
+            .get(&OperatorId(p.id.clone()))
+            .is_some_and(|o| {
+                o.convs
+                    .iter()
+                    .chain(o.offers.iter())
+                    .any(|c| st.convs.get(c).is_some_and(|c| &c.visitor == visitor))
+            }))
     }
 
     // ----- visitor -----
@@ -718,10 +753,10 @@ impl<E: Engine> Gateway<E> {
         cid: String,
         text: String,
     ) -> Result<Msg, ServiceError> {
-        if cid.is_empty() || cid.len() > crate::protocol::MAX_CID_LEN {
+        if cid.is_empty() || cid.chars().count() > crate::protocol::MAX_CID_LEN {
             return Err(ServiceError::refuse(
                 ErrorCode::BadRequest,
-                "cid must be 1 to 64 bytes",
+                "cid must be 1 to 64 characters",
             ));
         }
         if text.trim().is_empty() {
@@ -739,11 +774,7 @@ impl<E: Engine> Gateway<E> {
                 "bad conversation id",
             ));
         }
-        let author = Author {
-            role: p.role,
-            id: p.id.clone(),
-            name: p.name.clone(),
-        };
+        let author = self.author(p);
         let mut target = ConvId(conv.to_owned());
         let mut reopened = false;
         loop {
@@ -876,9 +907,12 @@ impl<E: Engine> Gateway<E> {
             .await?)
     }
 
+    /// Tells the others in the conversation that `p` is typing (not the connection `from`,
+    /// whose action it is).
     pub async fn typing(
         &self,
         p: &Principal,
+        from_conn: ConnRef,
         conv: &str,
         on: bool,
         preview: Option<String>,
@@ -890,11 +924,7 @@ impl<E: Engine> Gateway<E> {
                 "you do not hold this conversation",
             ));
         }
-        let from = Author {
-            role: p.role,
-            id: p.id.clone(),
-            name: p.name.clone(),
-        };
+        let from = self.author(p);
         let ch = Channel::Conv(ConvId(conv.to_owned()));
         let preview = preview.map(|t| truncate(t, PREVIEW_MAX)).filter(|_| on);
         if p.role == Role::Visitor && preview.is_some() {
@@ -906,7 +936,10 @@ impl<E: Engine> Gateway<E> {
                 preview,
             };
             self.engine
-                .publish(&ch, BusMsg::frame(Audience::Staff, staff))
+                .publish(
+                    &ch,
+                    BusMsg::frame_except(Audience::Staff, staff, from_conn.clone()),
+                )
                 .await?;
             let plain = ServerFrame::Typing {
                 conv: conv.to_owned(),
@@ -915,7 +948,10 @@ impl<E: Engine> Gateway<E> {
                 preview: None,
             };
             self.engine
-                .publish(&ch, BusMsg::frame(Audience::Visitors, plain))
+                .publish(
+                    &ch,
+                    BusMsg::frame_except(Audience::Visitors, plain, from_conn),
+                )
                 .await?;
         } else {
             let frame = ServerFrame::Typing {
@@ -925,13 +961,20 @@ impl<E: Engine> Gateway<E> {
                 preview: None,
             };
             self.engine
-                .publish(&ch, BusMsg::frame(Audience::All, frame))
+                .publish(&ch, BusMsg::frame_except(Audience::All, frame, from_conn))
                 .await?;
         }
         Ok(())
     }
 
-    pub async fn read(&self, p: &Principal, conv: &str, seq: u64) -> Result<(), ServiceError> {
+    /// Tells the others in the conversation what `p` has read up to.
+    pub async fn read(
+        &self,
+        p: &Principal,
+        from_conn: ConnRef,
+        conv: &str,
+        seq: u64,
+    ) -> Result<(), ServiceError> {
         self.authorize(p, conv, Access::Read).await?;
         let frame = ServerFrame::Read {
             conv: conv.to_owned(),
@@ -945,10 +988,24 @@ impl<E: Engine> Gateway<E> {
         self.engine
             .publish(
                 &Channel::Conv(ConvId(conv.to_owned())),
-                BusMsg::frame(Audience::All, frame),
+                BusMsg::frame_except(Audience::All, frame, from_conn),
             )
             .await?;
         Ok(())
+    }
+
+    /// How a principal appears as the author of messages and typing: operators without their
+    /// name when the site hides operator names.
+    fn author(&self, p: &Principal) -> Author {
+        let hide = p.role == Role::Operator
+            && self
+                .site(&p.site)
+                .is_some_and(|s| !s.settings().show_operator_name);
+        Author {
+            role: p.role,
+            id: p.id.clone(),
+            name: if hide { None } else { p.name.clone() },
+        }
     }
 
     /// The unavailability notice for a visitor whose message could not be stored (the
@@ -1002,7 +1059,7 @@ impl<E: Engine> Gateway<E> {
         if p.role != Role::Operator {
             return Err(ServiceError::refuse(ErrorCode::Forbidden, "operators only"));
         }
-        self.authorize(p, conv, Access::Read).await?;
+        self.authorize(p, conv, Access::Route).await?;
         let reply = self
             .apply(
                 &p.site,
@@ -1015,20 +1072,23 @@ impl<E: Engine> Gateway<E> {
         self.reply_conv(reply).await
     }
 
-    pub async fn decline(&self, p: &Principal, conv: &str) -> Result<(), ServiceError> {
+    /// Declines an offer, gives back a held conversation, or passes on a queued one; answers
+    /// with the conversation as it is afterwards.
+    pub async fn decline(&self, p: &Principal, conv: &str) -> Result<Conversation, ServiceError> {
         if p.role != Role::Operator {
             return Err(ServiceError::refuse(ErrorCode::Forbidden, "operators only"));
         }
-        self.authorize(p, conv, Access::Read).await?;
-        self.apply(
-            &p.site,
-            Command::Decline {
-                op: OperatorId(p.id.clone()),
-                conv: ConvId(conv.to_owned()),
-            },
-        )
-        .await?;
-        Ok(())
+        self.authorize(p, conv, Access::Route).await?;
+        let reply = self
+            .apply(
+                &p.site,
+                Command::Decline {
+                    op: OperatorId(p.id.clone()),
+                    conv: ConvId(conv.to_owned()),
+                },
+            )
+            .await?;
+        self.reply_conv(reply).await
     }
 
     pub async fn transfer(
@@ -1109,32 +1169,42 @@ impl<E: Engine> Gateway<E> {
         tags: Vec<String>,
     ) -> Result<Option<Conversation>, ServiceError> {
         let meta = self.authorize(p, conv, Access::Manage).await?;
-        if meta.state == ConvState::Closed {
+        let mut closed = if meta.state == ConvState::Closed {
             // Closing twice is a no-op, answered with the final snapshot.
-            return Ok(Some(meta.snapshot));
-        }
-        let reply = self
-            .apply(
-                &p.site,
-                Command::Close {
-                    by: actor(p),
-                    conv: ConvId(conv.to_owned()),
-                    outcome,
-                    tags,
-                },
-            )
-            .await?;
-        match reply {
-            Reply::Conv(c) => Ok(Some(if p.role == Role::Visitor {
-                self.for_visitor(*c)
-            } else {
-                *c
-            })),
-            _ => Ok(None),
-        }
+            meta.snapshot
+        } else {
+            let reply = self
+                .apply(
+                    &p.site,
+                    Command::Close {
+                        by: actor(p),
+                        conv: ConvId(conv.to_owned()),
+                        outcome,
+                        tags,
+                    },
+                )
+                .await?;
+            match reply {
+                Reply::Conv(c) => *c,
+                _ => return Ok(None),
+            }
+        };
+        closed.last_seq = self.engine.last_seq(&ConvId(conv.to_owned())).await?;
+        Ok(Some(if p.role == Role::Visitor {
+            self.for_visitor(closed)
+        } else {
+            closed
+        }))
     }
 
-    pub async fn draft(&self, p: &Principal, conv: &str, text: String) -> Result<(), ServiceError> {
+    /// Saves an operator's draft and echoes it to their other connections.
+    pub async fn draft(
+        &self,
+        p: &Principal,
+        from_conn: ConnRef,
+        conv: &str,
+        text: String,
+    ) -> Result<(), ServiceError> {
         if p.role != Role::Operator {
             return Err(ServiceError::refuse(ErrorCode::Forbidden, "operators only"));
         }
@@ -1157,7 +1227,7 @@ impl<E: Engine> Gateway<E> {
         self.engine
             .publish(
                 &user_channel(&p.site, Role::Operator, &p.id),
-                BusMsg::frame(Audience::All, frame),
+                BusMsg::frame_except(Audience::All, frame, from_conn),
             )
             .await?;
         Ok(())

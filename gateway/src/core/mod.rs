@@ -984,7 +984,10 @@ impl Core<'_, '_> {
         } else if let Some(c) = self.st.convs.get_mut(&id) {
             c.tried.insert(op);
         }
-        Ok(Reply::None)
+        Ok(match view(self.st, &id) {
+            Some(c) => Reply::Conv(Box::new(c)),
+            None => Reply::None,
+        })
     }
 
     fn transfer(

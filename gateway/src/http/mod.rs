@@ -388,12 +388,14 @@ async fn transcript<E: Engine>(
         Ok(m) => m,
         Err(e) => {
             let (code, message) = e.client_error();
-            let status = match code {
-                crate::protocol::ErrorCode::NotFound => StatusCode::NOT_FOUND,
-                crate::protocol::ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::FORBIDDEN,
+            let (status, label) = match code {
+                crate::protocol::ErrorCode::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+                crate::protocol::ErrorCode::Unavailable => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+                }
+                _ => (StatusCode::FORBIDDEN, "forbidden"),
             };
-            return error(status, "forbidden", message);
+            return error(status, label, message);
         }
     };
     // Page backwards through the whole retained log.

@@ -459,10 +459,14 @@ async fn handle<E: Engine>(
                 complete: h.complete,
             })
         }),
-        ClientFrame::Typing { conv, on, preview } => {
-            gw.typing(p, &conv, on, preview).await.map(|_| None)
-        }
-        ClientFrame::Read { conv, seq } => gw.read(p, &conv, seq).await.map(|_| None),
+        ClientFrame::Typing { conv, on, preview } => gw
+            .typing(p, gw.conn_ref(conn.id), &conv, on, preview)
+            .await
+            .map(|_| None),
+        ClientFrame::Read { conv, seq } => gw
+            .read(p, gw.conn_ref(conn.id), &conv, seq)
+            .await
+            .map(|_| None),
         ClientFrame::Start {
             queue,
             prechat,
@@ -518,7 +522,10 @@ async fn handle<E: Engine>(
             .accept(p, &conv)
             .await
             .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
-        ClientFrame::Decline { conv, .. } => gw.decline(p, &conv).await.map(|_| None),
+        ClientFrame::Decline { conv, .. } => gw
+            .decline(p, &conv)
+            .await
+            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
         ClientFrame::Transfer { conv, to, note, .. } => gw
             .transfer(p, &conv, to, note)
             .await
@@ -529,7 +536,10 @@ async fn handle<E: Engine>(
             .tag(p, &conv, add, remove)
             .await
             .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
-        ClientFrame::Draft { conv, text } => gw.draft(p, &conv, text).await.map(|_| None),
+        ClientFrame::Draft { conv, text } => gw
+            .draft(p, gw.conn_ref(conn.id), &conv, text)
+            .await
+            .map(|_| None),
         ClientFrame::Assign { conv, operator, .. } => gw
             .assign(p, &conv, operator)
             .await

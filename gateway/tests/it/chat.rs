@@ -527,3 +527,111 @@ async fn offer_routing_offers_to_the_operator_who_then_accepts() {
     assert_eq!(ok_conv_id(&op.request(req::accept(r, &conv)).await), conv);
     node.shutdown().await;
 }
+
+/// With `show_operator_name` off, visitors learn no operator name from any frame; a visitor
+/// never gets staff-only fields, not even when closing twice; answers carry the real `last_seq`.
+#[tokio::test]
+async fn visitors_see_only_what_is_theirs_to_see() {
+    let node = node_with(|c| {
+        c.sites =
+            sites(r#"[{"id":"demo","queues":["general"],"settings":{"show_operator_name":false}}]"#)
+    })
+    .await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, Encoding::Json, "v1").await;
+    let r = op.rid();
+    ok_seq(&op.request(req::send(r, &conv, "o1", "hello")).await);
+    let m = v.recv_until(|f| is_msg_text(f, "hello")).await;
+    let ServerFrame::Msg(m) = m else {
+        unreachable!()
+    };
+    assert_eq!(m.from.name, None, "operator name hidden in messages");
+    op.send(&ClientFrame::Typing {
+        conv: conv.clone(),
+        on: true,
+        preview: None,
+    })
+    .await;
+    let t = v
+        .recv_until(|f| matches!(f, ServerFrame::Typing { .. }))
+        .await;
+    let ServerFrame::Typing { from, .. } = t else {
+        unreachable!()
+    };
+    assert_eq!(from.name, None, "operator name hidden in typing");
+    for attempt in 0..2 {
+        let r = v.rid();
+        let closed = v
+            .request(ClientFrame::Close {
+                rid: Some(r),
+                conv: conv.clone(),
+                outcome: None,
+                tags: None,
+            })
+            .await;
+        let ServerFrame::Ok {
+            body: OkBody::Conv { conv: c },
+            ..
+        } = closed
+        else {
+            panic!("{closed:?}")
+        };
+        assert_eq!(c.state, ConvState::Closed);
+        assert!(
+            c.last_seq >= 2,
+            "attempt {attempt}: last_seq {}",
+            c.last_seq
+        );
+        assert!(
+            c.visitor.preview.is_none(),
+            "attempt {attempt}: preview leaked"
+        );
+        assert_eq!(c.operator.map(|o| o.name), Some(String::new()));
+    }
+    node.shutdown().await;
+}
+
+/// `cid` is at most 64 characters (not bytes); `decline` answers with the conversation.
+#[tokio::test]
+async fn cids_count_characters_and_decline_answers_with_the_conversation() {
+    let node = node().await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, Encoding::Json, "v1").await;
+    let r = v.rid();
+    ok_seq(
+        &v.request(req::send(r, &conv, &"ж".repeat(64), "sixty-four"))
+            .await,
+    );
+    let r = v.rid();
+    assert!(matches!(
+        v.request(req::send(r, &conv, &"ж".repeat(65), "too long"))
+            .await,
+        ServerFrame::Error {
+            code: ErrorCode::BadRequest,
+            ..
+        }
+    ));
+    let r = op.rid();
+    let back = op
+        .request(ClientFrame::Decline {
+            rid: Some(r),
+            conv: conv.clone(),
+        })
+        .await;
+    let ServerFrame::Ok {
+        body: OkBody::Conv { conv: c },
+        ..
+    } = back
+    else {
+        panic!("{back:?}")
+    };
+    assert_eq!((c.id.as_str(), c.state), (conv.as_str(), ConvState::Queued));
+    assert!(c.operator.is_none());
+    node.shutdown().await;
+}

@@ -389,8 +389,10 @@ pub async fn history_pages_backwards<E: Engine>(f: Fixture<E>) {
     assert_eq!(seqs(&p), vec![1, 2]);
     assert_eq!(p.messages[0].text, "t0");
     assert!(p.complete);
-    let p = e.history(&c, Some(1), 10).await.unwrap();
-    assert!(p.messages.is_empty() && p.complete);
+    for before in [0, 1] {
+        let p = e.history(&c, Some(before), 10).await.unwrap();
+        assert!(p.messages.is_empty() && p.complete, "before {before}");
+    }
     let p = e.history(&ConvId::from("none"), None, 10).await.unwrap();
     assert!(p.messages.is_empty() && p.complete);
     // Past the cap, the oldest page still says it is the last one.

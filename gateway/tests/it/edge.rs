@@ -245,6 +245,125 @@ async fn an_operator_cannot_reach_another_sites_conversation() {
     node.shutdown().await;
 }
 
+/// Operators read what they hold and what waits; another operator's live chat is for
+/// supervisors; the history of a visitor's previous conversation comes with the new one.
+#[tokio::test]
+async fn an_operator_cannot_read_another_operators_live_conversation() {
+    let node = node().await;
+    let op = |id: &'static str, name: &'static str| {
+        let node = &node;
+        async move {
+            let (mut c, _) = Client::connect(
+                node,
+                Encoding::Json,
+                &token("demo", Role::Operator, id, name),
+            )
+            .await;
+            let r = c.rid();
+            c.request(req::status(r, OperatorStatus::Active)).await;
+            c
+        }
+    };
+    let (mut alice, mut bob) = (op("alice", "Alice").await, op("bob", "Bob").await);
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
+    let r = v.rid();
+    let conv = ok_conv_id(&v.request(req::start(r)).await);
+    let r = v.rid();
+    ok_seq(
+        &v.request(req::send(r, &conv, "q1", "my card number is …"))
+            .await,
+    );
+    // Waiting: any operator may look before taking it.
+    let history = |bob: &mut Client, conv: &str| ClientFrame::History {
+        rid: Some(bob.rid()),
+        conv: conv.to_owned(),
+        before: None,
+        limit: None,
+    };
+    let f = history(&mut bob, &conv);
+    assert!(matches!(bob.request(f).await, ServerFrame::Ok { .. }));
+    let r = alice.rid();
+    assert!(matches!(
+        alice.request(req::accept(r, &conv)).await,
+        ServerFrame::Ok { .. }
+    ));
+    // Taken: Bob no longer reads it, nor writes, nor attaches through cursors.
+    let f = history(&mut bob, &conv);
+    assert!(matches!(
+        bob.request(f).await,
+        ServerFrame::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    let r = bob.rid();
+    assert!(matches!(
+        bob.request(req::send(r, &conv, "b1", "hi")).await,
+        ServerFrame::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    let (_spy, welcome) = Client::resume(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "bob", "Bob"),
+        &[(&conv, 0)],
+    )
+    .await;
+    let ServerFrame::Welcome { conversations, .. } = welcome else {
+        unreachable!()
+    };
+    assert!(
+        conversations.iter().all(|c| c.id != conv),
+        "{conversations:?}"
+    );
+    // Closed, then the visitor writes again and Bob takes the new one: he reads the old one.
+    let r = alice.rid();
+    alice
+        .request(ClientFrame::Close {
+            rid: Some(r),
+            conv: conv.clone(),
+            outcome: None,
+            tags: None,
+        })
+        .await;
+    let r = v.rid();
+    let sent = v.request(req::send(r, &conv, "q2", "one more thing")).await;
+    let ServerFrame::Ok {
+        body: gateway::protocol::OkBody::Sent { conv: next, .. },
+        ..
+    } = sent
+    else {
+        panic!("{sent:?}")
+    };
+    assert_ne!(next, conv);
+    let f = history(&mut bob, &conv);
+    assert!(
+        matches!(bob.request(f).await, ServerFrame::Error { .. }),
+        "not before he takes the new one"
+    );
+    let r = bob.rid();
+    assert!(matches!(
+        bob.request(req::accept(r, &next)).await,
+        ServerFrame::Ok { .. }
+    ));
+    let f = history(&mut bob, &conv);
+    match bob.request(f).await {
+        ServerFrame::Ok {
+            body: gateway::protocol::OkBody::History { messages, .. },
+            ..
+        } => assert!(messages.iter().any(|m| m.text == "my card number is …")),
+        other => panic!("{other:?}"),
+    }
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn malformed_frames_close_with_4000_and_unknown_types_get_an_error_frame() {
     let node = node().await;
@@ -686,5 +805,65 @@ async fn availability_follows_operator_status() {
     o.request(req::status(r, OperatorStatus::Active)).await;
     let (_, body) = http(node.addr, "GET", "/v1/sites/demo/availability", &[], "").await;
     assert!(body.contains("\"online\""), "{body}");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn transcripts_are_for_participants_and_errors_say_what_happened() {
+    let node = node().await;
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
+    let r = v.rid();
+    let conv = ok_conv_id(&v.request(req::start(r)).await);
+    let r = v.rid();
+    ok_seq(&v.request(req::send(r, &conv, "a", "<b>hello</b>")).await);
+    let bearer = |t: String| format!("Bearer {t}");
+    let own = bearer(token("demo", Role::Visitor, "v1", "Ann"));
+    let (code, body) = http(
+        node.addr,
+        "GET",
+        &format!("/v1/conversations/{conv}/transcript?format=html"),
+        &[("Authorization", &own)],
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(body.contains("&lt;b&gt;hello&lt;/b&gt;"), "{body}");
+    let (code, body) = http(
+        node.addr,
+        "GET",
+        "/v1/conversations/c_nope/transcript",
+        &[("Authorization", &own)],
+        "",
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert!(body.contains(r#""error":"not_found""#), "{body}");
+    let stranger = bearer(token("demo", Role::Visitor, "v2", "Eve"));
+    let (code, _) = http(
+        node.addr,
+        "GET",
+        &format!("/v1/conversations/{conv}/transcript"),
+        &[("Authorization", &stranger)],
+        "",
+    )
+    .await;
+    assert_eq!(
+        code, 404,
+        "another visitor's conversation does not exist for them"
+    );
+    let (code, _) = http(
+        node.addr,
+        "GET",
+        &format!("/v1/conversations/{conv}/transcript"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(code, 401);
     node.shutdown().await;
 }

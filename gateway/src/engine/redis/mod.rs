@@ -577,8 +577,8 @@ impl Engine for RedisEngine {
             cid: m.cid,
         };
         let (prefix, suffix) = msg_frame_parts(&msg);
-        // The bus envelope around the frame: kind and audience, then `seq` (added by the
-        // script), then `ts`.
+        // The bus envelope around the frame (see `hub::wire`): kind, audience, except, then
+        // `seq` (added by the script), then `ts`.
         let mut middle = Vec::with_capacity(9);
         rmp::encode::write_uint(&mut middle, msg.ts).expect("writing to a Vec cannot fail");
         let channel = keys::channel(&Channel::Conv(m.conv.clone()));
@@ -590,7 +590,8 @@ impl Engine for RedisEngine {
             .arg(role.as_str())
             .arg(&msg.from.id)
             .arg(&ckey)
-            .arg(&b"Fa"[..])
+            // Kind, audience "all", no connection excepted (msgpack nil).
+            .arg(&b"Fa\xc0"[..])
             .arg(middle)
             .arg(prefix)
             .arg(suffix)
@@ -659,7 +660,7 @@ impl Engine for RedisEngine {
                 .script(
                     scripts::HISTORY
                         .key(keys::conv_log(conv))
-                        .arg(before.unwrap_or(0))
+                        .arg(before.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
                         .arg(limit.max(1)),
                 )
                 .await?,

@@ -119,7 +119,7 @@ return out
 
 /// One page of history before a `seq` (or the newest), oldest first.
 ///
-/// KEYS: log. ARGV: before (`0`: newest), limit. Returns `{complete, frame…}`.
+/// KEYS: log. ARGV: before (`-1`: the newest), limit. Returns `{complete, frame…}`.
 pub static HISTORY: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -128,7 +128,7 @@ local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if #first == 0 then return {1} end
 local fseq = tonumber(string.match(first[1][1], '^(%d+)'))
 local hi = '+'
-if before > 0 then
+if before >= 0 then
   if before <= fseq then return {1} end
   hi = (before - 1) .. '-0'
 end
