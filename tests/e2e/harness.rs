@@ -265,23 +265,10 @@ impl Client {
     }
 
     async fn next_wire(&mut self) -> Option<Value> {
-        loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a frame")?;
-            match m {
-                Ok(Message::Text(t)) => {
-                    let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
-                    if v["t"] == "ping" {
-                        self.send(json!({"t": "pong"})).await;
-                        continue;
-                    }
-                    return Some(v);
-                }
-                Ok(Message::Close(_)) | Err(_) => return None,
-                Ok(_) => continue,
-            }
-        }
+        tokio::time::timeout(WAIT, self.recv_or_close())
+            .await
+            .expect("timed out waiting for a frame")
+            .ok()
     }
 
     /// Skips frames until one matches.
@@ -324,14 +311,35 @@ impl Client {
     /// Waits for the server to close the socket; the close code (`None`: just gone).
     pub async fn closed(&mut self) -> Option<u16> {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next())
+            match tokio::time::timeout(WAIT, self.recv_or_close())
                 .await
                 .expect("timed out waiting for close")
             {
-                Some(Ok(Message::Close(Some(f)))) => return Some(f.code.into()),
-                Some(Ok(Message::Close(None))) => return Some(1005),
+                Ok(_) => continue,
+                Err(code) => return code,
+            }
+        }
+    }
+
+    /// The next frame, or the close code once the socket closed.
+    pub async fn recv_or_close(&mut self) -> Result<Value, Option<u16>> {
+        if let Some(v) = self.backlog.pop_front() {
+            return Ok(v);
+        }
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
+                    if v["t"] == "ping" {
+                        self.send(json!({"t": "pong"})).await;
+                        continue;
+                    }
+                    return Ok(v);
+                }
+                Some(Ok(Message::Close(Some(f)))) => return Err(Some(f.code.into())),
+                Some(Ok(Message::Close(None))) => return Err(Some(1005)),
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
+                Some(Err(_)) | None => return Err(None),
             }
         }
     }
@@ -384,7 +392,7 @@ pub async fn http_until(url: &str, what: &str, pred: impl Fn(u16, &str) -> bool)
     }
 }
 
-/// A minimal HTTP/1.1 GET (no client library needed for a status and a small body).
+/// An HTTP GET of a full `http://host:port/path` URL.
 pub async fn http_get(url: &str) -> Option<(u16, String)> {
     http_request("GET", url, &[], "").await
 }
@@ -395,52 +403,7 @@ pub async fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
-    let mut s = TcpStream::connect(host).await.ok()?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
-}
-
-impl Client {
-    /// The next frame, or the close code once the socket closed.
-    pub async fn recv_or_close(&mut self) -> Result<Value, Option<u16>> {
-        if let Some(v) = self.backlog.pop_front() {
-            return Ok(v);
-        }
-        loop {
-            match self.ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    let v: Value = serde_json::from_str(t.as_str()).expect("json frame");
-                    if v["t"] == "ping" {
-                        self.send(json!({"t": "pong"})).await;
-                        continue;
-                    }
-                    return Ok(v);
-                }
-                Some(Ok(Message::Close(Some(f)))) => return Err(Some(f.code.into())),
-                Some(Ok(Message::Close(None))) => return Err(Some(1005)),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Err(None),
-            }
-        }
-    }
+    testsupport::http(host, method, &path, headers, body).await
 }

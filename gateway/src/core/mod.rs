@@ -55,6 +55,10 @@ pub struct SiteState {
     pub convs: Tracked<ConvId, Conv>,
     /// FIFO order of the queue: grows by one per conversation (re)entering a queue.
     pub queue_clock: u64,
+    /// The queue clock before the current transition first moved it (the one scalar the
+    /// maps' tracking does not cover).
+    #[serde(skip)]
+    queue_clock_before: Option<u64>,
 }
 
 impl SiteState {
@@ -68,7 +72,10 @@ impl SiteState {
 
     /// Whether the last transition touched anything.
     pub fn is_touched(&self) -> bool {
-        self.operators.is_touched() || self.visitors.is_touched() || self.convs.is_touched()
+        self.operators.is_touched()
+            || self.visitors.is_touched()
+            || self.convs.is_touched()
+            || self.queue_clock_before.is_some()
     }
 
     /// Forgets what the last transition touched (the in-memory engine has nothing to write).
@@ -76,6 +83,14 @@ impl SiteState {
         self.operators.clear_touched();
         self.visitors.clear_touched();
         self.convs.clear_touched();
+        self.queue_clock_before = None;
+    }
+
+    /// The next position in the queues' FIFO order.
+    fn tick_queue_clock(&mut self) -> u64 {
+        self.queue_clock_before.get_or_insert(self.queue_clock);
+        self.queue_clock += 1;
+        self.queue_clock
     }
 
     /// Puts back what the last transition touched, and its version: an engine that could
@@ -84,9 +99,17 @@ impl SiteState {
         if self.is_touched() {
             self.version -= 1;
         }
+        self.undo();
+    }
+
+    /// Puts back every touched entry and the queue clock (not the version).
+    fn undo(&mut self) {
         self.operators.rollback();
         self.visitors.rollback();
         self.convs.rollback();
+        if let Some(c) = self.queue_clock_before.take() {
+            self.queue_clock = c;
+        }
     }
 }
 
@@ -435,9 +458,7 @@ pub fn handle(
         Err(r) => {
             // Whatever the handler touched before refusing is put back (the version was not
             // bumped yet).
-            state.operators.rollback();
-            state.visitors.rollback();
-            state.convs.rollback();
+            state.undo();
             Err(r)
         }
     }
@@ -881,7 +902,7 @@ impl Core<'_, '_> {
             return reject(ErrorCode::Conflict, "conversation id in use");
         }
         let now = self.ctx.now;
-        self.st.queue_clock += 1;
+        let queued_at = self.st.tick_queue_clock();
         let v = self
             .st
             .visitors
@@ -904,7 +925,7 @@ impl Core<'_, '_> {
                 tried: BTreeSet::new(),
                 tags: Vec::new(),
                 created_at: now,
-                queued_at: self.st.queue_clock,
+                queued_at,
                 previous: previous.clone(),
                 notified: false,
             },
@@ -1445,8 +1466,7 @@ impl Core<'_, '_> {
 
     /// Puts a conversation (with no operator) back at the end of its queue.
     fn requeue(&mut self, id: &ConvId, reason: Option<&str>) {
-        self.st.queue_clock += 1;
-        let clock = self.st.queue_clock;
+        let clock = self.st.tick_queue_clock();
         let Some(c) = self.st.convs.get_mut(id) else {
             return;
         };

@@ -46,8 +46,8 @@ impl World {
                 // An engine that cannot store the transition puts its copy back exactly.
                 let mut undone = self.st.clone();
                 undone.rollback();
-                undone.queue_clock = before.queue_clock;
                 assert_eq!(undone, before, "rollback did not restore the state");
+                assert_eq!(undone.queue_clock, before.queue_clock);
                 assert_eq!(undone.version, before.version);
                 self.st.clear_touched();
                 for e in &effects {

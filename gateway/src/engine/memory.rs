@@ -131,7 +131,6 @@ impl MemoryEngine {
 /// A site's state under its lock.
 pub struct MemoryTx {
     guard: OwnedMutexGuard<SiteState>,
-    queue_clock: u64,
 }
 
 impl SiteTx for MemoryTx {
@@ -150,10 +149,7 @@ impl SiteTx for MemoryTx {
 impl Drop for MemoryTx {
     /// A transition dropped before its commit leaves no trace.
     fn drop(&mut self) {
-        if self.guard.is_touched() {
-            self.guard.rollback();
-            self.guard.queue_clock = self.queue_clock;
-        }
+        self.guard.rollback();
     }
 }
 
@@ -167,8 +163,7 @@ impl Engine for MemoryEngine {
             .or_insert_with(|| Arc::new(AsyncMutex::new(SiteState::new(site.clone()))))
             .clone();
         let guard = lock.lock_owned().await;
-        let queue_clock = guard.queue_clock;
-        Ok(MemoryTx { guard, queue_clock })
+        Ok(MemoryTx { guard })
     }
 
     async fn append(&self, m: NewMessage) -> Result<AppendOutcome, EngineError> {

@@ -6,6 +6,8 @@
 //! The binaries come from `REDIS_SERVER_BIN` / `REDIS_CLI_BIN` (the test script sets them),
 //! else from `PATH`. A machine's own Redis (say on 6379) is never used.
 //!
+//! [`http`] is a minimal HTTP/1.1 client for the tests' few plain requests.
+//!
 //! Waiting is done by polling for the condition with a deadline, never by sleeping a fixed
 //! time and hoping.
 
@@ -246,4 +248,36 @@ impl RedisCluster {
             assert_eq!(r, "+OK");
         }
     }
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection (`Connection: close`): the status and
+/// the body, or `None` if the server could not be reached or answered garbage.
+pub async fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
 }

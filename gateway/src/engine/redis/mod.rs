@@ -461,8 +461,6 @@ fn apply_field(st: &mut SiteState, name: &str, value: Option<&[u8]>) -> Result<(
 pub struct RedisTx {
     inner: Arc<Inner>,
     guard: OwnedMutexGuard<SiteState>,
-    /// The queue clock when checked out (the one scalar the core's tracking does not cover).
-    queue_clock: u64,
 }
 
 impl SiteTx for RedisTx {
@@ -524,7 +522,6 @@ impl SiteTx for RedisTx {
                 // Not stored, or not known to be: the copy goes back to what it was read as.
                 // If it was stored after all, the next catch-up brings it back.
                 st.rollback();
-                st.queue_clock = self.queue_clock;
                 match (outcome, result) {
                     (Some(-1), _) => Err(EngineError::Conflict),
                     (_, Err(e)) => Err(e),
@@ -539,10 +536,7 @@ impl SiteTx for RedisTx {
 impl Drop for RedisTx {
     /// A transition dropped before its commit leaves no trace in the copy.
     fn drop(&mut self) {
-        if self.guard.is_touched() {
-            self.guard.rollback();
-            self.guard.queue_clock = self.queue_clock;
-        }
+        self.guard.rollback();
     }
 }
 
@@ -553,11 +547,9 @@ impl Engine for RedisEngine {
         let copy = self.inner.copy(site);
         let mut guard = copy.lock_owned().await;
         self.inner.catch_up(site, &mut guard).await?;
-        let queue_clock = guard.queue_clock;
         Ok(RedisTx {
             inner: self.inner.clone(),
             guard,
-            queue_clock,
         })
     }
 
