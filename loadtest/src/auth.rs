@@ -35,7 +35,13 @@ impl Minter {
         }
     }
 
-    pub fn mint(&self, role: &str, sub: &str, name: &str, max_chats: Option<u32>) -> Result<String> {
+    pub fn mint(
+        &self,
+        role: &str,
+        sub: &str,
+        name: &str,
+        max_chats: Option<u32>,
+    ) -> Result<String> {
         let iat = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
         let claims = Claims {
             sub,

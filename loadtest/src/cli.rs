@@ -28,7 +28,11 @@ pub struct Cli {
 pub struct Common {
     /// Gateway WebSocket URL; repeat for several nodes (sockets are spread round-robin).
     /// Only loopback addresses are accepted.
-    #[arg(long = "url", global = true, default_value = "ws://127.0.0.1:8080/v1/ws")]
+    #[arg(
+        long = "url",
+        global = true,
+        default_value = "ws://127.0.0.1:8080/v1/ws"
+    )]
     pub urls: Vec<String>,
 
     /// Local source addresses to bind, spread round-robin (each gives ~28k ephemeral ports),
@@ -46,7 +50,12 @@ pub struct Common {
     pub encoding: Encoding,
 
     /// HS256 secret to mint tokens with (the gateway's GATEWAY_JWT_SECRET).
-    #[arg(long, global = true, env = "GATEWAY_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "GATEWAY_JWT_SECRET",
+        hide_env_values = true
+    )]
     #[serde(skip)]
     pub secret: Option<String>,
 
@@ -312,7 +321,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => 1.0,
         "m" | "min" => 60.0,
         "h" => 3600.0,
-        other => return Err(format!("unknown unit `{other}` in `{s}` (use us, ms, s, m, h)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{s}` (use us, ms, s, m, h)"
+            ))
+        }
     };
     let secs = value * scale;
     if !secs.is_finite() || secs > 1e9 {
@@ -352,14 +365,26 @@ mod tests {
 
     #[test]
     fn bad_durations_are_rejected() {
-        for bad in ["", "ms", "5 parsecs", "-1s", "1e3s", "5msx", "1..2s", "99999999999h"] {
+        for bad in [
+            "",
+            "ms",
+            "5 parsecs",
+            "-1s",
+            "1e3s",
+            "5msx",
+            "1..2s",
+            "99999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn worker_slots() {
-        assert_eq!(parse_worker_slot("1/3"), Ok(WorkerSlot { index: 1, count: 3 }));
+        assert_eq!(
+            parse_worker_slot("1/3"),
+            Ok(WorkerSlot { index: 1, count: 3 })
+        );
         assert!(parse_worker_slot("3/3").is_err());
         assert!(parse_worker_slot("0/0").is_err());
         assert!(parse_worker_slot("x").is_err());
@@ -379,9 +404,22 @@ mod tests {
     fn cli_is_well_formed_and_parses_thresholds() {
         Cli::command().debug_assert();
         let cli = Cli::try_parse_from([
-            "loadtest", "chat", "--visitors", "10", "--max-p99", "5ms", "--max-lost", "0",
-            "--url", "ws://127.0.0.1:1/v1/ws", "--url", "ws://127.0.0.1:2/v1/ws",
-            "--source-ips", "127.0.0.2,127.0.0.3", "--encoding", "msgpack",
+            "loadtest",
+            "chat",
+            "--visitors",
+            "10",
+            "--max-p99",
+            "5ms",
+            "--max-lost",
+            "0",
+            "--url",
+            "ws://127.0.0.1:1/v1/ws",
+            "--url",
+            "ws://127.0.0.1:2/v1/ws",
+            "--source-ips",
+            "127.0.0.2,127.0.0.3",
+            "--encoding",
+            "msgpack",
         ])
         .unwrap();
         assert_eq!(cli.common.max_p99, Some(Duration::from_millis(5)));
@@ -389,7 +427,9 @@ mod tests {
         assert_eq!(cli.common.urls.len(), 2);
         assert_eq!(cli.common.source_ips.len(), 2);
         assert_eq!(cli.common.encoding, Encoding::Msgpack);
-        let Scenario::Chat(chat) = cli.scenario else { panic!() };
+        let Scenario::Chat(chat) = cli.scenario else {
+            panic!()
+        };
         assert_eq!(chat.visitors, 10);
     }
 }

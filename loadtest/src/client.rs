@@ -60,7 +60,10 @@ pub async fn resolve_target(url: &str) -> Result<Target> {
     if !addr.ip().is_loopback() {
         bail!("`{url}` is not a loopback address; the load tester only targets this machine");
     }
-    Ok(Target { url: url.to_owned(), addr })
+    Ok(Target {
+        url: url.to_owned(),
+        addr,
+    })
 }
 
 impl Net {
@@ -108,14 +111,21 @@ impl Net {
     /// failure returns an error kind for the error table.
     pub async fn connect(&self, i: usize, stats: &Stats) -> Result<WsConn, String> {
         let (target, source) = self.route(i);
-        let _slot = self.handshakes.acquire().await.map_err(|_| "shutdown".to_owned())?;
+        let _slot = self
+            .handshakes
+            .acquire()
+            .await
+            .map_err(|_| "shutdown".to_owned())?;
         stats.inc(C::ConnAttempts);
         let t0 = Instant::now();
         let result = timeout(CONNECT_TIMEOUT, self.open(target, source)).await;
         match result {
             Ok(Ok(ws)) => {
                 stats.record(H::Connect, t0.elapsed());
-                Ok(WsConn { ws, encoding: self.encoding })
+                Ok(WsConn {
+                    ws,
+                    encoding: self.encoding,
+                })
             }
             Ok(Err(kind)) => Err(kind),
             Err(_) => Err("connect:timeout".into()),
@@ -128,12 +138,20 @@ impl Net {
         source: Option<IpAddr>,
     ) -> Result<WebSocketStream<TcpStream>, String> {
         let io = |what: &str, e: std::io::Error| format!("{what}:{}", io_kind(&e));
-        let sock = if target.addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
-            .map_err(|e| io("socket", e))?;
-        if let Some(ip) = source {
-            sock.bind(SocketAddr::new(ip, 0)).map_err(|e| io("bind", e))?;
+        let sock = if target.addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
         }
-        let stream = sock.connect(target.addr).await.map_err(|e| io("connect", e))?;
+        .map_err(|e| io("socket", e))?;
+        if let Some(ip) = source {
+            sock.bind(SocketAddr::new(ip, 0))
+                .map_err(|e| io("bind", e))?;
+        }
+        let stream = sock
+            .connect(target.addr)
+            .await
+            .map_err(|e| io("connect", e))?;
         stream.set_nodelay(true).map_err(|e| io("connect", e))?;
         let mut req = target
             .url
@@ -194,11 +212,17 @@ pub struct Ended {
 
 impl Ended {
     fn code(code: u16) -> Ended {
-        Ended { code: Some(code), label: code.to_string() }
+        Ended {
+            code: Some(code),
+            label: code.to_string(),
+        }
     }
 
     pub fn other(label: &str) -> Ended {
-        Ended { code: None, label: label.to_owned() }
+        Ended {
+            code: None,
+            label: label.to_owned(),
+        }
     }
 }
 
@@ -209,7 +233,11 @@ pub struct WsConn {
 
 impl WsConn {
     fn message(&self, frame: &ClientFrame<'_>) -> Message {
-        match self.encoding.encode(frame).expect("client frames always encode") {
+        match self
+            .encoding
+            .encode(frame)
+            .expect("client frames always encode")
+        {
             Payload::Text(t) => Message::text(t),
             Payload::Binary(b) => Message::binary(b),
         }
@@ -219,16 +247,6 @@ impl WsConn {
     pub async fn send(&mut self, frame: &ClientFrame<'_>) -> Result<(), Ended> {
         let msg = self.message(frame);
         self.ws.send(msg).await.map_err(|e| ended_by(&e))
-    }
-
-    /// Queues a frame without flushing; call [`WsConn::flush`] after a batch.
-    pub async fn feed(&mut self, frame: &ClientFrame<'_>) -> Result<(), Ended> {
-        let msg = self.message(frame);
-        self.ws.feed(msg).await.map_err(|e| ended_by(&e))
-    }
-
-    pub async fn flush(&mut self) -> Result<(), Ended> {
-        self.ws.flush().await.map_err(|e| ended_by(&e))
     }
 
     /// The next protocol frame. Cancel-safe: a frame is either returned or not consumed.
@@ -265,7 +283,10 @@ impl WsConn {
 
     /// A polite close (1000), waiting briefly for the gateway's answer.
     pub async fn close(mut self) {
-        let frame = CloseFrame { code: CloseCode::Normal, reason: "load test done".into() };
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "load test done".into(),
+        };
         let _ = timeout(Duration::from_secs(2), async {
             if self.ws.close(Some(frame)).await.is_ok() {
                 while let Some(Ok(_)) = self.ws.next().await {}
@@ -301,7 +322,10 @@ mod tests {
 
     #[tokio::test]
     async fn routes_round_robin_over_nodes_and_sources() {
-        let urls = vec!["ws://127.0.0.1:1/v1/ws".to_owned(), "ws://127.0.0.1:2/v1/ws".to_owned()];
+        let urls = vec![
+            "ws://127.0.0.1:1/v1/ws".to_owned(),
+            "ws://127.0.0.1:2/v1/ws".to_owned(),
+        ];
         let ips: Vec<IpAddr> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
             .iter()
             .map(|s| s.parse().unwrap())

@@ -37,11 +37,11 @@ pub struct Probe {
 
 impl Probe {
     pub fn new(pid: Option<u32>) -> Probe {
-        Probe { pid, started: std::time::Instant::now(), samples: Mutex::default() }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.pid
+        Probe {
+            pid,
+            started: std::time::Instant::now(),
+            samples: Mutex::default(),
+        }
     }
 
     /// Records the time of a barrier, with the gateway's memory and CPU when its pid is known.
@@ -52,11 +52,17 @@ impl Probe {
             cpu_ms: self.pid.and_then(|pid| procfs::cpu_ms(Some(pid))),
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         };
-        self.samples.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s);
     }
 
     pub fn samples(&self) -> Vec<GatewaySample> {
-        self.samples.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -88,7 +94,10 @@ impl Link {
                 }
             }
         });
-        Link { out: Mutex::new(std::io::stdout()), go: tokio::sync::Mutex::new(rx) }
+        Link {
+            out: Mutex::new(std::io::stdout()),
+            go: tokio::sync::Mutex::new(rx),
+        }
     }
 
     pub fn emit(&self, line: &WorkerLine) {
@@ -112,7 +121,9 @@ impl Coord {
                 Ok(())
             }
             Coord::Worker(link) => {
-                link.emit(&WorkerLine::Barrier { name: name.to_owned() });
+                link.emit(&WorkerLine::Barrier {
+                    name: name.to_owned(),
+                });
                 let mut go = link.go.lock().await;
                 match go.recv().await {
                     Some(line) if line.trim() == format!("go {name}") => Ok(()),

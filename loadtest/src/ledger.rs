@@ -27,7 +27,9 @@ impl RangeSet {
     /// Inserts `x`; returns false when it was already present.
     pub fn insert(&mut self, x: u64) -> bool {
         // First range whose end is >= x - 1 (could absorb x on its right side).
-        let i = self.ranges.partition_point(|&(_, hi)| hi.saturating_add(1) < x);
+        let i = self
+            .ranges
+            .partition_point(|&(_, hi)| hi.saturating_add(1) < x);
         if let Some(&(lo, hi)) = self.ranges.get(i) {
             if lo <= x && x <= hi {
                 return false;
@@ -163,14 +165,26 @@ impl ConvLedger {
 
     pub fn on_msg(&mut self, seq: u64, cid: Option<&str>) -> Arrival {
         if self.received.contains(seq) {
-            return Arrival { redelivered: true, ..Arrival::default() };
+            return Arrival {
+                redelivered: true,
+                ..Arrival::default()
+            };
         }
         let out_of_order = self.received.max().is_some_and(|m| seq < m);
         self.received.insert(seq);
-        let duplicated = cid
-            .and_then(Cid::parse)
-            .is_some_and(|c| !self.cids.entry(c.sender.to_owned()).or_default().insert(c.n));
-        Arrival { new: true, redelivered: false, out_of_order, duplicated }
+        let duplicated = cid.and_then(Cid::parse).is_some_and(|c| {
+            !self
+                .cids
+                .entry(c.sender.to_owned())
+                .or_default()
+                .insert(c.n)
+        });
+        Arrival {
+            new: true,
+            redelivered: false,
+            out_of_order,
+            duplicated,
+        }
     }
 
     pub fn on_ack(&mut self, seq: u64) {
@@ -183,12 +197,12 @@ impl ConvLedger {
         self.received.contiguous_from(from)
     }
 
-    pub fn has_received(&self, seq: u64) -> bool {
-        self.received.contains(seq)
-    }
-
     pub fn report(&self, conv: &str, role: Role) -> ConvReport {
-        let max_known = self.received.max().unwrap_or(0).max(self.own_acked.max().unwrap_or(0));
+        let max_known = self
+            .received
+            .max()
+            .unwrap_or(0)
+            .max(self.own_acked.max().unwrap_or(0));
         let (start, missing) = match self.start {
             Some(start) if start <= max_known => {
                 let window = max_known - start + 1;
@@ -319,7 +333,9 @@ mod tests {
         let mut naive = std::collections::BTreeSet::new();
         let mut x: u64 = 12345;
         for _ in 0..5000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let v = (x >> 33) % 300;
             assert_eq!(s.insert(v), naive.insert(v));
         }
@@ -328,7 +344,10 @@ mod tests {
             assert_eq!(s.contains(v), naive.contains(&v));
         }
         for w in s.ranges().windows(2) {
-            assert!(w[0].1 + 1 < w[1].0, "ranges must be disjoint and non-adjacent");
+            assert!(
+                w[0].1 + 1 < w[1].0,
+                "ranges must be disjoint and non-adjacent"
+            );
         }
     }
 
@@ -352,7 +371,11 @@ mod tests {
         assert_eq!(s, "v12.7.1700000000123456");
         assert_eq!(
             Cid::parse(&s),
-            Some(Cid { sender: "v12", n: 7, sent_us: 1_700_000_000_123_456 })
+            Some(Cid {
+                sender: "v12",
+                n: 7,
+                sent_us: 1_700_000_000_123_456
+            })
         );
         assert_eq!(Cid::parse("m-1"), None);
         assert_eq!(Cid::parse("a.b.c"), None);
@@ -424,7 +447,14 @@ mod tests {
             }
         }
         let t = tally_loss(&[v.report("c", Role::Visitor), o.report("c", Role::Operator)]);
-        assert_eq!(t, LossTally { conversations: 1, lost_v2o: 0, lost_o2v: 0 });
+        assert_eq!(
+            t,
+            LossTally {
+                conversations: 1,
+                lost_v2o: 0,
+                lost_o2v: 0
+            }
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ use crate::coord::{Coord, Link, Probe, WorkerLine};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loadtest: cannot start the runtime: {e}");
@@ -77,15 +80,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         std::fs::write(path, json + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }
-    Ok(if report.pass { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.pass {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// A worker runs its share and hands the result to the parent as one JSON line.
 async fn run_worker(cli: &Cli, slot: WorkerSlot) -> Result<ExitCode> {
     let link = Arc::new(Link::start());
-    let run_id = cli.common.run_id.clone().context("a worker needs the parent's run id")?;
+    let run_id = cli
+        .common
+        .run_id
+        .clone()
+        .context("a worker needs the parent's run id")?;
     let outcome = scenarios::run(cli, slot, Coord::Worker(link.clone()), &run_id).await?;
-    link.emit(&WorkerLine::Result { outcome: Box::new(outcome) });
+    link.emit(&WorkerLine::Result {
+        outcome: Box::new(outcome),
+    });
     Ok(ExitCode::SUCCESS)
 }
 

@@ -83,6 +83,10 @@ pub enum ClientFrame<'a> {
         rid: u64,
         conv: &'a str,
     },
+    Decline {
+        rid: u64,
+        conv: &'a str,
+    },
     Close {
         rid: u64,
         conv: &'a str,
@@ -127,8 +131,7 @@ pub enum ServerFrame {
 
 #[derive(Debug, Deserialize)]
 pub struct Welcome {
-    #[serde(default)]
-    pub conn: String,
+    /// The node that serves the connection (spread over several `--url`s is reported).
     #[serde(default)]
     pub node: String,
     pub me: Me,
@@ -140,7 +143,6 @@ pub struct Welcome {
 
 #[derive(Debug, Deserialize)]
 pub struct Me {
-    pub role: String,
     pub id: String,
 }
 
@@ -155,6 +157,7 @@ pub struct Conversation {
     pub id: String,
     #[serde(default)]
     pub state: String,
+    pub visitor: Option<Party>,
     pub operator: Option<Party>,
     #[serde(default)]
     pub last_seq: u64,
@@ -169,7 +172,6 @@ pub struct Party {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Sender {
     pub role: String,
-    pub id: String,
 }
 
 /// `ok` answers differ by request: a send ack carries `conv` as an id plus `cid`/`seq`/`ts`,
@@ -193,8 +195,6 @@ pub enum ConvRef {
 pub struct ErrorFrame {
     pub rid: Option<Rid>,
     pub code: String,
-    #[serde(default)]
-    pub message: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,8 +202,6 @@ pub struct Msg {
     pub conv: String,
     pub seq: u64,
     pub from: Sender,
-    #[serde(default)]
-    pub ts: i64,
     pub cid: Option<String>,
 }
 
@@ -215,8 +213,6 @@ pub struct ConvEvent {
 
 #[derive(Debug, Deserialize)]
 pub struct QueueFrame {
-    #[serde(default)]
-    pub queue: String,
     #[serde(default)]
     pub waiting: Vec<Conversation>,
 }
@@ -255,33 +251,69 @@ mod tests {
         cursors.insert("c_1", 2);
         let cases: Vec<(ClientFrame<'_>, Value)> = vec![
             (
-                ClientFrame::Hello { token: "tok", cursors },
+                ClientFrame::Hello {
+                    token: "tok",
+                    cursors,
+                },
                 json!({"t":"hello","token":"tok","cursors":{"c_1":2}}),
             ),
             (
-                ClientFrame::Hello { token: "tok", cursors: BTreeMap::new() },
+                ClientFrame::Hello {
+                    token: "tok",
+                    cursors: BTreeMap::new(),
+                },
                 json!({"t":"hello","token":"tok"}),
             ),
             (ClientFrame::Pong, json!({"t":"pong"})),
-            (ClientFrame::Start { rid: 3, queue: None }, json!({"t":"start","rid":3})),
             (
-                ClientFrame::Start { rid: 3, queue: Some("general") },
+                ClientFrame::Start {
+                    rid: 3,
+                    queue: None,
+                },
+                json!({"t":"start","rid":3}),
+            ),
+            (
+                ClientFrame::Start {
+                    rid: 3,
+                    queue: Some("general"),
+                },
                 json!({"t":"start","rid":3,"queue":"general"}),
             ),
             (
-                ClientFrame::Send { rid: 1, conv: "c_1", cid: "m-1", text: "Hello" },
+                ClientFrame::Send {
+                    rid: 1,
+                    conv: "c_1",
+                    cid: "m-1",
+                    text: "Hello",
+                },
                 json!({"t":"send","rid":1,"conv":"c_1","cid":"m-1","text":"Hello"}),
             ),
             (
-                ClientFrame::Status { rid: 5, status: "active" },
+                ClientFrame::Status {
+                    rid: 5,
+                    status: "active",
+                },
                 json!({"t":"status","rid":5,"status":"active"}),
             ),
             (
-                ClientFrame::Accept { rid: 6, conv: "c_2" },
+                ClientFrame::Accept {
+                    rid: 6,
+                    conv: "c_2",
+                },
                 json!({"t":"accept","rid":6,"conv":"c_2"}),
             ),
             (
-                ClientFrame::Close { rid: 4, conv: "c_1" },
+                ClientFrame::Decline {
+                    rid: 7,
+                    conv: "c_2",
+                },
+                json!({"t":"decline","rid":7,"conv":"c_2"}),
+            ),
+            (
+                ClientFrame::Close {
+                    rid: 4,
+                    conv: "c_1",
+                },
                 json!({"t":"close","rid":4,"conv":"c_1"}),
             ),
         ];
@@ -322,13 +354,16 @@ mod tests {
             "conversations":[conversation()],
             "settings":{"routing":"manual","ping_interval_ms":25000,"queues":["general"]}});
         for f in decode_both(v) {
-            let ServerFrame::Welcome(w) = f else { panic!("{f:?}") };
-            assert_eq!(w.me.role, "operator");
+            let ServerFrame::Welcome(w) = f else {
+                panic!("{f:?}")
+            };
+            assert_eq!(w.node, "n1");
             assert_eq!(w.me.id, "op_1");
             assert_eq!(w.conversations[0].id, "c_1");
             assert_eq!(w.conversations[0].last_seq, 3);
             assert_eq!(w.conversations[0].recovered, Some(true));
             assert_eq!(w.conversations[0].operator.as_ref().unwrap().id, "op_1");
+            assert_eq!(w.conversations[0].visitor.as_ref().unwrap().id, "v_1");
             assert_eq!(w.settings.routing.as_deref(), Some("manual"));
             assert_eq!(w.settings.ping_interval_ms, Some(25000));
         }
@@ -347,7 +382,9 @@ mod tests {
         let started = json!({"t":"ok","rid":3,"conv":conversation()});
         for f in decode_both(started) {
             let ServerFrame::Ok(ok) = f else { panic!() };
-            let Some(ConvRef::Full(c)) = ok.conv else { panic!() };
+            let Some(ConvRef::Full(c)) = ok.conv else {
+                panic!()
+            };
             assert_eq!(c.id, "c_1");
             assert_eq!(c.state, "active");
         }
@@ -369,7 +406,6 @@ mod tests {
             assert_eq!((m.conv.as_str(), m.seq), ("c_1", 4));
             assert_eq!(m.from.role, "operator");
             assert_eq!(m.cid.as_deref(), Some("m-1"));
-            assert_eq!(m.ts, 1700000002000);
         }
         let system = json!({"t":"msg","conv":"c_1","seq":2,"from":{"role":"system","id":"system"},
             "text":"Olga joined","ts":1700000001500u64});
@@ -377,7 +413,8 @@ mod tests {
             let ServerFrame::Msg(m) = f else { panic!() };
             assert!(m.cid.is_none());
         }
-        let err = json!({"t":"error","rid":6,"code":"taken","message":"conversation already taken"});
+        let err =
+            json!({"t":"error","rid":6,"code":"taken","message":"conversation already taken"});
         for f in decode_both(err) {
             let ServerFrame::Error(e) = f else { panic!() };
             assert_eq!(e.code, "taken");
@@ -407,7 +444,8 @@ mod tests {
 
     #[test]
     fn unknown_frames_and_fields_are_ignored() {
-        let typing = json!({"t":"typing","conv":"c_1","from":{"role":"visitor","id":"v_1"},"on":true});
+        let typing =
+            json!({"t":"typing","conv":"c_1","from":{"role":"visitor","id":"v_1"},"on":true});
         for f in decode_both(typing) {
             assert!(matches!(f, ServerFrame::Other));
         }

@@ -60,6 +60,8 @@ pub struct Connections {
     pub failed: u64,
     pub reconnects: u64,
     pub peak_open: u64,
+    /// Sessions welcomed by each gateway node (by node id).
+    pub by_node: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -144,7 +146,12 @@ pub struct Check {
 }
 
 fn check(name: &str, limit: impl ToString, actual: impl ToString, pass: bool) -> Check {
-    Check { name: name.to_owned(), limit: limit.to_string(), actual: actual.to_string(), pass }
+    Check {
+        name: name.to_owned(),
+        limit: limit.to_string(),
+        actual: actual.to_string(),
+        pass,
+    }
 }
 
 fn sample<'a>(samples: &'a [GatewaySample], at: &str) -> Option<&'a GatewaySample> {
@@ -246,7 +253,10 @@ pub fn build(
                 checks.push(check(
                     "messages delivered both ways",
                     "> 0",
-                    format!("{} v→o, {} o→v", messages.received_v2o, messages.received_o2v),
+                    format!(
+                        "{} v→o, {} o→v",
+                        messages.received_v2o, messages.received_o2v
+                    ),
                     ok,
                 ));
             }
@@ -261,7 +271,12 @@ pub fn build(
                 }
                 _ => None,
             };
-            checks.push(check("sockets held", a.sockets, open, open == a.sockets as u64));
+            checks.push(check(
+                "sockets held",
+                a.sockets,
+                open,
+                open == a.sockets as u64,
+            ));
             idle = Some(IdleReport {
                 sockets: a.sockets as u64,
                 open_at_sample: open,
@@ -273,7 +288,11 @@ pub fn build(
         }
         Scenario::ReconnectStorm(a) => {
             let resumed = outcome.sums.get("visitors_resumed").copied().unwrap_or(0);
-            let all = outcome.maxes.get("all_resumed_ms").copied().filter(|&ms| ms != u64::MAX);
+            let all = outcome
+                .maxes
+                .get("all_resumed_ms")
+                .copied()
+                .filter(|&ms| ms != u64::MAX);
             checks.push(check(
                 "visitors resumed",
                 a.visitors,
@@ -325,7 +344,10 @@ pub fn build(
         run_id: run_id.to_owned(),
         wall_s: round1(wall.as_secs_f64()),
         processes: outcome.processes,
-        settings: Settings { common: c.clone(), args: cli.scenario.clone() },
+        settings: Settings {
+            common: c.clone(),
+            args: cli.scenario.clone(),
+        },
         routing: outcome.routing.clone(),
         connections: Connections {
             attempts: st.counter(C::ConnAttempts),
@@ -333,6 +355,7 @@ pub fn build(
             failed: st.counter(C::ConnFailed),
             reconnects: st.counter(C::Reconnects),
             peak_open: st.peak_open,
+            by_node: st.nodes.clone(),
         },
         messages,
         latency_us,
@@ -379,6 +402,10 @@ impl Report {
             "connections    {} ok, {} failed, {} reconnects, peak {} open",
             c.ok, c.failed, c.reconnects, c.peak_open
         );
+        if c.by_node.len() > 1 {
+            let list: Vec<String> = c.by_node.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(w, "sessions/node  {}", list.join(", "));
+        }
         let m = &self.messages;
         if m.sent > 0 || m.received_v2o + m.received_o2v > 0 {
             let _ = writeln!(
@@ -452,7 +479,8 @@ impl Report {
         }
         if let Some(r) = &self.ramp {
             for s in &r.steps {
-                let _ = writeln!(
+                let _ =
+                    writeln!(
                     w,
                     "ramp step      {:>7.0}/s: {} ok, {} failed, connect+welcome p50 {} p99 {}{}",
                     s.rate,
@@ -466,7 +494,9 @@ impl Report {
             let _ = writeln!(
                 w,
                 "ramp           held {} connections/s; {}",
-                r.held_rate.map(|r| format!("{r:.0}")).unwrap_or_else(|| "no".into()),
+                r.held_rate
+                    .map(|r| format!("{r:.0}"))
+                    .unwrap_or_else(|| "no".into()),
                 r.stopped_by.as_deref().unwrap_or("ran to --duration")
             );
         }
@@ -483,11 +513,24 @@ impl Report {
         }
         let _ = writeln!(w, "load tester    {} ms CPU", self.loadtest_cpu_ms);
         if !self.errors.is_empty() {
-            let list: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k} {v}")).collect();
-            let _ = writeln!(w, "errors         {} — {}", self.errors_total, list.join(", "));
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(
+                w,
+                "errors         {} — {}",
+                self.errors_total,
+                list.join(", ")
+            );
         }
         if !self.closes.is_empty() {
-            let list: Vec<String> = self.closes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let list: Vec<String> = self
+                .closes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             let _ = writeln!(w, "closes         {}", list.join(", "));
         }
         for ch in &self.checks {
@@ -500,7 +543,15 @@ impl Report {
                 ch.limit
             );
         }
-        let _ = writeln!(w, "{}", if self.pass { "result: PASS" } else { "result: FAIL" });
+        let _ = writeln!(
+            w,
+            "{}",
+            if self.pass {
+                "result: PASS"
+            } else {
+                "result: FAIL"
+            }
+        );
         o
     }
 }
@@ -543,7 +594,10 @@ mod tests {
         }
         Outcome {
             stats: stats.snapshot(),
-            convs: vec![v.report("c1", Role::Visitor), o.report("c1", Role::Operator)],
+            convs: vec![
+                v.report("c1", Role::Visitor),
+                o.report("c1", Role::Operator),
+            ],
             processes: 1,
             ..Outcome::default()
         }
@@ -551,8 +605,22 @@ mod tests {
 
     #[test]
     fn a_healthy_chat_passes_its_thresholds() {
-        let cli = cli(&["chat", "--max-p99", "5ms", "--max-lost", "0", "--max-dup", "0"]);
-        let r = build(&cli, "t", chat_outcome(false, 900), &[], Duration::from_secs(3));
+        let cli = cli(&[
+            "chat",
+            "--max-p99",
+            "5ms",
+            "--max-lost",
+            "0",
+            "--max-dup",
+            "0",
+        ]);
+        let r = build(
+            &cli,
+            "t",
+            chat_outcome(false, 900),
+            &[],
+            Duration::from_secs(3),
+        );
         assert!(r.pass, "{}", r.human());
         assert_eq!(r.messages.lost, 0);
         assert_eq!(r.checks.len(), 4);
@@ -568,13 +636,29 @@ mod tests {
     #[test]
     fn loss_and_latency_fail_the_run() {
         let cli = cli(&["chat", "--max-lost", "0"]);
-        let r = build(&cli, "t", chat_outcome(true, 900), &[], Duration::from_secs(3));
+        let r = build(
+            &cli,
+            "t",
+            chat_outcome(true, 900),
+            &[],
+            Duration::from_secs(3),
+        );
         assert!(!r.pass);
         assert_eq!((r.messages.lost_o2v, r.messages.lost_v2o), (1, 0));
-        assert!(r.human().contains("FAIL lost: 1 (limit 0)"), "{}", r.human());
+        assert!(
+            r.human().contains("FAIL lost: 1 (limit 0)"),
+            "{}",
+            r.human()
+        );
 
         let cli = super::tests::cli(&["chat", "--max-p99", "5ms"]);
-        let r = build(&cli, "t", chat_outcome(false, 7_000), &[], Duration::from_secs(3));
+        let r = build(
+            &cli,
+            "t",
+            chat_outcome(false, 7_000),
+            &[],
+            Duration::from_secs(3),
+        );
         assert!(!r.pass);
         // Without thresholds, only the sanity check applies.
         let cli = super::tests::cli(&["chat"]);
@@ -584,7 +668,10 @@ mod tests {
     #[test]
     fn a_chat_that_delivered_nothing_fails() {
         let cli = cli(&["chat"]);
-        let empty = Outcome { processes: 1, ..Outcome::default() };
+        let empty = Outcome {
+            processes: 1,
+            ..Outcome::default()
+        };
         let r = build(&cli, "t", empty, &[], Duration::from_secs(1));
         assert!(!r.pass);
     }
@@ -593,8 +680,18 @@ mod tests {
     fn idle_memory_per_socket_comes_from_the_barrier_samples() {
         let cli = cli(&["idle", "--sockets", "1000"]);
         let samples = vec![
-            GatewaySample { at: "baseline".into(), rss_kb: Some(10_000), cpu_ms: Some(1), elapsed_ms: 0 },
-            GatewaySample { at: "connected".into(), rss_kb: Some(17_000), cpu_ms: Some(90), elapsed_ms: 900 },
+            GatewaySample {
+                at: "baseline".into(),
+                rss_kb: Some(10_000),
+                cpu_ms: Some(1),
+                elapsed_ms: 0,
+            },
+            GatewaySample {
+                at: "connected".into(),
+                rss_kb: Some(17_000),
+                cpu_ms: Some(90),
+                elapsed_ms: 900,
+            },
         ];
         let outcome = Outcome {
             sums: BTreeMap::from([("open_at_sample".into(), 1000)]),

@@ -97,6 +97,7 @@ pub struct Stats {
     hists: Vec<Mutex<LiveHist>>,
     errors: Mutex<BTreeMap<String, u64>>,
     closes: Mutex<BTreeMap<String, u64>>,
+    nodes: Mutex<BTreeMap<String, u64>>,
     phase: Mutex<&'static str>,
 }
 
@@ -109,10 +110,16 @@ impl Default for Stats {
             peak_open: AtomicU64::new(0),
             hists: H::ALL
                 .iter()
-                .map(|_| Mutex::new(LiveHist { total: new_hist(), interval: new_hist() }))
+                .map(|_| {
+                    Mutex::new(LiveHist {
+                        total: new_hist(),
+                        interval: new_hist(),
+                    })
+                })
                 .collect(),
             errors: Mutex::default(),
             closes: Mutex::default(),
+            nodes: Mutex::default(),
             phase: Mutex::new("setup"),
         }
     }
@@ -172,6 +179,17 @@ impl Stats {
         *lock(&self.closes).entry(code.to_owned()).or_default() += 1;
     }
 
+    /// Counts a session welcomed by gateway node `node`.
+    pub fn node(&self, node: &str) {
+        let mut g = lock(&self.nodes);
+        match g.get_mut(node) {
+            Some(n) => *n += 1,
+            None => {
+                g.insert(node.to_owned(), 1);
+            }
+        }
+    }
+
     pub fn set_phase(&self, phase: &'static str) {
         *lock(&self.phase) = phase;
     }
@@ -185,7 +203,11 @@ impl Stats {
     pub fn progress(&self) -> Progress {
         let interval_p99 = |h: H| {
             let mut g = lock(&self.hists[h as usize]);
-            let p = if g.interval.is_empty() { 0 } else { g.interval.value_at_quantile(0.99) };
+            let p = if g.interval.is_empty() {
+                0
+            } else {
+                g.interval.value_at_quantile(0.99)
+            };
             g.interval.reset();
             p
         };
@@ -209,10 +231,14 @@ impl Stats {
 
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
-            counters: C::ALL.iter().map(|&c| (c.name().to_owned(), self.get(c))).collect(),
+            counters: C::ALL
+                .iter()
+                .map(|&c| (c.name().to_owned(), self.get(c)))
+                .collect(),
             peak_open: self.peak_open.load(Relaxed),
             errors: lock(&self.errors).clone(),
             closes: lock(&self.closes).clone(),
+            nodes: lock(&self.nodes).clone(),
             hists: H::ALL
                 .iter()
                 .map(|&h| (h.name().to_owned(), HistData::from_hist(&self.hist(h))))
@@ -320,6 +346,9 @@ pub struct StatsSnapshot {
     pub peak_open: u64,
     pub errors: BTreeMap<String, u64>,
     pub closes: BTreeMap<String, u64>,
+    /// Sessions welcomed per gateway node id.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, u64>,
     pub hists: BTreeMap<String, HistData>,
 }
 
@@ -336,6 +365,9 @@ impl StatsSnapshot {
         for (k, v) in &o.closes {
             *self.closes.entry(k.clone()).or_default() += v;
         }
+        for (k, v) in &o.nodes {
+            *self.nodes.entry(k.clone()).or_default() += v;
+        }
         for (k, v) in &o.hists {
             self.hists.entry(k.clone()).or_default().merge(v);
         }
@@ -346,7 +378,10 @@ impl StatsSnapshot {
     }
 
     pub fn summary(&self, h: H) -> Summary {
-        self.hists.get(h.name()).map(HistData::summary).unwrap_or_default()
+        self.hists
+            .get(h.name())
+            .map(HistData::summary)
+            .unwrap_or_default()
     }
 
     pub fn errors_total(&self) -> u64 {
@@ -486,12 +521,15 @@ mod tests {
         a.inc(C::Sent);
         a.error("rate_limited");
         a.close("1012");
+        a.node("n1");
         a.opened();
         a.record(H::V2o, Duration::from_micros(500));
         let b = Stats::default();
         b.add(C::Sent, 2);
         b.error("rate_limited");
         b.error("eof");
+        b.node("n1");
+        b.node("n2");
         b.opened();
         b.opened();
         b.closed();
@@ -502,6 +540,7 @@ mod tests {
         assert_eq!(m.errors["rate_limited"], 2);
         assert_eq!(m.errors_total(), 3);
         assert_eq!(m.closes["1012"], 1);
+        assert_eq!((m.nodes["n1"], m.nodes["n2"]), (2, 1));
         assert_eq!(m.peak_open, 3);
         assert_eq!(m.summary(H::V2o).count, 2);
         assert!(m.summary(H::V2o).max >= 1499);
@@ -509,12 +548,26 @@ mod tests {
 
     #[test]
     fn progress_merges_and_renders() {
-        let mut a = Progress { elapsed_ms: 2000, sent: 100, p99_v2o_us: 900, ..Progress::default() };
-        let b = Progress { elapsed_ms: 2010, sent: 50, p99_v2o_us: 1200, ..Progress::default() };
+        let mut a = Progress {
+            elapsed_ms: 2000,
+            sent: 100,
+            p99_v2o_us: 900,
+            ..Progress::default()
+        };
+        let b = Progress {
+            elapsed_ms: 2010,
+            sent: 50,
+            p99_v2o_us: 1200,
+            ..Progress::default()
+        };
         a.merge(&b);
         assert_eq!(a.sent, 150);
         assert_eq!(a.p99_v2o_us, 1200);
-        let prev = Progress { elapsed_ms: 1010, sent: 50, ..Progress::default() };
+        let prev = Progress {
+            elapsed_ms: 1010,
+            sent: 50,
+            ..Progress::default()
+        };
         let line = a.line(&prev);
         assert!(line.contains("sent 100/s"), "{line}");
         assert!(line.contains("v→o 1.20ms"), "{line}");

@@ -116,7 +116,11 @@ pub async fn run_parent(cli: &Cli, run_id: &str, probe: Arc<Probe>) -> Result<Ou
         bail!("no worker produced a result");
     };
     if died > 0 {
-        *outcome.stats.errors.entry("worker:died".into()).or_default() += died;
+        *outcome
+            .stats
+            .errors
+            .entry("worker:died".into())
+            .or_default() += died;
     }
     Ok(outcome)
 }

@@ -18,7 +18,10 @@ pub struct Plan {
 /// Runs one idle socket; `ready` learns the connect + welcome time (or the failure).
 pub async fn run(ctx: Shared, plan: Plan, ready: impl FnOnce(Result<Duration, String>)) {
     let sub = format!("lt-{}-i{}", ctx.run_id, plan.socket);
-    let token = match ctx.minter.mint(plan.role, &sub, &format!("Idle {}", plan.socket), None) {
+    let token = match ctx
+        .minter
+        .mint(plan.role, &sub, &format!("Idle {}", plan.socket), None)
+    {
         Ok(t) => t,
         Err(e) => {
             ctx.stats.error("token");

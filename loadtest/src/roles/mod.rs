@@ -22,7 +22,7 @@ use crate::auth::Minter;
 use crate::cli::CutMode;
 use crate::client::{Ended, Event, Net, WsConn};
 use crate::ledger::ConvReport;
-use crate::proto::{ClientFrame, ServerFrame, Welcome};
+use crate::proto::{ClientFrame, Conversation, ServerFrame, Welcome};
 use crate::stats::{Stats, C, H};
 
 /// Where the run is; ordered, and tasks act on "at least this phase".
@@ -70,7 +70,20 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn report(&self, r: ConvReport) {
-        self.reports.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
+    }
+
+    /// Whether a conversation belongs to this run (its visitor's id carries the run id):
+    /// operators leave other runs' conversations alone.
+    pub fn is_ours(&self, c: &Conversation) -> bool {
+        c.visitor.as_ref().is_some_and(|v| {
+            v.id.strip_prefix("lt-")
+                .and_then(|rest| rest.strip_prefix(self.run_id.as_str()))
+                .is_some_and(|rest| rest.starts_with('-'))
+        })
     }
 
     fn note_routing(&self, w: &Welcome) {
@@ -138,6 +151,7 @@ pub async fn establish(
     match result {
         Ok((conn, w)) => {
             ctx.stats.inc(C::ConnOk);
+            ctx.stats.node(&w.node);
             ctx.stats.record(H::Session, t0.elapsed());
             ctx.note_routing(&w);
             Ok((conn, w))
@@ -201,8 +215,15 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(rate: f64) -> Pacer {
-        let every = if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::ZERO };
-        Pacer { every, next: Instant::now() }
+        let every = if rate > 0.0 {
+            Duration::from_secs_f64(1.0 / rate)
+        } else {
+            Duration::ZERO
+        };
+        Pacer {
+            every,
+            next: Instant::now(),
+        }
     }
 
     pub fn ready_at(&self) -> tokio::time::Instant {
@@ -217,8 +238,9 @@ impl Pacer {
 /// FNV-1a, the same in every process: manual routing gives each conversation a preferred
 /// operator so that operators do not all race for the same one.
 pub fn fnv1a(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// The silence after which a client gives up on a connection: ping interval + 10 s.
@@ -268,7 +290,10 @@ mod tests {
 
     #[test]
     fn reconnect_policy_follows_the_close_code_table() {
-        let code = |c| Ended { code: Some(c), label: c.to_string() };
+        let code = |c| Ended {
+            code: Some(c),
+            label: c.to_string(),
+        };
         for stay in [1000, 4000, 4001, 4003] {
             assert_eq!(reconnect_delay(&code(stay), 0), None, "{stay}");
         }

@@ -36,7 +36,12 @@ pub struct Plan {
 enum Req {
     Status,
     Accept(String),
-    Send { cid: String, at: Instant, push: bool },
+    Decline,
+    Send {
+        cid: String,
+        at: Instant,
+        push: bool,
+    },
 }
 
 enum End {
@@ -85,7 +90,10 @@ struct Operator {
 pub async fn run(ctx: Shared, plan: Plan) {
     let sub = format!("lt-{}-o{}", ctx.run_id, plan.index);
     let name = format!("Operator {}", plan.index);
-    let token = match ctx.minter.mint("operator", &sub, &name, Some(ctx.max_chats)) {
+    let token = match ctx
+        .minter
+        .mint("operator", &sub, &name, Some(ctx.max_chats))
+    {
         Ok(t) => t,
         Err(_) => return ctx.stats.error("token"),
     };
@@ -243,7 +251,7 @@ impl Operator {
                 Req::Accept(conv) => {
                     self.accepting.remove(&conv);
                 }
-                Req::Status => {}
+                Req::Status | Req::Decline => {}
             }
         }
         for c in &welcome.conversations {
@@ -254,12 +262,23 @@ impl Operator {
                     self.ctx.stats.error("resume:not_recovered");
                 }
                 Some(known) => known.replay_until = c.last_seq,
+                None if !self.ctx.is_ours(c) => {}
+                // A pending offer: take it first.
+                None if c.state == "offered" => {
+                    if self.accepting.insert(c.id.clone()) {
+                        self.accept_q.push_front(c.id.clone());
+                    }
+                }
                 None => self.adopt(c),
             }
         }
         self.rid += 1;
         self.pending.insert(self.rid, Req::Status);
-        conn.send(&ClientFrame::Status { rid: self.rid, status: "active" }).await
+        conn.send(&ClientFrame::Status {
+            rid: self.rid,
+            status: "active",
+        })
+        .await
     }
 
     /// Takes a conversation assigned to this operator (accept answer, auto routing, or a
@@ -284,7 +303,10 @@ impl Operator {
     }
 
     fn check_push_done(&mut self) {
-        if self.push_started && !self.push_done && self.push_q.is_empty() && self.push_outstanding == 0
+        if self.push_started
+            && !self.push_done
+            && self.push_q.is_empty()
+            && self.push_outstanding == 0
         {
             self.push_done = true;
             self.ctx.stats.inc(C::PushDone);
@@ -294,12 +316,21 @@ impl Operator {
     /// One paced action: an accept first (a visitor is waiting), else a push.
     async fn paced_step(&mut self, conn: &mut WsConn) -> Result<(), Ended> {
         if let Some(conv) = self.accept_q.pop_front() {
-            if self.convs.get(&conv).is_some_and(|c| c.ledger.is_attached()) {
+            if self
+                .convs
+                .get(&conv)
+                .is_some_and(|c| c.ledger.is_attached())
+            {
                 return Ok(());
             }
             self.rid += 1;
             self.pending.insert(self.rid, Req::Accept(conv.clone()));
-            return conn.send(&ClientFrame::Accept { rid: self.rid, conv: &conv }).await;
+            return conn
+                .send(&ClientFrame::Accept {
+                    rid: self.rid,
+                    conv: &conv,
+                })
+                .await;
         }
         if let Some(conv) = self.push_q.pop_front() {
             self.push_outstanding += 1;
@@ -312,25 +343,47 @@ impl Operator {
         let c = self.convs.entry(conv.to_owned()).or_default();
         c.n += 1;
         let cid = Cid::format(&self.tag, c.n, now_us());
-        self.unacked.insert(cid.clone(), Unacked { conv: conv.to_owned(), push });
+        self.unacked.insert(
+            cid.clone(),
+            Unacked {
+                conv: conv.to_owned(),
+                push,
+            },
+        );
         self.ctx.stats.inc(C::Sent);
         self.send_msg(conn, cid).await
     }
 
     async fn send_msg(&mut self, conn: &mut WsConn, cid: String) -> Result<(), Ended> {
-        let Some(u) = self.unacked.get(&cid) else { return Ok(()) };
+        let Some(u) = self.unacked.get(&cid) else {
+            return Ok(());
+        };
         self.rid += 1;
-        let frame = ClientFrame::Send { rid: self.rid, conv: &u.conv, cid: &cid, text: &self.ctx.text };
+        let frame = ClientFrame::Send {
+            rid: self.rid,
+            conv: &u.conv,
+            cid: &cid,
+            text: &self.ctx.text,
+        };
         let push = u.push;
         let sent = conn.send(&frame).await;
-        self.pending.insert(self.rid, Req::Send { cid, at: Instant::now(), push });
+        self.pending.insert(
+            self.rid,
+            Req::Send {
+                cid,
+                at: Instant::now(),
+                push,
+            },
+        );
         sent
     }
 
     async fn resend_due(&mut self, conn: &mut WsConn) -> Result<(), Ended> {
         let now = tokio::time::Instant::now();
         while self.retry.front().is_some_and(|r| r.0 <= now) {
-            let Some((_, cid)) = self.retry.pop_front() else { break };
+            let Some((_, cid)) = self.retry.pop_front() else {
+                break;
+            };
             if self.unacked.contains_key(&cid) {
                 self.ctx.stats.inc(C::Resent);
                 self.send_msg(conn, cid).await?;
@@ -344,7 +397,7 @@ impl Operator {
         let now = Instant::now();
         let operators = self.ctx.operators.max(1) as u64;
         let mut seen = HashMap::with_capacity(waiting.len());
-        for c in waiting {
+        for c in waiting.iter().filter(|c| self.ctx.is_ours(c)) {
             let first = self.first_seen.get(&c.id).copied().unwrap_or(now);
             seen.insert(c.id.clone(), first);
             if self.convs.contains_key(&c.id) || self.accepting.contains(&c.id) {
@@ -359,28 +412,50 @@ impl Operator {
         self.first_seen = seen;
     }
 
-    async fn on_frame(&mut self, conn: &mut WsConn, f: ServerFrame, phase: Phase) -> Result<(), Ended> {
+    async fn on_frame(
+        &mut self,
+        conn: &mut WsConn,
+        f: ServerFrame,
+        phase: Phase,
+    ) -> Result<(), Ended> {
         match f {
             ServerFrame::Ping => return conn.send(&ClientFrame::Pong).await,
             ServerFrame::Queue(q) => self.on_queue(&q.waiting),
             ServerFrame::Offer(o) => {
-                if !self.convs.contains_key(&o.conv.id) && self.accepting.insert(o.conv.id.clone()) {
+                if !self.ctx.is_ours(&o.conv) {
+                    // Another run's leftover: pass it on at once rather than let it lapse.
+                    self.pacer.take();
+                    self.rid += 1;
+                    self.pending.insert(self.rid, Req::Decline);
+                    return conn
+                        .send(&ClientFrame::Decline {
+                            rid: self.rid,
+                            conv: &o.conv.id,
+                        })
+                        .await;
+                }
+                if !self.convs.contains_key(&o.conv.id) && self.accepting.insert(o.conv.id.clone())
+                {
                     // An offer expires: take it before anything else.
                     self.accept_q.push_front(o.conv.id);
                 }
             }
             ServerFrame::Conv(ev) => {
                 let mine = ev.conv.operator.as_ref().is_some_and(|p| p.id == self.me);
-                if ev.event == "assigned" && mine {
+                if ev.event == "assigned" && mine && self.ctx.is_ours(&ev.conv) {
                     self.adopt(&ev.conv);
                 }
             }
             ServerFrame::Ok(ok) => {
-                let Some(req) = ok.rid.and_then(|r| r.num()).and_then(|r| self.pending.remove(&r))
+                let Some(req) = ok
+                    .rid
+                    .and_then(|r| r.num())
+                    .and_then(|r| self.pending.remove(&r))
                 else {
                     return Ok(());
                 };
                 match req {
+                    Req::Decline => {}
                     Req::Status => {
                         if !self.active {
                             self.active = true;
@@ -410,7 +485,10 @@ impl Operator {
                 }
             }
             ServerFrame::Error(e) => {
-                let req = e.rid.and_then(|r| r.num()).and_then(|r| self.pending.remove(&r));
+                let req = e
+                    .rid
+                    .and_then(|r| r.num())
+                    .and_then(|r| self.pending.remove(&r));
                 let code = e.code.as_str();
                 match req {
                     Some(Req::Accept(conv)) => {
@@ -439,6 +517,8 @@ impl Operator {
                         }
                     }
                     Some(Req::Status) => self.ctx.stats.error(&format!("status:{code}")),
+                    // The offer was gone already.
+                    Some(Req::Decline) => {}
                     None => self.ctx.stats.error(&format!("frame:{code}")),
                 }
             }
@@ -471,8 +551,11 @@ impl Operator {
                             stats.record_us(H::V2o, latency_us(cid.sent_us));
                         }
                     }
-                    // Every visitor message gets an answer until sending stops.
+                    // Every visitor message gets an answer until sending stops, at once (its
+                    // latency is measured); it uses up a paced slot, so accepts and pushes
+                    // make room and the connection stays under the gateway's rate limit.
                     if phase < Phase::Stop {
+                        self.pacer.take();
                         return self.send_new(conn, &m.conv, false).await;
                     }
                 }

@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Interval, MissedTickBehavior};
 
 use super::{
-    backoff, establish, latency_us, note_end, now_us, reconnect_delay, silence_limit,
-    tick, until, wait_or_finish, OpenGuard, Phase, Shared,
+    backoff, establish, latency_us, note_end, now_us, reconnect_delay, silence_limit, tick, until,
+    wait_or_finish, OpenGuard, Phase, Shared,
 };
 use crate::client::{Ended, Event, WsConn};
 use crate::ledger::{Cid, ConvLedger, Role};
@@ -68,7 +68,10 @@ struct Visitor {
 
 pub async fn run(ctx: Shared, plan: Plan) {
     let sub = format!("lt-{}-v{}", ctx.run_id, plan.index);
-    let token = match ctx.minter.mint("visitor", &sub, &format!("Visitor {}", plan.index), None) {
+    let token = match ctx
+        .minter
+        .mint("visitor", &sub, &format!("Visitor {}", plan.index), None)
+    {
         Ok(t) => t,
         Err(_) => return ctx.stats.error("token"),
     };
@@ -207,6 +210,7 @@ impl Visitor {
                 self.snapshot();
             }
             if phase >= Phase::Finish {
+                self.close_conversation(&mut conn).await;
                 conn.close().await;
                 return End::Finish;
             }
@@ -257,6 +261,45 @@ impl Visitor {
         }
     }
 
+    /// Ends the conversation at the end of the run, so that a gateway used for many runs
+    /// does not collect their conversations in its queue. Waits briefly for the answer.
+    async fn close_conversation(&mut self, conn: &mut WsConn) {
+        let Some(conv) = self.conv.clone() else {
+            return;
+        };
+        self.rid += 1;
+        let rid = self.rid;
+        if conn
+            .send(&ClientFrame::Close { rid, conv: &conv })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match conn.recv().await {
+                    Event::Frame(ServerFrame::Ok(ok))
+                        if ok.rid.as_ref().and_then(|r| r.num()) == Some(rid) =>
+                    {
+                        return
+                    }
+                    Event::Frame(ServerFrame::Error(e))
+                        if e.rid.as_ref().and_then(|r| r.num()) == Some(rid) =>
+                    {
+                        return self.ctx.stats.error(&format!("conv_close:{}", e.code));
+                    }
+                    Event::Frame(ServerFrame::Ping) => {
+                        let _ = conn.send(&ClientFrame::Pong).await;
+                    }
+                    Event::Closed(_) => return,
+                    Event::Frame(_) | Event::Undecodable => {}
+                }
+            }
+        })
+        .await;
+    }
+
     async fn on_welcome(&mut self, conn: &mut WsConn, welcome: Welcome) -> Result<(), Ended> {
         // Requests in flight on the old socket died with it.
         for (_, req) in self.pending.drain() {
@@ -293,7 +336,11 @@ impl Visitor {
         self.rid += 1;
         self.pending.insert(self.rid, Req::Start);
         let queue = Some(self.ctx.queue.as_str());
-        conn.send(&ClientFrame::Start { rid: self.rid, queue }).await
+        conn.send(&ClientFrame::Start {
+            rid: self.rid,
+            queue,
+        })
+        .await
     }
 
     fn note_assignment(&mut self, c: &Conversation) {
@@ -326,8 +373,19 @@ impl Visitor {
             return Ok(());
         };
         self.rid += 1;
-        self.pending.insert(self.rid, Req::Send { n, at: Instant::now() });
-        let frame = ClientFrame::Send { rid: self.rid, conv, cid, text: &self.ctx.text };
+        self.pending.insert(
+            self.rid,
+            Req::Send {
+                n,
+                at: Instant::now(),
+            },
+        );
+        let frame = ClientFrame::Send {
+            rid: self.rid,
+            conv,
+            cid,
+            text: &self.ctx.text,
+        };
         conn.send(&frame).await
     }
 
@@ -350,7 +408,10 @@ impl Visitor {
         match f {
             ServerFrame::Ping => return conn.send(&ClientFrame::Pong).await,
             ServerFrame::Ok(ok) => {
-                let Some(req) = ok.rid.and_then(|r| r.num()).and_then(|r| self.pending.remove(&r))
+                let Some(req) = ok
+                    .rid
+                    .and_then(|r| r.num())
+                    .and_then(|r| self.pending.remove(&r))
                 else {
                     return Ok(());
                 };
@@ -366,6 +427,15 @@ impl Visitor {
                         }
                     }
                     Req::Send { n, at } => {
+                        // The ack must name the message and conversation it answers.
+                        let cid_ok = ok.cid.is_none() || ok.cid.as_ref() == self.unacked.get(&n);
+                        let conv_ok = match &ok.conv {
+                            Some(ConvRef::Id(c)) => self.conv.as_ref() == Some(c),
+                            _ => true,
+                        };
+                        if !(cid_ok && conv_ok) {
+                            self.ctx.stats.error("ack:mismatch");
+                        }
                         if let (Some(seq), Some(_)) = (ok.seq, self.unacked.remove(&n)) {
                             self.ctx.stats.record(H::Ack, at.elapsed());
                             self.ctx.stats.inc(C::Acked);
@@ -375,7 +445,10 @@ impl Visitor {
                 }
             }
             ServerFrame::Error(e) => {
-                let req = e.rid.and_then(|r| r.num()).and_then(|r| self.pending.remove(&r));
+                let req = e
+                    .rid
+                    .and_then(|r| r.num())
+                    .and_then(|r| self.pending.remove(&r));
                 let retryable = matches!(e.code.as_str(), "rate_limited" | "unavailable");
                 match req {
                     Some(Req::Send { n, .. }) if retryable => {
@@ -389,7 +462,8 @@ impl Visitor {
                     }
                     Some(Req::Start) => {
                         self.ctx.stats.error(&format!("start:{}", e.code));
-                        self.start_retry = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        self.start_retry =
+                            Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     }
                     None => self.ctx.stats.error(&format!("frame:{}", e.code)),
                 }

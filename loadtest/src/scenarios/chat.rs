@@ -33,11 +33,20 @@ pub async fn setup(env: &mut Env, cast: &Cast) -> Result<()> {
     let ctx = env.ctx.clone();
     let n_ops = ops.len() as u64;
     env.spawn_paced(ops, env.connect_rate(), |index| {
-        operator::run(ctx.clone(), operator::Plan { index, socket: index })
+        operator::run(
+            ctx.clone(),
+            operator::Plan {
+                index,
+                socket: index,
+            },
+        )
     })
     .await;
     let limit = env.common.setup_timeout;
-    if !env.wait_for(limit, |s| s.get(C::OperatorsActive) >= n_ops).await {
+    if !env
+        .wait_for(limit, |s| s.get(C::OperatorsActive) >= n_ops)
+        .await
+    {
         let active = env.stats().get(C::OperatorsActive);
         env.shortfall("operators_not_active", n_ops.saturating_sub(active));
     }
@@ -50,11 +59,17 @@ pub async fn setup(env: &mut Env, cast: &Cast) -> Result<()> {
     let first_socket = cast.operators;
     let n_vis = vis.len() as u64;
     env.spawn_paced(vis, env.connect_rate(), |index| {
-        let plan = visitor::Plan { index, socket: first_socket + index, period };
+        let plan = visitor::Plan {
+            index,
+            socket: first_socket + index,
+            period,
+        };
         visitor::run(ctx.clone(), plan)
     })
     .await;
-    let left = limit.saturating_sub(started.elapsed()).max(Duration::from_secs(5));
+    let left = limit
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(5));
     if !env.wait_for(left, |s| s.get(C::Assigned) >= n_vis).await {
         let assigned = env.stats().get(C::Assigned);
         env.shortfall("visitors_unassigned", n_vis.saturating_sub(assigned));
@@ -68,13 +83,20 @@ pub async fn wind_down(env: &mut Env, participants: u64) -> Result<()> {
     tokio::time::sleep(env.common.drain).await;
     env.barrier("drained").await?;
     env.phase(Phase::Snapshot, "snapshot");
-    env.wait_for(Duration::from_secs(10), |s| s.get(C::Snapshots) >= participants).await;
+    env.wait_for(Duration::from_secs(10), |s| {
+        s.get(C::Snapshots) >= participants
+    })
+    .await;
     env.finish().await;
     Ok(())
 }
 
 pub async fn run(env: &mut Env, a: &ChatArgs) -> Result<()> {
-    let cast = Cast { visitors: a.visitors, operators: a.operators, rate: a.rate };
+    let cast = Cast {
+        visitors: a.visitors,
+        operators: a.operators,
+        rate: a.rate,
+    };
     setup(env, &cast).await?;
     env.phase(Phase::Run, "chat");
     tokio::time::sleep(env.common.duration).await;

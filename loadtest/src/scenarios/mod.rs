@@ -142,7 +142,11 @@ impl Env {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let start = tokio::time::Instant::now();
-        let every = if rate > 0.0 { Duration::from_secs_f64(1.0 / rate) } else { Duration::ZERO };
+        let every = if rate > 0.0 {
+            Duration::from_secs_f64(1.0 / rate)
+        } else {
+            Duration::ZERO
+        };
         for (k, item) in items.into_iter().enumerate() {
             if !every.is_zero() {
                 tokio::time::sleep_until(start + every.mul_f64(k as f64)).await;
@@ -194,9 +198,17 @@ impl Env {
 /// Runs the chosen scenario in this process (alone, or as one worker).
 pub async fn run(cli: &Cli, slot: WorkerSlot, coord: Coord, run_id: &str) -> Result<Outcome> {
     let common = cli.common.clone();
-    let secret = common.secret.as_deref().context("no --secret (or GATEWAY_JWT_SECRET) given")?;
-    let net = Net::new(&common.urls, &common.source_ips, common.encoding, common.connect_concurrency)
-        .await?;
+    let secret = common
+        .secret
+        .as_deref()
+        .context("no --secret (or GATEWAY_JWT_SECRET) given")?;
+    let net = Net::new(
+        &common.urls,
+        &common.source_ips,
+        common.encoding,
+        common.connect_concurrency,
+    )
+    .await?;
     let (size, operators, max_chats, push, cut_mode) = match &cli.scenario {
         Scenario::Chat(a) => (a.size, a.operators, a.max_chats, 0, CutMode::Rst),
         Scenario::ReconnectStorm(a) => (a.size, a.operators, a.max_chats, a.missed, a.cut),
@@ -244,7 +256,11 @@ pub async fn run(cli: &Cli, slot: WorkerSlot, coord: Coord, run_id: &str) -> Res
     progress.abort();
     result?;
     let convs = std::mem::take(&mut *ctx.reports.lock().unwrap_or_else(|e| e.into_inner()));
-    let routing = ctx.routing.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let routing = ctx
+        .routing
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     Ok(Outcome {
         stats: ctx.stats.snapshot(),
         convs,

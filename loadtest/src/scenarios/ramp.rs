@@ -31,7 +31,10 @@ impl StepLive {
             Ok(d) => {
                 self.ok.fetch_add(1, Relaxed);
                 let us = (d.as_micros() as u64).max(1);
-                self.session.lock().unwrap_or_else(|e| e.into_inner()).saturating_record(us);
+                self.session
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .saturating_record(us);
             }
             Err(_) => {
                 self.failed.fetch_add(1, Relaxed);
@@ -84,18 +87,29 @@ pub async fn run(env: &mut Env, a: &RampArgs) -> Result<()> {
         let step_live = live.clone();
         env.spawn_paced(sockets, mine, move |socket| {
             let live = step_live.clone();
-            idler::run(ctx.clone(), idler::Plan { socket, role: "visitor" }, move |r| {
-                live.record(r)
-            })
+            idler::run(
+                ctx.clone(),
+                idler::Plan {
+                    socket,
+                    role: "visitor",
+                },
+                move |r| live.record(r),
+            )
         })
         .await;
         // Sockets still connecting belong to this step.
-        let settle = (a.latency_bound * 4).max(Duration::from_secs(2)).min(Duration::from_secs(15));
+        let settle = (a.latency_bound * 4)
+            .max(Duration::from_secs(2))
+            .min(Duration::from_secs(15));
         let deadline = tokio::time::Instant::now() + settle;
         while live.done() < n && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let session = live.session.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let session = live
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let ok = live.ok.load(Relaxed);
         let failed = live.failed.load(Relaxed) + n.saturating_sub(live.done());
         let mut stopped_by = verdict(failed, Summary::of(&session).p99, a);
@@ -130,7 +144,9 @@ mod tests {
     #[test]
     fn a_step_fails_on_errors_or_latency() {
         let cli = Cli::try_parse_from(["loadtest", "ramp", "--latency-bound", "50ms"]).unwrap();
-        let Scenario::Ramp(a) = cli.scenario else { panic!() };
+        let Scenario::Ramp(a) = cli.scenario else {
+            panic!()
+        };
         assert_eq!(verdict(0, 49_000, &a), None);
         assert!(verdict(1, 1_000, &a).unwrap().contains("failed"));
         assert!(verdict(0, 51_000, &a).unwrap().contains("p99"));

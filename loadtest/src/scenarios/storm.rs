@@ -16,7 +16,11 @@ use crate::roles::Phase;
 use crate::stats::C;
 
 pub async fn run(env: &mut Env, a: &StormArgs) -> Result<()> {
-    let cast = Cast { visitors: a.visitors, operators: a.operators, rate: a.rate };
+    let cast = Cast {
+        visitors: a.visitors,
+        operators: a.operators,
+        rate: a.rate,
+    };
     setup(env, &cast).await?;
     let n_vis = env.slot.share_len(a.visitors) as u64;
     let n_ops = env.slot.share_len(a.operators) as u64;
@@ -27,14 +31,20 @@ pub async fn run(env: &mut Env, a: &StormArgs) -> Result<()> {
     }
     env.barrier("cut").await?;
     env.phase(Phase::Cut, "cut");
-    if !env.wait_for(Duration::from_secs(10), |s| s.get(C::Cut) >= n_vis).await {
+    if !env
+        .wait_for(Duration::from_secs(10), |s| s.get(C::Cut) >= n_vis)
+        .await
+    {
         let cut = env.stats().get(C::Cut);
         env.shortfall("visitors_not_cut", n_vis.saturating_sub(cut));
     }
     env.barrier("away").await?;
 
     env.phase(Phase::Push, "push");
-    if !env.wait_for(env.common.setup_timeout, |s| s.get(C::PushDone) >= n_ops).await {
+    if !env
+        .wait_for(env.common.setup_timeout, |s| s.get(C::PushDone) >= n_ops)
+        .await
+    {
         let done = env.stats().get(C::PushDone);
         env.shortfall("operators_push_unfinished", n_ops.saturating_sub(done));
     }
@@ -42,7 +52,9 @@ pub async fn run(env: &mut Env, a: &StormArgs) -> Result<()> {
 
     let storm = Instant::now();
     env.phase(Phase::Resume, "resume");
-    let all = env.wait_for(env.common.duration, |s| s.get(C::Resumed) >= n_vis).await;
+    let all = env
+        .wait_for(env.common.duration, |s| s.get(C::Resumed) >= n_vis)
+        .await;
     let took = storm.elapsed().as_millis() as u64;
     let resumed = env.stats().get(C::Resumed);
     if all {
