@@ -205,9 +205,11 @@ pub fn build(
         samples: samples.to_vec(),
         ..GatewayReport::default()
     };
-    // CPU per message: the gateway's CPU time from all sockets up until the drain ended,
-    // over what was delivered in that time.
-    if let (Some(a), Some(b)) = (sample(samples, "connected"), sample(samples, "drained")) {
+    // CPU per message (chat only: elsewhere reconnects dominate): the gateway's CPU time from
+    // all sockets up until the drain ended, over what was delivered in that time.
+    let chat = matches!(cli.scenario, Scenario::Chat(_));
+    let window = (sample(samples, "connected"), sample(samples, "drained"));
+    if let (true, (Some(a), Some(b))) = (chat, window) {
         if let (Some(ca), Some(cb)) = (a.cpu_ms, b.cpu_ms) {
             let cpu_us = cb.saturating_sub(ca) as f64 * 1000.0;
             if received > 0 {
