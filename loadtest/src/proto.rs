@@ -455,6 +455,88 @@ mod tests {
         }
     }
 
+    /// The gateway's golden frames (`tests/golden/frames.json`): every server frame decodes
+    /// here in both encodings, and the client frames this tool sends equal the golden ones.
+    /// Written from the contract alone, this module must still agree with the gateway.
+    #[test]
+    fn agrees_with_the_golden_frames() {
+        let golden: Vec<Value> = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/golden/frames.json"
+        )))
+        .unwrap();
+        let hex = |h: &str| -> Vec<u8> {
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
+                .collect()
+        };
+        let ours = |name: &str| -> Option<ClientFrame<'static>> {
+            Some(match name {
+                "hello" => ClientFrame::Hello {
+                    token: "eyJhbGciOiJIUzI1NiJ9.e30.sig",
+                    cursors: BTreeMap::from([("c_1", 2)]),
+                },
+                "hello_no_cursors" => ClientFrame::Hello {
+                    token: "eyJhbGciOiJIUzI1NiJ9.e30.sig",
+                    cursors: BTreeMap::new(),
+                },
+                "pong" => ClientFrame::Pong,
+                "send" => ClientFrame::Send {
+                    rid: 1,
+                    conv: "c_1",
+                    cid: "m-1",
+                    text: "Hello",
+                },
+                "status" => ClientFrame::Status {
+                    rid: 5,
+                    status: "active",
+                },
+                "accept" => ClientFrame::Accept {
+                    rid: 6,
+                    conv: "c_2",
+                },
+                "decline" => ClientFrame::Decline {
+                    rid: 7,
+                    conv: "c_2",
+                },
+                _ => return None,
+            })
+        };
+        let (mut servers, mut clients) = (0, 0);
+        for g in &golden {
+            let name = g["name"].as_str().unwrap();
+            let bin = hex(g["msgpack_hex"].as_str().unwrap());
+            if g["dir"] == "server" {
+                let text = g["json"].to_string();
+                let from_json = decode_json(&text).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                let from_msgpack = decode_msgpack(&bin).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                let t = g["json"]["t"].as_str().unwrap();
+                for f in [from_json, from_msgpack] {
+                    let known = !matches!(f, ServerFrame::Other);
+                    let used = [
+                        "welcome", "ok", "error", "ping", "msg", "conv", "queue", "offer", "notice",
+                    ];
+                    assert_eq!(known, used.contains(&t), "{name}: {f:?}");
+                }
+                servers += 1;
+            } else if let Some(frame) = ours(name) {
+                let (json, msgpack) = both(&frame);
+                assert_eq!(json, g["json"], "{name}");
+                assert_eq!(
+                    msgpack,
+                    rmp_serde::from_slice::<Value>(&bin).unwrap(),
+                    "{name}"
+                );
+                clients += 1;
+            }
+        }
+        assert!(
+            servers >= 15 && clients == 7,
+            "{servers} server, {clients} client frames"
+        );
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(decode_json("{not json").is_err());
