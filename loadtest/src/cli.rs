@@ -181,7 +181,7 @@ pub struct ChatArgs {
     pub operators: usize,
     /// Visitor messages per second, all visitors together (operators answer each one, so
     /// the gateway stores twice this).
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 50.0)]
     pub rate: f64,
     /// Message text size in bytes.
     #[arg(long, default_value_t = 64)]

@@ -174,6 +174,14 @@ impl Stats {
         lock(&self.errors).values().sum()
     }
 
+    /// The most frequent error kind so far, with its count.
+    pub fn top_error(&self) -> Option<(String, u64)> {
+        lock(&self.errors)
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map(|(k, n)| (k.clone(), *n))
+    }
+
     /// Records how a connection ended: a close code, or `eof` / `io` without one.
     pub fn close(&self, code: &str) {
         *lock(&self.closes).entry(code.to_owned()).or_default() += 1;

@@ -43,10 +43,14 @@ pub async fn setup(env: &mut Env, cast: &Cast) -> Result<()> {
     })
     .await;
     let limit = env.common.setup_timeout;
-    if !env
-        .wait_for(limit, |s| s.get(C::OperatorsActive) >= n_ops)
-        .await
-    {
+    // Stop waiting early when every operator's first attempt failed: nothing got through.
+    let active_or_hopeless = |s: &crate::stats::Stats| {
+        s.get(C::OperatorsActive) >= n_ops
+            || (s.get(C::ConnOk) == 0 && s.get(C::ConnFailed) >= n_ops)
+    };
+    let all_active = env.wait_for(limit, active_or_hopeless).await;
+    env.require_some_connection()?;
+    if !all_active || env.stats().get(C::OperatorsActive) < n_ops {
         let active = env.stats().get(C::OperatorsActive);
         env.shortfall("operators_not_active", n_ops.saturating_sub(active));
     }

@@ -28,6 +28,7 @@ pub async fn run(env: &mut Env, a: &IdleArgs) -> Result<()> {
         let done = env.stats().get(C::ConnOk) + env.stats().get(C::ConnFailed);
         env.shortfall("sockets_still_connecting", n.saturating_sub(done));
     }
+    env.require_some_connection()?;
     env.ctx.stats.set_phase("settle");
     tokio::time::sleep(a.settle).await;
     env.sums.insert("open_at_sample".into(), env.stats().open());

@@ -24,7 +24,7 @@ use crate::coord::{Coord, WorkerLine};
 use crate::ledger::ConvReport;
 use crate::procfs;
 use crate::roles::{Ctx, Phase};
-use crate::stats::{HistData, Progress, Stats, StatsSnapshot};
+use crate::stats::{HistData, Progress, Stats, StatsSnapshot, C};
 
 /// What one process measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -188,6 +188,21 @@ impl Env {
         }
     }
 
+    /// Fails the run when not one socket got through setting up (wrong URL, secret or
+    /// site), instead of waiting out the setup timeout and reporting a run of nothing.
+    pub fn require_some_connection(&self) -> Result<()> {
+        let s = self.stats();
+        if s.get(C::ConnOk) == 0 && s.get(C::ConnFailed) > 0 {
+            let (kind, n) = s.top_error().unwrap_or_default();
+            anyhow::bail!(
+                "no socket could be set up ({} failed, most often `{kind}` × {n}); check --url, \
+                 --secret and --site",
+                s.get(C::ConnFailed)
+            );
+        }
+        Ok(())
+    }
+
     pub fn note(&self, msg: &str) {
         if self.slot.index == 0 {
             eprintln!("loadtest: {msg}");
@@ -201,7 +216,8 @@ pub async fn run(cli: &Cli, slot: WorkerSlot, coord: Coord, run_id: &str) -> Res
     let secret = common
         .secret
         .as_deref()
-        .context("no --secret (or GATEWAY_JWT_SECRET) given")?;
+        .filter(|s| !s.is_empty())
+        .context("no --secret (or GATEWAY_JWT_SECRET) given: tokens are minted with it")?;
     let net = Net::new(
         &common.urls,
         &common.source_ips,
