@@ -15,7 +15,8 @@ use crate::proto::Encoding;
     name = "loadtest",
     version,
     about = "Load tester for chat-gateway: many sockets, delivery latency, loss and order checks",
-    after_help = "Exit status: 0 when every threshold holds, 1 when one fails, 2 on a setup error."
+    after_help = "Exit status: 0 when every threshold and the scenario's own check hold, 1 when one \
+                  fails, 2 when the run could not be set up."
 )]
 pub struct Cli {
     #[command(flatten)]
