@@ -206,6 +206,13 @@ async fn serve<E: Engine>(
         }
         let _ = drained_tx.send(());
     };
+    // Without TCP_NODELAY a small frame written while an earlier one is unacknowledged waits
+    // for the peer's delayed ACK (Nagle): ~40 ms added to a message's delivery.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -1,0 +1,709 @@
+//! The end of a run: joins what every process measured into one [`Report`], checks the
+//! thresholds (`--max-p99`, `--max-lost`, …) and the scenario's own sanity checks, and
+//! renders the human summary. The JSON report is the same struct, serialised.
+//!
+//! Messages/s in this report count every stored message, both directions together: with
+//! `chat --rate R` visitors store R messages/s and operators answer each, so about 2R.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{Cli, Common, Scenario};
+use crate::coord::GatewaySample;
+use crate::ledger::{tally_loss, LossTally};
+use crate::scenarios::{ramp, Outcome};
+use crate::stats::{fmt_us, StatsSnapshot, Summary, C, H};
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: &'static str,
+    /// Every threshold and sanity check held.
+    pub pass: bool,
+    pub run_id: String,
+    pub wall_s: f64,
+    pub processes: u64,
+    pub settings: Settings,
+    /// Routing mode the gateway announced in `welcome`.
+    pub routing: Option<String>,
+    pub connections: Connections,
+    pub messages: Messages,
+    /// Microseconds.
+    pub latency_us: BTreeMap<&'static str, Summary>,
+    pub errors_total: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub closes: BTreeMap<String, u64>,
+    pub gateway: GatewayReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storm: Option<StormReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<RampReport>,
+    pub loadtest_cpu_ms: u64,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Settings {
+    #[serde(flatten)]
+    pub common: Common,
+    pub args: Scenario,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Connections {
+    pub attempts: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub reconnects: u64,
+    pub peak_open: u64,
+    /// Sessions welcomed by each gateway node (by node id).
+    pub by_node: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Messages {
+    pub sent: u64,
+    pub resent: u64,
+    pub acked: u64,
+    pub received_v2o: u64,
+    pub received_o2v: u64,
+    /// Stored messages delivered to the peer per second of the sending phase.
+    pub delivered_per_s: f64,
+    pub conversations: u64,
+    pub lost_v2o: u64,
+    pub lost_o2v: u64,
+    pub lost: u64,
+    /// The same message stored under two seqs (visible twice even after dropping by seq).
+    pub duplicated: u64,
+    /// The same seq delivered again (allowed; clients drop it).
+    pub redelivered: u64,
+    pub out_of_order: u64,
+    /// Messages received as the replay after a reconnect.
+    pub replayed: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct GatewayReport {
+    pub pid: Option<u32>,
+    /// Barrier times, and the gateway's VmRSS and CPU time there when its pid was given.
+    pub samples: Vec<GatewaySample>,
+    /// Gateway CPU per message delivered during the sending phase (chat).
+    pub cpu_us_per_message: Option<f64>,
+    /// Gateway CPU use during the sending phase, in % of one core (chat).
+    pub cpu_percent: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct IdleReport {
+    pub sockets: u64,
+    pub open_at_sample: u64,
+    pub open_at_end: u64,
+    pub rss_before_kb: Option<u64>,
+    pub rss_after_kb: Option<u64>,
+    pub rss_per_socket_bytes: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct StormReport {
+    pub visitors: u64,
+    pub cut: u64,
+    pub resumed: u64,
+    pub not_recovered: u64,
+    /// From the order to reconnect until the last visitor held every missed message.
+    pub all_resumed_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct RampReport {
+    pub steps: Vec<RampStep>,
+    /// The highest step rate whose every process held.
+    pub held_rate: Option<f64>,
+    pub stopped_by: Option<String>,
+    pub open_at_end: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RampStep {
+    pub rate: f64,
+    pub attempted: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub session_us: Summary,
+    pub stopped_by: Option<String>,
+}
+
+/// One threshold or sanity check.
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub limit: String,
+    pub actual: String,
+    pub pass: bool,
+}
+
+fn check(name: &str, limit: impl ToString, actual: impl ToString, pass: bool) -> Check {
+    Check {
+        name: name.to_owned(),
+        limit: limit.to_string(),
+        actual: actual.to_string(),
+        pass,
+    }
+}
+
+fn sample<'a>(samples: &'a [GatewaySample], at: &str) -> Option<&'a GatewaySample> {
+    samples.iter().find(|s| s.at == at)
+}
+
+/// Builds the report of a finished run.
+pub fn build(
+    cli: &Cli,
+    run_id: &str,
+    outcome: Outcome,
+    samples: &[GatewaySample],
+    wall: Duration,
+) -> Report {
+    let st: &StatsSnapshot = &outcome.stats;
+    let loss: LossTally = tally_loss(&outcome.convs);
+    let c = &cli.common;
+    let mut latency_us = BTreeMap::new();
+    for &h in H::ALL {
+        latency_us.insert(h.name(), st.summary(h));
+    }
+    let send_window = match (sample(samples, "connected"), sample(samples, "sent")) {
+        (Some(a), Some(b)) if b.elapsed_ms > a.elapsed_ms => {
+            Duration::from_millis(b.elapsed_ms - a.elapsed_ms)
+        }
+        _ => c.duration,
+    };
+    let received = st.counter(C::RecvV2o) + st.counter(C::RecvO2v);
+    let messages = Messages {
+        sent: st.counter(C::Sent),
+        resent: st.counter(C::Resent),
+        acked: st.counter(C::Acked),
+        received_v2o: st.counter(C::RecvV2o),
+        received_o2v: st.counter(C::RecvO2v),
+        delivered_per_s: if matches!(cli.scenario, Scenario::Chat(_)) {
+            round1(received as f64 / send_window.as_secs_f64().max(1e-3))
+        } else {
+            0.0
+        },
+        conversations: loss.conversations,
+        lost_v2o: loss.lost_v2o,
+        lost_o2v: loss.lost_o2v,
+        lost: loss.total(),
+        duplicated: st.counter(C::Duplicated),
+        redelivered: st.counter(C::Redelivered),
+        out_of_order: st.counter(C::OutOfOrder),
+        replayed: st.counter(C::Replayed),
+    };
+    let mut gateway = GatewayReport {
+        pid: c.gateway_pid,
+        samples: samples.to_vec(),
+        ..GatewayReport::default()
+    };
+    // CPU per message (chat only: elsewhere reconnects dominate): the gateway's CPU time from
+    // all sockets up until the drain ended, over what was delivered in that time.
+    let chat = matches!(cli.scenario, Scenario::Chat(_));
+    let window = (sample(samples, "connected"), sample(samples, "drained"));
+    if let (true, (Some(a), Some(b))) = (chat, window) {
+        if let (Some(ca), Some(cb)) = (a.cpu_ms, b.cpu_ms) {
+            let cpu_us = cb.saturating_sub(ca) as f64 * 1000.0;
+            if received > 0 {
+                gateway.cpu_us_per_message = Some(round1(cpu_us / received as f64));
+            }
+            let secs = b.elapsed_ms.saturating_sub(a.elapsed_ms) as f64 / 1000.0;
+            if secs > 0.0 {
+                gateway.cpu_percent = Some(round1(cpu_us / 1e6 / secs * 100.0));
+            }
+        }
+    }
+    let mut checks = Vec::new();
+    let p99_name;
+    let p99 = match cli.scenario {
+        Scenario::Chat(_) | Scenario::ReconnectStorm(_) => {
+            p99_name = "p99 delivery (worst direction)";
+            st.summary(H::V2o).p99.max(st.summary(H::O2v).p99)
+        }
+        Scenario::Idle(_) | Scenario::Ramp(_) => {
+            p99_name = "p99 connect + welcome";
+            st.summary(H::Session).p99
+        }
+    };
+    if let Some(max) = c.max_p99 {
+        let limit = max.as_micros() as u64;
+        checks.push(check(p99_name, fmt_us(limit), fmt_us(p99), p99 <= limit));
+    }
+    let mut threshold = |name: &str, limit: Option<u64>, actual: u64| {
+        if let Some(limit) = limit {
+            checks.push(check(name, limit, actual, actual <= limit));
+        }
+    };
+    threshold("lost", c.max_lost, messages.lost);
+    threshold("duplicated", c.max_dup, messages.duplicated);
+    threshold("out of order", c.max_out_of_order, messages.out_of_order);
+    threshold("errors", c.max_errors, st.errors_total());
+
+    let (mut idle, mut storm, mut ramp) = (None, None, None);
+    match &cli.scenario {
+        Scenario::Chat(a) => {
+            if a.rate > 0.0 && a.operators > 0 && a.visitors > 0 {
+                let ok = st.counter(C::RecvV2o) > 0 && st.counter(C::RecvO2v) > 0;
+                checks.push(check(
+                    "messages delivered both ways",
+                    "> 0",
+                    format!(
+                        "{} v→o, {} o→v",
+                        messages.received_v2o, messages.received_o2v
+                    ),
+                    ok,
+                ));
+            }
+        }
+        Scenario::Idle(a) => {
+            let open = outcome.sums.get("open_at_sample").copied().unwrap_or(0);
+            let before = sample(samples, "baseline").and_then(|s| s.rss_kb);
+            let after = sample(samples, "connected").and_then(|s| s.rss_kb);
+            let per_socket = match (before, after) {
+                (Some(b), Some(a)) if open > 0 => {
+                    Some(round1(a.saturating_sub(b) as f64 * 1024.0 / open as f64))
+                }
+                _ => None,
+            };
+            checks.push(check(
+                "sockets held",
+                a.sockets,
+                open,
+                open == a.sockets as u64,
+            ));
+            idle = Some(IdleReport {
+                sockets: a.sockets as u64,
+                open_at_sample: open,
+                open_at_end: outcome.sums.get("open_at_end").copied().unwrap_or(0),
+                rss_before_kb: before,
+                rss_after_kb: after,
+                rss_per_socket_bytes: per_socket,
+            });
+        }
+        Scenario::ReconnectStorm(a) => {
+            let resumed = outcome.sums.get("visitors_resumed").copied().unwrap_or(0);
+            let all = outcome
+                .maxes
+                .get("all_resumed_ms")
+                .copied()
+                .filter(|&ms| ms != u64::MAX);
+            checks.push(check(
+                "visitors resumed",
+                a.visitors,
+                resumed,
+                resumed == a.visitors as u64 && all.is_some(),
+            ));
+            storm = Some(StormReport {
+                visitors: a.visitors as u64,
+                cut: st.counter(C::Cut),
+                resumed,
+                not_recovered: st.counter(C::NotRecovered),
+                all_resumed_ms: all,
+            });
+        }
+        Scenario::Ramp(_) => {
+            let steps: Vec<RampStep> = outcome
+                .steps
+                .iter()
+                .map(|s| RampStep {
+                    rate: s.rate,
+                    attempted: s.attempted,
+                    ok: s.ok,
+                    failed: s.failed,
+                    session_us: s.session.summary(),
+                    stopped_by: s.stopped_by.clone(),
+                })
+                .collect();
+            // A step that only hit the socket cap still held.
+            let held_rate = steps
+                .iter()
+                .take_while(|s| {
+                    s.stopped_by.is_none() || s.stopped_by.as_deref() == Some(ramp::CAP_REACHED)
+                })
+                .map(|s| s.rate)
+                .last();
+            let stopped_by = steps.iter().find_map(|s| s.stopped_by.clone());
+            ramp = Some(RampReport {
+                steps,
+                held_rate,
+                stopped_by,
+                open_at_end: outcome.sums.get("open_at_end").copied().unwrap_or(0),
+            });
+        }
+    }
+    let pass = checks.iter().all(|c| c.pass);
+    Report {
+        scenario: cli.scenario.name(),
+        pass,
+        run_id: run_id.to_owned(),
+        wall_s: round1(wall.as_secs_f64()),
+        processes: outcome.processes,
+        settings: Settings {
+            common: c.clone(),
+            args: cli.scenario.clone(),
+        },
+        routing: outcome.routing.clone(),
+        connections: Connections {
+            attempts: st.counter(C::ConnAttempts),
+            ok: st.counter(C::ConnOk),
+            failed: st.counter(C::ConnFailed),
+            reconnects: st.counter(C::Reconnects),
+            peak_open: st.peak_open,
+            by_node: st.nodes.clone(),
+        },
+        messages,
+        latency_us,
+        errors_total: st.errors_total(),
+        errors: st.errors.clone(),
+        closes: st.closes.clone(),
+        gateway,
+        idle,
+        storm,
+        ramp,
+        loadtest_cpu_ms: outcome.loadtest_cpu_ms,
+        checks,
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+impl Report {
+    /// The human summary printed at the end of a run.
+    pub fn human(&self) -> String {
+        let mut o = String::new();
+        let w = &mut o;
+        let s = &self.settings.common;
+        let _ = writeln!(
+            w,
+            "\n== loadtest {} · {} · {} node(s) · {} process(es) · {:.1}s ==",
+            self.scenario,
+            match s.encoding {
+                crate::proto::Encoding::Json => "json",
+                crate::proto::Encoding::Msgpack => "msgpack",
+            },
+            s.urls.len(),
+            self.processes,
+            self.wall_s
+        );
+        if let Some(r) = &self.routing {
+            let _ = writeln!(w, "routing        {r}");
+        }
+        let c = &self.connections;
+        let _ = writeln!(
+            w,
+            "connections    {} ok, {} failed, {} reconnects, peak {} open",
+            c.ok, c.failed, c.reconnects, c.peak_open
+        );
+        if c.by_node.len() > 1 {
+            let list: Vec<String> = c.by_node.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(w, "sessions/node  {}", list.join(", "));
+        }
+        let m = &self.messages;
+        if m.sent > 0 || m.received_v2o + m.received_o2v > 0 {
+            let _ = writeln!(
+                w,
+                "messages       {} sent ({} re-sent), {} acked, received v→o {} o→v {}{}",
+                m.sent,
+                m.resent,
+                m.acked,
+                m.received_v2o,
+                m.received_o2v,
+                if m.delivered_per_s > 0.0 {
+                    format!(", {:.0} delivered/s", m.delivered_per_s)
+                } else {
+                    String::new()
+                }
+            );
+            let _ = writeln!(
+                w,
+                "delivery       lost {} (v→o {}, o→v {}), duplicated {}, out of order {}, \
+                 redelivered {}, replayed {} · {} conversations",
+                m.lost,
+                m.lost_v2o,
+                m.lost_o2v,
+                m.duplicated,
+                m.out_of_order,
+                m.redelivered,
+                m.replayed,
+                m.conversations
+            );
+        }
+        for (name, label) in [
+            ("v2o", "visitor→op"),
+            ("o2v", "op→visitor"),
+            ("ack", "send→ack"),
+            ("connect", "connect"),
+            ("welcome", "hello→welcome"),
+            ("session", "connect+welcome"),
+            ("resume", "resume"),
+        ] {
+            if let Some(sum) = self.latency_us.get(name).filter(|s| s.count > 0) {
+                let _ = writeln!(w, "{label:<15}{}", sum.line());
+            }
+        }
+        if let Some(i) = &self.idle {
+            let per = i
+                .rss_per_socket_bytes
+                .map(|b| format!("{:.2} KiB per socket", b / 1024.0))
+                .unwrap_or_else(|| "give --gateway-pid for memory per socket".into());
+            let rss = match (i.rss_before_kb, i.rss_after_kb) {
+                (Some(b), Some(a)) => format!(" (RSS {b} KiB → {a} KiB)"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                w,
+                "idle           {} of {} sockets held: {per}{rss}",
+                i.open_at_sample, i.sockets
+            );
+        }
+        if let Some(st) = &self.storm {
+            let _ = writeln!(
+                w,
+                "storm          {} cut, {} of {} resumed{}, {} not recovered",
+                st.cut,
+                st.resumed,
+                st.visitors,
+                st.all_resumed_ms
+                    .map(|ms| format!(" in {}", fmt_us(ms * 1000)))
+                    .unwrap_or_default(),
+                st.not_recovered
+            );
+        }
+        if let Some(r) = &self.ramp {
+            for s in &r.steps {
+                let _ =
+                    writeln!(
+                    w,
+                    "ramp step      {:>7.0}/s: {} ok, {} failed, connect+welcome p50 {} p99 {}{}",
+                    s.rate,
+                    s.ok,
+                    s.failed,
+                    fmt_us(s.session_us.p50),
+                    fmt_us(s.session_us.p99),
+                    s.stopped_by.as_ref().map(|w| format!("  ← stop: {w}")).unwrap_or_default()
+                );
+            }
+            let _ = writeln!(
+                w,
+                "ramp           held {} connections/s; {}",
+                r.held_rate
+                    .map(|r| format!("{r:.0}"))
+                    .unwrap_or_else(|| "no".into()),
+                r.stopped_by.as_deref().unwrap_or("ran to --duration")
+            );
+        }
+        let g = &self.gateway;
+        if let Some(cpu) = g.cpu_us_per_message {
+            let _ = writeln!(
+                w,
+                "gateway CPU    {cpu:.1} µs per delivered message ({:.1}% of a core)",
+                g.cpu_percent.unwrap_or(0.0)
+            );
+        }
+        if let Some(last) = g.samples.iter().rev().find_map(|s| s.rss_kb) {
+            let _ = writeln!(w, "gateway RSS    {last} KiB at the last barrier");
+        }
+        let _ = writeln!(w, "load tester    {} ms CPU", self.loadtest_cpu_ms);
+        if !self.errors.is_empty() {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(
+                w,
+                "errors         {} — {}",
+                self.errors_total,
+                list.join(", ")
+            );
+        }
+        if !self.closes.is_empty() {
+            let list: Vec<String> = self
+                .closes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(w, "closes         {}", list.join(", "));
+        }
+        for ch in &self.checks {
+            let _ = writeln!(
+                w,
+                "{} {}: {} (limit {})",
+                if ch.pass { "PASS" } else { "FAIL" },
+                ch.name,
+                ch.actual,
+                ch.limit
+            );
+        }
+        let _ = writeln!(
+            w,
+            "{}",
+            if self.pass {
+                "result: PASS"
+            } else {
+                "result: FAIL"
+            }
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{ConvLedger, Role};
+    use crate::stats::Stats;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["loadtest"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
+    }
+
+    /// A chat outcome: one conversation, visitor sent 2 and 4, operator answered 3 (and 5,
+    /// which the visitor never got when `lose_one`).
+    fn chat_outcome(lose_one: bool, v2o_us: u64) -> Outcome {
+        let stats = Stats::default();
+        let (mut v, mut o) = (ConvLedger::default(), ConvLedger::default());
+        v.attach(0);
+        o.attach(0);
+        for seq in 1..=5 {
+            let by_visitor = seq % 2 == 0;
+            if by_visitor {
+                v.on_ack(seq);
+                stats.inc(C::RecvV2o);
+                stats.record_us(H::V2o, v2o_us);
+            } else if seq > 1 {
+                o.on_ack(seq);
+                stats.inc(C::RecvO2v);
+                stats.record_us(H::O2v, 500);
+            }
+            o.on_msg(seq, None);
+            if !(lose_one && seq == 5) {
+                v.on_msg(seq, None);
+            }
+        }
+        Outcome {
+            stats: stats.snapshot(),
+            convs: vec![
+                v.report("c1", Role::Visitor),
+                o.report("c1", Role::Operator),
+            ],
+            processes: 1,
+            ..Outcome::default()
+        }
+    }
+
+    #[test]
+    fn a_healthy_chat_passes_its_thresholds() {
+        let cli = cli(&[
+            "chat",
+            "--max-p99",
+            "5ms",
+            "--max-lost",
+            "0",
+            "--max-dup",
+            "0",
+        ]);
+        let r = build(
+            &cli,
+            "t",
+            chat_outcome(false, 900),
+            &[],
+            Duration::from_secs(3),
+        );
+        assert!(r.pass, "{}", r.human());
+        assert_eq!(r.messages.lost, 0);
+        assert_eq!(r.checks.len(), 4);
+        let text = r.human();
+        assert!(text.contains("result: PASS"), "{text}");
+        let json: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["scenario"], "chat");
+        assert_eq!(json["messages"]["lost"], 0);
+        assert!(json["latency_us"]["v2o"]["p99"].as_u64().unwrap() >= 899);
+        assert!(json["settings"].get("secret").is_none());
+    }
+
+    #[test]
+    fn loss_and_latency_fail_the_run() {
+        let cli = cli(&["chat", "--max-lost", "0"]);
+        let r = build(
+            &cli,
+            "t",
+            chat_outcome(true, 900),
+            &[],
+            Duration::from_secs(3),
+        );
+        assert!(!r.pass);
+        assert_eq!((r.messages.lost_o2v, r.messages.lost_v2o), (1, 0));
+        assert!(
+            r.human().contains("FAIL lost: 1 (limit 0)"),
+            "{}",
+            r.human()
+        );
+
+        let cli = super::tests::cli(&["chat", "--max-p99", "5ms"]);
+        let r = build(
+            &cli,
+            "t",
+            chat_outcome(false, 7_000),
+            &[],
+            Duration::from_secs(3),
+        );
+        assert!(!r.pass);
+        // Without thresholds, only the sanity check applies.
+        let cli = super::tests::cli(&["chat"]);
+        assert!(build(&cli, "t", chat_outcome(true, 7_000), &[], Duration::ZERO).pass);
+    }
+
+    #[test]
+    fn a_chat_that_delivered_nothing_fails() {
+        let cli = cli(&["chat"]);
+        let empty = Outcome {
+            processes: 1,
+            ..Outcome::default()
+        };
+        let r = build(&cli, "t", empty, &[], Duration::from_secs(1));
+        assert!(!r.pass);
+    }
+
+    #[test]
+    fn idle_memory_per_socket_comes_from_the_barrier_samples() {
+        let cli = cli(&["idle", "--sockets", "1000"]);
+        let samples = vec![
+            GatewaySample {
+                at: "baseline".into(),
+                rss_kb: Some(10_000),
+                cpu_ms: Some(1),
+                elapsed_ms: 0,
+            },
+            GatewaySample {
+                at: "connected".into(),
+                rss_kb: Some(17_000),
+                cpu_ms: Some(90),
+                elapsed_ms: 900,
+            },
+        ];
+        let outcome = Outcome {
+            sums: BTreeMap::from([("open_at_sample".into(), 1000)]),
+            processes: 1,
+            ..Outcome::default()
+        };
+        let r = build(&cli, "t", outcome, &samples, Duration::from_secs(2));
+        let idle = r.idle.as_ref().unwrap();
+        assert_eq!(idle.rss_per_socket_bytes, Some(7168.0));
+        assert!(r.pass);
+        assert!(r.human().contains("7.00 KiB per socket"), "{}", r.human());
+    }
+}

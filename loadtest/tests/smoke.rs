@@ -1,0 +1,398 @@
+//! Smoke runs of the load tester against the real `gateway` binary, on loopback: every
+//! scenario for a few seconds with a few hundred sockets, checked through the exit status and
+//! the JSON report. Heavy runs are documented commands (`docs/benchmarks.md`), not tests.
+//!
+//! The gateway binary must be built first (`scripts/test` runs `cargo build --workspace
+//! --bins` before the tests); `GATEWAY_BIN` overrides where it is looked for. Each test
+//! starts its own gateway on port 0 and waits for the `listening on http://ADDR` line. Runs
+//! take turns (one lock), so that the two cores of a CI machine are not shared by several
+//! load tests at once. A multi-node run starts several gateways and passes one `--url` per
+//! node to [`loadtest`].
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const SECRET: &str = "smoke-test-secret-0123456789";
+const SITES: &str = r#"[
+  {"id": "demo", "settings": {"routing": "manual"}},
+  {"id": "offer", "settings": {"routing": "offer"}},
+  {"id": "auto", "settings": {"routing": "auto"}}
+]"#;
+
+/// How long one load-test run may take before the test gives up on it.
+const RUN_LIMIT: Duration = Duration::from_secs(180);
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn gateway_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("GATEWAY_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/gateway");
+    assert!(
+        bin.exists(),
+        "the gateway binary is missing at {}: build it first with `cargo build --workspace \
+         --bins` (scripts/test does), or point GATEWAY_BIN at one",
+        bin.display()
+    );
+    bin
+}
+
+/// A gateway process, killed when dropped.
+struct Gateway {
+    child: Child,
+    addr: String,
+    _dir: TempDir,
+}
+
+impl Gateway {
+    /// Starts a node with the in-memory engine; `env` adds or overrides settings.
+    fn start(env: &[(&str, &str)]) -> Gateway {
+        let dir = TempDir::new("gw");
+        let sites = dir.0.join("sites.json");
+        std::fs::write(&sites, SITES).unwrap();
+        let mut cmd = Command::new(gateway_bin());
+        cmd.env("GATEWAY_LISTEN", "127.0.0.1:0")
+            .env("GATEWAY_JWT_SECRET", SECRET)
+            .env("GATEWAY_SITES", &sites)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("starting the gateway");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(addr) = line.strip_prefix("listening on http://") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the gateway did not print `listening on http://ADDR` within 30 s");
+            }
+        };
+        Gateway {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "loadtest-smoke-{tag}-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `loadtest` against `urls` with `args`; returns the exit code and the JSON report.
+fn loadtest(urls: &[String], args: &[&str]) -> (i32, Value) {
+    let dir = TempDir::new("report");
+    let json = dir.0.join("report.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+    for u in urls {
+        cmd.arg("--url").arg(u);
+    }
+    cmd.arg("--quiet")
+        .arg("--json")
+        .arg(&json)
+        .args(args)
+        .env("GATEWAY_JWT_SECRET", SECRET)
+        .stdin(Stdio::null());
+    let (tx, rx) = mpsc::channel();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let read = |r: &mut dyn std::io::Read| {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        };
+        let err_thread = std::thread::spawn(move || read(&mut { stderr }));
+        let out = read(&mut { stdout });
+        let status = child.wait();
+        let _ = tx.send((status, out, err_thread.join().unwrap_or_default()));
+    });
+    let Ok((status, out, err)) = rx.recv_timeout(RUN_LIMIT) else {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        panic!("loadtest {args:?} did not finish within {RUN_LIMIT:?}");
+    };
+    let code = status.unwrap().code().unwrap_or(-1);
+    println!("loadtest {args:?} exited {code}\n{out}{err}");
+    let report = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); loadtest said:\n{out}{err}"));
+    (
+        code,
+        serde_json::from_str(&report).expect("the JSON report parses"),
+    )
+}
+
+fn n(v: &Value, path: &str) -> u64 {
+    v.pointer(path)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("report has no number at {path}: {v:#}"))
+}
+
+/// What every healthy chat-like report shows.
+fn assert_healthy_delivery(r: &Value, conversations: u64) {
+    assert_eq!(r["pass"], true, "{r:#}");
+    assert_eq!(n(r, "/messages/conversations"), conversations);
+    for k in ["lost", "duplicated", "out_of_order"] {
+        assert_eq!(n(r, &format!("/messages/{k}")), 0, "{k}: {r:#}");
+    }
+    assert!(n(r, "/messages/received_v2o") > 0 && n(r, "/messages/received_o2v") > 0);
+    assert!(n(r, "/latency_us/v2o/count") > 0);
+    assert!(n(r, "/latency_us/o2v/p99") >= n(r, "/latency_us/o2v/p50"));
+    assert!(n(r, "/latency_us/ack/count") > 0);
+}
+
+#[test]
+fn chat_in_manual_routing_delivers_everything_once_in_order() {
+    let _turn = one_at_a_time();
+    let gw = Gateway::start(&[]);
+    let (code, r) = loadtest(
+        &[gw.url()],
+        &[
+            "--gateway-pid",
+            &gw.pid(),
+            "--duration",
+            "3s",
+            "--connect-rate",
+            "300",
+            "--max-lost",
+            "0",
+            "--max-dup",
+            "0",
+            "--max-out-of-order",
+            "0",
+            "chat",
+            "--visitors",
+            "200",
+            "--operators",
+            "10",
+            "--rate",
+            "100",
+        ],
+    );
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(r["scenario"], "chat");
+    assert_eq!(r["routing"], "manual");
+    assert_healthy_delivery(&r, 200);
+    assert_eq!(n(&r, "/connections/failed"), 0);
+    assert!(
+        r["gateway"]["cpu_us_per_message"].as_f64().unwrap() > 0.0,
+        "{r:#}"
+    );
+}
+
+#[test]
+fn chat_in_offer_and_auto_routing_over_msgpack_and_two_workers() {
+    let _turn = one_at_a_time();
+    let gw = Gateway::start(&[]);
+    for site in ["offer", "auto"] {
+        let (code, r) = loadtest(
+            &[gw.url()],
+            &[
+                "--site",
+                site,
+                "--encoding",
+                "msgpack",
+                "--workers",
+                "2",
+                "--source-ips",
+                "127.0.0.2,127.0.0.3",
+                "--duration",
+                "2s",
+                "--connect-rate",
+                "300",
+                "--max-lost",
+                "0",
+                "--max-dup",
+                "0",
+                "chat",
+                "--visitors",
+                "100",
+                "--operators",
+                "4",
+                "--rate",
+                "60",
+            ],
+        );
+        assert_eq!(code, 0, "{site}: {r:#}");
+        assert_eq!(r["routing"], site);
+        assert_eq!(n(&r, "/processes"), 2);
+        assert_healthy_delivery(&r, 100);
+    }
+}
+
+#[test]
+fn idle_reports_gateway_memory_per_socket() {
+    let _turn = one_at_a_time();
+    let gw = Gateway::start(&[]);
+    let (code, r) = loadtest(
+        &[gw.url()],
+        &[
+            "--gateway-pid",
+            &gw.pid(),
+            "--duration",
+            "1s",
+            "--max-errors",
+            "0",
+            "idle",
+            "--sockets",
+            "300",
+            "--settle",
+            "500ms",
+        ],
+    );
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(n(&r, "/idle/open_at_sample"), 300);
+    let per_socket = r["idle"]["rss_per_socket_bytes"]
+        .as_f64()
+        .expect("memory per socket");
+    assert!(
+        per_socket > 0.0 && per_socket < 1024.0 * 1024.0,
+        "{per_socket}"
+    );
+    assert_eq!(n(&r, "/errors_total"), 0);
+}
+
+#[test]
+fn reconnect_storm_resumes_every_visitor_without_loss() {
+    let _turn = one_at_a_time();
+    let gw = Gateway::start(&[]);
+    let (code, r) = loadtest(
+        &[gw.url()],
+        &[
+            "--duration",
+            "30s",
+            "--connect-rate",
+            "300",
+            "--max-lost",
+            "0",
+            "--max-dup",
+            "0",
+            "--max-out-of-order",
+            "0",
+            "reconnect-storm",
+            "--visitors",
+            "200",
+            "--operators",
+            "4",
+            "--missed",
+            "2",
+            "--rate",
+            "40",
+            "--chat",
+            "1s",
+        ],
+    );
+    assert_eq!(code, 0, "{r:#}");
+    assert_healthy_delivery(&r, 200);
+    assert_eq!(n(&r, "/storm/cut"), 200);
+    assert_eq!(n(&r, "/storm/resumed"), 200);
+    assert_eq!(n(&r, "/storm/not_recovered"), 0);
+    assert!(n(&r, "/storm/all_resumed_ms") > 0);
+    // Every visitor got at least its operator's missed messages as a replay.
+    assert!(n(&r, "/messages/replayed") >= 200 * 2, "{r:#}");
+}
+
+#[test]
+fn ramp_steps_up_and_a_failed_threshold_exits_1() {
+    let _turn = one_at_a_time();
+    let gw = Gateway::start(&[]);
+    let (code, r) = loadtest(
+        &[gw.url()],
+        &[
+            "--duration",
+            "2s",
+            "ramp",
+            "--start-rate",
+            "50",
+            "--step",
+            "50",
+            "--step-duration",
+            "1s",
+            "--latency-bound",
+            "5s",
+        ],
+    );
+    assert_eq!(code, 0, "{r:#}");
+    let steps = r["ramp"]["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{r:#}");
+    assert_eq!(n(&r, "/ramp/steps/0/ok"), 50);
+    assert_eq!(n(&r, "/ramp/steps/1/ok"), 100);
+    assert_eq!(r["ramp"]["held_rate"].as_f64(), Some(100.0));
+
+    // An impossible latency bound fails the run with exit status 1.
+    let (code, r) = loadtest(
+        &[gw.url()],
+        &[
+            "--duration",
+            "1s",
+            "--max-p99",
+            "1us",
+            "idle",
+            "--sockets",
+            "20",
+            "--settle",
+            "0s",
+        ],
+    );
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(r["pass"], false);
+}
