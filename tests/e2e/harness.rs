@@ -265,7 +265,7 @@ impl Client {
     }
 
     async fn next_wire(&mut self) -> Option<Value> {
-        tokio::time::timeout(WAIT, self.recv_or_close())
+        tokio::time::timeout(WAIT, self.wire_or_close())
             .await
             .expect("timed out waiting for a frame")
             .ok()
@@ -321,11 +321,16 @@ impl Client {
         }
     }
 
-    /// The next frame, or the close code once the socket closed.
+    /// The next frame (queued ones first), or the close code once the socket closed.
     pub async fn recv_or_close(&mut self) -> Result<Value, Option<u16>> {
-        if let Some(v) = self.backlog.pop_front() {
-            return Ok(v);
+        match self.backlog.pop_front() {
+            Some(v) => Ok(v),
+            None => self.wire_or_close().await,
         }
+    }
+
+    /// The next frame off the socket, or the close code once it closed.
+    async fn wire_or_close(&mut self) -> Result<Value, Option<u16>> {
         loop {
             match self.ws.next().await {
                 Some(Ok(Message::Text(t))) => {
