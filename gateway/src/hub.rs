@@ -710,6 +710,14 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Calls `f` with every local connection, without collecting them (it must not block or
+    /// touch the hub's connection map).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<ConnShared>)) {
+        for e in self.conns.iter() {
+            f(&e.conn);
+        }
+    }
+
     /// Every local connection.
     pub fn all(&self) -> Vec<Arc<ConnShared>> {
         self.conns.iter().map(|e| e.conn.clone()).collect()

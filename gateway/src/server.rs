@@ -182,6 +182,7 @@ async fn serve<E: Engine>(
     let timers = tokio::spawn(gw.clone().run_timers());
     let pinger = tokio::spawn(ws::run_pinger(gw.clone()));
     let control = tokio::spawn(gw.clone().run_control(control));
+    let listings = tokio::spawn(gw.clone().run_listings());
     let presence = tokio::spawn(gw.clone().run_presence(gw.cfg.node_timeout / 5));
     let app = http::router(
         AppState {
@@ -236,4 +237,5 @@ async fn serve<E: Engine>(
     timers.abort();
     pinger.abort();
     control.abort();
+    listings.abort();
 }

@@ -93,6 +93,7 @@ pub struct Gateway<E: Engine> {
     sites: HashMap<SiteId, Site>,
     by_key: HashMap<String, SiteId>,
     next_conn: AtomicU64,
+    listings: Listings,
     draining: AtomicBool,
     /// Set while the node was declared dead by the others and has not rejoined yet.
     paused: AtomicBool,
@@ -126,6 +127,7 @@ impl<E: Engine> Gateway<E> {
             sites,
             by_key,
             next_conn: AtomicU64::new(1),
+            listings: Listings::default(),
             draining: AtomicBool::new(false),
             paused: AtomicBool::new(false),
         }
@@ -240,23 +242,9 @@ impl<E: Engine> Gateway<E> {
                     .await?;
                 self.publish_conv(&id, event, &conv, reason).await
             }
-            Effect::Queue {
-                queue,
-                mut waiting,
-                count,
-            } => {
-                self.fill_last_seqs(&mut waiting).await?;
-                let frame = ServerFrame::Queue {
-                    queue: queue.0.clone(),
-                    waiting,
-                    count: Some(count as u64),
-                };
-                self.engine
-                    .publish(
-                        &Channel::Staff(site.clone()),
-                        BusMsg::frame(Audience::Queue(queue), frame),
-                    )
-                    .await
+            Effect::Queue { queue } => {
+                self.listings.mark(site, queue);
+                Ok(())
             }
             Effect::Operator {
                 id,
@@ -1463,6 +1451,42 @@ impl<E: Engine> Gateway<E> {
         ok
     }
 
+    /// Publishes the waiting lists of changed queues: at once after a quiet spell, then at
+    /// most once per [`LISTING_INTERVAL`] while changes keep coming.
+    pub async fn run_listings(self: Arc<Self>) {
+        loop {
+            self.listings.changed.notified().await;
+            for (site, queue) in self.listings.take() {
+                if let Err(e) = self.publish_listing(&site, &queue).await {
+                    tracing::warn!(site = %site, queue = %queue, error = %e, "queue listing not published");
+                    // Try again with the next round.
+                    self.listings.mark(&site, queue);
+                }
+            }
+            tokio::time::sleep(LISTING_INTERVAL).await;
+        }
+    }
+
+    async fn publish_listing(&self, site: &SiteId, queue: &QueueId) -> Result<(), ServiceError> {
+        let (mut waiting, count) = {
+            let mut tx = self.engine.begin(site).await?;
+            core::waiting(tx.state(), queue)
+        };
+        self.fill_last_seqs(&mut waiting).await?;
+        let frame = ServerFrame::Queue {
+            queue: queue.0.clone(),
+            waiting,
+            count: Some(count as u64),
+        };
+        self.engine
+            .publish(
+                &Channel::Staff(site.clone()),
+                BusMsg::frame(Audience::Queue(queue.clone()), frame),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Reloads a site's settings whenever any node says they changed.
     pub async fn run_control(
         self: Arc<Self>,
@@ -1477,6 +1501,31 @@ impl<E: Engine> Gateway<E> {
                 }
             }
         }
+    }
+}
+
+/// Queues whose waiting list changed and has not been published since.
+///
+/// A burst of new conversations changes a queue many times a second; each staff connection
+/// gets the listing at most once per [`LISTING_INTERVAL`] per queue, with the state as it is
+/// when it leaves (never an older list after a newer one from the same node).
+#[derive(Default)]
+struct Listings {
+    dirty: parking_lot::Mutex<std::collections::BTreeSet<(SiteId, QueueId)>>,
+    changed: tokio::sync::Notify,
+}
+
+/// The shortest time between two listings of one queue from one node.
+pub const LISTING_INTERVAL: Duration = Duration::from_millis(250);
+
+impl Listings {
+    fn mark(&self, site: &SiteId, queue: QueueId) {
+        self.dirty.lock().insert((site.clone(), queue));
+        self.changed.notify_one();
+    }
+
+    fn take(&self) -> std::collections::BTreeSet<(SiteId, QueueId)> {
+        std::mem::take(&mut *self.dirty.lock())
     }
 }
 

@@ -342,11 +342,10 @@ pub enum Effect {
         conv: Box<Conversation>,
         reason: Option<String>,
     },
-    /// Publish the waiting list of a queue to the site's staff.
+    /// The waiting list of a queue changed: the site's staff get the new one (the caller
+    /// coalesces bursts of changes into one listing).
     Queue {
         queue: QueueId,
-        waiting: Vec<Conversation>,
-        count: usize,
     },
     /// Publish an operator's status, presence and load to the site's staff.
     Operator {
@@ -1566,12 +1565,7 @@ impl Core<'_, '_> {
     fn flush(&mut self) {
         place_membership(&mut self.effects);
         for q in std::mem::take(&mut self.dirty_queues) {
-            let (waiting, count) = waiting(self.st, &q);
-            self.effects.push(Effect::Queue {
-                queue: q,
-                waiting,
-                count,
-            });
+            self.effects.push(Effect::Queue { queue: q });
         }
         for id in std::mem::take(&mut self.dirty_ops) {
             if let Some(o) = self.st.operators.get(&id) {

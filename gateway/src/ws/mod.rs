@@ -219,31 +219,45 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
     r
 }
 
-/// Sends the application-level ping to every connection each interval and closes those
-/// that sent nothing for two intervals. One task per node, not a timer per socket.
+/// Sends the application-level ping to every connection once per interval and closes those
+/// that sent nothing for two intervals. One task per node, not a timer per socket; the
+/// connections are pinged in [`PING_SLOTS`] slices spread over the interval, so that ten
+/// thousand sockets do not all get their ping (and all answer) in the same instant.
 pub async fn run_pinger<E: Engine>(gw: Arc<Gateway<E>>) {
     let interval = gw.cfg.ping_interval;
     let ping = Outbound::new(ServerFrame::Ping {});
-    let mut tick = tokio::time::interval(interval);
+    let mut tick = tokio::time::interval(interval / PING_SLOTS as u32);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let dead_after = 2 * interval.as_millis() as u64;
+    let mut slot = 0u64;
+    let mut queued = 0usize;
     loop {
         tick.tick().await;
         let now = now_ms();
-        let dead_after = 2 * interval.as_millis() as u64;
-        let mut queued = 0usize;
-        for c in gw.hub.all() {
+        gw.hub.for_each(|c| {
+            queued += c.queued_bytes();
+            if c.id.0 % PING_SLOTS != slot {
+                return;
+            }
             let idle = now.saturating_sub(c.last_rx.load(std::sync::atomic::Ordering::Relaxed));
             if idle > dead_after {
                 c.close(CloseReason::PingTimeout);
             } else {
                 c.deliver(&ping);
             }
-            queued += c.queued_bytes();
+        });
+        slot = (slot + 1) % PING_SLOTS;
+        if slot == 0 {
+            metrics::gauge!(crate::metrics::OUTBOUND_QUEUED_BYTES)
+                .set(queued as f64 / PING_SLOTS as f64);
+            queued = 0;
         }
-        metrics::gauge!(crate::metrics::OUTBOUND_QUEUED_BYTES).set(queued as f64);
     }
 }
+
+/// How many slices the connections are pinged in over one interval.
+pub const PING_SLOTS: u64 = 25;
 
 /// Closes every connection with 1012, spread evenly over `window`, so clients reconnect to
 /// other nodes without a thundering herd.
