@@ -22,7 +22,7 @@ use crate::auth::Principal;
 use crate::clock::now_ms;
 use crate::core::{ConvId, VisitorProfile};
 use crate::engine::{Engine, Replay};
-use crate::hub::{Channel, ConnShared, Out};
+use crate::hub::{Channel, ConnShared, Out, Outbox};
 use crate::metrics as m;
 use crate::protocol::{
     ClientFrame, CloseReason, Conversation, DecodeError, Encoding, ErrorCode, Me, OkBody, Rid,
@@ -87,7 +87,9 @@ where
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
         let reason = Box::pin(session(&gw, &conn, rx, &mut sink, &mut stream, &principal, cursors, &info)).await;
         gw.hub.unregister(id);
-        if let Err(e) = gw.disconnected(&principal).await {
+        // Boxed: a transition's future is large, and an idle connection's task should not
+        // carry it inline for its whole life.
+        if let Err(e) = Box::pin(gw.disconnected(&principal)).await {
             tracing::warn!(error = %e, "disconnect not recorded");
         }
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).decrement(1.0);
@@ -189,7 +191,7 @@ fn classify(msg: Message, enc: Encoding) -> Option<Next> {
 async fn session<E, W, R>(
     gw: &Arc<Gateway<E>>,
     conn: &Arc<ConnShared>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Out>,
+    mut rx: Outbox,
     sink: &mut W,
     stream: &mut R,
     p: &Principal,
@@ -297,7 +299,7 @@ fn rate_limiter(rate: NonZeroU32, burst: NonZeroU32) -> DefaultDirectRateLimiter
 /// A close request interrupts a write stuck on a slow socket.
 async fn write_batch<W>(
     conn: &ConnShared,
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Out>,
+    rx: &mut Outbox,
     sink: &mut W,
     first: Out,
 ) -> Result<Option<CloseReason>, ()>
@@ -313,7 +315,7 @@ where
             sink.feed(msg).await.map_err(|_| ())?;
             n += 1;
             if n < WRITE_BATCH {
-                next = rx.try_recv().ok();
+                next = rx.try_recv();
             }
         }
         sink.flush().await.map_err(|_| ())?;

@@ -26,7 +26,6 @@ use gateway::protocol::{
     Author, ConvState, Conversation, Encoding, OperatorRef, Role, VisitorView,
 };
 use testsupport::{RedisCluster, RedisServer};
-use tokio_tungstenite::tungstenite::Message;
 
 pub const LOG_CAP: usize = 5;
 const WAIT: Duration = Duration::from_secs(10);
@@ -117,11 +116,7 @@ fn stored(o: AppendOutcome) -> u64 {
 
 /// A local listener on a conversation's channel, to see what the engine publishes; returns
 /// once the node receives that channel.
-async fn listen<E: Engine>(
-    f: &Fixture<E>,
-    conv: &str,
-    id: u64,
-) -> tokio::sync::mpsc::UnboundedReceiver<Message> {
+async fn listen<E: Engine>(f: &Fixture<E>, conv: &str, id: u64) -> gateway::hub::Outbox {
     let (c, rx) = ConnShared::new(
         core::ConnId(id),
         Role::Operator,
@@ -138,10 +133,7 @@ async fn listen<E: Engine>(
 }
 
 /// The seqs of the next `n` `msg` frames a listener receives.
-async fn published_seqs(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Message>,
-    n: usize,
-) -> Vec<u64> {
+async fn published_seqs(rx: &mut gateway::hub::Outbox, n: usize) -> Vec<u64> {
     let mut out = Vec::new();
     while out.len() < n {
         let m = tokio::time::timeout(WAIT, rx.recv())
