@@ -78,8 +78,9 @@ pub struct RawConfig {
     /// Open connections allowed from one IP address.
     #[arg(long, env = "GATEWAY_MAX_CONNS_PER_IP", default_value = "50000")]
     pub max_conns_per_ip: String,
-    /// WebSocket read buffer per socket, bytes.
-    #[arg(long, env = "GATEWAY_WS_READ_BUFFER", default_value = "4096")]
+    /// WebSocket read buffer per socket, bytes: allocated up front for every socket, so it is
+    /// most of an idle socket's memory. Client frames are small; a larger one takes a few reads.
+    #[arg(long, env = "GATEWAY_WS_READ_BUFFER", default_value = "2048")]
     pub ws_read_buffer: String,
     /// WebSocket write buffer per socket, bytes.
     #[arg(long, env = "GATEWAY_WS_WRITE_BUFFER", default_value = "8192")]
@@ -429,7 +430,7 @@ impl Config {
             rate_per_sec: "1000".into(),
             rate_burst: "1000".into(),
             max_conns_per_ip: "100000".into(),
-            ws_read_buffer: "4096".into(),
+            ws_read_buffer: "2048".into(),
             ws_write_buffer: "8192".into(),
             max_frame: "65536".into(),
             max_text: "8000".into(),
@@ -508,7 +509,7 @@ mod tests {
             rate_per_sec: "0".into(),
             rate_burst: "40".into(),
             max_conns_per_ip: "10".into(),
-            ws_read_buffer: "4096".into(),
+            ws_read_buffer: "2048".into(),
             ws_write_buffer: "8192".into(),
             max_frame: "65536".into(),
             max_text: "8000".into(),

@@ -114,13 +114,14 @@ impl SiteState {
 }
 
 /// Live connections of one participant, counted per node, so that the share of a node that
-/// died can be taken away as a whole ([`Command::NodeGone`]).
+/// died can be taken away as a whole ([`Command::NodeGone`]). A participant is almost always
+/// on one node, so this is a short list, not a map.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conns(BTreeMap<NodeId, u32>);
+pub struct Conns(Vec<(NodeId, u32)>);
 
 impl Conns {
     pub fn total(&self) -> u32 {
-        self.0.values().sum()
+        self.0.iter().map(|(_, n)| n).sum()
     }
 
     pub fn is_online(&self) -> bool {
@@ -128,31 +129,34 @@ impl Conns {
     }
 
     fn add(&mut self, node: &NodeId) {
-        *self.0.entry(node.clone()).or_insert(0) += 1;
+        match self.0.iter_mut().find(|(n, _)| n == node) {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((node.clone(), 1)),
+        }
     }
 
     /// Takes one connection away; `false` when the node had none.
     fn remove(&mut self, node: &NodeId) -> bool {
-        match self.0.get_mut(node) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                true
-            }
-            Some(_) => {
-                self.0.remove(node);
-                true
-            }
-            None => false,
+        let Some(i) = self.0.iter().position(|(n, _)| n == node) else {
+            return false;
+        };
+        if self.0[i].1 > 1 {
+            self.0[i].1 -= 1;
+        } else {
+            self.0.swap_remove(i);
         }
+        true
     }
 
     /// Takes every connection of a node away; `false` when it had none.
     fn drop_node(&mut self, node: &NodeId) -> bool {
-        self.0.remove(node).is_some()
+        let before = self.0.len();
+        self.0.retain(|(n, _)| n != node);
+        self.0.len() != before
     }
 
     pub fn has_node(&self, node: &NodeId) -> bool {
-        self.0.contains_key(node)
+        self.0.iter().any(|(n, _)| n == node)
     }
 }
 

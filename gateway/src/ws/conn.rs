@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -52,17 +53,48 @@ where
     E: Engine,
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
 {
+    // The handshake's future is boxed and gone once the client is known: the connection's
+    // task then carries only what its session needs, for the rest of its life.
+    let Some((live, sink, stream, cursors, span)) = Box::pin(open(gw, ws, info)).await else {
+        return;
+    };
+    Box::pin(live.run(sink, stream, cursors))
+        .instrument(span)
+        .await
+}
+
+/// What `open` hands to the session: the client, the connection's halves, the cursors of its
+/// `hello`, and the span its life is traced in.
+type Opened<E, S> = (
+    Live<E>,
+    SplitSink<S, Message>,
+    SplitStream<S>,
+    Cursors,
+    tracing::Span,
+);
+
+/// Waits for `hello` and checks it; `None` once a refused client has been closed.
+async fn open<E, S>(gw: Arc<Gateway<E>>, ws: S, info: ConnInfo) -> Option<Opened<E, S>>
+where
+    E: Engine,
+    S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
+{
     let (mut sink, mut stream) = ws.split();
     if gw.refuses_clients() {
-        close(&mut sink, CloseReason::Restarting, "node is restarting").await;
-        return;
+        close(
+            &mut sink,
+            &mut stream,
+            CloseReason::Restarting,
+            "node is restarting",
+        )
+        .await;
+        return None;
     }
-    let hello = Box::pin(hello(&gw, &mut stream, &info)).await;
-    let (principal, cursors) = match hello {
+    let (principal, cursors) = match hello(&gw, &mut stream, &info).await {
         Ok(h) => h,
         Err((reason, text)) => {
-            close(&mut sink, reason, text).await;
-            return;
+            close(&mut sink, &mut stream, reason, text).await;
+            return None;
         }
     };
     let id = gw.next_conn_id();
@@ -73,7 +105,35 @@ where
         site = %principal.site,
         role = principal.role.as_str(),
     );
-    async move {
+    let live = Live {
+        gw,
+        id,
+        principal,
+        info,
+    };
+    Some((live, sink, stream, cursors, span))
+}
+
+/// An authenticated connection, from `welcome` to its close.
+struct Live<E: Engine> {
+    gw: Arc<Gateway<E>>,
+    id: crate::core::ConnId,
+    principal: Principal,
+    info: ConnInfo,
+}
+
+impl<E: Engine> Live<E> {
+    async fn run<W, R>(self, mut sink: W, mut stream: R, cursors: Cursors)
+    where
+        W: Sink<Message, Error = WsError> + Unpin,
+        R: Stream<Item = Result<Message, WsError>> + Unpin,
+    {
+        let Live {
+            gw,
+            id,
+            principal,
+            info,
+        } = self;
         let (conn, rx) = ConnShared::new(
             id,
             principal.role,
@@ -85,7 +145,17 @@ where
         let role = principal.role.as_str();
         metrics::counter!(m::CONNS_OPENED, "role" => role).increment(1);
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
-        let reason = Box::pin(session(&gw, &conn, rx, &mut sink, &mut stream, &principal, cursors, &info)).await;
+        let reason = session(
+            &gw,
+            &conn,
+            rx,
+            &mut sink,
+            &mut stream,
+            &principal,
+            cursors,
+            &info,
+        )
+        .await;
         gw.hub.unregister(id);
         // Boxed: a transition's future is large, and an idle connection's task should not
         // carry it inline for its whole life.
@@ -95,12 +165,10 @@ where
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).decrement(1.0);
         metrics::counter!(m::CONNS_CLOSED, "role" => role, "reason" => reason.map(|r| r.label()).unwrap_or("client")).increment(1);
         if let Some(r) = reason {
-            close(&mut sink, r, r.label()).await;
+            Box::pin(close(&mut sink, &mut stream, r, r.label())).await;
         }
         tracing::debug!(?reason, "closed");
     }
-    .instrument(span)
-    .await
 }
 
 type Cursors = BTreeMap<String, u64>;
@@ -650,16 +718,27 @@ fn clip(s: String, max: usize) -> String {
 }
 
 /// Sends a close frame, giving up after a moment on a socket that does not take it.
-async fn close<W>(sink: &mut W, reason: CloseReason, text: &str)
+async fn close<W, R>(sink: &mut W, stream: &mut R, reason: CloseReason, text: &str)
 where
     W: Sink<Message, Error = WsError> + Unpin,
+    R: Stream<Item = Result<Message, WsError>> + Unpin,
 {
     let frame = CloseFrame {
         code: CloseCode::from(reason.code()),
         reason: text.to_owned().into(),
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-        let _ = sink.send(Message::Close(Some(frame))).await;
+        if sink.send(Message::Close(Some(frame))).await.is_err() {
+            return;
+        }
+        // The closing handshake: read (and drop) what the client still sends until its own
+        // close. Closing a socket with unread data makes the kernel reset the connection, and
+        // a reset can destroy the close frame before the client reads it.
+        while let Some(Ok(m)) = stream.next().await {
+            if m.is_close() {
+                break;
+            }
+        }
         let _ = sink.close().await;
     })
     .await;

@@ -146,28 +146,23 @@ pub async fn upgrade<E: Engine>(
     let guard = st.limits.acquire(peer.ip(), st.gw.cfg.max_conns_per_ip);
     let gw = st.gw.clone();
     st.tasks.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
+        let Some(ws) = Box::pin(accept(on_upgrade, cfg)).await else {
+            return;
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(cfg))
-                .await;
+        // Each branch's future is boxed at its own size: the task keeps only what the
+        // connection it became needs for the rest of its life.
         match guard {
             Some(guard) => {
-                conn::run(gw, ws, info).await;
+                Box::pin(conn::run(gw, ws, info)).await;
                 drop(guard);
             }
             None => {
                 metrics::counter!(crate::metrics::RATE_LIMITED).increment(1);
-                refuse(
+                Box::pin(refuse(
                     ws,
                     CloseReason::RateLimited,
                     "too many connections from your address",
-                )
+                ))
                 .await;
             }
         }
@@ -186,6 +181,21 @@ pub async fn upgrade<E: Engine>(
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     res
+}
+
+/// The upgraded socket as a WebSocket with our configuration.
+async fn accept(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    cfg: WebSocketConfig,
+) -> Option<WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>> {
+    let upgraded = match on_upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return None;
+        }
+    };
+    Some(WebSocketStream::from_raw_socket(TokioIo::new(upgraded), WsRole::Server, Some(cfg)).await)
 }
 
 async fn refuse<S>(mut ws: WebSocketStream<S>, reason: CloseReason, text: &str)
