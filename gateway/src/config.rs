@@ -100,6 +100,9 @@ pub struct RawConfig {
     /// Request header carrying the visitor's country, set by a trusted proxy (e.g. CF-IPCountry).
     #[arg(long, env = "GATEWAY_COUNTRY_HEADER")]
     pub country_header: Option<String>,
+    /// Runtime worker threads (default: one per CPU the process may use).
+    #[arg(long, env = "GATEWAY_WORKERS")]
+    pub workers: Option<String>,
     /// Allow timers shorter than the protocol's minimums (tests and demos only).
     #[arg(long, env = "GATEWAY_ALLOW_SHORT_TIMERS", default_value = "false")]
     pub allow_short_timers: String,
@@ -130,6 +133,8 @@ pub struct Config {
     pub visitor_token_ttl: Duration,
     pub max_log: usize,
     pub country_header: Option<String>,
+    /// Runtime worker threads; `None`: one per available CPU.
+    pub workers: Option<usize>,
     pub bounds: Bounds,
 }
 
@@ -367,6 +372,19 @@ impl Config {
             })
         );
         let retention = check!("GATEWAY_RETENTION", dur(&raw.retention));
+        let workers = match &raw.workers {
+            None => Some(None),
+            Some(w) => check!(
+                "GATEWAY_WORKERS",
+                w.parse::<usize>()
+                    .map_err(|e| e.to_string())
+                    .and_then(|n| if n == 0 {
+                        Err("must be at least 1".to_owned())
+                    } else {
+                        Ok(Some(n))
+                    })
+            ),
+        };
         let mut redis_urls = Vec::new();
         if let Some(url) = &raw.redis_url {
             for part in url.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -413,6 +431,7 @@ impl Config {
             visitor_token_ttl: visitor_token_ttl.expect("checked"),
             max_log: max_log.expect("checked"),
             country_header: raw.country_header.clone(),
+            workers: workers.expect("checked"),
             bounds,
         })
     }

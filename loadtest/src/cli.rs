@@ -97,9 +97,15 @@ pub struct Common {
     #[arg(long, global = true, default_value_t = 15.0)]
     pub op_pace: f64,
 
-    /// Gateway process to sample resident memory (VmRSS) and CPU time of, from /proc.
+    /// Gateway process to sample resident memory (VmRSS) and CPU time of, from /proc; repeat
+    /// for several nodes (their memory and CPU are added up).
     #[arg(long, global = true)]
-    pub gateway_pid: Option<u32>,
+    pub gateway_pid: Vec<u32>,
+
+    /// Redis process(es) to sample CPU time of, reported apart from the gateways' and with
+    /// them as the servers' CPU per delivered message.
+    #[arg(long, global = true)]
+    pub redis_pid: Vec<u32>,
 
     /// Write the JSON report here.
     #[arg(long, global = true)]

@@ -19,37 +19,52 @@ use crate::procfs;
 use crate::scenarios::Outcome;
 use crate::stats::Progress;
 
-/// When a barrier was passed, and the gateway's memory and CPU time then (with a pid).
+/// When a barrier was passed, and the gateways' memory and CPU time then (with pids), and
+/// Redis' CPU time (with its pids). Several processes are added up.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewaySample {
     pub at: String,
     pub rss_kb: Option<u64>,
     pub cpu_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_ms: Option<u64>,
     pub elapsed_ms: u64,
 }
 
-/// Times every barrier, and samples `--gateway-pid` (when given) there.
+/// Times every barrier, and samples `--gateway-pid`s and `--redis-pid`s (when given) there.
 pub struct Probe {
-    pid: Option<u32>,
+    gateways: Vec<u32>,
+    redis: Vec<u32>,
     started: std::time::Instant,
     samples: Mutex<Vec<GatewaySample>>,
 }
 
+/// The sum of `f` over `pids`; `None` without pids or when one cannot be read.
+fn total(pids: &[u32], f: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| f(p)).sum()
+}
+
 impl Probe {
-    pub fn new(pid: Option<u32>) -> Probe {
+    pub fn new(gateways: Vec<u32>, redis: Vec<u32>) -> Probe {
         Probe {
-            pid,
+            gateways,
+            redis,
             started: std::time::Instant::now(),
             samples: Mutex::default(),
         }
     }
 
-    /// Records the time of a barrier, with the gateway's memory and CPU when its pid is known.
+    /// Records the time of a barrier, with memory and CPU of the processes whose pids are known.
     pub fn sample(&self, at: &str) {
+        let cpu = |p| procfs::cpu_ms(Some(p));
         let s = GatewaySample {
             at: at.to_owned(),
-            rss_kb: self.pid.and_then(procfs::rss_kb),
-            cpu_ms: self.pid.and_then(|pid| procfs::cpu_ms(Some(pid))),
+            rss_kb: total(&self.gateways, procfs::rss_kb),
+            cpu_ms: total(&self.gateways, cpu),
+            redis_cpu_ms: total(&self.redis, cpu),
             elapsed_ms: self.started.elapsed().as_millis() as u64,
         };
         self.samples

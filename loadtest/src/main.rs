@@ -66,7 +66,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
     let run_id = cli.common.run_id.clone().unwrap_or_else(random_run_id);
     let started = std::time::Instant::now();
-    let probe = Arc::new(Probe::new(cli.common.gateway_pid));
+    let probe = Arc::new(Probe::new(
+        cli.common.gateway_pid.clone(),
+        cli.common.redis_pid.clone(),
+    ));
     let outcome = if cli.common.workers > 1 {
         workers::run_parent(&cli, &run_id, probe.clone()).await?
     } else {

@@ -88,13 +88,23 @@ pub struct Messages {
 
 #[derive(Debug, Default, Serialize)]
 pub struct GatewayReport {
-    pub pid: Option<u32>,
-    /// Barrier times, and the gateway's VmRSS and CPU time there when its pid was given.
+    pub pids: Vec<u32>,
+    pub redis_pids: Vec<u32>,
+    /// Barrier times, and the gateways' VmRSS and CPU time there when their pids were given.
     pub samples: Vec<GatewaySample>,
-    /// Gateway CPU per message delivered during the sending phase (chat).
+    /// Gateway CPU (all given gateway processes) per message delivered during the sending
+    /// phase (chat).
     pub cpu_us_per_message: Option<f64>,
     /// Gateway CPU use during the sending phase, in % of one core (chat).
     pub cpu_percent: Option<f64>,
+    /// Redis CPU per delivered message, and in % of one core (chat, with `--redis-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_us_per_message: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cpu_percent: Option<f64>,
+    /// Gateways and Redis together per delivered message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_message: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -201,7 +211,8 @@ pub fn build(
         replayed: st.counter(C::Replayed),
     };
     let mut gateway = GatewayReport {
-        pid: c.gateway_pid,
+        pids: c.gateway_pid.clone(),
+        redis_pids: c.redis_pid.clone(),
         samples: samples.to_vec(),
         ..GatewayReport::default()
     };
@@ -210,15 +221,24 @@ pub fn build(
     let chat = matches!(cli.scenario, Scenario::Chat(_));
     let window = (sample(samples, "connected"), sample(samples, "drained"));
     if let (true, (Some(a), Some(b))) = (chat, window) {
-        if let (Some(ca), Some(cb)) = (a.cpu_ms, b.cpu_ms) {
-            let cpu_us = cb.saturating_sub(ca) as f64 * 1000.0;
-            if received > 0 {
-                gateway.cpu_us_per_message = Some(round1(cpu_us / received as f64));
-            }
-            let secs = b.elapsed_ms.saturating_sub(a.elapsed_ms) as f64 / 1000.0;
-            if secs > 0.0 {
-                gateway.cpu_percent = Some(round1(cpu_us / 1e6 / secs * 100.0));
-            }
+        let secs = b.elapsed_ms.saturating_sub(a.elapsed_ms) as f64 / 1000.0;
+        let used = |x: Option<u64>, y: Option<u64>| {
+            x.zip(y).map(|(x, y)| y.saturating_sub(x) as f64 * 1000.0)
+        };
+        let per_msg = |us: f64| (received > 0).then(|| round1(us / received as f64));
+        let percent = |us: f64| (secs > 0.0).then(|| round1(us / 1e6 / secs * 100.0));
+        let gw_us = used(a.cpu_ms, b.cpu_ms);
+        let redis_us = used(a.redis_cpu_ms, b.redis_cpu_ms);
+        if let Some(us) = gw_us {
+            gateway.cpu_us_per_message = per_msg(us);
+            gateway.cpu_percent = percent(us);
+        }
+        if let Some(us) = redis_us {
+            gateway.redis_cpu_us_per_message = per_msg(us);
+            gateway.redis_cpu_percent = percent(us);
+        }
+        if let (Some(g), Some(r)) = (gw_us, redis_us) {
+            gateway.server_cpu_us_per_message = per_msg(g + r);
         }
     }
     let mut checks = Vec::new();
@@ -506,8 +526,22 @@ impl Report {
         if let Some(cpu) = g.cpu_us_per_message {
             let _ = writeln!(
                 w,
-                "gateway CPU    {cpu:.1} µs per delivered message ({:.1}% of a core)",
-                g.cpu_percent.unwrap_or(0.0)
+                "gateway CPU    {cpu:.1} µs per delivered message ({:.1}% of a core, {} process(es))",
+                g.cpu_percent.unwrap_or(0.0),
+                g.pids.len()
+            );
+        }
+        if let Some(cpu) = g.redis_cpu_us_per_message {
+            let _ = writeln!(
+                w,
+                "redis CPU      {cpu:.1} µs per delivered message ({:.1}% of a core)",
+                g.redis_cpu_percent.unwrap_or(0.0)
+            );
+        }
+        if let Some(cpu) = g.server_cpu_us_per_message {
+            let _ = writeln!(
+                w,
+                "server CPU     {cpu:.1} µs per delivered message (gateways + redis)"
             );
         }
         if let Some(last) = g.samples.iter().rev().find_map(|s| s.rss_kb) {
@@ -686,12 +720,14 @@ mod tests {
                 at: "baseline".into(),
                 rss_kb: Some(10_000),
                 cpu_ms: Some(1),
+                redis_cpu_ms: None,
                 elapsed_ms: 0,
             },
             GatewaySample {
                 at: "connected".into(),
                 rss_kb: Some(17_000),
                 cpu_ms: Some(90),
+                redis_cpu_ms: None,
                 elapsed_ms: 900,
             },
         ];

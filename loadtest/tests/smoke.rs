@@ -396,3 +396,53 @@ fn ramp_steps_up_and_a_failed_threshold_exits_1() {
     assert_eq!(code, 1, "{r:#}");
     assert_eq!(r["pass"], false);
 }
+
+/// Three gateway processes on one real Redis: visitors and operators spread over the nodes
+/// (most conversations cross nodes), nothing lost, duplicated or reordered.
+#[test]
+fn chat_across_three_nodes_on_redis() {
+    let _turn = one_at_a_time();
+    let redis = testsupport::RedisServer::start();
+    let url = redis.url();
+    let nodes: Vec<Gateway> = (0..3)
+        .map(|_| Gateway::start(&[("GATEWAY_REDIS_URL", url.as_str())]))
+        .collect();
+    let mut args: Vec<String> = Vec::new();
+    for g in &nodes {
+        args.extend(["--gateway-pid".into(), g.pid()]);
+    }
+    for a in [
+        "--site",
+        "auto",
+        "--duration",
+        "3s",
+        "--connect-rate",
+        "300",
+        "--max-lost",
+        "0",
+        "--max-dup",
+        "0",
+        "--max-out-of-order",
+        "0",
+        "chat",
+        "--visitors",
+        "150",
+        "--operators",
+        "9",
+        "--rate",
+        "100",
+    ] {
+        args.push(a.into());
+    }
+    let urls: Vec<String> = nodes.iter().map(Gateway::url).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, r) = loadtest(&urls, &args);
+    assert_eq!(code, 0, "{r:#}");
+    assert_healthy_delivery(&r, 150);
+    let by_node = r["connections"]["by_node"]
+        .as_object()
+        .expect("sessions by node");
+    assert_eq!(by_node.len(), 3, "every node served sessions: {by_node:?}");
+    assert_eq!(r["gateway"]["pids"].as_array().map(Vec::len), Some(3));
+    assert!(r["gateway"]["cpu_us_per_message"].as_f64().unwrap() > 0.0);
+}

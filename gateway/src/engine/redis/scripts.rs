@@ -22,7 +22,8 @@ pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local m, log, cids = KEYS[1], KEYS[2], KEYS[3]
-local site = redis.call('HGET', m, 'site')
+local f = redis.call('HMGET', m, 'site', 'state', 'visitor', 'op', 'unans')
+local site, state = f[1], f[2]
 if (not site) or site ~= ARGV[1] then return {'nf'} end
 local role, who, ckey = ARGV[2], ARGV[3], ARGV[4]
 if ckey ~= '' then
@@ -32,12 +33,11 @@ if ckey ~= '' then
     if #e > 0 then return {'dup', e[1][2][2]} end
   end
 end
-local state = redis.call('HGET', m, 'state')
 if role == 'visitor' then
-  if redis.call('HGET', m, 'visitor') ~= who then return {'forbidden'} end
+  if f[3] ~= who then return {'forbidden'} end
   if state == 'closed' then return {'closed'} end
 elseif role == 'operator' then
-  if redis.call('HGET', m, 'op') ~= who then return {'forbidden'} end
+  if f[4] ~= who then return {'forbidden'} end
   if state == 'closed' then return {'closed'} end
   if state ~= 'active' then return {'forbidden'} end
 elseif role ~= 'system' then
@@ -51,10 +51,11 @@ if ckey ~= '' then redis.call('HSET', cids, ckey, seq) end
 local ts = ARGV[10]
 local started = 0
 if role == 'visitor' then
-  redis.call('HSET', m, 'last_ts', ts)
-  if tonumber(redis.call('HGET', m, 'unans') or '0') == 0 then
-    redis.call('HSET', m, 'unans', ts)
+  if tonumber(f[5] or '0') == 0 then
+    redis.call('HSET', m, 'last_ts', ts, 'unans', ts)
     started = 1
+  else
+    redis.call('HSET', m, 'last_ts', ts)
   end
 elseif role == 'operator' then
   redis.call('HSET', m, 'last_ts', ts, 'unans', 0)
