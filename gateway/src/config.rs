@@ -169,13 +169,18 @@ pub struct SiteConfig {
 
 impl SiteConfig {
     /// The site served when none is configured: `demo`, widget key `demo`, queue `general`,
-    /// manual routing.
+    /// manual routing, and messages left in the widget's offline form kept a day for a
+    /// call-back (with the protocol's default, `off`, such a request would end when its
+    /// visitor leaves the page).
     pub fn demo() -> SiteConfig {
         SiteConfig {
             id: SiteId::from("demo"),
             widget_key: "demo".into(),
             queues: vec![QueueId::from("general")],
-            settings: Settings::default(),
+            settings: Settings {
+                offline_callback: Some(std::time::Duration::from_secs(24 * 3600)),
+                ..Settings::default()
+            },
         }
     }
 }

@@ -212,6 +212,10 @@ pub struct Conv {
     pub previous: Option<ConvId>,
     /// The unavailability notice was sent for the current wait.
     pub notified: bool,
+    /// Set while the visitor is gone and the conversation waits for a call-back (until then):
+    /// inactivity does not close it, the call-back timer does.
+    #[serde(default)]
+    pub callback_until: Option<Millis>,
 }
 
 /// Who does something.
@@ -743,6 +747,9 @@ impl Core<'_, '_> {
                     kind: TimerKind::VisitorGrace(id),
                 });
                 if was_away {
+                    if let Some(c) = self.st.convs.get_mut(&conv) {
+                        c.callback_until = None;
+                    }
                     self.effects.push(Effect::CancelTimer {
                         kind: TimerKind::Callback(conv.clone()),
                     });
@@ -848,9 +855,13 @@ impl Core<'_, '_> {
             .is_some_and(|c| c.state != ConvState::Active);
         match self.ctx.settings.offline_callback {
             Some(keep) if waiting => {
+                let until = self.ctx.now + keep.as_millis() as u64;
+                if let Some(c) = self.st.convs.get_mut(&conv) {
+                    c.callback_until = Some(until);
+                }
                 self.effects.push(Effect::SetTimer {
                     kind: TimerKind::Callback(conv.clone()),
-                    at: self.ctx.now + keep.as_millis() as u64,
+                    at: until,
                 });
                 self.conv_event(&conv, ConvEvent::VisitorAway, Some("callback".into()));
             }
@@ -931,6 +942,7 @@ impl Core<'_, '_> {
                 queued_at,
                 previous: previous.clone(),
                 notified: false,
+                callback_until: None,
             },
         );
         self.effects.push(Effect::Attach {
@@ -1208,6 +1220,11 @@ impl Core<'_, '_> {
                 ) else {
                     return Ok(Reply::None);
                 };
+                if c.callback_until.is_some() {
+                    // Waiting for a call-back: the call-back timer decides, and an operator
+                    // who takes it restarts the inactivity clock.
+                    return Ok(Reply::None);
+                }
                 let last = activity.last_ts.max(c.created_at);
                 let due = last + d.as_millis() as u64;
                 if now >= due {
@@ -1416,6 +1433,17 @@ impl Core<'_, '_> {
         c.state = ConvState::Active;
         c.operator = Some(op.clone());
         c.notified = false;
+        if c.callback_until.take().is_some() {
+            self.effects.push(Effect::CancelTimer {
+                kind: TimerKind::Callback(id.clone()),
+            });
+            if let Some(d) = self.ctx.settings.close_after_inactive {
+                self.effects.push(Effect::SetTimer {
+                    kind: TimerKind::Inactive(id.clone()),
+                    at: now + d.as_millis() as u64,
+                });
+            }
+        }
         let queue = c.queue.clone();
         let o = self.st.operators.get_mut(op).expect("assignee exists");
         o.convs.insert(id.clone());

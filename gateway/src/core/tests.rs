@@ -477,7 +477,8 @@ fn offline_callback_keeps_a_waiting_conversation_then_marks_it_missed() {
     let mut w = World::new(settings(|s| {
         s.visitor_grace = Duration::from_secs(10);
         s.offline_callback = Some(Duration::from_secs(3600));
-        s.close_after_inactive = None;
+        // Shorter than the call-back window: inactivity must not end a call-back request.
+        s.close_after_inactive = Some(Duration::from_secs(600));
     }));
     w.visitor_starts("v", "c1");
     w.run(Command::VisitorDisconnected {
@@ -491,9 +492,46 @@ fn offline_callback_keeps_a_waiting_conversation_then_marks_it_missed() {
         ConvState::Queued,
         "kept for a call-back"
     );
-    w.advance(Duration::from_secs(3600), Activity::default());
+    w.advance(Duration::from_secs(1800), Activity::default());
+    assert_eq!(
+        w.conv("c1").unwrap().state,
+        ConvState::Queued,
+        "inactivity does not end a call-back request"
+    );
+    w.advance(Duration::from_secs(1800), Activity::default());
     assert!(w.conv("c1").is_none());
     assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Closed, conv, .. } if conv.outcome.as_deref() == Some("missed"))));
+}
+
+/// An operator who takes a call-back request has it as long as they work on it: the
+/// call-back deadline no longer applies and the inactivity clock starts again.
+#[test]
+fn taking_a_call_back_request_stops_its_deadline() {
+    let mut w = World::new(settings(|s| {
+        s.visitor_grace = Duration::from_secs(10);
+        s.offline_callback = Some(Duration::from_secs(3600));
+        s.close_after_inactive = Some(Duration::from_secs(600));
+    }));
+    w.visitor_starts("v", "c1");
+    w.run(Command::VisitorDisconnected {
+        node: NodeId::from("n1"),
+        visitor: VisitorId::from("v"),
+    })
+    .unwrap();
+    w.advance(Duration::from_secs(1800), Activity::default());
+    w.op("a");
+    w.run(Command::Accept {
+        op: OperatorId::from("a"),
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
+    assert_eq!(w.conv("c1").unwrap().callback_until, None);
+    // Past the old call-back deadline: still theirs.
+    w.advance(Duration::from_secs(500), Activity::default());
+    assert_eq!(w.conv("c1").unwrap().state, ConvState::Active);
+    // Then ten quiet minutes after the accept close it as usual.
+    w.advance(Duration::from_secs(200), Activity::default());
+    assert!(w.conv("c1").is_none());
 }
 
 #[test]
