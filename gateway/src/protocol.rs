@@ -244,6 +244,24 @@ pub enum ClientFrame {
         conv: String,
         on: bool,
     },
+    /// Addition: bans the visitor of a conversation (its operator, or a supervisor): the
+    /// conversation ends, the visitor's connections close with 4003, and they cannot come back
+    /// for `duration` (e.g. `"24h"`; default a day, at most a year).
+    Ban {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Addition: lifts a visitor's ban (supervisors).
+    Unban {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        visitor: String,
+    },
 }
 
 impl ClientFrame {
@@ -260,7 +278,9 @@ impl ClientFrame {
             | ClientFrame::Transfer { rid, .. }
             | ClientFrame::Tag { rid, .. }
             | ClientFrame::Assign { rid, .. }
-            | ClientFrame::Watch { rid, .. } => rid.as_ref(),
+            | ClientFrame::Watch { rid, .. }
+            | ClientFrame::Ban { rid, .. }
+            | ClientFrame::Unban { rid, .. } => rid.as_ref(),
             _ => None,
         }
     }
@@ -402,6 +422,11 @@ pub enum OkBody {
     },
     Status {
         status: OperatorStatus,
+    },
+    /// Addition: the answer to `ban`.
+    Ban {
+        visitor: String,
+        until: u64,
     },
     Empty {},
 }

@@ -100,6 +100,9 @@ pub struct Gateway<E: Engine> {
 }
 
 const HISTORY_MAX: usize = 200;
+/// How long a ban lasts when the request does not say, and at most.
+const BAN_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+const BAN_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 const PREVIEW_MAX: usize = 200;
 const DRAFT_MAX: usize = 8000;
 
@@ -1219,6 +1222,96 @@ impl<E: Engine> Gateway<E> {
             )
             .await?;
         Ok(())
+    }
+
+    /// Bans the visitor of a conversation: they cannot connect (4003) until the ban ends,
+    /// their open conversation ends (outcome `banned`), and the connections they have are
+    /// closed now, on every node. Returns the visitor and the end of the ban.
+    pub async fn ban(
+        &self,
+        p: &Principal,
+        conv: &str,
+        duration: Option<String>,
+        reason: Option<String>,
+    ) -> Result<(VisitorId, u64), ServiceError> {
+        Self::require_staff(p)?;
+        let d = match duration.as_deref() {
+            None => BAN_DEFAULT,
+            Some(text) => humantime::parse_duration(text).map_err(|_| {
+                ServiceError::refuse(ErrorCode::BadRequest, "duration is like \"24h\" or \"30m\"")
+            })?,
+        };
+        if d < Duration::from_secs(60) || d > BAN_MAX {
+            return Err(ServiceError::refuse(
+                ErrorCode::BadRequest,
+                "a ban lasts from one minute to a year",
+            ));
+        }
+        let meta = self.authorize(p, conv, Access::Manage).await?;
+        let visitor = meta.visitor.clone();
+        let until = now_ms() + d.as_millis() as u64;
+        self.engine.set_ban(&p.site, &visitor, Some(until)).await?;
+        tracing::info!(site = %p.site, visitor = %visitor, by = %p.id, until, reason = reason.as_deref().unwrap_or(""), "visitor banned");
+        if meta.state != ConvState::Closed {
+            // The staff member's right to do it was checked above.
+            let closed = self
+                .apply(
+                    &p.site,
+                    Command::Close {
+                        by: Actor::System,
+                        conv: ConvId(conv.to_owned()),
+                        outcome: Some("banned".into()),
+                        tags: Vec::new(),
+                    },
+                )
+                .await;
+            if let Err(ServiceError::Rejected(r)) = &closed {
+                tracing::debug!(
+                    reason = r.message,
+                    "banned visitor's conversation not closed"
+                );
+            } else {
+                closed?;
+            }
+        }
+        self.engine
+            .publish(
+                &user_channel(&p.site, Role::Visitor, visitor.as_str()),
+                BusMsg::Close(crate::protocol::CloseReason::Forbidden),
+            )
+            .await?;
+        Ok((visitor, until))
+    }
+
+    /// Lifts a visitor's ban (supervisors).
+    pub async fn unban(&self, p: &Principal, visitor: &str) -> Result<(), ServiceError> {
+        if p.role != Role::Supervisor {
+            return Err(ServiceError::refuse(
+                ErrorCode::Forbidden,
+                "supervisors only",
+            ));
+        }
+        if visitor.is_empty() || visitor.len() > 256 {
+            return Err(ServiceError::refuse(
+                ErrorCode::BadRequest,
+                "bad visitor id",
+            ));
+        }
+        self.engine
+            .set_ban(&p.site, &VisitorId(visitor.to_owned()), None)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether a visitor is banned from a site now (an engine that cannot answer does not
+    /// stop them here: whatever they do next needs the engine anyway).
+    pub async fn is_banned(&self, site: &SiteId, visitor: &str) -> bool {
+        self.engine
+            .banned_until(site, &VisitorId(visitor.to_owned()), now_ms())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
     }
 
     async fn reply_conv(&self, reply: Reply) -> Result<Conversation, ServiceError> {

@@ -63,6 +63,7 @@ pub struct Store {
     timers: Mutex<Timers>,
     drafts: DashMap<(SiteId, OperatorId), BTreeMap<ConvId, String>>,
     settings: DashMap<SiteId, Value>,
+    bans: DashMap<(SiteId, VisitorId), Millis>,
     /// Closed conversations in closing order, for retention.
     closed: Mutex<VecDeque<(Millis, ConvId)>>,
 }
@@ -102,6 +103,7 @@ impl MemoryEngine {
             timers: Mutex::new(Timers::default()),
             drafts: DashMap::new(),
             settings: DashMap::new(),
+            bans: DashMap::new(),
             closed: Mutex::new(VecDeque::new()),
         }))
     }
@@ -496,6 +498,42 @@ impl Engine for MemoryEngine {
 
     async fn load_settings(&self, site: &SiteId) -> Result<Option<Value>, EngineError> {
         Ok(self.settings.get(site).map(|v| v.clone()))
+    }
+
+    async fn set_ban(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        until: Option<Millis>,
+    ) -> Result<(), EngineError> {
+        let key = (site.clone(), visitor.clone());
+        match until {
+            Some(t) => {
+                self.bans.insert(key, t);
+            }
+            None => {
+                self.bans.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn banned_until(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        now: Millis,
+    ) -> Result<Option<Millis>, EngineError> {
+        let key = (site.clone(), visitor.clone());
+        let until = self.bans.get(&key).map(|t| *t);
+        match until {
+            Some(t) if t > now => Ok(Some(t)),
+            Some(_) => {
+                self.bans.remove_if(&key, |_, t| *t <= now);
+                Ok(None)
+            }
+            None => Ok(None),
+        }
     }
 
     async fn ping(&self) -> Result<(), EngineError> {

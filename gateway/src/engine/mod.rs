@@ -329,6 +329,23 @@ pub trait Engine: Send + Sync + 'static {
         site: &SiteId,
     ) -> impl Future<Output = Result<Option<Value>, EngineError>> + Send;
 
+    /// Bans a visitor of a site until `until` (Unix ms), or lifts the ban (`None`). A ban
+    /// ends by itself when its time comes.
+    fn set_ban(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        until: Option<Millis>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Until when a visitor is banned, if they are now.
+    fn banned_until(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        now: Millis,
+    ) -> impl Future<Output = Result<Option<Millis>, EngineError>> + Send;
+
     /// Whether the engine answers (readiness).
     fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
 

@@ -189,6 +189,14 @@ async fn visitor_session<E: Engine>(
                 .ok()
         })
         .filter(|p| p.role == Role::Visitor && p.site == site.config.id);
+    if let Some(p) = &previous {
+        if st.gw.is_banned(&p.site, &p.id).await {
+            return cors(
+                error(StatusCode::FORBIDDEN, "banned", "this visitor is banned"),
+                origin,
+            );
+        }
+    }
     let (id, name) = match previous {
         Some(p) => (p.id, p.name),
         None => (new_visitor_id().0, None),

@@ -207,6 +207,9 @@ where
     if !site.settings().origin_allowed(info.origin.as_deref()) {
         return Err((CloseReason::Forbidden, "origin not allowed"));
     }
+    if principal.role == Role::Visitor && gw.is_banned(&principal.site, &principal.id).await {
+        return Err((CloseReason::Forbidden, "banned"));
+    }
     if cursors.len() > 100 {
         return Err((CloseReason::Malformed, "too many cursors"));
     }
@@ -614,6 +617,21 @@ async fn handle<E: Engine>(
             .assign(p, &conv, operator)
             .await
             .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
+        ClientFrame::Ban {
+            conv,
+            duration,
+            reason,
+            ..
+        } => gw
+            .ban(p, &conv, duration, reason.map(|r| clip(r, 500)))
+            .await
+            .map(|(visitor, until)| {
+                Some(OkBody::Ban {
+                    visitor: visitor.0,
+                    until,
+                })
+            }),
+        ClientFrame::Unban { visitor, .. } => gw.unban(p, &visitor).await.map(|_| None),
         ClientFrame::Watch { conv, on, .. } => {
             if p.role != Role::Supervisor {
                 Err(ServiceError::Rejected(crate::core::Reject {
@@ -703,6 +721,8 @@ fn frame_kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Draft { .. } => "draft",
         ClientFrame::Assign { .. } => "assign",
         ClientFrame::Watch { .. } => "watch",
+        ClientFrame::Ban { .. } => "ban",
+        ClientFrame::Unban { .. } => "unban",
     }
 }
 

@@ -680,6 +680,34 @@ pub async fn seqs_stay_contiguous_under_concurrent_appends<E: Engine>(f: Fixture
     );
 }
 
+/// A ban holds until its time, on every node, and can be lifted.
+pub async fn bans_hold_until_their_time<E: Engine>(f: Fixture<E>) {
+    let (s, v) = (site(), VisitorId::from("v1"));
+    // Real times: the Redis engine lets its key expire at the ban's end, by Redis' clock.
+    let now = gateway::clock::now_ms();
+    assert_eq!(f.e.banned_until(&s, &v, now).await.unwrap(), None);
+    let until = now + 3_600_000;
+    f.e.set_ban(&s, &v, Some(until)).await.unwrap();
+    assert_eq!(
+        f.other.banned_until(&s, &v, now).await.unwrap(),
+        Some(until)
+    );
+    assert_eq!(
+        f.other.banned_until(&s, &v, until).await.unwrap(),
+        None,
+        "over at its time"
+    );
+    assert_eq!(
+        f.e.banned_until(&SiteId::from("elsewhere"), &v, now)
+            .await
+            .unwrap(),
+        None,
+        "a ban is per site"
+    );
+    f.other.set_ban(&s, &v, None).await.unwrap();
+    assert_eq!(f.e.banned_until(&s, &v, now).await.unwrap(), None);
+}
+
 /// Nodes prove they are alive; the engine names the ones that stopped.
 pub async fn dead_nodes_are_named_once_swept_they_are_forgotten<E: Engine>(f: Fixture<E>) {
     // The in-memory engine has one node, which never dies; the Redis engine is checked in
@@ -811,4 +839,5 @@ conformance!(
     drafts_settings_and_latest_conversation,
     seqs_stay_contiguous_under_concurrent_appends,
     dead_nodes_are_named_once_swept_they_are_forgotten,
+    bans_hold_until_their_time,
 );

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use gateway::protocol::{
-    ClientFrame, Encoding, ErrorCode, OkBody, OperatorStatus, Role, ServerFrame,
+    ClientFrame, ConvEvent, Encoding, ErrorCode, OkBody, OperatorStatus, Role, ServerFrame,
 };
 use tokio_tungstenite::tungstenite::Message;
 
@@ -848,5 +848,125 @@ async fn transcripts_are_for_participants_and_errors_say_what_happened() {
     )
     .await;
     assert_eq!(code, 401);
+    node.shutdown().await;
+}
+
+/// An operator bans the visitor of their conversation: it ends, the visitor's connections
+/// close with 4003, and they cannot come back (WebSocket nor session endpoint) until a
+/// supervisor lifts the ban.
+#[tokio::test]
+async fn a_banned_visitor_is_closed_and_kept_out_until_unbanned() {
+    let node = node().await;
+    let (mut op, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "op1", "Olga"),
+    )
+    .await;
+    let r = op.rid();
+    op.request(req::status(r, OperatorStatus::Active)).await;
+    let visitor = token("demo", Role::Visitor, "v1", "Troll");
+    let (mut v, _) = Client::connect(&node, Encoding::Json, &visitor).await;
+    let (mut tab, _) = Client::connect(&node, Encoding::Json, &visitor).await;
+    let r = v.rid();
+    let conv = ok_conv_id(&v.request(req::start(r)).await);
+    let r = op.rid();
+    op.request(req::accept(r, &conv)).await;
+    // Bad durations are refused, and visitors cannot ban anyone.
+    let r = op.rid();
+    let bad = op
+        .request(ClientFrame::Ban {
+            rid: Some(r),
+            conv: conv.clone(),
+            duration: Some("forever-ish".into()),
+            reason: None,
+        })
+        .await;
+    assert!(
+        matches!(
+            bad,
+            ServerFrame::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{bad:?}"
+    );
+    let r = op.rid();
+    let ok = op
+        .request(ClientFrame::Ban {
+            rid: Some(r),
+            conv: conv.clone(),
+            duration: Some("2h".into()),
+            reason: Some("abuse".into()),
+        })
+        .await;
+    match ok {
+        ServerFrame::Ok {
+            body: OkBody::Ban { visitor, until },
+            ..
+        } => {
+            assert_eq!(visitor, "v1");
+            assert!(until > gateway::clock::now_ms() + 3_600_000);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(v.closed().await, Some(4003));
+    assert_eq!(tab.closed().await, Some(4003));
+    let closed = op
+        .recv_until(|f| {
+            matches!(
+                f,
+                ServerFrame::Conv {
+                    event: ConvEvent::Closed,
+                    ..
+                }
+            )
+        })
+        .await;
+    let ServerFrame::Conv { conv: c, .. } = closed else {
+        unreachable!()
+    };
+    assert_eq!(c.outcome.as_deref(), Some("banned"));
+    assert_eq!(hello_close_code(&node, &visitor).await, Some(4003));
+    let (code, body) = http(
+        node.addr,
+        "POST",
+        "/v1/visitor/session",
+        &[("Content-Type", "application/json")],
+        &format!(r#"{{"site":"demo","visitor_token":"{visitor}"}}"#),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("banned"));
+    // Operators cannot lift it; supervisors can.
+    let r = op.rid();
+    assert!(matches!(
+        op.request(ClientFrame::Unban {
+            rid: Some(r),
+            visitor: "v1".into()
+        })
+        .await,
+        ServerFrame::Error {
+            code: ErrorCode::Forbidden,
+            ..
+        }
+    ));
+    let (mut sup, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Supervisor, "s1", "Sam"),
+    )
+    .await;
+    let r = sup.rid();
+    assert!(matches!(
+        sup.request(ClientFrame::Unban {
+            rid: Some(r),
+            visitor: "v1".into()
+        })
+        .await,
+        ServerFrame::Ok { .. }
+    ));
+    let (_back, _) = Client::connect(&node, Encoding::Json, &visitor).await;
     node.shutdown().await;
 }

@@ -10,6 +10,7 @@
 //! | `cg:{s:<site>}:drafts:<op>` | hash: an operator's drafts by conversation | site |
 //! | `cg:{s:<site>}:staff` | channel: queue listings and operator list | site |
 //! | `cg:{v:<site>:<visitor>}:latest` | string: the visitor's newest conversation | visitor |
+//! | `cg:{v:<site>:<visitor>}:ban` | string: until when the visitor is banned (expires then) | visitor |
 //! | `cg:{c:<conv>}:m` | hash: who the conversation belongs to, `seq`, activity | conv |
 //! | `cg:{c:<conv>}:log` | stream: the messages, entry id `<seq>-0` (capped) | conv |
 //! | `cg:{c:<conv>}:cids` | hash: `role:id:cid` → `seq`, for idempotent sends | conv |
@@ -43,6 +44,10 @@ pub fn drafts(site: &SiteId, op: &OperatorId) -> String {
 
 pub fn visitor_latest(site: &SiteId, visitor: &VisitorId) -> String {
     format!("cg:{{v:{site}:{visitor}}}:latest")
+}
+
+pub fn ban(site: &SiteId, visitor: &VisitorId) -> String {
+    format!("cg:{{v:{site}:{visitor}}}:ban")
 }
 
 pub fn conv_meta(conv: &ConvId) -> String {

@@ -936,6 +936,37 @@ impl Engine for RedisEngine {
         }
     }
 
+    async fn set_ban(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        until: Option<Millis>,
+    ) -> Result<(), EngineError> {
+        let key = keys::ban(site, visitor);
+        match until {
+            // The key expires when the ban does (Redis' clock); the value says until when.
+            Some(t) => {
+                self.inner
+                    .run::<()>(redis::cmd("SET").arg(&key).arg(t).arg("PXAT").arg(t))
+                    .await
+            }
+            None => self.inner.run::<()>(redis::cmd("DEL").arg(&key)).await,
+        }
+    }
+
+    async fn banned_until(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        now: Millis,
+    ) -> Result<Option<Millis>, EngineError> {
+        let until: Option<u64> = self
+            .inner
+            .run(redis::cmd("GET").arg(keys::ban(site, visitor)))
+            .await?;
+        Ok(until.filter(|&t| t > now))
+    }
+
     async fn ping(&self) -> Result<(), EngineError> {
         self.inner.run::<()>(&redis::cmd("PING")).await
     }
