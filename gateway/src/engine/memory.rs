@@ -130,6 +130,11 @@ impl MemoryEngine {
     }
 }
 
+/// What a `cid` is unique within: its author.
+fn cid_key(from: &crate::protocol::Author, cid: &str) -> String {
+    format!("{}:{}:{cid}", from.role.as_str(), from.id)
+}
+
 /// A site's state under its lock.
 pub struct MemoryTx {
     guard: OwnedMutexGuard<SiteState>,
@@ -180,15 +185,24 @@ impl Engine for MemoryEngine {
         if meta.site != m.site {
             return Ok(AppendOutcome::Refused(R::NotFound));
         }
-        if let Some(cid) = &m.cid {
-            if let Some(&seq) = log.cids.get(cid) {
-                // Same cid from the same author: the retry of a stored message.
-                let idx = (seq - log.first_seq) as usize;
-                if let Some(stored) = log.messages.get(idx) {
-                    if stored.from.id == m.from.id && stored.from.role == m.from.role {
-                        return Ok(AppendOutcome::Duplicate(stored.clone()));
-                    }
-                }
+        let cid_key = m.cid.as_ref().map(|c| cid_key(&m.from, c));
+        if let Some(key) = &cid_key {
+            if let Some(&seq) = log.cids.get(key) {
+                // The author's retry of a stored message. If the log no longer holds it, the
+                // answer is rebuilt from the retry, which carries the same text.
+                let stored = seq
+                    .checked_sub(log.first_seq)
+                    .and_then(|i| log.messages.get(i as usize))
+                    .cloned()
+                    .unwrap_or_else(|| Msg {
+                        conv: m.conv.0.clone(),
+                        seq,
+                        from: m.from.clone(),
+                        text: m.text.clone(),
+                        ts: m.ts,
+                        cid: m.cid.clone(),
+                    });
+                return Ok(AppendOutcome::Duplicate(stored));
             }
         }
         if let Err(refusal) = meta.may_write(&m.site, &m.from) {
@@ -226,16 +240,15 @@ impl Engine for MemoryEngine {
             }
             Role::System => {}
         }
-        if let Some(cid) = &msg.cid {
-            log.cids.insert(cid.clone(), seq);
+        if let Some(key) = cid_key {
+            // Kept after the message is trimmed (until the log is dropped), like the Redis
+            // engine's hash: a late retry is still recognised.
+            log.cids.insert(key, seq);
         }
         log.messages.push_back(msg.clone());
         while log.messages.len() > self.cfg.max_log {
-            if let Some(old) = log.messages.pop_front() {
+            if log.messages.pop_front().is_some() {
                 log.first_seq += 1;
-                if let Some(cid) = &old.cid {
-                    log.cids.remove(cid);
-                }
             }
         }
         // Published under the log lock: channel order equals seq order.

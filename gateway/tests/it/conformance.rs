@@ -220,11 +220,46 @@ pub async fn append_is_idempotent_by_cid<E: Engine>(f: Fixture<E>) {
             .unwrap(),
     );
     assert_eq!(b, a + 1);
+    // The visitor's retry after the operator used the same cid is still the visitor's.
+    match e
+        .append(msg("c1", Role::Visitor, "v1", Some("x"), "once", 4))
+        .await
+        .unwrap()
+    {
+        AppendOutcome::Duplicate(m) => assert_eq!(m.seq, a),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         published_seqs(&mut rx, 2).await,
         vec![a, b],
         "nothing twice"
     );
+    // A retry after its message left the capped log is still not stored again.
+    for i in 0..LOG_CAP as u64 + 1 {
+        stored(
+            e.append(msg(
+                "c1",
+                Role::Visitor,
+                "v1",
+                Some(&format!("f{i}")),
+                "fill",
+                10 + i,
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    let last = e.last_seq(&ConvId::from("c1")).await.unwrap();
+    match f
+        .other
+        .append(msg("c1", Role::Visitor, "v1", Some("x"), "once", 99))
+        .await
+        .unwrap()
+    {
+        AppendOutcome::Duplicate(m) => assert_eq!((m.seq, m.text.as_str()), (a, "once")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e.last_seq(&ConvId::from("c1")).await.unwrap(), last);
 }
 
 pub async fn append_refuses_strangers_closed_and_unknown<E: Engine>(f: Fixture<E>) {

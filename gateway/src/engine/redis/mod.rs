@@ -622,6 +622,14 @@ impl Engine for RedisEngine {
                     .ok_or_else(|| garbled("dup"))?;
                 Ok(AppendOutcome::Duplicate(decode_msg(frame)?))
             }
+            Some("dup_gone") => {
+                // The retry carries the same text; the stored copy was trimmed.
+                let seq = out
+                    .get(1)
+                    .and_then(as_u64)
+                    .ok_or_else(|| garbled("dup seq"))?;
+                Ok(AppendOutcome::Duplicate(Msg { seq, ..msg }))
+            }
             Some("nf") => Ok(AppendOutcome::Refused(AppendRefusal::NotFound)),
             Some("closed") => Ok(AppendOutcome::Refused(AppendRefusal::Closed)),
             Some("forbidden") => Ok(AppendOutcome::Refused(AppendRefusal::Forbidden)),

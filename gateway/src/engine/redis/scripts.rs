@@ -16,7 +16,8 @@ use redis::Script;
 /// envelope middle (after `seq`), frame prefix, frame suffix, max log, ts, ttl seconds,
 /// channel, sharded (`"1"`: SPUBLISH).
 ///
-/// Returns `{"ok", seq, state, started_unanswered}`, `{"dup", frame}`, `{"nf"}`,
+/// Returns `{"ok", seq, state, started_unanswered}`, `{"dup", frame}`, `{"dup_gone", seq}`
+/// (the retried message was trimmed from the log), `{"nf"}`,
 /// `{"closed"}` or `{"forbidden"}`.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -31,6 +32,8 @@ if ckey ~= '' then
   if old then
     local e = redis.call('XRANGE', log, old .. '-0', old .. '-0')
     if #e > 0 then return {'dup', e[1][2][2]} end
+    -- Trimmed from the log since: still the same message, never stored twice.
+    return {'dup_gone', tonumber(old)}
   end
 end
 if role == 'visitor' then
