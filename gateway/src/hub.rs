@@ -349,16 +349,28 @@ impl ConnShared {
 
     /// Starts holding back `msg` frames of `conv` until [`ConnShared::release_gate`]: the
     /// caller is about to replay what came after `after` from the log.
-    pub fn open_gate(&self, conv: &ConvId, after: u64) {
+    /// Returns whether this call opened it (a gate already open belongs to a replay still
+    /// under way, which will release it).
+    pub fn open_gate(&self, conv: &ConvId, after: u64) -> bool {
         let mut gates = self.gates.lock();
-        if !gates.iter().any(|g| &g.conv == conv) {
-            gates.push(Gate {
-                conv: conv.clone(),
-                after,
-                held: Vec::new(),
-            });
+        if gates.iter().any(|g| &g.conv == conv) {
+            return false;
         }
+        gates.push(Gate {
+            conv: conv.clone(),
+            after,
+            held: Vec::new(),
+        });
         self.gated.store(true, Ordering::Release);
+        true
+    }
+
+    /// Stops holding back `msg` frames of `conv` without delivering them: the connection
+    /// left the conversation.
+    pub fn drop_gate(&self, conv: &ConvId) {
+        let mut gates = self.gates.lock();
+        gates.retain(|g| &g.conv != conv);
+        self.gated.store(!gates.is_empty(), Ordering::Release);
     }
 
     /// Delivers the replayed frames after the gate's cursor, then the held ones, in `seq`
@@ -457,6 +469,14 @@ pub enum SubChange {
         after_seq: u64,
         conns: Vec<Arc<ConnShared>>,
     },
+}
+
+/// What joining a conversation's channel did.
+struct Joined {
+    /// The connection was not on the channel before.
+    joined: bool,
+    /// And it waits for the bus to replay the log after its cursor.
+    replay: bool,
 }
 
 /// Control events for the node itself (not for any connection).
@@ -584,7 +604,7 @@ impl Hub {
     /// client already has (or will load): if the node's bus subscription to the channel is
     /// not confirmed yet, the bus replays what it misses after it.
     pub fn attach(&self, conn: &Arc<ConnShared>, conv: ConvId, known_seq: u64) {
-        if self.join(conn, &conv, known_seq) {
+        if self.join(conn, &conv, known_seq).replay {
             self.tell_bus(SubChange::Catchup {
                 conv,
                 after_seq: known_seq,
@@ -596,29 +616,46 @@ impl Hub {
     /// Subscribes a connection to a conversation's channel; with a bus, its `msg` frames are
     /// held back from the first moment until the bus has replayed the log after `after_seq`.
     /// `false` when it was subscribed already.
-    fn join(&self, c: &Arc<ConnShared>, conv: &ConvId, after_seq: u64) -> bool {
-        let replays = self.bus.get().is_some();
-        if replays {
-            c.open_gate(conv, after_seq);
-        }
+    fn join(&self, c: &Arc<ConnShared>, conv: &ConvId, after_seq: u64) -> Joined {
+        let opened = self.bus.get().is_some() && c.open_gate(conv, after_seq);
         let joined = self.subscribe(c.id, Channel::Conv(conv.clone()));
-        if replays && !joined {
+        if opened && !joined {
+            // Already on the channel: nothing to replay for this join.
             c.release_gate(conv, &[]);
         }
-        joined
+        self.note_seq(conv, after_seq);
+        Joined {
+            joined,
+            replay: joined && opened,
+        }
+    }
+
+    /// Records that a conversation's channel is known to have carried up to `seq` (what a
+    /// joining client already holds), so a replay after a bus outage starts there, not at 1.
+    pub fn note_seq(&self, conv: &ConvId, seq: u64) {
+        if let Some(l) = self.channels.get(&Channel::Conv(conv.clone())) {
+            l.last_seq.fetch_max(seq, Ordering::AcqRel);
+        }
     }
 
     /// Holds back `msg` frames on every conversation channel of this node, for a replay after
     /// the bus lost messages: each channel with its listeners and the last `seq` it carried.
+    /// Connections whose gate is already open (a replay under way) are left to that replay.
     pub fn gate_all(&self) -> Vec<(ConvId, u64, Vec<Arc<ConnShared>>)> {
         let mut out = Vec::new();
         for e in self.channels.iter() {
             if let Channel::Conv(conv) = e.key() {
                 let after = e.value().last_seq.load(Ordering::Acquire);
-                for c in &e.value().conns {
-                    c.open_gate(conv, after);
+                let gated: Vec<Arc<ConnShared>> = e
+                    .value()
+                    .conns
+                    .iter()
+                    .filter(|c| c.open_gate(conv, after))
+                    .cloned()
+                    .collect();
+                if !gated.is_empty() {
+                    out.push((conv.clone(), after, gated));
                 }
-                out.push((conv.clone(), after, e.value().conns.clone()));
             }
         }
         out
@@ -629,6 +666,9 @@ impl Hub {
             Some(mut subs) => {
                 let before = subs.channels.len();
                 subs.channels.retain(|c| c != ch);
+                if let Channel::Conv(conv) = ch {
+                    subs.conn.drop_gate(conv);
+                }
                 before != subs.channels.len()
             }
             None => false,
@@ -704,20 +744,23 @@ impl Hub {
                 frame,
                 after_seq,
             } => {
-                let mut joined = Vec::new();
+                let mut replay = Vec::new();
                 for c in self.listeners(ch) {
-                    if self.join(&c, conv, *after_seq) {
+                    let j = self.join(&c, conv, *after_seq);
+                    if j.joined {
                         if let Some(f) = frame {
                             c.deliver(f);
                         }
-                        joined.push(c);
+                    }
+                    if j.replay {
+                        replay.push(c);
                     }
                 }
-                if !joined.is_empty() {
+                if !replay.is_empty() {
                     self.tell_bus(SubChange::Catchup {
                         conv: conv.clone(),
                         after_seq: *after_seq,
-                        conns: joined,
+                        conns: replay,
                     });
                 }
             }

@@ -109,7 +109,6 @@ pub async fn start_redis(
             retention: cfg.retention,
             node_timeout: cfg.node_timeout,
         },
-        node.clone(),
         sites,
         hub.clone(),
         REDIS_START_WAIT,
@@ -150,8 +149,6 @@ pub async fn start<E: Engine>(
             tracing::warn!(site = %site, error = %e, "stored settings not loaded");
         }
     }
-    // A node restarted under the same id may have left connections counted: they are gone.
-    gw.sweep(&gw.node.clone()).await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let done = tokio::spawn(serve(
         gw.clone(),
@@ -229,8 +226,9 @@ async fn serve<E: Engine>(
     presence.abort();
     // Whatever this node still counts (a disconnect that could not be stored) goes now, and
     // the node leaves the registry instead of waiting to be found dead.
-    if gw.sweep(&gw.node.clone()).await {
-        if let Err(e) = gw.engine.forget_node(&gw.node).await {
+    let life = gw.life();
+    if gw.sweep(&life).await {
+        if let Err(e) = gw.engine.forget_node(&life).await {
             tracing::warn!(error = %e, "node not deregistered");
         }
     }

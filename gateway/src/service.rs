@@ -95,8 +95,17 @@ pub struct Gateway<E: Engine> {
     next_conn: AtomicU64,
     listings: Listings,
     draining: AtomicBool,
-    /// Set while the node was declared dead by the others and has not rejoined yet.
-    paused: AtomicBool,
+    /// The node's current life, under which its connections are counted in the sites'
+    /// presence and its heartbeat is written: `<node>~<random>`. A new life begins when the
+    /// others declared this one dead (it was cut off): what the old life counted is swept,
+    /// and nothing late from the old life can touch what the new one counts.
+    life: parking_lot::RwLock<NodeId>,
+}
+
+/// A fresh life id for a node.
+fn new_life(node: &NodeId) -> NodeId {
+    use rand::Rng;
+    NodeId(format!("{node}~{:08x}", rand::rng().random::<u32>()))
 }
 
 const HISTORY_MAX: usize = 200;
@@ -126,13 +135,13 @@ impl<E: Engine> Gateway<E> {
             hub,
             auth,
             cfg,
-            node,
             sites,
             by_key,
             next_conn: AtomicU64::new(1),
             listings: Listings::default(),
             draining: AtomicBool::new(false),
-            paused: AtomicBool::new(false),
+            life: parking_lot::RwLock::new(new_life(&node)),
+            node,
         }
     }
 
@@ -167,10 +176,14 @@ impl<E: Engine> Gateway<E> {
         self.draining.load(Ordering::Relaxed)
     }
 
-    /// Whether new connections are turned away (1012): draining, or rejoining after the
-    /// other nodes declared this one dead.
+    /// Whether new connections are turned away (1012): the node drains.
     pub fn refuses_clients(&self) -> bool {
-        self.draining.load(Ordering::Relaxed) || self.paused.load(Ordering::Relaxed)
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The node's current life (see [`Gateway::life`]'s field).
+    pub fn life(&self) -> NodeId {
+        self.life.read().clone()
     }
 
     pub fn set_draining(&self) {
@@ -423,37 +436,58 @@ impl<E: Engine> Gateway<E> {
 
     // ----- presence -----
 
-    pub async fn connected(&self, p: &Principal) -> Result<(), ServiceError> {
+    /// Counts a new connection of `p` in its site's presence; returns the node life it was
+    /// counted under, which its disconnect must name.
+    pub async fn connected(&self, p: &Principal) -> Result<Option<NodeId>, ServiceError> {
+        let life = self.life();
         let cmd = match p.role {
             Role::Operator => Command::OperatorConnected {
                 op: OperatorId(p.id.clone()),
-                node: self.node.clone(),
+                node: life.clone(),
                 name: p.name.clone().unwrap_or_else(|| p.id.clone()),
                 max_chats: p.max_chats,
                 queues: p.queues.clone(),
             },
             Role::Visitor => Command::VisitorConnected {
                 visitor: VisitorId(p.id.clone()),
-                node: self.node.clone(),
+                node: life.clone(),
             },
-            _ => return Ok(()),
+            _ => return Ok(None),
         };
-        self.apply(&p.site, cmd).await.map(|_| ())
+        self.apply(&p.site, cmd).await?;
+        Ok(Some(life))
     }
 
-    pub async fn disconnected(&self, p: &Principal) -> Result<(), ServiceError> {
+    /// Takes a connection counted under `life` out of its site's presence, retrying in the
+    /// background until the engine takes it: a disconnect that is never recorded would leave
+    /// the user online for good.
+    pub async fn disconnected(self: &Arc<Self>, p: &Principal, life: NodeId) {
         let cmd = match p.role {
             Role::Operator => Command::OperatorDisconnected {
                 op: OperatorId(p.id.clone()),
-                node: self.node.clone(),
+                node: life,
             },
             Role::Visitor => Command::VisitorDisconnected {
                 visitor: VisitorId(p.id.clone()),
-                node: self.node.clone(),
+                node: life,
             },
-            _ => return Ok(()),
+            _ => return,
         };
-        self.apply(&p.site, cmd).await.map(|_| ())
+        if let Err(e) = self.apply(&p.site, cmd.clone()).await {
+            tracing::warn!(error = %e, "disconnect not recorded yet; retrying");
+            let gw = self.clone();
+            let site = p.site.clone();
+            tokio::spawn(async move {
+                let mut pause = Duration::from_millis(200);
+                loop {
+                    tokio::time::sleep(pause).await;
+                    match gw.apply(&site, cmd.clone()).await {
+                        Ok(_) | Err(ServiceError::Rejected(_)) => return,
+                        Err(_) => pause = (pause * 2).min(Duration::from_secs(5)),
+                    }
+                }
+            });
+        }
     }
 
     // ----- session -----
@@ -483,7 +517,15 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// The conversations a connection attaches to at `hello`.
-    pub async fn own_conversations(&self, p: &Principal) -> Result<Vec<ConvId>, ServiceError> {
+    ///
+    /// Only the ones a connection attaches to live are listed first (`.0`): a visitor's own,
+    /// an operator's held ones. An operator's pending offers (`.1`) are shown in `welcome`
+    /// without a live attachment: the offer may go elsewhere, and another operator's chat is
+    /// not theirs to follow.
+    pub async fn own_conversations(
+        &self,
+        p: &Principal,
+    ) -> Result<(Vec<ConvId>, Vec<ConvId>), ServiceError> {
         match p.role {
             Role::Visitor => {
                 let latest = self
@@ -498,19 +540,20 @@ impl<E: Engine> Gateway<E> {
                         }
                     }
                 }
-                Ok(out)
+                Ok((out, Vec::new()))
             }
             Role::Operator => {
                 let mut tx = self.engine.begin(&p.site).await?;
                 let op = OperatorId(p.id.clone());
-                let mut out: Vec<ConvId> = Vec::new();
-                if let Some(o) = tx.state().operators.get(&op) {
-                    out.extend(o.convs.iter().cloned());
-                    out.extend(o.offers.iter().cloned());
-                }
-                Ok(out)
+                Ok(match tx.state().operators.get(&op) {
+                    Some(o) => (
+                        o.convs.iter().cloned().collect(),
+                        o.offers.iter().cloned().collect(),
+                    ),
+                    None => (Vec::new(), Vec::new()),
+                })
             }
-            _ => Ok(Vec::new()),
+            _ => Ok((Vec::new(), Vec::new())),
         }
     }
 
@@ -711,7 +754,7 @@ impl<E: Engine> Gateway<E> {
                 &p.site,
                 Command::Start {
                     visitor: VisitorId(p.id.clone()),
-                    node: self.node.clone(),
+                    node: self.life(),
                     conv: new_conv_id(),
                     queue: queue.map(QueueId),
                     profile: Box::new(profile),
@@ -1479,27 +1522,18 @@ impl<E: Engine> Gateway<E> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let paused = self.paused.load(Ordering::Acquire);
-            if paused && !self.hub.is_empty() {
-                // Rejoin only once every old connection is gone (and uncounted).
-                continue;
-            }
-            match self.engine.heartbeat().await {
-                Ok(crate::engine::Heartbeat::Alive) => {
-                    if paused {
-                        tracing::info!("rejoined the live nodes");
-                        self.paused.store(false, Ordering::Release);
-                    }
-                }
+            let life = self.life();
+            match self.engine.heartbeat(&life).await {
+                Ok(crate::engine::Heartbeat::Alive) => {}
                 Ok(crate::engine::Heartbeat::Evicted) => {
-                    if !paused {
-                        tracing::warn!(
-                            "this node was declared dead while cut off; reconnecting its clients"
-                        );
-                        self.paused.store(true, Ordering::Release);
-                        for c in self.hub.all() {
-                            c.close(crate::protocol::CloseReason::Restarting);
-                        }
+                    // The others swept this life while it was cut off: its clients are no
+                    // longer counted anywhere. They reconnect (here or elsewhere) and are
+                    // counted in a new life; late disconnects of the old one touch nothing.
+                    let next = new_life(&self.node);
+                    tracing::warn!(old = %life, new = %next, "this node was declared dead while cut off; reconnecting its clients");
+                    *self.life.write() = next;
+                    for c in self.hub.all() {
+                        c.close(crate::protocol::CloseReason::Restarting);
                     }
                     continue;
                 }
@@ -1508,7 +1542,7 @@ impl<E: Engine> Gateway<E> {
                     continue;
                 }
             }
-            let dead = match self.engine.dead_nodes().await {
+            let dead = match self.engine.dead_nodes(&life).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::debug!(error = %e, "dead node scan failed");

@@ -75,8 +75,9 @@ pub struct TimerClaim {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Heartbeat {
     Alive,
-    /// Another node declared this one dead and swept its connections (it could not reach the
-    /// engine for too long): its clients must reconnect so that they are counted again.
+    /// Another node declared this life dead and swept its connections (it could not reach
+    /// the engine for too long): its clients must reconnect so that they are counted again,
+    /// in a new life.
     Evicted,
 }
 
@@ -359,13 +360,22 @@ pub trait Engine: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// Proves this node alive for the engine's node timeout.
-    fn heartbeat(&self) -> impl Future<Output = Result<Heartbeat, EngineError>> + Send {
+    /// Proves a node life alive for the engine's node timeout (registering it first).
+    fn heartbeat(
+        &self,
+        life: &NodeId,
+    ) -> impl Future<Output = Result<Heartbeat, EngineError>> + Send {
+        let _ = life;
         async { Ok(Heartbeat::Alive) }
     }
 
-    /// Nodes that stopped proving they are alive, whose connections must be swept.
-    fn dead_nodes(&self) -> impl Future<Output = Result<Vec<NodeId>, EngineError>> + Send {
+    /// Node lives that stopped proving they are alive (never `me`), whose connections must
+    /// be swept.
+    fn dead_nodes(
+        &self,
+        me: &NodeId,
+    ) -> impl Future<Output = Result<Vec<NodeId>, EngineError>> + Send {
+        let _ = me;
         async { Ok(Vec::new()) }
     }
 

@@ -145,6 +145,7 @@ impl<E: Engine> Live<E> {
         let role = principal.role.as_str();
         metrics::counter!(m::CONNS_OPENED, "role" => role).increment(1);
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
+        let mut counted = None;
         let reason = session(
             &gw,
             &conn,
@@ -154,18 +155,20 @@ impl<E: Engine> Live<E> {
             &principal,
             cursors,
             &info,
+            &mut counted,
         )
         .await;
         gw.hub.unregister(id);
-        // Boxed: a transition's future is large, and an idle connection's task should not
-        // carry it inline for its whole life.
-        if let Err(e) = Box::pin(gw.disconnected(&principal)).await {
-            tracing::warn!(error = %e, "disconnect not recorded");
-        }
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).decrement(1.0);
         metrics::counter!(m::CONNS_CLOSED, "role" => role, "reason" => reason.map(|r| r.label()).unwrap_or("client")).increment(1);
+        // The client hears first; the presence change may wait on the site's other work.
         if let Some(r) = reason {
             Box::pin(close(&mut sink, &mut stream, r, r.label())).await;
+        }
+        // Only a connection that was counted is taken out of the count (boxed: a transition's
+        // future is large, and an idle connection's task should not carry it inline).
+        if let Some(life) = counted {
+            Box::pin(gw.disconnected(&principal, life)).await;
         }
         tracing::debug!(?reason, "closed");
     }
@@ -268,6 +271,7 @@ async fn session<E, W, R>(
     p: &Principal,
     cursors: Cursors,
     info: &ConnInfo,
+    counted: &mut Option<crate::core::NodeId>,
 ) -> Option<CloseReason>
 where
     E: Engine,
@@ -282,7 +286,7 @@ where
     if p.role.is_staff() {
         gw.hub.subscribe(conn.id, Channel::Staff(p.site.clone()));
     }
-    let opening = match Box::pin(opening(gw, conn, p, cursors)).await {
+    let opening = match Box::pin(opening(gw, conn, p, cursors, counted)).await {
         Ok(frames) => frames,
         Err(e) => {
             tracing::warn!(error = %e, "welcome failed");
@@ -422,6 +426,7 @@ async fn opening<E: Engine>(
     conn: &ConnShared,
     p: &Principal,
     cursors: Cursors,
+    counted: &mut Option<crate::core::NodeId>,
 ) -> Result<Vec<ServerFrame>, ServiceError> {
     // The user's own channel is live before the connection counts: whatever is decided for
     // them from then on (an assignment, an offer) reaches this socket.
@@ -430,17 +435,26 @@ async fn opening<E: Engine>(
         live.push(Channel::Staff(p.site.clone()));
     }
     gw.engine.wait_subscribed(&live).await?;
-    gw.connected(p).await?;
-    let mut ids: Vec<ConvId> = gw.own_conversations(p).await?;
-    // Conversations named in cursors that the principal may read (a visitor's just-closed
-    // conversation, say) are recovered too.
+    *counted = gw.connected(p).await?;
+    let (mut live, mut ids) = gw.own_conversations(p).await?;
+    // Conversations named in cursors that the principal may read are recovered too (a
+    // visitor's just-closed conversation, say); visitors and supervisors also follow them
+    // live, an operator only what they hold.
     for c in cursors.keys() {
         let id = ConvId(c.clone());
-        if !ids.contains(&id) && gw.authorize(p, c, Access::Read).await.is_ok() {
-            ids.push(id);
+        if live.contains(&id) || ids.contains(&id) {
+            continue;
+        }
+        if gw.authorize(p, c, Access::Read).await.is_ok() {
+            if p.role == Role::Operator {
+                ids.push(id);
+            } else {
+                live.push(id);
+            }
         }
     }
-    let conv_channels: Vec<Channel> = ids.iter().map(|id| Channel::Conv(id.clone())).collect();
+    let conv_channels: Vec<Channel> = live.iter().map(|id| Channel::Conv(id.clone())).collect();
+    ids.splice(0..0, live);
     for ch in &conv_channels {
         gw.hub.subscribe(conn.id, ch.clone());
     }
@@ -453,15 +467,19 @@ async fn opening<E: Engine>(
             continue;
         };
         let mut c = gw.snapshot_for(p, &meta, &drafts).await?;
+        let mut known = c.last_seq;
         if let Some(&after) = cursors.get(id.as_str()) {
             match gw.replay(id, after).await? {
                 Replay::Recovered(msgs) => {
                     c.recovered = Some(true);
+                    known = known.max(msgs.last().map_or(0, |m| m.seq));
                     replays.extend(msgs.into_iter().map(ServerFrame::Msg));
                 }
                 Replay::Lost => c.recovered = Some(false),
             }
         }
+        // A replay after a bus outage starts from here, not from the first message.
+        gw.hub.note_seq(id, known);
         conversations.push(c);
     }
     let mut frames = vec![ServerFrame::Welcome {

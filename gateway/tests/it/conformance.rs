@@ -28,6 +28,8 @@ use gateway::protocol::{
 use testsupport::{RedisCluster, RedisServer};
 
 pub const LOG_CAP: usize = 5;
+/// Short, so that a node life that stops beating is named dead within a second or two.
+const REDIS_NODE_TIMEOUT: Duration = Duration::from_millis(400);
 const WAIT: Duration = Duration::from_secs(10);
 
 /// What a case runs against.
@@ -39,6 +41,8 @@ pub struct Fixture<E> {
     pub other: E,
     /// Keeps a per-case Redis alive.
     _server: Option<RedisServer>,
+    /// The Redis engine's node timeout (`None`: the in-memory engine).
+    redis_node_timeout: Option<Duration>,
 }
 
 fn site() -> SiteId {
@@ -743,16 +747,43 @@ pub async fn bans_hold_until_their_time<E: Engine>(f: Fixture<E>) {
     assert_eq!(f.e.banned_until(&s, &v, now).await.unwrap(), None);
 }
 
-/// Nodes prove they are alive; the engine names the ones that stopped.
+/// Node lives prove they are alive; the engine names the ones that stopped (never the asker),
+/// and a life that was swept and forgotten learns it was evicted at its next heartbeat.
 pub async fn dead_nodes_are_named_once_swept_they_are_forgotten<E: Engine>(f: Fixture<E>) {
-    // The in-memory engine has one node, which never dies; the Redis engine is checked in
-    // the multi-node tests with real processes and timeouts.
+    use gateway::engine::Heartbeat;
+    let (me, other) = (NodeId::from("a~1"), NodeId::from("b~1"));
+    assert_eq!(f.e.heartbeat(&me).await.unwrap(), Heartbeat::Alive);
+    assert_eq!(f.other.heartbeat(&other).await.unwrap(), Heartbeat::Alive);
+    if f.redis_node_timeout.is_none() {
+        // The in-memory engine is one node, which never dies.
+        assert!(f.e.dead_nodes(&me).await.unwrap().is_empty());
+        return;
+    }
+    // `other` stops beating; `me` keeps beating until it names `other`.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        assert_eq!(f.e.heartbeat(&me).await.unwrap(), Heartbeat::Alive);
+        let dead = f.e.dead_nodes(&me).await.unwrap();
+        assert!(!dead.contains(&me), "never oneself: {dead:?}");
+        if dead.contains(&other) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{other} never named dead"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.e.forget_node(&other).await.unwrap();
+    assert!(!f.e.dead_nodes(&me).await.unwrap().contains(&other));
     assert_eq!(
-        f.e.heartbeat().await.unwrap(),
-        gateway::engine::Heartbeat::Alive
+        f.other.heartbeat(&other).await.unwrap(),
+        Heartbeat::Evicted,
+        "a swept life learns it"
     );
-    let dead = f.e.dead_nodes().await.unwrap();
-    assert!(dead.is_empty(), "{dead:?}");
+    // A new life of that node joins afresh.
+    let again = NodeId::from("b~2");
+    assert_eq!(f.other.heartbeat(&again).await.unwrap(), Heartbeat::Alive);
 }
 
 pub fn memory_fixture() -> Fixture<MemoryEngine> {
@@ -769,19 +800,19 @@ pub fn memory_fixture() -> Fixture<MemoryEngine> {
         other: e.clone(),
         e,
         _server: None,
+        redis_node_timeout: None,
     }
 }
 
-async fn redis_engine(redis: RedisConfig, node: &str) -> (Arc<Hub>, RedisEngine) {
+async fn redis_engine(redis: RedisConfig) -> (Arc<Hub>, RedisEngine) {
     let hub = Hub::new();
     let e = RedisEngine::connect(
         RedisOptions {
             redis,
             max_log: LOG_CAP,
             retention: Duration::from_secs(3600),
-            node_timeout: Duration::from_secs(10),
+            node_timeout: REDIS_NODE_TIMEOUT,
         },
-        NodeId::from(node),
         vec![site()],
         hub.clone(),
         Duration::from_secs(10),
@@ -802,26 +833,28 @@ fn redis_config(urls: String, cluster: bool) -> RedisConfig {
 pub async fn redis_fixture() -> Fixture<RedisEngine> {
     let server = RedisServer::start();
     let cfg = redis_config(server.url(), false);
-    let (hub, e) = redis_engine(cfg.clone(), "n1").await;
-    let (_, other) = redis_engine(cfg, "n2").await;
+    let (hub, e) = redis_engine(cfg.clone()).await;
+    let (_, other) = redis_engine(cfg).await;
     Fixture {
         hub,
         e,
         other,
         _server: Some(server),
+        redis_node_timeout: Some(REDIS_NODE_TIMEOUT),
     }
 }
 
 async fn cluster_fixture(cluster: &RedisCluster) -> Fixture<RedisEngine> {
     cluster.flush();
     let cfg = redis_config(cluster.urls(), true);
-    let (hub, e) = redis_engine(cfg.clone(), "n1").await;
-    let (_, other) = redis_engine(cfg, "n2").await;
+    let (hub, e) = redis_engine(cfg.clone()).await;
+    let (_, other) = redis_engine(cfg).await;
     Fixture {
         hub,
         e,
         other,
         _server: None,
+        redis_node_timeout: Some(REDIS_NODE_TIMEOUT),
     }
 }
 

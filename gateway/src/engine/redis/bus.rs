@@ -43,7 +43,17 @@ pub struct Bus {
     generation: watch::Sender<u64>,
     /// Whether the pub/sub connection is believed to be up.
     up: AtomicBool,
+    /// Conversation channels whose `msg` frames are held back since the connection was lost,
+    /// waiting for the replay that follows the resubscription; and since when.
+    lost: Mutex<(Vec<Gated>, Option<std::time::Instant>)>,
 }
+
+/// A conversation, the `seq` its channel had carried, and the connections held back on it.
+type Gated = (ConvId, u64, Vec<Arc<ConnShared>>);
+
+/// How long connections stay held back while the bus cannot be restored; then they are closed
+/// with 1012 and resume with their cursors (held frames must not pile up without end).
+const LOST_PATIENCE: Duration = Duration::from_secs(30);
 
 impl Bus {
     pub fn new(hub: Arc<Hub>) -> Arc<Bus> {
@@ -53,6 +63,7 @@ impl Bus {
             active: Mutex::new(HashSet::new()),
             generation: watch::channel(0).0,
             up: AtomicBool::new(true),
+            lost: Mutex::new((Vec::new(), None)),
         })
     }
 
@@ -94,12 +105,54 @@ impl Bus {
                 PushKind::Message | PushKind::SMessage => self.on_message(push.data),
                 PushKind::Disconnection => {
                     tracing::warn!("bus connection lost");
-                    self.up.store(false, Ordering::Release);
-                    self.active.lock().clear();
-                    self.bump();
+                    // Held back here, before any push of the reconnected connection (redis-rs
+                    // resubscribes at once) is dispatched: the replay after the
+                    // resubscription starts exactly where delivery stopped.
+                    self.lose();
                     let _ = lost.send(());
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// The bus lost messages (or may have): every conversation channel is held back from the
+    /// last `seq` it carried until it is replayed.
+    fn lose(&self) {
+        self.up.store(false, Ordering::Release);
+        let gated = self.hub.gate_all();
+        {
+            let mut lost = self.lost.lock();
+            lost.0.extend(gated);
+            lost.1.get_or_insert_with(std::time::Instant::now);
+        }
+        self.active.lock().clear();
+        self.bump();
+    }
+
+    /// The held-back channels to replay now that the bus is back.
+    fn take_lost(&self) -> Vec<Gated> {
+        let mut lost = self.lost.lock();
+        lost.1 = None;
+        std::mem::take(&mut lost.0)
+    }
+
+    /// When the bus stays down too long, the held-back connections are closed (1012).
+    fn give_up_if_lost_too_long(&self) {
+        let expired = {
+            let mut lost = self.lost.lock();
+            match lost.1 {
+                Some(since) if since.elapsed() > LOST_PATIENCE => {
+                    lost.1 = Some(std::time::Instant::now());
+                    std::mem::take(&mut lost.0)
+                }
+                _ => Vec::new(),
+            }
+        };
+        for (conv, _, conns) in expired {
+            for c in conns {
+                c.release_gate(&conv, &[]);
+                c.close(CloseReason::Restarting);
             }
         }
     }
@@ -172,14 +225,16 @@ impl<R: Replayer> Subscriber<R> {
                 }
                 _ = ping.tick() => {
                     let ok = redis::cmd("PING").query_async::<()>(&mut self.conn).await.is_ok();
-                    if !ok && self.bus.up.swap(false, Ordering::AcqRel) {
+                    if !ok && self.bus.up.load(Ordering::Acquire) {
                         tracing::warn!("bus connection not answering");
-                        self.bus.active.lock().clear();
-                        self.bus.bump();
+                        self.bus.lose();
                         resubscribe = true;
                     }
                     if ok && resubscribe {
                         resubscribe = !self.resubscribe_all(&mut pending).await;
+                    }
+                    if resubscribe {
+                        self.bus.give_up_if_lost_too_long();
                     }
                 }
             }
@@ -224,24 +279,32 @@ impl<R: Replayer> Subscriber<R> {
             return false;
         }
         if !unsubscribe.is_empty() {
-            let names: Vec<String> = unsubscribe.iter().map(keys::channel).collect();
-            if let Err(e) = self.conn.unsubscribe(&names).await {
-                tracing::warn!(error = %e, "unsubscribe failed");
-                return false;
-            }
+            // Out of `active` before the command leaves: a listener that arrives meanwhile
+            // must wait for a subscription, not trust one that is going away.
             {
                 let mut active = self.bus.active.lock();
                 for ch in &unsubscribe {
                     active.remove(ch);
                 }
             }
+            self.bus.bump();
+            let names: Vec<String> = unsubscribe.iter().map(keys::channel).collect();
+            if let Err(e) = self.conn.unsubscribe(&names).await {
+                tracing::warn!(error = %e, "unsubscribe failed");
+                return false;
+            }
+            let mut back = Vec::new();
             for (ch, name) in unsubscribe.iter().zip(&names) {
-                // A channel that came back meanwhile keeps its name.
-                if !self.bus.hub.has(ch) {
+                if self.bus.hub.has(ch) {
+                    // A listener came back while the channel was being left.
+                    back.push(ch.clone());
+                } else {
                     self.bus.names.remove(name);
                 }
             }
-            self.bus.bump();
+            if !back.is_empty() && !self.subscribe(&back).await {
+                return false;
+            }
         }
         pending.clear();
         true
@@ -270,25 +333,23 @@ impl<R: Replayer> Subscriber<R> {
     /// channel replayed from the last `seq` it carried, and every site's settings reloaded
     /// (a change announced meanwhile was missed). `false` if Redis failed.
     async fn resubscribe_all(&mut self, pending: &mut HashSet<Channel>) -> bool {
-        let gated = self.bus.hub.gate_all();
         let mut all = self.bus.hub.channels();
         all.push(Channel::Nodes);
         if !self.subscribe(&all).await {
-            for (conv, _, conns) in gated {
-                for c in conns {
-                    c.release_gate(&conv, &[]);
-                }
-            }
+            // The held-back connections stay held until the next attempt (or are closed if
+            // it takes too long): released without a replay they would miss messages.
             return false;
         }
         pending.clear();
         self.bus.up.store(true, Ordering::Release);
         metrics::counter!(m::BUS_RESUBSCRIBES).increment(1);
+        let lost = self.bus.take_lost();
         tracing::info!(
             channels = all.len(),
+            conversations = lost.len(),
             "bus resubscribed; replaying conversations"
         );
-        for (conv, after, conns) in gated {
+        for (conv, after, conns) in lost {
             tokio::spawn(catch_up(
                 self.bus.clone(),
                 self.replayer.clone(),

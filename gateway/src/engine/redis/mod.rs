@@ -21,7 +21,6 @@ pub mod keys;
 mod scripts;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,15 +74,14 @@ pub struct RedisEngine {
 struct Inner {
     conn: Conn,
     opts: RedisOptions,
-    node: NodeId,
     sites: Vec<SiteId>,
     hub: Arc<Hub>,
     bus: Arc<Bus>,
     copies: DashMap<SiteId, Arc<AsyncMutex<SiteState>>>,
     /// When this node's command connection last started working without interruption.
     healthy_since: Mutex<Option<Instant>>,
-    /// Whether this node is registered among the live nodes.
-    joined: AtomicBool,
+    /// The node life registered among the live ones.
+    joined: Mutex<Option<NodeId>>,
 }
 
 /// A Redis failure as the engine reports it.
@@ -214,7 +212,6 @@ impl RedisEngine {
     /// starts the pub/sub tasks.
     pub async fn connect(
         opts: RedisOptions,
-        node: NodeId,
         sites: Vec<SiteId>,
         hub: Arc<Hub>,
         wait: Duration,
@@ -239,13 +236,12 @@ impl RedisEngine {
         let inner = Arc::new(Inner {
             conn,
             opts,
-            node,
             sites: sites.clone(),
             hub: hub.clone(),
             bus: bus.clone(),
             copies: DashMap::new(),
             healthy_since: Mutex::new(Some(Instant::now())),
-            joined: AtomicBool::new(false),
+            joined: Mutex::new(None),
         });
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
@@ -992,32 +988,31 @@ impl Engine for RedisEngine {
         }
     }
 
-    async fn heartbeat(&self) -> Result<Heartbeat, EngineError> {
-        let joined = self.inner.joined.load(Ordering::Acquire);
+    async fn heartbeat(&self, life: &NodeId) -> Result<Heartbeat, EngineError> {
+        // A life registers once ("join"); after that it only proves itself ("beat"), and a
+        // beat that finds it gone from the registry means it was swept.
+        let joined = self.inner.joined.lock().as_ref() == Some(life);
         let out = self
             .inner
             .script(
                 scripts::HEARTBEAT
                     .key(keys::NODES)
                     .key(keys::DEAD)
-                    .arg(self.inner.node.as_str())
+                    .arg(life.as_str())
                     .arg(if joined { "beat" } else { "join" }),
             )
             .await?;
         match as_str(&out) {
             Some("alive") => {
-                self.inner.joined.store(true, Ordering::Release);
+                *self.inner.joined.lock() = Some(life.clone());
                 Ok(Heartbeat::Alive)
             }
-            Some("evicted") => {
-                self.inner.joined.store(false, Ordering::Release);
-                Ok(Heartbeat::Evicted)
-            }
+            Some("evicted") => Ok(Heartbeat::Evicted),
             other => Err(garbled(format!("heartbeat answered {other:?}"))),
         }
     }
 
-    async fn dead_nodes(&self) -> Result<Vec<NodeId>, EngineError> {
+    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<NodeId>, EngineError> {
         // Judge others only after being connected for two timeouts: after an outage every
         // node's heartbeat is old, and the live ones need a moment to reconnect and beat.
         let settled = self
@@ -1040,7 +1035,7 @@ impl Engine for RedisEngine {
         Ok(array(out)?
             .iter()
             .filter_map(as_str)
-            .filter(|n| *n != self.inner.node.as_str())
+            .filter(|n| *n != me.as_str())
             .map(NodeId::from)
             .collect())
     }
