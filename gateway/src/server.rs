@@ -180,6 +180,7 @@ async fn serve<E: Engine>(
     let pinger = tokio::spawn(ws::run_pinger(gw.clone()));
     let control = tokio::spawn(gw.clone().run_control(control));
     let listings = tokio::spawn(gw.clone().run_listings());
+    let retries = tokio::spawn(gw.clone().run_retries());
     let presence = tokio::spawn(gw.clone().run_presence(gw.cfg.node_timeout / 5));
     let app = http::router(
         AppState {
@@ -236,4 +237,5 @@ async fn serve<E: Engine>(
     pinger.abort();
     control.abort();
     listings.abort();
+    retries.abort();
 }

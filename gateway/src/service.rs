@@ -94,6 +94,7 @@ pub struct Gateway<E: Engine> {
     by_key: HashMap<String, SiteId>,
     next_conn: AtomicU64,
     listings: Listings,
+    retries: Retries,
     draining: AtomicBool,
     /// The node's current life, under which its connections are counted in the sites'
     /// presence and its heartbeat is written: `<node>~<random>`. A new life begins when the
@@ -139,6 +140,7 @@ impl<E: Engine> Gateway<E> {
             by_key,
             next_conn: AtomicU64::new(1),
             listings: Listings::default(),
+            retries: Retries::default(),
             draining: AtomicBool::new(false),
             life: parking_lot::RwLock::new(new_life(&node)),
             node,
@@ -212,7 +214,8 @@ impl<E: Engine> Gateway<E> {
             };
             let (reply, effects) = core::handle(tx.state(), ctx, cmd.clone())?;
             debug_assert!(core::check_invariants(tx.state(), &settings).is_ok());
-            match tx.commit().await {
+            let (timers, effects) = split_timers(effects);
+            match tx.commit(&timers).await {
                 Ok(()) => {
                     // Carried out while the transaction is held, so that on this node the
                     // effects of one site leave in commit order.
@@ -230,16 +233,72 @@ impl<E: Engine> Gateway<E> {
         }
     }
 
+    /// Carries out a committed transition's effects in order. One that fails (the engine
+    /// hiccuped) is retried in the background: the state moved, and a lost conversation
+    /// record or membership would leave the conversation stuck.
     async fn execute(&self, site: &SiteId, version: u64, effects: Vec<Effect>) {
-        for e in effects {
-            if let Err(err) = self.execute_one(site, version, e).await {
+        // System messages get a cid unique to this transition, so a retry stores them once.
+        let salt: u32 = {
+            use rand::Rng;
+            rand::rng().random()
+        };
+        for (i, e) in effects.into_iter().enumerate() {
+            let cid =
+                matches!(e, Effect::System { .. }).then(|| format!("sys.{version}.{salt:x}.{i}"));
+            if let Err(err) = self
+                .execute_one(site, version, e.clone(), cid.clone())
+                .await
+            {
                 metrics::counter!(m::ENGINE_ERRORS).increment(1);
-                tracing::warn!(site = %site, error = %err, "effect not carried out");
+                tracing::warn!(site = %site, error = %err, "effect not carried out yet; retrying");
+                self.retries.push(Retry {
+                    site: site.clone(),
+                    version,
+                    effect: e,
+                    cid,
+                    attempts: 0,
+                });
             }
         }
     }
 
-    async fn execute_one(&self, site: &SiteId, version: u64, e: Effect) -> Result<(), EngineError> {
+    /// Retries effects that failed, with backoff, for about two minutes each.
+    pub async fn run_retries(self: Arc<Self>) {
+        loop {
+            let batch = self.retries.wait().await;
+            let mut failed = Vec::new();
+            for mut r in batch {
+                match self
+                    .execute_one(&r.site, r.version, r.effect.clone(), r.cid.clone())
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if r.attempts >= RETRY_ATTEMPTS => {
+                        tracing::error!(site = %r.site, error = %e, effect = ?r.effect, "effect given up");
+                    }
+                    Err(_) => {
+                        r.attempts += 1;
+                        failed.push(r);
+                    }
+                }
+            }
+            let any = !failed.is_empty();
+            for r in failed {
+                self.retries.push(r);
+            }
+            if any {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    async fn execute_one(
+        &self,
+        site: &SiteId,
+        version: u64,
+        e: Effect,
+        cid: Option<String>,
+    ) -> Result<(), EngineError> {
         match e {
             Effect::Conv {
                 event,
@@ -332,7 +391,7 @@ impl<E: Engine> Gateway<E> {
                     .append(NewMessage {
                         site: site.clone(),
                         conv,
-                        cid: None,
+                        cid,
                         from: system_author(),
                         text,
                         ts: now_ms(),
@@ -356,8 +415,8 @@ impl<E: Engine> Gateway<E> {
                     )
                     .await
             }
-            Effect::SetTimer { kind, at } => self.engine.set_timer(site, &kind, at, false).await,
-            Effect::CancelTimer { kind } => self.engine.cancel_timer(site, &kind).await,
+            // Committed with the state (see `apply`).
+            Effect::SetTimer { .. } | Effect::CancelTimer { .. } => Ok(()),
         }
     }
 
@@ -1627,6 +1686,62 @@ impl<E: Engine> Gateway<E> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A transition's timer changes, the last one per timer (so sets and cancels are disjoint),
+/// and its other effects.
+fn split_timers(effects: Vec<Effect>) -> (Vec<(TimerKind, Option<core::Millis>)>, Vec<Effect>) {
+    let mut timers: Vec<(TimerKind, Option<core::Millis>)> = Vec::new();
+    let mut rest = Vec::with_capacity(effects.len());
+    for e in effects {
+        let (kind, at) = match e {
+            Effect::SetTimer { kind, at } => (kind, Some(at)),
+            Effect::CancelTimer { kind } => (kind, None),
+            other => {
+                rest.push(other);
+                continue;
+            }
+        };
+        timers.retain(|(k, _)| k != &kind);
+        timers.push((kind, at));
+    }
+    (timers, rest)
+}
+
+/// An effect to carry out again.
+struct Retry {
+    site: SiteId,
+    version: u64,
+    effect: Effect,
+    cid: Option<String>,
+    attempts: u32,
+}
+
+/// How many times a failed effect is retried (about two minutes with the pauses).
+const RETRY_ATTEMPTS: u32 = 240;
+
+/// Effects waiting to be carried out again.
+#[derive(Default)]
+struct Retries {
+    queue: parking_lot::Mutex<Vec<Retry>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Retries {
+    fn push(&self, r: Retry) {
+        self.queue.lock().push(r);
+        self.ready.notify_one();
+    }
+
+    async fn wait(&self) -> Vec<Retry> {
+        loop {
+            let batch = std::mem::take(&mut *self.queue.lock());
+            if !batch.is_empty() {
+                return batch;
+            }
+            self.ready.notified().await;
         }
     }
 }

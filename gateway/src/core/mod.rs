@@ -980,7 +980,17 @@ impl Core<'_, '_> {
         }
         match (&c.state, &c.operator, &c.offered_to) {
             (ConvState::Active, Some(holder), _) if holder == &op => {
-                return Ok(Reply::Conv(Box::new(render(self.st, &id, c))));
+                // Already theirs: the retry of an accept whose answer was lost. What the
+                // first one published may be lost with it, so the operator is attached again
+                // and the conversation's record published again (both idempotent).
+                let snapshot = render(self.st, &id, c);
+                self.effects.push(Effect::Attach {
+                    conv: id.clone(),
+                    who: Participant::Operator(op),
+                    update: None,
+                });
+                self.conv_event(&id, ConvEvent::Assigned, Some("again".into()));
+                return Ok(Reply::Conv(Box::new(snapshot)));
             }
             (ConvState::Active, _, _) => {
                 return reject(ErrorCode::Taken, "conversation already taken")

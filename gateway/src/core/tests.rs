@@ -163,8 +163,19 @@ fn manual_routing_first_accept_wins() {
         ErrorCode::Taken
     );
     assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("a")));
-    // Accepting again is idempotent for the holder.
+    // Accepting again is idempotent for the holder, and re-publishes what a lost first
+    // answer may have lost: the attachment and the conversation's record.
+    let version = w.st.version;
     assert!(accept(&mut w, "a", "c1").is_ok());
+    assert_eq!(w.st.version, version, "nothing changed");
+    assert!(w.saw(|e| matches!(e, Effect::Attach { who: Participant::Operator(o), update: Some(_), .. } if o.as_str() == "a")));
+    assert!(w.saw(|e| matches!(
+        e,
+        Effect::Conv {
+            event: ConvEvent::Assigned,
+            ..
+        }
+    )));
 }
 
 #[test]

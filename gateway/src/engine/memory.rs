@@ -112,6 +112,26 @@ impl MemoryEngine {
         self.logs.get(conv).map(|l| l.clone())
     }
 
+    fn put_timer(&self, site: &SiteId, kind: &TimerKind, at: Millis, only_if_absent: bool) {
+        let mut t = self.timers.lock();
+        let key = (site.clone(), kind.clone());
+        if let Some(old) = t.by_key.get(&key).copied() {
+            if only_if_absent {
+                return;
+            }
+            t.by_deadline.remove(&(old, site.clone(), kind.clone()));
+        }
+        t.by_key.insert(key, at);
+        t.by_deadline.insert((at, site.clone(), kind.clone()));
+    }
+
+    fn drop_timer(&self, site: &SiteId, kind: &TimerKind) {
+        let mut t = self.timers.lock();
+        if let Some(at) = t.by_key.remove(&(site.clone(), kind.clone())) {
+            t.by_deadline.remove(&(at, site.clone(), kind.clone()));
+        }
+    }
+
     /// Drops logs of conversations closed longer than the retention ago.
     fn purge(&self, now: Millis) {
         let horizon = now.saturating_sub(self.cfg.retention.as_millis() as u64);
@@ -138,6 +158,7 @@ fn cid_key(from: &crate::protocol::Author, cid: &str) -> String {
 /// A site's state under its lock.
 pub struct MemoryTx {
     guard: OwnedMutexGuard<SiteState>,
+    store: MemoryEngine,
 }
 
 impl SiteTx for MemoryTx {
@@ -145,10 +166,17 @@ impl SiteTx for MemoryTx {
         &mut self.guard
     }
 
-    async fn commit(&mut self) -> Result<(), EngineError> {
+    async fn commit(&mut self, timers: &[(TimerKind, Option<Millis>)]) -> Result<(), EngineError> {
         // The lock is held from begin to drop: nobody can have committed in between, and
-        // there is nothing to write but the state itself.
+        // there is nothing to write but the state itself and its timers.
         self.guard.clear_touched();
+        let site = self.guard.site.clone();
+        for (kind, at) in timers {
+            match at {
+                Some(at) => self.store.put_timer(&site, kind, *at, false),
+                None => self.store.drop_timer(&site, kind),
+            }
+        }
         Ok(())
     }
 }
@@ -170,7 +198,10 @@ impl Engine for MemoryEngine {
             .or_insert_with(|| Arc::new(AsyncMutex::new(SiteState::new(site.clone()))))
             .clone();
         let guard = lock.lock_owned().await;
-        Ok(MemoryTx { guard })
+        Ok(MemoryTx {
+            guard,
+            store: self.clone(),
+        })
     }
 
     async fn append(&self, m: NewMessage) -> Result<AppendOutcome, EngineError> {
@@ -411,24 +442,12 @@ impl Engine for MemoryEngine {
         at: Millis,
         only_if_absent: bool,
     ) -> Result<(), EngineError> {
-        let mut t = self.timers.lock();
-        let key = (site.clone(), kind.clone());
-        if let Some(old) = t.by_key.get(&key).copied() {
-            if only_if_absent {
-                return Ok(());
-            }
-            t.by_deadline.remove(&(old, site.clone(), kind.clone()));
-        }
-        t.by_key.insert(key, at);
-        t.by_deadline.insert((at, site.clone(), kind.clone()));
+        self.put_timer(site, kind, at, only_if_absent);
         Ok(())
     }
 
     async fn cancel_timer(&self, site: &SiteId, kind: &TimerKind) -> Result<(), EngineError> {
-        let mut t = self.timers.lock();
-        if let Some(at) = t.by_key.remove(&(site.clone(), kind.clone())) {
-            t.by_deadline.remove(&(at, site.clone(), kind.clone()));
-        }
+        self.drop_timer(site, kind);
         Ok(())
     }
 

@@ -9,9 +9,10 @@
 //! # Contract
 //!
 //! - **Site transitions are atomic.** [`Engine::begin`] hands out the site's state;
-//!   [`SiteTx::commit`] stores it only if nobody committed in between, else returns
-//!   [`EngineError::Conflict`] and the caller runs the pure transition again on fresh state.
-//!   Two racing accepts of one conversation therefore have exactly one winner.
+//!   [`SiteTx::commit`] stores it, with the site's timer changes, only if nobody committed in
+//!   between, else returns [`EngineError::Conflict`] and the caller runs the pure transition
+//!   again on fresh state. Two racing accepts of one conversation therefore have exactly one
+//!   winner, and a committed transition never loses its timers.
 //! - **Append is exactly-once by `cid`.** [`Engine::append`] checks that the author may write
 //!   (and that the conversation belongs to the message's site), drops a `cid` the same author
 //!   used before (returning the stored message), assigns the next `seq` (1, 2, 3, … with no
@@ -187,8 +188,13 @@ pub struct HistoryPage {
 /// A site's state checked out for one transition.
 pub trait SiteTx: Send {
     fn state(&mut self) -> &mut SiteState;
-    /// Stores the state if nobody committed since `begin`; else [`EngineError::Conflict`].
-    fn commit(&mut self) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Stores the state, and sets (`Some(at)`) or cancels (`None`) the given timers of the
+    /// site in the same atomic step, if nobody committed since `begin`; else
+    /// [`EngineError::Conflict`] and nothing is stored.
+    fn commit(
+        &mut self,
+        timers: &[(TimerKind, Option<Millis>)],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// See the module documentation for the contract.

@@ -289,7 +289,7 @@ where
     let opening = match Box::pin(opening(gw, conn, p, cursors, counted)).await {
         Ok(frames) => frames,
         Err(e) => {
-            tracing::warn!(error = %e, "welcome failed");
+            tracing::warn!(error = ?e, "welcome failed");
             let (code, message) = e.client_error();
             let _ = sink
                 .send(encode(

@@ -164,7 +164,7 @@ async fn transition<E: Engine>(e: &E, cmd: Command) -> Result<(), core::Reject> 
             now: 1000,
         };
         core::handle(tx.state(), ctx, cmd.clone())?;
-        match tx.commit().await {
+        match tx.commit(&[]).await {
             Ok(()) => return Ok(()),
             Err(EngineError::Conflict) => continue,
             Err(err) => panic!("{err}"),
@@ -719,6 +719,84 @@ pub async fn seqs_stay_contiguous_under_concurrent_appends<E: Engine>(f: Fixture
     );
 }
 
+/// Checks a site out and connects a visitor in it (not committed yet).
+async fn connect_tx<E: Engine>(e: &E, v: &str) -> E::Tx {
+    let mut tx = e.begin(&site()).await.unwrap();
+    let ctx = core::Ctx {
+        settings: &Settings::default(),
+        queues: &[QueueId::from("general")],
+        now: 1,
+    };
+    core::handle(
+        tx.state(),
+        ctx,
+        Command::VisitorConnected {
+            visitor: VisitorId::from(v),
+            node: NodeId::from("n1~1"),
+        },
+    )
+    .unwrap();
+    tx
+}
+
+/// A transition's timers are stored with it, atomically: the winner's land, the loser's
+/// do not.
+pub async fn timers_are_committed_with_their_transition<E: Engine>(f: Fixture<E>) {
+    let k = TimerKind::Offer(ConvId::from("c1"));
+    let mut tx = connect_tx(&f.e, "v1").await;
+    tx.commit(&[(k.clone(), Some(500))]).await.unwrap();
+    drop(tx);
+    assert_eq!(f.other.next_timer().await.unwrap(), Some(500));
+    let mut tx = connect_tx(&f.other, "v2").await;
+    tx.commit(&[(k.clone(), None)]).await.unwrap();
+    drop(tx);
+    assert_eq!(f.e.next_timer().await.unwrap(), None);
+    if f.redis_node_timeout.is_none() {
+        return; // one node: its lock makes races impossible
+    }
+    // Two nodes race; the loser's timer is not stored.
+    let mut a = connect_tx(&f.e, "v3").await;
+    let mut b = connect_tx(&f.other, "v4").await;
+    a.commit(&[(TimerKind::Inactive(ConvId::from("a")), Some(700))])
+        .await
+        .unwrap();
+    assert!(matches!(
+        b.commit(&[(TimerKind::Inactive(ConvId::from("b")), Some(600))])
+            .await,
+        Err(EngineError::Conflict)
+    ));
+    drop((a, b));
+    assert_eq!(f.e.next_timer().await.unwrap(), Some(700));
+}
+
+/// Redis loses its data and another node starts a new history: a copy of the old history is
+/// reloaded whole, never patched with the new one's changes.
+pub async fn a_copy_from_before_a_data_loss_is_reloaded_whole<E: Engine>(f: Fixture<E>) {
+    let Some(server) = &f._server else {
+        return; // needs a store the test can wipe (the single-Redis fixture)
+    };
+    for v in ["old1", "old2"] {
+        connect_tx(&f.e, v).await.commit(&[]).await.unwrap();
+    }
+    // The other node reads the old history.
+    assert_eq!(read_state(&f.other).await.visitors.len(), 2);
+    assert_eq!(
+        testsupport::command(server.port, "FLUSHALL").unwrap(),
+        "+OK"
+    );
+    for v in ["new1", "new2", "new3"] {
+        connect_tx(&f.e, v).await.commit(&[]).await.unwrap();
+    }
+    let st = read_state(&f.other).await;
+    let mut names: Vec<&str> = st.visitors.keys().map(VisitorId::as_str).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["new1", "new2", "new3"],
+        "no trace of the lost history"
+    );
+}
+
 /// A ban holds until its time, on every node, and can be lifted.
 pub async fn bans_hold_until_their_time<E: Engine>(f: Fixture<E>) {
     let (s, v) = (site(), VisitorId::from("v1"));
@@ -908,4 +986,6 @@ conformance!(
     seqs_stay_contiguous_under_concurrent_appends,
     dead_nodes_are_named_once_swept_they_are_forgotten,
     bans_hold_until_their_time,
+    timers_are_committed_with_their_transition,
+    a_copy_from_before_a_data_loss_is_reloaded_whole,
 );

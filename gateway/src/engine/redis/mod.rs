@@ -77,7 +77,7 @@ struct Inner {
     sites: Vec<SiteId>,
     hub: Arc<Hub>,
     bus: Arc<Bus>,
-    copies: DashMap<SiteId, Arc<AsyncMutex<SiteState>>>,
+    copies: DashMap<SiteId, Arc<AsyncMutex<Copy>>>,
     /// When this node's command connection last started working without interruption.
     healthy_since: Mutex<Option<Instant>>,
     /// The node life registered among the live ones.
@@ -316,23 +316,25 @@ impl Inner {
         }
     }
 
-    fn copy(&self, site: &SiteId) -> Arc<AsyncMutex<SiteState>> {
+    fn copy(&self, site: &SiteId) -> Arc<AsyncMutex<Copy>> {
         self.copies
             .entry(site.clone())
-            .or_insert_with(|| Arc::new(AsyncMutex::new(SiteState::new(site.clone()))))
+            .or_insert_with(|| Arc::new(AsyncMutex::new(Copy::new(site))))
             .clone()
     }
 
     /// Brings a site's copy up to date with Redis.
-    async fn catch_up(&self, site: &SiteId, st: &mut SiteState) -> Result<(), EngineError> {
+    async fn catch_up(&self, site: &SiteId, copy: &mut Copy) -> Result<(), EngineError> {
         let out = self
             .script(
                 scripts::CATCH_UP
                     .key(keys::site_state(site))
                     .key(keys::site_log(site))
-                    .arg(st.version),
+                    .arg(copy.state.version)
+                    .arg(&copy.epoch),
             )
             .await?;
+        let st = &mut copy.state;
         let mut parts = array(out)?.into_iter();
         let ver = parts
             .next()
@@ -352,7 +354,9 @@ impl Inner {
                 Ok(())
             }
             Some("full") => {
-                if ver < st.version {
+                let flat = array(parts.next().unwrap_or(Value::Nil))?;
+                let epoch = parts.next().as_ref().and_then(as_str).map(str::to_owned);
+                if ver < st.version || (st.version > 0 && epoch.as_deref() != Some(&copy.epoch)) {
                     // The store went back in time (Redis lost its data): whoever this node
                     // counted is gone from it, so its clients must connect and be counted
                     // again.
@@ -361,7 +365,6 @@ impl Inner {
                         c.close(crate::protocol::CloseReason::Restarting);
                     }
                 }
-                let flat = array(parts.next().unwrap_or(Value::Nil))?;
                 let mut fresh = SiteState::new(site.clone());
                 for pair in flat.chunks(2) {
                     let [n, v] = pair else { continue };
@@ -370,6 +373,9 @@ impl Inner {
                 }
                 fresh.version = ver;
                 *st = fresh;
+                // A store nobody committed to yet has no epoch: the copy's first commit
+                // gives it one of its own.
+                copy.epoch = epoch.filter(|e| !e.is_empty()).unwrap_or_else(new_epoch);
                 Ok(())
             }
             Some(other) => Err(garbled(format!("catch-up answered {other:?}"))),
@@ -407,6 +413,28 @@ impl Inner {
             Some("lost") => Ok(None),
             other => Err(garbled(format!("replay answered {other:?}"))),
         }
+    }
+}
+
+impl Inner {
+    /// Whether the commit with `token` produced `version`, asked a few times over about a
+    /// second (Redis may be coming back); `None` when nobody can tell.
+    async fn committed(&self, site: &SiteId, version: u64, token: u64) -> Option<bool> {
+        for pause in [50u64, 200, 750] {
+            let out = self
+                .script(
+                    scripts::COMMITTED
+                        .key(keys::site_log(site))
+                        .arg(version)
+                        .arg(token),
+                )
+                .await;
+            if let Ok(v) = out {
+                return Some(as_i64(&v) == Some(1));
+            }
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        None
     }
 }
 
@@ -453,23 +481,62 @@ fn apply_field(st: &mut SiteState, name: &str, value: Option<&[u8]>) -> Result<(
     Ok(())
 }
 
+/// A node's copy of a site's state, and the epoch of the stored state it copies: a store
+/// that lost its data and started over gets a new epoch, so an old copy is never patched
+/// with changes from the new history.
+struct Copy {
+    state: SiteState,
+    epoch: String,
+}
+
+impl Copy {
+    fn new(site: &SiteId) -> Copy {
+        Copy {
+            state: SiteState::new(site.clone()),
+            epoch: new_epoch(),
+        }
+    }
+}
+
+fn new_epoch() -> String {
+    use rand::Rng;
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
 /// A site's copy checked out for one transition.
 pub struct RedisTx {
     inner: Arc<Inner>,
-    guard: OwnedMutexGuard<SiteState>,
+    guard: OwnedMutexGuard<Copy>,
 }
 
 impl SiteTx for RedisTx {
     fn state(&mut self) -> &mut SiteState {
-        &mut self.guard
+        &mut self.guard.state
     }
 
-    async fn commit(&mut self) -> Result<(), EngineError> {
-        let st = &mut *self.guard;
+    async fn commit(&mut self, timers: &[(TimerKind, Option<Millis>)]) -> Result<(), EngineError> {
+        let epoch = self.guard.epoch.clone();
+        let st = &mut self.guard.state;
+        let site = st.site.clone();
         if !st.is_touched() {
+            // Nothing to store; timer changes alone need no compare-and-set.
+            for (kind, at) in timers {
+                let mut cmd = match at {
+                    Some(at) => {
+                        let mut c = redis::cmd("ZADD");
+                        c.arg(keys::timers(&site)).arg(*at).arg(timer_member(kind));
+                        c
+                    }
+                    None => {
+                        let mut c = redis::cmd("ZREM");
+                        c.arg(keys::timers(&site)).arg(timer_member(kind));
+                        c
+                    }
+                };
+                self.inner.run::<()>(&mut cmd).await?;
+            }
             return Ok(());
         }
-        let site = st.site.clone();
         let mut names: Vec<String> = Vec::new();
         let mut sets: Vec<(String, Vec<u8>)> = Vec::new();
         let mut dels: Vec<String> = Vec::new();
@@ -493,24 +560,62 @@ impl SiteTx for RedisTx {
             field::QUEUE_CLOCK.to_owned(),
             Some(st.queue_clock.to_string().into_bytes()),
         );
+        let timer_sets: Vec<(String, Millis)> = timers
+            .iter()
+            .filter_map(|(k, at)| at.map(|at| (timer_member(k), at)))
+            .collect();
+        let timer_dels: Vec<String> = timers
+            .iter()
+            .filter(|(_, at)| at.is_none())
+            .map(|(k, _)| timer_member(k))
+            .collect();
+        let token: u64 = {
+            use rand::Rng;
+            rand::rng().random()
+        };
         let expected = st.version - 1;
         let mut inv = scripts::COMMIT.prepare_invoke();
         inv.key(keys::site_state(&site))
             .key(keys::site_log(&site))
+            .key(keys::timers(&site))
             .arg(expected)
             .arg(names.join("\n"))
+            .arg(STATE_LOG_CAP)
+            .arg(token)
+            .arg(&epoch)
             .arg(sets.len())
-            .arg(STATE_LOG_CAP);
+            .arg(dels.len())
+            .arg(timer_sets.len())
+            .arg(timer_dels.len());
         for (n, v) in &sets {
             inv.arg(n).arg(v.as_slice());
         }
         for d in &dels {
             inv.arg(d);
         }
+        for (m, at) in &timer_sets {
+            inv.arg(m).arg(*at);
+        }
+        for m in &timer_dels {
+            inv.arg(m);
+        }
         let result = self.inner.script(&inv).await;
-        let st = &mut *self.guard;
-        match result.as_ref().ok().and_then(as_i64) {
-            Some(v) if v >= 0 && v as u64 == st.version => {
+        let landed = match result.as_ref().ok().and_then(as_i64) {
+            Some(v) => Ok(v),
+            None => match &result {
+                Err(_) => {
+                    // The answer was lost: look for the commit's token before giving up.
+                    match self.inner.committed(&site, st.version, token).await {
+                        Some(true) => Ok(st.version as i64),
+                        _ => Err(()),
+                    }
+                }
+                Ok(_) => Err(()),
+            },
+        };
+        let st = &mut self.guard.state;
+        match landed {
+            Ok(v) if v >= 0 && v as u64 == st.version => {
                 st.clear_touched();
                 Ok(())
             }
@@ -519,10 +624,10 @@ impl SiteTx for RedisTx {
                 // If it was stored after all, the next catch-up brings it back.
                 st.rollback();
                 match (outcome, result) {
-                    (Some(-1), _) => Err(EngineError::Conflict),
+                    (Ok(-1), _) => Err(EngineError::Conflict),
                     (_, Err(e)) => Err(e),
-                    (Some(v), _) => Err(garbled(format!("commit stored version {v}"))),
-                    (None, Ok(other)) => Err(garbled(format!("commit answered {other:?}"))),
+                    (Ok(v), _) => Err(garbled(format!("commit stored version {v}"))),
+                    (Err(()), Ok(other)) => Err(garbled(format!("commit answered {other:?}"))),
                 }
             }
         }
@@ -532,7 +637,7 @@ impl SiteTx for RedisTx {
 impl Drop for RedisTx {
     /// A transition dropped before its commit leaves no trace in the copy.
     fn drop(&mut self) {
-        self.guard.rollback();
+        self.guard.state.rollback();
     }
 }
 

@@ -152,15 +152,18 @@ return out
 /// Brings a node's copy of a site's state up to date: nothing, the fields changed since its
 /// version, or everything.
 ///
-/// KEYS: state, log. ARGV: the version the node has. Returns `{ver}`,
-/// `{ver, "delta", {field…}, {value…}}` or `{ver, "full", {field, value, …}}`.
+/// KEYS: state, log. ARGV: the version the node has, the epoch of its copy. Returns `{ver}`,
+/// `{ver, "delta", {field…}, {value…}}` or `{ver, "full", {field, value, …}, epoch}`: full
+/// also when the stored state is of another epoch (Redis lost its data since).
 pub static CATCH_UP: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local have = tonumber(ARGV[1])
 local ver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
-if ver == have then return {ver} end
-if ver > have and have > 0 and ver - have <= 5000 then
+local ep = redis.call('HGET', KEYS[1], 'ep')
+local same = (ep == ARGV[2]) or ((not ep) and ver == 0)
+if same and ver == have then return {ver} end
+if same and ver > have and have > 0 and ver - have <= 5000 then
   local entries = redis.call('XRANGE', KEYS[2], (have + 1) .. '-0', '+')
   if #entries == ver - have and entries[1][1] == (have + 1) .. '-0' then
     local seen, names = {qc = true}, {'qc'}
@@ -183,41 +186,76 @@ if ver > have and have > 0 and ver - have <= 5000 then
     return {ver, 'delta', names, vals}
   end
 end
-return {ver, 'full', redis.call('HGETALL', KEYS[1])}
+return {ver, 'full', redis.call('HGETALL', KEYS[1]), ep or ''}
 "#,
     )
 });
 
-/// Commits a transition if the site is still at the version it was read at.
+/// Commits a transition if the site is still at the version it was read at, with the timer
+/// changes it made (the timers live in the site's slot, so they are part of the same step).
 ///
-/// KEYS: state, log. ARGV: expected version, changed names (newline-separated), number of
-/// sets, log cap, then `field, value` per set, then the fields to delete. Returns the new
-/// version, or -1 when another node committed first.
+/// KEYS: state, log, timers. ARGV: expected version, changed names (newline-separated), log
+/// cap, the commit's token, the copy's epoch, then counts `nset ndel ntset ntdel`, then
+/// `field, value` per set, the fields to delete, `member, deadline` per timer set, the timer
+/// members to remove. Returns the new version, or -1 when another node committed first (or
+/// the store is of another epoch). The first commit of a store sets its epoch.
+///
+/// The token goes into the change log's entry: a node that lost the answer can look for it
+/// and learn whether its commit landed (`COMMITTED`).
 pub static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local cur = tonumber(redis.call('HGET', KEYS[1], 'ver') or '0')
 if cur ~= tonumber(ARGV[1]) then return -1 end
+local ep = redis.call('HGET', KEYS[1], 'ep')
+if ep and ep ~= ARGV[5] then return -1 end
+if not ep then redis.call('HSET', KEYS[1], 'ep', ARGV[5]) end
 local new = cur + 1
 local id = new .. '-0'
-local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id, 'f', ARGV[2])
+local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id, 'f', ARGV[2], 't', ARGV[4])
 if type(added) == 'table' and added.err then
   -- The change log is ahead of the state (the state was lost): start it again.
   redis.call('DEL', KEYS[2])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id, 'f', ARGV[2])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], id, 'f', ARGV[2], 't', ARGV[4])
 end
-local nset = tonumber(ARGV[3])
-local i = 5
+local nset, ndel = tonumber(ARGV[6]), tonumber(ARGV[7])
+local ntset, ntdel = tonumber(ARGV[8]), tonumber(ARGV[9])
+local i = 10
 for _ = 1, nset do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-while i <= #ARGV do
+for _ = 1, ndel do
   redis.call('HDEL', KEYS[1], ARGV[i])
+  i = i + 1
+end
+for _ = 1, ntset do
+  redis.call('ZADD', KEYS[3], ARGV[i + 1], ARGV[i])
+  i = i + 2
+end
+for _ = 1, ntdel do
+  redis.call('ZREM', KEYS[3], ARGV[i])
   i = i + 1
 end
 redis.call('HSET', KEYS[1], 'ver', new)
 return new
+"#,
+    )
+});
+
+/// Whether the commit with this token produced this version (its answer was lost).
+///
+/// KEYS: log. ARGV: version, token. Returns 1 or 0.
+pub static COMMITTED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local e = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-0', ARGV[1] .. '-0')
+if #e == 0 then return 0 end
+local f = e[1][2]
+for i = 1, #f, 2 do
+  if f[i] == 't' and f[i + 1] == ARGV[2] then return 1 end
+end
+return 0
 "#,
     )
 });
