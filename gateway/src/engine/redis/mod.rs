@@ -521,7 +521,7 @@ impl SiteTx for RedisTx {
         if !st.is_touched() {
             // Nothing to store; timer changes alone need no compare-and-set.
             for (kind, at) in timers {
-                let mut cmd = match at {
+                let cmd = match at {
                     Some(at) => {
                         let mut c = redis::cmd("ZADD");
                         c.arg(keys::timers(&site)).arg(*at).arg(timer_member(kind));
@@ -533,7 +533,7 @@ impl SiteTx for RedisTx {
                         c
                     }
                 };
-                self.inner.run::<()>(&mut cmd).await?;
+                self.inner.run::<()>(&cmd).await?;
             }
             return Ok(());
         }
