@@ -130,18 +130,34 @@ fn principal(c: Claims) -> Result<Principal, AuthError> {
     if c.role == Role::System {
         return Err(AuthError::Claims("role system is not a user"));
     }
-    if c.sub.is_empty()
-        || c.sub.len() > MAX_ID_LEN
-        || c.site.is_empty()
-        || c.site.len() > MAX_ID_LEN
-    {
-        return Err(AuthError::Claims("sub and site must be 1 to 128 bytes"));
+    // Ids become parts of keys, channel names and log lines: no control characters (a newline
+    // would split a change list), and no braces (they are Redis Cluster hash tags).
+    let clean = |id: &str| {
+        !id.is_empty()
+            && id.len() <= MAX_ID_LEN
+            && !id
+                .chars()
+                .any(|ch| ch.is_control() || ch == '{' || ch == '}')
+    };
+    if !clean(&c.sub) || !clean(&c.site) {
+        return Err(AuthError::Claims(
+            "sub and site must be 1 to 128 bytes without control characters or braces",
+        ));
     }
+    let name = c
+        .name
+        .map(|n| {
+            n.chars()
+                .filter(|ch| !ch.is_control())
+                .take(100)
+                .collect::<String>()
+        })
+        .filter(|n| !n.is_empty());
     Ok(Principal {
         site: SiteId(c.site),
         role: c.role,
         id: c.sub,
-        name: c.name.filter(|n| !n.is_empty()),
+        name,
         queues: c.queues.map(|q| q.into_iter().map(QueueId).collect()),
         max_chats: c.max_chats.filter(|m| *m > 0),
     })
@@ -221,6 +237,27 @@ mod tests {
         assert!(a.verify(&t).is_err());
         assert!(a.verify_allow_expired(&t, now, 3_600_000).is_ok());
         assert!(a.verify_allow_expired(&t, now, 1_000).is_err());
+    }
+
+    #[test]
+    fn ids_with_control_characters_or_braces_are_refused() {
+        let a = Auth::hs256(b"secret");
+        for bad in ["op\n1", "{op1}", "", &"x".repeat(129)] {
+            let mut c = claims(far());
+            c.sub = bad.to_string();
+            assert!(a.verify(&a.mint(&c).unwrap()).is_err(), "sub {bad:?}");
+            let mut c = claims(far());
+            c.site = bad.to_string();
+            assert!(a.verify(&a.mint(&c).unwrap()).is_err(), "site {bad:?}");
+        }
+        let mut c = claims(far());
+        c.name = Some("Ol\u{7}ga\r\n".into());
+        assert_eq!(
+            a.verify(&a.mint(&c).unwrap()).unwrap().name.as_deref(),
+            Some("Olga")
+        );
+        c.name = Some("\n".into());
+        assert_eq!(a.verify(&a.mint(&c).unwrap()).unwrap().name, None);
     }
 
     /// Unpadded base64url, enough to forge a token in a test.

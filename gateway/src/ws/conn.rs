@@ -7,8 +7,10 @@
 //! loop's small state, not the largest request's.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -176,6 +178,9 @@ impl<E: Engine> Live<E> {
 
 type Cursors = BTreeMap<String, u64>;
 
+/// A request being handled; see `Live::run`.
+type Request<'a> = Pin<Box<dyn Future<Output = Result<(), CloseReason>> + Send + 'a>>;
+
 /// Waits for a valid `hello`.
 async fn hello<E: Engine, R>(
     gw: &Gateway<E>,
@@ -313,10 +318,19 @@ where
 
     let limiter = rate_limiter(gw.cfg.rate_per_sec, gw.cfg.rate_burst);
     let mut strikes = 0u32;
+    // The request being handled. Requests are handled one at a time, in arrival order (the
+    // next frame is read only after), but the writer goes on while one waits on the engine.
+    let mut inflight: Option<Request<'_>> = None;
     loop {
         tokio::select! {
             biased;
             reason = conn.closed() => return Some(reason),
+            done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
+                inflight = None;
+                if let Err(reason) = done {
+                    return Some(reason);
+                }
+            }
             out = rx.recv() => {
                 let out = out?;
                 match write_batch(conn, &mut rx, sink, out).await {
@@ -325,7 +339,7 @@ where
                     Err(()) => return None,
                 }
             }
-            next = next_data(stream, conn.encoding) => {
+            next = next_data(stream, conn.encoding), if inflight.is_none() => {
                 let data = match next {
                     Next::Data(d) => d,
                     Next::Closed => return None,
@@ -347,11 +361,7 @@ where
                 }
                 strikes = 0;
                 match ClientFrame::decode(conn.encoding, &data) {
-                    Ok(frame) => {
-                        if let Err(reason) = Box::pin(handle(gw, conn, p, info, frame)).await {
-                            return Some(reason);
-                        }
-                    }
+                    Ok(frame) => inflight = Some(Box::pin(handle(gw, conn, p, info, frame))),
                     Err(DecodeError::Malformed(detail)) => {
                         tracing::debug!(%detail, "malformed frame");
                         return Some(CloseReason::Malformed);
