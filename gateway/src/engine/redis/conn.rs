@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -61,25 +62,26 @@ impl Conn {
     pub async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             Conn::Single(c) => c.subscribe(channels).await,
-            Conn::Cluster(c) => {
-                // One slot per command on a cluster.
-                for ch in channels {
-                    c.ssubscribe(ch).await?;
-                }
-                Ok(())
-            }
+            // One slot per command on a cluster; the commands go out together (a clone of a
+            // cluster connection is a handle to the same one).
+            Conn::Cluster(c) => try_join_all(channels.iter().map(|ch| {
+                let mut c = c.clone();
+                async move { c.ssubscribe(ch).await }
+            }))
+            .await
+            .map(drop),
         }
     }
 
     pub async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
         match self {
             Conn::Single(c) => c.unsubscribe(channels).await,
-            Conn::Cluster(c) => {
-                for ch in channels {
-                    c.sunsubscribe(ch).await?;
-                }
-                Ok(())
-            }
+            Conn::Cluster(c) => try_join_all(channels.iter().map(|ch| {
+                let mut c = c.clone();
+                async move { c.sunsubscribe(ch).await }
+            }))
+            .await
+            .map(drop),
         }
     }
 
