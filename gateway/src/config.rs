@@ -404,6 +404,15 @@ impl Config {
             if redis_urls.is_empty() && errs.is_empty() {
                 errs.push("GATEWAY_REDIS_URL: empty".into());
             }
+            // Nodes that share a Redis serve one site: a token minted for one must open a
+            // session on any other, so the key cannot be made up by each node on its own.
+            if raw.jwt_secret.is_none() && raw.jwt_public_key.is_none() {
+                errs.push(
+                    "GATEWAY_JWT_SECRET: required with GATEWAY_REDIS_URL (every node must verify \
+                     the same tokens; a generated secret is for a single in-memory node)"
+                        .into(),
+                );
+            }
         }
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
@@ -562,6 +571,23 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
+    }
+
+    #[test]
+    fn redis_needs_a_shared_token_key() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            raw: RawConfig,
+        }
+        let raw = <Cli as clap::Parser>::parse_from(["gateway", "--redis-url", "redis://127.0.0.1:1"]).raw;
+        let e = Config::from_raw(&raw).unwrap_err();
+        assert!(e.0.iter().any(|l| l.starts_with("GATEWAY_JWT_SECRET: required")), "{e:?}");
+        let raw = RawConfig {
+            jwt_secret: Some("0123456789abcdef0123".into()),
+            ..raw
+        };
+        assert!(Config::from_raw(&raw).unwrap().redis.is_some());
     }
 
     #[test]

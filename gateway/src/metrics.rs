@@ -12,6 +12,7 @@ pub const FRAMES_OUT: &str = "gateway_frames_out_total";
 pub const MESSAGES: &str = "gateway_messages_total";
 pub const DELIVERY_LATENCY: &str = "gateway_delivery_latency_seconds";
 pub const OUTBOUND_QUEUED_BYTES: &str = "gateway_outbound_queued_bytes";
+pub const CONVERSATIONS: &str = "gateway_conversations";
 pub const SLOW_CLOSES: &str = "gateway_slow_consumer_closes_total";
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 pub const ERRORS: &str = "gateway_error_frames_total";
@@ -45,11 +46,17 @@ pub fn describe() {
     describe_histogram!(
         DELIVERY_LATENCY,
         Unit::Seconds,
-        "From a message's store to its hand-off to the recipients' outbound queues on a node"
+        "From a message's store to its hand-off to the recipients' outbound queues on a node \
+         (1 ms resolution: messages carry millisecond times)"
     );
     describe_gauge!(
         OUTBOUND_QUEUED_BYTES,
         "Bytes waiting in all outbound queues of the node"
+    );
+    describe_gauge!(
+        CONVERSATIONS,
+        "Open conversations of every site by state (queued: waiting in a queue), as this node \
+         last read the sites' state"
     );
     describe_counter!(
         SLOW_CLOSES,

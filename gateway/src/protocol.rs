@@ -548,6 +548,10 @@ pub enum CloseReason {
     PingTimeout,
     /// 1012: the node is draining; reconnect at once, with jitter, and resume.
     Restarting,
+    /// 1013: the engine could not prepare `welcome` (Redis unreachable); reconnect with
+    /// backoff and resume. Not 1012: a whole site's clients reconnecting at once would only
+    /// hammer an engine that is already down.
+    TryAgainLater,
     /// 4000: malformed frame or protocol violation.
     Malformed,
     /// 4001: missing, invalid or expired token (or no `hello` in time).
@@ -566,6 +570,7 @@ impl CloseReason {
             CloseReason::Normal => 1000,
             CloseReason::PingTimeout => 1001,
             CloseReason::Restarting => 1012,
+            CloseReason::TryAgainLater => 1013,
             CloseReason::Malformed => 4000,
             CloseReason::Unauthorized => 4001,
             CloseReason::Forbidden => 4003,
@@ -579,6 +584,7 @@ impl CloseReason {
             1000 => CloseReason::Normal,
             1001 => CloseReason::PingTimeout,
             1012 => CloseReason::Restarting,
+            1013 => CloseReason::TryAgainLater,
             4000 => CloseReason::Malformed,
             4001 => CloseReason::Unauthorized,
             4003 => CloseReason::Forbidden,
@@ -601,6 +607,7 @@ impl CloseReason {
             CloseReason::Normal => "normal",
             CloseReason::PingTimeout => "ping_timeout",
             CloseReason::Restarting => "restarting",
+            CloseReason::TryAgainLater => "try_again_later",
             CloseReason::Malformed => "malformed",
             CloseReason::Unauthorized => "unauthorized",
             CloseReason::Forbidden => "forbidden",

@@ -1581,6 +1581,7 @@ impl<E: Engine> Gateway<E> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            self.export_census().await;
             let life = self.life();
             match self.engine.heartbeat(&life).await {
                 Ok(crate::engine::Heartbeat::Alive) => {}
@@ -1617,6 +1618,21 @@ impl<E: Engine> Gateway<E> {
                 }
             }
         }
+    }
+
+    /// Sets the conversation gauges from every site's state as this node reads it now.
+    async fn export_census(&self) {
+        let mut total = core::Census::default();
+        for site in self.sites.keys() {
+            match self.engine.begin(site).await {
+                Ok(mut tx) => total += core::census(tx.state()),
+                // The engine is down: keep the last known numbers.
+                Err(_) => return,
+            }
+        }
+        metrics::gauge!(m::CONVERSATIONS, "state" => "queued").set(total.queued as f64);
+        metrics::gauge!(m::CONVERSATIONS, "state" => "offered").set(total.offered as f64);
+        metrics::gauge!(m::CONVERSATIONS, "state" => "active").set(total.active as f64);
     }
 
     /// Takes a dead node's connections away on every site; `false` if some site failed (the

@@ -137,6 +137,13 @@ pub struct Common {
     #[arg(long, global = true)]
     pub max_errors: Option<u64>,
 
+    /// Pass a `chat` or `reconnect-storm` run even when some participant never reported what
+    /// it received (its task was aborted, or its worker process died) or a conversation was
+    /// heard from one side only. By default that fails the run: the loss in those
+    /// conversations cannot be counted, and would otherwise read as 0.
+    #[arg(long, global = true)]
+    pub allow_missing_reports: bool,
+
     /// No live progress line.
     #[arg(long, global = true)]
     pub quiet: bool,

@@ -263,6 +263,12 @@ pub struct LossTally {
     pub lost_v2o: u64,
     /// Messages a visitor should have received but did not (operator → visitor).
     pub lost_o2v: u64,
+    /// Conversations where one side had messages acked but no participant of the other side
+    /// reported on it (its report is missing, or it never knew it held the conversation):
+    /// nobody can say whether those messages arrived, so they are not in `lost_*`.
+    pub one_sided: u64,
+    /// The acked messages of those conversations, which no receiver vouched for.
+    pub unverified: u64,
 }
 
 impl LossTally {
@@ -272,7 +278,10 @@ impl LossTally {
 }
 
 /// Joins reports by conversation. A receiver loses every hole in its window, plus every seq
-/// up to the highest seq any participant had acked that it never learnt of.
+/// up to the highest seq any participant had acked that it never learnt of. Loss can only be
+/// counted from a receiver's report: a conversation with acked messages and no report from
+/// the receiving side is counted as one-sided instead, so a missing report never reads as
+/// "nothing lost".
 pub fn tally_loss(reports: &[ConvReport]) -> LossTally {
     let mut by_conv: BTreeMap<&str, Vec<&ConvReport>> = BTreeMap::new();
     for r in reports {
@@ -281,6 +290,27 @@ pub fn tally_loss(reports: &[ConvReport]) -> LossTally {
     let mut tally = LossTally::default();
     for parts in by_conv.values() {
         tally.conversations += 1;
+        let heard = |role: Role| parts.iter().any(|r| r.attached && r.role == role);
+        let acked_by = |role: Role| -> u64 {
+            parts
+                .iter()
+                .filter(|r| r.attached && r.role == role)
+                .map(|r| r.own_acked)
+                .sum()
+        };
+        let mut unverified = 0;
+        for (sender, receiver) in [
+            (Role::Visitor, Role::Operator),
+            (Role::Operator, Role::Visitor),
+        ] {
+            if !heard(receiver) {
+                unverified += acked_by(sender);
+            }
+        }
+        if unverified > 0 {
+            tally.one_sided += 1;
+            tally.unverified += unverified;
+        }
         let final_acked = parts.iter().map(|r| r.own_max_acked).max().unwrap_or(0);
         for r in parts.iter().filter(|r| r.attached) {
             let tail_start = r.max_known.max(r.start.saturating_sub(1));
@@ -451,8 +481,7 @@ mod tests {
             t,
             LossTally {
                 conversations: 1,
-                lost_v2o: 0,
-                lost_o2v: 0
+                ..LossTally::default()
             }
         );
     }
@@ -491,7 +520,7 @@ mod tests {
     }
 
     #[test]
-    fn unattached_participants_and_lonely_conversations_lose_nothing() {
+    fn unattached_participants_lose_nothing_but_leave_the_conversation_one_sided() {
         let mut v = ConvLedger::default();
         v.attach(0);
         v.on_ack(1);
@@ -501,6 +530,35 @@ mod tests {
         let t = tally_loss(&[v.report("c", Role::Visitor), never]);
         assert_eq!(t.total(), 0);
         assert_eq!(t.conversations, 1);
+        // Nobody on the operator side vouched for the visitor's acked message.
+        assert_eq!((t.one_sided, t.unverified), (1, 1));
+    }
+
+    #[test]
+    fn a_conversation_without_its_receivers_report_is_one_sided_not_lossless() {
+        let (mut v, mut o) = visitor_and_operator();
+        for seq in 2..=4 {
+            v.on_ack(seq);
+            v.on_msg(seq, None);
+            o.on_msg(seq, None);
+        }
+        o.on_ack(5);
+        o.on_msg(5, None);
+        v.on_msg(5, None);
+        // The operator's report never arrived: the fate of the visitor's three messages is
+        // unknown, and must not read as "none lost".
+        let t = tally_loss(&[v.report("c", Role::Visitor)]);
+        assert_eq!(t.total(), 0);
+        assert_eq!((t.one_sided, t.unverified), (1, 3));
+        // And the other way round.
+        let t = tally_loss(&[o.report("c", Role::Operator)]);
+        assert_eq!((t.one_sided, t.unverified), (1, 1));
+        // Both reports: nothing one-sided.
+        let t = tally_loss(&[v.report("c", Role::Visitor), o.report("c", Role::Operator)]);
+        assert_eq!((t.one_sided, t.unverified, t.total()), (0, 0, 0));
+        // A quiet conversation (nothing acked) needs no second report.
+        let (quiet, _) = visitor_and_operator();
+        assert_eq!(tally_loss(&[quiet.report("q", Role::Visitor)]).one_sided, 0);
     }
 
     #[test]

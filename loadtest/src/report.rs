@@ -84,6 +84,14 @@ pub struct Messages {
     pub out_of_order: u64,
     /// Messages received as the replay after a reconnect.
     pub replayed: u64,
+    /// Visitors and operators of the run (chat, reconnect-storm), and how many of them never
+    /// reported what they received: loss in their conversations cannot be counted.
+    pub participants: u64,
+    pub reports_missing: u64,
+    /// Conversations with acked messages that no participant of the receiving side reported
+    /// on, and those messages (neither counted as lost nor as delivered).
+    pub one_sided_conversations: u64,
+    pub unverified: u64,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -190,6 +198,11 @@ pub fn build(
         _ => c.duration,
     };
     let received = st.counter(C::RecvV2o) + st.counter(C::RecvO2v);
+    let participants = match &cli.scenario {
+        Scenario::Chat(a) => (a.visitors + a.operators) as u64,
+        Scenario::ReconnectStorm(a) => (a.visitors + a.operators) as u64,
+        Scenario::Idle(_) | Scenario::Ramp(_) => 0,
+    };
     let messages = Messages {
         sent: st.counter(C::Sent),
         resent: st.counter(C::Resent),
@@ -209,6 +222,10 @@ pub fn build(
         redelivered: st.counter(C::Redelivered),
         out_of_order: st.counter(C::OutOfOrder),
         replayed: st.counter(C::Replayed),
+        participants,
+        reports_missing: participants.saturating_sub(st.counter(C::Snapshots)),
+        one_sided_conversations: loss.one_sided,
+        unverified: loss.unverified,
     };
     let mut gateway = GatewayReport {
         pids: c.gateway_pid.clone(),
@@ -266,6 +283,23 @@ pub fn build(
     threshold("duplicated", c.max_dup, messages.duplicated);
     threshold("out of order", c.max_out_of_order, messages.out_of_order);
     threshold("errors", c.max_errors, st.errors_total());
+    if participants > 0 {
+        checks.push(check(
+            "participants reported",
+            if c.allow_missing_reports {
+                "any (--allow-missing-reports)".to_owned()
+            } else {
+                format!("all {participants}, no conversation one-sided")
+            },
+            format!(
+                "{} of {participants}, {} one-sided",
+                participants - messages.reports_missing,
+                messages.one_sided_conversations
+            ),
+            c.allow_missing_reports
+                || (messages.reports_missing == 0 && messages.one_sided_conversations == 0),
+        ));
+    }
 
     let (mut idle, mut storm, mut ramp) = (None, None, None);
     match &cli.scenario {
@@ -458,6 +492,28 @@ impl Report {
                 m.conversations
             );
         }
+        if m.participants > 0 {
+            let _ = writeln!(
+                w,
+                "reports        {} of {} participants reported{}, {} conversations one-sided{}",
+                m.participants - m.reports_missing,
+                m.participants,
+                if m.reports_missing > 0 {
+                    format!(
+                        " ({} missing: loss in their conversations is unknown)",
+                        m.reports_missing
+                    )
+                } else {
+                    String::new()
+                },
+                m.one_sided_conversations,
+                if m.unverified > 0 {
+                    format!(" ({} acked messages unverified)", m.unverified)
+                } else {
+                    String::new()
+                }
+            );
+        }
         for (name, label) in [
             ("v2o", "visitor→op"),
             ("o2v", "op→visitor"),
@@ -628,6 +684,8 @@ mod tests {
                 v.on_msg(seq, None);
             }
         }
+        // Both participants reported.
+        stats.add(C::Snapshots, 2);
         Outcome {
             stats: stats.snapshot(),
             convs: vec![
@@ -643,6 +701,10 @@ mod tests {
     fn a_healthy_chat_passes_its_thresholds() {
         let cli = cli(&[
             "chat",
+            "--visitors",
+            "1",
+            "--operators",
+            "1",
             "--max-p99",
             "5ms",
             "--max-lost",
@@ -659,7 +721,7 @@ mod tests {
         );
         assert!(r.pass, "{}", r.human());
         assert_eq!(r.messages.lost, 0);
-        assert_eq!(r.checks.len(), 4);
+        assert_eq!(r.checks.len(), 5);
         let text = r.human();
         assert!(text.contains("result: PASS"), "{text}");
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
@@ -671,7 +733,15 @@ mod tests {
 
     #[test]
     fn loss_and_latency_fail_the_run() {
-        let cli = cli(&["chat", "--max-lost", "0"]);
+        let cli = cli(&[
+            "chat",
+            "--visitors",
+            "1",
+            "--operators",
+            "1",
+            "--max-lost",
+            "0",
+        ]);
         let r = build(
             &cli,
             "t",
@@ -687,7 +757,15 @@ mod tests {
             r.human()
         );
 
-        let cli = super::tests::cli(&["chat", "--max-p99", "5ms"]);
+        let cli = super::tests::cli(&[
+            "chat",
+            "--visitors",
+            "1",
+            "--operators",
+            "1",
+            "--max-p99",
+            "5ms",
+        ]);
         let r = build(
             &cli,
             "t",
@@ -697,7 +775,7 @@ mod tests {
         );
         assert!(!r.pass);
         // Without thresholds, only the sanity check applies.
-        let cli = super::tests::cli(&["chat"]);
+        let cli = super::tests::cli(&["chat", "--visitors", "1", "--operators", "1"]);
         assert!(build(&cli, "t", chat_outcome(true, 7_000), &[], Duration::ZERO).pass);
     }
 
@@ -710,6 +788,46 @@ mod tests {
         };
         let r = build(&cli, "t", empty, &[], Duration::from_secs(1));
         assert!(!r.pass);
+    }
+
+    #[test]
+    fn a_missing_operator_report_fails_the_run_instead_of_hiding_its_loss() {
+        // The operator's task never reported (aborted, or its worker died): its conversation
+        // shows no v→o loss, but the run must not pass as if everything had been checked.
+        let cli = cli(&[
+            "chat",
+            "--visitors",
+            "1",
+            "--operators",
+            "1",
+            "--max-lost",
+            "0",
+        ]);
+        let mut outcome = chat_outcome(false, 900);
+        outcome.convs.retain(|r| r.role == Role::Visitor);
+        outcome.stats.counters.insert(C::Snapshots.name().into(), 1);
+        let r = build(&cli, "t", outcome, &[], Duration::from_secs(3));
+        let text = r.human();
+        assert!(!r.pass, "{text}");
+        assert!(text.contains("1 of 2 participants reported"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["messages"]["reports_missing"], 1, "{json:#}");
+        assert_eq!(json["messages"]["one_sided_conversations"], 1, "{json:#}");
+        // The opt-out keeps the numbers but not the failure.
+        let cli = super::tests::cli(&[
+            "--allow-missing-reports",
+            "chat",
+            "--visitors",
+            "1",
+            "--operators",
+            "1",
+        ]);
+        let mut outcome = chat_outcome(false, 900);
+        outcome.convs.retain(|r| r.role == Role::Visitor);
+        outcome.stats.counters.insert(C::Snapshots.name().into(), 1);
+        let r = build(&cli, "t", outcome, &[], Duration::from_secs(3));
+        assert!(r.pass, "{}", r.human());
+        assert_eq!(r.messages.reports_missing, 1);
     }
 
     #[test]

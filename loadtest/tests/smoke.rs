@@ -191,7 +191,13 @@ fn n(v: &Value, path: &str) -> u64 {
 fn assert_healthy_delivery(r: &Value, conversations: u64) {
     assert_eq!(r["pass"], true, "{r:#}");
     assert_eq!(n(r, "/messages/conversations"), conversations);
-    for k in ["lost", "duplicated", "out_of_order"] {
+    for k in [
+        "lost",
+        "duplicated",
+        "out_of_order",
+        "reports_missing",
+        "one_sided_conversations",
+    ] {
         assert_eq!(n(r, &format!("/messages/{k}")), 0, "{k}: {r:#}");
     }
     assert!(n(r, "/messages/received_v2o") > 0 && n(r, "/messages/received_o2v") > 0);

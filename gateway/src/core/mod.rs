@@ -531,6 +531,38 @@ pub fn waiting(state: &SiteState, queue: &QueueId) -> (Vec<Conversation>, usize)
     (list, count)
 }
 
+/// How many open conversations a site has in each state.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    /// Waiting in a queue, no operator asked yet.
+    pub queued: usize,
+    /// Offered to an operator who has not answered yet.
+    pub offered: usize,
+    pub active: usize,
+}
+
+impl std::ops::AddAssign for Census {
+    fn add_assign(&mut self, o: Census) {
+        self.queued += o.queued;
+        self.offered += o.offered;
+        self.active += o.active;
+    }
+}
+
+/// Counts a site's open conversations by state.
+pub fn census(state: &SiteState) -> Census {
+    let mut c = Census::default();
+    for (_, conv) in state.convs.iter() {
+        match conv.state {
+            ConvState::Queued => c.queued += 1,
+            ConvState::Offered => c.offered += 1,
+            ConvState::Active => c.active += 1,
+            ConvState::Closed => {}
+        }
+    }
+    c
+}
+
 /// Whether an operator serves a queue.
 pub fn serves(op: &Operator, queue: &QueueId) -> bool {
     op.queues.as_ref().is_none_or(|qs| qs.contains(queue))

@@ -269,7 +269,19 @@ impl Settings {
     }
 }
 
+/// The longest any timer setting may be: a deadline is `now` plus the setting in
+/// milliseconds, which must stay far from overflowing, and no chat waits a year.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 fn duration(v: &Value) -> Result<Option<Duration>, String> {
+    let d = duration_any(v)?;
+    if d.is_some_and(|d| d > MAX_DURATION) {
+        return Err("must be at most 366 days".into());
+    }
+    Ok(d)
+}
+
+fn duration_any(v: &Value) -> Result<Option<Duration>, String> {
     match v {
         Value::String(s) if s == "off" => Ok(None),
         Value::String(s) => humantime::parse_duration(s)
@@ -345,6 +357,29 @@ mod tests {
                 "routing"
             ]
         );
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused() {
+        for key in [
+            "accept_timeout",
+            "reassign_after",
+            "close_after_inactive",
+            "visitor_grace",
+            "operator_grace",
+            "offline_callback",
+        ] {
+            let err = Settings::default()
+                .patched(&patch(json!({ key: u64::MAX })), Bounds::default())
+                .unwrap_err();
+            assert_eq!(err.0[0].key, key);
+            assert!(Settings::default()
+                .patched(&patch(json!({ key: "400days" })), Bounds::default())
+                .is_err());
+            assert!(Settings::default()
+                .patched(&patch(json!({ key: "365days" })), Bounds::default())
+                .is_ok());
+        }
     }
 
     #[test]

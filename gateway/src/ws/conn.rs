@@ -302,7 +302,7 @@ where
                     &ServerFrame::error(None, code, message),
                 ))
                 .await;
-            return Some(CloseReason::Restarting);
+            return Some(CloseReason::TryAgainLater);
         }
     };
     for f in &opening {

@@ -274,14 +274,35 @@ pub const PING_SLOTS: u64 = 25;
 pub async fn drain<E: Engine>(gw: &Gateway<E>, window: Duration) {
     gw.set_draining();
     let conns = gw.hub.all();
-    let n = conns.len().max(1) as u32;
-    let step = window / n;
-    for c in conns {
-        c.close(CloseReason::Restarting);
-        if !step.is_zero() {
-            tokio::time::sleep(step).await;
+    let start = tokio::time::Instant::now();
+    let mut closed = 0;
+    while closed < conns.len() {
+        // The k-th connection's turn is at window * k / n. The timer wakes us at most once a
+        // millisecond, so each wake closes every connection whose turn has come: the drain
+        // ends on time however many connections there are.
+        let due = turns_due(start.elapsed(), window, conns.len());
+        for c in &conns[closed..due] {
+            c.close(CloseReason::Restarting);
+        }
+        closed = due;
+        if closed < conns.len() {
+            tokio::time::sleep_until(start + turn_at(closed, window, conns.len())).await;
         }
     }
+}
+
+/// When the k-th of `n` turns spread evenly over `window` comes.
+fn turn_at(k: usize, window: Duration, n: usize) -> Duration {
+    Duration::from_nanos((window.as_nanos() * k as u128 / n.max(1) as u128) as u64)
+}
+
+/// How many of `n` turns spread evenly over `window` have come `elapsed` after the start
+/// (the first comes at once).
+fn turns_due(elapsed: Duration, window: Duration, n: usize) -> usize {
+    if elapsed >= window {
+        return n;
+    }
+    ((elapsed.as_nanos() * n as u128 / window.as_nanos()) as usize + 1).min(n)
 }
 
 /// A small task tracker: spawn, then wait for all with a deadline.
@@ -335,6 +356,27 @@ pub mod tokio_util_tracker {
                 }
             };
             tokio::time::timeout(deadline, wait).await.is_ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_turns_are_spread_evenly_and_end_with_the_window() {
+        let w = Duration::from_secs(5);
+        assert_eq!(turns_due(Duration::ZERO, w, 10_000), 1);
+        assert_eq!(turns_due(Duration::from_millis(1), w, 10_000), 3);
+        assert_eq!(turns_due(Duration::from_millis(2500), w, 10_000), 5_001);
+        assert_eq!(turns_due(w, w, 10_000), 10_000);
+        assert_eq!(turns_due(Duration::ZERO, Duration::ZERO, 7), 7);
+        assert_eq!(turn_at(5_000, w, 10_000), Duration::from_millis(2500));
+        assert_eq!(turn_at(0, w, 3), Duration::ZERO);
+        // Every turn k is due by the time turn_at(k) comes.
+        for k in 0..100 {
+            assert!(turns_due(turn_at(k, w, 100), w, 100) > k);
         }
     }
 }

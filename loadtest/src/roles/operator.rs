@@ -123,6 +123,14 @@ pub async fn run(ctx: Shared, plan: Plan) {
     op.run().await;
 }
 
+/// A task aborted at the end of the run (see `Env::finish`) still reports its ledgers: the
+/// reports are what make loss in its conversations countable.
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.snapshot();
+    }
+}
+
 impl Operator {
     async fn run(mut self) {
         let mut phase_rx = self.ctx.phase.clone();
@@ -261,13 +269,19 @@ impl Operator {
                     self.ctx.stats.inc(C::NotRecovered);
                     self.ctx.stats.error("resume:not_recovered");
                 }
-                Some(known) => known.replay_until = c.last_seq,
-                None if !self.ctx.is_ours(c) => {}
+                Some(known) if known.ledger.is_attached() => known.replay_until = c.last_seq,
+                _ if !self.ctx.is_ours(c) => {}
                 // A pending offer: take it first.
-                None if c.state == "offered" => {
+                _ if c.state == "offered" => {
                     if self.accepting.insert(c.id.clone()) {
                         self.accept_q.push_front(c.id.clone());
                     }
+                }
+                // Tracked while its accept was in flight, and the answer died with the old
+                // socket: the welcome says it is ours after all.
+                Some(known) => {
+                    known.replay_until = c.last_seq;
+                    self.adopt(c);
                 }
                 None => self.adopt(c),
             }

@@ -100,6 +100,14 @@ pub async fn run(ctx: Shared, plan: Plan) {
     v.run().await;
 }
 
+/// A task aborted at the end of the run (see `Env::finish`) still reports its ledger: the
+/// report is what makes loss in its conversation countable.
+impl Drop for Visitor {
+    fn drop(&mut self) {
+        self.snapshot();
+    }
+}
+
 impl Visitor {
     async fn run(mut self) {
         let mut phase_rx = self.ctx.phase.clone();

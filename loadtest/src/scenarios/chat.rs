@@ -87,10 +87,19 @@ pub async fn wind_down(env: &mut Env, participants: u64) -> Result<()> {
     tokio::time::sleep(env.common.drain).await;
     env.barrier("drained").await?;
     env.phase(Phase::Snapshot, "snapshot");
-    env.wait_for(Duration::from_secs(10), |s| {
-        s.get(C::Snapshots) >= participants
-    })
-    .await;
+    let all = env
+        .wait_for(Duration::from_secs(10), |s| {
+            s.get(C::Snapshots) >= participants
+        })
+        .await;
+    if !all {
+        // Stragglers report when they close or are aborted; whoever still has not is
+        // counted as a missing report (which fails the run) in the report.
+        eprintln!(
+            "loadtest: {} of {participants} participants had not reported after 10 s",
+            participants.saturating_sub(env.stats().get(C::Snapshots))
+        );
+    }
     env.finish().await;
     Ok(())
 }

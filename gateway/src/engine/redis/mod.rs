@@ -66,6 +66,10 @@ const OPEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// with a delta rather than a full read.
 const STATE_LOG_CAP: usize = 10_000;
 
+/// The largest `seq` a script is given: Lua prints numbers from 10^14 on with an exponent,
+/// which is not a stream id. Any larger bound means the same (no log reaches that far).
+const SEQ_ARG_MAX: u64 = 10_000_000_000_000;
+
 #[derive(Clone)]
 pub struct RedisEngine {
     inner: Arc<Inner>,
@@ -761,7 +765,7 @@ impl Engine for RedisEngine {
                 .script(
                     scripts::HISTORY
                         .key(keys::conv_log(conv))
-                        .arg(before.map_or(-1, |b| b.min(i64::MAX as u64) as i64))
+                        .arg(before.map_or(-1, |b| b.min(SEQ_ARG_MAX) as i64))
                         .arg(limit.max(1)),
                 )
                 .await?,
