@@ -580,9 +580,15 @@ mod tests {
             #[command(flatten)]
             raw: RawConfig,
         }
-        let raw = <Cli as clap::Parser>::parse_from(["gateway", "--redis-url", "redis://127.0.0.1:1"]).raw;
+        let raw =
+            <Cli as clap::Parser>::parse_from(["gateway", "--redis-url", "redis://127.0.0.1:1"])
+                .raw;
         let e = Config::from_raw(&raw).unwrap_err();
-        assert!(e.0.iter().any(|l| l.starts_with("GATEWAY_JWT_SECRET: required")), "{e:?}");
+        assert!(
+            e.0.iter()
+                .any(|l| l.starts_with("GATEWAY_JWT_SECRET: required")),
+            "{e:?}"
+        );
         let raw = RawConfig {
             jwt_secret: Some("0123456789abcdef0123".into()),
             ..raw
