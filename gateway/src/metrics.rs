@@ -40,7 +40,10 @@ pub fn describe() {
         "Open authenticated WebSocket connections, by role"
     );
     describe_gauge!(HUB_CONNS, "Connections registered in the node's hub");
-    describe_counter!(FRAMES_IN, "Frames received from clients, by frame type");
+    describe_counter!(
+        FRAMES_IN,
+        "Frames received from clients, by frame type (and malformed, invalid, rate_limited)"
+    );
     describe_counter!(FRAMES_OUT, "Frames written to clients");
     describe_counter!(MESSAGES, "Chat messages stored, by author role");
     describe_histogram!(

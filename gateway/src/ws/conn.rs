@@ -198,6 +198,7 @@ where
         Next::Closed => return Err((CloseReason::Normal, "closed")),
         Next::Bad(reason, text) => return Err((reason, text)),
     };
+    metrics::counter!(m::FRAMES_IN, "type" => "hello").increment(1);
     let (token, cursors) = match ClientFrame::decode(info.encoding, &data) {
         Ok(ClientFrame::Hello { token, cursors }) => (token, cursors),
         Ok(_) | Err(DecodeError::Invalid { .. }) => {
@@ -350,6 +351,7 @@ where
                 };
                 conn.touch(now_ms());
                 if limiter.check().is_err() {
+                    metrics::counter!(m::FRAMES_IN, "type" => "rate_limited").increment(1);
                     metrics::counter!(m::RATE_LIMITED).increment(1);
                     strikes += 1;
                     if strikes >= RATE_STRIKES {
@@ -363,10 +365,12 @@ where
                 match ClientFrame::decode(conn.encoding, &data) {
                     Ok(frame) => inflight = Some(Box::pin(handle(gw, conn, p, info, frame))),
                     Err(DecodeError::Malformed(detail)) => {
+                        metrics::counter!(m::FRAMES_IN, "type" => "malformed").increment(1);
                         tracing::debug!(%detail, "malformed frame");
                         return Some(CloseReason::Malformed);
                     }
                     Err(DecodeError::Invalid { rid, message }) => {
+                        metrics::counter!(m::FRAMES_IN, "type" => "invalid").increment(1);
                         metrics::counter!(m::ERRORS, "code" => "bad_request").increment(1);
                         conn.push(encode(conn.encoding, &ServerFrame::Error { rid, code: ErrorCode::BadRequest, message }));
                     }
