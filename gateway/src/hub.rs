@@ -284,6 +284,8 @@ struct Gate {
     conv: ConvId,
     after: u64,
     held: Vec<(u64, Arc<Outbound>)>,
+    /// The held frames' size (as MessagePack), charged against the connection's budget.
+    held_bytes: usize,
 }
 
 impl ConnShared {
@@ -339,7 +341,18 @@ impl ConnShared {
     pub fn deliver_msg(&self, conv: &ConvId, seq: u64, out: &Arc<Outbound>) -> bool {
         if self.gated.load(Ordering::Acquire) {
             let mut gates = self.gates.lock();
+            let held: usize = gates.iter().map(|g| g.held_bytes).sum();
             if let Some(g) = gates.iter_mut().find(|g| &g.conv == conv) {
+                // Held frames count against the same budget as queued ones: a replay that
+                // takes long while the conversation is busy must not grow without bound.
+                let len = out.msgpack().len();
+                if self.queued.load(Ordering::Acquire) + held + len > self.max_queued {
+                    drop(gates);
+                    metrics::counter!(m::SLOW_CLOSES).increment(1);
+                    self.close(CloseReason::TooSlow);
+                    return false;
+                }
+                g.held_bytes += len;
                 g.held.push((seq, out.clone()));
                 return true;
             }
@@ -360,6 +373,7 @@ impl ConnShared {
             conv: conv.clone(),
             after,
             held: Vec::new(),
+            held_bytes: 0,
         });
         self.gated.store(true, Ordering::Release);
         true
@@ -1085,6 +1099,25 @@ mod tests {
         assert!((1..10).contains(&frames), "frames {frames}");
         assert_eq!(c.close_reason(), Some(CloseReason::TooSlow));
         assert!(c.queued_bytes() <= 64);
+    }
+
+    #[test]
+    fn frames_held_during_a_replay_count_against_the_budget() {
+        let hub = Hub::new();
+        let (bus_tx, _bus_rx) = mpsc::unbounded_channel();
+        hub.set_bus(bus_tx);
+        let (c, mut rx) = conn(1, Role::Visitor, 512);
+        hub.register(c.clone());
+        hub.attach(&c, ConvId::from("c"), 0);
+        let ch = Channel::Conv(ConvId::from("c"));
+        // The replay never finishes while the conversation keeps going.
+        for s in 1..=100 {
+            hub.dispatch(&ch, &msg("c", s));
+        }
+        assert_eq!(c.close_reason(), Some(CloseReason::TooSlow));
+        let held: usize = c.gates.lock().iter().map(|g| g.held.len()).sum();
+        assert!((1..100).contains(&held), "held {held}");
+        assert!(texts(&mut rx).is_empty());
     }
 
     fn labels(changes: &[SubChange]) -> Vec<String> {

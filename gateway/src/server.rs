@@ -140,6 +140,8 @@ pub async fn start<E: Engine>(
         source,
     })?;
     let auth = auth_from(&cfg)?;
+    // Node control events (a site's settings changed somewhere) are rare and each is handled
+    // in one short step; the hub sends them from code that may not wait.
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     hub.set_control(control_tx);
     let gw = Arc::new(Gateway::new(engine, hub, auth, cfg, node));

@@ -1739,6 +1739,11 @@ struct Retry {
 const RETRY_ATTEMPTS: u32 = 240;
 
 /// Effects waiting to be carried out again.
+///
+/// Not capped: an entry is an effect of a transition that *was* committed (the engine said
+/// yes, then failed on what followed), so it grows only with what was committed just before
+/// an outage, and each entry leaves after [`RETRY_ATTEMPTS`]. Dropping one instead would
+/// leave a user without an event their state already says they got.
 #[derive(Default)]
 struct Retries {
     queue: parking_lot::Mutex<Vec<Retry>>,

@@ -144,6 +144,8 @@ pub async fn commands(cfg: &RedisConfig) -> redis::RedisResult<Conn> {
 pub async fn pubsub(
     cfg: &RedisConfig,
 ) -> redis::RedisResult<(Conn, mpsc::UnboundedReceiver<PushInfo>)> {
+    // redis-rs hands pushes to a sender that may not block (the connection's reader calls
+    // it); the bus's receive task drains it as fast as Redis delivers, which is what bounds it.
     let (tx, rx) = mpsc::unbounded_channel();
     let conn = if cfg.cluster {
         let client = ClusterClientBuilder::new(cfg.urls.clone())

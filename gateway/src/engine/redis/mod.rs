@@ -247,6 +247,10 @@ impl RedisEngine {
             healthy_since: Mutex::new(Some(Instant::now())),
             joined: Mutex::new(None),
         });
+        // Unbounded, deliberately: the hub reports changes from synchronous code that must
+        // never wait, and the subscriber drains them at once into a set of channels, Redis up
+        // or down, so the backlog is bounded by the channels the node has, not by time.
+        // `lost` carries one unit per lost pub/sub connection.
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
         let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         hub.set_bus(changes_tx.clone());
