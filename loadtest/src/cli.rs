@@ -137,6 +137,13 @@ pub struct Common {
     #[arg(long, global = true)]
     pub max_errors: Option<u64>,
 
+    /// Fail when more sends than this were never acked (nor refused with an error) by the end
+    /// of the run: a gateway that silently drops a send stores nothing, so it shows up here
+    /// and not as loss. `chat` and `reconnect-storm` stop sending and drain before the end,
+    /// so they fail on any unless this is given.
+    #[arg(long, global = true)]
+    pub max_unacked: Option<u64>,
+
     /// Pass a `chat` or `reconnect-storm` run even when some participant never reported what
     /// it received (its task was aborted, or its worker process died) or a conversation was
     /// heard from one side only. By default that fails the run: the loss in those

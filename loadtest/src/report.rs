@@ -69,6 +69,11 @@ pub struct Messages {
     pub sent: u64,
     pub resent: u64,
     pub acked: u64,
+    /// Sends neither acked nor refused when the run ended (silently dropped, or still in
+    /// flight).
+    pub unacked: u64,
+    /// Sends refused with an error that retrying cannot fix (counted in `errors` by code).
+    pub refused: u64,
     pub received_v2o: u64,
     pub received_o2v: u64,
     /// Stored messages delivered to the peer per second of the sending phase.
@@ -207,6 +212,8 @@ pub fn build(
         sent: st.counter(C::Sent),
         resent: st.counter(C::Resent),
         acked: st.counter(C::Acked),
+        unacked: st.counter(C::Unacked),
+        refused: st.counter(C::Refused),
         received_v2o: st.counter(C::RecvV2o),
         received_o2v: st.counter(C::RecvO2v),
         delivered_per_s: if matches!(cli.scenario, Scenario::Chat(_)) {
@@ -283,6 +290,9 @@ pub fn build(
     threshold("duplicated", c.max_dup, messages.duplicated);
     threshold("out of order", c.max_out_of_order, messages.out_of_order);
     threshold("errors", c.max_errors, st.errors_total());
+    // Chat-like scenarios drain before they end: any send still unanswered was dropped.
+    let unacked_limit = c.max_unacked.or((participants > 0).then_some(0));
+    threshold("unacked", unacked_limit, messages.unacked);
     if participants > 0 {
         checks.push(check(
             "participants reported",
@@ -466,10 +476,13 @@ impl Report {
         if m.sent > 0 || m.received_v2o + m.received_o2v > 0 {
             let _ = writeln!(
                 w,
-                "messages       {} sent ({} re-sent), {} acked, received v→o {} o→v {}{}",
+                "messages       {} sent ({} re-sent), {} acked, {} unacked, {} refused, received \
+                 v→o {} o→v {}{}",
                 m.sent,
                 m.resent,
                 m.acked,
+                m.unacked,
+                m.refused,
                 m.received_v2o,
                 m.received_o2v,
                 if m.delivered_per_s > 0.0 {
@@ -721,7 +734,7 @@ mod tests {
         );
         assert!(r.pass, "{}", r.human());
         assert_eq!(r.messages.lost, 0);
-        assert_eq!(r.checks.len(), 5);
+        assert_eq!(r.checks.len(), 6);
         let text = r.human();
         assert!(text.contains("result: PASS"), "{text}");
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
@@ -828,6 +841,53 @@ mod tests {
         let r = build(&cli, "t", outcome, &[], Duration::from_secs(3));
         assert!(r.pass, "{}", r.human());
         assert_eq!(r.messages.reports_missing, 1);
+    }
+
+    #[test]
+    fn sends_never_acked_fail_a_chat_unless_allowed() {
+        // A gateway that silently drops a send: no ack, no error, and so no loss either
+        // (the message was never stored). It is counted when the sender's task ends.
+        let with_unacked = || {
+            let mut o = chat_outcome(false, 900);
+            o.stats.counters.insert("sent".into(), 5);
+            o.stats.counters.insert("acked".into(), 3);
+            o.stats.counters.insert("unacked".into(), 1);
+            o.stats.counters.insert("send_refused".into(), 1);
+            o.stats.errors.insert("send:too_large".into(), 1);
+            o
+        };
+        let cli = cli(&["chat", "--visitors", "1", "--operators", "1"]);
+        let r = build(&cli, "t", with_unacked(), &[], Duration::from_secs(3));
+        let text = r.human();
+        assert!(!r.pass, "{text}");
+        assert!(text.contains("1 unacked, 1 refused"), "{text}");
+        assert!(text.contains("FAIL unacked: 1 (limit 0)"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["messages"]["unacked"], 1, "{json:#}");
+        assert_eq!(json["messages"]["refused"], 1, "{json:#}");
+        let cli = super::tests::cli(&[
+            "--max-unacked",
+            "1",
+            "chat",
+            "--visitors",
+            "1",
+            "--operators",
+            "1",
+        ]);
+        assert!(build(&cli, "t", with_unacked(), &[], Duration::ZERO).pass);
+        // Scenarios that send nothing have no default limit.
+        let cli = super::tests::cli(&["idle", "--sockets", "0"]);
+        let idle = Outcome {
+            stats: with_unacked().stats,
+            processes: 1,
+            ..Outcome::default()
+        };
+        let r = build(&cli, "t", idle, &[], Duration::ZERO);
+        assert!(
+            r.checks.iter().all(|c| c.name != "unacked"),
+            "{}",
+            r.human()
+        );
     }
 
     #[test]

@@ -37,6 +37,10 @@ names! {
         Sent = "sent",
         Resent = "resent",
         Acked = "acked",
+        /// Sends still neither acked nor refused when their sender's task ended.
+        Unacked = "unacked",
+        /// Sends refused with an error that retrying cannot fix (`too_large`, …).
+        Refused = "send_refused",
         RecvV2o = "recv_v2o",
         RecvO2v = "recv_o2v",
         Redelivered = "redelivered",

@@ -197,9 +197,17 @@ fn assert_healthy_delivery(r: &Value, conversations: u64) {
         "out_of_order",
         "reports_missing",
         "one_sided_conversations",
+        "unacked",
+        "refused",
     ] {
         assert_eq!(n(r, &format!("/messages/{k}")), 0, "{k}: {r:#}");
     }
+    // Every send was accounted for: acked, refused, or counted as unacked.
+    assert_eq!(
+        n(r, "/messages/sent"),
+        n(r, "/messages/acked") + n(r, "/messages/refused") + n(r, "/messages/unacked"),
+        "{r:#}"
+    );
     assert!(n(r, "/messages/received_v2o") > 0 && n(r, "/messages/received_o2v") > 0);
     assert!(n(r, "/latency_us/v2o/count") > 0);
     assert!(n(r, "/latency_us/o2v/p99") >= n(r, "/latency_us/o2v/p50"));

@@ -124,10 +124,12 @@ pub async fn run(ctx: Shared, plan: Plan) {
 }
 
 /// A task aborted at the end of the run (see `Env::finish`) still reports its ledgers: the
-/// reports are what make loss in its conversations countable.
+/// reports are what make loss in its conversations countable. Whatever it sent that was
+/// never acked nor refused by now is counted as unacked.
 impl Drop for Operator {
     fn drop(&mut self) {
         self.snapshot();
+        self.ctx.stats.add(C::Unacked, self.unacked.len() as u64);
     }
 }
 
@@ -524,6 +526,7 @@ impl Operator {
                             let at = tokio::time::Instant::now() + Duration::from_millis(300);
                             self.retry.push_back((at, cid));
                         } else if let Some(u) = self.unacked.remove(&cid) {
+                            self.ctx.stats.inc(C::Refused);
                             if u.push {
                                 self.push_outstanding -= 1;
                                 self.check_push_done();

@@ -101,10 +101,12 @@ pub async fn run(ctx: Shared, plan: Plan) {
 }
 
 /// A task aborted at the end of the run (see `Env::finish`) still reports its ledger: the
-/// report is what makes loss in its conversation countable.
+/// report is what makes loss in its conversation countable. Whatever it sent that was never
+/// acked nor refused by now is counted as unacked.
 impl Drop for Visitor {
     fn drop(&mut self) {
         self.snapshot();
+        self.ctx.stats.add(C::Unacked, self.unacked.len() as u64);
     }
 }
 
@@ -466,7 +468,9 @@ impl Visitor {
                     }
                     Some(Req::Send { n, .. }) => {
                         self.ctx.stats.error(&format!("send:{}", e.code));
-                        self.unacked.remove(&n);
+                        if self.unacked.remove(&n).is_some() {
+                            self.ctx.stats.inc(C::Refused);
+                        }
                     }
                     Some(Req::Start) => {
                         self.ctx.stats.error(&format!("start:{}", e.code));
