@@ -79,6 +79,8 @@ fn main() -> anyhow::Result<()> {
             let secret = secret
                 .or(cli.config.jwt_secret.clone())
                 .context("--secret or GATEWAY_JWT_SECRET is required")?;
+            // The gateway refuses a shorter one; a token it could never verify helps nobody.
+            anyhow::ensure!(secret.len() >= 16, "the secret must be at least 16 bytes");
             let role: Role = serde_json::from_value(serde_json::Value::String(role.clone()))
                 .ok()
                 .filter(|r| *r != Role::System)

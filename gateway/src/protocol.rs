@@ -59,6 +59,8 @@ impl Encoding {
 #[serde(untagged)]
 pub enum Rid {
     Int(i64),
+    /// Above `i64::MAX`: still an integer, echoed as one.
+    UInt(u64),
     Float(f64),
     Str(String),
 }
@@ -754,5 +756,20 @@ mod tests {
     fn unknown_fields_are_ignored() {
         let f = ClientFrame::decode(Encoding::Json, br#"{"t":"pong","x":{"y":1}}"#).unwrap();
         assert_eq!(f, ClientFrame::Pong {});
+    }
+
+    #[test]
+    fn rids_are_echoed_verbatim() {
+        for rid in [
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1.5",
+            "\"r-1\"",
+        ] {
+            let frame = format!(r#"{{"t":"history","rid":{rid},"conv":"c"}}"#);
+            let f = ClientFrame::decode(Encoding::Json, frame.as_bytes()).unwrap();
+            let back = serde_json::to_string(f.rid().unwrap()).unwrap();
+            assert_eq!(back, rid);
+        }
     }
 }
