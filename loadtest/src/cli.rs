@@ -42,7 +42,8 @@ pub struct Common {
     pub source_ips: Vec<IpAddr>,
 
     /// Fork this many worker processes, each with a share of the sockets (one process may
-    /// hold ~20,000 file descriptors here). Results are merged.
+    /// hold ~20,000 file descriptors here). Results are merged; a worker that dies fails the
+    /// run.
     #[arg(long, global = true, default_value_t = 1)]
     pub workers: usize,
 

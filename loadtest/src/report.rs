@@ -293,6 +293,16 @@ pub fn build(
     // Chat-like scenarios drain before they end: any send still unanswered was dropped.
     let unacked_limit = c.max_unacked.or((participants > 0).then_some(0));
     threshold("unacked", unacked_limit, messages.unacked);
+    // A worker that died took its sockets' measurements and reports with it.
+    let workers = c.workers.max(1) as u64;
+    if workers > 1 {
+        checks.push(check(
+            "worker processes finished",
+            workers,
+            outcome.processes,
+            outcome.processes >= workers,
+        ));
+    }
     if participants > 0 {
         checks.push(check(
             "participants reported",
@@ -888,6 +898,31 @@ mod tests {
             "{}",
             r.human()
         );
+    }
+
+    #[test]
+    fn a_dead_worker_fails_the_run() {
+        // Two workers asked for, one result: the other's sockets and reports are gone.
+        let cli = cli(&["--workers", "2", "idle", "--sockets", "10"]);
+        let mut stats = Stats::default().snapshot();
+        stats.errors.insert("worker:died".into(), 1);
+        let outcome = Outcome {
+            stats,
+            sums: BTreeMap::from([("open_at_sample".into(), 10)]),
+            processes: 1,
+            ..Outcome::default()
+        };
+        let r = build(&cli, "t", outcome, &[], Duration::from_secs(2));
+        let text = r.human();
+        assert!(!r.pass, "{text}");
+        assert!(text.contains("FAIL worker processes"), "{text}");
+        // Both workers reported: no failure.
+        let both = Outcome {
+            sums: BTreeMap::from([("open_at_sample".into(), 10)]),
+            processes: 2,
+            ..Outcome::default()
+        };
+        assert!(build(&cli, "t", both, &[], Duration::ZERO).pass);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! progress line every second, a barrier arrival, and finally their [`Outcome`]. The parent
 //! releases a barrier (`go <name>` on every worker's stdin) once every live worker arrived,
 //! sampling the gateway first, so gateway samples describe the whole run's sockets. A worker
-//! that dies stops counting at barriers and is reported as an error.
+//! that dies stops counting at barriers, is reported as an error (`worker:died`), and fails
+//! the run: its share of the measurements is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
