@@ -412,7 +412,8 @@ fn ramp_steps_up_and_a_failed_threshold_exits_1() {
 }
 
 /// Three gateway processes on one real Redis: visitors and operators spread over the nodes
-/// (most conversations cross nodes), nothing lost, duplicated or reordered.
+/// (most conversations cross nodes), nothing lost, duplicated or reordered; the gateways' and
+/// Redis' CPU time are sampled (`--gateway-pid` ×3, `--redis-pid`).
 #[test]
 fn chat_across_three_nodes_on_redis() {
     let _turn = one_at_a_time();
@@ -425,6 +426,8 @@ fn chat_across_three_nodes_on_redis() {
     for g in &nodes {
         args.extend(["--gateway-pid".into(), g.pid()]);
     }
+    let redis_pid = redis.pid().expect("redis-server runs");
+    args.extend(["--redis-pid".into(), redis_pid.to_string()]);
     for a in [
         "--site",
         "auto",
@@ -459,4 +462,30 @@ fn chat_across_three_nodes_on_redis() {
     assert_eq!(by_node.len(), 3, "every node served sessions: {by_node:?}");
     assert_eq!(r["gateway"]["pids"].as_array().map(Vec::len), Some(3));
     assert!(r["gateway"]["cpu_us_per_message"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        r["gateway"]["redis_pids"][0].as_u64(),
+        Some(u64::from(redis_pid))
+    );
+    let g = &r["gateway"];
+    assert!(
+        g["redis_cpu_us_per_message"]
+            .as_f64()
+            .is_some_and(|us| us >= 0.0),
+        "a Redis CPU figure: {g:#}"
+    );
+    assert!(
+        g["redis_cpu_percent"].as_f64().is_some(),
+        "Redis CPU in % of a core: {g:#}"
+    );
+    let server = g["server_cpu_us_per_message"]
+        .as_f64()
+        .expect("server CPU per message");
+    assert!(
+        server > 0.0 && server >= g["cpu_us_per_message"].as_f64().unwrap(),
+        "gateways + redis per message: {g:#}"
+    );
+    // Every barrier sampled Redis too.
+    for s in g["samples"].as_array().unwrap() {
+        assert!(s["redis_cpu_ms"].as_u64().is_some(), "{s:#}");
+    }
 }

@@ -1,7 +1,7 @@
 //! Real `redis-server` processes for tests, on free ports of 127.0.0.1, each in its own
 //! temporary directory, killed when dropped. A test can stop one (SIGKILL) and start it again
 //! on the same port with the same data (AOF), or build a three-master Redis Cluster with
-//! `redis-cli --cluster create`.
+//! `redis-cli --cluster create`. [`RedisServer::pid`] names the process for CPU sampling.
 //!
 //! The binaries come from `REDIS_SERVER_BIN` / `REDIS_CLI_BIN` (the test script sets them),
 //! else from `PATH`. A machine's own Redis (say on 6379) is never used.
@@ -149,6 +149,13 @@ impl RedisServer {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's process id while it runs (`None` once killed), for tools that sample its
+    /// CPU time or memory from `/proc`, such as the load tester's `--redis-pid`. A restart
+    /// gives a new one.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGKILL: no shutdown, no final save.
