@@ -23,45 +23,52 @@ pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local m, log, cids = KEYS[1], KEYS[2], KEYS[3]
-local f = redis.call('HMGET', m, 'site', 'state', 'visitor', 'op', 'unans')
+local f = redis.call('HMGET', m, 'site', 'state', 'visitor', 'op', 'unans', 'seq')
 local site, state = f[1], f[2]
 if (not site) or site ~= ARGV[1] then return {'nf'} end
 local role, who, ckey = ARGV[2], ARGV[3], ARGV[4]
-if ckey ~= '' then
+local seq = tonumber(f[6] or '0') + 1
+-- One command on the common path: the cid is claimed for this seq, or found taken. A retry
+-- is answered before the checks below, so a message stored before the conversation closed
+-- is still acknowledged after.
+if ckey ~= '' and redis.call('HSETNX', cids, ckey, seq) == 0 then
   local old = redis.call('HGET', cids, ckey)
-  if old then
-    local e = redis.call('XRANGE', log, old .. '-0', old .. '-0')
-    if #e > 0 then return {'dup', e[1][2][2]} end
-    -- Trimmed from the log since: still the same message, never stored twice.
-    return {'dup_gone', tonumber(old)}
-  end
+  local e = redis.call('XRANGE', log, old .. '-0', old .. '-0')
+  if #e > 0 then return {'dup', e[1][2][2]} end
+  -- Trimmed from the log since: still the same message, never stored twice.
+  return {'dup_gone', tonumber(old)}
 end
+local refused = false
 if role == 'visitor' then
-  if f[3] ~= who then return {'forbidden'} end
-  if state == 'closed' then return {'closed'} end
+  if f[3] ~= who then refused = 'forbidden'
+  elseif state == 'closed' then refused = 'closed' end
 elseif role == 'operator' then
-  if f[4] ~= who then return {'forbidden'} end
-  if state == 'closed' then return {'closed'} end
-  if state ~= 'active' then return {'forbidden'} end
+  if f[4] ~= who then refused = 'forbidden'
+  elseif state == 'closed' then refused = 'closed'
+  elseif state ~= 'active' then refused = 'forbidden' end
 elseif role ~= 'system' then
-  return {'forbidden'}
+  refused = 'forbidden'
 end
-local seq = redis.call('HINCRBY', m, 'seq', 1)
+if refused then
+  if ckey ~= '' then redis.call('HDEL', cids, ckey) end
+  return {refused}
+end
 local p = cmsgpack.pack(seq)
 local frame = ARGV[7] .. p .. ARGV[8]
 redis.call('XADD', log, 'MAXLEN', ARGV[9], seq .. '-0', 'f', frame)
-if ckey ~= '' then redis.call('HSET', cids, ckey, seq) end
 local ts = ARGV[10]
 local started = 0
 if role == 'visitor' then
   if tonumber(f[5] or '0') == 0 then
-    redis.call('HSET', m, 'last_ts', ts, 'unans', ts)
+    redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'unans', ts)
     started = 1
   else
-    redis.call('HSET', m, 'last_ts', ts)
+    redis.call('HSET', m, 'seq', seq, 'last_ts', ts)
   end
 elseif role == 'operator' then
-  redis.call('HSET', m, 'last_ts', ts, 'unans', 0)
+  redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'unans', 0)
+else
+  redis.call('HSET', m, 'seq', seq)
 end
 if state ~= 'closed' and seq % 32 == 1 then
   -- Open conversations' keys live for weeks; refreshing them now and then is enough.
