@@ -98,6 +98,15 @@ pub struct Common {
     #[arg(long, global = true, default_value_t = 15.0)]
     pub op_pace: f64,
 
+    /// Where a visitor message's latency starts (visitor→operator, and send→ack). `sent`
+    /// (default): when the send is written to the socket, so the figures are the gateway's
+    /// own delivery time, comparable with earlier results even when the tester, sharing the
+    /// machine, falls behind. `scheduled`: when the rate schedule called for it, like wrk2;
+    /// a tester or gateway that falls behind sends the late messages at once and their wait
+    /// counts as latency, instead of quietly lowering the rate (coordinated omission).
+    #[arg(long, global = true, value_enum, default_value = "sent")]
+    pub latency_from: LatencyFrom,
+
     /// Gateway process to sample resident memory (VmRSS) and CPU time of, from /proc; repeat
     /// for several nodes (their memory and CPU are added up).
     #[arg(long, global = true)]
@@ -165,6 +174,15 @@ pub struct Common {
     #[arg(long, global = true, hide = true, env = "LOADTEST_WORKER", value_parser = parse_worker_slot)]
     #[serde(skip)]
     pub worker: Option<WorkerSlot>,
+}
+
+/// Where delivery latency starts: the moment a message was written, or the moment the rate
+/// schedule called for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyFrom {
+    Sent,
+    Scheduled,
 }
 
 #[derive(Debug, Clone, Subcommand, Serialize)]
@@ -442,8 +460,13 @@ mod tests {
             "127.0.0.2,127.0.0.3",
             "--encoding",
             "msgpack",
+            "--latency-from",
+            "scheduled",
         ])
         .unwrap();
+        assert_eq!(cli.common.latency_from, LatencyFrom::Scheduled);
+        let default = Cli::try_parse_from(["loadtest", "chat"]).unwrap();
+        assert_eq!(default.common.latency_from, LatencyFrom::Sent);
         assert_eq!(cli.common.max_p99, Some(Duration::from_millis(5)));
         assert_eq!(cli.common.max_lost, Some(0));
         assert_eq!(cli.common.urls.len(), 2);

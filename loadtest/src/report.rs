@@ -472,6 +472,13 @@ impl Report {
         if let Some(r) = &self.routing {
             let _ = writeln!(w, "routing        {r}");
         }
+        if s.latency_from == crate::cli::LatencyFrom::Scheduled {
+            let _ = writeln!(
+                w,
+                "latency from   the rate schedule (--latency-from scheduled): sends that fell \
+                 behind it count their wait"
+            );
+        }
         let c = &self.connections;
         let _ = writeln!(
             w,
@@ -923,6 +930,34 @@ mod tests {
             ..Outcome::default()
         };
         assert!(build(&cli, "t", both, &[], Duration::ZERO).pass);
+    }
+
+    #[test]
+    fn the_latency_origin_is_in_the_settings_and_said_when_not_the_default() {
+        let plain = cli(&["chat", "--visitors", "1", "--operators", "1"]);
+        let r = build(&plain, "t", chat_outcome(false, 900), &[], Duration::ZERO);
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["settings"]["latency_from"],
+            "sent"
+        );
+        assert!(!r.human().contains("latency from"), "{}", r.human());
+        let sched = cli(&[
+            "--latency-from",
+            "scheduled",
+            "chat",
+            "--visitors",
+            "1",
+            "--operators",
+            "1",
+        ]);
+        let r = build(&sched, "t", chat_outcome(false, 900), &[], Duration::ZERO);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["settings"]["latency_from"], "scheduled");
+        assert!(
+            r.human().contains("latency from   the rate schedule"),
+            "{}",
+            r.human()
+        );
     }
 
     #[test]

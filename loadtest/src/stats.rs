@@ -70,9 +70,11 @@ names! {
         Welcome = "welcome",
         /// Connect start → `welcome` received (what a user waits for).
         Session = "session",
-        /// `send` → its `ok`.
+        /// `send` → its `ok` (a visitor's first send counts from the time it was due with
+        /// `--latency-from scheduled`).
         Ack = "ack",
-        /// Visitor's send time (in the cid) → operator receives the `msg`.
+        /// Visitor's send time (in the cid: when it was written, or when it was due with
+        /// `--latency-from scheduled`) → operator receives the `msg`.
         V2o = "v2o",
         /// Operator's send time → visitor receives the `msg`.
         O2v = "o2v",

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
-use tokio::time::timeout_at;
+use tokio::time::{timeout_at, Interval, MissedTickBehavior};
 
 use crate::auth::Minter;
-use crate::cli::CutMode;
+use crate::cli::{CutMode, LatencyFrom};
 use crate::client::{Ended, Event, Net, WsConn};
 use crate::ledger::ConvReport;
 use crate::proto::{ClientFrame, Conversation, ServerFrame, Welcome};
@@ -62,6 +62,7 @@ pub struct Ctx {
     pub max_chats: u32,
     pub push_per_conv: u32,
     pub cut_mode: CutMode,
+    pub latency_from: LatencyFrom,
     pub phase: watch::Receiver<Phase>,
     pub reports: Mutex<Vec<ConvReport>>,
     /// Routing mode announced in `welcome.settings`.
@@ -263,12 +264,40 @@ pub async fn wait_or_finish(phase_rx: &mut watch::Receiver<Phase>, d: Duration) 
     }
 }
 
-/// Waits for the next tick of an optional interval (forever when there is none).
-pub async fn tick(t: &mut Option<tokio::time::Interval>) {
-    match t {
-        Some(t) => {
-            t.tick().await;
+/// A visitor's rate schedule: a tick every `period`. Measuring from `sent`, a late tick is
+/// delayed and the schedule slides (what the tester could not send is never sent). Measuring
+/// from `scheduled`, late ticks fire at once until the schedule is caught up, and each says
+/// how long ago it was due, so the message is stamped with the time it should have left.
+pub struct Schedule {
+    interval: Interval,
+    from: LatencyFrom,
+}
+
+impl Schedule {
+    pub fn new(first: tokio::time::Instant, period: Duration, from: LatencyFrom) -> Schedule {
+        let mut interval = tokio::time::interval_at(first, period);
+        interval.set_missed_tick_behavior(match from {
+            LatencyFrom::Sent => MissedTickBehavior::Delay,
+            LatencyFrom::Scheduled => MissedTickBehavior::Burst,
+        });
+        Schedule { interval, from }
+    }
+
+    /// Waits for the next tick; returns how far to back-date the message: how late the tick
+    /// is (`scheduled`), or zero (`sent`).
+    pub async fn tick(&mut self) -> Duration {
+        let due = self.interval.tick().await;
+        match self.from {
+            LatencyFrom::Sent => Duration::ZERO,
+            LatencyFrom::Scheduled => tokio::time::Instant::now().saturating_duration_since(due),
         }
+    }
+}
+
+/// Waits for the next tick of an optional schedule (forever when there is none).
+pub async fn tick(t: &mut Option<Schedule>) -> Duration {
+    match t {
+        Some(t) => t.tick().await,
         None => std::future::pending().await,
     }
 }
@@ -314,6 +343,30 @@ mod tests {
         let mut free = Pacer::new(0.0);
         free.take();
         assert!(free.ready_at() <= tokio::time::Instant::now());
+    }
+
+    #[tokio::test]
+    async fn a_late_schedule_back_dates_its_messages_only_from_scheduled() {
+        let period = Duration::from_millis(20);
+        for from in [LatencyFrom::Sent, LatencyFrom::Scheduled] {
+            let mut s = Schedule::new(tokio::time::Instant::now(), period, from);
+            // The tester is stuck for five and a half periods (a saturated tester blocks
+            // just like this): ticks at 0, 20, 40, 60, 80 and 100 ms are all missed.
+            std::thread::sleep(period * 11 / 2);
+            let mut late = Vec::new();
+            for _ in 0..4 {
+                late.push(s.tick().await);
+            }
+            match from {
+                LatencyFrom::Sent => assert!(late.iter().all(|l| l.is_zero()), "{late:?}"),
+                LatencyFrom::Scheduled => {
+                    // Every missed tick fires at once, each due one period after the last.
+                    assert!(late[0] >= Duration::from_millis(110), "{late:?}");
+                    assert!(late[3] >= Duration::from_millis(50), "{late:?}");
+                    assert!(late.windows(2).all(|w| w[0] > w[1]), "{late:?}");
+                }
+            }
+        }
     }
 
     #[test]

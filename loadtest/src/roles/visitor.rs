@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tokio::time::{sleep_until, Interval, MissedTickBehavior};
+use tokio::time::sleep_until;
 
 use super::{
     backoff, establish, latency_us, note_end, now_us, reconnect_delay, silence_limit, tick, until,
-    wait_or_finish, OpenGuard, Phase, Shared,
+    wait_or_finish, OpenGuard, Phase, Schedule, Shared,
 };
+use crate::cli::LatencyFrom;
 use crate::client::{Ended, Event, WsConn};
 use crate::ledger::{Cid, ConvLedger, Role};
 use crate::proto::{ClientFrame, ConvRef, Conversation, ServerFrame, Welcome};
@@ -55,7 +56,7 @@ struct Visitor {
     retry: VecDeque<(tokio::time::Instant, u64)>,
     start_retry: Option<tokio::time::Instant>,
     n: u64,
-    ticker: Option<Interval>,
+    ticker: Option<Schedule>,
     /// Seqs up to this one are a replay (no latency sample).
     replay_until: u64,
     /// Set while catching up after a reconnect: since when, and up to which seq.
@@ -126,6 +127,7 @@ impl Visitor {
                 // Already disconnected when the cut came: it counts as cut.
                 self.cut_done = true;
                 self.ctx.stats.inc(C::Cut);
+                self.pause_schedule();
             }
             if self.cut_done && phase < Phase::Resume {
                 if phase_rx.changed().await.is_err() {
@@ -157,6 +159,7 @@ impl Visitor {
                 End::Cut => {
                     self.cut_done = true;
                     self.ctx.stats.inc(C::Cut);
+                    self.pause_schedule();
                 }
                 End::Closed(end) => {
                     note_end(&self.ctx.stats, &end);
@@ -194,6 +197,16 @@ impl Visitor {
         self.ctx.stats.inc(C::Snapshots);
     }
 
+    /// The run stops sending on purpose (a storm's cut, the end of the sending phase): a rate
+    /// schedule measured from `scheduled` starts afresh when sending resumes, instead of
+    /// making up the pause as a burst of "late" messages. (Measured from `sent`, the schedule
+    /// just slides, as it always did.)
+    fn pause_schedule(&mut self) {
+        if self.ctx.latency_from == LatencyFrom::Scheduled {
+            self.ticker = None;
+        }
+    }
+
     fn can_send(&self, phase: Phase) -> bool {
         self.plan.period.is_some()
             && self.assigned
@@ -228,14 +241,16 @@ impl Visitor {
                 conn.cut(self.ctx.cut_mode);
                 return End::Cut;
             }
+            if phase != Phase::Run && phase != Phase::Resume {
+                self.pause_schedule();
+            }
             let can_send = self.can_send(phase);
             if can_send && self.ticker.is_none() {
                 let period = self.plan.period.unwrap_or(Duration::from_secs(1));
                 // A random phase spreads visitors evenly over the period.
                 let offset = period.mul_f64(rand::random::<f64>());
-                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
-                t.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                self.ticker = Some(t);
+                let first = tokio::time::Instant::now() + offset;
+                self.ticker = Some(Schedule::new(first, period, self.ctx.latency_from));
             }
             let retry_at = self.retry.front().map(|r| r.0);
             let result = tokio::select! {
@@ -250,7 +265,7 @@ impl Visitor {
                         Event::Closed(e) => Err(e),
                     }
                 }
-                _ = tick(&mut self.ticker), if can_send => self.send_new(&mut conn).await,
+                late = tick(&mut self.ticker), if can_send => self.send_new(&mut conn, late).await,
                 _ = until(retry_at), if retry_at.is_some() => self.resend_due(&mut conn).await,
                 _ = until(self.start_retry), if self.start_retry.is_some() => {
                     self.start_retry = None;
@@ -370,26 +385,26 @@ impl Visitor {
         }
     }
 
-    async fn send_new(&mut self, conn: &mut WsConn) -> Result<(), Ended> {
+    /// Sends the next message, stamped `late` before now (the time the rate schedule called
+    /// for it when latency is measured from `scheduled`, else now).
+    async fn send_new(&mut self, conn: &mut WsConn, late: Duration) -> Result<(), Ended> {
         self.n += 1;
-        let cid = Cid::format(&self.tag, self.n, now_us());
+        let stamp = now_us().saturating_sub(late.as_micros() as u64);
+        let cid = Cid::format(&self.tag, self.n, stamp);
         self.unacked.insert(self.n, cid);
         self.ctx.stats.inc(C::Sent);
-        self.send_msg(conn, self.n).await
+        let at = Instant::now();
+        self.send_msg(conn, self.n, at.checked_sub(late).unwrap_or(at))
+            .await
     }
 
-    async fn send_msg(&mut self, conn: &mut WsConn, n: u64) -> Result<(), Ended> {
+    /// Sends message `n`; its ack time counts from `at`.
+    async fn send_msg(&mut self, conn: &mut WsConn, n: u64, at: Instant) -> Result<(), Ended> {
         let (Some(conv), Some(cid)) = (&self.conv, self.unacked.get(&n)) else {
             return Ok(());
         };
         self.rid += 1;
-        self.pending.insert(
-            self.rid,
-            Req::Send {
-                n,
-                at: Instant::now(),
-            },
-        );
+        self.pending.insert(self.rid, Req::Send { n, at });
         let frame = ClientFrame::Send {
             rid: self.rid,
             conv,
@@ -408,7 +423,7 @@ impl Visitor {
             self.retry.pop_front();
             if self.unacked.contains_key(&n) {
                 self.ctx.stats.inc(C::Resent);
-                self.send_msg(conn, n).await?;
+                self.send_msg(conn, n, Instant::now()).await?;
             }
         }
         Ok(())

@@ -244,6 +244,7 @@ pub async fn run(cli: &Cli, slot: WorkerSlot, coord: Coord, run_id: &str) -> Res
         max_chats,
         push_per_conv: push,
         cut_mode,
+        latency_from: common.latency_from,
         phase: phase_rx,
         reports: Mutex::default(),
         routing: Mutex::default(),
