@@ -133,16 +133,38 @@ impl Drop for TempDir {
     }
 }
 
-/// Runs `loadtest` against `urls` with `args`; returns the exit code and the JSON report.
+/// Runs `loadtest --quiet` against `urls` with `args`; returns the exit code and the JSON
+/// report.
 fn loadtest(urls: &[String], args: &[&str]) -> (i32, Value) {
+    let (code, report, _) = run_loadtest(urls, args, true);
+    (code, report)
+}
+
+/// Runs `loadtest` with its live progress line; returns the exit code, the JSON report and
+/// what it wrote on stderr.
+fn loadtest_with_progress(urls: &[String], args: &[&str]) -> (i32, Value, String) {
+    run_loadtest(urls, args, false)
+}
+
+/// The live progress lines in a run's stderr (`[   1.0s] phase  open … | errors N`).
+fn progress_lines(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with('[') && l.contains("s] ") && l.contains(" | errors "))
+        .collect()
+}
+
+fn run_loadtest(urls: &[String], args: &[&str], quiet: bool) -> (i32, Value, String) {
     let dir = TempDir::new("report");
     let json = dir.0.join("report.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadtest"));
     for u in urls {
         cmd.arg("--url").arg(u);
     }
-    cmd.arg("--quiet")
-        .arg("--json")
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    cmd.arg("--json")
         .arg(&json)
         .args(args)
         .env("GATEWAY_JWT_SECRET", SECRET)
@@ -178,6 +200,7 @@ fn loadtest(urls: &[String], args: &[&str]) -> (i32, Value) {
     (
         code,
         serde_json::from_str(&report).expect("the JSON report parses"),
+        err,
     )
 }
 
@@ -258,7 +281,8 @@ fn chat_in_offer_and_auto_routing_over_msgpack_and_two_workers() {
     let _turn = one_at_a_time();
     let gw = Gateway::start(&[]);
     for site in ["offer", "auto"] {
-        let (code, r) = loadtest(
+        // The parent merges its workers' progress into one live line.
+        let (code, r, stderr) = loadtest_with_progress(
             &[gw.url()],
             &[
                 "--site",
@@ -290,6 +314,15 @@ fn chat_in_offer_and_auto_routing_over_msgpack_and_two_workers() {
         assert_eq!(r["routing"], site);
         assert_eq!(n(&r, "/processes"), 2);
         assert_healthy_delivery(&r, 100);
+        let lines = progress_lines(&stderr);
+        assert!(
+            lines.iter().any(|l| l.contains(" chat ")),
+            "a progress line in the chat phase: {stderr}"
+        );
+        assert!(
+            !stderr.contains("worker 0:") && !stderr.contains("worker 1:"),
+            "{stderr}"
+        );
     }
 }
 
@@ -377,7 +410,7 @@ fn reconnect_storm_resumes_every_visitor_without_loss() {
 fn ramp_steps_up_and_a_failed_threshold_exits_1() {
     let _turn = one_at_a_time();
     let gw = Gateway::start(&[]);
-    let (code, r) = loadtest(
+    let (code, r, stderr) = loadtest_with_progress(
         &[gw.url()],
         &[
             "--duration",
@@ -399,6 +432,10 @@ fn ramp_steps_up_and_a_failed_threshold_exits_1() {
     assert_eq!(n(&r, "/ramp/steps/0/ok"), 50);
     assert_eq!(n(&r, "/ramp/steps/1/ok"), 100);
     assert_eq!(r["ramp"]["held_rate"].as_f64(), Some(100.0));
+    // The live progress line, once a second while the sockets ramp up.
+    let lines = progress_lines(&stderr);
+    assert!(!lines.is_empty(), "no progress line: {stderr}");
+    assert!(lines.iter().any(|l| !l.contains(" open 0 ")), "{lines:#?}");
 
     // An impossible latency bound fails the run with exit status 1.
     let (code, r) = loadtest(
