@@ -136,14 +136,14 @@ impl Drop for TempDir {
 /// Runs `loadtest --quiet` against `urls` with `args`; returns the exit code and the JSON
 /// report.
 fn loadtest(urls: &[String], args: &[&str]) -> (i32, Value) {
-    let (code, report, _) = run_loadtest(urls, args, true);
+    let (code, report, _) = run_loadtest(urls, args, true, |_| {});
     (code, report)
 }
 
 /// Runs `loadtest` with its live progress line; returns the exit code, the JSON report and
 /// what it wrote on stderr.
 fn loadtest_with_progress(urls: &[String], args: &[&str]) -> (i32, Value, String) {
-    run_loadtest(urls, args, false)
+    run_loadtest(urls, args, false, |_| {})
 }
 
 /// The live progress lines in a run's stderr (`[   1.0s] phase  open … | errors N`).
@@ -154,7 +154,13 @@ fn progress_lines(stderr: &str) -> Vec<&str> {
         .collect()
 }
 
-fn run_loadtest(urls: &[String], args: &[&str], quiet: bool) -> (i32, Value, String) {
+/// Runs `loadtest`; `started` gets its process id as soon as it runs.
+fn run_loadtest(
+    urls: &[String],
+    args: &[&str],
+    quiet: bool,
+    started: impl FnOnce(u32),
+) -> (i32, Value, String) {
     let dir = TempDir::new("report");
     let json = dir.0.join("report.json");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadtest"));
@@ -176,6 +182,7 @@ fn run_loadtest(urls: &[String], args: &[&str], quiet: bool) -> (i32, Value, Str
         .spawn()
         .unwrap();
     let pid = child.id();
+    started(pid);
     let stdout = child.stdout.take().unwrap();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -454,6 +461,59 @@ fn ramp_steps_up_and_a_failed_threshold_exits_1() {
     );
     assert_eq!(code, 1, "{r:#}");
     assert_eq!(r["pass"], false);
+}
+
+/// A worker process that dies takes its sockets' measurements with it: the parent carries on
+/// with the others, and the run fails (exit 1) instead of passing on what is left.
+#[test]
+fn a_dead_worker_fails_the_run() {
+    let _turn = one_at_a_time();
+    let gw = Gateway::start(&[]);
+    let (code, r, stderr) = run_loadtest(
+        &[gw.url()],
+        &[
+            "--workers",
+            "2",
+            "--duration",
+            "2s",
+            "idle",
+            "--sockets",
+            "40",
+            "--settle",
+            "0s",
+        ],
+        true,
+        |parent| {
+            // Kill the first worker once the parent has started both.
+            let children = format!("/proc/{parent}/task/{parent}/children");
+            let mut workers = Vec::new();
+            testsupport::wait_until("two workers", Duration::from_secs(20), || {
+                workers = std::fs::read_to_string(&children)
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                workers.len() >= 2
+            });
+            let killed = Command::new("kill")
+                .args(["-KILL", &workers[0]])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+        },
+    );
+    assert_eq!(code, 1, "{r:#}\n{stderr}");
+    assert_eq!(r["pass"], false);
+    assert_eq!(n(&r, "/processes"), 1);
+    assert_eq!(n(&r, "/errors/worker:died"), 1, "{r:#}");
+    let check = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "worker processes finished")
+        .expect("a check of the workers");
+    assert_eq!(check["pass"], false, "{check:#}");
+    assert!(stderr.contains("ended without a result"), "{stderr}");
 }
 
 /// Three gateway processes on one real Redis: visitors and operators spread over the nodes
