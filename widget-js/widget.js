@@ -429,10 +429,11 @@
     if (S.token && !retry) body.visitor_token = S.token;
     return fetch(BASE + '/v1/visitor/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then((r) => {
       if (!r.ok) {
-        // A previous token the gateway no longer accepts: start over as a new visitor.
-        if (body.visitor_token && r.status < 500) return session(true);
-        // An unknown widget key or a page the site refuses: retrying cannot help.
+        // 403 (a banned visitor, a page the site refuses) or 404 (an unknown widget key): stop,
+        // as on 4003. A new identity must not get round a ban.
         if (r.status === 403 || r.status === 404) stop();
+        // Any other refusal of the old token: start over as a new visitor.
+        else if (body.visitor_token && r.status < 500) return session(true);
         throw new Error('visitor session: HTTP ' + r.status);
       }
       return r.json().then((j) => {

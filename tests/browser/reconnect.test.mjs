@@ -6,7 +6,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
   skipReason, setup, newPage, openConsole, setStatus, openVisitor, startHostSite, visitorWrites,
-  acceptFirstQueued, operatorSends, widgetMessages, consoleMessages, waitUntil, screenshot
+  acceptFirstQueued, operatorSends, widgetMessages, consoleMessages, waitUntil, screenshot, staffRequest
 } from './harness.mjs';
 
 test('offline visitor gets every message exactly once, in order', { skip: skipReason(), timeout: 120000 }, async (t) => {
@@ -149,4 +149,51 @@ test('close code 4003 and a refused session: the widget stops and says so', { sk
   await w.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
   assert.deepEqual(await w.page.evaluate(() => window.__closes), [], 'no socket was even tried');
   assert.deepEqual([...v.errors, ...w.errors], []);
+});
+
+test('a banned visitor stays stopped: a refused session does not mint a new visitor', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const host = await startHostSite(t, gw);
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  await setStatus(op.page, 'active');
+  const v = await newPage(browser);
+  await v.page.addInitScript(recordSocketCloses);
+  await v.page.goto(host.url({}));
+  await visitorWrites(v, 'You will regret this');
+  const conv = await acceptFirstQueued(op);
+  const stored = () => v.page.evaluate(() => JSON.parse(localStorage.getItem('cgw:demo')));
+  const before = await stored();
+
+  // The operator bans the visitor (the console has no button: a frame on a socket of its own).
+  const ban = await staffRequest(op.page, op.token, { t: 'ban', conv, duration: '1h', reason: 'abuse' });
+  assert.equal(ban.t, 'ok', JSON.stringify(ban));
+  assert.equal(ban.visitor, before.vid);
+  await v.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
+  await v.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
+  assert.ok((await v.page.evaluate(() => window.__closes)).includes(4003), 'the gateway closed the visitor with 4003');
+
+  // A page load with a token the widget takes as expired: it asks POST /v1/visitor/session with
+  // the old token, the gateway answers 403 banned, and the widget must stop there instead of
+  // asking again without the token (which would mint a new visitor id and escape the ban).
+  await v.page.evaluate(() => {
+    const s = JSON.parse(localStorage.getItem('cgw:demo'));
+    s.exp = 1;
+    localStorage.setItem('cgw:demo', JSON.stringify(s));
+  });
+  const sessions = [];
+  v.page.on('response', (r) => r.url().endsWith('/v1/visitor/session') && r.request().method() === 'POST' && sessions.push(r.status()));
+  await v.page.reload();
+  await v.page.getByTestId('cw-launcher').waitFor();
+  if (!(await v.page.getByTestId('cw-panel').isVisible())) await v.page.getByTestId('cw-launcher').click();
+  await v.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
+  await v.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
+  await waitUntil(() => sessions.length > 0, { message: 'the session request' });
+  assert.deepEqual(sessions, [403], 'one session request, refused; no second one without the token');
+  assert.deepEqual(await v.page.evaluate(() => window.__closes), [], 'no socket was opened');
+  const after = await stored();
+  assert.equal(after.vid, before.vid, 'no new visitor id');
+  assert.equal(after.token, before.token, 'no new token');
+  assert.equal((await v.page.evaluate(() => window.ChatWidget._debugState())).conn, 'closed');
+
+  assert.deepEqual([...v.errors, ...op.errors], []);
 });
