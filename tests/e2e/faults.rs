@@ -1,6 +1,9 @@
 //! The faults a deployment meets: a node killed, a node drained, Redis restarted, and
 //! settings changed on one node. Timers are short (`base_env`): node timeout 2 s.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use testsupport::RedisServer;
 
@@ -17,6 +20,55 @@ fn env_with_sites(store: &Store, file: &tempfile_path::Path) -> Vec<(String, Str
 
 fn conv_event(f: &Value, conv: &str, event: &str) -> bool {
     f["t"] == "conv" && f["event"] == event && f["conv"]["id"] == conv
+}
+
+fn first_seq(msgs: &[Value]) -> u64 {
+    msgs[0]["seq"].as_u64().unwrap()
+}
+
+/// The `msg` frames of one conversation that one client received, one slice per connection
+/// in arrival order, deduplicated by `seq` as clients do: `seq` → (author role, cid, text).
+/// A repeated `seq` must repeat the same message; on one connection seqs never go back
+/// (repeats aside); a cid or a text under two seqs is a message stored or delivered twice.
+fn exactly_once_by_seq(connections: &[&[Value]]) -> BTreeMap<u64, (String, String, String)> {
+    let mut by_seq: BTreeMap<u64, (String, String, String)> = BTreeMap::new();
+    for frames in connections {
+        let mut newest = 0;
+        let mut here = BTreeSet::new();
+        for f in *frames {
+            let seq = f["seq"].as_u64().expect("msg has a seq");
+            let m = (
+                f["from"]["role"].as_str().unwrap_or_default().to_owned(),
+                f["cid"].as_str().unwrap_or_default().to_owned(),
+                f["text"].as_str().unwrap_or_default().to_owned(),
+            );
+            match by_seq.get(&seq) {
+                Some(kept) => assert_eq!(kept, &m, "seq {seq} delivered with another message"),
+                None => {
+                    by_seq.insert(seq, m);
+                }
+            }
+            if here.insert(seq) {
+                assert!(
+                    seq > newest,
+                    "seq {seq} after seq {newest} on one connection"
+                );
+                newest = seq;
+            }
+        }
+    }
+    let mut seq_of: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for (seq, (role, cid, text)) in &by_seq {
+        if role == "system" {
+            continue;
+        }
+        for key in [(role.as_str(), cid.as_str()), ("text", text.as_str())] {
+            if let Some(other) = seq_of.insert(key, *seq) {
+                panic!("{key:?} under seq {other} and seq {seq}");
+            }
+        }
+    }
+    by_seq
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -96,11 +148,24 @@ async fn when_the_node_holding_an_operator_is_killed_they_go_offline_and_their_c
     let mut o2 = operator(&n[1], "op2", "Two").await;
 
     n[0].kill();
-    // Never stuck online: supervisors see op1 go offline once the node is swept.
-    sup.recv_until("op1 offline", |f| {
-        f["t"] == "operator" && f["id"] == "op1" && f["online"] == false
-    })
-    .await;
+    // Never stuck online: supervisors see op1 go offline once the node is swept, within the
+    // heartbeat timeout. A node beats every NODE_TIMEOUT / 5 and is dead after NODE_TIMEOUT
+    // of silence, found at the next beat of another node (under 1.2 NODE_TIMEOUT); a node
+    // judges others only once it has been connected for 2 NODE_TIMEOUT itself (these
+    // started moments ago). So: two node timeouts, plus slack for a loaded machine.
+    let bound = 2 * NODE_TIMEOUT + Duration::from_secs(2);
+    let offline = tokio::time::timeout(
+        bound,
+        sup.recv_until("op1 offline", |f| {
+            f["t"] == "operator" && f["id"] == "op1" && f["online"] == false
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("op1 still online {bound:?} after its node was killed"));
+    assert_eq!(
+        offline["load"], 1,
+        "offline, still holding the chat: {offline}"
+    );
     v.recv_until("operator_away", |f| conv_event(f, &conv, "operator_away"))
         .await;
     // After operator_grace the conversation goes back to the queue and on to op2.
@@ -110,10 +175,12 @@ async fn when_the_node_holding_an_operator_is_killed_they_go_offline_and_their_c
         })
         .await;
     assert_eq!(moved["conv"]["state"], "active");
-    sup.recv_until("op1 inactive", |f| {
-        f["t"] == "operator" && f["id"] == "op1" && f["status"] == "inactive"
-    })
-    .await;
+    let inactive = sup
+        .recv_until("op1 inactive", |f| {
+            f["t"] == "operator" && f["id"] == "op1" && f["status"] == "inactive"
+        })
+        .await;
+    assert_eq!(inactive["online"], false, "{inactive}");
     say(&mut o2, &conv, "o2-1", "I am taking over").await;
     hears(&mut v, &conv, "I am taking over").await;
 }
@@ -152,7 +219,6 @@ async fn a_drained_node_closes_with_1012_and_every_acked_message_arrives_exactly
             f["t"] == "msg" && f["text"] == "m0"
         })
         .await;
-    let mut last_seen = first["seq"].as_u64().unwrap();
     let drainer = std::thread::spawn(move || {
         let status = a.terminate();
         (a, status)
@@ -164,10 +230,7 @@ async fn a_drained_node_closes_with_1012_and_every_acked_message_arrives_exactly
             .await
             .expect("drain in time")
         {
-            Ok(f) if f["t"] == "msg" && f["conv"] == conv => {
-                last_seen = last_seen.max(f["seq"].as_u64().unwrap());
-                before.push(f);
-            }
+            Ok(f) if f["t"] == "msg" && f["conv"] == conv => before.push(f),
             Ok(_) => {}
             Err(code) => {
                 assert_eq!(code, Some(1012), "drain closes with 1012");
@@ -179,33 +242,53 @@ async fn a_drained_node_closes_with_1012_and_every_acked_message_arrives_exactly
     assert!(status.success(), "a drained node exits cleanly");
     let (mut v, acked) = writer.await.unwrap();
     assert_eq!(acked.len(), N);
+    // The client resumes from the highest seq it holds without a gap, as clients do.
+    let mut cursor = first_seq(&before) - 1;
+    for m in &before {
+        if m["seq"].as_u64().unwrap() == cursor + 1 {
+            cursor += 1;
+        }
+    }
     let mut op = Client::connect(
         &c.ws_url(),
         &token("operator", "op1", "Olga"),
-        json!({ conv.clone(): last_seen }),
+        json!({ conv.clone(): cursor }),
     )
     .await;
     assert_eq!(op.welcome["conversations"][0]["recovered"], true);
     let last = acked.last().unwrap().0;
-    let after = read_msgs_until(&mut op, &conv, last, last_seen + 1).await;
-    let mut texts: Vec<String> = before
-        .iter()
-        .chain(after.iter())
-        .filter(|m| m["from"]["role"] == "visitor")
-        .map(|m| m["text"].as_str().unwrap().to_owned())
+    let after = read_msgs_until(&mut op, &conv, last, cursor + 1).await;
+    let delivered = exactly_once_by_seq(&[&before, &after]);
+    // Every acked message arrived under its acked seq; in seq order the visitor's messages
+    // are m0..m39, each once.
+    for (seq, i) in &acked {
+        assert_eq!(
+            delivered.get(seq).map(|m| (m.1.as_str(), m.2.as_str())),
+            Some((format!("v-{i}").as_str(), format!("m{i}").as_str())),
+            "acked seq {seq} (m{i})"
+        );
+    }
+    let texts: Vec<&str> = delivered
+        .values()
+        .filter(|m| m.0 == "visitor")
+        .map(|m| m.2.as_str())
         .collect();
     let expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
-    texts.dedup();
     assert_eq!(texts, expected, "every acked message once, in order");
     say(&mut op, &conv, "o-1", "back on node c").await;
     hears(&mut v, &conv, "back on node c").await;
 }
 
+/// Three nodes on one Redis (AOF on), with a client of the conversation on each: the
+/// operator on a, the visitor on b, the visitor's second tab on c. Redis is killed and
+/// restarted; nobody reconnects, and afterwards a message written through each node reaches
+/// the clients on the two others: every node reconnected its commands and resubscribed its
+/// channels by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_redis_restarts_sends_fail_with_unavailable_then_everything_resumes() {
     let mut redis = RedisServer::start_durable();
     let env = with(base_env(), &[("GATEWAY_REDIS_URL", &redis.url())]);
-    let n = nodes(&env, &["a", "b"]);
+    let n = nodes(&env, &["a", "b", "c"]);
     let mut op = operator(&n[0], "op1", "Olga").await;
     let mut v = visitor(&n[1], "v1").await;
     let conv = start(&mut v).await;
@@ -214,8 +297,16 @@ async fn when_redis_restarts_sends_fail_with_unavailable_then_everything_resumes
         op.request(json!({"t": "accept", "conv": conv})).await["t"],
         "ok"
     );
+    let mut tab = Client::connect(
+        &n[2].ws_url(),
+        &token("visitor", "v1", "v1"),
+        json!({ conv.clone(): 0 }),
+    )
+    .await;
+    assert_eq!(tab.welcome["conversations"][0]["id"], conv);
     let mut acked = vec![say(&mut v, &conv, "v-0", "before").await];
     hears(&mut op, &conv, "before").await;
+    hears(&mut tab, &conv, "before").await;
 
     redis.kill();
     for node in &n {
@@ -236,23 +327,40 @@ async fn when_redis_restarts_sends_fail_with_unavailable_then_everything_resumes
     for node in &n {
         http_until(&node.http("/readyz"), "ready again", |code, _| code == 200).await;
     }
-    // The client retries with the same cid; the conversation goes on both ways.
+    // The client retries with the same cid (node b); then node a and node c write. Each
+    // message reaches the clients on the two other nodes.
     acked.push(say(&mut v, &conv, "v-1", "during").await);
     hears(&mut op, &conv, "during").await;
-    acked.push(say(&mut op, &conv, "o-1", "after").await);
-    hears(&mut v, &conv, "after").await;
+    hears(&mut tab, &conv, "during").await;
+    acked.push(say(&mut op, &conv, "o-1", "after, from a").await);
+    hears(&mut v, &conv, "after, from a").await;
+    hears(&mut tab, &conv, "after, from a").await;
+    acked.push(say(&mut tab, &conv, "t-1", "after, from c").await);
+    hears(&mut op, &conv, "after, from c").await;
+    hears(&mut v, &conv, "after, from c").await;
     let h = v
         .request(json!({"t": "history", "conv": conv, "limit": 50}))
         .await;
-    let stored: Vec<u64> = h["messages"]
+    let stored: Vec<(u64, &str)> = h["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| m["seq"].as_u64().unwrap())
+        .map(|m| (m["seq"].as_u64().unwrap(), m["text"].as_str().unwrap()))
         .collect();
     for seq in &acked {
-        assert!(stored.contains(seq), "acked seq {seq} lost: {stored:?}");
+        assert!(
+            stored.iter().any(|(s, _)| s == seq),
+            "acked seq {seq} lost: {stored:?}"
+        );
     }
+    assert_eq!(
+        stored.iter().filter(|(_, t)| *t == "during").count(),
+        1,
+        "the retried message is stored once: {stored:?}"
+    );
+    // Seqs stayed contiguous across the outage.
+    let seqs: Vec<u64> = stored.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,14 +27,18 @@ pub const SECRET: &str = "e2e-secret-0123456789abcdef";
 /// Deadline of one wait.
 pub const WAIT: Duration = Duration::from_secs(20);
 
+/// `GATEWAY_NODE_TIMEOUT` of every test node: a node silent this long is declared dead.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Settings every test node gets unless the test says otherwise: short timers, so that the
 /// fault tests finish in seconds.
 pub fn base_env() -> Vec<(String, String)> {
+    let node_timeout = format!("{}ms", NODE_TIMEOUT.as_millis());
     [
         ("GATEWAY_JWT_SECRET", SECRET),
         ("GATEWAY_LISTEN", "127.0.0.1:0"),
         ("GATEWAY_ALLOW_SHORT_TIMERS", "true"),
-        ("GATEWAY_NODE_TIMEOUT", "2s"),
+        ("GATEWAY_NODE_TIMEOUT", node_timeout.as_str()),
         ("GATEWAY_DRAIN_WINDOW", "500ms"),
         ("GATEWAY_REDIS_TIMEOUT", "1s"),
         ("GATEWAY_RATE_PER_SEC", "1000"),
@@ -356,7 +360,7 @@ impl Client {
 }
 
 /// The `msg` frames received until `seq` of `conv` arrived, deduplicated by `seq` the way
-/// clients do it; panics on a gap.
+/// clients do it; panics on a gap, and on a repeated `seq` that carries another message.
 pub async fn read_msgs_until(c: &mut Client, conv: &str, last: u64, from: u64) -> Vec<Value> {
     let mut got: Vec<Value> = Vec::new();
     let mut next = from;
@@ -368,7 +372,15 @@ pub async fn read_msgs_until(c: &mut Client, conv: &str, last: u64, from: u64) -
             .await;
         let seq = f["seq"].as_u64().unwrap();
         if seq < next {
-            continue; // a duplicate: clients drop it by seq
+            // A duplicate: clients drop it by seq. It must be the same message, though.
+            if let Some(kept) = seq.checked_sub(from).and_then(|i| got.get(i as usize)) {
+                assert_eq!(
+                    (&kept["from"], &kept["cid"], &kept["text"]),
+                    (&f["from"], &f["cid"], &f["text"]),
+                    "seq {seq} of {conv} delivered twice with different contents"
+                );
+            }
+            continue;
         }
         assert_eq!(
             seq, next,
