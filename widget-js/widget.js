@@ -2,6 +2,7 @@
  *   <script src="https://<gateway>/widget.js" data-site="<widget key>" async></script>
  * Optional attributes: data-lang (en|ru|cs), data-prechat="true", data-color="#2563eb",
  * data-queue (the site's queue to start conversations in; default: its first).
+ * data-poll: seconds between availability checks (default 30).
  * API: ChatWidget.open() close() toggle() identify({name,email,phone}) setParams({k: v})
  * on/off(event, fn) for open, close, status, message, conversation. Calls made before the
  * script loads can wait in window.ChatWidget = {q: [[name, args], …]}.
@@ -358,6 +359,8 @@
   function render(focus) {
     const m = mode();
     if (m !== shown) {
+      // The form gives way to the chat (an operator came online): what was typed there goes along.
+      if (shown === 'offline' && !input.value) input.value = offForm.elements.message.value;
       shown = m;
       for (const k in views) views[k].hidden = k !== m;
       panel.setAttribute('data-mode', m);
@@ -767,7 +770,9 @@
     D.body.appendChild(host);
     render(false);
     checkAvail();
-    setInterval(() => isOpen || checkAvail(), 30000);
+    // Availability stays current (offline form ⇄ chat, the busy hint, `status` events) until an
+    // operator has the visitor's conversation in an open panel. data-poll: seconds, default 30.
+    setInterval(() => (!isOpen || !S.assigned || S.closed) && checkAvail(), Math.max(+ds.poll || 30, 1) * 1e3);
     if ((S.conv && !S.closed) || S.out.length) connect();
     if (S.open) open(false);
     queued.forEach((c) => api[c[0]] && api[c[0]].apply(api, c[1] || []));

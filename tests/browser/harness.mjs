@@ -189,7 +189,7 @@ export async function openVisitor(browser, gw, pathname = '/', { locale } = {}) 
 
 /**
  * A customer's website on its own origin (another loopback port) that embeds the gateway's
- * widget with the one tag, as a real site does: `url({site, lang, htmlLang, prechat, queue, preload})`
+ * widget with the one tag, as a real site does: `url({site, lang, htmlLang, prechat, queue, poll, preload})`
  * is a page.
  * Registers its shutdown with `t.after`.
  */
@@ -201,6 +201,7 @@ export async function startHostSite(t, gw) {
     if (q.get('lang')) attrs.push(`data-lang="${esc(q.get('lang'))}"`);
     if (q.get('prechat')) attrs.push('data-prechat="true"');
     if (q.get('queue')) attrs.push(`data-queue="${esc(q.get('queue'))}"`);
+    if (q.get('poll')) attrs.push(`data-poll="${esc(q.get('poll'))}"`);
     const htmlLang = q.get('htmlLang') ? ` lang="${esc(q.get('htmlLang'))}"` : '';
     // `preload`: API calls the page queues before the widget has loaded.
     const pre = q.get('preload') ? `<script>window.ChatWidget = { q: ${JSON.stringify(JSON.parse(q.get('preload'))).replace(/</g, '\\u003c')} };</script>` : '';

@@ -4,9 +4,11 @@
 //  - operators signed in but none active, `widget_when_away: offline`: the offline form too;
 //  - the same with `widget_when_away: busy` (the default): the chat with the "busy" notice, and
 //    the site's unavailability notice after the first message.
+// The open widget keeps following availability (polled every `data-poll` seconds: 1 here), so
+// the form gives way to the chat when an operator turns active, and the busy notice goes.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { skipReason, setup, openConsole, setStatus, openVisitor, startHostSite, visitorWrites, screenshot } from './harness.mjs';
+import { skipReason, setup, openConsole, setStatus, openVisitor, startHostSite, visitorWrites, waitUntil, screenshot } from './harness.mjs';
 
 async function fillOfflineForm(page, { name, email, phone, message }) {
   await page.getByTestId('cw-off-name').fill(name);
@@ -81,7 +83,12 @@ test('no active operator: widget_when_away decides between the offline form and 
   await opAway.page.locator('[data-testid=queue-item]', { hasText: 'Bob Away' }).waitFor();
   assert.equal(await opDemo.page.locator('[data-testid=queue-item]').count(), 0, 'sites do not see each other');
 
-  const busy = await openVisitor(browser, gw, host.url({ site: 'demo' }));
+  // `poll`: availability every second instead of every 30.
+  const busy = await openVisitor(browser, gw, host.url({ site: 'demo', poll: 1 }));
+  await busy.page.evaluate(() => {
+    window.__status = [];
+    window.ChatWidget.on('status', (s) => window.__status.push(s));
+  });
   await busy.page.getByTestId('cw-launcher').click();
   await busy.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
   await busy.page.getByTestId('cw-hint').waitFor();
@@ -90,12 +97,47 @@ test('no active operator: widget_when_away decides between the offline form and 
   await opDemo.page.locator('[data-testid=queue-item]').first().waitFor();
   await screenshot(busy.page, 'widget-busy');
 
-  // An operator turns active: the notice about being busy goes away.
+  // An operator turns active: the notice about being busy goes away, with the panel open and
+  // before anyone answers (the conversation is still waiting in the queue).
   await setStatus(opDemo.page, 'active');
+  await busy.page.getByTestId('cw-hint').waitFor({ state: 'hidden' });
+  await waitUntil(() => busy.page.evaluate(() => window.__status.includes('online')), { message: 'the status event "online"' });
+  assert.equal(await opDemo.page.locator('[data-testid=queue-item]').count(), 1, 'nobody has answered yet');
+  assert.equal(await busy.page.locator('[data-testid=cw-msg][data-role=operator]').count(), 0);
   await opDemo.page.getByTestId('queue-accept').click();
   await opDemo.page.getByTestId('composer').fill('Yes, I am here.');
   await opDemo.page.getByTestId('composer').press('Enter');
   await busy.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'I am here' }).waitFor();
   await busy.page.getByTestId('cw-hint').waitFor({ state: 'hidden' });
   assert.deepEqual([...off.errors, ...busy.errors, ...opDemo.errors, ...opAway.errors], []);
+});
+
+test('an open widget follows availability: the offline form gives way to the chat and back', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t, { sites: [{ id: 'demo', settings: { widget_when_away: 'offline' } }] });
+  const host = await startHostSite(t, gw);
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  const v = await openVisitor(browser, gw, host.url({ poll: 1 }));
+  await v.page.getByTestId('cw-launcher').click();
+  await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
+  await v.page.getByTestId('cw-off-message').fill('Do you have it in blue?');
+  await v.page.evaluate(() => {
+    window.__status = [];
+    window.ChatWidget.on('status', (s) => window.__status.push(s));
+  });
+
+  // The operator turns active while the visitor looks at the form: it becomes the chat, the
+  // message typed so far moves along, and the page hears about it. The panel never closed.
+  await setStatus(op.page, 'active');
+  await v.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
+  assert.equal(await v.page.getByTestId('cw-input').inputValue(), 'Do you have it in blue?');
+  await waitUntil(() => v.page.evaluate(() => window.__status.includes('online')), { message: 'the status event "online"' });
+  await v.page.getByTestId('cw-hint').waitFor({ state: 'hidden' });
+
+  // Away again (and widget_when_away: offline): back to the form.
+  await setStatus(op.page, 'away');
+  await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
+  await waitUntil(() => v.page.evaluate(() => window.__status.join() === 'online,busy'), { message: 'the status events "online", then "busy"' });
+  assert.equal(await v.page.evaluate(() => window.ChatWidget._debugState().out), 0, 'nothing was sent on the way');
+  assert.ok(await v.page.getByTestId('cw-panel').isVisible());
+  assert.deepEqual([...v.errors, ...op.errors], []);
 });
