@@ -535,13 +535,13 @@
 
   function onMsg(m) {
     if (!addMsg(m)) return;
-    const theirs = m.from.role !== 'visitor';
     if (m.from.role === 'operator') {
       typingEl.hidden = true;
       S.assigned = 1;
       S.thanks = 0;
+      // The badge counts the operator's words, not system lines such as "Olga joined".
+      if (!isOpen || D.hidden) S.unread = (S.unread || 0) + 1;
     }
-    if (theirs && (!isOpen || D.hidden)) S.unread = (S.unread || 0) + 1;
     save();
     render(false);
     markRead();

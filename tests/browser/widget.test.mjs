@@ -1,6 +1,6 @@
 // The visitor widget on a customer's page (another origin, hostile CSS): Shadow DOM isolation,
 // languages from the tag, the page or the browser, the pre-chat form, the JS API and its events,
-// the unread badge, the operator's typing indicator and name (or not, per show_operator_name),
+// the unread badge (operator messages only), the operator's typing indicator and name (or not, per show_operator_name),
 // and the transcript download.
 import test from 'node:test';
 import assert from 'node:assert/strict';
@@ -114,6 +114,26 @@ test('widget: pre-chat form, API events, unread badge, typing, transcript', { sk
   assert.deepEqual(events.filter(([e]) => e === 'message').map(([, x]) => x).filter((x) => /Vera|there|order/.test(x)), ['Hi Vera!', 'Are you there?', 'I found your order.']);
   assert.ok(events.some(([e, x]) => e === 'conversation' && x === 'started'));
   assert.deepEqual(events.filter(([e]) => e === 'open' || e === 'close').map(([e]) => e), ['open', 'close', 'open']);
+  assert.deepEqual([...v.errors, ...op.errors], []);
+});
+
+test('widget: the unread badge counts the operator\'s messages, not system lines', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  await setStatus(op.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await visitorWrites(v, 'Anyone there?');
+  await v.page.getByTestId('cw-close').click();
+  await v.page.getByTestId('cw-panel').waitFor({ state: 'hidden' });
+
+  // While the panel is closed: "Olga joined the conversation" (a system message), then Olga.
+  await acceptFirstQueued(op);
+  await operatorSends(op, 'Yes, Olga here.');
+  await v.page.locator('[data-testid=cw-msg][data-role=system]', { hasText: 'joined' }).waitFor({ state: 'attached' });
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Olga here' }).waitFor({ state: 'attached' });
+  // Both arrived (in seq order, the system line first): the badge has counted what it counts.
+  assert.equal(await v.page.getByTestId('cw-badge').innerText(), '1');
+  assert.match(await v.page.getByTestId('cw-launcher').getAttribute('aria-label'), /1 unread/);
   assert.deepEqual([...v.errors, ...op.errors], []);
 });
 
