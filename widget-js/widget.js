@@ -5,7 +5,9 @@
  * data-poll: seconds between availability checks (default 30).
  * API: ChatWidget.open() close() toggle() identify({name,email,phone}) setParams({k: v})
  * on/off(event, fn) for open, close, status, message, conversation. Calls made before the
- * script loads can wait in window.ChatWidget = {q: [[name, args], …]}.
+ * script loads can wait in window.ChatWidget = {q: [[name, args], …]}. identify and setParams
+ * go out with the next conversation's `start`: one already started keeps what it began with
+ * (protocol v1 has no frame that changes a visitor's details mid-conversation).
  *
  * Served as /widget.js right after protocol.js (same script), whose ChatGatewayProtocol.Client
  * does the wire work: ordering, dedup, resume, retries with the same cid. This file is the UI:
