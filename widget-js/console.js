@@ -253,8 +253,14 @@
     const listed = new Set((f.conversations || []).map((c) => c.id));
     for (const [id, c] of st.mine) if (!listed.has(id) && !st.watched.has(id) && c.state !== 'closed') st.mine.delete(id);
     for (const id of st.watched) st.client.watch(id, true).catch(() => {});
+    // Offers are rebuilt from welcome: one it does not list lapsed or went elsewhere while we
+    // were away. Its Conversation carries no expiry, so an offer keeps the expires_at its
+    // `offer` frame gave (a reconnect); one first seen here (a page load) has none, and the
+    // listings of its queue tell when it ends (onQueue).
+    const had = st.offers;
+    st.offers = new Map();
     for (const c of f.conversations || []) {
-      if (c.state === 'offered' && !(c.operator && c.operator.id === st.me.id)) st.offers.set(c.id, { conv: c, expires_at: null });
+      if (c.state === 'offered' && !(c.operator && c.operator.id === st.me.id)) st.offers.set(c.id, { conv: c, expires_at: (had.get(c.id) || {}).expires_at || null });
       else upsertMine(c);
       // A draft saved on the server (another device) when we have none locally.
       if (c.draft && !st.drafts[c.id]) st.drafts[c.id] = c.draft;
@@ -298,6 +304,15 @@
 
   function onQueue(f) {
     st.queues.set(f.queue, f.waiting || []);
+    // An offer without a known expiry is over once a complete listing of its queue no longer
+    // shows it offered (requeued after it lapsed, taken, closed). Offers that have an expiry
+    // go by it: a listing may have been made before their `offer` frame.
+    const complete = !(f.count > (f.waiting || []).length);
+    for (const [id, o] of st.offers) {
+      if (!complete || o.expires_at || o.conv.queue !== f.queue) continue;
+      const listed = (f.waiting || []).find((c) => c.id === id);
+      if (!listed || listed.state !== 'offered') st.offers.delete(id);
+    }
     for (const c of f.waiting || []) {
       if (!st.seenQueued.has(c.id)) {
         st.seenQueued.add(c.id);
@@ -317,6 +332,7 @@
       }
       st.peek = null;
     }
+    renderOffers();
     renderQueue();
     renderView();
   }
