@@ -15,17 +15,61 @@ test('module exposes itself as a global and as a CommonJS export', () => {
   assert.equal(typeof P.Client, 'function');
 });
 
-test('every golden frame round-trips through encode/decode unchanged', () => {
-  const frames = goldenFrames();
-  assert.ok(frames.length >= 30, 'golden file has frames');
-  for (const g of frames) {
-    const text = P.encode(g.json);
-    assert.deepEqual(P.decode(text), g.json, g.name);
-    // Decoding what another implementation wrote and encoding it again changes nothing.
-    const foreign = JSON.stringify(g.json, null, 1);
-    assert.deepEqual(P.decode(foreign), g.json, g.name);
-    assert.equal(P.encode(P.decode(foreign)), JSON.stringify(g.json), g.name);
-  }
+test('the Client acts on the golden welcome, ping, msg and answer frames', async () => {
+  // (The golden client frames are checked by 'the Client builds every golden client frame
+  // exactly', the server events by 'server frames are emitted as events by type'.)
+  const all = goldenFrames().filter((x) => x.dir === 'server');
+  const g = Object.fromEntries(all.map((x) => [x.name, x.json]));
+  const here = ['welcome', 'ping', 'msg', 'msg_system', 'ok_sent', 'ok_history', 'ok_conv', 'ok_empty', 'error'];
+  const asEvents = ['typing_server', 'read_server', 'conv_event', 'queue', 'offer', 'operator', 'notice'];
+  assert.deepEqual(all.map((x) => x.name).sort(), [...here, ...asEvents].sort(), 'every golden server frame is covered by a test');
+
+  const h = makeClient({ cursors: { c_1: 1 } });
+  h.client.connect();
+  const s = h.socket();
+  s.open();
+  s.recv(JSON.stringify(g.welcome, null, 1)); // as another implementation may format it
+  assert.equal(h.client.state, 'open');
+  assert.deepEqual(h.client.me, g.welcome.me);
+  assert.deepEqual(h.client.settings, g.welcome.settings);
+
+  s.recv(g.ping);
+  assert.deepEqual(s.last(), { t: 'pong' });
+
+  // After the cursor (1): seq 4 waits for seq 3; seq 2 goes out at once, without its "t".
+  s.recv(g.msg);
+  s.recv(g.msg_system);
+  const { t: _t, ...system } = g.msg_system;
+  assert.deepEqual(h.msgs, [system]);
+  assert.equal(h.client.cursor('c_1'), 2);
+
+  // Each answer settles the request whose rid it carries (the golden rid swapped for the one sent).
+  const answer = (frame) => s.recv({ ...frame, rid: s.sent[s.sent.length - 1].rid });
+  const sent = h.client.send('c_1', 'Hello', { cid: 'm-2' });
+  answer(g.ok_sent);
+  assert.deepEqual(await sent, { conv: 'c_1', cid: 'm-2', seq: 4, ts: 1700000002000 });
+  const hist = h.client.history('c_1', { before: 2 });
+  answer(g.ok_history);
+  const res = await hist;
+  assert.deepEqual(res.messages, g.ok_history.messages);
+  assert.equal(res.complete, true);
+  const started = h.client.start({});
+  answer(g.ok_conv);
+  assert.deepEqual((await started).conv, g.ok_conv.conv);
+  // The Conversation in an answer is noted: its last_seq (1) is fetched.
+  h.clock.advance(P.DEFAULTS.fillDelayMs);
+  assert.ok(s.ofType('history').some((f) => f.conv === 'c_2' && f.before === 2), 'history of c_2 asked for');
+  const declined = h.client.decline('c_2');
+  answer(g.ok_empty);
+  assert.equal((await declined).t, 'ok');
+  const accepted = h.client.accept('c_2');
+  answer(g.error);
+  await assert.rejects(accepted, (e) => e.code === 'taken' && e.message === 'conversation already taken');
+  // An answer nobody waits for is an event.
+  const stray = [];
+  h.client.on('ok', (f) => stray.push(f.rid));
+  s.recv(g.ok_empty);
+  assert.deepEqual(stray, ['r-9']);
 });
 
 test('decode rejects what is not a frame', () => {
@@ -560,7 +604,22 @@ test('a throwing listener does not break the client', () => {
 test('wsUrl maps the gateway origin to its WebSocket endpoint', () => {
   assert.equal(P.wsUrl('http://127.0.0.1:8080'), 'ws://127.0.0.1:8080/v1/ws');
   assert.equal(P.wsUrl('https://chat.example/'), 'wss://chat.example/v1/ws');
-  assert.ok(P.newCid().length <= 64);
-  assert.notEqual(P.newCid(), P.newCid());
-  assert.equal(FakeSocket.all.length >= 0, true);
+});
+
+test('newCid: unique ids of 1 to 64 characters, with or without crypto.randomUUID', () => {
+  const check = () => {
+    const ids = new Set(Array.from({ length: 1000 }, () => P.newCid()));
+    assert.equal(ids.size, 1000, 'no id twice');
+    for (const id of ids) assert.ok(typeof id === 'string' && id.length >= 1 && id.length <= 64, id);
+  };
+  check();
+  // Older browsers (and plain http pages) have no crypto.randomUUID: the fallback is used.
+  const had = Object.getOwnPropertyDescriptor(globalThis, 'crypto');
+  Object.defineProperty(globalThis, 'crypto', { value: undefined, configurable: true, writable: true });
+  try {
+    assert.equal(globalThis.crypto, undefined);
+    check();
+  } finally {
+    Object.defineProperty(globalThis, 'crypto', had);
+  }
 });
