@@ -23,13 +23,21 @@ test('nobody online: offline form, and the message reaches the queue', { skip: s
   await v.page.getByTestId('cw-launcher').click();
   await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
 
-  // Bad input: the required fields are enforced by the form, nothing is sent.
+  // Bad input: the form's validation stops it. A submit that got through would queue the
+  // message at once (the submit handler runs within the click), so the outbox stays empty.
+  const nothingQueued = async (what) => {
+    const st = await v.page.evaluate(() => window.ChatWidget._debugState());
+    assert.equal(st.out, 0, `${what}: nothing was queued to send`);
+    assert.equal(st.conv, undefined, `${what}: no conversation was started`);
+    assert.equal(st.mode, 'offline');
+  };
   await v.page.getByTestId('cw-off-submit').click();
-  assert.equal(await v.page.locator('[data-testid=cw-panel]').getAttribute('data-mode'), 'offline');
+  await nothingQueued('empty form');
+  assert.equal(await v.page.getByTestId('cw-off-name').evaluate((el) => el.validity.valueMissing), true);
   await fillOfflineForm(v.page, { name: 'Ann Offline', email: 'not-an-email', message: 'x' });
   await v.page.getByTestId('cw-off-submit').click();
-  assert.equal(await v.page.locator('[data-testid=cw-panel]').getAttribute('data-mode'), 'offline');
-  assert.equal(await v.page.evaluate(() => window.ChatWidget._debugState().conv), undefined, 'no conversation was started');
+  await nothingQueued('bad email');
+  assert.equal(await v.page.getByTestId('cw-off-email').evaluate((el) => el.validity.typeMismatch), true);
 
   await fillOfflineForm(v.page, { name: 'Ann Offline', email: 'ann@example.com', phone: '+420 123 456 789', message: 'Please call me back about a bulk order.' });
   await screenshot(v.page, 'widget-offline-form');

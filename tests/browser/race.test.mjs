@@ -1,5 +1,6 @@
 // Manual ("who first") routing: two consoles accept the same queued conversation at the same
-// moment; exactly one gets it, the other sees it leave its queue and does not list it.
+// moment (both really press); exactly one gets it, the other is told it was taken, sees it leave
+// its queue and does not list it.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, waitUntil, screenshot } from './harness.mjs';
@@ -19,6 +20,14 @@ test('two consoles race for one conversation: one wins, the other sees it leave'
   const conv = await itemA.getAttribute('data-conv');
   await b.page.locator(`[data-testid=queue-item][data-conv="${conv}"]`).waitFor();
 
+  // Every toast each console shows from now on (they fade after a few seconds).
+  for (const op of [a, b]) {
+    await op.page.evaluate(() => {
+      window.__toasts = [];
+      new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => window.__toasts.push(n.textContent)))).observe(document.getElementById('toasts'), { childList: true });
+    });
+  }
+
   // Both press Accept in the same instant (scripted clicks, dispatched concurrently).
   const press = (page) =>
     page.evaluate((id) => {
@@ -28,7 +37,7 @@ test('two consoles race for one conversation: one wins, the other sees it leave'
       return true;
     }, conv);
   const pressed = await Promise.all([press(a.page), press(b.page)]);
-  assert.ok(pressed[0] || pressed[1]);
+  assert.deepEqual(pressed, [true, true], 'both consoles pressed Accept on the queued item');
 
   const owners = async () => {
     const mine = await Promise.all([a, b].map((op) => op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).count()));
@@ -41,6 +50,10 @@ test('two consoles race for one conversation: one wins, the other sees it leave'
   await winner.page.locator(`[data-testid=conv-view][data-conv="${conv}"][data-readonly=false]`).waitFor();
   await winner.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'Who will answer me?' }).waitFor();
   assert.equal(await loser.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).count(), 0);
+  // The loser's accept was answered `taken`, and the console said so; the winner heard nothing of it.
+  const taken = (op) => op.page.evaluate(() => window.__toasts.filter((x) => /the conversation is taken/.test(x)).length);
+  await waitUntil(async () => (await taken(loser)) === 1, { message: 'the loser\'s "taken" toast' });
+  assert.equal(await taken(winner), 0);
   // The visitor is served by the winner.
   await winner.page.getByTestId('composer').fill(`${winner.name} here, hello!`);
   await winner.page.getByTestId('composer').press('Enter');
