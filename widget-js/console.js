@@ -1158,8 +1158,8 @@
     const tags = $('close-tags').value.split(',').map((s) => s.trim()).filter(Boolean);
     st.client.closeConv(id, { outcome: $('close-outcome').value, tags: tags.length ? tags : undefined }).then(
       (ok) => {
+        // The conversation as the gateway stored it (its outcome included).
         const c = (ok.conv && typeof ok.conv === 'object' && ok.conv) || Object.assign({}, st.mine.get(id), { state: 'closed', tags });
-        c.outcome = c.outcome || $('close-outcome').value;
         upsertMine(c);
         stopTyping();
         renderAll();

@@ -192,6 +192,14 @@ test('console: alerts, counters, preview, drafts, transfer and close', { skip: s
   await item(c1).and(a.page.locator('[data-state=closed]')).waitFor();
   await panel.locator('dd', { hasText: 'callback' }).waitFor();
   await a.page.locator('[data-testid=tag]', { hasText: 'shipping' }).waitFor();
+  // What the panel shows is what the gateway stored, not what the dialog had selected: the
+  // closed conversation as the gateway serves it (its JSON transcript) carries both.
+  const res = await fetch(`${gw.url}/v1/conversations/${c1}/transcript?format=json`, { headers: { authorization: `Bearer ${a.token}` } });
+  assert.equal(res.status, 200);
+  const stored = (await res.json()).conversation;
+  assert.equal(stored.state, 'closed');
+  assert.equal(stored.outcome, 'callback');
+  assert.deepEqual([...stored.tags].sort(), ['shipping', 'vip']);
   await a.page.locator('[data-testid=conv-view][data-readonly=true]').waitFor();
   await v1.page.getByTestId('cw-ended').waitFor();
   await a.page.locator('[data-testid=my-count]', { hasText: /^0$/ }).waitFor();
