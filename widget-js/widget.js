@@ -361,7 +361,7 @@
   function render(focus) {
     const m = mode();
     if (m !== shown) {
-      // The form gives way to the chat (an operator came online): what was typed there goes along.
+      // The offline form gives way to the chat: the message typed there comes along.
       if (shown === 'offline' && !input.value) input.value = offForm.elements.message.value;
       shown = m;
       for (const k in views) views[k].hidden = k !== m;
@@ -434,8 +434,7 @@
     if (S.token && !retry) body.visitor_token = S.token;
     return fetch(BASE + '/v1/visitor/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then((r) => {
       if (!r.ok) {
-        // 403 (a banned visitor, a page the site refuses) or 404 (an unknown widget key): stop,
-        // as on 4003. A new identity must not get round a ban.
+        // 403 (banned, origin refused), 404 (unknown key): stop as on 4003, no new visitor id.
         if (r.status === 403 || r.status === 404) stop();
         // Any other refusal of the old token: start over as a new visitor.
         else if (body.visitor_token && r.status < 500) return session(true);
@@ -541,7 +540,7 @@
       typingEl.hidden = true;
       S.assigned = 1;
       S.thanks = 0;
-      // The badge counts the operator's words, not system lines such as "Olga joined".
+      // Unread: the operator's messages, not system lines.
       if (!isOpen || D.hidden) S.unread = (S.unread || 0) + 1;
     }
     save();
@@ -772,8 +771,7 @@
     D.body.appendChild(host);
     render(false);
     checkAvail();
-    // Availability stays current (offline form ⇄ chat, the busy hint, `status` events) until an
-    // operator has the visitor's conversation in an open panel. data-poll: seconds, default 30.
+    // Availability, until an operator has the conversation in the open panel.
     setInterval(() => (!isOpen || !S.assigned || S.closed) && checkAvail(), Math.max(+ds.poll || 30, 1) * 1e3);
     if ((S.conv && !S.closed) || S.out.length) connect();
     if (S.open) open(false);
