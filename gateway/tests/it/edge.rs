@@ -697,6 +697,52 @@ async fn drain_closes_clients_with_1012() {
     stop.await.unwrap();
 }
 
+/// `/healthz` answers 200 while the process is up; `/readyz` 200 while the node serves and
+/// 503 `draining` from the moment it drains (two clients: the drain spreads their closes over
+/// the window, so the node is still up, draining, between them).
+#[tokio::test]
+async fn healthz_is_200_and_readyz_turns_503_while_draining() {
+    let node = node_with(|c| c.drain_window = Duration::from_secs(4)).await;
+    let addr = node.addr;
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], "").await,
+        (200, "ok".into())
+    );
+    assert_eq!(
+        http(addr, "GET", "/readyz", &[], "").await,
+        (200, "ready".into())
+    );
+    let mut clients = Vec::new();
+    for v in ["v1", "v2"] {
+        clients.push(
+            Client::connect(&node, Encoding::Json, &token("demo", Role::Visitor, v, v))
+                .await
+                .0,
+        );
+    }
+    let stop = tokio::spawn(node.shutdown());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (code, body) = http(addr, "GET", "/readyz", &[], "").await;
+        if code == 503 {
+            assert_eq!(body, "draining");
+            break;
+        }
+        assert_eq!((code, body.as_str()), (200, "ready"));
+        assert!(tokio::time::Instant::now() < deadline, "never drained");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        http(addr, "GET", "/healthz", &[], "").await,
+        (200, "ok".into()),
+        "up while draining"
+    );
+    for mut c in clients {
+        assert_eq!(c.closed().await, Some(1012));
+    }
+    stop.await.unwrap();
+}
+
 async fn http(
     addr: std::net::SocketAddr,
     method: &str,

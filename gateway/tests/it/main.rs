@@ -8,3 +8,4 @@ mod chat;
 mod conformance;
 mod edge;
 mod golden;
+mod session;
