@@ -581,10 +581,12 @@ impl<E: Engine> Gateway<E> {
     /// an operator's held ones. An operator's pending offers (`.1`) are shown in `welcome`
     /// without a live attachment: the offer may go elsewhere, and another operator's chat is
     /// not theirs to follow.
+    /// The conversations a connection opens with: those it follows live, and (operators)
+    /// its pending offers with their deadlines.
     pub async fn own_conversations(
         &self,
         p: &Principal,
-    ) -> Result<(Vec<ConvId>, Vec<ConvId>), ServiceError> {
+    ) -> Result<(Vec<ConvId>, Vec<(ConvId, core::Millis)>), ServiceError> {
         match p.role {
             Role::Visitor => {
                 let latest = self
@@ -604,10 +606,17 @@ impl<E: Engine> Gateway<E> {
             Role::Operator => {
                 let mut tx = self.engine.begin(&p.site).await?;
                 let op = OperatorId(p.id.clone());
-                Ok(match tx.state().operators.get(&op) {
+                let st = tx.state();
+                Ok(match st.operators.get(&op) {
                     Some(o) => (
                         o.convs.iter().cloned().collect(),
-                        o.offers.iter().cloned().collect(),
+                        o.offers
+                            .iter()
+                            .filter_map(|id| {
+                                let expires = st.convs.get(id)?.offer_expires?;
+                                Some((id.clone(), expires))
+                            })
+                            .collect(),
                     ),
                     None => (Vec::new(), Vec::new()),
                 })

@@ -450,7 +450,8 @@ async fn opening<E: Engine>(
     }
     gw.engine.wait_subscribed(&live).await?;
     *counted = gw.connected(p).await?;
-    let (mut live, mut ids) = gw.own_conversations(p).await?;
+    let (mut live, offers) = gw.own_conversations(p).await?;
+    let mut ids: Vec<ConvId> = offers.iter().map(|(id, _)| id.clone()).collect();
     // Conversations named in cursors that the principal may read are recovered too (a
     // visitor's just-closed conversation, say); visitors and supervisors also follow them
     // live, an operator only what they hold.
@@ -496,6 +497,18 @@ async fn opening<E: Engine>(
         gw.hub.note_seq(id, known);
         conversations.push(c);
     }
+    // Pending offers again as `offer` frames after `welcome`: it lists them, but only an
+    // offer carries its deadline, which a console needs to count down and drop it on time.
+    let offered: Vec<ServerFrame> = offers
+        .iter()
+        .filter_map(|(id, expires_at)| {
+            let c = conversations.iter().find(|c| c.id == id.as_str())?;
+            Some(ServerFrame::Offer {
+                conv: Box::new(c.clone()),
+                expires_at: *expires_at,
+            })
+        })
+        .collect();
     let mut frames = vec![ServerFrame::Welcome {
         conn: gw.conn_name(conn.id),
         node: gw.node.to_string(),
@@ -509,6 +522,7 @@ async fn opening<E: Engine>(
         settings: gw.client_settings(p),
     }];
     frames.extend(replays);
+    frames.extend(offered);
     if p.role.is_staff() {
         frames.extend(gw.staff_snapshot(p).await?);
     }
