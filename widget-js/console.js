@@ -254,9 +254,9 @@
     for (const [id, c] of st.mine) if (!listed.has(id) && !st.watched.has(id) && c.state !== 'closed') st.mine.delete(id);
     for (const id of st.watched) st.client.watch(id, true).catch(() => {});
     // Offers are rebuilt from welcome: one it does not list lapsed or went elsewhere while we
-    // were away. Its Conversation carries no expiry, so an offer keeps the expires_at its
-    // `offer` frame gave (a reconnect); one first seen here (a page load) has none, and the
-    // listings of its queue tell when it ends (onQueue).
+    // were away. Its Conversation carries no expiry: the gateway sends each pending offer's
+    // `offer` frame again right after welcome (onOffer), and until then an offer keeps what
+    // it had; a gateway that does not resend them leaves the queue's listings to end it.
     const had = st.offers;
     st.offers = new Map();
     for (const c of f.conversations || []) {
@@ -338,9 +338,13 @@
   }
 
   function onOffer(f) {
+    // An offer welcome already listed comes again with its deadline: no second alert.
+    const known = st.offers.has(f.conv.id);
     st.offers.set(f.conv.id, { conv: f.conv, expires_at: f.expires_at });
-    beep(990);
-    notify('Conversation offered to you', visitorName(f.conv), f.conv.id);
+    if (!known) {
+      beep(990);
+      notify('Conversation offered to you', visitorName(f.conv), f.conv.id);
+    }
     renderOffers();
   }
 

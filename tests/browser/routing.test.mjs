@@ -88,6 +88,8 @@ test('offer mode: after a reconnect or a page load the console shows only live o
   await a.page.reload();
   await a.page.locator('[data-testid=conn-state][data-state=open]').waitFor();
   await offerOf(a, c2).waitFor();
+  // The gateway sends the pending offer again after welcome: its countdown is back.
+  await offerOf(a, c2).locator('[data-expires]').waitFor();
   // The offer lapses; nobody is left to take it, so it waits in the queue: Olga's console no
   // longer shows it as her offer, only in the queue.
   await offerOf(a, c2).waitFor({ state: 'detached' });
