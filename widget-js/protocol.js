@@ -725,6 +725,10 @@
       return this.request({ t: 'start', queue: o.queue, prechat: o.prechat, params: o.params, page: o.page });
     }
 
+    identify(conv, prechat, params) {
+      return this.request({ t: 'identify', conv, prechat, params });
+    }
+
     closeConv(conv, o = {}) {
       return this.request({ t: 'close', conv, outcome: o.outcome, tags: o.tags });
     }

@@ -6,8 +6,8 @@
  * API: ChatWidget.open() close() toggle() identify({name,email,phone}) setParams({k: v})
  * on/off(event, fn) for open, close, status, message, conversation. Calls made before the
  * script loads can wait in window.ChatWidget = {q: [[name, args], …]}. identify and setParams
- * go out with the next conversation's `start`: one already started keeps what it began with
- * (protocol v1 has no frame that changes a visitor's details mid-conversation).
+ * go out with the next conversation's `start`, and to an open one at once (`identify` frame,
+ * sent again after a reconnect until the gateway took it).
  *
  * Served as /widget.js right after protocol.js (same script), whose ChatGatewayProtocol.Client
  * does the wire work: ordering, dedup, resume, retries with the same cid. This file is the UI:
@@ -510,6 +510,7 @@
       onConv({ id: gone, state: 'closed' }, 'closed');
     }
     if ((!S.conv || S.closed) && convs.length) onConv(convs[convs.length - 1]);
+    tell(1);
     pump();
     markRead();
     render(false);
@@ -565,6 +566,14 @@
     return Object.keys(p).length ? p : undefined;
   };
 
+  // Details given while a conversation is open reach it with `identify`; S.idn marks them
+  // until the gateway took them (a start carries them itself).
+  function tell(again) {
+    if (!again) S.idn = 1;
+    save();
+    if (S.idn && client && S.conv && !S.closed) client.identify(S.conv, pick(S.prechat), S.params).then(() => ((S.idn = 0), save()), noop);
+  }
+
   let starting = null;
   function startConv(offline) {
     if (starting) return starting;
@@ -574,6 +583,7 @@
       .start({ queue: ds.queue, prechat: pre, params: params(offline ? { offline_form: '1' } : null), page: { url: location.href, title: D.title, referrer: D.referrer } })
       .then((ok) => {
         if (prev && prev !== ok.conv.id) client.forget(prev);
+        S.idn = 0;
         S.closed = false;
         S.assigned = 0;
         onConv(ok.conv);
@@ -739,13 +749,13 @@
     toggle: () => (isOpen ? close() : open()),
     identify(o) {
       S.prechat = Object.assign({}, S.prechat, pick(o));
-      save();
+      tell();
       render(false);
     },
     setParams(o) {
       S.params = S.params || {};
       for (const k in o || {}) S.params[k] = String(o[k]);
-      save();
+      tell();
     },
     on(e, f) {
       ev.on(e, f);

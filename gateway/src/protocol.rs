@@ -189,6 +189,18 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         page: Option<Page>,
     },
+    /// Addition (visitors): new contact details or parameters for the open conversation.
+    Identify {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        /// The conversation (default: the visitor's open one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conv: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prechat: Option<Prechat>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<BTreeMap<String, String>>,
+    },
     Close {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rid: Option<Rid>,
@@ -273,6 +285,7 @@ impl ClientFrame {
             ClientFrame::Send { rid, .. }
             | ClientFrame::History { rid, .. }
             | ClientFrame::Start { rid, .. }
+            | ClientFrame::Identify { rid, .. }
             | ClientFrame::Close { rid, .. }
             | ClientFrame::Status { rid, .. }
             | ClientFrame::Accept { rid, .. }

@@ -1263,6 +1263,46 @@ impl<E: Engine> Gateway<E> {
         self.reply_conv(reply).await
     }
 
+    /// New contact details or parameters from a visitor for their open conversation (`conv`,
+    /// or their newest one); the staff see them at once (`conv` `updated`, reason `visitor`).
+    pub async fn identify(
+        &self,
+        p: &Principal,
+        conv: Option<&str>,
+        [name, email, phone]: [Option<String>; 3],
+        params: BTreeMap<String, String>,
+    ) -> Result<Conversation, ServiceError> {
+        if p.role != Role::Visitor {
+            return Err(ServiceError::refuse(
+                ErrorCode::Forbidden,
+                "only visitors identify themselves",
+            ));
+        }
+        let conv = match conv {
+            Some(c) => ConvId(self.authorize(p, c, Access::Read).await?.snapshot.id),
+            None => self
+                .engine
+                .visitor_latest(&p.site, &VisitorId(p.id.clone()))
+                .await?
+                .ok_or_else(|| ServiceError::refuse(ErrorCode::NotFound, "no open conversation"))?,
+        };
+        let reply = self
+            .apply(
+                &p.site,
+                Command::Identify {
+                    visitor: VisitorId(p.id.clone()),
+                    conv,
+                    name,
+                    email,
+                    phone,
+                    params,
+                },
+            )
+            .await?;
+        let c = self.reply_conv(reply).await?;
+        Ok(self.for_visitor(c))
+    }
+
     pub async fn close(
         &self,
         p: &Principal,

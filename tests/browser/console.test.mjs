@@ -207,3 +207,31 @@ test('console: alerts, counters, preview, drafts, transfer and close', { skip: s
 
   assert.deepEqual([...a.errors, ...b.errors, ...v1.errors, ...v2.errors], []);
 });
+
+test('console: a visitor who identifies mid-conversation is shown at once, even across a dropped connection', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  await setStatus(op.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await visitorWrites(v, 'Hello, I am anonymous for now');
+  const conv = await acceptFirstQueued(op);
+  const panel = op.page.getByTestId('visitor-panel');
+  await op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).click();
+  await panel.getByTestId('visitor-online').waitFor();
+
+  // The site learns who the visitor is after the chat began.
+  await v.page.evaluate(() => window.ChatWidget.identify({ name: 'Ann Later', email: 'ann@example.com' }));
+  await v.page.evaluate(() => window.ChatWidget.setParams({ plan: 'gold' }));
+  await panel.getByTestId('visitor-online').filter({ hasText: 'Ann Later' }).waitFor();
+  await panel.locator('dd', { hasText: 'ann@example.com' }).waitFor();
+  await panel.locator('dd', { hasText: 'gold' }).waitFor();
+  await op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`, { hasText: 'Ann Later' }).waitFor();
+
+  // Given while the widget's connection is down: sent once it is back.
+  await v.page.evaluate(() => window.ChatWidget._debugDrop(true));
+  await waitUntil(() => v.page.evaluate(() => window.ChatWidget._debugState().conn !== 'open'), { message: 'the widget is offline' });
+  await v.page.evaluate(() => window.ChatWidget.identify({ phone: '+420 777 123 456' }));
+  await v.page.evaluate(() => window.ChatWidget._debugResume());
+  await panel.locator('dd', { hasText: '+420 777 123 456' }).waitFor();
+  assert.deepEqual([...op.errors, ...v.errors], []);
+});

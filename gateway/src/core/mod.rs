@@ -41,6 +41,8 @@ pub const MAX_TAG_LEN: usize = 40;
 pub const MAX_TAGS: usize = 20;
 /// At most this many waiting conversations are listed in one `queue` frame.
 pub const QUEUE_LIST_LIMIT: usize = 100;
+/// The most custom parameters a conversation's visitor carries.
+pub const MAX_PARAMS: usize = 50;
 
 /// Everything the core knows about one site's routing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -328,6 +330,16 @@ pub enum Command {
         conv: ConvId,
         add: Vec<String>,
         remove: Vec<String>,
+    },
+    /// The visitor of an open conversation gives new contact details (`Some` replaces) or
+    /// parameters (merged; an empty value removes the key).
+    Identify {
+        visitor: VisitorId,
+        conv: ConvId,
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        params: BTreeMap<String, String>,
     },
     /// A visitor wrote into a conversation no operator holds: maybe send the notice.
     VisitorWrote {
@@ -647,6 +659,14 @@ impl Core<'_, '_> {
                 tags,
             } => self.close_cmd(by, conv, outcome, tags),
             Command::Tag { conv, add, remove } => self.tag(conv, add, remove),
+            Command::Identify {
+                visitor,
+                conv,
+                name,
+                email,
+                phone,
+                params,
+            } => self.identify(visitor, conv, [name, email, phone], params),
             Command::VisitorWrote { conv } => self.visitor_wrote(conv),
             Command::Timer { kind, activity } => self.timer(kind, activity),
             Command::SettingsChanged => {
@@ -1213,6 +1233,38 @@ impl Core<'_, '_> {
             }
         }
         self.conv_event(&id, ConvEvent::Updated, Some("tags".into()));
+        let c = view(self.st, &id).expect("exists");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    fn identify(
+        &mut self,
+        visitor: VisitorId,
+        id: ConvId,
+        [name, email, phone]: [Option<String>; 3],
+        params: BTreeMap<String, String>,
+    ) -> Result<Reply, Reject> {
+        let Some(c) = self.st.convs.get(&id).filter(|c| c.visitor == visitor) else {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        };
+        let mut merged = c.profile.params.clone();
+        for (k, v) in params {
+            if v.is_empty() {
+                merged.remove(&k);
+            } else {
+                merged.insert(k, v);
+            }
+        }
+        if merged.len() > MAX_PARAMS {
+            return reject(ErrorCode::TooLarge, "too many params");
+        }
+        let c = self.st.convs.get_mut(&id).expect("checked above");
+        let p = &mut c.profile;
+        p.name = name.or(p.name.take());
+        p.email = email.or(p.email.take());
+        p.phone = phone.or(p.phone.take());
+        p.params = merged;
+        self.conv_event(&id, ConvEvent::Updated, Some("visitor".into()));
         let c = view(self.st, &id).expect("exists");
         Ok(Reply::Conv(Box::new(c)))
     }

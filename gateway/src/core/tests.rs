@@ -854,3 +854,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_visitor_identifies_mid_conversation_and_staff_see_it() {
+    let mut w = World::new(Settings::default());
+    w.op("a");
+    w.visitor_starts("v1", "c1");
+    accept(&mut w, "a", "c1").unwrap();
+    let identify = |name: Option<&str>, params: &[(&str, &str)]| Command::Identify {
+        visitor: VisitorId::from("v1"),
+        conv: ConvId::from("c1"),
+        name: name.map(str::to_owned),
+        email: None,
+        phone: Some("+420 123".into()),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let reply = w
+        .run(identify(Some("Ann"), &[("plan", "gold"), ("cart", "3")]))
+        .unwrap();
+    let Reply::Conv(c) = reply else {
+        panic!("identify answers with the conversation")
+    };
+    assert_eq!(c.visitor.name.as_deref(), Some("Ann"));
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Updated, reason: Some(r), .. } if r == "visitor")));
+    // Absent fields stay; an empty parameter removes it.
+    w.run(identify(None, &[("cart", "")])).unwrap();
+    let profile = &w.conv("c1").unwrap().profile;
+    assert_eq!(profile.name.as_deref(), Some("Ann"));
+    assert_eq!(profile.phone.as_deref(), Some("+420 123"));
+    assert_eq!(
+        profile.params.iter().collect::<Vec<_>>(),
+        vec![(&"plan".to_owned(), &"gold".to_owned())]
+    );
+    // Nobody identifies for someone else's conversation, or past the parameter limit.
+    let mut other = identify(Some("Eve"), &[]);
+    if let Command::Identify { visitor, .. } = &mut other {
+        *visitor = VisitorId::from("v2");
+    }
+    assert_eq!(w.run(other).unwrap_err().code, ErrorCode::NotFound);
+    let many: Vec<(String, String)> = (0..60).map(|i| (format!("k{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(
+        w.run(identify(None, &many)).unwrap_err().code,
+        ErrorCode::TooLarge
+    );
+    assert_eq!(w.conv("c1").unwrap().profile.params.len(), 1);
+}

@@ -593,22 +593,16 @@ async fn handle<E: Engine>(
             page,
             ..
         } => {
-            let prechat = prechat.unwrap_or_default();
             let page = page.unwrap_or_default();
             let params = params.unwrap_or_default();
-            if params.len() > 50 || params.iter().any(|(k, v)| k.len() > 64 || v.len() > 1024) {
-                Err(ServiceError::Rejected(crate::core::Reject {
-                    code: ErrorCode::TooLarge,
-                    message: "too many or too long params",
-                }))
+            if let Err(e) = check_params(&params) {
+                Err(e)
             } else {
+                let [name, email, phone] = contact(prechat.unwrap_or_default());
                 let profile = VisitorProfile {
-                    name: prechat.name.map(|n| clip(n, 100)).filter(|n| !n.is_empty()),
-                    email: prechat
-                        .email
-                        .map(|n| clip(n, 200))
-                        .filter(|n| !n.is_empty()),
-                    phone: prechat.phone.map(|n| clip(n, 50)).filter(|n| !n.is_empty()),
+                    name,
+                    email,
+                    phone,
                     params,
                     preview: Some(preview_from(
                         info.user_agent.as_deref(),
@@ -622,6 +616,26 @@ async fn handle<E: Engine>(
                     gw.hub.attach(conn, ConvId(c.id.clone()), c.last_seq);
                     Some(OkBody::Conv { conv: Box::new(c) })
                 })
+            }
+        }
+        ClientFrame::Identify {
+            conv,
+            prechat,
+            params,
+            ..
+        } => {
+            let params = params.unwrap_or_default();
+            match check_params(&params) {
+                Err(e) => Err(e),
+                Ok(()) => gw
+                    .identify(
+                        p,
+                        conv.as_deref(),
+                        contact(prechat.unwrap_or_default()),
+                        params,
+                    )
+                    .await
+                    .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
             }
         }
         ClientFrame::Close {
@@ -758,6 +772,7 @@ fn frame_kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Typing { .. } => "typing",
         ClientFrame::Read { .. } => "read",
         ClientFrame::Start { .. } => "start",
+        ClientFrame::Identify { .. } => "identify",
         ClientFrame::Close { .. } => "close",
         ClientFrame::Status { .. } => "status",
         ClientFrame::Accept { .. } => "accept",
@@ -770,6 +785,25 @@ fn frame_kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Ban { .. } => "ban",
         ClientFrame::Unban { .. } => "unban",
     }
+}
+
+/// A visitor's name, email and phone as given, clipped; empty ones are absent.
+fn contact(p: crate::protocol::Prechat) -> [Option<String>; 3] {
+    let field = |v: Option<String>, max| v.map(|v| clip(v, max)).filter(|v| !v.is_empty());
+    [field(p.name, 100), field(p.email, 200), field(p.phone, 50)]
+}
+
+/// The limits of a visitor's custom parameters.
+fn check_params(params: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+    if params.len() > crate::core::MAX_PARAMS
+        || params.iter().any(|(k, v)| k.len() > 64 || v.len() > 1024)
+    {
+        return Err(ServiceError::Rejected(crate::core::Reject {
+            code: ErrorCode::TooLarge,
+            message: "too many or too long params",
+        }));
+    }
+    Ok(())
 }
 
 fn clip(s: String, max: usize) -> String {
