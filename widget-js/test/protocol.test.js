@@ -20,8 +20,8 @@ test('the Client acts on the golden welcome, ping, msg and answer frames', async
   // exactly', the server events by 'server frames are emitted as events by type'.)
   const all = goldenFrames().filter((x) => x.dir === 'server');
   const g = Object.fromEntries(all.map((x) => [x.name, x.json]));
-  const here = ['welcome', 'ping', 'msg', 'msg_system', 'ok_sent', 'ok_history', 'ok_conv', 'ok_empty', 'error'];
-  const asEvents = ['typing_server', 'read_server', 'conv_event', 'queue', 'offer', 'operator', 'notice'];
+  const here = ['welcome', 'welcome_not_recovered', 'ping', 'pong_server', 'msg', 'msg_system', 'ok_sent', 'ok_history', 'ok_conv', 'ok_conv_previous', 'ok_empty', 'error'];
+  const asEvents = ['typing_server', 'read_server', 'conv_event', 'queue', 'offer', 'operator', 'notice', 'draft_server'];
   assert.deepEqual(all.map((x) => x.name).sort(), [...here, ...asEvents].sort(), 'every golden server frame is covered by a test');
 
   const h = makeClient({ cursors: { c_1: 1 } });
@@ -35,6 +35,10 @@ test('the Client acts on the golden welcome, ping, msg and answer frames', async
 
   s.recv(g.ping);
   assert.deepEqual(s.last(), { t: 'pong' });
+  // The answer to our own ping sends nothing back.
+  const before = s.sent.length;
+  s.recv(g.pong_server);
+  assert.equal(s.sent.length, before);
 
   // After the cursor (1): seq 4 waits for seq 3; seq 2 goes out at once, without its "t".
   s.recv(g.msg);
@@ -56,6 +60,9 @@ test('the Client acts on the golden welcome, ping, msg and answer frames', async
   const started = h.client.start({});
   answer(g.ok_conv);
   assert.deepEqual((await started).conv, g.ok_conv.conv);
+  const restarted = h.client.start({});
+  answer(g.ok_conv_previous);
+  assert.equal((await restarted).conv.previous, 'c_1');
   // The Conversation in an answer is noted: its last_seq (1) is fetched.
   h.clock.advance(P.DEFAULTS.fillDelayMs);
   assert.ok(s.ofType('history').some((f) => f.conv === 'c_2' && f.before === 2), 'history of c_2 asked for');
@@ -70,6 +77,20 @@ test('the Client acts on the golden welcome, ping, msg and answer frames', async
   h.client.on('ok', (f) => stray.push(f.rid));
   s.recv(g.ok_empty);
   assert.deepEqual(stray, ['r-9']);
+});
+
+test('a golden welcome with recovered:false makes the Client resync instead of waiting for a replay', () => {
+  const g = goldenFrames().find((x) => x.name === 'welcome_not_recovered').json;
+  const h = makeClient({ cursors: { c_1: 1 } });
+  const resynced = [];
+  h.client.on('resync', (id) => resynced.push(id));
+  h.client.connect();
+  const s = h.socket();
+  s.open();
+  s.recv(g);
+  assert.deepEqual(resynced, ['c_1']);
+  h.clock.advance(P.DEFAULTS.fillDelayMs);
+  assert.ok(s.ofType('history').some((f) => f.conv === 'c_1'), 'the missing messages are fetched with history');
 });
 
 test('decode rejects what is not a frame', () => {
@@ -102,7 +123,13 @@ const BUILDERS = {
   tag: (c) => c.tag('c_1', ['vip'], ['billing']),
   draft: (c) => c.draft('c_1', 'Let me check'),
   assign: (c) => c.assign('c_2', 'op_1'),
-  watch: (c) => c.watch('c_1', true)
+  watch: (c) => c.watch('c_1', true),
+  identify: (c) => c.identify(undefined, { name: 'Ann', email: 'ann@example.com' }, { plan: 'gold' }),
+  // Staff-only additions the console sends as plain requests; the JS client never pings (it
+  // answers the server's pings), so the golden client ping goes out raw.
+  ban: (c) => c.request({ t: 'ban', conv: 'c_1', duration: '24h', reason: 'spam' }),
+  unban: (c) => c.request({ t: 'unban', visitor: 'v_1' }),
+  ping_client: (c) => c._raw({ t: 'ping' })
 };
 
 test('the Client builds every golden client frame exactly', async () => {
@@ -586,8 +613,8 @@ test('server frames are emitted as events by type', () => {
   const seen = [];
   for (const t of ['typing', 'read', 'conv', 'queue', 'offer', 'operator', 'notice', 'draft']) h.client.on(t, (f) => seen.push(f.t));
   const s = h.connect();
-  for (const g of goldenFrames().filter((g) => g.dir === 'server')) s.recv(g.json);
-  assert.deepEqual(seen, ['typing', 'read', 'conv', 'queue', 'offer', 'operator', 'notice']);
+  for (const g of goldenFrames().filter((g) => g.dir === 'server' && !g.name.startsWith('welcome'))) s.recv(g.json);
+  assert.deepEqual(seen, ['typing', 'read', 'conv', 'queue', 'offer', 'operator', 'notice', 'draft']);
 });
 
 test('a throwing listener does not break the client', () => {
