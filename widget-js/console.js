@@ -740,6 +740,7 @@
     $('conv-unwatch').hidden = !st.watched.has(id);
     $('transfer-button').hidden = ro;
     $('close-button').hidden = ro;
+    $('ban-button').hidden = ro || c.state === 'closed';
     $('composer-form').hidden = ro;
     $('readonly-note').hidden = !ro;
     $('readonly-note').textContent = st.watched.has(id) ? 'Watching (read-only).' : isPeek ? 'Waiting in the queue: accept to reply.' : c.state === 'closed' ? 'This conversation is closed.' : 'Read-only.';
@@ -1169,6 +1170,36 @@
         renderAll();
       },
       (err) => toast('Could not close: ' + errText(err))
+    );
+  });
+
+  $('ban-button').addEventListener('click', () => {
+    if (!st.selected) return;
+    $('ban-reason').value = '';
+    $('ban-dialog').showModal();
+  });
+
+  $('ban-dialog').addEventListener('close', () => {
+    if ($('ban-dialog').returnValue !== 'ok') return;
+    const id = st.selected;
+    if (!id) return;
+    const name = visitorName(conv(id));
+    st.client.request({ t: 'ban', conv: id, duration: $('ban-duration').value, reason: $('ban-reason').value.trim() || undefined }).then(
+      (ok) => toast(name + ' is banned until ' + new Date(ok.until).toLocaleString() + ' (visitor id ' + ok.visitor + ').'),
+      (err) => toast('Could not ban: ' + errText(err))
+    );
+  });
+
+  $('unban-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    const visitor = $('unban-id').value.trim();
+    if (!visitor) return;
+    st.client.request({ t: 'unban', visitor }).then(
+      () => {
+        $('unban-id').value = '';
+        toast('Visitor ' + visitor + ' may chat again.');
+      },
+      (err) => toast('Could not unban: ' + errText(err))
     );
   });
 

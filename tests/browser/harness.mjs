@@ -220,35 +220,6 @@ export async function startHostSite(t, gw) {
   };
 }
 
-/**
- * Sends one staff `frame` (a `rid` is added) on a socket of its own, opened from `page` (any page
- * of the gateway's origin) with `token`, and resolves with the answer (`ok` or `error`). For
- * frames the console has no button for, such as `ban`.
- */
-export function staffRequest(page, token, frame) {
-  return page.evaluate(
-    ({ token, frame }) =>
-      new Promise((resolve, reject) => {
-        const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/v1/ws', 'chat.v1.json');
-        const deadline = setTimeout(() => (ws.close(), reject(new Error('no answer to ' + frame.t))), 15000);
-        ws.onopen = () => ws.send(JSON.stringify({ t: 'hello', token }));
-        ws.onmessage = (e) => {
-          const f = JSON.parse(e.data);
-          if (f.t === 'welcome') ws.send(JSON.stringify({ ...frame, rid: 'staff-1' }));
-          else if ((f.t === 'ok' || f.t === 'error') && f.rid === 'staff-1') {
-            clearTimeout(deadline);
-            ws.close();
-            resolve(f);
-          }
-        };
-        ws.onclose = (e) => {
-          clearTimeout(deadline);
-          reject(new Error(`socket closed (${e.code}) before the answer to ${frame.t}`));
-        };
-      }),
-    { token, frame }
-  );
-}
 
 /** The widget's messages, read through its (open) shadow root. */
 export function widgetMessages(page) {

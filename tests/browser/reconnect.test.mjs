@@ -6,7 +6,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
   skipReason, setup, newPage, openConsole, setStatus, openVisitor, startHostSite, visitorWrites,
-  acceptFirstQueued, operatorSends, widgetMessages, consoleMessages, waitUntil, screenshot, staffRequest
+  acceptFirstQueued, operatorSends, widgetMessages, consoleMessages, waitUntil, screenshot
 } from './harness.mjs';
 
 test('offline visitor gets every message exactly once, in order', { skip: skipReason(), timeout: 120000 }, async (t) => {
@@ -164,10 +164,13 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
   const stored = () => v.page.evaluate(() => JSON.parse(localStorage.getItem('cgw:demo')));
   const before = await stored();
 
-  // The operator bans the visitor (the console has no button: a frame on a socket of its own).
-  const ban = await staffRequest(op.page, op.token, { t: 'ban', conv, duration: '1h', reason: 'abuse' });
-  assert.equal(ban.t, 'ok', JSON.stringify(ban));
-  assert.equal(ban.visitor, before.vid);
+  // The operator bans the visitor from the console.
+  await op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).click();
+  await op.page.getByTestId('ban-button').click();
+  await op.page.getByTestId('ban-duration').selectOption('1h');
+  await op.page.getByTestId('ban-reason').fill('abuse');
+  await op.page.getByTestId('ban-confirm').click();
+  await op.page.locator('[data-testid=toast]', { hasText: `visitor id ${before.vid}` }).waitFor();
   await v.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
   await v.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
   assert.ok((await v.page.evaluate(() => window.__closes)).includes(4003), 'the gateway closed the visitor with 4003');
@@ -195,5 +198,15 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
   assert.equal(after.token, before.token, 'no new token');
   assert.equal((await v.page.evaluate(() => window.ChatWidget._debugState())).conn, 'closed');
 
-  assert.deepEqual([...v.errors, ...op.errors], []);
+  // A supervisor lifts the ban from the console; the same visitor (same id) chats again.
+  const sup = await openConsole(browser, gw, { sub: 'sam', name: 'Sam', role: 'supervisor' });
+  await sup.page.getByTestId('unban-id').fill(before.vid);
+  await sup.page.getByTestId('unban-submit').click();
+  await sup.page.locator('[data-testid=toast]', { hasText: 'may chat again' }).waitFor();
+  await v.page.reload();
+  await visitorWrites(v, 'I am sorry, let me try again');
+  await op.page.locator('[data-testid=queue-item]').first().waitFor();
+  assert.equal((await stored()).vid, before.vid, 'the same visitor');
+
+  assert.deepEqual([...v.errors, ...op.errors, ...sup.errors], []);
 });
