@@ -180,6 +180,87 @@ impl Node {
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
+
+    /// The process id, while the node runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The node's resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
+    /// One scrape of `GET /metrics`: each sample line as `name{labels}` → value, labels as
+    /// the exporter wrote them.
+    pub async fn metrics(&self) -> Metrics {
+        let (code, body) = http_get(&self.http("/metrics"))
+            .await
+            .expect("the node answers /metrics");
+        assert_eq!(code, 200, "{body}");
+        let samples = body
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let (k, v) = l.rsplit_once(' ').expect("a sample line");
+                (k.to_owned(), v.parse::<f64>().expect("a sample value"))
+            })
+            .collect();
+        Metrics {
+            samples,
+            text: body,
+        }
+    }
+}
+
+/// One scrape of a node's Prometheus metrics.
+pub struct Metrics {
+    pub samples: std::collections::BTreeMap<String, f64>,
+    pub text: String,
+}
+
+impl Metrics {
+    /// The value of `name` with exactly these labels (in any order); 0 when absent, as
+    /// Prometheus treats a counter not yet incremented.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.find(name, labels).unwrap_or(0.0)
+    }
+
+    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        want.sort();
+        self.samples.iter().find_map(|(key, v)| {
+            let (n, rest) = key.split_once('{').unwrap_or((key, "}"));
+            if n != name {
+                return None;
+            }
+            let mut have: Vec<String> = rest
+                .trim_end_matches('}')
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            have.sort();
+            (have == want).then_some(*v)
+        })
+    }
+
+    /// Every sample of `name` whatever its labels: (labels text, value).
+    pub fn all(&self, name: &str) -> Vec<(String, f64)> {
+        self.samples
+            .iter()
+            .filter_map(|(key, v)| {
+                let (n, rest) = key.split_once('{').unwrap_or((key, ""));
+                (n == name).then(|| (rest.trim_end_matches('}').to_owned(), *v))
+            })
+            .collect()
+    }
 }
 
 impl Drop for Node {
@@ -269,16 +350,28 @@ impl Client {
     }
 
     async fn next_wire(&mut self) -> Option<Value> {
-        tokio::time::timeout(WAIT, self.wire_or_close())
+        self.next_wire_by(tokio::time::Instant::now() + WAIT).await
+    }
+
+    async fn next_wire_by(&mut self, deadline: tokio::time::Instant) -> Option<Value> {
+        tokio::time::timeout_at(deadline, self.wire_or_close())
             .await
             .expect("timed out waiting for a frame")
             .ok()
     }
 
-    /// Skips frames until one matches.
+    /// Skips frames until one matches, within [`WAIT`] in all.
     pub async fn recv_until(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match self.next().await {
+            let next = match self.backlog.pop_front() {
+                Some(v) => Some(v),
+                None => tokio::time::timeout_at(deadline, self.wire_or_close())
+                    .await
+                    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+                    .ok(),
+            };
+            match next {
                 Some(v) if pred(&v) => return v,
                 Some(_) => continue,
                 None => panic!("socket closed while waiting for {what}"),
@@ -300,9 +393,10 @@ impl Client {
         {
             return self.backlog.remove(i).unwrap();
         }
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let f = self
-                .next_wire()
+                .next_wire_by(deadline)
                 .await
                 .expect("socket closed before the answer");
             if f["rid"] == json!(rid) && (f["t"] == "ok" || f["t"] == "error") {
@@ -314,8 +408,9 @@ impl Client {
 
     /// Waits for the server to close the socket; the close code (`None`: just gone).
     pub async fn closed(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            match tokio::time::timeout(WAIT, self.recv_or_close())
+            match tokio::time::timeout_at(deadline, self.recv_or_close())
                 .await
                 .expect("timed out waiting for close")
             {

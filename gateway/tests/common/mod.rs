@@ -14,6 +14,7 @@ use gateway::engine::memory::MemoryEngine;
 use gateway::protocol::{ClientFrame, Encoding, Role, ServerFrame};
 use gateway::server::{start_memory, Running};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -158,12 +159,13 @@ impl Client {
         if let Some(f) = self.backlog.pop_front() {
             return f;
         }
-        self.recv_wire().await
+        self.recv_wire(Instant::now() + WAIT).await
     }
 
-    async fn recv_wire(&mut self) -> ServerFrame {
+    /// The next frame off the socket, by `deadline` (pings, answered, do not extend it).
+    async fn recv_wire(&mut self, deadline: Instant) -> ServerFrame {
         loop {
-            let m = tokio::time::timeout(WAIT, self.ws.next())
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("timed out waiting for a frame")
                 .expect("stream ended")
@@ -187,10 +189,14 @@ impl Client {
         }
     }
 
-    /// Skips frames until one matches.
+    /// Skips frames until one matches, within [`WAIT`] in all.
     pub async fn recv_until(&mut self, mut pred: impl FnMut(&ServerFrame) -> bool) -> ServerFrame {
+        let deadline = Instant::now() + WAIT;
         loop {
-            let f = self.recv().await;
+            let f = match self.backlog.pop_front() {
+                Some(f) => f,
+                None => self.recv_wire(deadline).await,
+            };
             if pred(&f) {
                 return f;
             }
@@ -209,8 +215,9 @@ impl Client {
         if let Some(i) = self.backlog.iter().position(|f| is_answer(f, rid)) {
             return self.backlog.remove(i).expect("index exists");
         }
+        let deadline = Instant::now() + WAIT;
         loop {
-            let f = self.recv_wire().await;
+            let f = self.recv_wire(deadline).await;
             if is_answer(&f, rid) {
                 return f;
             }
@@ -220,8 +227,9 @@ impl Client {
 
     /// Waits for the server to close; returns the close code (None: the TCP connection ended).
     pub async fn closed(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + WAIT;
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next())
+            match tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("timed out waiting for close")
             {
