@@ -6,3 +6,4 @@
 mod faults;
 mod harness;
 mod multinode;
+mod observability;
