@@ -599,6 +599,111 @@ async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() 
     node.shutdown().await;
 }
 
+/// A visitor whose downlink is stuck (its socket reads nothing, its queue is under the
+/// budget) still has its own frames read: the message it sends reaches the operator, and
+/// its pongs keep it from the ping timeout (docs/protocol.md §3.4: any frame counts).
+///
+/// Fails today: while a connection's writer waits on a full socket, its task reads no
+/// frames at all, so the message is never handled and the connection is closed with 1001
+/// ("sent nothing") after two ping intervals, though it kept sending.
+#[tokio::test]
+#[ignore = "gateway: a stuck writer stops the connection's reader (reported)"]
+async fn a_client_whose_downlink_is_stuck_is_still_heard() {
+    use futures_util::{SinkExt, StreamExt};
+    let interval = Duration::from_millis(500);
+    let node = node_with(|c| {
+        c.outbound_max_bytes = 64 << 20;
+        c.ping_interval = interval;
+    })
+    .await;
+    let (mut op, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "op1", "Olga"),
+    )
+    .await;
+    let r = op.rid();
+    op.request(req::status(r, OperatorStatus::Active)).await;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(node.addr).await.unwrap();
+    let url = format!("ws://{}/v1/ws", node.addr);
+    let (slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let (mut tx, mut rx) = slow.split();
+    let hello = ClientFrame::Hello {
+        token: token("demo", Role::Visitor, "slow", "Slow"),
+        cursors: Default::default(),
+    };
+    let text = |f: &ClientFrame| {
+        Message::Text(
+            String::from_utf8(f.encode(Encoding::Json).to_vec())
+                .unwrap()
+                .into(),
+        )
+    };
+    tx.send(text(&hello)).await.unwrap();
+    tx.send(Message::Text(r#"{"t":"start","rid":1}"#.into()))
+        .await
+        .unwrap();
+    let conv = loop {
+        let m = tokio::time::timeout(WAIT, rx.next())
+            .await
+            .expect("the answer to start")
+            .unwrap()
+            .unwrap();
+        if let Ok(ServerFrame::Ok {
+            body: OkBody::Conv { conv },
+            ..
+        }) = ServerFrame::decode(Encoding::Json, m.to_text().unwrap().as_bytes())
+        {
+            break conv.id;
+        }
+    };
+    let slow_conn = node
+        .gw
+        .hub
+        .all()
+        .into_iter()
+        .find(|c| c.role == Role::Visitor)
+        .expect("the slow visitor's connection");
+    let r = op.rid();
+    op.request(req::accept(r, &conv)).await;
+    // Flood until the node queues for it: its socket and the kernel are full.
+    let big = "z".repeat(7000);
+    let mut i = 0;
+    while slow_conn.queued_bytes() < 256 << 10 {
+        let r = op.rid();
+        ok_seq(
+            &op.request(req::send(r, &conv, &format!("o{i}"), &big))
+                .await,
+        );
+        i += 1;
+        assert!(i < 3000, "never queued");
+    }
+    // Stuck downlink; the visitor writes a message and keeps answering with pongs.
+    tx.send(text(&req::send(
+        gateway::protocol::Rid::Int(2),
+        &conv,
+        "v-stuck",
+        "can you hear me?",
+    )))
+    .await
+    .unwrap();
+    let pongs = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval / 5);
+        loop {
+            tick.tick().await;
+            if tx.send(text(&ClientFrame::Pong {})).await.is_err() {
+                return;
+            }
+        }
+    });
+    op.recv_until(|f| is_msg_text(f, "can you hear me?")).await;
+    assert_eq!(slow_conn.close_reason(), None);
+    pongs.abort();
+    node.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_flooding_client_is_rate_limited_then_closed_with_4029() {
     let node = node_with(|c| {
