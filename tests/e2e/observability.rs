@@ -206,7 +206,8 @@ async fn metrics_follow_a_short_chat() {
 /// 0.8–5 MiB in the node's queue, under the 8 MiB budget; the second (9 MiB) overflows it.
 /// The ping interval (5 s) refreshes the gauge; it must also exceed the time from the
 /// gauge's refresh to the cut, because a connection whose writer is stuck reads nothing, so
-/// the pongs it sends do not count (see the ignored test below).
+/// the pongs it sends do not count (see the ignored test
+/// `a_client_whose_downlink_is_stuck_is_still_heard` in gateway/tests/it/edge.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_reader_shows_in_the_outbound_gauge_within_its_budget_then_is_cut_with_4008() {
     const BUDGET: u64 = 8 << 20;
