@@ -225,6 +225,38 @@ impl Client {
         }
     }
 
+    /// Sends a request written as JSON (its `rid` is set here) as a text frame, the way a
+    /// client written from the protocol page would; returns the answer (ok or error).
+    pub async fn request_json(&mut self, mut v: serde_json::Value) -> ServerFrame {
+        assert_eq!(self.enc, Encoding::Json, "a JSON connection");
+        let rid = self.rid();
+        let gateway::protocol::Rid::Int(n) = rid else {
+            unreachable!()
+        };
+        v["rid"] = n.into();
+        self.send_json(v).await;
+        self.answer(&rid).await
+    }
+
+    /// Sends a frame written as JSON (no answer expected).
+    pub async fn send_json(&mut self, v: serde_json::Value) {
+        self.send_raw(Message::Text(v.to_string().into())).await;
+    }
+
+    /// Every frame that arrives before the answer to a client `ping` sent now (queued ones
+    /// first): what the node had sent this connection by the time it read the ping.
+    pub async fn until_pong(&mut self) -> Vec<ServerFrame> {
+        self.send(&ClientFrame::Ping {}).await;
+        let mut got: Vec<ServerFrame> = self.backlog.drain(..).collect();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.recv_wire(deadline).await {
+                ServerFrame::Pong {} => return got,
+                f => got.push(f),
+            }
+        }
+    }
+
     /// Waits for the server to close; returns the close code (None: the TCP connection ended).
     pub async fn closed(&mut self) -> Option<u16> {
         let deadline = Instant::now() + WAIT;

@@ -9,3 +9,4 @@ mod conformance;
 mod edge;
 mod golden;
 mod session;
+mod staff;
