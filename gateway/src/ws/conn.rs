@@ -13,6 +13,7 @@ use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::future::FusedFuture;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -271,7 +272,7 @@ fn classify(msg: Message, enc: Encoding) -> Option<Next> {
 async fn session<E, W, R>(
     gw: &Arc<Gateway<E>>,
     conn: &Arc<ConnShared>,
-    mut rx: Outbox,
+    rx: Outbox,
     sink: &mut W,
     stream: &mut R,
     p: &Principal,
@@ -322,9 +323,16 @@ where
     // The request being handled. Requests are handled one at a time, in arrival order (the
     // next frame is read only after), but the writer goes on while one waits on the engine.
     let mut inflight: Option<Request<'_>> = None;
+    // The batch being written, which holds the outbound queue until it is done. The reader
+    // goes on while a write waits on a full socket: a client that is slow to read is still
+    // heard (its pongs count, its requests are handled) until its budget runs out (4008).
+    let mut idle = Some((rx, sink));
+    let writing = futures_util::future::Fuse::terminated();
+    tokio::pin!(writing);
     loop {
         tokio::select! {
             biased;
+            // First, so that a close interrupts a write stuck on a slow socket.
             reason = conn.closed() => return Some(reason),
             done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                 inflight = None;
@@ -332,13 +340,17 @@ where
                     return Some(reason);
                 }
             }
-            out = rx.recv() => {
-                let out = out?;
-                match write_batch(conn, &mut rx, sink, out).await {
-                    Ok(None) => {}
-                    Ok(Some(reason)) => return Some(reason),
-                    Err(()) => return None,
+            (queue, sink, written) = &mut writing, if !writing.is_terminated() => {
+                let written: Result<(), ()> = written;
+                if written.is_err() {
+                    return None;
                 }
+                idle = Some((queue, sink));
+            }
+            out = async { idle.as_mut().expect("guarded").0.recv().await }, if idle.is_some() => {
+                let out = out?;
+                let (queue, sink) = idle.take().expect("guarded");
+                writing.set(futures_util::FutureExt::fuse(write_batch(conn, queue, sink, out)));
             }
             next = next_data(stream, conn.encoding), if inflight.is_none() => {
                 let data = match next {
@@ -384,39 +396,36 @@ fn rate_limiter(rate: NonZeroU32, burst: NonZeroU32) -> DefaultDirectRateLimiter
     RateLimiter::direct(Quota::per_second(rate).allow_burst(burst))
 }
 
-/// Writes one queued message and whatever else is queued (up to a batch), then flushes once.
-/// A close request interrupts a write stuck on a slow socket.
-async fn write_batch<W>(
+/// Writes one queued message and whatever else is queued (up to a batch), then flushes once,
+/// and hands the queue and the sink back.
+async fn write_batch<'s, W>(
     conn: &ConnShared,
-    rx: &mut Outbox,
-    sink: &mut W,
+    mut rx: Outbox,
+    sink: &'s mut W,
     first: Out,
-) -> Result<Option<CloseReason>, ()>
+) -> (Outbox, &'s mut W, Result<(), ()>)
 where
     W: Sink<Message, Error = WsError> + Unpin,
 {
-    let write = async {
-        let mut next = Some(first);
-        let mut n = 0;
-        let mut bytes = 0;
-        while let Some(msg) = next.take() {
-            bytes += msg_len(&msg);
-            sink.feed(msg).await.map_err(|_| ())?;
-            n += 1;
-            if n < WRITE_BATCH {
-                next = rx.try_recv();
-            }
+    let mut next = Some(first);
+    let mut n = 0;
+    let mut bytes = 0;
+    while let Some(msg) = next.take() {
+        bytes += msg_len(&msg);
+        if sink.feed(msg).await.is_err() {
+            return (rx, sink, Err(()));
         }
-        sink.flush().await.map_err(|_| ())?;
-        conn.written(bytes);
-        metrics::counter!(m::FRAMES_OUT).increment(n as u64);
-        Ok(())
-    };
-    tokio::select! {
-        biased;
-        reason = conn.closed() => Ok(Some(reason)),
-        r = write => r.map(|()| None),
+        n += 1;
+        if n < WRITE_BATCH {
+            next = rx.try_recv();
+        }
     }
+    if sink.flush().await.is_err() {
+        return (rx, sink, Err(()));
+    }
+    conn.written(bytes);
+    metrics::counter!(m::FRAMES_OUT).increment(n as u64);
+    (rx, sink, Ok(()))
 }
 
 fn msg_len(m: &Message) -> usize {

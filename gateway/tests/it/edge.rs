@@ -603,11 +603,10 @@ async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() 
 /// budget) still has its own frames read: the message it sends reaches the operator, and
 /// its pongs keep it from the ping timeout (docs/protocol.md §3.4: any frame counts).
 ///
-/// Fails today: while a connection's writer waits on a full socket, its task reads no
-/// frames at all, so the message is never handled and the connection is closed with 1001
-/// ("sent nothing") after two ping intervals, though it kept sending.
+/// Regression: while a connection's writer waited on a full socket, its task read no frames
+/// at all, so the message was never handled and the connection was closed with 1001 ("sent
+/// nothing") after two ping intervals, though it kept sending.
 #[tokio::test]
-#[ignore = "gateway: a stuck writer stops the connection's reader (reported)"]
 async fn a_client_whose_downlink_is_stuck_is_still_heard() {
     use futures_util::{SinkExt, StreamExt};
     let interval = Duration::from_millis(500);
