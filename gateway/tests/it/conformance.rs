@@ -719,6 +719,168 @@ pub async fn seqs_stay_contiguous_under_concurrent_appends<E: Engine>(f: Fixture
     );
 }
 
+/// One append of the seq property: who writes, which of a few cids (so that retries, and
+/// one cid used by both authors, are frequent), through which node, in which concurrent task.
+#[derive(Debug, Clone)]
+pub struct SeqOp {
+    operator: bool,
+    cid: u8,
+    other_node: bool,
+    task: u8,
+}
+
+const SEQ_TASKS: u8 = 4;
+
+fn seq_ops() -> impl proptest::strategy::Strategy<Value = Vec<SeqOp>> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        (any::<bool>(), 0..10u8, any::<bool>(), 0..SEQ_TASKS).prop_map(
+            |(operator, cid, other_node, task)| SeqOp {
+                operator,
+                cid,
+                other_node,
+                task,
+            },
+        ),
+        1..60,
+    )
+}
+
+/// The seq property, one case: `ops` split into concurrent tasks (each appends its share in
+/// order), on a fresh conversation. Every distinct (author, cid) is stored exactly once and
+/// every retry answers with that message; the stored seqs are exactly 1..=n; each task
+/// sees its new messages' seqs increase; the channel publishes 1..=n once each, in order;
+/// the capped log holds the last messages, contiguous, as stored.
+pub async fn seqs_stay_contiguous_under_random_appends<E: Engine + Clone>(
+    f: &Fixture<E>,
+    conv: &str,
+    listener: u64,
+    ops: Vec<SeqOp>,
+) {
+    open_conv(&f.e, conv).await;
+    let mut rx = listen(f, conv, listener).await;
+    let tasks: Vec<_> = (0..SEQ_TASKS)
+        .map(|t| {
+            let mine: Vec<SeqOp> = ops.iter().filter(|o| o.task == t).cloned().collect();
+            let (e, other) = (f.e.clone(), f.other.clone());
+            let conv = conv.to_owned();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for op in mine {
+                    let (role, id) = if op.operator {
+                        (Role::Operator, "op1")
+                    } else {
+                        (Role::Visitor, "v1")
+                    };
+                    let cid = format!("c{}", op.cid);
+                    let engine = if op.other_node { &other } else { &e };
+                    let text = format!("{id}/{cid}");
+                    let o = engine
+                        .append(msg(&conv, role, id, Some(&cid), &text, 1))
+                        .await
+                        .unwrap();
+                    out.push((format!("{id}/{cid}"), o));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut stored: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut retries: Vec<(String, u64, String)> = Vec::new();
+    for t in futures_util::future::join_all(tasks).await {
+        let mut newest = 0;
+        for (key, o) in t.expect("task") {
+            match o {
+                AppendOutcome::Stored(a) => {
+                    assert_eq!(a.msg.text, key);
+                    assert!(a.msg.seq > newest, "a task's seqs go back: {key}");
+                    newest = a.msg.seq;
+                    assert!(
+                        stored.insert(key.clone(), a.msg.seq).is_none(),
+                        "{key} stored twice"
+                    );
+                }
+                AppendOutcome::Duplicate(m) => retries.push((key, m.seq, m.text)),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+    for (key, seq, text) in retries {
+        assert_eq!(
+            (stored.get(&key), text.as_str()),
+            (Some(&seq), key.as_str()),
+            "a retry of {key} answered with another message"
+        );
+    }
+    let n = stored.len() as u64;
+    let mut seqs: Vec<u64> = stored.values().copied().collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=n).collect::<Vec<_>>(), "stored seqs");
+    assert_eq!(f.other.last_seq(&ConvId::from(conv)).await.unwrap(), n);
+    assert_eq!(
+        published_seqs(&mut rx, n as usize).await,
+        (1..=n).collect::<Vec<_>>()
+    );
+    f.hub.unregister(core::ConnId(listener));
+    let page = f.e.history(&ConvId::from(conv), None, 50).await.unwrap();
+    let kept = n.min(LOG_CAP as u64);
+    assert_eq!(
+        page.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        ((n - kept + 1)..=n).collect::<Vec<_>>()
+    );
+    for m in &page.messages {
+        assert_eq!(stored.get(&m.text), Some(&m.seq), "{m:?}");
+    }
+}
+
+/// Runs the seq property for `cases` random cases against one fixture (a conversation per
+/// case), on a runtime of its own: proptest's runner is synchronous.
+fn run_seq_property<E, Fut>(cases: u32, make: impl FnOnce() -> Fut)
+where
+    E: Engine + Clone,
+    Fut: std::future::Future<Output = Fixture<E>>,
+{
+    use proptest::test_runner::{Config, TestRunner};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let f = rt.block_on(make());
+    let case = std::sync::atomic::AtomicU64::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&seq_ops(), |ops| {
+            let i = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rt.block_on(seqs_stay_contiguous_under_random_appends(
+                &f,
+                &format!("p{i}"),
+                1_000 + i,
+                ops,
+            ));
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The seq property on the in-memory engine, and on the Redis engine (fewer cases: each
+/// case is a few dozen round trips to a real redis-server).
+mod seq_property {
+    #[test]
+    fn memory_engine() {
+        super::run_seq_property(256, || async { super::memory_fixture() });
+    }
+
+    #[test]
+    fn redis_engine() {
+        super::run_seq_property(64, super::redis_fixture);
+    }
+}
+
 /// Checks a site out and connects a visitor in it (not committed yet).
 async fn connect_tx<E: Engine>(e: &E, v: &str) -> E::Tx {
     let mut tx = e.begin(&site()).await.unwrap();
