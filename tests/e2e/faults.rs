@@ -322,6 +322,21 @@ async fn when_redis_restarts_sends_fail_with_unavailable_then_everything_resumes
         .await;
     assert_eq!(notice["code"], "unavailable");
     assert!(!notice["text"].as_str().unwrap().is_empty());
+    // A client arriving now cannot be welcomed: an `unavailable` error, then close 1013
+    // (try again later, with backoff: docs/protocol.md §3.2, §9).
+    let mut late = Client::open(&n[2].ws_url()).await;
+    late.send(json!({"t": "hello", "token": token("visitor", "v2", "v2")}))
+        .await;
+    let first = tokio::time::timeout(WAIT, late.recv_or_close())
+        .await
+        .expect("an answer to hello")
+        .expect("a frame before the close");
+    assert_eq!(
+        (&first["t"], &first["code"]),
+        (&json!("error"), &json!("unavailable")),
+        "{first}"
+    );
+    assert_eq!(late.closed().await, Some(1013));
 
     redis.restart();
     for node in &n {

@@ -311,6 +311,17 @@ pub struct Client {
 impl Client {
     /// Connects and says hello with cursors; returns once `welcome` arrived.
     pub async fn connect(url: &str, token: &str, cursors: Value) -> Client {
+        let mut c = Client::open(url).await;
+        c.send(json!({"t": "hello", "token": token, "cursors": cursors}))
+            .await;
+        let w = c.next().await.expect("welcome");
+        assert_eq!(w["t"], "welcome", "expected welcome, got {w}");
+        c.welcome = w;
+        c
+    }
+
+    /// Opens the socket (JSON) without saying hello.
+    pub async fn open(url: &str) -> Client {
         let mut req = url.into_client_request().unwrap();
         req.headers_mut().insert(
             "Sec-WebSocket-Protocol",
@@ -320,18 +331,12 @@ impl Client {
             .await
             .expect("connect in time")
             .expect("connect");
-        let mut c = Client {
+        Client {
             ws,
             next_rid: 0,
             backlog: VecDeque::new(),
             welcome: Value::Null,
-        };
-        c.send(json!({"t": "hello", "token": token, "cursors": cursors}))
-            .await;
-        let w = c.next().await.expect("welcome");
-        assert_eq!(w["t"], "welcome", "expected welcome, got {w}");
-        c.welcome = w;
-        c
+        }
     }
 
     pub async fn send(&mut self, v: Value) {
