@@ -85,6 +85,11 @@ pub struct RawConfig {
     /// WebSocket write buffer per socket, bytes.
     #[arg(long, env = "GATEWAY_WS_WRITE_BUFFER", default_value = "8192")]
     pub ws_write_buffer: String,
+    /// The kernel's send buffer per socket, bytes (0: the kernel's own, which grows to
+    /// net.ipv4.tcp_wmem's maximum, 4 MiB by default). It bounds what a client that stops
+    /// reading pins in kernel memory before the outbound budget starts counting.
+    #[arg(long, env = "GATEWAY_SOCKET_SEND_BUFFER", default_value = "65536")]
+    pub socket_send_buffer: String,
     /// Largest accepted WebSocket frame and message, bytes.
     #[arg(long, env = "GATEWAY_MAX_FRAME", default_value = "65536")]
     pub max_frame: String,
@@ -128,6 +133,8 @@ pub struct Config {
     pub max_conns_per_ip: u32,
     pub ws_read_buffer: usize,
     pub ws_write_buffer: usize,
+    /// `None`: leave the kernel's send buffer alone.
+    pub socket_send_buffer: Option<usize>,
     pub max_frame: usize,
     pub max_text: usize,
     pub visitor_token_ttl: Duration,
@@ -325,6 +332,14 @@ impl Config {
             })
         );
         let ws_write_buffer = check!("GATEWAY_WS_WRITE_BUFFER", num(&raw.ws_write_buffer));
+        let socket_send_buffer = check!(
+            "GATEWAY_SOCKET_SEND_BUFFER",
+            num(&raw.socket_send_buffer).and_then(|n| match n {
+                0 => Ok(None),
+                4096..=16_777_216 => Ok(Some(n)),
+                _ => Err("must be 0 (the kernel's) or 4 KiB to 16 MiB".into()),
+            })
+        );
         let max_frame = check!(
             "GATEWAY_MAX_FRAME",
             num(&raw.max_frame).and_then(|n| if !(1024..=16 << 20).contains(&n) {
@@ -440,6 +455,7 @@ impl Config {
             max_conns_per_ip: max_conns_per_ip.expect("checked"),
             ws_read_buffer: ws_read_buffer.expect("checked"),
             ws_write_buffer: ws_write_buffer.expect("checked"),
+            socket_send_buffer: socket_send_buffer.expect("checked"),
             max_frame: max_frame.expect("checked"),
             max_text: max_text.expect("checked"),
             visitor_token_ttl: visitor_token_ttl.expect("checked"),
@@ -465,6 +481,7 @@ impl Config {
             max_conns_per_ip: "100000".into(),
             ws_read_buffer: "2048".into(),
             ws_write_buffer: "8192".into(),
+            socket_send_buffer: "65536".into(),
             max_frame: "65536".into(),
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
@@ -544,6 +561,7 @@ mod tests {
             max_conns_per_ip: "10".into(),
             ws_read_buffer: "2048".into(),
             ws_write_buffer: "8192".into(),
+            socket_send_buffer: "65536".into(),
             max_frame: "65536".into(),
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),

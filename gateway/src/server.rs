@@ -209,9 +209,17 @@ async fn serve<E: Engine>(
     };
     // Without TCP_NODELAY a small frame written while an earlier one is unacknowledged waits
     // for the peer's delayed ACK (Nagle): ~40 ms added to a message's delivery.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+    // A small kernel send buffer: a client that stops reading pins at most this much kernel
+    // memory, and its outbound budget (4008) starts counting soon instead of after megabytes.
+    let send_buffer = gw.cfg.socket_send_buffer;
+    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+        if let Some(n) = send_buffer {
+            if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(n) {
+                tracing::debug!(error = %e, "SO_SNDBUF not set");
+            }
         }
     });
     let server = axum::serve(

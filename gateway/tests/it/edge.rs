@@ -563,6 +563,13 @@ async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() 
         peak + 2 * text.len() > budget,
         "the reader was cut at message {cut_after} before its queue filled (peak {peak} bytes)"
     );
+    // What went before the cut is bounded by the budget and the sockets' buffers, not by the
+    // kernel's autotuned send buffer (megabytes): GATEWAY_SOCKET_SEND_BUFFER keeps it small.
+    let sent = cut_after * text.len();
+    assert!(
+        sent < budget + 512 * 1024,
+        "{sent} bytes went to a reader that never reads before it was cut"
+    );
     assert_eq!(
         slow_conn.close_reason().map(|r| r.code()),
         Some(4008),
