@@ -75,7 +75,7 @@ for what in "${@:-${all[@]}}"; do
         run "chat-$total" "${CHAT[@]}" chat --visitors 2000 --operators 100 --rate $((total / 2))
       done ;;
     chat-max)
-      for total in 2000 3000 4000 6000 8000; do
+      for total in 2000 4000 6000 8000 9000 10000; do
         run "chat-max-$total" "${CHAT[@]}" --max-p99 10ms chat --visitors 2000 --operators 100 \
           --rate $((total / 2))
       done ;;

@@ -4,7 +4,9 @@
 # tester spreading its sockets over the three. Gateway and Redis CPU are sampled from /proc.
 # These are documented commands, not tests.
 #
-# Usage: loadtest/bench/three-nodes.sh [chat] [cpu]       (no argument: both, ~5 minutes)
+# Usage: loadtest/bench/three-nodes.sh [chat] [cpu] [idle] [storm] [ramp]
+#        (no argument: all of them, ~12 minutes on 2 cores)
+# GATEWAY_WORKERS=1 gives each gateway one runtime thread (three nodes share two cores here).
 # Build first: cargo build --release -p gateway -p loadtest
 set -euo pipefail
 
@@ -39,6 +41,7 @@ start_all() {
     --appendfsync everysec --daemonize no > "$OUT/redis.log" 2>&1 &
   REDIS_PID=$!
   for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  redis-cli -p "$port" ping >/dev/null 2>&1 || { echo "redis-server did not start" >&2; exit 2; }
   URLS=()
   PIDS=()
   for n in a b c; do
@@ -51,6 +54,7 @@ start_all() {
       if [ -n "$addr" ]; then URLS+=(--url "ws://$addr/v1/ws"); break; fi
       sleep 0.1
     done
+    [ "${#URLS[@]}" -eq "$(( ${#PIDS[@]} * 2 ))" ] || { echo "gateway $n did not start" >&2; exit 2; }
   done
 }
 stop_all() {
@@ -73,7 +77,7 @@ run() {
 }
 
 CHAT=(--site auto --duration 20s --drain 2s --connect-rate 500)
-all=(chat cpu)
+all=(chat cpu idle storm ramp)
 for what in "${@:-${all[@]}}"; do
   case "$what" in
     chat)
@@ -85,6 +89,14 @@ for what in "${@:-${all[@]}}"; do
       for v in 1000 5000; do
         run "redis3-cpu-conns-$v" "${CHAT[@]}" chat --visitors "$v" --operators 99 --rate 500
       done ;;
+    idle)
+      # 5,000 sockets per node, 15,000 in all: memory per socket with the Redis engine.
+      run redis3-idle-15k --duration 5s --connect-rate 1000 idle --sockets 15000 --settle 3s ;;
+    storm)
+      run redis3-storm-10k --site auto --connect-rate 500 --duration 60s --op-pace 200 --max-lost 0 \
+        --max-dup 0 reconnect-storm --visitors 10000 --operators 99 --missed 1 ;;
+    ramp)
+      run redis3-ramp --duration 40s ramp --start-rate 200 --step 200 --step-duration 3s ;;
     *) echo "unknown benchmark: $what" >&2; exit 2 ;;
   esac
 done
