@@ -3,7 +3,7 @@
 # (in-memory engine) on a free loopback port, runs the load tester against it, and keeps the
 # JSON report in $OUT (default target/bench). These are documented commands, not tests.
 #
-# Usage: loadtest/bench/one-node.sh [idle-10k] [idle-max] [chat] [chat-max] [cpu-conns] [storm]
+# Usage: loadtest/bench/one-node.sh [idle-10k] [idle-max] [chat] [chat-max] [cpu-conns] [storm] [ramp]
 #        (no argument: all of them, ~15 minutes on 2 cores)
 # Build first: cargo build --release -p gateway -p loadtest
 set -euo pipefail
@@ -64,7 +64,7 @@ MANY=(--workers 2 --source-ips 127.0.0.2,127.0.0.3)
 # load tester shares its two cores (see the ramp); faster setups time out on welcome.
 CHAT=(--site auto --duration 20s --drain 2s --connect-rate 500)
 
-all=(idle-10k idle-max chat chat-max cpu-conns storm)
+all=(idle-10k idle-max chat chat-max cpu-conns storm ramp)
 for what in "${@:-${all[@]}}"; do
   case "$what" in
     idle-10k) run idle-10k --duration 5s idle --sockets 10000 --settle 3s ;;
@@ -75,7 +75,7 @@ for what in "${@:-${all[@]}}"; do
         run "chat-$total" "${CHAT[@]}" chat --visitors 2000 --operators 100 --rate $((total / 2))
       done ;;
     chat-max)
-      for total in 2000 4000 6000 8000 9000 10000; do
+      for total in ${CHAT_MAX_RATES:-2000 4000 6000 8000 10000 12000 15000 20000}; do
         run "chat-max-$total" "${CHAT[@]}" --max-p99 10ms chat --visitors 2000 --operators 100 \
           --rate $((total / 2))
       done ;;
@@ -84,6 +84,9 @@ for what in "${@:-${all[@]}}"; do
         run "cpu-conns-$v" "${CHAT[@]}" chat --visitors "$v" --operators 100 --rate 500
       done
       run cpu-conns-19000 "${MANY[@]}" "${CHAT[@]}" chat --visitors 18900 --operators 100 --rate 500 ;;
+    ramp)
+      run ramp "${MANY[@]}" --duration 60s ramp --start-rate 1000 --step 1000 --step-duration 1s \
+        --max-sockets 19900 ;;
     storm)
       run storm-10k --site auto --connect-rate 500 --duration 60s --op-pace 200 --max-lost 0 --max-dup 0 \
         reconnect-storm --visitors 10000 --operators 100 --missed 1 ;;

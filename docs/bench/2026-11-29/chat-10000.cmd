@@ -1,0 +1,1 @@
+== chat-10000: loadtest --url ws://127.0.0.1:33789/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 100 --rate 5000  (1.05 1.39 1.23 load)

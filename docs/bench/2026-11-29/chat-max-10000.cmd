@@ -1,0 +1,1 @@
+== chat-max-10000: loadtest --url ws://127.0.0.1:43361/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 5000  (0.60 1.11 1.15 load)

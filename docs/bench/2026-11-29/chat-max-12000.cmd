@@ -1,0 +1,1 @@
+== chat-max-12000: loadtest --url ws://127.0.0.1:38765/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 6000  (0.59 0.54 0.83 load)

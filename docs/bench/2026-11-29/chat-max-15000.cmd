@@ -1,0 +1,1 @@
+== chat-max-15000: loadtest --url ws://127.0.0.1:35797/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 7500  (0.97 0.63 0.85 load)

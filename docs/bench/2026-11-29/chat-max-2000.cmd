@@ -1,0 +1,1 @@
+== chat-max-2000: loadtest --url ws://127.0.0.1:40847/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 1000  (0.69 1.27 1.19 load)

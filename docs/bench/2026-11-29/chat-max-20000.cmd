@@ -1,0 +1,1 @@
+== chat-max-20000: loadtest --url ws://127.0.0.1:41797/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 10000  (1.47 0.79 0.90 load)

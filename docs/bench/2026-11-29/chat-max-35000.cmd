@@ -1,0 +1,1 @@
+== chat-max-35000: loadtest --url ws://127.0.0.1:40065/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 17500  (2.47 1.29 1.07 load)

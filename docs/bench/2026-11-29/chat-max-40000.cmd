@@ -1,0 +1,1 @@
+== chat-max-40000: loadtest --url ws://127.0.0.1:41737/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 20000  (1.60 0.91 0.93 load)

@@ -1,0 +1,1 @@
+== chat-max-50000: loadtest --url ws://127.0.0.1:35955/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 25000  (1.98 1.07 0.99 load)

@@ -1,0 +1,1 @@
+== chat-max-8000: loadtest --url ws://127.0.0.1:45891/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 4000  (1.00 1.25 1.19 load)

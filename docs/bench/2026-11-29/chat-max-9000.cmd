@@ -1,0 +1,1 @@
+== chat-max-9000: loadtest --url ws://127.0.0.1:36901/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 --max-p99 10ms chat --visitors 2000 --operators 100 --rate 4500  (0.92 1.21 1.18 load)

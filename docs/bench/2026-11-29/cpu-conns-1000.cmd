@@ -1,0 +1,1 @@
+== cpu-conns-1000: loadtest --url ws://127.0.0.1:34193/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 1000 --operators 100 --rate 500  (0.99 1.15 1.16 load)

@@ -1,0 +1,1 @@
+== cpu-conns-10000: loadtest --url ws://127.0.0.1:39587/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 10000 --operators 100 --rate 500  (0.69 1.04 1.12 load)

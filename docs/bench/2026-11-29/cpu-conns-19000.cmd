@@ -1,0 +1,1 @@
+== cpu-conns-19000: loadtest --url ws://127.0.0.1:39561/v1/ws --gateway-pid <gateway> --workers 2 --source-ips 127.0.0.2,127.0.0.3 --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 18900 --operators 100 --rate 500  (0.56 0.96 1.09 load)

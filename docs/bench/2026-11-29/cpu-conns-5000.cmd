@@ -1,0 +1,1 @@
+== cpu-conns-5000: loadtest --url ws://127.0.0.1:33535/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 5000 --operators 100 --rate 500  (0.79 1.09 1.14 load)

@@ -1,0 +1,1 @@
+== idle-10k-settle12 (by hand): loadtest --url ws://127.0.0.1:PORT/v1/ws --gateway-pid <gateway> --connect-rate 1000 --duration 5s idle --sockets 10000 --settle 12s  (gateway: GATEWAY_SITES=sites.json, default rate limit)

@@ -1,0 +1,1 @@
+== idle-19980 (by hand): loadtest --url ws://127.0.0.1:PORT/v1/ws --gateway-pid <gateway> --workers 2 --source-ips 127.0.0.2,127.0.0.3 --connect-rate 1000 --duration 5s idle --sockets 19980 --settle 3s  (gateway: GATEWAY_SITES=sites.json GATEWAY_RATE_PER_SEC=1000 GATEWAY_RATE_BURST=2000)

@@ -1,0 +1,1 @@
+== redis3-chat-1000: loadtest --url ws://127.0.0.1:34293/v1/ws --url ws://127.0.0.1:34005/v1/ws --url ws://127.0.0.1:34389/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 500  (1.53 1.27 1.08 load)

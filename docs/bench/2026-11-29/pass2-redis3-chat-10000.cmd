@@ -1,0 +1,1 @@
+== redis3-chat-10000: loadtest --url ws://127.0.0.1:38629/v1/ws --url ws://127.0.0.1:44321/v1/ws --url ws://127.0.0.1:43715/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 5000  (1.91 1.37 1.12 load)

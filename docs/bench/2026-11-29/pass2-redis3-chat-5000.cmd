@@ -1,0 +1,1 @@
+== redis3-chat-5000: loadtest --url ws://127.0.0.1:41571/v1/ws --url ws://127.0.0.1:36945/v1/ws --url ws://127.0.0.1:45433/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 2500  (1.13 1.19 1.06 load)

@@ -1,0 +1,1 @@
+== ramp-1node (by hand; now loadtest/bench/one-node.sh ramp): loadtest --url ws://127.0.0.1:PORT/v1/ws --gateway-pid <gateway> --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 60s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 19900

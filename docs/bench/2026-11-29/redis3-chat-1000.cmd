@@ -1,0 +1,1 @@
+== redis3-chat-1000: loadtest --url ws://127.0.0.1:36509/v1/ws --url ws://127.0.0.1:44713/v1/ws --url ws://127.0.0.1:44805/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 500  (1.38 0.89 1.00 load)

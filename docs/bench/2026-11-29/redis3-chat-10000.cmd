@@ -1,0 +1,1 @@
+== redis3-chat-10000: loadtest --url ws://127.0.0.1:34641/v1/ws --url ws://127.0.0.1:37441/v1/ws --url ws://127.0.0.1:39475/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 5000  (1.58 1.02 1.03 load)

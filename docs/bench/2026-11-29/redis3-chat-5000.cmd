@@ -1,0 +1,1 @@
+== redis3-chat-5000: loadtest --url ws://127.0.0.1:40295/v1/ws --url ws://127.0.0.1:40481/v1/ws --url ws://127.0.0.1:43251/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 2500  (1.49 0.95 1.01 load)

@@ -1,0 +1,1 @@
+== redis3-cpu-conns-1000: loadtest --url ws://127.0.0.1:33543/v1/ws --url ws://127.0.0.1:33381/v1/ws --url ws://127.0.0.1:45027/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 1000 --operators 99 --rate 500  (1.87 1.15 1.08 load)

@@ -1,0 +1,1 @@
+== redis3-cpu-conns-5000: loadtest --url ws://127.0.0.1:45077/v1/ws --url ws://127.0.0.1:46509/v1/ws --url ws://127.0.0.1:45161/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 5000 --operators 99 --rate 500  (1.38 1.09 1.06 load)

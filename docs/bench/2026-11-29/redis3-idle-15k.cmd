@@ -1,0 +1,1 @@
+== redis3-idle-15k: loadtest --url ws://127.0.0.1:43777/v1/ws --url ws://127.0.0.1:41771/v1/ws --url ws://127.0.0.1:45857/v1/ws --duration 5s --connect-rate 1000 idle --sockets 15000 --settle 3s  (2.03 1.28 1.12 load)

@@ -1,0 +1,1 @@
+== redis3-storm-10k: loadtest --url ws://127.0.0.1:43069/v1/ws --url ws://127.0.0.1:46465/v1/ws --url ws://127.0.0.1:46035/v1/ws --site auto --connect-rate 500 --duration 60s --op-pace 200 --max-lost 0 --max-dup 0 reconnect-storm --visitors 10000 --operators 99 --missed 1  (1.61 1.24 1.12 load)

@@ -1,0 +1,1 @@
+== storm-10k: loadtest --url ws://127.0.0.1:37681/v1/ws --gateway-pid <gateway> --site auto --connect-rate 500 --duration 60s --op-pace 200 --max-lost 0 --max-dup 0 reconnect-storm --visitors 10000 --operators 100 --missed 1  (0.59 0.85 1.04 load)

@@ -1,0 +1,1 @@
+== redis3-chat-1000: loadtest --url ws://127.0.0.1:34883/v1/ws --url ws://127.0.0.1:46687/v1/ws --url ws://127.0.0.1:37929/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 500  (2.01 1.50 1.21 load)

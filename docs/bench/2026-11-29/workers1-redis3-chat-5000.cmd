@@ -1,0 +1,1 @@
+== redis3-chat-5000: loadtest --url ws://127.0.0.1:45705/v1/ws --url ws://127.0.0.1:42607/v1/ws --url ws://127.0.0.1:41783/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 2500  (1.70 1.48 1.22 load)
