@@ -64,11 +64,37 @@ impl From<Reject> for ServiceError {
 pub struct Site {
     pub config: SiteConfig,
     settings: RwLock<Arc<Settings>>,
+    /// The widget's availability as last computed here. Every page with the widget polls it;
+    /// reading the site's state for each poll would take its lock (and ask Redis) as often as
+    /// pages load, in the way of the transitions that matter.
+    availability: tokio::sync::Mutex<Option<CachedAvailability>>,
+    /// Bumped by every change this node makes to the site (a transition, new settings), so
+    /// that its own changes show at once; other nodes' show within [`AVAILABILITY_TTL`].
+    generation: AtomicU64,
 }
+
+#[derive(Clone, Copy)]
+struct CachedAvailability {
+    at: std::time::Instant,
+    generation: u64,
+    value: Availability,
+}
+
+/// How long a node answers availability from what it last computed.
+pub const AVAILABILITY_TTL: Duration = Duration::from_secs(1);
 
 impl Site {
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.read().clone()
+    }
+
+    fn set_settings(&self, new: Arc<Settings>) {
+        *self.settings.write() = new;
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -128,6 +154,8 @@ impl<E: Engine> Gateway<E> {
                 Site {
                     settings: RwLock::new(Arc::new(s.settings.clone())),
                     config: s.clone(),
+                    availability: tokio::sync::Mutex::new(None),
+                    generation: AtomicU64::new(0),
                 },
             );
         }
@@ -217,6 +245,7 @@ impl<E: Engine> Gateway<E> {
             let (timers, effects) = split_timers(effects);
             match tx.commit(&timers).await {
                 Ok(()) => {
+                    s.changed();
                     // Carried out while the transaction is held, so that on this node the
                     // effects of one site leave in commit order.
                     let version = tx.state().version;
@@ -1480,11 +1509,29 @@ impl<E: Engine> Gateway<E> {
 
     // ----- sites -----
 
+    /// The site's availability for the widget: computed at most once per
+    /// [`AVAILABILITY_TTL`] per node (and again after this node changed the site), however
+    /// many pages ask; concurrent askers wait for one computation.
     pub async fn availability(&self, site: &SiteId) -> Result<Availability, ServiceError> {
         let s = self.site_or_refuse(site)?;
+        let mut cached = s.availability.lock().await;
+        let generation = s.generation.load(Ordering::Acquire);
+        if let Some(c) = *cached {
+            if c.generation == generation && c.at.elapsed() < AVAILABILITY_TTL {
+                return Ok(c.value);
+            }
+        }
         let settings = s.settings();
-        let mut tx = self.engine.begin(site).await?;
-        Ok(core::availability(tx.state(), &settings))
+        let value = {
+            let mut tx = self.engine.begin(site).await?;
+            core::availability(tx.state(), &settings)
+        };
+        *cached = Some(CachedAvailability {
+            at: std::time::Instant::now(),
+            generation,
+            value,
+        });
+        Ok(value)
     }
 
     /// Applies a settings patch, stores it for every node, and lets routing react.
@@ -1503,7 +1550,7 @@ impl<E: Engine> Gateway<E> {
             .await
             .map_err(|e| SettingsUpdateError::Service(e.into()))?;
         let new = Arc::new(new);
-        *s.settings.write() = new.clone();
+        s.set_settings(new.clone());
         // Every other node reloads them; a node that misses the message (its bus connection
         // was down) reloads every site's settings when it resubscribes.
         if let Err(e) = self
@@ -1527,7 +1574,7 @@ impl<E: Engine> Gateway<E> {
         if let Some(v) = self.engine.load_settings(site).await? {
             if let Some(obj) = v.as_object() {
                 match s.config.settings.patched(obj, self.cfg.bounds) {
-                    Ok(new) => *s.settings.write() = Arc::new(new),
+                    Ok(new) => s.set_settings(Arc::new(new)),
                     Err(e) => tracing::warn!(site = %site, error = %e, "stored settings rejected"),
                 }
             }

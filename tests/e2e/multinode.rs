@@ -209,3 +209,53 @@ async fn on_a_redis_cluster_nodes_chat_race_and_resume() {
     cluster.flush();
     resume_on_another_node(&store.env()).await;
 }
+
+/// How many scripts Redis has run so far (`INFO commandstats`).
+fn scripts_run(redis: &RedisServer) -> u64 {
+    let port: u16 = redis.url().rsplit(':').next().unwrap().parse().unwrap();
+    let info = testsupport::command(port, "INFO commandstats").expect("INFO answered");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Every page with the widget polls availability. A node answers from what it computed at
+/// most a second ago (and afresh after its own changes), so a burst of polls does not read
+/// the site's state from Redis one by one; another node's change still shows within it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_polls_do_not_read_redis_each_and_follow_other_nodes() {
+    let store = Store::Single(RedisServer::start());
+    let n = nodes(&store.env(), &["a", "b"]);
+    let Store::Single(redis) = &store else {
+        unreachable!()
+    };
+    let url = n[1].http("/v1/sites/demo/availability");
+    http_until(&url, "offline", |code, body| {
+        code == 200 && body.contains("\"offline\"")
+    })
+    .await;
+    // 300 polls in a burst: without the node's short memory each would run a script.
+    let before = scripts_run(redis);
+    for _ in 0..300 {
+        let (code, body) = http_get(&url).await.expect("availability answered");
+        assert_eq!(code, 200, "{body}");
+    }
+    let ran = scripts_run(redis) - before;
+    assert!(
+        ran < 100,
+        "{ran} scripts ran in Redis during 300 availability polls"
+    );
+    // An operator goes active on node a: node b says so within its second.
+    let started = tokio::time::Instant::now();
+    let _op = operator(&n[0], "op1", "Olga").await;
+    http_until(&url, "online", |code, body| {
+        code == 200 && body.contains("\"online\"")
+    })
+    .await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "node b showed the operator after {:?}",
+        started.elapsed()
+    );
+}
