@@ -116,6 +116,25 @@ impl Client {
         Client::resume(node, enc, token, &[]).await
     }
 
+    /// An operator of the demo site, connected in JSON and set active.
+    pub async fn active_operator(node: &Node, id: &str, name: &str) -> Client {
+        let (mut op, _) = Client::connect(
+            node,
+            Encoding::Json,
+            &token("demo", Role::Operator, id, name),
+        )
+        .await;
+        let r = op.rid();
+        let ok = op
+            .request(req::status(r, gateway::protocol::OperatorStatus::Active))
+            .await;
+        assert!(
+            matches!(ok, ServerFrame::Ok { .. }),
+            "status refused: {ok:?}"
+        );
+        op
+    }
+
     pub async fn resume(
         node: &Node,
         enc: Encoding,

@@ -492,14 +492,7 @@ async fn offer_routing_offers_to_the_operator_who_then_accepts() {
         c.sites = sites(r#"[{"id":"demo","settings":{"routing":"offer","accept_timeout":"30s"}}]"#)
     })
     .await;
-    let (mut op, _) = Client::connect(
-        &node,
-        Encoding::Json,
-        &token("demo", Role::Operator, "op1", "Olga"),
-    )
-    .await;
-    let r = op.rid();
-    op.request(req::status(r, OperatorStatus::Active)).await;
+    let mut op = Client::active_operator(&node, "op1", "Olga").await;
     let (mut v, _) = Client::connect(
         &node,
         Encoding::Json,

@@ -479,58 +479,12 @@ async fn oversized_frames_and_messages_are_refused() {
 /// the 4008 close frame on the wire after what was in flight.
 #[tokio::test]
 async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::StreamExt;
     let budget = 64 * 1024;
     let node = node_with(|c| c.outbound_max_bytes = budget).await;
-    let (mut op, _) = Client::connect(
-        &node,
-        Encoding::Json,
-        &token("demo", Role::Operator, "op1", "Olga"),
-    )
-    .await;
-    let r = op.rid();
-    op.request(req::status(r, OperatorStatus::Active)).await;
+    let mut op = Client::active_operator(&node, "op1", "Olga").await;
     // A visitor on a socket with a tiny receive buffer that stops reading after `start`.
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(node.addr).await.unwrap();
-    let url = format!("ws://{}/v1/ws", node.addr);
-    let (mut slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    let hello = ClientFrame::Hello {
-        token: token("demo", Role::Visitor, "slow", "Slow"),
-        cursors: Default::default(),
-    };
-    slow.send(Message::Text(
-        String::from_utf8(hello.encode(Encoding::Json).to_vec())
-            .unwrap()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    let _welcome = slow.next().await.unwrap().unwrap();
-    let start = r#"{"t":"start","rid":1}"#;
-    slow.send(Message::Text(start.into())).await.unwrap();
-    let conv = loop {
-        let m = tokio::time::timeout(WAIT, slow.next())
-            .await
-            .expect("the answer to start")
-            .unwrap()
-            .unwrap();
-        if let Ok(ServerFrame::Ok {
-            body: OkBody::Conv { conv },
-            ..
-        }) = ServerFrame::decode(Encoding::Json, m.to_text().unwrap().as_bytes())
-        {
-            break conv.id;
-        }
-    };
-    let slow_conn = node
-        .gw
-        .hub
-        .all()
-        .into_iter()
-        .find(|c| c.role == Role::Visitor)
-        .expect("the slow visitor's connection");
+    let (mut slow, conv, slow_conn) = slow_visitor(&node).await;
     let r = op.rid();
     op.request(req::accept(r, &conv)).await;
     // The operator writes; after each ack (by then the node has queued the message for the
@@ -622,24 +576,9 @@ async fn a_client_whose_downlink_is_stuck_is_still_heard() {
         c.ping_interval = interval;
     })
     .await;
-    let (mut op, _) = Client::connect(
-        &node,
-        Encoding::Json,
-        &token("demo", Role::Operator, "op1", "Olga"),
-    )
-    .await;
-    let r = op.rid();
-    op.request(req::status(r, OperatorStatus::Active)).await;
-    let sock = tokio::net::TcpSocket::new_v4().unwrap();
-    sock.set_recv_buffer_size(4096).unwrap();
-    let stream = sock.connect(node.addr).await.unwrap();
-    let url = format!("ws://{}/v1/ws", node.addr);
-    let (slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
-    let (mut tx, mut rx) = slow.split();
-    let hello = ClientFrame::Hello {
-        token: token("demo", Role::Visitor, "slow", "Slow"),
-        cursors: Default::default(),
-    };
+    let mut op = Client::active_operator(&node, "op1", "Olga").await;
+    let (slow, conv, slow_conn) = slow_visitor(&node).await;
+    let (mut tx, _rx) = slow.split();
     let text = |f: &ClientFrame| {
         Message::Text(
             String::from_utf8(f.encode(Encoding::Json).to_vec())
@@ -647,31 +586,6 @@ async fn a_client_whose_downlink_is_stuck_is_still_heard() {
                 .into(),
         )
     };
-    tx.send(text(&hello)).await.unwrap();
-    tx.send(Message::Text(r#"{"t":"start","rid":1}"#.into()))
-        .await
-        .unwrap();
-    let conv = loop {
-        let m = tokio::time::timeout(WAIT, rx.next())
-            .await
-            .expect("the answer to start")
-            .unwrap()
-            .unwrap();
-        if let Ok(ServerFrame::Ok {
-            body: OkBody::Conv { conv },
-            ..
-        }) = ServerFrame::decode(Encoding::Json, m.to_text().unwrap().as_bytes())
-        {
-            break conv.id;
-        }
-    };
-    let slow_conn = node
-        .gw
-        .hub
-        .all()
-        .into_iter()
-        .find(|c| c.role == Role::Visitor)
-        .expect("the slow visitor's connection");
     let r = op.rid();
     op.request(req::accept(r, &conv)).await;
     // Flood until the node queues for it: its socket and the kernel are full.
@@ -1050,14 +964,7 @@ async fn transcripts_are_for_participants_and_errors_say_what_happened() {
 #[tokio::test]
 async fn a_banned_visitor_is_closed_and_kept_out_until_unbanned() {
     let node = node().await;
-    let (mut op, _) = Client::connect(
-        &node,
-        Encoding::Json,
-        &token("demo", Role::Operator, "op1", "Olga"),
-    )
-    .await;
-    let r = op.rid();
-    op.request(req::status(r, OperatorStatus::Active)).await;
+    let mut op = Client::active_operator(&node, "op1", "Olga").await;
     let visitor = token("demo", Role::Visitor, "v1", "Troll");
     let (mut v, _) = Client::connect(&node, Encoding::Json, &visitor).await;
     let (mut tab, _) = Client::connect(&node, Encoding::Json, &visitor).await;
@@ -1162,4 +1069,53 @@ async fn a_banned_visitor_is_closed_and_kept_out_until_unbanned() {
     ));
     let (_back, _) = Client::connect(&node, Encoding::Json, &visitor).await;
     node.shutdown().await;
+}
+
+/// A visitor on a socket with a 4 KiB receive buffer (when it stops reading, the node soon
+/// meets a full socket) that says hello and starts a conversation. Returns the socket, the
+/// conversation and the node's side of the connection.
+async fn slow_visitor(
+    node: &Node,
+) -> (
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    String,
+    std::sync::Arc<gateway::hub::ConnShared>,
+) {
+    use futures_util::{SinkExt, StreamExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let stream = sock.connect(node.addr).await.unwrap();
+    let url = format!("ws://{}/v1/ws", node.addr);
+    let (mut slow, _) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+    let hello = ClientFrame::Hello {
+        token: token("demo", Role::Visitor, "slow", "Slow"),
+        cursors: Default::default(),
+    };
+    let hello = String::from_utf8(hello.encode(Encoding::Json).to_vec()).unwrap();
+    slow.send(Message::Text(hello.into())).await.unwrap();
+    slow.send(Message::Text(r#"{"t":"start","rid":1}"#.into()))
+        .await
+        .unwrap();
+    let conv = loop {
+        let m = tokio::time::timeout(WAIT, slow.next())
+            .await
+            .expect("the answer to start")
+            .unwrap()
+            .unwrap();
+        if let Ok(ServerFrame::Ok {
+            body: OkBody::Conv { conv },
+            ..
+        }) = ServerFrame::decode(Encoding::Json, m.to_text().unwrap().as_bytes())
+        {
+            break conv.id;
+        }
+    };
+    let conn = node
+        .gw
+        .hub
+        .all()
+        .into_iter()
+        .find(|c| c.role == Role::Visitor)
+        .expect("the slow visitor's connection");
+    (slow, conv, conn)
 }

@@ -5,9 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use gateway::protocol::{
-    ClientFrame, ConvEvent, Encoding, OkBody, OperatorStatus, Role, ServerFrame,
-};
+use gateway::protocol::{ClientFrame, ConvEvent, Encoding, OkBody, Role, ServerFrame};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::*;
@@ -122,14 +120,7 @@ async fn the_server_pings_each_interval_and_closes_a_silent_client_with_1001() {
 #[tokio::test]
 async fn a_cursor_older_than_the_capped_log_is_not_recovered_and_nothing_is_replayed() {
     let node = node_with(|c| c.max_log = 5).await;
-    let (mut op, _) = Client::connect(
-        &node,
-        Encoding::Json,
-        &token("demo", Role::Operator, "op1", "Olga"),
-    )
-    .await;
-    let r = op.rid();
-    op.request(req::status(r, OperatorStatus::Active)).await;
+    let mut op = Client::active_operator(&node, "op1", "Olga").await;
     let visitor = token("demo", Role::Visitor, "v1", "Ann");
     let (mut v, _) = Client::connect(&node, Encoding::Json, &visitor).await;
     let r = v.rid();
