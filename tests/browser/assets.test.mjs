@@ -1,13 +1,15 @@
 // The gateway serves the browser files compiled into it (gateway/src/http/assets.rs). This test
 // checks that the binary under test serves exactly the files of this checkout (a stale binary
 // would make every other browser test prove old code), with the right types, the widget
-// embeddable from other origins and under its 20 KB gzipped budget as served.
+// embeddable from other origins and under its 20 KB gzipped budget as served (without its
+// comment lines: widget-js/test/served.js builds what the gateway should serve).
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { skipReason, startGateway, REPO } from './harness.mjs';
+import served from '../../widget-js/test/served.js';
 
 const file = (name) => fs.readFileSync(path.join(REPO, 'widget-js', name), 'utf8');
 
@@ -15,7 +17,7 @@ test('the gateway serves this checkout\'s widget, console and demo page', { skip
   const gw = await startGateway();
   t.after(() => gw.stop());
   const expected = {
-    '/widget.js': [file('protocol.js') + '\n' + file('widget.js'), 'text/javascript'],
+    '/widget.js': [served.servedWidget(path.join(REPO, 'widget-js')), 'text/javascript'],
     '/protocol.js': [file('protocol.js'), 'text/javascript'],
     '/console.js': [file('console.js'), 'text/javascript'],
     '/console': [file('console.html'), 'text/html'],

@@ -1,6 +1,7 @@
 // Size budget of the embeddable widget: what GET /widget.js serves (protocol.js, a newline, then
-// widget.js; see gateway/src/http/assets.rs) must stay under 20 KB gzipped, the limit the
-// widget's issue sets. The browser tests check that the gateway serves exactly these bytes.
+// widget.js, without comment lines; see served.js and gateway/src/http/assets.rs) must stay
+// under 20 KB gzipped, the limit the widget's issue sets. The browser tests check that the
+// gateway serves exactly these bytes.
 'use strict';
 
 const test = require('node:test');
@@ -13,10 +14,7 @@ const zlib = require('node:zlib');
 const LIMIT = 20000;
 const dir = path.join(__dirname, '..');
 
-/** The body of GET /widget.js, built the way assets.rs concatenates it. */
-function servedWidget() {
-  return fs.readFileSync(path.join(dir, 'protocol.js'), 'utf8') + '\n' + fs.readFileSync(path.join(dir, 'widget.js'), 'utf8');
-}
+const { servedWidget, stripCommentLines } = require('./served.js');
 
 test('widget.js as served is under 20 KB gzipped', () => {
   const body = Buffer.from(servedWidget(), 'utf8');
@@ -32,4 +30,12 @@ test('the size check measures the real thing', () => {
   assert.match(body, /globalThis\.ChatGatewayProtocol|root\.ChatGatewayProtocol = api/);
   assert.match(body, /W\.ChatWidget = api/);
   assert.ok(body.length > LIMIT, 'uncompressed, the widget is larger than the budget: the test would notice growth');
+});
+
+test('comment lines are left out of what is served, code never', () => {
+  const src = "/*! keep: embed me\n * with this tag\n */\n// a line comment\nlet a = 1; // stays\n  /** doc */\n  /* multi\n   * line\n   */\n/* x */ let b = 2;\nconst u = 'http://x//y';\n";
+  // The same case as assets.rs' unit test: the two must agree.
+  assert.equal(stripCommentLines(src), "/*! keep: embed me\n * with this tag\n */\nlet a = 1; // stays\n/* x */ let b = 2;\nconst u = 'http://x//y';\n");
+  const full = fs.readFileSync(path.join(dir, 'protocol.js'), 'utf8') + '\n' + fs.readFileSync(path.join(dir, 'widget.js'), 'utf8');
+  assert.ok(servedWidget().length < full.length * 0.9, 'the comments are left out');
 });
