@@ -1124,7 +1124,7 @@
       box.append(h('label', { 'data-testid': 'transfer-queue', 'data-queue': q }, [h('input', { type: 'radio', name: 'to', value: 'queue:' + q, required: true }), q]));
     }
     $('transfer-note').value = '';
-    $('transfer-dialog').showModal();
+    openDialog('transfer-dialog');
   });
 
   $('transfer-dialog').addEventListener('close', () => {
@@ -1153,7 +1153,7 @@
     if (!st.selected) return;
     const c = conv(st.selected);
     $('close-tags').value = ((c && c.tags) || []).join(', ');
-    $('close-dialog').showModal();
+    openDialog('close-dialog');
   });
 
   $('close-dialog').addEventListener('close', () => {
@@ -1173,10 +1173,17 @@
     );
   });
 
+  // A dialog keeps the returnValue of its last close, and Esc leaves it as it was: cleared
+  // here, or Esc after one confirmed ban would ban the next visitor too.
+  function openDialog(id) {
+    $(id).returnValue = '';
+    $(id).showModal();
+  }
+
   $('ban-button').addEventListener('click', () => {
     if (!st.selected) return;
     $('ban-reason').value = '';
-    $('ban-dialog').showModal();
+    openDialog('ban-dialog');
   });
 
   $('ban-dialog').addEventListener('close', () => {

@@ -566,27 +566,31 @@
     return Object.keys(p).length ? p : undefined;
   };
 
-  // Details given while a conversation is open reach it with `identify`; S.idn marks them
-  // until the gateway took them (a start carries them itself).
+  // Details given while a conversation is open reach it with `identify`. S.idn counts the
+  // changes: it is cleared only by an answer (or a start) that carried the latest of them.
   function tell(again) {
-    if (!again) S.idn = 1;
+    if (!again) S.idn = (S.idn || 0) + 1;
     save();
-    if (S.idn && client && S.conv && !S.closed) client.identify(S.conv, pick(S.prechat), S.params).then(() => ((S.idn = 0), save()), noop);
+    const v = S.idn;
+    if (v && client && S.conv && !S.closed) client.identify(S.conv, pick(S.prechat), S.params).then(() => S.idn === v && ((S.idn = 0), save()), noop);
   }
 
   let starting = null;
   function startConv(offline) {
     if (starting) return starting;
     const prev = S.conv;
+    const told = S.idn;
     const pre = S.prechat && Object.keys(S.prechat).length ? S.prechat : undefined;
     starting = client
       .start({ queue: ds.queue, prechat: pre, params: params(offline ? { offline_form: '1' } : null), page: { url: location.href, title: D.title, referrer: D.referrer } })
       .then((ok) => {
         if (prev && prev !== ok.conv.id) client.forget(prev);
-        S.idn = 0;
         S.closed = false;
         S.assigned = 0;
         onConv(ok.conv);
+        // Details given while the start was on its way did not go with it.
+        if (S.idn === told) S.idn = 0;
+        else tell(1);
         ev.emit('conversation', { event: 'started', conv: ok.conv.id, state: ok.conv.state, previous: ok.conv.previous });
         return ok.conv.id;
       })
@@ -747,15 +751,18 @@
     open: () => open(),
     close,
     toggle: () => (isOpen ? close() : open()),
+    // Pages repeat what they know on every load: only a change goes to the gateway.
     identify(o) {
+      const was = JSON.stringify(S.prechat || {});
       S.prechat = Object.assign({}, S.prechat, pick(o));
-      tell();
+      tell(was === JSON.stringify(S.prechat));
       render(false);
     },
     setParams(o) {
+      const was = JSON.stringify(S.params || {});
       S.params = S.params || {};
       for (const k in o || {}) S.params[k] = String(o[k]);
-      tell();
+      tell(was === JSON.stringify(S.params));
     },
     on(e, f) {
       ev.on(e, f);

@@ -184,6 +184,7 @@ async fn serve<E: Engine>(
     let listings = tokio::spawn(gw.clone().run_listings());
     let retries = tokio::spawn(gw.clone().run_retries());
     let presence = tokio::spawn(gw.clone().run_presence(gw.cfg.node_timeout / 5));
+    let census = tokio::spawn(gw.clone().run_census());
     let app = http::router(
         AppState {
             gw: gw.clone(),
@@ -235,6 +236,7 @@ async fn serve<E: Engine>(
     }
     let _ = drain.await;
     presence.abort();
+    census.abort();
     // Whatever this node still counts (a disconnect that could not be stored) goes now, and
     // the node leaves the registry instead of waiting to be found dead.
     let life = gw.life();

@@ -80,6 +80,9 @@ struct CachedAvailability {
     value: Availability,
 }
 
+/// How often the conversation gauges are read from the sites' state.
+pub const CENSUS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How long a node answers availability from what it last computed.
 pub const AVAILABILITY_TTL: Duration = Duration::from_secs(1);
 
@@ -243,9 +246,12 @@ impl<E: Engine> Gateway<E> {
             let (reply, effects) = core::handle(tx.state(), ctx, cmd.clone())?;
             debug_assert!(core::check_invariants(tx.state(), &settings).is_ok());
             let (timers, effects) = split_timers(effects);
+            let touched = tx.state().is_touched();
             match tx.commit(&timers).await {
                 Ok(()) => {
-                    s.changed();
+                    if touched {
+                        s.changed();
+                    }
                     // Carried out while the transaction is held, so that on this node the
                     // effects of one site leave in commit order.
                     let version = tx.state().version;
@@ -1677,7 +1683,6 @@ impl<E: Engine> Gateway<E> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.export_census().await;
             let life = self.life();
             match self.engine.heartbeat(&life).await {
                 Ok(crate::engine::Heartbeat::Alive) => {}
@@ -1713,6 +1718,17 @@ impl<E: Engine> Gateway<E> {
                     }
                 }
             }
+        }
+    }
+
+    /// Keeps the conversation gauges current, every [`CENSUS_INTERVAL`]. A task of its own:
+    /// reading a site's state waits for its lock, and the heartbeat must never wait for that.
+    pub async fn run_census(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(CENSUS_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.export_census().await;
         }
     }
 

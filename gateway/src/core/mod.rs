@@ -1258,6 +1258,16 @@ impl Core<'_, '_> {
         if merged.len() > MAX_PARAMS {
             return reject(ErrorCode::TooLarge, "too many params");
         }
+        let p = &c.profile;
+        let same = |new: &Option<String>, old: &Option<String>| new.is_none() || new == old;
+        if same(&name, &p.name)
+            && same(&email, &p.email)
+            && same(&phone, &p.phone)
+            && merged == p.params
+        {
+            // Pages repeat what they know on every load: nothing to store or tell anyone.
+            return Ok(Reply::Conv(Box::new(view(self.st, &id).expect("exists"))));
+        }
         let c = self.st.convs.get_mut(&id).expect("checked above");
         let p = &mut c.profile;
         p.name = name.or(p.name.take());
@@ -1265,6 +1275,8 @@ impl Core<'_, '_> {
         p.phone = phone.or(p.phone.take());
         p.params = merged;
         self.conv_event(&id, ConvEvent::Updated, Some("visitor".into()));
+        // Waiting conversations show the visitor in the queue's listing (and on offer cards).
+        self.dirty_queue_of(&id);
         let c = view(self.st, &id).expect("exists");
         Ok(Reply::Conv(Box::new(c)))
     }

@@ -880,6 +880,11 @@ fn a_visitor_identifies_mid_conversation_and_staff_see_it() {
     };
     assert_eq!(c.visitor.name.as_deref(), Some("Ann"));
     assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Updated, reason: Some(r), .. } if r == "visitor")));
+    // The same details again (a page load repeating what it knows): nothing changes, nobody
+    // is told.
+    w.effects.clear();
+    w.run(identify(Some("Ann"), &[("plan", "gold")])).unwrap();
+    assert!(!w.saw(|e| matches!(e, Effect::Conv { .. } | Effect::Queue { .. })));
     // Absent fields stay; an empty parameter removes it.
     w.run(identify(None, &[("cart", "")])).unwrap();
     let profile = &w.conv("c1").unwrap().profile;
@@ -902,4 +907,17 @@ fn a_visitor_identifies_mid_conversation_and_staff_see_it() {
         ErrorCode::TooLarge
     );
     assert_eq!(w.conv("c1").unwrap().profile.params.len(), 1);
+    // A waiting conversation's new details reach the queue's listing too.
+    w.visitor_starts("v3", "c3");
+    w.effects.clear();
+    w.run(Command::Identify {
+        visitor: VisitorId::from("v3"),
+        conv: ConvId::from("c3"),
+        name: Some("Vera".into()),
+        email: None,
+        phone: None,
+        params: BTreeMap::new(),
+    })
+    .unwrap();
+    assert!(w.saw(|e| matches!(e, Effect::Queue { queue } if queue.as_str() == "general")));
 }

@@ -959,6 +959,48 @@ pub async fn a_copy_from_before_a_data_loss_is_reloaded_whole<E: Engine>(f: Fixt
     );
 }
 
+/// A conversation whose record fell behind its log (it should never happen; a restored
+/// backup could do it): the append fails without storing anything or keeping its cid, and the
+/// retry with the same cid is stored once, after the log's last message.
+pub async fn a_record_behind_its_log_heals_on_the_next_append<E: Engine>(f: Fixture<E>) {
+    let Some(server) = &f._server else {
+        return; // needs a store the test can edit (the single-Redis fixture)
+    };
+    let e = &f.e;
+    open_conv(e, "c1").await;
+    for i in 0..3 {
+        stored(
+            e.append(msg(
+                "c1",
+                Role::Visitor,
+                "v1",
+                Some(&format!("a{i}")),
+                "x",
+                1,
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    let meta = gateway::engine::redis::keys::conv_meta(&ConvId::from("c1"));
+    assert_eq!(
+        testsupport::command(server.port, &format!("HSET {meta} seq 1")).unwrap(),
+        ":0"
+    );
+    let retry = || msg("c1", Role::Visitor, "v1", Some("late"), "late", 2);
+    assert!(
+        e.append(retry()).await.is_err(),
+        "the log is ahead of seq 2"
+    );
+    let seq = stored(e.append(retry()).await.unwrap());
+    assert_eq!(seq, 4, "after the log's last message");
+    match e.append(retry()).await.unwrap() {
+        AppendOutcome::Duplicate(m) => assert_eq!(m.seq, 4),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.other.last_seq(&ConvId::from("c1")).await.unwrap(), 4);
+}
+
 /// A ban holds until its time, on every node, and can be lifted.
 pub async fn bans_hold_until_their_time<E: Engine>(f: Fixture<E>) {
     let (s, v) = (site(), VisitorId::from("v1"));
@@ -1132,6 +1174,7 @@ macro_rules! conformance {
 }
 
 conformance!(
+    a_record_behind_its_log_heals_on_the_next_append,
     append_assigns_contiguous_seqs_and_publishes_in_order,
     append_is_idempotent_by_cid,
     append_refuses_strangers_closed_and_unknown,

@@ -55,7 +55,18 @@ if refused then
 end
 local p = cmsgpack.pack(seq)
 local frame = ARGV[7] .. p .. ARGV[8]
-redis.call('XADD', log, 'MAXLEN', ARGV[9], seq .. '-0', 'f', frame)
+local added = redis.pcall('XADD', log, 'MAXLEN', ARGV[9], seq .. '-0', 'f', frame)
+if type(added) == 'table' and added.err then
+  -- The log is ahead of the record's seq (it should never be): nothing is stored, the cid
+  -- is free again (the retry must not be taken for a stored message), and the record's seq
+  -- catches up with the log, so that the retry succeeds.
+  if ckey ~= '' then redis.call('HDEL', cids, ckey) end
+  local top = redis.call('XREVRANGE', log, '+', '-', 'COUNT', 1)
+  if #top > 0 then
+    redis.call('HSET', m, 'seq', tonumber(string.match(top[1][1], '^(%d+)')))
+  end
+  return redis.error_reply(added.err)
+end
 local ts = ARGV[10]
 local started = 0
 if role == 'visitor' then
