@@ -349,6 +349,17 @@ impl Config {
             })
         );
         let max_text = check!("GATEWAY_MAX_TEXT", num(&raw.max_text));
+        // One message in JSON can be several times its text (escapes); a budget that a few
+        // messages fill would cut readers that keep up.
+        if let (Some(out), Some(text)) = (outbound_max_bytes, max_text) {
+            if out < 8 * text {
+                errs.push(format!(
+                    "GATEWAY_OUTBOUND_MAX_BYTES: {out} holds fewer than 8 messages of \
+                     GATEWAY_MAX_TEXT ({text} bytes); raise it to at least {}",
+                    8 * text
+                ));
+            }
+        }
         let visitor_token_ttl = check!("GATEWAY_VISITOR_TOKEN_TTL", dur(&raw.visitor_token_ttl));
         let max_log = check!(
             "GATEWAY_MAX_LOG",
@@ -589,6 +600,26 @@ mod tests {
         ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
+    }
+
+    #[test]
+    fn the_outbound_budget_holds_several_long_messages() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            raw: RawConfig,
+        }
+        let parse = |args: &[&str]| {
+            let mut all = vec!["gateway"];
+            all.extend_from_slice(args);
+            Config::from_raw(&<Cli as clap::Parser>::parse_from(all).raw)
+        };
+        let e = parse(&["--outbound-max-bytes", "32768"]).unwrap_err();
+        assert!(
+            e.0[0].starts_with("GATEWAY_OUTBOUND_MAX_BYTES: 32768 holds fewer"),
+            "{e:?}"
+        );
+        assert!(parse(&["--outbound-max-bytes", "32768", "--max-text", "4000"]).is_ok());
     }
 
     #[test]

@@ -139,6 +139,9 @@ fn new_life(node: &NodeId) -> NodeId {
 }
 
 const HISTORY_MAX: usize = 200;
+/// The most bytes of messages one `history` answer carries (less with a small outbound
+/// budget): long messages come in more pages, never in a frame the budget cannot hold.
+const HISTORY_PAGE_BYTES: usize = 64 * 1024;
 /// How long a ban lasts when the request does not say, and at most.
 const BAN_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 const BAN_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -1038,10 +1041,29 @@ impl<E: Engine> Gateway<E> {
     ) -> Result<HistoryPage, ServiceError> {
         self.authorize(p, conv, Access::Read).await?;
         let limit = (limit.unwrap_or(50) as usize).clamp(1, HISTORY_MAX);
-        Ok(self
+        let mut page = self
             .engine
             .history(&ConvId(conv.to_owned()), before, limit)
-            .await?)
+            .await?;
+        // The answer is one frame, and a frame larger than the asker's outbound budget would
+        // close it with 4008: a page keeps the newest messages that fit, at least one, and
+        // says it is not complete, so the client asks for the rest.
+        let cap = (self.cfg.outbound_max_bytes / 4).min(HISTORY_PAGE_BYTES);
+        let mut bytes = 0;
+        let mut keep = 0;
+        for m in page.messages.iter().rev() {
+            let n = serde_json::to_vec(m).map_or(m.text.len(), |v| v.len());
+            if keep > 0 && bytes + n > cap {
+                break;
+            }
+            bytes += n;
+            keep += 1;
+        }
+        if keep < page.messages.len() {
+            page.messages.drain(..page.messages.len() - keep);
+            page.complete = false;
+        }
+        Ok(page)
     }
 
     /// Tells the others in the conversation that `p` is typing (not the connection `from`,

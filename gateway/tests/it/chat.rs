@@ -628,3 +628,78 @@ async fn cids_count_characters_and_decline_answers_with_the_conversation() {
     assert!(c.operator.is_none());
     node.shutdown().await;
 }
+
+/// A history page of long messages is cut to fit the outbound budget (with `complete:
+/// false`, so the client pages on), instead of being one frame larger than the budget that
+/// closes the asker with 4008. Regression: a page of 60 messages of 7,000 bytes asked at once
+/// closed the visitor.
+#[tokio::test]
+async fn a_history_page_of_long_messages_fits_the_outbound_budget() {
+    let node = node().await;
+    let mut op = Client::active_operator(&node, "op1", "Olga").await;
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "Ann"),
+    )
+    .await;
+    let r = v.rid();
+    let conv = ok_conv_id(&v.request(req::start(r)).await);
+    let r = op.rid();
+    op.request(req::accept(r, &conv)).await;
+    // 60 messages of 7,000 bytes: 420 KB, more than the 256 KiB budget in one frame. The
+    // visitor reads each as it comes (a reader that keeps up).
+    let mut last = 0;
+    for i in 0..60 {
+        let long = format!("{i:02}{}", "y".repeat(7000));
+        let r = op.rid();
+        last = ok_seq(
+            &op.request(req::send(r, &conv, &format!("o{i}"), &long))
+                .await,
+        );
+        v.recv_until(|f| is_msg_text(f, &long)).await;
+    }
+    // Page backwards through all of it, as a client would.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let r = v.rid();
+        let page = v
+            .request(ClientFrame::History {
+                rid: Some(r),
+                conv: conv.clone(),
+                before,
+                limit: Some(200),
+            })
+            .await;
+        let ServerFrame::Ok {
+            body: OkBody::History {
+                messages, complete, ..
+            },
+            ..
+        } = page
+        else {
+            panic!("history refused: {page:?}");
+        };
+        let bytes: usize = messages.iter().map(|m| m.text.len()).sum();
+        assert!(bytes <= 256 * 1024, "a page of {bytes} bytes");
+        assert!(!messages.is_empty());
+        before = messages.first().map(|m| m.seq);
+        seen.splice(0..0, messages.into_iter().map(|m| m.seq));
+        if complete {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        (1..=last).collect::<Vec<_>>(),
+        "every message, once, in order"
+    );
+    // The visitor was never cut, and still chats.
+    let r = v.rid();
+    ok_seq(
+        &v.request(req::send(r, &conv, "v-after", "still here"))
+            .await,
+    );
+    node.shutdown().await;
+}
