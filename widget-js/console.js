@@ -28,6 +28,7 @@
     settings: {},
     status: null,
     queues: new Map(), // queue id -> [Conversation]
+    queueCounts: new Map(), // queue id -> how many wait (a listing may show fewer)
     offers: new Map(), // conv id -> {conv, expires_at}
     mine: new Map(), // conv id -> Conversation (assigned to me, or watched)
     watched: new Set(),
@@ -249,6 +250,7 @@
     // A fresh snapshot: queues and operators are re-sent right after welcome; what was mine
     // and is no longer listed ended or moved while we were away.
     st.queues.clear();
+    st.queueCounts.clear();
     st.primedQueues.clear();
     const listed = new Set((f.conversations || []).map((c) => c.id));
     for (const [id, c] of st.mine) if (!listed.has(id) && !st.watched.has(id) && c.state !== 'closed') st.mine.delete(id);
@@ -304,6 +306,7 @@
 
   function onQueue(f) {
     st.queues.set(f.queue, f.waiting || []);
+    st.queueCounts.set(f.queue, typeof f.count === 'number' ? f.count : (f.waiting || []).length);
     // An offer without a known expiry is over once a complete listing of its queue no longer
     // shows it offered (requeued after it lapsed, taken, closed). Offers that have an expiry
     // go by it: a listing may have been made before their `offer` frame.
@@ -543,8 +546,13 @@
         ])
       );
     }
-    $('queue-count').textContent = list.length;
-    $('queue-empty').hidden = list.length > 0;
+    // A listing carries the longest waiting that fit in one frame; `count` says how many wait.
+    let total = 0;
+    for (const [q, n] of st.queueCounts) total += n - (st.queues.get(q) || []).filter((c) => st.mine.has(c.id)).length;
+    total = Math.max(total, list.length);
+    if (total > list.length) ul.append(h('li', { class: 'empty', 'data-testid': 'queue-more', text: '+ ' + (total - list.length) + ' more waiting' }));
+    $('queue-count').textContent = total;
+    $('queue-empty').hidden = total > 0;
   }
 
   function lastText(id) {
@@ -615,7 +623,10 @@
       st.offers.delete(id);
       if (err.code === 'taken') {
         toast('Another operator was faster: the conversation is taken.');
-        for (const [q, list] of st.queues) st.queues.set(q, list.filter((c) => c.id !== id));
+        for (const [q, list] of st.queues) {
+          if (list.some((c) => c.id === id)) st.queueCounts.set(q, Math.max(0, (st.queueCounts.get(q) || 1) - 1));
+          st.queues.set(q, list.filter((c) => c.id !== id));
+        }
       } else if (err.code === 'capacity') toast('You are at your maximum number of chats.');
       else toast('Could not accept: ' + errText(err));
       renderAll();

@@ -80,6 +80,10 @@ struct CachedAvailability {
     value: Availability,
 }
 
+/// The most bytes of conversations one `queue` listing carries (less with a small outbound
+/// budget).
+const LISTING_BYTES: usize = 64 * 1024;
+
 /// How often the conversation gauges are read from the sites' state.
 pub const CENSUS_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -728,6 +732,7 @@ impl<E: Engine> Gateway<E> {
         let _ = settings;
         let mut frames = Vec::new();
         for (q, waiting, count) in &mut queues {
+            self.fit_listing(waiting);
             self.fill_last_seqs(waiting).await?;
             frames.push(ServerFrame::Queue {
                 queue: q.0.clone(),
@@ -1803,11 +1808,29 @@ impl<E: Engine> Gateway<E> {
         }
     }
 
+    /// Cuts a queue's waiting list (longest waiting first) to what fits in one frame that the
+    /// staff's outbound budget can hold: visitors' previews and parameters make a listing of
+    /// a hundred conversations megabytes, which would cut every operator of the queue with
+    /// 4008. `count` still says how many wait.
+    fn fit_listing(&self, waiting: &mut Vec<Conversation>) {
+        let cap = (self.cfg.outbound_max_bytes / 4).min(LISTING_BYTES);
+        let mut bytes = 0;
+        let keep = waiting
+            .iter()
+            .take_while(|c| {
+                bytes += serde_json::to_vec(c).map_or(0, |v| v.len());
+                bytes <= cap
+            })
+            .count();
+        waiting.truncate(keep);
+    }
+
     async fn publish_listing(&self, site: &SiteId, queue: &QueueId) -> Result<(), ServiceError> {
         let (mut waiting, count) = {
             let mut tx = self.engine.begin(site).await?;
             core::waiting(tx.state(), queue)
         };
+        self.fit_listing(&mut waiting);
         self.fill_last_seqs(&mut waiting).await?;
         let frame = ServerFrame::Queue {
             queue: queue.0.clone(),

@@ -235,3 +235,41 @@ test('console: a visitor who identifies mid-conversation is shown at once, even 
   await panel.locator('dd', { hasText: '+420 777 123 456' }).waitFor();
   assert.deepEqual([...op.errors, ...v.errors], []);
 });
+
+test('console: a queue longer than one listing shows every waiting visitor in its counter', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  // 105 visitors start conversations from sockets of their own (a listing carries 100).
+  const page = await newPage(browser);
+  await page.page.goto(gw.url + '/console');
+  const started = await page.page.evaluate(async (url) => {
+    const one = (i) =>
+      fetch('/v1/visitor/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ site: 'demo', name: 'Visitor ' + i }) })
+        .then((r) => r.json())
+        .then(
+          (s) =>
+            new Promise((resolve, reject) => {
+              const ws = new WebSocket(url.replace('http', 'ws') + '/v1/ws', 'chat.v1.json');
+              ws.onopen = () => ws.send(JSON.stringify({ t: 'hello', token: s.token }));
+              ws.onmessage = (e) => {
+                const f = JSON.parse(e.data);
+                if (f.t === 'welcome') ws.send(JSON.stringify({ t: 'start', rid: 1 }));
+                if (f.t === 'ok' && f.rid === 1) resolve(f.conv.id);
+                if (f.t === 'error') reject(new Error(f.message));
+              };
+              window.__socks = (window.__socks || []).concat(ws);
+            })
+        );
+    const ids = [];
+    for (let i = 0; i < 105; i += 15) ids.push(...(await Promise.all(Array.from({ length: Math.min(15, 105 - i) }, (_, k) => one(i + k)))));
+    return ids.length;
+  }, gw.url);
+  assert.equal(started, 105);
+  await op.page.locator('[data-testid=queue-count]', { hasText: /^105$/ }).waitFor();
+  await op.page.locator('[data-testid=queue-more]', { hasText: '+ 5 more waiting' }).waitFor();
+  assert.equal(await op.page.getByTestId('queue-item').count(), 100);
+  // Taking one: the counter follows.
+  await op.page.getByTestId('queue-accept').first().click();
+  await op.page.locator('[data-testid=queue-count]', { hasText: /^104$/ }).waitFor();
+  assert.deepEqual([...op.errors, ...page.errors], []);
+});

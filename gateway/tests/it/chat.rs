@@ -703,3 +703,58 @@ async fn a_history_page_of_long_messages_fits_the_outbound_budget() {
     );
     node.shutdown().await;
 }
+
+/// Visitors' parameters and previews make a waiting list large: forty visitors with 50 KB of
+/// parameters each would be a 2 MB listing, which would cut every operator of the queue with
+/// 4008 at each change. A listing carries what fits (longest waiting first) and the count.
+#[tokio::test]
+async fn a_queue_of_visitors_with_large_parameters_does_not_cut_the_operators() {
+    let node = node().await;
+    let mut op = Client::active_operator(&node, "op1", "Olga").await;
+    let params: serde_json::Map<String, serde_json::Value> = (0..50)
+        .map(|i| (format!("p{i}"), serde_json::Value::String("z".repeat(1000))))
+        .collect();
+    let mut visitors = Vec::new();
+    for i in 0..40 {
+        let (mut v, _) = Client::connect(
+            &node,
+            Encoding::Json,
+            &token("demo", Role::Visitor, &format!("v{i}"), "Big"),
+        )
+        .await;
+        let ok = v
+            .request_json(serde_json::json!({"t": "start", "params": params}))
+            .await;
+        assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+        visitors.push(v);
+    }
+    // The operator is still connected and sees the whole count in a listing that fits.
+    let listing = op
+        .recv_until(|f| {
+            matches!(
+                f,
+                ServerFrame::Queue {
+                    count: Some(40),
+                    ..
+                }
+            )
+        })
+        .await;
+    let ServerFrame::Queue { waiting, .. } = &listing else {
+        unreachable!()
+    };
+    assert!(
+        !waiting.is_empty() && waiting.len() < 40,
+        "{} listed",
+        waiting.len()
+    );
+    let bytes = serde_json::to_vec(&listing).unwrap().len();
+    assert!(bytes <= 80 * 1024, "a listing of {bytes} bytes");
+    let r = op.rid();
+    let conv = waiting[0].id.clone();
+    assert!(matches!(
+        op.request(req::accept(r, &conv)).await,
+        ServerFrame::Ok { .. }
+    ));
+    node.shutdown().await;
+}
