@@ -348,8 +348,7 @@ impl ConnShared {
                 let len = out.msgpack().len();
                 if self.queued.load(Ordering::Acquire) + held + len > self.max_queued {
                     drop(gates);
-                    metrics::counter!(m::SLOW_CLOSES).increment(1);
-                    self.close(CloseReason::TooSlow);
+                    self.cut_too_slow();
                     return false;
                 }
                 g.held_bytes += len;
@@ -415,13 +414,18 @@ impl ConnShared {
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > self.max_queued {
             self.queued.fetch_sub(len, Ordering::AcqRel);
-            metrics::counter!(m::SLOW_CLOSES).increment(1);
-            self.close(CloseReason::TooSlow);
+            self.cut_too_slow();
             return false;
         }
         self.out.items.lock().push_back(msg);
         self.out.ready.notify_one();
         true
+    }
+
+    /// The outbound budget is spent: the connection is closed with 4008 and resumes later.
+    fn cut_too_slow(&self) {
+        metrics::counter!(m::SLOW_CLOSES).increment(1);
+        self.close(CloseReason::TooSlow);
     }
 
     /// Asks the connection's task to close with `reason` now, ahead of anything queued (a

@@ -80,9 +80,9 @@ struct CachedAvailability {
     value: Availability,
 }
 
-/// The most bytes of conversations one `queue` listing carries (less with a small outbound
-/// budget).
-const LISTING_BYTES: usize = 64 * 1024;
+/// The most bytes of JSON one history page or queue listing carries (less with a small
+/// outbound budget): long lists come in parts, never in a frame a budget cannot hold.
+const FRAME_LIST_BYTES: usize = 64 * 1024;
 
 /// How often the conversation gauges are read from the sites' state.
 pub const CENSUS_INTERVAL: Duration = Duration::from_secs(5);
@@ -143,9 +143,6 @@ fn new_life(node: &NodeId) -> NodeId {
 }
 
 const HISTORY_MAX: usize = 200;
-/// The most bytes of messages one `history` answer carries (less with a small outbound
-/// budget): long messages come in more pages, never in a frame the budget cannot hold.
-const HISTORY_PAGE_BYTES: usize = 64 * 1024;
 /// How long a ban lasts when the request does not say, and at most.
 const BAN_DEFAULT: Duration = Duration::from_secs(24 * 3600);
 const BAN_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -622,9 +619,7 @@ impl<E: Engine> Gateway<E> {
     /// Only the ones a connection attaches to live are listed first (`.0`): a visitor's own,
     /// an operator's held ones. An operator's pending offers (`.1`) are shown in `welcome`
     /// without a live attachment: the offer may go elsewhere, and another operator's chat is
-    /// not theirs to follow.
-    /// The conversations a connection opens with: those it follows live, and (operators)
-    /// its pending offers with their deadlines.
+    /// not theirs to follow; each comes with its deadline, which `welcome` does not carry.
     pub async fn own_conversations(
         &self,
         p: &Principal,
@@ -1050,20 +1045,9 @@ impl<E: Engine> Gateway<E> {
             .engine
             .history(&ConvId(conv.to_owned()), before, limit)
             .await?;
-        // The answer is one frame, and a frame larger than the asker's outbound budget would
-        // close it with 4008: a page keeps the newest messages that fit, at least one, and
-        // says it is not complete, so the client asks for the rest.
-        let cap = (self.cfg.outbound_max_bytes / 4).min(HISTORY_PAGE_BYTES);
-        let mut bytes = 0;
-        let mut keep = 0;
-        for m in page.messages.iter().rev() {
-            let n = serde_json::to_vec(m).map_or(m.text.len(), |v| v.len());
-            if keep > 0 && bytes + n > cap {
-                break;
-            }
-            bytes += n;
-            keep += 1;
-        }
+        // The answer is one frame: a page keeps the newest messages that fit, at least one,
+        // and says it is not complete, so the client asks for the rest.
+        let keep = self.fitting(page.messages.iter().rev()).max(1);
         if keep < page.messages.len() {
             page.messages.drain(..page.messages.len() - keep);
             page.complete = false;
@@ -1808,21 +1792,27 @@ impl<E: Engine> Gateway<E> {
         }
     }
 
-    /// Cuts a queue's waiting list (longest waiting first) to what fits in one frame that the
-    /// staff's outbound budget can hold: visitors' previews and parameters make a listing of
-    /// a hundred conversations megabytes, which would cut every operator of the queue with
-    /// 4008. `count` still says how many wait.
+    /// Cuts a queue's waiting list (longest waiting first) to what fits in one frame:
+    /// visitors' previews and parameters make a listing of a hundred conversations
+    /// megabytes. `count` still says how many wait.
     fn fit_listing(&self, waiting: &mut Vec<Conversation>) {
-        let cap = (self.cfg.outbound_max_bytes / 4).min(LISTING_BYTES);
+        let keep = self.fitting(waiting.iter());
+        waiting.truncate(keep);
+    }
+
+    /// How many of `items`, in order, fit in one frame the gateway builds from a list
+    /// (a history page, a queue listing): [`FRAME_LIST_BYTES`] of JSON, or a quarter of the
+    /// outbound budget if less. A frame larger than the asker's budget would close it
+    /// with 4008.
+    fn fitting<'a, T: serde::Serialize + 'a>(&self, items: impl Iterator<Item = &'a T>) -> usize {
+        let cap = (self.cfg.outbound_max_bytes / 4).min(FRAME_LIST_BYTES);
         let mut bytes = 0;
-        let keep = waiting
-            .iter()
-            .take_while(|c| {
-                bytes += serde_json::to_vec(c).map_or(0, |v| v.len());
+        items
+            .take_while(|item| {
+                bytes += serde_json::to_vec(item).map_or(0, |v| v.len());
                 bytes <= cap
             })
-            .count();
-        waiting.truncate(keep);
+            .count()
     }
 
     async fn publish_listing(&self, site: &SiteId, queue: &QueueId) -> Result<(), ServiceError> {

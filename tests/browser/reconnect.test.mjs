@@ -113,7 +113,11 @@ test('close code 4001: an expired token gets a new session for the same visitor'
   assert.deepEqual(v.errors, []);
 });
 
-test('close code 4003 and a refused session: the widget stops and says so', { skip: skipReason(), timeout: 120000 }, async (t) => {
+/**
+ * A gateway, an active operator, and a visitor on a customer's page (another origin) who has
+ * written `text`; the visitor's page records the close codes its sockets get.
+ */
+async function visitorOnHostSite(t, text) {
   const { gw, browser } = await setup(t);
   const host = await startHostSite(t, gw);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
@@ -121,7 +125,12 @@ test('close code 4003 and a refused session: the widget stops and says so', { sk
   const v = await newPage(browser);
   await v.page.addInitScript(recordSocketCloses);
   await v.page.goto(host.url({}));
-  await visitorWrites(v, 'Hello before the site changes its mind');
+  await visitorWrites(v, text);
+  return { gw, browser, host, op, v };
+}
+
+test('close code 4003 and a refused session: the widget stops and says so', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser, host, op, v } = await visitorOnHostSite(t, 'Hello before the site changes its mind');
 
   // The site stops allowing this page's origin: the next hello is refused with 4003, and the
   // widget stays closed and says so instead of retrying.
@@ -152,14 +161,7 @@ test('close code 4003 and a refused session: the widget stops and says so', { sk
 });
 
 test('a banned visitor stays stopped: a refused session does not mint a new visitor', { skip: skipReason(), timeout: 120000 }, async (t) => {
-  const { gw, browser } = await setup(t);
-  const host = await startHostSite(t, gw);
-  const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
-  await setStatus(op.page, 'active');
-  const v = await newPage(browser);
-  await v.page.addInitScript(recordSocketCloses);
-  await v.page.goto(host.url({}));
-  await visitorWrites(v, 'You will regret this');
+  const { gw, browser, op, v } = await visitorOnHostSite(t, 'You will regret this');
   const conv = await acceptFirstQueued(op);
   const stored = () => v.page.evaluate(() => JSON.parse(localStorage.getItem('cgw:demo')));
   const before = await stored();

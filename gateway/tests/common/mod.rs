@@ -334,6 +334,15 @@ pub mod req {
             conv: conv.into(),
         }
     }
+
+    pub fn history(rid: Rid, conv: &str, before: Option<u64>, limit: Option<u32>) -> ClientFrame {
+        ClientFrame::History {
+            rid: Some(rid),
+            conv: conv.into(),
+            before,
+            limit,
+        }
+    }
 }
 
 /// The conversation id in an `ok` answer to `start`/`accept`.
@@ -360,4 +369,44 @@ pub fn ok_seq(f: &ServerFrame) -> u64 {
 
 pub fn is_msg_text(f: &ServerFrame, text: &str) -> bool {
     matches!(f, ServerFrame::Msg(m) if m.text == text)
+}
+
+/// An active operator and a visitor whose conversation that operator accepted.
+pub struct Pair {
+    pub op: Client,
+    pub v: Client,
+    pub conv: String,
+}
+
+pub async fn pair(node: &Node, enc: Encoding, visitor: &str) -> Pair {
+    let (mut op, _) =
+        Client::connect(node, enc, &token("demo", Role::Operator, "op1", "Olga")).await;
+    let r = op.rid();
+    assert!(matches!(
+        op.request(req::status(r, gateway::protocol::OperatorStatus::Active))
+            .await,
+        ServerFrame::Ok { .. }
+    ));
+    let (mut v, _) =
+        Client::connect(node, enc, &token("demo", Role::Visitor, visitor, "Ann")).await;
+    let r = v.rid();
+    let conv = ok_conv_id(&v.request(req::start(r)).await);
+    op.recv_until(
+        |f| matches!(f, ServerFrame::Queue { waiting, .. } if waiting.iter().any(|c| c.id == conv)),
+    )
+    .await;
+    let r = op.rid();
+    let ok = op.request(req::accept(r, &conv)).await;
+    assert_eq!(ok_conv_id(&ok), conv);
+    v.recv_until(|f| {
+        matches!(
+            f,
+            ServerFrame::Conv {
+                event: gateway::protocol::ConvEvent::Assigned,
+                ..
+            }
+        )
+    })
+    .await;
+    Pair { op, v, conv }
 }

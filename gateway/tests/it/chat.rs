@@ -8,45 +8,6 @@ use gateway::protocol::{
 
 use crate::common::*;
 
-/// An active operator and a visitor whose conversation that operator accepted.
-struct Pair {
-    op: Client,
-    v: Client,
-    conv: String,
-}
-
-async fn pair(node: &Node, enc: Encoding, visitor: &str) -> Pair {
-    let (mut op, _) =
-        Client::connect(node, enc, &token("demo", Role::Operator, "op1", "Olga")).await;
-    let r = op.rid();
-    assert!(matches!(
-        op.request(req::status(r, OperatorStatus::Active)).await,
-        ServerFrame::Ok { .. }
-    ));
-    let (mut v, _) =
-        Client::connect(node, enc, &token("demo", Role::Visitor, visitor, "Ann")).await;
-    let r = v.rid();
-    let conv = ok_conv_id(&v.request(req::start(r)).await);
-    op.recv_until(
-        |f| matches!(f, ServerFrame::Queue { waiting, .. } if waiting.iter().any(|c| c.id == conv)),
-    )
-    .await;
-    let r = op.rid();
-    let ok = op.request(req::accept(r, &conv)).await;
-    assert_eq!(ok_conv_id(&ok), conv);
-    v.recv_until(|f| {
-        matches!(
-            f,
-            ServerFrame::Conv {
-                event: ConvEvent::Assigned,
-                ..
-            }
-        )
-    })
-    .await;
-    Pair { op, v, conv }
-}
-
 async fn chat_both_ways(enc: Encoding) {
     let node = node().await;
     let Pair {
@@ -636,17 +597,11 @@ async fn cids_count_characters_and_decline_answers_with_the_conversation() {
 #[tokio::test]
 async fn a_history_page_of_long_messages_fits_the_outbound_budget() {
     let node = node().await;
-    let mut op = Client::active_operator(&node, "op1", "Olga").await;
-    let (mut v, _) = Client::connect(
-        &node,
-        Encoding::Json,
-        &token("demo", Role::Visitor, "v1", "Ann"),
-    )
-    .await;
-    let r = v.rid();
-    let conv = ok_conv_id(&v.request(req::start(r)).await);
-    let r = op.rid();
-    op.request(req::accept(r, &conv)).await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, Encoding::Json, "v1").await;
     // 60 messages of 7,000 bytes: 420 KB, more than the 256 KiB budget in one frame. The
     // visitor reads each as it comes (a reader that keeps up).
     let mut last = 0;
@@ -664,14 +619,7 @@ async fn a_history_page_of_long_messages_fits_the_outbound_budget() {
     let mut before = None;
     loop {
         let r = v.rid();
-        let page = v
-            .request(ClientFrame::History {
-                rid: Some(r),
-                conv: conv.clone(),
-                before,
-                limit: Some(200),
-            })
-            .await;
+        let page = v.request(req::history(r, &conv, before, Some(200))).await;
         let ServerFrame::Ok {
             body: OkBody::History {
                 messages, complete, ..

@@ -638,12 +638,12 @@ async fn a_flooding_client_is_rate_limited_then_closed_with_4029() {
     )
     .await;
     for i in 0..60 {
-        c.send(&ClientFrame::History {
-            rid: Some(gateway::protocol::Rid::Int(i)),
-            conv: "c_x".into(),
-            before: None,
-            limit: None,
-        })
+        c.send(&req::history(
+            gateway::protocol::Rid::Int(i),
+            "c_x",
+            None,
+            None,
+        ))
         .await;
     }
     let mut limited = 0;

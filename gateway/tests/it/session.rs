@@ -120,13 +120,12 @@ async fn the_server_pings_each_interval_and_closes_a_silent_client_with_1001() {
 #[tokio::test]
 async fn a_cursor_older_than_the_capped_log_is_not_recovered_and_nothing_is_replayed() {
     let node = node_with(|c| c.max_log = 5).await;
-    let mut op = Client::active_operator(&node, "op1", "Olga").await;
     let visitor = token("demo", Role::Visitor, "v1", "Ann");
-    let (mut v, _) = Client::connect(&node, Encoding::Json, &visitor).await;
-    let r = v.rid();
-    let conv = ok_conv_id(&v.request(req::start(r)).await);
-    let r = op.rid();
-    op.request(req::accept(r, &conv)).await;
+    let Pair {
+        mut op,
+        mut v,
+        conv,
+    } = pair(&node, Encoding::Json, "v1").await;
     let r = v.rid();
     let seen = ok_seq(&v.request(req::send(r, &conv, "v-0", "hello")).await);
     drop(v);
@@ -181,14 +180,7 @@ async fn a_cursor_older_than_the_capped_log_is_not_recovered_and_nothing_is_repl
         );
         // The client reloads with history: what the log still holds.
         let r = late.rid();
-        let h = late
-            .request(ClientFrame::History {
-                rid: Some(r),
-                conv: conv.clone(),
-                before: None,
-                limit: Some(50),
-            })
-            .await;
+        let h = late.request(req::history(r, &conv, None, Some(50))).await;
         let ServerFrame::Ok {
             body: OkBody::History { messages, .. },
             ..
@@ -220,13 +212,7 @@ async fn a_cursor_older_than_the_capped_log_is_not_recovered_and_nothing_is_repl
 /// now (the opening frames are all queued before any answer).
 async fn msgs_until_answer(c: &mut Client, conv: &str) -> Vec<u64> {
     let r = c.rid();
-    c.send(&ClientFrame::History {
-        rid: Some(r.clone()),
-        conv: conv.to_owned(),
-        before: None,
-        limit: Some(1),
-    })
-    .await;
+    c.send(&req::history(r.clone(), conv, None, Some(1))).await;
     let mut seqs = Vec::new();
     loop {
         match c.recv().await {
