@@ -469,7 +469,7 @@ impl<E: Engine> Gateway<E> {
         Outbound::new(ServerFrame::Conv {
             event: u.event,
             conv: Box::new(conv),
-            reason: u.reason,
+            reason: u.reason.map(|r| r.to_string()),
         })
     }
 
@@ -492,8 +492,9 @@ impl<E: Engine> Gateway<E> {
         id: &ConvId,
         event: ConvEvent,
         conv: &Conversation,
-        reason: Option<String>,
+        reason: Option<core::Reason>,
     ) -> Result<(), EngineError> {
+        let reason = reason.map(|r| r.to_string());
         let ch = Channel::Conv(id.clone());
         let staff = ServerFrame::Conv {
             event,
@@ -1367,7 +1368,7 @@ impl<E: Engine> Gateway<E> {
                     Command::Close {
                         by: actor(p),
                         conv: ConvId(conv.to_owned()),
-                        outcome,
+                        outcome: outcome.map(core::Outcome::from),
                         tags,
                     },
                 )
@@ -1457,7 +1458,7 @@ impl<E: Engine> Gateway<E> {
                     Command::Close {
                         by: Actor::System,
                         conv: ConvId(conv.to_owned()),
-                        outcome: Some("banned".into()),
+                        outcome: Some(core::Outcome::Banned),
                         tags: Vec::new(),
                     },
                 )
@@ -1965,7 +1966,7 @@ fn actor(p: &Principal) -> Actor {
     match p.role {
         Role::Visitor => Actor::Visitor(VisitorId(p.id.clone())),
         Role::Operator => Actor::Operator(OperatorId(p.id.clone())),
-        Role::Supervisor => Actor::Supervisor(p.id.clone()),
+        Role::Supervisor => Actor::Supervisor(core::SupervisorId(p.id.clone())),
         Role::System => Actor::System,
     }
 }

@@ -54,6 +54,10 @@ id_type!(
     VisitorId
 );
 id_type!(
+    /// A supervisor, unique within a site.
+    SupervisorId
+);
+id_type!(
     /// A gateway node.
     NodeId
 );

@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use super::*;
+use crate::protocol::{
+    ConvEvent, ConvState, Conversation, ErrorCode, OperatorStatus, TransferTarget,
+};
 
 const T0: Millis = 1_000_000;
 

@@ -1,0 +1,232 @@
+//! What goes into the core: [`Command`]s, the context they run in, and the dispatch of one
+//! command to its handler. The handlers live with their seam (presence, lifecycle, routing,
+//! timers); every one validates first and mutates after.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::effects::{Effect, Outcome};
+use super::state::{Activity, SiteState, VisitorProfile};
+use super::timers::TimerKind;
+use super::{ConvId, Millis, NodeId, OperatorId, QueueId, Settings, SupervisorId, VisitorId};
+use crate::protocol::{Conversation, ErrorCode, OperatorStatus, TransferTarget};
+
+/// Who does something.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Visitor(VisitorId),
+    Operator(OperatorId),
+    Supervisor(SupervisorId),
+    System,
+}
+
+/// Inputs to the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    OperatorConnected {
+        op: OperatorId,
+        node: NodeId,
+        name: String,
+        max_chats: Option<u32>,
+        queues: Option<Vec<QueueId>>,
+    },
+    OperatorDisconnected {
+        op: OperatorId,
+        node: NodeId,
+    },
+    VisitorConnected {
+        visitor: VisitorId,
+        node: NodeId,
+    },
+    VisitorDisconnected {
+        visitor: VisitorId,
+        node: NodeId,
+    },
+    /// A node died: every connection it held is gone at once.
+    NodeGone {
+        node: NodeId,
+    },
+    SetStatus {
+        op: OperatorId,
+        status: OperatorStatus,
+    },
+    Start {
+        visitor: VisitorId,
+        /// The node of the connection that starts it.
+        node: NodeId,
+        /// Chosen by the caller so a retried transition keeps the same id.
+        conv: ConvId,
+        queue: Option<QueueId>,
+        profile: Box<VisitorProfile>,
+        previous: Option<ConvId>,
+    },
+    Accept {
+        op: OperatorId,
+        conv: ConvId,
+    },
+    Decline {
+        op: OperatorId,
+        conv: ConvId,
+    },
+    Transfer {
+        by: Actor,
+        conv: ConvId,
+        to: TransferTarget,
+        note: Option<String>,
+    },
+    Assign {
+        conv: ConvId,
+        op: OperatorId,
+    },
+    Close {
+        by: Actor,
+        conv: ConvId,
+        outcome: Option<Outcome>,
+        tags: Vec<String>,
+    },
+    Tag {
+        conv: ConvId,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    /// The visitor of an open conversation gives new contact details (`Some` replaces) or
+    /// parameters (merged; an empty value removes the key).
+    Identify {
+        visitor: VisitorId,
+        conv: ConvId,
+        name: Option<String>,
+        email: Option<String>,
+        phone: Option<String>,
+        params: BTreeMap<String, String>,
+    },
+    /// A visitor wrote into a conversation no operator holds: maybe send the notice.
+    VisitorWrote {
+        conv: ConvId,
+    },
+    Timer {
+        kind: TimerKind,
+        activity: Activity,
+    },
+    /// Settings changed: routing may now place waiting conversations.
+    SettingsChanged,
+}
+
+/// The answer to the command's sender.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    None,
+    Conv(Box<Conversation>),
+    Status(OperatorStatus),
+}
+
+/// A refused command; the state is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reject {
+    pub code: ErrorCode,
+    pub message: &'static str,
+}
+
+pub(super) fn reject<T>(code: ErrorCode, message: &'static str) -> Result<T, Reject> {
+    Err(Reject { code, message })
+}
+
+/// What the core reads besides the state.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    pub settings: &'a Settings,
+    /// The site's queues; the first is the default.
+    pub queues: &'a [QueueId],
+    pub now: Millis,
+}
+
+/// Runs one command. On `Ok` the state has moved (and `version` grew); on `Err` it has not.
+pub fn handle(
+    state: &mut SiteState,
+    ctx: Ctx<'_>,
+    cmd: Command,
+) -> Result<(Reply, Vec<Effect>), Reject> {
+    let mut core = Core {
+        st: state,
+        ctx,
+        effects: Vec::new(),
+        dirty_queues: BTreeSet::new(),
+        dirty_ops: BTreeSet::new(),
+    };
+    match core.run(cmd) {
+        Ok(reply) => {
+            core.flush();
+            // A transition that changed nothing has nothing to store.
+            if core.st.is_touched() {
+                core.st.version += 1;
+            }
+            Ok((reply, core.effects))
+        }
+        Err(r) => {
+            // Whatever the handler touched before refusing is put back (the version was not
+            // bumped yet).
+            state.undo();
+            Err(r)
+        }
+    }
+}
+
+pub(super) struct Core<'s, 'c> {
+    pub(super) st: &'s mut SiteState,
+    pub(super) ctx: Ctx<'c>,
+    pub(super) effects: Vec<Effect>,
+    pub(super) dirty_queues: BTreeSet<QueueId>,
+    pub(super) dirty_ops: BTreeSet<OperatorId>,
+}
+
+impl Core<'_, '_> {
+    pub(super) fn run(&mut self, cmd: Command) -> Result<Reply, Reject> {
+        match cmd {
+            Command::OperatorConnected {
+                op,
+                node,
+                name,
+                max_chats,
+                queues,
+            } => self.operator_connected(op, node, name, max_chats, queues),
+            Command::OperatorDisconnected { op, node } => self.operator_disconnected(op, node),
+            Command::VisitorConnected { visitor, node } => self.visitor_connected(visitor, node),
+            Command::VisitorDisconnected { visitor, node } => {
+                self.visitor_disconnected(visitor, node)
+            }
+            Command::NodeGone { node } => self.node_gone(node),
+            Command::SetStatus { op, status } => self.set_status(op, status),
+            Command::Start {
+                visitor,
+                node,
+                conv,
+                queue,
+                profile,
+                previous,
+            } => self.start(visitor, node, conv, queue, profile, previous),
+            Command::Accept { op, conv } => self.accept(op, conv),
+            Command::Decline { op, conv } => self.decline(op, conv),
+            Command::Transfer { by, conv, to, note } => self.transfer(by, conv, to, note),
+            Command::Assign { conv, op } => self.assign_cmd(conv, op),
+            Command::Close {
+                by,
+                conv,
+                outcome,
+                tags,
+            } => self.close_cmd(by, conv, outcome, tags),
+            Command::Tag { conv, add, remove } => self.tag(conv, add, remove),
+            Command::Identify {
+                visitor,
+                conv,
+                name,
+                email,
+                phone,
+                params,
+            } => self.identify(visitor, conv, [name, email, phone], params),
+            Command::VisitorWrote { conv } => self.visitor_wrote(conv),
+            Command::Timer { kind, activity } => self.timer(kind, activity),
+            Command::SettingsChanged => {
+                self.route_waiting();
+                Ok(Reply::None)
+            }
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! A conversation's life: start, accept, decline, transfer, assign, close, tags, the visitor's
+//! details, the unavailability notice; and the moves they share (assign, unassign, requeue).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::commands::{reject, Actor, Core, Reject, Reply};
+use super::effects::{Effect, Outcome, Reason};
+use super::routing::{max_chats, serves};
+use super::state::{Conv, Participant, Visitor, VisitorProfile};
+use super::timers::TimerKind;
+use super::views::{render, view};
+use super::{ConvId, NodeId, OperatorId, QueueId, VisitorId, MAX_PARAMS, MAX_TAGS, MAX_TAG_LEN};
+use crate::protocol::{
+    ConvEvent, ConvState, Conversation, ErrorCode, OperatorStatus, TransferTarget,
+};
+
+impl Core<'_, '_> {
+    pub(super) fn start(
+        &mut self,
+        visitor: VisitorId,
+        node: NodeId,
+        id: ConvId,
+        queue: Option<QueueId>,
+        profile: Box<VisitorProfile>,
+        previous: Option<ConvId>,
+    ) -> Result<Reply, Reject> {
+        if let Some(open) = self.st.visitors.get(&visitor).and_then(|v| v.conv.clone()) {
+            if let Some(c) = view(self.st, &open) {
+                return Ok(Reply::Conv(Box::new(c)));
+            }
+        }
+        let queue = match queue {
+            Some(q) if self.ctx.queues.contains(&q) => q,
+            Some(_) => return reject(ErrorCode::BadRequest, "unknown queue"),
+            None => match self.ctx.queues.first() {
+                Some(q) => q.clone(),
+                None => return reject(ErrorCode::Unavailable, "the site has no queue"),
+            },
+        };
+        if self.st.convs.contains_key(&id) {
+            return reject(ErrorCode::Conflict, "conversation id in use");
+        }
+        let now = self.ctx.now;
+        let queued_at = self.st.tick_queue_clock();
+        let v = self
+            .st
+            .visitors
+            .get_or_insert_with(visitor.clone(), Visitor::default);
+        if !v.conns.is_online() {
+            // The start comes from a live connection of this visitor.
+            v.conns.add(&node);
+        }
+        v.conv = Some(id.clone());
+        self.st.convs.insert(
+            id.clone(),
+            Conv {
+                queue: queue.clone(),
+                state: ConvState::Queued,
+                visitor: visitor.clone(),
+                profile: *profile,
+                operator: None,
+                offered_to: None,
+                offer_expires: None,
+                tried: BTreeSet::new(),
+                tags: Vec::new(),
+                created_at: now,
+                queued_at,
+                previous: previous.clone(),
+                notified: false,
+                callback_until: None,
+            },
+        );
+        self.effects.push(Effect::Attach {
+            conv: id.clone(),
+            who: Participant::Visitor(visitor),
+            update: None,
+        });
+        if let Some(d) = self.ctx.settings.close_after_inactive {
+            self.effects.push(Effect::SetTimer {
+                kind: TimerKind::Inactive(id.clone()),
+                at: now + d.as_millis() as u64,
+            });
+        }
+        let event = if previous.is_some() {
+            ConvEvent::Reopened
+        } else {
+            ConvEvent::Queued
+        };
+        self.conv_event(&id, event, None);
+        self.dirty_queues.insert(queue);
+        self.route(&id);
+        let c = view(self.st, &id).expect("just inserted");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    pub(super) fn accept(&mut self, op: OperatorId, id: ConvId) -> Result<Reply, Reject> {
+        let Some(c) = self.st.convs.get(&id) else {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        };
+        let Some(o) = self.st.operators.get(&op) else {
+            return reject(ErrorCode::NotFound, "operator is not connected");
+        };
+        if !serves(o, &c.queue) {
+            return reject(ErrorCode::Forbidden, "you do not serve this queue");
+        }
+        match (&c.state, &c.operator, &c.offered_to) {
+            (ConvState::Active, Some(holder), _) if holder == &op => {
+                // Already theirs: the retry of an accept whose answer was lost. What the
+                // first one published may be lost with it, so the operator is attached again
+                // and the conversation's record published again (both idempotent).
+                let snapshot = render(self.st, &id, c);
+                self.effects.push(Effect::Attach {
+                    conv: id.clone(),
+                    who: Participant::Operator(op),
+                    update: None,
+                });
+                self.conv_event(&id, ConvEvent::Assigned, Some(Reason::Again));
+                return Ok(Reply::Conv(Box::new(snapshot)));
+            }
+            (ConvState::Active, _, _) => {
+                return reject(ErrorCode::Taken, "conversation already taken")
+            }
+            (ConvState::Offered, _, Some(to)) if to != &op => {
+                return reject(
+                    ErrorCode::Taken,
+                    "conversation is offered to another operator",
+                )
+            }
+            _ => {}
+        }
+        if o.convs.len() as u32 >= max_chats(o, self.ctx.settings) {
+            return reject(ErrorCode::Capacity, "you are at your maximum of chats");
+        }
+        self.assign(&id, &op, None);
+        let c = view(self.st, &id).expect("assigned conversation exists");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    pub(super) fn decline(&mut self, op: OperatorId, id: ConvId) -> Result<Reply, Reject> {
+        let Some(c) = self.st.convs.get(&id) else {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        };
+        let offered = c.offered_to.as_ref() == Some(&op);
+        let holds = c.operator.as_ref() == Some(&op);
+        let queued = c.state == ConvState::Queued;
+        if !(offered || holds || queued) {
+            return reject(ErrorCode::Forbidden, "conversation is not offered to you");
+        }
+        if offered {
+            self.lapse_offer(&id);
+        } else if holds {
+            self.unassign(&id, &op);
+            self.requeue(&id, Some(Reason::Declined));
+            self.route(&id);
+        } else if let Some(c) = self.st.convs.get_mut(&id) {
+            c.tried.insert(op);
+        }
+        Ok(match view(self.st, &id) {
+            Some(c) => Reply::Conv(Box::new(c)),
+            None => Reply::None,
+        })
+    }
+
+    pub(super) fn transfer(
+        &mut self,
+        by: Actor,
+        id: ConvId,
+        to: TransferTarget,
+        note: Option<String>,
+    ) -> Result<Reply, Reject> {
+        let Some(c) = self.st.convs.get(&id) else {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        };
+        match &by {
+            Actor::Operator(o) if c.operator.as_ref() == Some(o) => {}
+            Actor::Supervisor(_) => {}
+            _ => {
+                return reject(
+                    ErrorCode::Forbidden,
+                    "only the conversation's operator can transfer it",
+                )
+            }
+        }
+        let reason = note
+            .filter(|n| !n.is_empty())
+            .map_or(Reason::Transfer, Reason::Note);
+        match to {
+            TransferTarget::Operator(target) => {
+                let target = OperatorId(target);
+                self.check_assignable(&id, &target)?;
+                self.move_to(&id, &target, ConvEvent::Transferred, reason);
+            }
+            TransferTarget::Queue(q) => {
+                let q = QueueId(q);
+                if !self.ctx.queues.contains(&q) {
+                    return reject(ErrorCode::NotFound, "no such queue");
+                }
+                if let Some(old) = c.operator.clone() {
+                    self.unassign(&id, &old);
+                }
+                if let Some(c) = self.st.convs.get_mut(&id) {
+                    self.dirty_queues.insert(c.queue.clone());
+                    c.queue = q;
+                }
+                self.requeue(&id, None);
+                self.conv_event(&id, ConvEvent::Transferred, Some(reason));
+                self.route(&id);
+            }
+        }
+        let c = view(self.st, &id).expect("transferred conversation exists");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    pub(super) fn assign_cmd(&mut self, id: ConvId, op: OperatorId) -> Result<Reply, Reject> {
+        if !self.st.convs.contains_key(&id) {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        }
+        self.check_assignable(&id, &op)?;
+        self.move_to(&id, &op, ConvEvent::Assigned, Reason::Supervisor);
+        let c = view(self.st, &id).expect("assigned conversation exists");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    pub(super) fn close_cmd(
+        &mut self,
+        by: Actor,
+        id: ConvId,
+        outcome: Option<Outcome>,
+        tags: Vec<String>,
+    ) -> Result<Reply, Reject> {
+        let Some(c) = self.st.convs.get(&id) else {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        };
+        let reason = match &by {
+            Actor::Visitor(v) if &c.visitor == v => Reason::Visitor,
+            Actor::Operator(o) if c.operator.as_ref() == Some(o) => Reason::Operator,
+            Actor::Supervisor(_) => Reason::Supervisor,
+            Actor::System => Reason::System,
+            _ => return reject(ErrorCode::Forbidden, "not your conversation"),
+        };
+        let tags = normalise_tags(&tags)?;
+        if let Some(outcome) = &outcome {
+            let text = outcome.as_str();
+            if text.is_empty() || text.len() > MAX_TAG_LEN {
+                return reject(ErrorCode::BadRequest, "outcome must be 1 to 40 bytes");
+            }
+        }
+        let c = self.st.convs.get_mut(&id).expect("checked above");
+        for t in tags {
+            if !c.tags.contains(&t) && c.tags.len() < MAX_TAGS {
+                c.tags.push(t);
+            }
+        }
+        let snapshot = self.close(&id, outcome, reason);
+        Ok(match snapshot {
+            Some(c) => Reply::Conv(Box::new(c)),
+            None => Reply::None,
+        })
+    }
+
+    pub(super) fn tag(
+        &mut self,
+        id: ConvId,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Reply, Reject> {
+        if !self.st.convs.contains_key(&id) {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        }
+        let add = normalise_tags(&add)?;
+        let remove = normalise_tags(&remove)?;
+        let c = self.st.convs.get_mut(&id).expect("checked above");
+        c.tags.retain(|t| !remove.contains(t));
+        for t in add {
+            if !c.tags.contains(&t) {
+                if c.tags.len() >= MAX_TAGS {
+                    return reject(ErrorCode::TooLarge, "too many tags");
+                }
+                c.tags.push(t);
+            }
+        }
+        self.conv_event(&id, ConvEvent::Updated, Some(Reason::Tags));
+        let c = view(self.st, &id).expect("exists");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    pub(super) fn identify(
+        &mut self,
+        visitor: VisitorId,
+        id: ConvId,
+        [name, email, phone]: [Option<String>; 3],
+        params: BTreeMap<String, String>,
+    ) -> Result<Reply, Reject> {
+        let Some(c) = self.st.convs.get(&id).filter(|c| c.visitor == visitor) else {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        };
+        let mut merged = c.profile.params.clone();
+        for (k, v) in params {
+            if v.is_empty() {
+                merged.remove(&k);
+            } else {
+                merged.insert(k, v);
+            }
+        }
+        if merged.len() > MAX_PARAMS {
+            return reject(ErrorCode::TooLarge, "too many params");
+        }
+        let p = &c.profile;
+        let same = |new: &Option<String>, old: &Option<String>| new.is_none() || new == old;
+        if same(&name, &p.name)
+            && same(&email, &p.email)
+            && same(&phone, &p.phone)
+            && merged == p.params
+        {
+            // Pages repeat what they know on every load: nothing to store or tell anyone.
+            return Ok(Reply::Conv(Box::new(view(self.st, &id).expect("exists"))));
+        }
+        let c = self.st.convs.get_mut(&id).expect("checked above");
+        let p = &mut c.profile;
+        p.name = name.or(p.name.take());
+        p.email = email.or(p.email.take());
+        p.phone = phone.or(p.phone.take());
+        p.params = merged;
+        self.conv_event(&id, ConvEvent::Updated, Some(Reason::Visitor));
+        // Waiting conversations show the visitor in the queue's listing (and on offer cards).
+        self.dirty_queue_of(&id);
+        let c = view(self.st, &id).expect("exists");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    pub(super) fn visitor_wrote(&mut self, id: ConvId) -> Result<Reply, Reject> {
+        let settings = self.ctx.settings;
+        let Some(c) = self.st.convs.get(&id) else {
+            return Ok(Reply::None);
+        };
+        if c.state == ConvState::Active || c.notified || !settings.notify_unavailable {
+            return Ok(Reply::None);
+        }
+        let queue = c.queue.clone();
+        let someone_can = self.st.operators.values().any(|o| {
+            o.conns.is_online() && o.status == OperatorStatus::Active && serves(o, &queue)
+        });
+        if someone_can {
+            return Ok(Reply::None);
+        }
+        self.st.convs.get_mut(&id).expect("exists").notified = true;
+        self.effects.push(Effect::Notice {
+            conv: id,
+            code: "unavailable",
+            text: settings.unavailable_text.clone(),
+        });
+        Ok(Reply::None)
+    }
+
+    /// Makes `op` the conversation's operator.
+    pub(super) fn assign(
+        &mut self,
+        id: &ConvId,
+        op: &OperatorId,
+        event: Option<(ConvEvent, Reason)>,
+    ) {
+        let now = self.ctx.now;
+        let c = self
+            .st
+            .convs
+            .get_mut(id)
+            .expect("assigned conversation exists");
+        if let Some(offered) = c.offered_to.take() {
+            c.offer_expires = None;
+            if let Some(o) = self.st.operators.get_mut(&offered) {
+                o.offers.remove(id);
+            }
+            self.dirty_ops.insert(offered);
+            self.effects.push(Effect::CancelTimer {
+                kind: TimerKind::Offer(id.clone()),
+            });
+        }
+        c.state = ConvState::Active;
+        c.operator = Some(op.clone());
+        c.notified = false;
+        if c.callback_until.take().is_some() {
+            self.effects.push(Effect::CancelTimer {
+                kind: TimerKind::Callback(id.clone()),
+            });
+            if let Some(d) = self.ctx.settings.close_after_inactive {
+                self.effects.push(Effect::SetTimer {
+                    kind: TimerKind::Inactive(id.clone()),
+                    at: now + d.as_millis() as u64,
+                });
+            }
+        }
+        let queue = c.queue.clone();
+        let o = self.st.operators.get_mut(op).expect("assignee exists");
+        o.convs.insert(id.clone());
+        o.last_assigned = now;
+        let name = o.name.clone();
+        self.dirty_ops.insert(op.clone());
+        self.dirty_queues.insert(queue);
+        self.effects.push(Effect::Attach {
+            conv: id.clone(),
+            who: Participant::Operator(op.clone()),
+            update: None,
+        });
+        let text = if self.ctx.settings.show_operator_name {
+            format!("{name} joined the conversation")
+        } else {
+            "An operator joined the conversation".to_owned()
+        };
+        let (event, reason) = match event {
+            Some((e, r)) => (e, Some(r)),
+            None => (ConvEvent::Assigned, None),
+        };
+        // The event first, then the message that tells the visitor in words.
+        self.conv_event(id, event, reason);
+        self.effects.push(Effect::System {
+            conv: id.clone(),
+            text,
+        });
+    }
+
+    /// Takes the conversation from `op` (it stays open; the caller decides what follows).
+    pub(super) fn unassign(&mut self, id: &ConvId, op: &OperatorId) {
+        if let Some(o) = self.st.operators.get_mut(op) {
+            o.convs.remove(id);
+        }
+        self.dirty_ops.insert(op.clone());
+        if let Some(c) = self.st.convs.get_mut(id) {
+            if c.operator.as_ref() == Some(op) {
+                c.operator = None;
+            }
+            c.tried.insert(op.clone());
+        }
+        self.effects.push(Effect::Detach {
+            conv: id.clone(),
+            who: Participant::Operator(op.clone()),
+            update: None,
+        });
+        self.effects.push(Effect::CancelTimer {
+            kind: TimerKind::Reassign(id.clone()),
+        });
+    }
+
+    /// Puts a conversation (with no operator) back at the end of its queue.
+    pub(super) fn requeue(&mut self, id: &ConvId, reason: Option<Reason>) {
+        let clock = self.st.tick_queue_clock();
+        let Some(c) = self.st.convs.get_mut(id) else {
+            return;
+        };
+        c.state = ConvState::Queued;
+        c.operator = None;
+        c.queued_at = clock;
+        self.dirty_queues.insert(c.queue.clone());
+        if let Some(r) = reason {
+            self.conv_event(id, ConvEvent::Queued, Some(r));
+        }
+    }
+
+    /// Ends a conversation: it leaves the state; the effects carry its last snapshot.
+    pub(super) fn close(
+        &mut self,
+        id: &ConvId,
+        outcome: Option<Outcome>,
+        reason: Reason,
+    ) -> Option<Conversation> {
+        let mut snapshot = view(self.st, id)?;
+        let c = self.st.convs.remove(id)?;
+        if let Some(op) = &c.operator {
+            if let Some(o) = self.st.operators.get_mut(op) {
+                o.convs.remove(id);
+            }
+            self.dirty_ops.insert(op.clone());
+        }
+        if let Some(op) = &c.offered_to {
+            if let Some(o) = self.st.operators.get_mut(op) {
+                o.offers.remove(id);
+            }
+            self.dirty_ops.insert(op.clone());
+        }
+        if let Some(v) = self.st.visitors.get_mut(&c.visitor) {
+            if v.conv.as_ref() == Some(id) {
+                v.conv = None;
+                v.away_since = None;
+            }
+            if !v.conns.is_online() {
+                self.st.visitors.remove(&c.visitor);
+            }
+        }
+        for kind in [
+            TimerKind::Offer(id.clone()),
+            TimerKind::Reassign(id.clone()),
+            TimerKind::Inactive(id.clone()),
+            TimerKind::Callback(id.clone()),
+            TimerKind::VisitorGrace(c.visitor.clone()),
+        ] {
+            self.effects.push(Effect::CancelTimer { kind });
+        }
+        self.dirty_queues.insert(c.queue.clone());
+        snapshot.state = ConvState::Closed;
+        snapshot.outcome = outcome.map(|o| o.as_str().to_owned());
+        self.effects.push(Effect::System {
+            conv: id.clone(),
+            text: "The conversation was closed".into(),
+        });
+        if let Some(op) = c.operator {
+            self.effects.push(Effect::Detach {
+                conv: id.clone(),
+                who: Participant::Operator(op),
+                update: None,
+            });
+        }
+        self.effects.push(Effect::Conv {
+            event: ConvEvent::Closed,
+            conv: Box::new(snapshot.clone()),
+            reason: Some(reason),
+        });
+        self.route_waiting();
+        Some(snapshot)
+    }
+}
+
+/// Trims, lower-cases and checks tags.
+fn normalise_tags(tags: &[String]) -> Result<Vec<String>, Reject> {
+    if tags.len() > MAX_TAGS {
+        return reject(ErrorCode::TooLarge, "too many tags");
+    }
+    let mut out = Vec::with_capacity(tags.len());
+    for t in tags {
+        let t = t.trim().to_lowercase();
+        if t.is_empty() || t.len() > MAX_TAG_LEN || t.chars().any(char::is_control) {
+            return reject(ErrorCode::BadRequest, "tags must be 1 to 40 bytes of text");
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
