@@ -7,7 +7,7 @@
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{QueueId, SiteId};
+use crate::core::{OperatorId, QueueId, SiteId, SupervisorId, VisitorId};
 use crate::protocol::Role;
 
 /// The claims of protocol v1.
@@ -27,15 +27,75 @@ pub struct Claims {
     pub max_chats: Option<u32>,
 }
 
+/// A user of a site, by role, with the id of that role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum User {
+    Visitor(VisitorId),
+    Operator(OperatorId),
+    Supervisor(SupervisorId),
+}
+
+impl User {
+    pub fn role(&self) -> Role {
+        match self {
+            User::Visitor(_) => Role::Visitor,
+            User::Operator(_) => Role::Operator,
+            User::Supervisor(_) => Role::Supervisor,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            User::Visitor(v) => v.as_str(),
+            User::Operator(o) => o.as_str(),
+            User::Supervisor(s) => s.as_str(),
+        }
+    }
+}
+
 /// Who a verified token says the connection is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub site: SiteId,
-    pub role: Role,
-    pub id: String,
+    pub user: User,
     pub name: Option<String>,
+    /// Operators: the queues they serve (`None`: every queue of the site).
     pub queues: Option<Vec<QueueId>>,
+    /// Operators: their limit of concurrent conversations (`None`: the site's).
     pub max_chats: Option<u32>,
+}
+
+impl Principal {
+    pub fn role(&self) -> Role {
+        self.user.role()
+    }
+
+    pub fn id(&self) -> &str {
+        self.user.id()
+    }
+
+    /// Operators and supervisors: the site's staff.
+    pub fn is_staff(&self) -> bool {
+        self.role().is_staff()
+    }
+
+    pub fn visitor(&self) -> Option<&VisitorId> {
+        match &self.user {
+            User::Visitor(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    pub fn operator(&self) -> Option<&OperatorId> {
+        match &self.user {
+            User::Operator(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    pub fn is_supervisor(&self) -> bool {
+        matches!(self.user, User::Supervisor(_))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,9 +187,6 @@ impl Auth {
 }
 
 fn principal(c: Claims) -> Result<Principal, AuthError> {
-    if c.role == Role::System {
-        return Err(AuthError::Claims("role system is not a user"));
-    }
     // Ids become parts of keys, channel names and log lines: no control characters (a newline
     // would split a change list), and no braces (they are Redis Cluster hash tags).
     let clean = |id: &str| {
@@ -153,10 +210,15 @@ fn principal(c: Claims) -> Result<Principal, AuthError> {
                 .collect::<String>()
         })
         .filter(|n| !n.is_empty());
+    let user = match c.role {
+        Role::Visitor => User::Visitor(VisitorId(c.sub)),
+        Role::Operator => User::Operator(OperatorId(c.sub)),
+        Role::Supervisor => User::Supervisor(SupervisorId(c.sub)),
+        Role::System => return Err(AuthError::Claims("role system is not a user")),
+    };
     Ok(Principal {
         site: SiteId(c.site),
-        role: c.role,
-        id: c.sub,
+        user,
         name,
         queues: c.queues.map(|q| q.into_iter().map(QueueId).collect()),
         max_chats: c.max_chats.filter(|m| *m > 0),
@@ -188,8 +250,8 @@ mod tests {
     fn round_trip() {
         let a = Auth::hs256(b"secret");
         let p = a.verify(&a.mint(&claims(far())).unwrap()).unwrap();
-        assert_eq!(p.id, "op1");
-        assert_eq!(p.role, Role::Operator);
+        assert_eq!(p.id(), "op1");
+        assert_eq!(p.role(), Role::Operator);
         assert_eq!(p.max_chats, Some(3));
     }
 

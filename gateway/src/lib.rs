@@ -4,6 +4,7 @@
 //! `ARCHITECTURE.md` at the repository root for the map.
 
 pub mod auth;
+pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod core;
@@ -11,6 +12,7 @@ pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod outbound;
 pub mod protocol;
 pub mod server;
 pub mod service;

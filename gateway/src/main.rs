@@ -194,14 +194,14 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
         match cfg.redis.clone() {
             None => {
                 let running = gateway::server::start_memory(cfg, Some(metrics)).await?;
-                announce(&running.addr, &running.gw.node, "memory", public, generated)?;
+                announce(&running.addr, running.gw.node(), "memory", public, generated)?;
                 shutdown_signal().await;
                 running.shutdown().await;
             }
             Some(r) => {
                 let running = gateway::server::start_redis(cfg, Some(metrics)).await?;
                 let engine = if r.cluster { "redis cluster" } else { "redis" };
-                announce(&running.addr, &running.gw.node, engine, public, generated)?;
+                announce(&running.addr, running.gw.node(), engine, public, generated)?;
                 shutdown_signal().await;
                 running.shutdown().await;
             }

@@ -11,14 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::Auth;
+use crate::bus::Control;
 use crate::config::{Config, JwtConfig};
 use crate::core::NodeId;
 use crate::engine::memory::{MemoryConfig, MemoryEngine};
 use crate::engine::redis::{RedisEngine, RedisOptions};
-use crate::engine::Engine;
 use crate::http::{self, AppState};
-use crate::hub::{Control, Hub};
-use crate::service::Gateway;
+use crate::hub::Hub;
+use crate::service::{Engine, Gateway};
 use crate::ws;
 
 #[derive(Debug, thiserror::Error)]
@@ -145,12 +145,7 @@ pub async fn start<E: Engine>(
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     hub.set_control(control_tx);
     let gw = Arc::new(Gateway::new(engine, hub, auth, cfg, node));
-    let site_ids: Vec<_> = gw.sites().map(|s| s.config.id.clone()).collect();
-    for site in site_ids {
-        if let Err(e) = gw.reload_settings(&site).await {
-            tracing::warn!(site = %site, error = %e, "stored settings not loaded");
-        }
-    }
+    gw.reload_all_settings().await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let done = tokio::spawn(serve(
         gw.clone(),
@@ -183,7 +178,7 @@ async fn serve<E: Engine>(
     let control = tokio::spawn(gw.clone().run_control(control));
     let listings = tokio::spawn(gw.clone().run_listings());
     let retries = tokio::spawn(gw.clone().run_retries());
-    let presence = tokio::spawn(gw.clone().run_presence(gw.cfg.node_timeout / 5));
+    let presence = tokio::spawn(gw.clone().run_presence(gw.config().node_timeout / 5));
     let census = tokio::spawn(gw.clone().run_census());
     let app = http::router(
         AppState {
@@ -195,7 +190,7 @@ async fn serve<E: Engine>(
     let (drained_tx, drained_rx) = oneshot::channel::<()>();
     let drain_gw = gw.clone();
     let drain_tasks = tasks.clone();
-    let window = gw.cfg.drain_window;
+    let window = gw.config().drain_window;
     let graceful = async move {
         shutdown.await;
         tracing::info!(window = ?window, "draining");
@@ -212,7 +207,7 @@ async fn serve<E: Engine>(
     // for the peer's delayed ACK (Nagle): ~40 ms added to a message's delivery.
     // A small kernel send buffer: a client that stops reading pins at most this much kernel
     // memory, and its outbound budget (4008) starts counting soon instead of after megabytes.
-    let send_buffer = gw.cfg.socket_send_buffer;
+    let send_buffer = gw.config().socket_send_buffer;
     let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
@@ -237,14 +232,7 @@ async fn serve<E: Engine>(
     let _ = drain.await;
     presence.abort();
     census.abort();
-    // Whatever this node still counts (a disconnect that could not be stored) goes now, and
-    // the node leaves the registry instead of waiting to be found dead.
-    let life = gw.life();
-    if gw.sweep(&life).await {
-        if let Err(e) = gw.engine.forget_node(&life).await {
-            tracing::warn!(error = %e, "node not deregistered");
-        }
-    }
+    gw.leave().await;
     timers.abort();
     pinger.abort();
     control.abort();

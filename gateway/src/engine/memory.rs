@@ -3,7 +3,7 @@
 //! A site's state sits behind an async mutex that a transition holds until its effects are
 //! published, so effects of one site leave in commit order. A conversation's log sits behind a
 //! short synchronous lock that covers dedup, `seq`, store and publish: publish order is `seq`
-//! order. Publishing is a direct call into the node's [`Hub`].
+//! order. Publishing is a direct call into the node's hub ([`Local`]).
 //!
 //! Closed conversations keep their log for `retention`, then are dropped with their dedup set.
 
@@ -17,11 +17,11 @@ use serde_json::Value;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::{
-    AppendOutcome, Appended, ConvMeta, Engine, EngineError, HistoryPage, NewMessage, Replay,
-    SiteTx, TimerClaim, TIMER_LEASE_MS,
+    AppendOutcome, Appended, Broker, ConvLog, ConvMeta, EngineError, HistoryPage, NewMessage,
+    Nodes, Replay, SiteData, SiteStore, SiteTx, TimerClaim, Timers, TIMER_LEASE_MS,
 };
+use crate::bus::{Audience, BusMsg, Channel, Local};
 use crate::core::{Activity, ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
-use crate::hub::{Audience, BusMsg, Channel, Hub};
 use crate::protocol::{ConvState, Msg, Role, ServerFrame};
 
 /// Tunables of the in-memory engine.
@@ -55,12 +55,13 @@ impl std::ops::Deref for MemoryEngine {
 }
 
 pub struct Store {
-    hub: Arc<Hub>,
+    /// The node's local connections: publishing is delivering to them.
+    local: Arc<dyn Local>,
     cfg: MemoryConfig,
     sites: DashMap<SiteId, Arc<AsyncMutex<SiteState>>>,
-    logs: DashMap<ConvId, Arc<Mutex<ConvLog>>>,
+    logs: DashMap<ConvId, Arc<Mutex<Log>>>,
     latest: DashMap<(SiteId, VisitorId), ConvId>,
-    timers: Mutex<Timers>,
+    timers: Mutex<TimerSet>,
     drafts: DashMap<(SiteId, OperatorId), BTreeMap<ConvId, String>>,
     settings: DashMap<SiteId, Value>,
     bans: DashMap<(SiteId, VisitorId), Millis>,
@@ -69,7 +70,7 @@ pub struct Store {
 }
 
 #[derive(Default)]
-struct ConvLog {
+struct Log {
     meta: Option<ConvMeta>,
     /// Site version of the transition that wrote `meta`.
     meta_version: u64,
@@ -80,27 +81,27 @@ struct ConvLog {
     activity: Activity,
 }
 
-impl ConvLog {
+impl Log {
     fn last_seq(&self) -> u64 {
         self.first_seq + self.messages.len() as u64 - 1
     }
 }
 
 #[derive(Default)]
-struct Timers {
+struct TimerSet {
     by_deadline: BTreeSet<(Millis, SiteId, TimerKind)>,
     by_key: HashMap<(SiteId, TimerKind), Millis>,
 }
 
 impl MemoryEngine {
-    pub fn new(hub: Arc<Hub>, cfg: MemoryConfig) -> MemoryEngine {
+    pub fn new(local: Arc<dyn Local>, cfg: MemoryConfig) -> MemoryEngine {
         MemoryEngine(Arc::new(Store {
-            hub,
+            local,
             cfg,
             sites: DashMap::new(),
             logs: DashMap::new(),
             latest: DashMap::new(),
-            timers: Mutex::new(Timers::default()),
+            timers: Mutex::new(TimerSet::default()),
             drafts: DashMap::new(),
             settings: DashMap::new(),
             bans: DashMap::new(),
@@ -108,7 +109,7 @@ impl MemoryEngine {
         }))
     }
 
-    fn log(&self, conv: &ConvId) -> Option<Arc<Mutex<ConvLog>>> {
+    fn log(&self, conv: &ConvId) -> Option<Arc<Mutex<Log>>> {
         self.logs.get(conv).map(|l| l.clone())
     }
 
@@ -188,7 +189,7 @@ impl Drop for MemoryTx {
     }
 }
 
-impl Engine for MemoryEngine {
+impl SiteStore for MemoryEngine {
     type Tx = MemoryTx;
 
     async fn begin(&self, site: &SiteId) -> Result<MemoryTx, EngineError> {
@@ -203,7 +204,9 @@ impl Engine for MemoryEngine {
             store: self.clone(),
         })
     }
+}
 
+impl ConvLog for MemoryEngine {
     async fn append(&self, m: NewMessage) -> Result<AppendOutcome, EngineError> {
         use super::AppendRefusal as R;
         let Some(log) = self.log(&m.conv) else {
@@ -283,7 +286,7 @@ impl Engine for MemoryEngine {
             }
         }
         // Published under the log lock: channel order equals seq order.
-        self.hub.dispatch(
+        self.local.dispatch(
             &Channel::Conv(m.conv.clone()),
             &BusMsg::frame(Audience::All, ServerFrame::Msg(msg.clone())),
         );
@@ -429,12 +432,9 @@ impl Engine for MemoryEngine {
             .insert((site.clone(), visitor.clone()), conv.clone());
         Ok(())
     }
+}
 
-    async fn publish(&self, ch: &Channel, msg: BusMsg) -> Result<(), EngineError> {
-        self.hub.dispatch(ch, &msg);
-        Ok(())
-    }
-
+impl Timers for MemoryEngine {
     async fn set_timer(
         &self,
         site: &SiteId,
@@ -489,7 +489,9 @@ impl Engine for MemoryEngine {
     async fn next_timer(&self) -> Result<Option<Millis>, EngineError> {
         Ok(self.timers.lock().by_deadline.first().map(|(at, _, _)| *at))
     }
+}
 
+impl SiteData for MemoryEngine {
     async fn set_draft(
         &self,
         site: &SiteId,
@@ -567,7 +569,16 @@ impl Engine for MemoryEngine {
             None => Ok(None),
         }
     }
+}
 
+impl Broker for MemoryEngine {
+    async fn publish(&self, ch: &Channel, msg: BusMsg) -> Result<(), EngineError> {
+        self.local.dispatch(ch, &msg);
+        Ok(())
+    }
+}
+
+impl Nodes for MemoryEngine {
     async fn ping(&self) -> Result<(), EngineError> {
         Ok(())
     }

@@ -1,39 +1,18 @@
-//! The engine: where a site's routing state, conversation logs, timers and drafts live, and
+//! The engine: where a site's routing state, conversation logs, timers and site data live, and
 //! how bus messages reach every node.
 //!
-//! Two implementations share this contract: [`memory::MemoryEngine`] (one node, no other
-//! component) and [`redis::RedisEngine`] (any number of nodes on one Redis or a Redis
-//! Cluster). The conformance suite in `gateway/tests/it/conformance.rs` runs every case against
-//! each.
+//! The contract is a handful of small capability traits, each with its promises written on
+//! it — [`SiteStore`] (atomic site transitions), [`ConvLog`] (exactly-once append, replay,
+//! conversation records), [`Timers`], [`SiteData`] (drafts, settings, bans), [`Broker`]
+//! (publish and confirmed subscriptions) and [`Nodes`] (heartbeats and dead nodes) — and
+//! [`Engine`], which is all of them. Two implementations share it: [`memory::MemoryEngine`] (one
+//! node, no other component) and [`redis::RedisEngine`] (any number of nodes on one Redis or a
+//! Redis Cluster). The conformance suite in `gateway/tests/it/conformance.rs` runs every case
+//! against each.
 //!
-//! # Contract
-//!
-//! - **Site transitions are atomic.** [`Engine::begin`] hands out the site's state;
-//!   [`SiteTx::commit`] stores it, with the site's timer changes, only if nobody committed in
-//!   between, else returns [`EngineError::Conflict`] and the caller runs the pure transition
-//!   again on fresh state. Two racing accepts of one conversation therefore have exactly one
-//!   winner, and a committed transition never loses its timers.
-//! - **Append is exactly-once by `cid`.** [`Engine::append`] checks that the author may write
-//!   (and that the conversation belongs to the message's site), drops a `cid` the same author
-//!   used before (returning the stored message), assigns the next `seq` (1, 2, 3, … with no
-//!   gap), stores the message and publishes it on the conversation's channel, all as one step:
-//!   publish order equals `seq` order. It returns only after the message is stored.
-//! - **Conversation records never go back in time.** [`Engine::put_meta`] carries the site
-//!   version of the transition that produced it and is ignored when a later one was stored:
-//!   nodes carry out effects concurrently, so they may arrive out of order.
-//! - **Replay is all or nothing.** [`Engine::replay`] returns every message after a cursor, or
-//!   [`Replay::Lost`] when the capped log no longer reaches back that far.
-//! - **Timers fire once.** [`Engine::due_timers`] claims due timers atomically: a timer is
-//!   handed to exactly one caller, on any node. A claim not finished ([`Engine::finish_timer`])
-//!   within [`TIMER_LEASE_MS`] (its claimer died) is handed out again; the core's timer
-//!   handlers are idempotent, so a timer takes effect once.
-//! - **Subscriptions are confirmed.** [`Engine::wait_subscribed`] returns once the node
-//!   receives what is published on the given channels from then on.
-//! - **Dead nodes are found.** [`Engine::heartbeat`] proves this node alive; [`Engine::dead_nodes`]
-//!   names nodes that stopped proving it, each to be swept ([`crate::core::Command::NodeGone`]
-//!   on every site) and then forgotten ([`Engine::forget_node`]).
-//! - **Errors are infrastructure only.** Business refusals come from the core or as
-//!   [`AppendRefusal`]; [`EngineError`] means the engine could not be reached or raced.
+//! **Errors are infrastructure only.** Business refusals come from the core or as
+//! [`AppendRefusal`]; [`EngineError`] means the engine could not be reached, did not answer in
+//! time, answered nonsense, or (site transitions) raced.
 
 pub mod memory;
 pub mod redis;
@@ -43,21 +22,60 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::bus::{BusMsg, Channel};
 use crate::core::{
     Activity, ConvId, Millis, NodeId, OperatorId, SiteId, SiteState, TimerKind, VisitorId,
 };
-use crate::hub::{BusMsg, Channel};
 use crate::protocol::{Author, ConvState, Conversation, Msg, Role};
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// The engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The backing store is unreachable or failed; the caller reports `unavailable`.
-    #[error("engine unavailable")]
-    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store did not answer within the engine's deadline.
+    #[error("the engine did not answer in time")]
+    Timeout,
+    /// The store cannot be reached, or says it cannot serve now (loading, read-only, a
+    /// cluster without a master for the slot).
+    #[error("the engine cannot be reached")]
+    Connection(#[source] Source),
+    /// The store answered something this code cannot read: a bug, or data written by
+    /// something else.
+    #[error("the engine answered something unexpected: {what}")]
+    Protocol {
+        what: String,
+        #[source]
+        source: Option<Source>,
+    },
     /// Another transition of the same site committed first; retry on fresh state.
     #[error("concurrent transition; retry")]
     Conflict,
+}
+
+impl EngineError {
+    /// An answer that cannot be read.
+    pub fn protocol(what: impl Into<String>) -> EngineError {
+        EngineError::Protocol {
+            what: what.into(),
+            source: None,
+        }
+    }
+
+    /// A short, stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineError::Timeout => "timeout",
+            EngineError::Connection(_) => "connection",
+            EngineError::Protocol { .. } => "protocol",
+            EngineError::Conflict => "conflict",
+        }
+    }
+
+    /// Counts the error in `gateway_engine_errors_total{kind}`.
+    pub fn count(&self) {
+        metrics::counter!(crate::metrics::ENGINE_ERRORS, "kind" => self.kind()).increment(1);
+    }
 }
 
 /// How long a claimed timer stays claimed before another node may fire it.
@@ -197,13 +215,34 @@ pub trait SiteTx: Send {
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
-/// See the module documentation for the contract.
-pub trait Engine: Send + Sync + 'static {
+/// A site's routing state.
+///
+/// **Site transitions are atomic.** [`SiteStore::begin`] hands out the site's state;
+/// [`SiteTx::commit`] stores it, with the site's timer changes, only if nobody committed in
+/// between, else returns [`EngineError::Conflict`] and the caller runs the pure transition
+/// again on fresh state. Two racing accepts of one conversation therefore have exactly one
+/// winner, and a committed transition never loses its timers. A transaction dropped before
+/// its commit leaves no trace.
+pub trait SiteStore: Send + Sync + 'static {
     type Tx: SiteTx;
 
     /// Checks a site's state out for a transition.
     fn begin(&self, site: &SiteId) -> impl Future<Output = Result<Self::Tx, EngineError>> + Send;
+}
 
+/// Conversation logs and records.
+///
+/// - **Append is exactly-once by `cid`.** [`ConvLog::append`] checks that the author may write
+///   (and that the conversation belongs to the message's site), drops a `cid` the same author
+///   used before (returning the stored message), assigns the next `seq` (1, 2, 3, … with no
+///   gap), stores the message and publishes it on the conversation's channel, all as one
+///   step: publish order equals `seq` order. It returns only after the message is stored.
+/// - **Replay is all or nothing.** [`ConvLog::replay`] returns every message after a cursor,
+///   or [`Replay::Lost`] when the capped log no longer reaches back that far.
+/// - **Conversation records never go back in time.** [`ConvLog::put_meta`] carries the site
+///   version of the transition that produced it and is ignored when a later one was stored:
+///   nodes carry out effects concurrently, so they may arrive out of order.
+pub trait ConvLog: Send + Sync + 'static {
     fn append(
         &self,
         msg: NewMessage,
@@ -253,6 +292,7 @@ pub trait Engine: Send + Sync + 'static {
         version: u64,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
+    /// The conversation's message activity (kept by `append`).
     fn activity(&self, conv: &ConvId)
         -> impl Future<Output = Result<Activity, EngineError>> + Send;
 
@@ -269,14 +309,15 @@ pub trait Engine: Send + Sync + 'static {
         visitor: &VisitorId,
         conv: &ConvId,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+}
 
-    /// Publishes to every node's subscribers of `ch` (this node's included).
-    fn publish(
-        &self,
-        ch: &Channel,
-        msg: BusMsg,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-
+/// Timers of every site.
+///
+/// **Timers fire once.** [`Timers::due_timers`] claims due timers atomically: a timer is
+/// handed to exactly one caller, on any node. A claim not finished ([`Timers::finish_timer`])
+/// within [`TIMER_LEASE_MS`] (its claimer died) is handed out again; the core's timer handlers
+/// are idempotent, so a timer takes effect once.
+pub trait Timers: Send + Sync + 'static {
     /// Sets (or moves) a timer. With `only_if_absent`, an existing timer is kept as it is.
     fn set_timer(
         &self,
@@ -308,7 +349,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// The earliest pending deadline.
     fn next_timer(&self) -> impl Future<Output = Result<Option<Millis>, EngineError>> + Send;
+}
 
+/// What a site keeps beside its routing state: operators' drafts, settings changed at
+/// runtime, bans. Every node reads what any node wrote.
+pub trait SiteData: Send + Sync + 'static {
     /// Saves (`Some`) or clears (`None`) an operator's draft of a conversation.
     fn set_draft(
         &self,
@@ -352,9 +397,19 @@ pub trait Engine: Send + Sync + 'static {
         visitor: &VisitorId,
         now: Millis,
     ) -> impl Future<Output = Result<Option<Millis>, EngineError>> + Send;
+}
 
-    /// Whether the engine answers (readiness).
-    fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
+/// Messages between nodes.
+///
+/// **Subscriptions are confirmed.** [`Broker::wait_subscribed`] returns once the node receives
+/// what is published on the given channels from then on.
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes to every node's subscribers of `ch` (this node's included).
+    fn publish(
+        &self,
+        ch: &Channel,
+        msg: BusMsg,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Waits until this node receives what is published on `channels` (their local listeners
     /// were added to the hub before the call).
@@ -365,6 +420,16 @@ pub trait Engine: Send + Sync + 'static {
         let _ = channels;
         async { Ok(()) }
     }
+}
+
+/// The nodes sharing the engine.
+///
+/// **Dead nodes are found.** [`Nodes::heartbeat`] proves this node alive; [`Nodes::dead_nodes`]
+/// names nodes that stopped proving it, each to be swept ([`crate::core::Command::NodeGone`]
+/// on every site) and then forgotten ([`Nodes::forget_node`]).
+pub trait Nodes: Send + Sync + 'static {
+    /// Whether the engine answers (readiness).
+    fn ping(&self) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// Proves a node life alive for the engine's node timeout (registering it first).
     fn heartbeat(
@@ -391,3 +456,8 @@ pub trait Engine: Send + Sync + 'static {
         async { Ok(()) }
     }
 }
+
+/// Every capability: what the gateway runs on.
+pub trait Engine: SiteStore + ConvLog + Timers + SiteData + Broker + Nodes {}
+
+impl<T: SiteStore + ConvLog + Timers + SiteData + Broker + Nodes> Engine for T {}

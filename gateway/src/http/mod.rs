@@ -18,9 +18,9 @@ use serde_json::{json, Map, Value};
 use crate::auth::{Claims, Principal};
 use crate::clock::now_ms;
 use crate::core::{Availability, SiteId};
-use crate::engine::Engine;
 use crate::protocol::{Msg, Role};
-use crate::service::{new_visitor_id, Access, Gateway, SettingsUpdateError};
+use crate::service::Engine;
+use crate::service::{conv_id, new_visitor_id, Access, Gateway, SettingsUpdateError};
 use crate::ws::{self, IpLimits, WsState};
 
 /// How long an expired visitor token still proves who the visitor was.
@@ -75,7 +75,7 @@ async fn readyz<E: Engine>(State(st): State<AppState<E>>) -> Response {
     if st.gw.refuses_clients() {
         return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
     }
-    match st.gw.engine.ping().await {
+    match st.gw.ready().await {
         Ok(()) => "ready".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "engine not ready");
@@ -184,13 +184,13 @@ async fn visitor_session<E: Engine>(
         .as_deref()
         .and_then(|t| {
             st.gw
-                .auth
+                .auth()
                 .verify_allow_expired(t, now, VISITOR_ID_MAX_AGE_MS)
                 .ok()
         })
-        .filter(|p| p.role == Role::Visitor && p.site == site.config.id);
-    if let Some(p) = &previous {
-        if st.gw.is_banned(&p.site, &p.id).await {
+        .filter(|p| p.visitor().is_some() && p.site == site.config.id);
+    if let Some(v) = previous.as_ref().and_then(|p| p.visitor()) {
+        if st.gw.is_banned(&site.config.id, v).await {
             return cors(
                 error(StatusCode::FORBIDDEN, "banned", "this visitor is banned"),
                 origin,
@@ -198,7 +198,7 @@ async fn visitor_session<E: Engine>(
         }
     }
     let (id, name) = match previous {
-        Some(p) => (p.id, p.name),
+        Some(p) => (p.id().to_owned(), p.name),
         None => (new_visitor_id().0, None),
     };
     let name = req
@@ -206,7 +206,7 @@ async fn visitor_session<E: Engine>(
         .map(|n| n.chars().take(100).collect::<String>())
         .filter(|n| !n.is_empty())
         .or(name);
-    let exp = (now + st.gw.cfg.visitor_token_ttl.as_millis() as u64) / 1000;
+    let exp = (now + st.gw.config().visitor_token_ttl.as_millis() as u64) / 1000;
     let claims = Claims {
         sub: id.clone(),
         site: site.config.id.0.clone(),
@@ -217,7 +217,7 @@ async fn visitor_session<E: Engine>(
         queues: None,
         max_chats: None,
     };
-    match st.gw.auth.mint(&claims) {
+    match st.gw.auth().mint(&claims) {
         Ok(token) => cors(
             Json(json!({"token": token, "visitor_id": id, "expires_at": exp * 1000}))
                 .into_response(),
@@ -292,7 +292,7 @@ fn bearer<E: Engine>(gw: &Gateway<E>, headers: &HeaderMap) -> Result<Principal, 
                 "Authorization: Bearer <token> required",
             ))
         })?;
-    gw.auth.verify(token.trim()).map_err(|_| {
+    gw.auth().verify(token.trim()).map_err(|_| {
         Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -307,7 +307,7 @@ fn supervisor_of<E: Engine>(
     site: &str,
 ) -> Result<Principal, Box<Response>> {
     let p = bearer(gw, headers)?;
-    if p.role != Role::Supervisor || p.site.0 != site {
+    if !p.is_supervisor() || p.site.0 != site {
         return Err(Box::new(error(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -392,7 +392,15 @@ async fn transcript<E: Engine>(
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let meta = match st.gw.authorize(&p, &conv, Access::Read).await {
+    let authorized = match conv_id(conv) {
+        Ok(conv) => st
+            .gw
+            .authorize(&p, &conv, Access::Read)
+            .await
+            .map(|meta| (conv, meta)),
+        Err(e) => Err(e),
+    };
+    let (conv, meta) = match authorized {
         Ok(m) => m,
         Err(e) => {
             let (code, message) = e.client_error();
@@ -424,7 +432,7 @@ async fn transcript<E: Engine>(
             Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "retry"),
         }
     }
-    let snapshot = if p.role == Role::Visitor {
+    let snapshot = if p.visitor().is_some() {
         st.gw.for_visitor(meta.snapshot)
     } else {
         meta.snapshot

@@ -24,15 +24,13 @@ use tracing::Instrument;
 
 use crate::auth::Principal;
 use crate::clock::now_ms;
-use crate::core::{ConvId, VisitorProfile};
-use crate::engine::{Engine, Replay};
-use crate::hub::{Channel, ConnShared, Out, Outbox};
+use crate::core::{OperatorId, QueueId, VisitorId, VisitorProfile};
+use crate::hub::{ConnShared, Out, Outbox};
 use crate::metrics as m;
 use crate::protocol::{
-    ClientFrame, CloseReason, Conversation, DecodeError, Encoding, ErrorCode, Me, OkBody, Rid,
-    Role, ServerFrame,
+    ClientFrame, CloseReason, DecodeError, Encoding, ErrorCode, OkBody, Rid, ServerFrame,
 };
-use crate::service::{preview_from, user_channel, Access, Gateway, ServiceError};
+use crate::service::{conv_id, preview_from, Engine, Gateway, ServiceError};
 
 /// What the HTTP upgrade learned about the client.
 #[derive(Debug, Clone)]
@@ -103,10 +101,10 @@ where
     let id = gw.next_conn_id();
     let span = tracing::info_span!(
         "conn",
-        node = %gw.node,
+        node = %gw.node(),
         conn = id.0,
         site = %principal.site,
-        role = principal.role.as_str(),
+        role = principal.role().as_str(),
     );
     let live = Live {
         gw,
@@ -137,15 +135,8 @@ impl<E: Engine> Live<E> {
             principal,
             info,
         } = self;
-        let (conn, rx) = ConnShared::new(
-            id,
-            principal.role,
-            info.encoding,
-            principal.queues.clone(),
-            gw.cfg.outbound_max_bytes,
-            now_ms(),
-        );
-        let role = principal.role.as_str();
+        let (conn, rx) = gw.open_connection(id, &principal, info.encoding);
+        let role = principal.role().as_str();
         metrics::counter!(m::CONNS_OPENED, "role" => role).increment(1);
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
         let mut counted = None;
@@ -161,7 +152,7 @@ impl<E: Engine> Live<E> {
             &mut counted,
         )
         .await;
-        gw.hub.unregister(id);
+        gw.close_connection(&conn);
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).decrement(1.0);
         metrics::counter!(m::CONNS_CLOSED, "role" => role, "reason" => reason.map(|r| r.label()).unwrap_or("client")).increment(1);
         // The client hears first; the presence change may wait on the site's other work.
@@ -177,7 +168,7 @@ impl<E: Engine> Live<E> {
     }
 }
 
-type Cursors = BTreeMap<String, u64>;
+use crate::service::Cursors;
 
 /// A request being handled; see `Live::run`.
 type Request<'a> = Pin<Box<dyn Future<Output = Result<(), CloseReason>> + Send + 'a>>;
@@ -191,7 +182,7 @@ async fn hello<E: Engine, R>(
 where
     R: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let first = tokio::time::timeout(gw.cfg.hello_timeout, next_data(stream, info.encoding))
+    let first = tokio::time::timeout(gw.config().hello_timeout, next_data(stream, info.encoding))
         .await
         .map_err(|_| (CloseReason::Unauthorized, "no hello in time"))?;
     let data = match first {
@@ -207,22 +198,9 @@ where
         }
         Err(DecodeError::Malformed(_)) => return Err((CloseReason::Malformed, "malformed frame")),
     };
-    let principal = gw.auth.verify(&token).map_err(|e| {
-        tracing::debug!(error = %e, "token refused");
-        (CloseReason::Unauthorized, "invalid or expired token")
-    })?;
-    let site = gw
-        .site(&principal.site)
-        .ok_or((CloseReason::Forbidden, "unknown site"))?;
-    if !site.settings().origin_allowed(info.origin.as_deref()) {
-        return Err((CloseReason::Forbidden, "origin not allowed"));
-    }
-    if principal.role == Role::Visitor && gw.is_banned(&principal.site, &principal.id).await {
-        return Err((CloseReason::Forbidden, "banned"));
-    }
-    if cursors.len() > 100 {
-        return Err((CloseReason::Malformed, "too many cursors"));
-    }
+    let principal = gw
+        .authenticate(&token, info.origin.as_deref(), &cursors)
+        .await?;
     Ok((principal, cursors))
 }
 
@@ -285,15 +263,10 @@ where
     W: Sink<Message, Error = WsError> + Unpin,
     R: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    // Subscribe first, read the log second: a message stored in between arrives twice at
-    // worst (clients drop duplicates by seq), never not at all.
-    gw.hub.register(conn.clone());
-    gw.hub
-        .subscribe(conn.id, user_channel(&p.site, p.role, &p.id));
-    if p.role.is_staff() {
-        gw.hub.subscribe(conn.id, Channel::Staff(p.site.clone()));
-    }
-    let opening = match Box::pin(opening(gw, conn, p, cursors, counted)).await {
+    // The connection listens on its channels already (`open_connection`); the log is read
+    // second: a message stored in between arrives twice at worst (clients drop duplicates by
+    // seq), never not at all.
+    let opening = match Box::pin(gw.welcome(conn, p, cursors, counted)).await {
         Ok(frames) => frames,
         Err(e) => {
             tracing::warn!(error = ?e, "welcome failed");
@@ -318,7 +291,7 @@ where
     metrics::counter!(m::FRAMES_OUT).increment(opening.len() as u64);
     drop(opening);
 
-    let limiter = rate_limiter(gw.cfg.rate_per_sec, gw.cfg.rate_burst);
+    let limiter = rate_limiter(gw.config().rate_per_sec, gw.config().rate_burst);
     let mut strikes = 0u32;
     // The request being handled. Requests are handled one at a time, in arrival order (the
     // next frame is read only after), but the writer goes on while one waits on the engine.
@@ -443,101 +416,6 @@ fn encode(enc: Encoding, f: &ServerFrame) -> Message {
     }
 }
 
-/// `welcome`, the missed messages of recovered conversations, and the staff lists.
-async fn opening<E: Engine>(
-    gw: &Gateway<E>,
-    conn: &ConnShared,
-    p: &Principal,
-    cursors: Cursors,
-    counted: &mut Option<crate::core::NodeId>,
-) -> Result<Vec<ServerFrame>, ServiceError> {
-    // The user's own channel is live before the connection counts: whatever is decided for
-    // them from then on (an assignment, an offer) reaches this socket.
-    let mut live = vec![user_channel(&p.site, p.role, &p.id)];
-    if p.role.is_staff() {
-        live.push(Channel::Staff(p.site.clone()));
-    }
-    gw.engine.wait_subscribed(&live).await?;
-    *counted = gw.connected(p).await?;
-    let (mut live, offers) = gw.own_conversations(p).await?;
-    let mut ids: Vec<ConvId> = offers.iter().map(|(id, _)| id.clone()).collect();
-    // Conversations named in cursors that the principal may read are recovered too (a
-    // visitor's just-closed conversation, say); visitors and supervisors also follow them
-    // live, an operator only what they hold.
-    for c in cursors.keys() {
-        let id = ConvId(c.clone());
-        if live.contains(&id) || ids.contains(&id) {
-            continue;
-        }
-        if gw.authorize(p, c, Access::Read).await.is_ok() {
-            if p.role == Role::Operator {
-                ids.push(id);
-            } else {
-                live.push(id);
-            }
-        }
-    }
-    let conv_channels: Vec<Channel> = live.iter().map(|id| Channel::Conv(id.clone())).collect();
-    ids.splice(0..0, live);
-    for ch in &conv_channels {
-        gw.hub.subscribe(conn.id, ch.clone());
-    }
-    gw.engine.wait_subscribed(&conv_channels).await?;
-    let drafts = gw.drafts_of(p).await?;
-    let mut conversations: Vec<Conversation> = Vec::with_capacity(ids.len());
-    let mut replays = Vec::new();
-    for id in &ids {
-        let Some(meta) = gw.engine.meta(id).await? else {
-            continue;
-        };
-        let mut c = gw.snapshot_for(p, &meta, &drafts).await?;
-        let mut known = c.last_seq;
-        if let Some(&after) = cursors.get(id.as_str()) {
-            match gw.replay(id, after).await? {
-                Replay::Recovered(msgs) => {
-                    c.recovered = Some(true);
-                    known = known.max(msgs.last().map_or(0, |m| m.seq));
-                    replays.extend(msgs.into_iter().map(ServerFrame::Msg));
-                }
-                Replay::Lost => c.recovered = Some(false),
-            }
-        }
-        // A replay after a bus outage starts from here, not from the first message.
-        gw.hub.note_seq(id, known);
-        conversations.push(c);
-    }
-    // Pending offers again as `offer` frames after `welcome`: it lists them, but only an
-    // offer carries its deadline, which a console needs to count down and drop it on time.
-    let offered: Vec<ServerFrame> = offers
-        .iter()
-        .filter_map(|(id, expires_at)| {
-            let c = conversations.iter().find(|c| c.id == id.as_str())?;
-            Some(ServerFrame::Offer {
-                conv: Box::new(c.clone()),
-                expires_at: *expires_at,
-            })
-        })
-        .collect();
-    let mut frames = vec![ServerFrame::Welcome {
-        conn: gw.conn_name(conn.id),
-        node: gw.node.to_string(),
-        me: Me {
-            role: p.role,
-            id: p.id.clone(),
-            site: p.site.to_string(),
-            name: p.name.clone(),
-        },
-        conversations,
-        settings: gw.client_settings(p),
-    }];
-    frames.extend(replays);
-    frames.extend(offered);
-    if p.role.is_staff() {
-        frames.extend(gw.staff_snapshot(p).await?);
-    }
-    Ok(frames)
-}
-
 /// Handles one frame. `Err` closes the connection.
 async fn handle<E: Engine>(
     gw: &Gateway<E>,
@@ -549,52 +427,75 @@ async fn handle<E: Engine>(
     let kind = frame_kind(&frame);
     metrics::counter!(m::FRAMES_IN, "type" => kind).increment(1);
     let rid = frame.rid().cloned();
-    let result: Result<Option<OkBody>, ServiceError> = match frame {
+    let result = match frame {
         ClientFrame::Hello { .. } => return Err(CloseReason::Malformed),
         ClientFrame::Ping {} => {
             conn.push(encode(conn.encoding, &ServerFrame::Pong {}));
             Ok(None)
         }
         ClientFrame::Pong {} => Ok(None),
+        other => request(gw, conn, p, info, other).await,
+    };
+    reply(conn, rid, result);
+    Ok(())
+}
+
+/// A request's answer: `ok` with a body, nothing (fire-and-forget frames), or an error.
+type Answer = Result<Option<OkBody>, ServiceError>;
+
+/// Handles a request frame: its `conv` (if any) is checked for shape first, then the service
+/// authorises and carries it out.
+async fn request<E: Engine>(
+    gw: &Gateway<E>,
+    conn: &Arc<ConnShared>,
+    p: &Principal,
+    info: &ConnInfo,
+    frame: ClientFrame,
+) -> Answer {
+    let conv_body = |c| Some(OkBody::Conv { conv: Box::new(c) });
+    match frame {
         ClientFrame::Send {
             conv, cid, text, ..
         } => {
-            let sent = gw.send(p, &conv, cid, text).await;
+            let sent = gw.send(p, &conv_id(conv.clone())?, cid, text).await;
             if let Err(ServiceError::Engine(_)) = &sent {
                 // The message cannot reach anyone now: the visitor is told in words too.
                 if let Some(notice) = gw.unavailable_notice(p, &conv) {
                     conn.push(encode(conn.encoding, &notice));
                 }
             }
-            sent.map(|m| {
-                Some(OkBody::Sent {
-                    conv: m.conv,
-                    cid: m.cid.unwrap_or_default(),
-                    seq: m.seq,
-                    ts: m.ts,
-                })
-            })
+            let m = sent?;
+            Ok(Some(OkBody::Sent {
+                conv: m.conv,
+                cid: m.cid.unwrap_or_default(),
+                seq: m.seq,
+                ts: m.ts,
+            }))
         }
         ClientFrame::History {
             conv,
             before,
             limit,
             ..
-        } => gw.history(p, &conv, before, limit).await.map(|h| {
-            Some(OkBody::History {
-                conv,
+        } => {
+            let id = conv_id(conv)?;
+            let h = gw.history(p, &id, before, limit).await?;
+            Ok(Some(OkBody::History {
+                conv: id.0,
                 messages: h.messages,
                 complete: h.complete,
-            })
-        }),
-        ClientFrame::Typing { conv, on, preview } => gw
-            .typing(p, gw.conn_ref(conn.id), &conv, on, preview)
-            .await
-            .map(|_| None),
-        ClientFrame::Read { conv, seq } => gw
-            .read(p, gw.conn_ref(conn.id), &conv, seq)
-            .await
-            .map(|_| None),
+            }))
+        }
+        ClientFrame::Typing { conv, on, preview } => {
+            let from = gw.conn_ref(conn.id);
+            gw.typing(p, from, &conv_id(conv)?, on, preview).await?;
+            Ok(None)
+        }
+        ClientFrame::Read { conv, seq } => {
+            gw.read(p, gw.conn_ref(conn.id), &conv_id(conv)?, seq)
+                .await?;
+            Ok(None)
+        }
         ClientFrame::Start {
             queue,
             prechat,
@@ -604,28 +505,24 @@ async fn handle<E: Engine>(
         } => {
             let page = page.unwrap_or_default();
             let params = params.unwrap_or_default();
-            if let Err(e) = check_params(&params) {
-                Err(e)
-            } else {
-                let [name, email, phone] = contact(prechat.unwrap_or_default());
-                let profile = VisitorProfile {
-                    name,
-                    email,
-                    phone,
-                    params,
-                    preview: Some(preview_from(
-                        info.user_agent.as_deref(),
-                        info.language.as_deref(),
-                        info.country.clone(),
-                        &clip(page.url.unwrap_or_default(), 2000),
-                        &clip(page.referrer.unwrap_or_default(), 2000),
-                    )),
-                };
-                gw.start(p, queue, profile, None).await.map(|c| {
-                    gw.hub.attach(conn, ConvId(c.id.clone()), c.last_seq);
-                    Some(OkBody::Conv { conv: Box::new(c) })
-                })
-            }
+            check_params(&params)?;
+            let [name, email, phone] = contact(prechat.unwrap_or_default());
+            let profile = VisitorProfile {
+                name,
+                email,
+                phone,
+                params,
+                preview: Some(preview_from(
+                    info.user_agent.as_deref(),
+                    info.language.as_deref(),
+                    info.country.clone(),
+                    &clip(page.url.unwrap_or_default(), 2000),
+                    &clip(page.referrer.unwrap_or_default(), 2000),
+                )),
+            };
+            let c = gw.start(p, queue.map(QueueId), profile, None).await?;
+            gw.attach(conn, crate::core::ConvId(c.id.clone()), c.last_seq);
+            Ok(conv_body(c))
         }
         ClientFrame::Identify {
             conv,
@@ -634,100 +531,66 @@ async fn handle<E: Engine>(
             ..
         } => {
             let params = params.unwrap_or_default();
-            match check_params(&params) {
-                Err(e) => Err(e),
-                Ok(()) => gw
-                    .identify(
-                        p,
-                        conv.as_deref(),
-                        contact(prechat.unwrap_or_default()),
-                        params,
-                    )
-                    .await
-                    .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
-            }
+            check_params(&params)?;
+            let conv = conv.map(conv_id).transpose()?;
+            let details = contact(prechat.unwrap_or_default());
+            let c = gw.identify(p, conv.as_ref(), details, params).await?;
+            Ok(conv_body(c))
         }
         ClientFrame::Close {
             conv,
             outcome,
             tags,
             ..
-        } => gw
-            .close(p, &conv, outcome, tags.unwrap_or_default())
-            .await
-            .map(|c| c.map(|c| OkBody::Conv { conv: Box::new(c) })),
-        ClientFrame::Status { status, .. } => gw
-            .status(p, status)
-            .await
-            .map(|s| Some(OkBody::Status { status: s })),
-        ClientFrame::Accept { conv, .. } => gw
-            .accept(p, &conv)
-            .await
-            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
-        ClientFrame::Decline { conv, .. } => gw
-            .decline(p, &conv)
-            .await
-            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
-        ClientFrame::Transfer { conv, to, note, .. } => gw
-            .transfer(p, &conv, to, note)
-            .await
-            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
+        } => {
+            let id = conv_id(conv)?;
+            let c = gw.close(p, &id, outcome, tags.unwrap_or_default()).await?;
+            Ok(c.and_then(conv_body))
+        }
+        ClientFrame::Status { status, .. } => {
+            let status = gw.status(p, status).await?;
+            Ok(Some(OkBody::Status { status }))
+        }
+        ClientFrame::Accept { conv, .. } => Ok(conv_body(gw.accept(p, &conv_id(conv)?).await?)),
+        ClientFrame::Decline { conv, .. } => Ok(conv_body(gw.decline(p, &conv_id(conv)?).await?)),
+        ClientFrame::Transfer { conv, to, note, .. } => {
+            Ok(conv_body(gw.transfer(p, &conv_id(conv)?, to, note).await?))
+        }
         ClientFrame::Tag {
             conv, add, remove, ..
-        } => gw
-            .tag(p, &conv, add, remove)
-            .await
-            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
-        ClientFrame::Draft { conv, text } => gw
-            .draft(p, gw.conn_ref(conn.id), &conv, text)
-            .await
-            .map(|_| None),
-        ClientFrame::Assign { conv, operator, .. } => gw
-            .assign(p, &conv, operator)
-            .await
-            .map(|c| Some(OkBody::Conv { conv: Box::new(c) })),
+        } => Ok(conv_body(gw.tag(p, &conv_id(conv)?, add, remove).await?)),
+        ClientFrame::Draft { conv, text } => {
+            gw.draft(p, gw.conn_ref(conn.id), &conv_id(conv)?, text)
+                .await?;
+            Ok(None)
+        }
+        ClientFrame::Assign { conv, operator, .. } => {
+            let c = gw.assign(p, &conv_id(conv)?, OperatorId(operator)).await?;
+            Ok(conv_body(c))
+        }
         ClientFrame::Ban {
             conv,
             duration,
             reason,
             ..
-        } => gw
-            .ban(p, &conv, duration, reason.map(|r| clip(r, 500)))
-            .await
-            .map(|(visitor, until)| {
-                Some(OkBody::Ban {
-                    visitor: visitor.0,
-                    until,
-                })
-            }),
-        ClientFrame::Unban { visitor, .. } => gw.unban(p, &visitor).await.map(|_| None),
-        ClientFrame::Watch { conv, on, .. } => {
-            if p.role != Role::Supervisor {
-                Err(ServiceError::Rejected(crate::core::Reject {
-                    code: ErrorCode::Forbidden,
-                    message: "supervisors only",
-                }))
-            } else {
-                match gw.authorize(p, &conv, Access::Read).await {
-                    Ok(meta) => match gw.snapshot_for(p, &meta, &BTreeMap::new()).await {
-                        Ok(c) => {
-                            let id = ConvId(conv.clone());
-                            if on {
-                                gw.hub.attach(conn, id, c.last_seq);
-                            } else {
-                                gw.hub.unsubscribe(conn.id, &Channel::Conv(id));
-                            }
-                            Ok(Some(OkBody::Conv { conv: Box::new(c) }))
-                        }
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                }
-            }
+        } => {
+            let reason = reason.map(|r| clip(r, 500));
+            let (visitor, until) = gw.ban(p, &conv_id(conv)?, duration, reason).await?;
+            Ok(Some(OkBody::Ban {
+                visitor: visitor.0,
+                until,
+            }))
         }
-    };
-    reply(conn, rid, result);
-    Ok(())
+        ClientFrame::Unban { visitor, .. } => {
+            gw.unban(p, &VisitorId(visitor)).await?;
+            Ok(None)
+        }
+        ClientFrame::Watch { conv, on, .. } => {
+            let c = gw.watch(p, conn, &conv_id(conv)?, on).await?;
+            Ok(conv_body(c))
+        }
+        ClientFrame::Hello { .. } | ClientFrame::Ping {} | ClientFrame::Pong {} => Ok(None),
+    }
 }
 
 fn reply(conn: &ConnShared, rid: Option<Rid>, result: Result<Option<OkBody>, ServiceError>) {
@@ -744,8 +607,8 @@ fn reply(conn: &ConnShared, rid: Option<Rid>, result: Result<Option<OkBody>, Ser
         }
         Err(e) => {
             if let ServiceError::Engine(err) = &e {
-                metrics::counter!(m::ENGINE_ERRORS).increment(1);
-                tracing::warn!(error = %err, "engine error");
+                err.count();
+                tracing::warn!(error = %err, kind = err.kind(), "engine error");
             }
             let (code, message) = e.client_error();
             metrics::counter!(m::ERRORS, "code" => code_label(code)).increment(1);
@@ -807,10 +670,10 @@ fn check_params(params: &BTreeMap<String, String>) -> Result<(), ServiceError> {
     if params.len() > crate::core::MAX_PARAMS
         || params.iter().any(|(k, v)| k.len() > 64 || v.len() > 1024)
     {
-        return Err(ServiceError::Rejected(crate::core::Reject {
-            code: ErrorCode::TooLarge,
-            message: "too many or too long params",
-        }));
+        return Err(ServiceError::refuse(
+            ErrorCode::TooLarge,
+            "too many or too long params",
+        ));
     }
     Ok(())
 }

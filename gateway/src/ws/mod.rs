@@ -19,9 +19,9 @@ use tokio_tungstenite::WebSocketStream;
 
 use crate::clock::now_ms;
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::hub::Outbound;
+use crate::outbound::Outbound;
 use crate::protocol::{CloseReason, Encoding, ServerFrame};
+use crate::service::Engine;
 use crate::service::Gateway;
 
 use conn::ConnInfo;
@@ -127,7 +127,7 @@ pub async fn upgrade<E: Engine>(
     };
     let country = st
         .gw
-        .cfg
+        .config()
         .country_header
         .as_deref()
         .and_then(|h| headers.get(h))
@@ -142,8 +142,10 @@ pub async fn upgrade<E: Engine>(
         country,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let cfg = ws_config(&st.gw.cfg);
-    let guard = st.limits.acquire(peer.ip(), st.gw.cfg.max_conns_per_ip);
+    let cfg = ws_config(st.gw.config());
+    let guard = st
+        .limits
+        .acquire(peer.ip(), st.gw.config().max_conns_per_ip);
     let gw = st.gw.clone();
     st.tasks.spawn(async move {
         let Some(ws) = Box::pin(accept(on_upgrade, cfg)).await else {
@@ -234,7 +236,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response {
 /// connections are pinged in [`PING_SLOTS`] slices spread over the interval, so that ten
 /// thousand sockets do not all get their ping (and all answer) in the same instant.
 pub async fn run_pinger<E: Engine>(gw: Arc<Gateway<E>>) {
-    let interval = gw.cfg.ping_interval;
+    let interval = gw.config().ping_interval;
     let ping = Outbound::new(ServerFrame::Ping {});
     let mut tick = tokio::time::interval(interval / PING_SLOTS as u32);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -247,7 +249,7 @@ pub async fn run_pinger<E: Engine>(gw: Arc<Gateway<E>>) {
         // Every connection's queue is read on every tick (a load, no lock): the gauge is at
         // most one slice of the interval old.
         let mut queued = 0usize;
-        gw.hub.for_each(|c| {
+        gw.for_each_connection(|c| {
             queued += c.queued_bytes();
             if c.id.0 % PING_SLOTS != slot {
                 return;
@@ -271,7 +273,7 @@ pub const PING_SLOTS: u64 = 25;
 /// other nodes without a thundering herd.
 pub async fn drain<E: Engine>(gw: &Gateway<E>, window: Duration) {
     gw.set_draining();
-    let conns = gw.hub.all();
+    let conns = gw.connections();
     let start = tokio::time::Instant::now();
     let mut closed = 0;
     while closed < conns.len() {

@@ -21,7 +21,8 @@ use gateway::engine::{
     AppendOutcome, AppendRefusal, ConvMeta, Engine, EngineError, NewMessage, Replay, SiteTx,
     TIMER_LEASE_MS,
 };
-use gateway::hub::{Channel, ConnShared, Hub};
+use gateway::bus::Channel;
+use gateway::hub::{ConnShared, Hub};
 use gateway::protocol::{
     Author, ConvState, Conversation, Encoding, OperatorRef, Role, VisitorView,
 };

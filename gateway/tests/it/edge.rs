@@ -551,7 +551,7 @@ async fn a_reader_that_never_reads_is_cut_with_4008_and_others_are_unaffected() 
     );
     // Gone from the node (it leaves the hub before its close frame is sent); the operator
     // still chats.
-    assert!(node.gw.hub.all().iter().all(|c| c.id != slow_conn.id));
+    assert!(node.gw.connections().iter().all(|c| c.id != slow_conn.id));
     let r = op.rid();
     assert!(matches!(
         op.request(req::send(r, &conv, "after", "still here")).await,
@@ -794,9 +794,9 @@ async fn visitor_session_keeps_the_visitor_id_when_the_previous_token_is_passed(
     assert_eq!(st, 200, "{body}");
     let first: serde_json::Value = serde_json::from_str(&body).unwrap();
     let tok = first["token"].as_str().unwrap();
-    let p = node.gw.auth.verify(tok).unwrap();
+    let p = node.gw.auth().verify(tok).unwrap();
     assert_eq!(
-        (p.role, p.id.as_str(), p.site.as_str()),
+        (p.role(), p.id(), p.site.as_str()),
         (Role::Visitor, first["visitor_id"].as_str().unwrap(), "demo")
     );
     let again = format!(r#"{{"site":"demo","visitor_token":"{tok}"}}"#);
@@ -1112,8 +1112,7 @@ async fn slow_visitor(
     };
     let conn = node
         .gw
-        .hub
-        .all()
+        .connections()
         .into_iter()
         .find(|c| c.role == Role::Visitor)
         .expect("the slow visitor's connection");

@@ -24,8 +24,10 @@ use tokio::sync::{mpsc, watch};
 
 use super::conn::Conn;
 use super::keys;
+use super::{keys as bus_keys, RedisEngine};
+use crate::bus::{wire, BusMsg, Channel, Held, Local, Outbound, SubChange};
 use crate::core::{ConvId, SiteId};
-use crate::hub::{wire, BusMsg, Channel, ConnShared, Hub, Outbound, SubChange};
+use crate::engine::{Broker, EngineError};
 use crate::metrics as m;
 use crate::protocol::CloseReason;
 
@@ -34,7 +36,8 @@ use crate::protocol::CloseReason;
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Bus {
-    hub: Arc<Hub>,
+    /// The node's local connections.
+    local: Arc<dyn Local>,
     /// Channel names we subscribed to, for incoming messages (names are never parsed).
     names: DashMap<String, Channel>,
     /// Subscriptions Redis confirmed.
@@ -45,20 +48,17 @@ pub struct Bus {
     up: AtomicBool,
     /// Conversation channels whose `msg` frames are held back since the connection was lost,
     /// waiting for the replay that follows the resubscription; and since when.
-    lost: Mutex<(Vec<Gated>, Option<std::time::Instant>)>,
+    lost: Mutex<(Vec<Held>, Option<std::time::Instant>)>,
 }
-
-/// A conversation, the `seq` its channel had carried, and the connections held back on it.
-type Gated = (ConvId, u64, Vec<Arc<ConnShared>>);
 
 /// How long connections stay held back while the bus cannot be restored; then they are closed
 /// with 1012 and resume with their cursors (held frames must not pile up without end).
 const LOST_PATIENCE: Duration = Duration::from_secs(30);
 
 impl Bus {
-    pub fn new(hub: Arc<Hub>) -> Arc<Bus> {
+    pub fn new(local: Arc<dyn Local>) -> Arc<Bus> {
         Arc::new(Bus {
-            hub,
+            local,
             names: DashMap::new(),
             active: Mutex::new(HashSet::new()),
             generation: watch::channel(0).0,
@@ -120,7 +120,7 @@ impl Bus {
     /// last `seq` it carried until it is replayed.
     fn lose(&self) {
         self.up.store(false, Ordering::Release);
-        let gated = self.hub.gate_all();
+        let gated = self.local.hold_all();
         {
             let mut lost = self.lost.lock();
             lost.0.extend(gated);
@@ -131,7 +131,7 @@ impl Bus {
     }
 
     /// The held-back channels to replay now that the bus is back.
-    fn take_lost(&self) -> Vec<Gated> {
+    fn take_lost(&self) -> Vec<Held> {
         let mut lost = self.lost.lock();
         lost.1 = None;
         std::mem::take(&mut lost.0)
@@ -149,10 +149,9 @@ impl Bus {
                 _ => Vec::new(),
             }
         };
-        for (conv, _, conns) in expired {
-            for c in conns {
-                c.release_gate(&conv, &[]);
-                c.close(CloseReason::Restarting);
+        for held in expired {
+            for c in held.conns {
+                c.give_up(&held.conv, CloseReason::Restarting);
             }
         }
     }
@@ -172,7 +171,7 @@ impl Bus {
         };
         metrics::counter!(m::BUS_IN).increment(1);
         match wire::decode(Bytes::from(payload)) {
-            Ok(msg) => self.hub.dispatch(&ch, &msg),
+            Ok(msg) => self.local.dispatch(&ch, &msg),
             Err(e) => tracing::warn!(channel = %name, error = %e, "bus message dropped"),
         }
     }
@@ -246,18 +245,8 @@ impl<R: Replayer> Subscriber<R> {
             SubChange::Changed(ch) => {
                 pending.insert(ch);
             }
-            SubChange::Catchup {
-                conv,
-                after_seq,
-                conns,
-            } => {
-                tokio::spawn(catch_up(
-                    self.bus.clone(),
-                    self.replayer.clone(),
-                    conv,
-                    after_seq,
-                    conns,
-                ));
+            SubChange::Catchup(held) => {
+                tokio::spawn(catch_up(self.bus.clone(), self.replayer.clone(), held));
             }
         }
     }
@@ -267,7 +256,7 @@ impl<R: Replayer> Subscriber<R> {
         let mut subscribe = Vec::new();
         let mut unsubscribe = Vec::new();
         for ch in pending.iter() {
-            let wanted = self.bus.hub.has(ch) || matches!(ch, Channel::Nodes);
+            let wanted = self.bus.local.has(ch) || matches!(ch, Channel::Nodes);
             let active = self.bus.is_active(ch);
             if wanted && !active {
                 subscribe.push(ch.clone());
@@ -295,7 +284,7 @@ impl<R: Replayer> Subscriber<R> {
             }
             let mut back = Vec::new();
             for (ch, name) in unsubscribe.iter().zip(&names) {
-                if self.bus.hub.has(ch) {
+                if self.bus.local.has(ch) {
                     // A listener came back while the channel was being left.
                     back.push(ch.clone());
                 } else {
@@ -333,7 +322,7 @@ impl<R: Replayer> Subscriber<R> {
     /// channel replayed from the last `seq` it carried, and every site's settings reloaded
     /// (a change announced meanwhile was missed). `false` if Redis failed.
     async fn resubscribe_all(&mut self, pending: &mut HashSet<Channel>) -> bool {
-        let mut all = self.bus.hub.channels();
+        let mut all = self.bus.local.channels();
         all.push(Channel::Nodes);
         if !self.subscribe(&all).await {
             // The held-back connections stay held until the next attempt (or are closed if
@@ -349,18 +338,12 @@ impl<R: Replayer> Subscriber<R> {
             conversations = lost.len(),
             "bus resubscribed; replaying conversations"
         );
-        for (conv, after, conns) in lost {
-            tokio::spawn(catch_up(
-                self.bus.clone(),
-                self.replayer.clone(),
-                conv,
-                after,
-                conns,
-            ));
+        for held in lost {
+            tokio::spawn(catch_up(self.bus.clone(), self.replayer.clone(), held));
         }
         for site in &self.sites {
             self.bus
-                .hub
+                .local
                 .dispatch(&Channel::Nodes, &BusMsg::Settings(site.clone()));
         }
         true
@@ -370,13 +353,8 @@ impl<R: Replayer> Subscriber<R> {
 /// Replays a conversation's log after `after` to connections whose `msg` frames are held
 /// back, once the node's subscription is confirmed. If that cannot be done the connections
 /// are closed with 1012: they reconnect and resume with their cursors.
-async fn catch_up<R: Replayer>(
-    bus: Arc<Bus>,
-    replayer: Arc<R>,
-    conv: ConvId,
-    after: u64,
-    conns: Vec<Arc<ConnShared>>,
-) {
+async fn catch_up<R: Replayer>(bus: Arc<Bus>, replayer: Arc<R>, held: Held) {
+    let Held { conv, after, conns } = held;
     let ch = Channel::Conv(conv.clone());
     let frames = if bus
         .wait_active(std::slice::from_ref(&ch), CONFIRM_TIMEOUT)
@@ -390,15 +368,40 @@ async fn catch_up<R: Replayer>(
         Some(frames) => {
             metrics::counter!(m::BUS_CATCHUP).increment(frames.len() as u64);
             for c in &conns {
-                c.release_gate(&conv, &frames);
+                c.release(&conv, &frames);
             }
         }
         None => {
             tracing::warn!(conv = %conv, "replay failed; connections resume by reconnecting");
             for c in &conns {
-                c.release_gate(&conv, &[]);
-                c.close(CloseReason::Restarting);
+                c.give_up(&conv, CloseReason::Restarting);
             }
+        }
+    }
+}
+
+impl Broker for RedisEngine {
+    async fn publish(&self, ch: &Channel, msg: BusMsg) -> Result<(), EngineError> {
+        let payload = wire::encode(&msg);
+        let cmd = self
+            .inner
+            .conn
+            .publish_cmd(&bus_keys::channel(ch), &payload);
+        self.inner.run::<()>(&cmd).await?;
+        metrics::counter!(m::BUS_OUT, "kind" => "event").increment(1);
+        Ok(())
+    }
+
+    async fn wait_subscribed(&self, channels: &[Channel]) -> Result<(), EngineError> {
+        if self
+            .inner
+            .bus
+            .wait_active(channels, self.inner.opts.redis.timeout * 2)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(EngineError::Timeout)
         }
     }
 }

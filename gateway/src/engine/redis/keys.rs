@@ -19,8 +19,8 @@
 //! | `cg:{gw}:nodes` / `cg:{gw}:dead` | hash of heartbeats / set of nodes to sweep | - |
 //! | `cg:{gw}:bus` | channel: control messages to every node | - |
 
+use crate::bus::Channel;
 use crate::core::{ConvId, OperatorId, SiteId, VisitorId};
-use crate::hub::Channel;
 
 pub fn site_state(site: &SiteId) -> String {
     format!("cg:{{s:{site}}}:st")
@@ -65,7 +65,7 @@ pub fn conv_cids(conv: &ConvId) -> String {
 pub const NODES: &str = "cg:{gw}:nodes";
 pub const DEAD: &str = "cg:{gw}:dead";
 
-/// The exact pub/sub channel name of a hub channel.
+/// The exact pub/sub channel name of a bus channel.
 pub fn channel(ch: &Channel) -> String {
     match ch {
         Channel::Conv(c) => format!("cg:{{c:{c}}}"),

@@ -1,0 +1,300 @@
+//! Conversation logs and records: the append script, replay, history, records and activity.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::bus::Replayer;
+use super::codec::{
+    array, as_bytes, as_str, as_u64, decode, decode_msg, encode, garbled, msg_frame_parts,
+    state_str, ttl_secs,
+};
+use super::{keys, scripts, Inner, RedisEngine, OPEN_TTL, SEQ_ARG_MAX};
+use crate::bus::{Channel, Outbound};
+use crate::core::{Activity, ConvId, SiteId, VisitorId};
+use crate::engine::{
+    AppendOutcome, AppendRefusal, Appended, ConvLog, ConvMeta, EngineError, HistoryPage,
+    NewMessage, Replay,
+};
+use crate::metrics as m;
+use crate::protocol::{ConvState, Msg};
+
+impl Inner {
+    /// Reads a log after a cursor as `(seq, frame bytes)`; `None` when it no longer reaches.
+    async fn replay_raw(
+        &self,
+        conv: &ConvId,
+        after: u64,
+    ) -> Result<Option<Vec<(u64, Bytes)>>, EngineError> {
+        let out = self
+            .script(
+                scripts::REPLAY
+                    .key(keys::conv_meta(conv))
+                    .key(keys::conv_log(conv))
+                    .arg(after),
+            )
+            .await?;
+        let parts = array(out)?;
+        match parts.first().and_then(as_str) {
+            Some("ok") => {
+                let mut frames = Vec::with_capacity(parts.len() / 2);
+                for pair in parts[1..].chunks(2) {
+                    let [s, f] = pair else {
+                        return Err(garbled("replay pair"));
+                    };
+                    let seq = as_u64(s).ok_or_else(|| garbled("replay seq"))?;
+                    let frame = as_bytes(f).ok_or_else(|| garbled("replay frame"))?;
+                    frames.push((seq, Bytes::copy_from_slice(frame)));
+                }
+                Ok(Some(frames))
+            }
+            Some("lost") => Ok(None),
+            other => Err(garbled(format!("replay answered {other:?}"))),
+        }
+    }
+}
+
+impl Replayer for Inner {
+    async fn replay_frames(&self, conv: &ConvId, after: u64) -> Option<Vec<(u64, Arc<Outbound>)>> {
+        match self.replay_raw(conv, after).await {
+            Ok(Some(frames)) => Some(
+                frames
+                    .into_iter()
+                    .map(|(seq, f)| (seq, Outbound::from_msgpack(f)))
+                    .collect(),
+            ),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(conv = %conv, error = %e, "replay read failed");
+                None
+            }
+        }
+    }
+}
+
+impl ConvLog for RedisEngine {
+    async fn append(&self, m: NewMessage) -> Result<AppendOutcome, EngineError> {
+        let role = m.from.role;
+        let ckey = m
+            .cid
+            .as_ref()
+            .map(|c| format!("{}:{}:{c}", role.as_str(), m.from.id))
+            .unwrap_or_default();
+        let msg = Msg {
+            conv: m.conv.0.clone(),
+            seq: 0,
+            from: m.from,
+            text: m.text,
+            ts: m.ts,
+            cid: m.cid,
+        };
+        let (prefix, suffix) = msg_frame_parts(&msg);
+        // The bus envelope around the frame (see `bus::wire`): kind, audience, except, then
+        // `seq` (added by the script), then `ts`.
+        let mut middle = Vec::with_capacity(9);
+        rmp::encode::write_uint(&mut middle, msg.ts).expect("writing to a Vec cannot fail");
+        let channel = keys::channel(&Channel::Conv(m.conv.clone()));
+        let mut inv = scripts::APPEND.prepare_invoke();
+        inv.key(keys::conv_meta(&m.conv))
+            .key(keys::conv_log(&m.conv))
+            .key(keys::conv_cids(&m.conv))
+            .arg(m.site.as_str())
+            .arg(role.as_str())
+            .arg(&msg.from.id)
+            .arg(&ckey)
+            // Kind, audience "all", no connection excepted (msgpack nil).
+            .arg(&b"Fa\xc0"[..])
+            .arg(middle)
+            .arg(prefix)
+            .arg(suffix)
+            .arg(self.inner.opts.max_log)
+            .arg(msg.ts)
+            .arg(ttl_secs(OPEN_TTL))
+            .arg(&channel)
+            .arg(if self.inner.conn.is_cluster() {
+                "1"
+            } else {
+                "0"
+            });
+        let out = array(self.inner.script(&inv).await?)?;
+        match out.first().and_then(as_str) {
+            Some("ok") => {
+                metrics::counter!(m::BUS_OUT, "kind" => "msg").increment(1);
+                let seq = out.get(1).and_then(as_u64).ok_or_else(|| garbled("seq"))?;
+                let conv_state = match out.get(2).and_then(as_str) {
+                    Some("queued") => ConvState::Queued,
+                    Some("offered") => ConvState::Offered,
+                    Some("active") => ConvState::Active,
+                    Some("closed") => ConvState::Closed,
+                    other => return Err(garbled(format!("conversation state {other:?}"))),
+                };
+                let started_unanswered = out.get(3).and_then(as_u64) == Some(1);
+                Ok(AppendOutcome::Stored(Appended {
+                    msg: Msg { seq, ..msg },
+                    conv_state,
+                    started_unanswered,
+                }))
+            }
+            Some("dup") => {
+                let frame = out
+                    .get(1)
+                    .and_then(as_bytes)
+                    .ok_or_else(|| garbled("dup"))?;
+                Ok(AppendOutcome::Duplicate(decode_msg(frame)?))
+            }
+            Some("dup_gone") => {
+                // The retry carries the same text; the stored copy was trimmed.
+                let seq = out
+                    .get(1)
+                    .and_then(as_u64)
+                    .ok_or_else(|| garbled("dup seq"))?;
+                Ok(AppendOutcome::Duplicate(Msg { seq, ..msg }))
+            }
+            Some("nf") => Ok(AppendOutcome::Refused(AppendRefusal::NotFound)),
+            Some("closed") => Ok(AppendOutcome::Refused(AppendRefusal::Closed)),
+            Some("forbidden") => Ok(AppendOutcome::Refused(AppendRefusal::Forbidden)),
+            other => Err(garbled(format!("append answered {other:?}"))),
+        }
+    }
+
+    async fn replay(&self, conv: &ConvId, after: u64) -> Result<Replay, EngineError> {
+        match self.inner.replay_raw(conv, after).await? {
+            Some(frames) => Ok(Replay::Recovered(
+                frames
+                    .iter()
+                    .map(|(_, f)| decode_msg(f))
+                    .collect::<Result<_, _>>()?,
+            )),
+            None => Ok(Replay::Lost),
+        }
+    }
+
+    async fn history(
+        &self,
+        conv: &ConvId,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<HistoryPage, EngineError> {
+        let out = array(
+            self.inner
+                .script(
+                    scripts::HISTORY
+                        .key(keys::conv_log(conv))
+                        .arg(before.map_or(-1, |b| b.min(SEQ_ARG_MAX) as i64))
+                        .arg(limit.max(1)),
+                )
+                .await?,
+        )?;
+        let complete = out.first().and_then(as_u64) == Some(1);
+        let messages = out
+            .iter()
+            .skip(1)
+            .map(|f| {
+                as_bytes(f)
+                    .ok_or_else(|| garbled("history frame"))
+                    .and_then(decode_msg)
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(HistoryPage { messages, complete })
+    }
+
+    async fn last_seq(&self, conv: &ConvId) -> Result<u64, EngineError> {
+        let v: Option<u64> = self
+            .inner
+            .run(redis::cmd("HGET").arg(keys::conv_meta(conv)).arg("seq"))
+            .await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    async fn last_seqs(&self, convs: &[ConvId]) -> Result<Vec<u64>, EngineError> {
+        // Concurrent single-key reads share the multiplexed connection (a pipeline would
+        // have to be split by slot on a cluster).
+        let reads = convs.iter().map(|c| self.last_seq(c));
+        futures_util::future::try_join_all(reads).await
+    }
+
+    async fn meta(&self, conv: &ConvId) -> Result<Option<ConvMeta>, EngineError> {
+        let snap: Option<Vec<u8>> = self
+            .inner
+            .run(redis::cmd("HGET").arg(keys::conv_meta(conv)).arg("snap"))
+            .await?;
+        match snap {
+            Some(b) => Ok(Some(ConvMeta::from_snapshot(&decode(&b)?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_meta(
+        &self,
+        conv: &ConvId,
+        meta: ConvMeta,
+        version: u64,
+    ) -> Result<(), EngineError> {
+        let ttl = if meta.state == ConvState::Closed {
+            self.inner.opts.retention
+        } else {
+            OPEN_TTL
+        };
+        self.inner
+            .script(
+                scripts::PUT_META
+                    .key(keys::conv_meta(conv))
+                    .key(keys::conv_log(conv))
+                    .key(keys::conv_cids(conv))
+                    .arg(version)
+                    .arg(meta.site.as_str())
+                    .arg(meta.visitor.as_str())
+                    .arg(meta.operator.as_ref().map(|o| o.as_str()).unwrap_or(""))
+                    .arg(state_str(meta.state))
+                    .arg(encode(&meta.snapshot))
+                    .arg(ttl_secs(ttl)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn activity(&self, conv: &ConvId) -> Result<Activity, EngineError> {
+        let (last, unans): (Option<u64>, Option<u64>) = self
+            .inner
+            .run(
+                redis::cmd("HMGET")
+                    .arg(keys::conv_meta(conv))
+                    .arg("last_ts")
+                    .arg("unans"),
+            )
+            .await?;
+        Ok(Activity {
+            last_ts: last.unwrap_or(0),
+            unanswered_since: unans.filter(|&u| u > 0),
+        })
+    }
+
+    async fn visitor_latest(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+    ) -> Result<Option<ConvId>, EngineError> {
+        let v: Option<String> = self
+            .inner
+            .run(redis::cmd("GET").arg(keys::visitor_latest(site, visitor)))
+            .await?;
+        Ok(v.map(ConvId))
+    }
+
+    async fn set_visitor_latest(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        conv: &ConvId,
+    ) -> Result<(), EngineError> {
+        self.inner
+            .run::<()>(
+                redis::cmd("SET")
+                    .arg(keys::visitor_latest(site, visitor))
+                    .arg(conv.as_str())
+                    .arg("EX")
+                    .arg(ttl_secs(OPEN_TTL)),
+            )
+            .await
+    }
+}

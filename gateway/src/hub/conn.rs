@@ -1,0 +1,205 @@
+//! One connection's side of the hub: its outbound queue, bounded in bytes (overflow closes it
+//! with 4008), its close request, and what it receives.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::gates::Gate;
+use crate::bus::{Audience, Outbound};
+use crate::core::{ConnId, QueueId};
+use crate::metrics as m;
+use crate::protocol::{CloseReason, Encoding, Role};
+
+fn message_len(m: &Message) -> usize {
+    match m {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        _ => 0,
+    }
+}
+
+/// An item of a connection's outbound queue.
+pub type Out = Message;
+
+/// The part of a connection that the hub and its own task share.
+#[derive(Debug)]
+pub struct ConnShared {
+    pub id: ConnId,
+    pub role: Role,
+    pub encoding: Encoding,
+    /// Queues an operator serves (`None`: all).
+    pub queues: Option<Vec<QueueId>>,
+    out: Arc<OutQueue>,
+    pub(super) queued: AtomicUsize,
+    pub(super) max_queued: usize,
+    /// 0 while open, else the close code asked for (first request wins).
+    close_code: AtomicU16,
+    closed: Notify,
+    /// Unix ms of the last frame received from the client.
+    pub last_rx: AtomicU64,
+    /// Conversations whose `msg` frames are held back while the log is replayed to this
+    /// connection (see [`ConnShared::open_gate`]); `gated` is the lock-free fast path.
+    pub(super) gates: parking_lot::Mutex<Vec<Gate>>,
+    pub(super) gated: AtomicBool,
+}
+
+/// A connection's outbound queue: a plain deque behind a short lock, and a wake-up for its
+/// writer. It costs nothing while empty (a channel would allocate its first block of slots up
+/// front, per socket); its bound is the byte budget [`ConnShared::push`] enforces.
+#[derive(Default)]
+struct OutQueue {
+    items: parking_lot::Mutex<std::collections::VecDeque<Out>>,
+    ready: Notify,
+}
+
+impl std::fmt::Debug for OutQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutQueue")
+            .field("len", &self.items.lock().len())
+            .finish()
+    }
+}
+
+/// The writer's end of a connection's outbound queue.
+pub struct Outbox(Arc<OutQueue>);
+
+impl Outbox {
+    /// The next queued message, waiting for one.
+    pub async fn recv(&mut self) -> Option<Out> {
+        loop {
+            if let Some(m) = self.try_recv() {
+                return Some(m);
+            }
+            // A push between the check and here leaves a permit: no wake-up is lost.
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// The next queued message, if any; an emptied queue gives its memory back.
+    pub fn try_recv(&mut self) -> Option<Out> {
+        let mut items = self.0.items.lock();
+        let m = items.pop_front();
+        if items.is_empty() && items.capacity() > 16 {
+            *items = std::collections::VecDeque::new();
+        }
+        m
+    }
+}
+
+impl ConnShared {
+    /// A connection and the receiving end of its outbound queue.
+    pub fn new(
+        id: ConnId,
+        role: Role,
+        encoding: Encoding,
+        queues: Option<Vec<QueueId>>,
+        max_queued: usize,
+        now: u64,
+    ) -> (Arc<ConnShared>, Outbox) {
+        let out = Arc::new(OutQueue::default());
+        let rx = Outbox(out.clone());
+        let c = ConnShared {
+            id,
+            role,
+            encoding,
+            queues,
+            out,
+            queued: AtomicUsize::new(0),
+            max_queued,
+            close_code: AtomicU16::new(0),
+            closed: Notify::new(),
+            last_rx: AtomicU64::new(now),
+            gates: parking_lot::Mutex::new(Vec::new()),
+            gated: AtomicBool::new(false),
+        };
+        (Arc::new(c), rx)
+    }
+
+    pub(super) fn wants(&self, audience: &Audience) -> bool {
+        match audience {
+            Audience::All => true,
+            Audience::Staff => self.role.is_staff(),
+            Audience::Visitors => self.role == Role::Visitor,
+            Audience::Queue(q) => match self.role {
+                Role::Supervisor => true,
+                Role::Operator => self.queues.as_ref().is_none_or(|qs| qs.contains(q)),
+                _ => false,
+            },
+        }
+    }
+
+    /// Queues a frame without waiting. Overflowing the byte budget closes the connection
+    /// with 4008 instead; returns whether the frame was queued.
+    pub fn deliver(&self, out: &Outbound) -> bool {
+        self.push(out.message(self.encoding))
+    }
+
+    /// Queues a message, charged against the byte budget.
+    pub fn push(&self, msg: Message) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        let len = message_len(&msg);
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.max_queued {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.cut_too_slow();
+            return false;
+        }
+        self.out.items.lock().push_back(msg);
+        self.out.ready.notify_one();
+        true
+    }
+
+    /// The outbound budget is spent: the connection is closed with 4008 and resumes later.
+    pub(super) fn cut_too_slow(&self) {
+        metrics::counter!(m::SLOW_CLOSES).increment(1);
+        self.close(CloseReason::TooSlow);
+    }
+
+    /// Asks the connection's task to close with `reason` now, ahead of anything queued (a
+    /// writer stuck on a slow socket is interrupted). Only the first request counts.
+    pub fn close(&self, reason: CloseReason) {
+        if self
+            .close_code
+            .compare_exchange(0, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.closed.notify_one();
+        }
+    }
+
+    /// Resolves once [`ConnShared::close`] was called; returns the reason.
+    pub async fn closed(&self) -> CloseReason {
+        loop {
+            if let Some(r) = self.close_reason() {
+                return r;
+            }
+            self.closed.notified().await;
+        }
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        CloseReason::from_code(self.close_code.load(Ordering::Acquire))
+    }
+
+    /// The writer reports bytes it has handed to the socket.
+    pub fn written(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.close_code.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn touch(&self, now: u64) {
+        self.last_rx.store(now, Ordering::Relaxed);
+    }
+}

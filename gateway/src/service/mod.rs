@@ -1,0 +1,300 @@
+//! The gateway's use cases, generic over the engine: run a core transition atomically, then
+//! carry out its effects; authorise every conversation a frame names; store and route
+//! messages; keep presence, timers and the census running.
+//!
+//! The WebSocket and HTTP edges call only the methods of [`Gateway`] (it has no public
+//! fields); the core decides, the engine stores and publishes, the hub delivers to local
+//! sockets, and this module is the glue that is the same for every engine. The use cases live
+//! in one file each:
+//!
+//! - `transitions` — the begin → core → commit → effects loop, and effects retried after an
+//!   engine hiccup;
+//! - `authz` — who may touch which conversation;
+//! - `session` — a connection's life: counted in presence, `welcome` with replay, detached;
+//! - `conversations` — start, send, history, typing, read receipts, identify, close, drafts;
+//! - `staff` — status, accept, decline, transfer, assign, tags, queue listings, snapshots;
+//! - `sites` — availability, settings, bans;
+//! - `timers`, `presence`, `census` — the background loops.
+
+mod authz;
+mod census;
+mod conversations;
+mod presence;
+mod session;
+mod sites;
+mod staff;
+mod timers;
+mod transitions;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+pub use authz::Access;
+pub use conversations::preview_from;
+pub use session::Cursors;
+pub use sites::SettingsUpdateError;
+
+use crate::auth::Auth;
+use crate::bus::{Channel, ConnRef};
+use crate::clock::now_ms;
+use crate::config::{Config, SiteConfig};
+use crate::core::{ConnId, ConvId, NodeId, Reject, Settings, SiteId, VisitorId};
+use crate::engine::EngineError;
+use crate::hub::{ConnShared, Hub};
+use crate::metrics as m;
+use crate::protocol::{ErrorCode, Role};
+
+pub use crate::engine::Engine;
+
+/// Why a request failed, as the client will be told.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{}", .0.message)]
+    Rejected(Reject),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl ServiceError {
+    pub(crate) fn refuse(code: ErrorCode, message: &'static str) -> ServiceError {
+        ServiceError::Rejected(Reject { code, message })
+    }
+
+    /// The error code and message for the client; engine details stay in the log.
+    pub fn client_error(&self) -> (ErrorCode, &'static str) {
+        match self {
+            ServiceError::Rejected(r) => (r.code, r.message),
+            ServiceError::Engine(_) => (ErrorCode::Unavailable, "temporarily unavailable; retry"),
+        }
+    }
+}
+
+impl From<Reject> for ServiceError {
+    fn from(r: Reject) -> Self {
+        ServiceError::Rejected(r)
+    }
+}
+
+/// A configured site and its live settings.
+pub struct Site {
+    pub config: SiteConfig,
+    settings: RwLock<Arc<Settings>>,
+    /// The widget's availability as last computed here (see [`Gateway::availability`]).
+    availability: tokio::sync::Mutex<Option<sites::CachedAvailability>>,
+    /// Bumped by every change this node makes to the site (a transition, new settings), so
+    /// that its own changes show at once; other nodes' show within
+    /// [`sites::AVAILABILITY_TTL`].
+    generation: AtomicU64,
+}
+
+impl Site {
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.read().clone()
+    }
+
+    fn set_settings(&self, new: Arc<Settings>) {
+        *self.settings.write() = new;
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// One gateway node's use cases. Edges hold it in an `Arc` and call its methods.
+pub struct Gateway<E: Engine> {
+    engine: E,
+    hub: Arc<Hub>,
+    auth: Auth,
+    cfg: Config,
+    node: NodeId,
+    sites: HashMap<SiteId, Site>,
+    by_key: HashMap<String, SiteId>,
+    next_conn: AtomicU64,
+    listings: staff::Listings,
+    retries: transitions::Retries,
+    draining: AtomicBool,
+    /// The node's current life, under which its connections are counted in the sites'
+    /// presence and its heartbeat is written: `<node>~<random>`. A new life begins when the
+    /// others declared this one dead (it was cut off): what the old life counted is swept,
+    /// and nothing late from the old life can touch what the new one counts.
+    life: RwLock<NodeId>,
+}
+
+/// A fresh life id for a node.
+fn new_life(node: &NodeId) -> NodeId {
+    use rand::Rng;
+    NodeId(format!("{node}~{:08x}", rand::rng().random::<u32>()))
+}
+
+impl<E: Engine> Gateway<E> {
+    pub fn new(engine: E, hub: Arc<Hub>, auth: Auth, cfg: Config, node: NodeId) -> Gateway<E> {
+        hub.set_node(node.clone());
+        let mut sites = HashMap::new();
+        let mut by_key = HashMap::new();
+        for s in &cfg.sites {
+            by_key.insert(s.widget_key.clone(), s.id.clone());
+            sites.insert(
+                s.id.clone(),
+                Site {
+                    settings: RwLock::new(Arc::new(s.settings.clone())),
+                    config: s.clone(),
+                    availability: tokio::sync::Mutex::new(None),
+                    generation: AtomicU64::new(0),
+                },
+            );
+        }
+        Gateway {
+            engine,
+            hub,
+            auth,
+            cfg,
+            sites,
+            by_key,
+            next_conn: AtomicU64::new(1),
+            listings: staff::Listings::default(),
+            retries: transitions::Retries::default(),
+            draining: AtomicBool::new(false),
+            life: RwLock::new(new_life(&node)),
+            node,
+        }
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Verifies and mints tokens.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
+    pub fn node(&self) -> &NodeId {
+        &self.node
+    }
+
+    pub fn site(&self, id: &SiteId) -> Option<&Site> {
+        self.sites.get(id)
+    }
+
+    pub fn site_by_key(&self, key: &str) -> Option<&Site> {
+        self.by_key.get(key).and_then(|id| self.sites.get(id))
+    }
+
+    pub fn sites(&self) -> impl Iterator<Item = &Site> {
+        self.sites.values()
+    }
+
+    fn site_or_refuse(&self, id: &SiteId) -> Result<&Site, ServiceError> {
+        self.sites
+            .get(id)
+            .ok_or(ServiceError::refuse(ErrorCode::NotFound, "no such site"))
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        ConnId(self.next_conn.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A connection's id as clients see it (`welcome.conn`).
+    pub fn conn_name(&self, id: ConnId) -> String {
+        format!("{}-{}", self.node, id.0)
+    }
+
+    pub fn conn_ref(&self, id: ConnId) -> ConnRef {
+        ConnRef {
+            node: self.node.clone(),
+            conn: id,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether new connections are turned away (1012): the node drains.
+    pub fn refuses_clients(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        metrics::gauge!(m::DRAINING).set(1.0);
+    }
+
+    /// The node's current life (see the field's documentation).
+    pub fn life(&self) -> NodeId {
+        self.life.read().clone()
+    }
+
+    /// Whether the engine answers (readiness).
+    pub async fn ready(&self) -> Result<(), ServiceError> {
+        Ok(self.engine.ping().await?)
+    }
+
+    /// Every connection of this node.
+    pub fn connections(&self) -> Vec<Arc<ConnShared>> {
+        self.hub.all()
+    }
+
+    /// Calls `f` with every connection of this node, without collecting them (it must not
+    /// block).
+    pub fn for_each_connection(&self, f: impl FnMut(&Arc<ConnShared>)) {
+        self.hub.for_each(f);
+    }
+
+    /// Closes every connection of this node now.
+    fn close_all(&self, reason: crate::protocol::CloseReason) {
+        self.hub.for_each(|c| c.close(reason));
+    }
+}
+
+/// The channel of one user's connections.
+pub fn user_channel(site: &SiteId, role: Role, id: &str) -> Channel {
+    Channel::User(site.clone(), role, id.to_owned())
+}
+
+/// A conversation id as a client gave it: 1 to 128 bytes.
+pub fn conv_id(id: String) -> Result<ConvId, ServiceError> {
+    if id.is_empty() || id.len() > 128 {
+        return Err(ServiceError::refuse(
+            ErrorCode::BadRequest,
+            "bad conversation id",
+        ));
+    }
+    Ok(ConvId(id))
+}
+
+/// A fresh conversation id: time-ordered and unguessable.
+pub fn new_conv_id() -> ConvId {
+    use rand::Rng;
+    let r: u64 = rand::rng().random();
+    ConvId(format!("c_{:x}{:016x}", now_ms(), r))
+}
+
+/// A fresh visitor id.
+pub fn new_visitor_id() -> VisitorId {
+    use rand::Rng;
+    let r: u128 = rand::rng().random();
+    VisitorId(format!("v_{r:032x}"))
+}
+
+/// Cuts a string to at most `max` bytes, at a character boundary.
+pub(crate) fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}
+
+/// The most bytes of JSON one history page or queue listing carries (less with a small
+/// outbound budget): long lists come in parts, never in a frame a budget cannot hold.
+const FRAME_LIST_BYTES: usize = 64 * 1024;

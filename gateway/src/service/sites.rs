@@ -1,0 +1,230 @@
+//! Sites: the widget's availability, settings changed at runtime (in effect on every node),
+//! and bans.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::authz::{self, Access};
+use super::{user_channel, Engine, Gateway, ServiceError};
+use crate::auth::Principal;
+use crate::bus::{BusMsg, Channel, Control};
+use crate::clock::now_ms;
+use crate::core::settings::SettingsErrors;
+use crate::core::{
+    self, Actor, Availability, Command, ConvId, Outcome, Settings, SiteId, VisitorId,
+};
+use crate::engine::SiteTx;
+use crate::protocol::{CloseReason, ConvState, ErrorCode, Role};
+
+/// How long a node answers availability from what it last computed.
+pub const AVAILABILITY_TTL: Duration = Duration::from_secs(1);
+
+/// How long a ban lasts when the request does not say, and at most.
+const BAN_DEFAULT: Duration = Duration::from_secs(24 * 3600);
+const BAN_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Clone, Copy)]
+pub(super) struct CachedAvailability {
+    at: std::time::Instant,
+    generation: u64,
+    value: Availability,
+}
+
+/// Why a settings update failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsUpdateError {
+    #[error("no such site")]
+    NoSite,
+    #[error(transparent)]
+    Invalid(SettingsErrors),
+    #[error(transparent)]
+    Service(ServiceError),
+}
+
+impl<E: Engine> Gateway<E> {
+    /// The site's availability for the widget: computed at most once per
+    /// [`AVAILABILITY_TTL`] per node (and again after this node changed the site), however
+    /// many pages ask; concurrent askers wait for one computation. Every page with the
+    /// widget polls it; reading the site's state for each poll would take its lock (and ask
+    /// Redis) as often as pages load, in the way of the transitions that matter.
+    pub async fn availability(&self, site: &SiteId) -> Result<Availability, ServiceError> {
+        let s = self.site_or_refuse(site)?;
+        let mut cached = s.availability.lock().await;
+        let generation = s.generation.load(Ordering::Acquire);
+        if let Some(c) = *cached {
+            if c.generation == generation && c.at.elapsed() < AVAILABILITY_TTL {
+                return Ok(c.value);
+            }
+        }
+        let settings = s.settings();
+        let value = {
+            let mut tx = self.engine.begin(site).await?;
+            core::availability(tx.state(), &settings)
+        };
+        *cached = Some(CachedAvailability {
+            at: std::time::Instant::now(),
+            generation,
+            value,
+        });
+        Ok(value)
+    }
+
+    /// Applies a settings patch, stores it for every node, and lets routing react.
+    pub async fn update_settings(
+        &self,
+        site: &SiteId,
+        patch: &Map<String, Value>,
+    ) -> Result<Arc<Settings>, SettingsUpdateError> {
+        let s = self.sites.get(site).ok_or(SettingsUpdateError::NoSite)?;
+        let new = s
+            .settings()
+            .patched(patch, self.cfg.bounds)
+            .map_err(SettingsUpdateError::Invalid)?;
+        self.engine
+            .save_settings(site, &new.to_json())
+            .await
+            .map_err(|e| SettingsUpdateError::Service(e.into()))?;
+        let new = Arc::new(new);
+        s.set_settings(new.clone());
+        // Every other node reloads them; a node that misses the message (its bus connection
+        // was down) reloads every site's settings when it resubscribes.
+        if let Err(e) = self
+            .engine
+            .publish(&Channel::Nodes, BusMsg::Settings(site.clone()))
+            .await
+        {
+            tracing::warn!(site = %site, error = %e, "settings change not announced");
+        }
+        self.apply(site, Command::SettingsChanged)
+            .await
+            .map_err(SettingsUpdateError::Service)?;
+        Ok(new)
+    }
+
+    /// Loads settings stored by any node (at start, and when told they changed).
+    pub async fn reload_settings(&self, site: &SiteId) -> Result<(), ServiceError> {
+        let Some(s) = self.sites.get(site) else {
+            return Ok(());
+        };
+        if let Some(v) = self.engine.load_settings(site).await? {
+            if let Some(obj) = v.as_object() {
+                match s.config.settings.patched(obj, self.cfg.bounds) {
+                    Ok(new) => s.set_settings(Arc::new(new)),
+                    Err(e) => tracing::warn!(site = %site, error = %e, "stored settings rejected"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reloads every site's stored settings (at start).
+    pub async fn reload_all_settings(&self) {
+        for site in self.sites.keys() {
+            if let Err(e) = self.reload_settings(site).await {
+                tracing::warn!(site = %site, error = %e, "stored settings not loaded");
+            }
+        }
+    }
+
+    /// Reloads a site's settings whenever any node says they changed.
+    pub async fn run_control(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<Control>,
+    ) {
+        while let Some(c) = rx.recv().await {
+            match c {
+                Control::SettingsChanged(site) => {
+                    if let Err(e) = self.reload_settings(&site).await {
+                        tracing::warn!(site = %site, error = %e, "settings not reloaded");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bans the visitor of a conversation: they cannot connect (4003) until the ban ends,
+    /// their open conversation ends (outcome `banned`), and the connections they have are
+    /// closed now, on every node. Returns the visitor and the end of the ban.
+    pub async fn ban(
+        &self,
+        p: &Principal,
+        conv: &ConvId,
+        duration: Option<String>,
+        reason: Option<String>,
+    ) -> Result<(VisitorId, u64), ServiceError> {
+        authz::staff(p)?;
+        let d = match duration.as_deref() {
+            None => BAN_DEFAULT,
+            Some(text) => humantime::parse_duration(text).map_err(|_| {
+                ServiceError::refuse(ErrorCode::BadRequest, "duration is like \"24h\" or \"30m\"")
+            })?,
+        };
+        if d < Duration::from_secs(60) || d > BAN_MAX {
+            return Err(ServiceError::refuse(
+                ErrorCode::BadRequest,
+                "a ban lasts from one minute to a year",
+            ));
+        }
+        let meta = self.authorize(p, conv, Access::Manage).await?;
+        let visitor = meta.visitor.clone();
+        let until = now_ms() + d.as_millis() as u64;
+        self.engine.set_ban(&p.site, &visitor, Some(until)).await?;
+        tracing::info!(site = %p.site, visitor = %visitor, by = %p.id(), until, reason = reason.as_deref().unwrap_or(""), "visitor banned");
+        if meta.state != ConvState::Closed {
+            // The staff member's right to do it was checked above.
+            let closed = self
+                .apply(
+                    &p.site,
+                    Command::Close {
+                        by: Actor::System,
+                        conv: conv.clone(),
+                        outcome: Some(Outcome::Banned),
+                        tags: Vec::new(),
+                    },
+                )
+                .await;
+            if let Err(ServiceError::Rejected(r)) = &closed {
+                tracing::debug!(
+                    reason = r.message,
+                    "banned visitor's conversation not closed"
+                );
+            } else {
+                closed?;
+            }
+        }
+        self.engine
+            .publish(
+                &user_channel(&p.site, Role::Visitor, visitor.as_str()),
+                BusMsg::Close(CloseReason::Forbidden),
+            )
+            .await?;
+        Ok((visitor, until))
+    }
+
+    /// Lifts a visitor's ban (supervisors).
+    pub async fn unban(&self, p: &Principal, visitor: &VisitorId) -> Result<(), ServiceError> {
+        authz::supervisor(p)?;
+        if visitor.as_str().is_empty() || visitor.as_str().len() > 256 {
+            return Err(ServiceError::refuse(
+                ErrorCode::BadRequest,
+                "bad visitor id",
+            ));
+        }
+        self.engine.set_ban(&p.site, visitor, None).await?;
+        Ok(())
+    }
+
+    /// Whether a visitor is banned from a site now (an engine that cannot answer does not
+    /// stop them here: whatever they do next needs the engine anyway).
+    pub async fn is_banned(&self, site: &SiteId, visitor: &VisitorId) -> bool {
+        self.engine
+            .banned_until(site, visitor, now_ms())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    }
+}
