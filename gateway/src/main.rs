@@ -194,7 +194,13 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
         match cfg.redis.clone() {
             None => {
                 let running = gateway::server::start_memory(cfg, Some(metrics)).await?;
-                announce(&running.addr, running.gw.node(), "memory", public, generated)?;
+                announce(
+                    &running.addr,
+                    running.gw.node(),
+                    "memory",
+                    public,
+                    generated,
+                )?;
                 shutdown_signal().await;
                 running.shutdown().await;
             }

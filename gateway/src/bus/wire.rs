@@ -275,16 +275,10 @@ mod tests {
             BusMsg::Settings(SiteId::from("demo")),
         ] {
             let back = decode(Bytes::from(encode(&m))).unwrap();
-            assert_eq!(
-                format!("{:?}", encode(&back)),
-                format!("{:?}", encode(&m))
-            );
+            assert_eq!(format!("{:?}", encode(&back)), format!("{:?}", encode(&m)));
         }
         for bad in [&b""[..], b"Z", b"Fx", b"C\x00", b"A\xc1"] {
-            assert!(
-                decode(Bytes::copy_from_slice(bad)).is_err(),
-                "{bad:?}"
-            );
+            assert!(decode(Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
     }
 }

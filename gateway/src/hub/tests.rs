@@ -4,7 +4,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::bus::{Audience, Outbound};
-use crate::core::{SiteId};
+use crate::core::SiteId;
 use crate::protocol::{Encoding, Msg, Role, ServerFrame};
 
 fn conn(id: u64, role: Role, max: usize) -> (Arc<ConnShared>, Outbox) {
@@ -17,7 +17,8 @@ fn msg_frame(text: &str) -> BusMsg {
         ServerFrame::Notice {
             conv: None,
             code: "x".into(),
-            text: text.into()},
+            text: text.into(),
+        },
     )
 }
 
@@ -81,7 +82,8 @@ fn labels(changes: &[SubChange]) -> Vec<String> {
         .iter()
         .map(|c| match c {
             SubChange::Changed(ch) => format!("changed {ch:?}"),
-            SubChange::Catchup(h) => format!("catchup {} {}", h.conv, h.after)})
+            SubChange::Catchup(h) => format!("catchup {} {}", h.conv, h.after),
+        })
         .collect()
 }
 
@@ -100,10 +102,12 @@ fn msg(conv: &str, seq: u64) -> BusMsg {
             from: crate::protocol::Author {
                 role: Role::Visitor,
                 id: "v".into(),
-                name: None},
+                name: None,
+            },
             text: format!("m{seq}"),
             ts: 1,
-            cid: None}),
+            cid: None,
+        }),
     )
 }
 
@@ -120,7 +124,8 @@ fn attach_on_user_channel_subscribes_that_users_connections() {
     let attach = BusMsg::Attach {
         conv: ConvId::from("c9"),
         frame: Some(joined),
-        after_seq: 3};
+        after_seq: 3,
+    };
     hub.dispatch(&user, &attach);
     // Attaching twice changes nothing and delivers nothing twice.
     hub.dispatch(&user, &attach);
@@ -155,7 +160,8 @@ fn an_echo_skips_the_connection_it_came_from() {
     hub.subscribe(ConnId(2), ch.clone());
     let from = |node: &str| ConnRef {
         node: crate::core::NodeId::from(node),
-        conn: ConnId(1)};
+        conn: ConnId(1),
+    };
     hub.dispatch(
         &ch,
         &BusMsg::frame_except(Audience::All, ServerFrame::Ping {}, from("n1")),
@@ -180,7 +186,8 @@ fn detach_delivers_its_frame_then_leaves() {
     hub.subscribe(ConnId(1), Channel::Conv(ConvId::from("c")));
     let detach = BusMsg::Detach {
         conv: ConvId::from("c"),
-        frame: Some(Outbound::new(ServerFrame::Pong {}))};
+        frame: Some(Outbound::new(ServerFrame::Pong {})),
+    };
     hub.dispatch(&user, &detach);
     hub.dispatch(&user, &detach);
     assert_eq!(
@@ -207,7 +214,8 @@ fn a_replay_and_live_frames_leave_in_seq_order_each_once() {
     let replayed: Vec<(u64, Arc<Outbound>)> = (2..=5)
         .map(|s| match msg("c", s) {
             BusMsg::Frame { frame, .. } => (s, frame),
-            _ => unreachable!()})
+            _ => unreachable!(),
+        })
         .collect();
     c.release_gate(&ConvId::from("c"), &replayed);
     hub.dispatch(&ch, &msg("c", 7));

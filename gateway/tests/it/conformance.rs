@@ -6,11 +6,18 @@
 //! A case gets a [`Fixture`]: the engine under test and a second engine on the same store, as
 //! another node would see it. Engines are made with a log capped at [`LOG_CAP`] messages so
 //! that trimming is exercised.
+//!
+//! No case returns early on an engine it cannot apply to. The cases come in three lists (see
+//! the `conformance!` call at the end): every engine; several nodes (two engines that can race
+//! and die — the in-memory engine is one node); and a store the test can wipe and edit behind
+//! the engine's back (Redis and Redis Cluster). On an engine a list does not apply to, its
+//! cases are generated as ignored tests whose reason says why, so a run lists them by name.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::bus::Channel;
 use gateway::config::RedisConfig;
 use gateway::core::{
     self, Command, ConvId, NodeId, OperatorId, QueueId, Settings, SiteId, TimerKind, VisitorId,
@@ -21,7 +28,6 @@ use gateway::engine::{
     AppendOutcome, AppendRefusal, ConvMeta, Engine, EngineError, NewMessage, Replay, SiteTx,
     TIMER_LEASE_MS,
 };
-use gateway::bus::Channel;
 use gateway::hub::{ConnShared, Hub};
 use gateway::protocol::{
     Author, ConvState, Conversation, Encoding, OperatorRef, Role, VisitorView,
@@ -42,8 +48,25 @@ pub struct Fixture<E> {
     pub other: E,
     /// Keeps a per-case Redis alive.
     _server: Option<RedisServer>,
-    /// The Redis engine's node timeout (`None`: the in-memory engine).
-    redis_node_timeout: Option<Duration>,
+    /// The ports of the store's Redis masters, for a case that edits it behind the engine's
+    /// back (empty: the in-memory engine).
+    store: Vec<u16>,
+}
+
+impl<E> Fixture<E> {
+    /// Runs a command on the store: on the master that holds `key` (a cluster answers
+    /// `-MOVED` on the others), or on every master when `key` is `None`.
+    fn store_command(&self, key: Option<&str>, cmd: &str) -> String {
+        assert!(!self.store.is_empty(), "this case needs a Redis store");
+        let mut last = String::new();
+        for &port in &self.store {
+            last = testsupport::command(port, cmd).expect("the store answers");
+            if key.is_some() && !last.starts_with("-MOVED") {
+                return last;
+            }
+        }
+        last
+    }
 }
 
 fn site() -> SiteId {
@@ -914,10 +937,10 @@ pub async fn timers_are_committed_with_their_transition<E: Engine>(f: Fixture<E>
     tx.commit(&[(k.clone(), None)]).await.unwrap();
     drop(tx);
     assert_eq!(f.e.next_timer().await.unwrap(), None);
-    if f.redis_node_timeout.is_none() {
-        return; // one node: its lock makes races impossible
-    }
-    // Two nodes race; the loser's timer is not stored.
+}
+
+/// Two nodes race on a site's transition: the loser's timers are not stored with it.
+pub async fn a_lost_race_stores_none_of_its_timers<E: Engine>(f: Fixture<E>) {
     let mut a = connect_tx(&f.e, "v3").await;
     let mut b = connect_tx(&f.other, "v4").await;
     a.commit(&[(TimerKind::Inactive(ConvId::from("a")), Some(700))])
@@ -935,18 +958,12 @@ pub async fn timers_are_committed_with_their_transition<E: Engine>(f: Fixture<E>
 /// Redis loses its data and another node starts a new history: a copy of the old history is
 /// reloaded whole, never patched with the new one's changes.
 pub async fn a_copy_from_before_a_data_loss_is_reloaded_whole<E: Engine>(f: Fixture<E>) {
-    let Some(server) = &f._server else {
-        return; // needs a store the test can wipe (the single-Redis fixture)
-    };
     for v in ["old1", "old2"] {
         connect_tx(&f.e, v).await.commit(&[]).await.unwrap();
     }
     // The other node reads the old history.
     assert_eq!(read_state(&f.other).await.visitors.len(), 2);
-    assert_eq!(
-        testsupport::command(server.port, "FLUSHALL").unwrap(),
-        "+OK"
-    );
+    assert_eq!(f.store_command(None, "FLUSHALL"), "+OK");
     for v in ["new1", "new2", "new3"] {
         connect_tx(&f.e, v).await.commit(&[]).await.unwrap();
     }
@@ -964,9 +981,6 @@ pub async fn a_copy_from_before_a_data_loss_is_reloaded_whole<E: Engine>(f: Fixt
 /// backup could do it): the append fails without storing anything or keeping its cid, and the
 /// retry with the same cid is stored once, after the log's last message.
 pub async fn a_record_behind_its_log_heals_on_the_next_append<E: Engine>(f: Fixture<E>) {
-    let Some(server) = &f._server else {
-        return; // needs a store the test can edit (the single-Redis fixture)
-    };
     let e = &f.e;
     open_conv(e, "c1").await;
     for i in 0..3 {
@@ -985,7 +999,7 @@ pub async fn a_record_behind_its_log_heals_on_the_next_append<E: Engine>(f: Fixt
     }
     let meta = gateway::engine::redis::keys::conv_meta(&ConvId::from("c1"));
     assert_eq!(
-        testsupport::command(server.port, &format!("HSET {meta} seq 1")).unwrap(),
+        f.store_command(Some(&meta), &format!("HSET {meta} seq 1")),
         ":0"
     );
     let retry = || msg("c1", Role::Visitor, "v1", Some("late"), "late", 2);
@@ -1030,6 +1044,15 @@ pub async fn bans_hold_until_their_time<E: Engine>(f: Fixture<E>) {
     assert_eq!(f.e.banned_until(&s, &v, now).await.unwrap(), None);
 }
 
+/// A node that keeps proving it is alive is never named dead, least of all to itself.
+pub async fn a_live_node_is_never_named_dead<E: Engine>(f: Fixture<E>) {
+    use gateway::engine::Heartbeat;
+    let me = NodeId::from("a~1");
+    assert_eq!(f.e.heartbeat(&me).await.unwrap(), Heartbeat::Alive);
+    assert_eq!(f.e.heartbeat(&me).await.unwrap(), Heartbeat::Alive);
+    assert!(f.e.dead_nodes(&me).await.unwrap().is_empty());
+}
+
 /// Node lives prove they are alive; the engine names the ones that stopped (never the asker),
 /// and a life that was swept and forgotten learns it was evicted at its next heartbeat.
 pub async fn dead_nodes_are_named_once_swept_they_are_forgotten<E: Engine>(f: Fixture<E>) {
@@ -1037,11 +1060,6 @@ pub async fn dead_nodes_are_named_once_swept_they_are_forgotten<E: Engine>(f: Fi
     let (me, other) = (NodeId::from("a~1"), NodeId::from("b~1"));
     assert_eq!(f.e.heartbeat(&me).await.unwrap(), Heartbeat::Alive);
     assert_eq!(f.other.heartbeat(&other).await.unwrap(), Heartbeat::Alive);
-    if f.redis_node_timeout.is_none() {
-        // The in-memory engine is one node, which never dies.
-        assert!(f.e.dead_nodes(&me).await.unwrap().is_empty());
-        return;
-    }
     // `other` stops beating; `me` keeps beating until it names `other`.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -1083,7 +1101,7 @@ pub fn memory_fixture() -> Fixture<MemoryEngine> {
         other: e.clone(),
         e,
         _server: None,
-        redis_node_timeout: None,
+        store: Vec::new(),
     }
 }
 
@@ -1115,6 +1133,7 @@ fn redis_config(urls: String, cluster: bool) -> RedisConfig {
 
 pub async fn redis_fixture() -> Fixture<RedisEngine> {
     let server = RedisServer::start();
+    let store = vec![server.port];
     let cfg = redis_config(server.url(), false);
     let (hub, e) = redis_engine(cfg.clone()).await;
     let (_, other) = redis_engine(cfg).await;
@@ -1123,7 +1142,7 @@ pub async fn redis_fixture() -> Fixture<RedisEngine> {
         e,
         other,
         _server: Some(server),
-        redis_node_timeout: Some(REDIS_NODE_TIMEOUT),
+        store,
     }
 }
 
@@ -1137,20 +1156,36 @@ async fn cluster_fixture(cluster: &RedisCluster) -> Fixture<RedisEngine> {
         e,
         other,
         _server: None,
-        redis_node_timeout: Some(REDIS_NODE_TIMEOUT),
+        store: cluster.nodes.iter().map(|n| n.port).collect(),
     }
 }
 
 /// Runs every case against one engine (one test per case), and against a Redis Cluster
-/// (one test running the cases in turn on one cluster).
+/// (one test running the cases in turn on one cluster). Cases of `several_nodes` and
+/// `editable_store` are ignored tests on the in-memory engine, with the reason as their
+/// ignore message.
 macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
+    (
+        every_engine: [$($case:ident),* $(,)?],
+        several_nodes: [$($multi:ident),* $(,)?],
+        editable_store: [$($edit:ident),* $(,)?] $(,)?
+    ) => {
         mod memory_engine {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(super::memory_fixture()).await;
                 }
+            )*
+            $(
+                #[test]
+                #[ignore = "not applicable: the in-memory engine is one node, which cannot race another or die"]
+                fn $multi() {}
+            )*
+            $(
+                #[test]
+                #[ignore = "not applicable: the in-memory engine has no store to wipe or edit behind its back"]
+                fn $edit() {}
             )*
         }
 
@@ -1159,6 +1194,18 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     super::$case(super::redis_fixture().await).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $multi() {
+                    super::$multi(super::redis_fixture().await).await;
+                }
+            )*
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $edit() {
+                    super::$edit(super::redis_fixture().await).await;
                 }
             )*
         }
@@ -1170,28 +1217,44 @@ macro_rules! conformance {
                 eprintln!("cluster case {}", stringify!($case));
                 $case(cluster_fixture(&cluster).await).await;
             )*
+            $(
+                eprintln!("cluster case {}", stringify!($multi));
+                $multi(cluster_fixture(&cluster).await).await;
+            )*
+            $(
+                eprintln!("cluster case {}", stringify!($edit));
+                $edit(cluster_fixture(&cluster).await).await;
+            )*
         }
     };
 }
 
 conformance!(
-    a_record_behind_its_log_heals_on_the_next_append,
-    append_assigns_contiguous_seqs_and_publishes_in_order,
-    append_is_idempotent_by_cid,
-    append_refuses_strangers_closed_and_unknown,
-    conversation_records_never_go_back_in_time,
-    replay_is_all_or_nothing,
-    history_pages_backwards,
-    activity_tracks_the_unanswered_window,
-    site_transitions_are_atomic,
-    concurrent_transitions_from_two_nodes_all_land,
-    a_lost_race_leaves_no_trace,
-    timers_fire_once_and_move,
-    unfinished_timers_fire_again_after_the_lease,
-    drafts_settings_and_latest_conversation,
-    seqs_stay_contiguous_under_concurrent_appends,
-    dead_nodes_are_named_once_swept_they_are_forgotten,
-    bans_hold_until_their_time,
-    timers_are_committed_with_their_transition,
-    a_copy_from_before_a_data_loss_is_reloaded_whole,
+    every_engine: [
+        append_assigns_contiguous_seqs_and_publishes_in_order,
+        append_is_idempotent_by_cid,
+        append_refuses_strangers_closed_and_unknown,
+        conversation_records_never_go_back_in_time,
+        replay_is_all_or_nothing,
+        history_pages_backwards,
+        activity_tracks_the_unanswered_window,
+        site_transitions_are_atomic,
+        concurrent_transitions_from_two_nodes_all_land,
+        a_lost_race_leaves_no_trace,
+        timers_fire_once_and_move,
+        unfinished_timers_fire_again_after_the_lease,
+        drafts_settings_and_latest_conversation,
+        seqs_stay_contiguous_under_concurrent_appends,
+        a_live_node_is_never_named_dead,
+        bans_hold_until_their_time,
+        timers_are_committed_with_their_transition,
+    ],
+    several_nodes: [
+        a_lost_race_stores_none_of_its_timers,
+        dead_nodes_are_named_once_swept_they_are_forgotten,
+    ],
+    editable_store: [
+        a_copy_from_before_a_data_loss_is_reloaded_whole,
+        a_record_behind_its_log_heals_on_the_next_append,
+    ],
 );
