@@ -72,7 +72,10 @@ pub fn describe() {
     describe_counter!(ERRORS, "Error frames sent, by code");
     describe_counter!(TIMERS_FIRED, "Timers fired, by kind");
     describe_gauge!(TIMERS_PENDING, "Timers waiting in the engine");
-    describe_counter!(ENGINE_ERRORS, "Engine operations that failed");
+    describe_counter!(
+        ENGINE_ERRORS,
+        "Engine operations that failed, by kind (timeout, connection, protocol, conflict)"
+    );
     describe_gauge!(DRAINING, "1 while the node drains");
     describe_gauge!(
         HUB_CHANNELS,
