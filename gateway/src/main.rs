@@ -177,6 +177,7 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
         .install_recorder()
         .context("metrics recorder")?;
     gateway::metrics::describe();
+    gateway::metrics::register();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = cfg.workers {
         rt.worker_threads(n);

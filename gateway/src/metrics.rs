@@ -28,6 +28,34 @@ pub const BUS_CATCHUP: &str = "gateway_bus_catchup_messages_total";
 pub const TX_CONFLICTS: &str = "gateway_site_transition_conflicts_total";
 pub const NODES_SWEPT: &str = "gateway_dead_nodes_swept_total";
 
+/// Every metric name.
+pub const ALL: [&str; 24] = [
+    CONNS_OPENED,
+    CONNS_CLOSED,
+    CONNS_ACTIVE,
+    HUB_CONNS,
+    FRAMES_IN,
+    FRAMES_OUT,
+    MESSAGES,
+    DELIVERY_LATENCY,
+    OUTBOUND_QUEUED_BYTES,
+    CONVERSATIONS,
+    SLOW_CLOSES,
+    RATE_LIMITED,
+    ERRORS,
+    TIMERS_FIRED,
+    TIMERS_PENDING,
+    ENGINE_ERRORS,
+    DRAINING,
+    HUB_CHANNELS,
+    BUS_IN,
+    BUS_OUT,
+    BUS_RESUBSCRIBES,
+    BUS_CATCHUP,
+    TX_CONFLICTS,
+    NODES_SWEPT,
+];
+
 /// Registers descriptions with the installed recorder.
 pub fn describe() {
     describe_counter!(CONNS_OPENED, "WebSocket connections authenticated, by role");
@@ -96,4 +124,127 @@ pub fn describe() {
         "Site transitions retried because another node committed first"
     );
     describe_counter!(NODES_SWEPT, "Dead nodes whose connections were swept");
+}
+
+/// Every label value each labelled metric takes, so that [`register`] can create each series
+/// at zero.
+const ROLES: [&str; 3] = ["visitor", "operator", "supervisor"];
+const CLOSE_REASONS: [&str; 10] = [
+    "normal",
+    "ping_timeout",
+    "restarting",
+    "try_again_later",
+    "malformed",
+    "unauthorized",
+    "forbidden",
+    "too_slow",
+    "rate_limited",
+    "client",
+];
+const CONV_STATES: [&str; 3] = ["queued", "offered", "active"];
+const TIMER_KINDS: [&str; 6] = [
+    "offer",
+    "reassign",
+    "inactive",
+    "callback",
+    "visitor_grace",
+    "operator_grace",
+];
+const ENGINE_ERROR_KINDS: [&str; 4] = ["timeout", "connection", "protocol", "conflict"];
+const BUS_OUT_KINDS: [&str; 2] = ["event", "msg"];
+/// The `type` label of frames received: every client frame type, and what is not one.
+pub const FRAME_TYPES: [&str; 23] = [
+    "hello",
+    "ping",
+    "pong",
+    "send",
+    "history",
+    "typing",
+    "read",
+    "start",
+    "identify",
+    "close",
+    "status",
+    "accept",
+    "decline",
+    "transfer",
+    "tag",
+    "draft",
+    "assign",
+    "watch",
+    "ban",
+    "unban",
+    "malformed",
+    "invalid",
+    "rate_limited",
+];
+/// The `code` label of error frames: every error code.
+pub const ERROR_CODES: [&str; 11] = [
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "taken",
+    "capacity",
+    "rate_limited",
+    "too_large",
+    "unavailable",
+    "banned",
+    "conflict",
+];
+
+/// Creates every series at zero (counters and gauges with each label value they take), so
+/// that a fresh node's `/metrics` already lists what dashboards and alerts look for: a series
+/// that appears only after its first change looks like "no data", not like zero.
+pub fn register() {
+    use metrics::{counter, gauge, histogram};
+    for role in ROLES {
+        counter!(CONNS_OPENED, "role" => role).increment(0);
+        gauge!(CONNS_ACTIVE, "role" => role).increment(0.0);
+        counter!(MESSAGES, "role" => role).increment(0);
+        for reason in CLOSE_REASONS {
+            counter!(CONNS_CLOSED, "role" => role, "reason" => reason).increment(0);
+        }
+    }
+    for t in FRAME_TYPES {
+        counter!(FRAMES_IN, "type" => t).increment(0);
+    }
+    for code in ERROR_CODES {
+        counter!(ERRORS, "code" => code).increment(0);
+    }
+    for state in CONV_STATES {
+        gauge!(CONVERSATIONS, "state" => state).increment(0.0);
+    }
+    for kind in TIMER_KINDS {
+        counter!(TIMERS_FIRED, "kind" => kind).increment(0);
+    }
+    for kind in ENGINE_ERROR_KINDS {
+        counter!(ENGINE_ERRORS, "kind" => kind).increment(0);
+    }
+    for kind in BUS_OUT_KINDS {
+        counter!(BUS_OUT, "kind" => kind).increment(0);
+    }
+    for name in [
+        FRAMES_OUT,
+        SLOW_CLOSES,
+        RATE_LIMITED,
+        BUS_IN,
+        BUS_RESUBSCRIBES,
+        BUS_CATCHUP,
+        TX_CONFLICTS,
+        NODES_SWEPT,
+    ] {
+        counter!(name).increment(0);
+    }
+    for name in [
+        HUB_CONNS,
+        OUTBOUND_QUEUED_BYTES,
+        TIMERS_PENDING,
+        DRAINING,
+        HUB_CHANNELS,
+    ] {
+        gauge!(name).increment(0.0);
+    }
+    // A histogram without samples still exports its buckets, count and sum (all zero).
+    let _ = histogram!(DELIVERY_LATENCY);
 }

@@ -37,6 +37,67 @@ async fn metrics_until(
     }
 }
 
+/// A fresh node exports every metric before anything happened: each name with its help, and
+/// every labelled series (roles, close reasons, frame types, error codes, states, timer and
+/// engine error kinds) at zero, so that dashboards and alerts see zero, not "no data".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_node_exports_every_metric_at_zero() {
+    let node = Node::start("z", &base_env());
+    let m = node.metrics().await;
+    for name in gateway::metrics::ALL {
+        assert!(
+            m.text.contains(&format!("# HELP {name} ")),
+            "{name} is not described:\n{}",
+            m.text
+        );
+        assert!(
+            !m.all(name).is_empty() || m.find(&format!("{name}_count"), &[]).is_some(),
+            "{name} has no series"
+        );
+    }
+    let zero = |name: &str, labels: &[(&str, &str)]| {
+        assert_eq!(
+            m.find(name, labels),
+            Some(0.0),
+            "{name} {labels:?}:\n{}",
+            m.text
+        );
+    };
+    for role in ["visitor", "operator", "supervisor"] {
+        zero("gateway_messages_total", &[("role", role)]);
+        zero("gateway_connections", &[("role", role)]);
+        zero(
+            "gateway_connections_closed_total",
+            &[("role", role), ("reason", "too_slow")],
+        );
+    }
+    for t in gateway::metrics::FRAME_TYPES {
+        zero("gateway_frames_in_total", &[("type", t)]);
+    }
+    for code in gateway::metrics::ERROR_CODES {
+        zero("gateway_error_frames_total", &[("code", code)]);
+    }
+    for state in ["queued", "offered", "active"] {
+        zero("gateway_conversations", &[("state", state)]);
+    }
+    for kind in [
+        "offer",
+        "reassign",
+        "inactive",
+        "callback",
+        "visitor_grace",
+        "operator_grace",
+    ] {
+        zero("gateway_timers_fired_total", &[("kind", kind)]);
+    }
+    for kind in ["timeout", "connection", "protocol", "conflict"] {
+        zero("gateway_engine_errors_total", &[("kind", kind)]);
+    }
+    zero("gateway_slow_consumer_closes_total", &[]);
+    zero("gateway_delivery_latency_seconds_count", &[]);
+    drop(node);
+}
+
 /// A visitor and an operator chat (3 + 2 messages): connections by role, frames in by type
 /// and out, messages by role, the delivery latency histogram and the conversations gauge
 /// (the queue sizes) all move by what happened, and the connection gauge goes back down
