@@ -11,6 +11,7 @@ pub mod core;
 pub mod engine;
 pub mod http;
 pub mod hub;
+pub mod i18n;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;

@@ -104,6 +104,8 @@ mod tests {
             text: "x".into(),
             ts: 1,
             cid: None,
+            code: None,
+            args: None,
         }));
         let (Message::Text(a), Message::Text(b)) =
             (o.message(Encoding::Json), o.message(Encoding::Json))

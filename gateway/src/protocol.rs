@@ -148,6 +148,10 @@ pub enum ClientFrame {
         token: String,
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         cursors: BTreeMap<String, u64>,
+        /// Addition: the reader's language (a BCP 47 tag, e.g. the page's `lang`): notices
+        /// and the settings in `welcome` come in it when the site has words for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lang: Option<String>,
     },
     Ping {},
     Pong {},
@@ -393,6 +397,14 @@ pub struct Msg {
     pub ts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cid: Option<String>,
+    /// Addition, system messages: what happened as a machine-readable code (`operator_joined`,
+    /// `transferred`, `reassigned`, `closed`), which a client renders in its reader's language;
+    /// `text` is the same in the site's language for clients that do not know the code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Addition: the code's arguments (`name`, `queue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<BTreeMap<String, String>>,
 }
 
 /// The site settings a client may read (subset of the full settings).
@@ -402,7 +414,12 @@ pub struct ClientSettings {
     pub widget_when_away: String,
     pub show_operator_name: bool,
     pub ping_interval_ms: u64,
+    /// The unavailability notice in the reader's language (the `hello`'s `lang`, else the
+    /// browser's), else in the site's.
     pub unavailable_text: String,
+    /// Addition: the site's language (`en`, `ru`, `cs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<String>,
     /// Canned responses (staff only; addition).

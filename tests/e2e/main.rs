@@ -7,3 +7,4 @@ mod faults;
 mod harness;
 mod multinode;
 mod observability;
+mod rules;

@@ -208,6 +208,8 @@ mod tests {
                 text: format!("m{seq}"),
                 ts: 1,
                 cid: None,
+                code: None,
+                args: None,
             }),
         )
     }

@@ -106,8 +106,11 @@ pub enum Command {
         kind: TimerKind,
         activity: Activity,
     },
-    /// Settings changed: routing may now place waiting conversations.
-    SettingsChanged,
+    /// Settings changed: routing may now place waiting conversations; with `retime`, the
+    /// reassign and inactivity settings changed and apply to running conversations at once.
+    SettingsChanged {
+        retime: bool,
+    },
 }
 
 /// The answer to the command's sender.
@@ -223,7 +226,10 @@ impl Core<'_, '_> {
             } => self.identify(visitor, conv, [name, email, phone], params),
             Command::VisitorWrote { conv } => self.visitor_wrote(conv),
             Command::Timer { kind, activity } => self.timer(kind, activity),
-            Command::SettingsChanged => {
+            Command::SettingsChanged { retime } => {
+                if retime {
+                    self.retime_active();
+                }
                 self.route_waiting();
                 Ok(Reply::None)
             }

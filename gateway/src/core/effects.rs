@@ -73,6 +73,22 @@ impl Reason {
     }
 }
 
+/// What a system message says, before it is put in words (see `crate::i18n`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// An operator took the conversation (their name, unless the site hides it).
+    OperatorJoined {
+        name: Option<String>,
+    },
+    /// The conversation went to another queue (`Some`) or operator.
+    Transferred {
+        queue: Option<QueueId>,
+    },
+    /// Its operator did not answer in time; another one gets it.
+    Reassigned,
+    Closed,
+}
+
 /// How a conversation ended: one the system decides, or one staff chose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -199,7 +215,7 @@ pub enum Effect {
     /// Append a system message to the conversation.
     System {
         conv: ConvId,
-        text: String,
+        note: Note,
     },
     /// Tell the visitor of a conversation something (`notice` frame).
     Notice {

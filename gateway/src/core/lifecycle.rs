@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::commands::{reject, Actor, Core, Reject, Reply};
-use super::effects::{Effect, Outcome, Reason};
+use super::effects::{Effect, Note, Outcome, Reason};
 use super::routing::{max_chats, serves};
 use super::state::{Conv, Participant, Visitor, VisitorProfile};
 use super::timers::TimerKind;
@@ -68,6 +68,7 @@ impl Core<'_, '_> {
                 previous: previous.clone(),
                 notified: false,
                 callback_until: None,
+                assigned_at: None,
             },
         );
         self.effects.push(Effect::Attach {
@@ -75,12 +76,6 @@ impl Core<'_, '_> {
             who: Participant::Visitor(visitor),
             update: None,
         });
-        if let Some(d) = self.ctx.settings.close_after_inactive {
-            self.effects.push(Effect::SetTimer {
-                kind: TimerKind::Inactive(id.clone()),
-                at: now + d.as_millis() as u64,
-            });
-        }
         let event = if previous.is_some() {
             ConvEvent::Reopened
         } else {
@@ -204,6 +199,12 @@ impl Core<'_, '_> {
                 }
                 self.requeue(&id, None);
                 self.conv_event(&id, ConvEvent::Transferred, Some(reason));
+                self.effects.push(Effect::System {
+                    conv: id.clone(),
+                    note: Note::Transferred {
+                        queue: self.st.convs.get(&id).map(|c| c.queue.clone()),
+                    },
+                });
                 self.route(&id);
             }
         }
@@ -337,6 +338,7 @@ impl Core<'_, '_> {
             return Ok(Reply::None);
         }
         let queue = c.queue.clone();
+        let language = c.profile.preview.as_ref().and_then(|p| p.language.clone());
         let someone_can = self.st.operators.values().any(|o| {
             o.conns.is_online() && o.status == OperatorStatus::Active && serves(o, &queue)
         });
@@ -347,7 +349,10 @@ impl Core<'_, '_> {
         self.effects.push(Effect::Notice {
             conv: id,
             code: "unavailable",
-            text: settings.unavailable_text.clone(),
+            text: settings
+                .unavailable_text
+                .get(language.as_deref(), settings.language)
+                .to_owned(),
         });
         Ok(Reply::None)
     }
@@ -378,13 +383,25 @@ impl Core<'_, '_> {
         c.state = ConvState::Active;
         c.operator = Some(op.clone());
         c.notified = false;
+        c.assigned_at = Some(now);
         if c.callback_until.take().is_some() {
             self.effects.push(Effect::CancelTimer {
                 kind: TimerKind::Callback(id.clone()),
             });
-            if let Some(d) = self.ctx.settings.close_after_inactive {
+        }
+        // Both rules watch an active conversation from now on; the timers read its activity
+        // when they fire (see `timers.rs`).
+        let settings = self.ctx.settings;
+        for (kind, after) in [
+            (TimerKind::Reassign(id.clone()), settings.reassign_after),
+            (
+                TimerKind::Inactive(id.clone()),
+                settings.close_after_inactive,
+            ),
+        ] {
+            if let Some(d) = after {
                 self.effects.push(Effect::SetTimer {
-                    kind: TimerKind::Inactive(id.clone()),
+                    kind,
                     at: now + d.as_millis() as u64,
                 });
             }
@@ -401,10 +418,8 @@ impl Core<'_, '_> {
             who: Participant::Operator(op.clone()),
             update: None,
         });
-        let text = if self.ctx.settings.show_operator_name {
-            format!("{name} joined the conversation")
-        } else {
-            "An operator joined the conversation".to_owned()
+        let note = Note::OperatorJoined {
+            name: self.ctx.settings.show_operator_name.then_some(name),
         };
         let (event, reason) = match event {
             Some((e, r)) => (e, Some(r)),
@@ -414,7 +429,7 @@ impl Core<'_, '_> {
         self.conv_event(id, event, reason);
         self.effects.push(Effect::System {
             conv: id.clone(),
-            text,
+            note,
         });
     }
 
@@ -435,9 +450,12 @@ impl Core<'_, '_> {
             who: Participant::Operator(op.clone()),
             update: None,
         });
-        self.effects.push(Effect::CancelTimer {
-            kind: TimerKind::Reassign(id.clone()),
-        });
+        for kind in [
+            TimerKind::Reassign(id.clone()),
+            TimerKind::Inactive(id.clone()),
+        ] {
+            self.effects.push(Effect::CancelTimer { kind });
+        }
     }
 
     /// Puts a conversation (with no operator) back at the end of its queue.
@@ -499,7 +517,7 @@ impl Core<'_, '_> {
         snapshot.outcome = outcome.map(|o| o.as_str().to_owned());
         self.effects.push(Effect::System {
             conv: id.clone(),
-            text: "The conversation was closed".into(),
+            note: Note::Closed,
         });
         if let Some(op) = c.operator {
             self.effects.push(Effect::Detach {

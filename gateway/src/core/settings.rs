@@ -43,6 +43,83 @@ pub enum WhenAway {
 
 pub use crate::protocol::Canned;
 
+use crate::i18n::{self, Lang};
+
+/// A text in several languages (by primary language subtag, `"*"` for any language): the
+/// site's own words, or one text for every reader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Localized(BTreeMap<String, String>);
+
+impl Localized {
+    /// The default unavailability notice: English, Russian (the seed's text) and Czech.
+    pub fn default_unavailable() -> Localized {
+        Localized(
+            Lang::ALL
+                .iter()
+                .map(|l| {
+                    (
+                        l.as_str().to_owned(),
+                        i18n::default_unavailable_text(*l).to_owned(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// One text for every reader.
+    pub fn same(text: &str) -> Localized {
+        Localized(BTreeMap::from([("*".to_owned(), text.to_owned())]))
+    }
+
+    /// The text for a reader of `lang` (any tag), else for any reader, else in the site's
+    /// language, else in English, else whichever there is.
+    pub fn get(&self, lang: Option<&str>, site: Lang) -> &str {
+        let wanted = lang.and_then(i18n::primary);
+        let found = wanted
+            .as_deref()
+            .into_iter()
+            .chain(["*", site.as_str(), "en"])
+            .find_map(|k| self.0.get(k));
+        found
+            .or_else(|| self.0.values().next())
+            .map_or("", String::as_str)
+    }
+
+    fn from_json(v: &Value) -> Result<Localized, String> {
+        let ok = |t: &str| !t.trim().is_empty() && t.len() <= 2000;
+        match v {
+            Value::String(t) if ok(t) => Ok(Localized::same(t)),
+            Value::Object(m) if !m.is_empty() && m.len() <= 50 => {
+                let mut out = BTreeMap::new();
+                for (k, t) in m {
+                    let key = if k == "*" {
+                        k.clone()
+                    } else {
+                        i18n::primary(k).ok_or_else(|| format!("{k:?} is not a language"))?
+                    };
+                    let t = t.as_str().filter(|t| ok(t)).ok_or_else(|| {
+                        format!("{k}: expected a non-empty string up to 2000 bytes")
+                    })?;
+                    out.insert(key, t.to_owned());
+                }
+                Ok(Localized(out))
+            }
+            _ => Err(
+                "expected a non-empty string up to 2000 bytes, or an object of them by \
+                      language (\"en\", \"ru\", \"cs\", …)"
+                    .into(),
+            ),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        match self.0.get("*") {
+            Some(t) if self.0.len() == 1 => Value::from(t.clone()),
+            _ => serde_json::to_value(&self.0).unwrap_or(Value::Null),
+        }
+    }
+}
+
 /// The settings of one site, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -54,7 +131,10 @@ pub struct Settings {
     pub visitor_grace: Duration,
     pub operator_grace: Duration,
     pub notify_unavailable: bool,
-    pub unavailable_text: String,
+    pub unavailable_text: Localized,
+    /// The site's language: system messages' `text`, and a notice for a reader whose
+    /// language the site has no words for.
+    pub language: Lang,
     pub offline_callback: Option<Duration>,
     pub widget_when_away: WhenAway,
     pub show_operator_name: bool,
@@ -62,9 +142,6 @@ pub struct Settings {
     pub allowed_origins: Option<Vec<String>>,
     pub canned: Vec<Canned>,
 }
-
-pub const DEFAULT_UNAVAILABLE_TEXT: &str =
-    "По техническим причинам чат недоступен. Мы уже работаем над исправлением.";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -77,7 +154,8 @@ impl Default for Settings {
             visitor_grace: Duration::from_secs(60),
             operator_grace: Duration::from_secs(60),
             notify_unavailable: true,
-            unavailable_text: DEFAULT_UNAVAILABLE_TEXT.to_owned(),
+            unavailable_text: Localized::default_unavailable(),
+            language: Lang::En,
             offline_callback: None,
             widget_when_away: WhenAway::Busy,
             show_operator_name: true,
@@ -176,12 +254,12 @@ impl Settings {
             "notify_unavailable" => {
                 self.notify_unavailable = v.as_bool().ok_or("expected true or false")?
             }
-            "unavailable_text" => {
-                let t = v
+            "unavailable_text" => self.unavailable_text = Localized::from_json(v)?,
+            "language" => {
+                self.language = v
                     .as_str()
-                    .filter(|t| !t.is_empty() && t.len() <= 2000)
-                    .ok_or("expected a non-empty string up to 2000 bytes")?;
-                self.unavailable_text = t.to_owned();
+                    .and_then(Lang::parse)
+                    .ok_or("expected en, ru or cs")?
             }
             "offline_callback" => self.offline_callback = duration(v)?,
             "widget_when_away" => {
@@ -231,10 +309,8 @@ impl Settings {
         m.insert("visitor_grace", d(self.visitor_grace));
         m.insert("operator_grace", d(self.operator_grace));
         m.insert("notify_unavailable", Value::from(self.notify_unavailable));
-        m.insert(
-            "unavailable_text",
-            Value::from(self.unavailable_text.clone()),
-        );
+        m.insert("unavailable_text", self.unavailable_text.to_json());
+        m.insert("language", Value::from(self.language.as_str()));
         m.insert("offline_callback", od(self.offline_callback));
         m.insert(
             "widget_when_away",

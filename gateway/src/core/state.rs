@@ -182,6 +182,9 @@ pub struct Conv {
     /// inactivity does not close it, the call-back timer does.
     #[serde(default)]
     pub callback_until: Option<Millis>,
+    /// When its current operator got it (the reassign clock runs from here at the earliest).
+    #[serde(default)]
+    pub assigned_at: Option<Millis>,
 }
 
 /// A connection-holding participant whose sockets attach to a conversation's channel.
@@ -191,11 +194,58 @@ pub enum Participant {
     Operator(OperatorId),
 }
 
-/// Message activity of a conversation, kept with its log and read when a timer fires.
+/// Message activity of a conversation, kept with its log (every append updates it) and read
+/// when a timer fires.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Activity {
     /// Time of the last message of any participant (system messages excluded).
     pub last_ts: Millis,
-    /// Time of the first visitor message the operator has not answered yet.
+    /// Time of the first visitor message the operator has not answered yet: the visitor
+    /// waits since then.
     pub unanswered_since: Option<Millis>,
+    /// Time of the operator's last message.
+    #[serde(default)]
+    pub operator_ts: Option<Millis>,
+    /// Time of the visitor's last message.
+    #[serde(default)]
+    pub visitor_ts: Option<Millis>,
+    /// Time of the visitor's first message.
+    #[serde(default)]
+    pub first_visitor_ts: Option<Millis>,
+    /// Time of the operator's first message.
+    #[serde(default)]
+    pub first_operator_ts: Option<Millis>,
+}
+
+impl Activity {
+    /// Records a message of `role` at `ts`; `true` when it is a visitor message that starts a
+    /// wait for an answer. (The Redis engine's append script keeps the same rules.)
+    pub fn record(&mut self, role: crate::protocol::Role, ts: Millis) -> bool {
+        use crate::protocol::Role;
+        match role {
+            Role::Visitor => {
+                self.last_ts = ts;
+                self.visitor_ts = Some(ts);
+                self.first_visitor_ts.get_or_insert(ts);
+                if self.unanswered_since.is_none() {
+                    self.unanswered_since = Some(ts);
+                    return true;
+                }
+            }
+            Role::Operator | Role::Supervisor => {
+                self.last_ts = ts;
+                self.unanswered_since = None;
+                self.operator_ts = Some(ts);
+                self.first_operator_ts.get_or_insert(ts);
+            }
+            Role::System => {}
+        }
+        false
+    }
+
+    /// From the visitor's first message to the operator's first answer after it.
+    pub fn first_response_ms(&self) -> Option<Millis> {
+        let (v, o) = (self.first_visitor_ts?, self.first_operator_ts?);
+        (o >= v).then(|| o - v)
+    }
 }

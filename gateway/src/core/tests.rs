@@ -542,11 +542,14 @@ fn taking_a_call_back_request_stops_its_deadline() {
     })
     .unwrap();
     assert_eq!(w.conv("c1").unwrap().callback_until, None);
-    // Past the old call-back deadline: still theirs.
-    w.advance(Duration::from_secs(500), Activity::default());
+    // The operator writes to the visitor who left a message; past the old call-back
+    // deadline the conversation is still theirs.
+    let said = w.now + 1_000;
+    let answered = answered_at(T0, said);
+    w.advance(Duration::from_secs(500), answered);
     assert_eq!(w.conv("c1").unwrap().state, ConvState::Active);
-    // Then ten quiet minutes after the accept close it as usual.
-    w.advance(Duration::from_secs(200), Activity::default());
+    // Then ten minutes without the visitor's answer close it as usual.
+    w.advance(Duration::from_secs(200), answered);
     assert!(w.conv("c1").is_none());
 }
 
@@ -601,8 +604,78 @@ fn operator_grace_requeues_their_conversations_and_marks_them_inactive() {
     assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("b")));
 }
 
+/// A visitor's activity: waiting for an answer since `since`.
+fn waiting_since(since: Millis) -> Activity {
+    let mut a = Activity::default();
+    a.record(crate::protocol::Role::Visitor, since);
+    a
+}
+
+/// A visitor's activity: the operator's word last, at `at`.
+fn answered_at(visitor: Millis, at: Millis) -> Activity {
+    let mut a = waiting_since(visitor);
+    a.record(crate::protocol::Role::Operator, at);
+    a
+}
+
+fn operator_of(w: &World, conv: &str) -> Option<String> {
+    w.conv(conv)
+        .and_then(|c| c.operator.as_ref().map(|o| o.to_string()))
+}
+
+/// Manual routing: the visitor writes before anyone accepts; accepting arms the reassign
+/// timer (nobody set it by hand), which moves the conversation on after `reassign_after` of
+/// silence from the accept — then again from the next operator, never back to one who had it.
 #[test]
-fn reassign_after_moves_an_unanswered_conversation_to_the_next_operator() {
+fn reassign_after_is_armed_by_the_accept_and_moves_on_from_each_operator_once() {
+    let mut w = World::new(settings(|s| {
+        s.reassign_after = Some(Duration::from_secs(120));
+        s.close_after_inactive = None;
+    }));
+    for op in ["a", "b", "c"] {
+        w.op(op);
+    }
+    w.visitor_starts("v", "c1");
+    let wrote = w.now;
+    w.advance(Duration::from_secs(30), waiting_since(wrote));
+    accept(&mut w, "a", "c1").unwrap();
+    let accepted = w.now;
+    assert_eq!(
+        w.timers.get(&TimerKind::Reassign(ConvId::from("c1"))),
+        Some(&(accepted + 120_000)),
+        "armed by the accept"
+    );
+    // 119 s after the accept a still has it: the clock runs from the accept, not from the
+    // visitor's message half a minute earlier.
+    w.advance(Duration::from_secs(119), waiting_since(wrote));
+    assert_eq!(operator_of(&w, "c1").as_deref(), Some("a"));
+    w.advance(Duration::from_secs(2), waiting_since(wrote));
+    let moved = operator_of(&w, "c1").unwrap();
+    assert_ne!(moved, "a");
+    assert!(w.effects.iter().any(|e| matches!(
+        e,
+        Effect::System {
+            note: Note::Reassigned,
+            ..
+        }
+    )));
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Transferred, reason: Some(r), .. } if r == "reassigned")));
+    // The next operator is silent too: on to the third, never back to a.
+    w.advance(Duration::from_secs(121), waiting_since(wrote));
+    let third = operator_of(&w, "c1").unwrap();
+    assert!(third != "a" && third != moved, "{third}");
+    // Nobody else is left: it stays, and is looked at again after another period.
+    w.advance(Duration::from_secs(121), waiting_since(wrote));
+    assert_eq!(operator_of(&w, "c1"), Some(third));
+    assert!(w
+        .timers
+        .contains_key(&TimerKind::Reassign(ConvId::from("c1"))));
+}
+
+/// Nobody waits (the operator answered): the timer does nothing and is not set again; the
+/// visitor's next unanswered message starts the clock (the engine sets the timer then).
+#[test]
+fn reassign_after_needs_a_waiting_visitor() {
     let mut w = World::new(settings(|s| {
         s.reassign_after = Some(Duration::from_secs(120));
         s.close_after_inactive = None;
@@ -611,62 +684,125 @@ fn reassign_after_moves_an_unanswered_conversation_to_the_next_operator() {
     w.op("b");
     w.visitor_starts("v", "c1");
     accept(&mut w, "a", "c1").unwrap();
-    // The visitor wrote at T0; the engine set the timer (only if absent).
-    w.timers
-        .insert(TimerKind::Reassign(ConvId::from("c1")), T0 + 120_000);
-    // The operator answered at T0+60s: the timer fires and finds nothing unanswered.
-    w.advance(
-        Duration::from_secs(121),
-        Activity {
-            last_ts: T0 + 60_000,
-            unanswered_since: None,
-        },
-    );
-    assert_eq!(w.conv("c1").unwrap().operator, Some(OperatorId::from("a")));
-    // The visitor writes again and nobody answers.
-    let since = w.now;
-    w.timers
-        .insert(TimerKind::Reassign(ConvId::from("c1")), since + 120_000);
-    w.advance(
-        Duration::from_secs(121),
-        Activity {
-            last_ts: since,
-            unanswered_since: Some(since),
-        },
-    );
-    let c = w.conv("c1").unwrap();
-    assert_eq!(c.operator, Some(OperatorId::from("b")));
-    assert!(c.tried.contains(&OperatorId::from("a")));
-    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Transferred, reason: Some(r), .. } if r == "reassigned")));
+    let t = w.now;
+    w.advance(Duration::from_secs(121), answered_at(t, t + 10_000));
+    assert_eq!(operator_of(&w, "c1").as_deref(), Some("a"));
+    assert!(!w
+        .timers
+        .contains_key(&TimerKind::Reassign(ConvId::from("c1"))));
 }
 
+/// A transfer to an operator, and an assignment, arm the timer for the new operator.
 #[test]
-fn close_after_inactive_waits_for_real_inactivity() {
+fn reassign_after_is_armed_by_a_transfer_and_an_assignment() {
+    let mut w = World::new(settings(|s| {
+        s.reassign_after = Some(Duration::from_secs(120));
+        s.close_after_inactive = None;
+    }));
+    for op in ["a", "b", "c"] {
+        w.op(op);
+    }
+    w.visitor_starts("v", "c1");
+    let wrote = w.now;
+    accept(&mut w, "a", "c1").unwrap();
+    w.advance(Duration::from_secs(60), waiting_since(wrote));
+    w.run(Command::Transfer {
+        by: Actor::Operator(OperatorId::from("a")),
+        conv: ConvId::from("c1"),
+        to: TransferTarget::Operator("b".into()),
+        note: None,
+    })
+    .unwrap();
+    assert_eq!(
+        w.timers.get(&TimerKind::Reassign(ConvId::from("c1"))),
+        Some(&(w.now + 120_000)),
+        "armed for b from the transfer"
+    );
+    w.advance(Duration::from_secs(121), waiting_since(wrote));
+    assert_eq!(
+        operator_of(&w, "c1").as_deref(),
+        Some("c"),
+        "a already had it"
+    );
+    w.run(Command::Assign {
+        conv: ConvId::from("c1"),
+        op: OperatorId::from("a"),
+    })
+    .unwrap();
+    assert_eq!(
+        w.timers.get(&TimerKind::Reassign(ConvId::from("c1"))),
+        Some(&(w.now + 120_000))
+    );
+}
+
+/// `close_after_inactive` closes an active conversation that long after the operator's last
+/// message when the visitor has not answered — and never a visitor waiting in the queue or
+/// for an answer.
+#[test]
+fn close_after_inactive_counts_from_the_operators_last_word() {
     let mut w = World::new(settings(|s| {
         s.close_after_inactive = Some(Duration::from_secs(600))
     }));
+    w.op("a");
     w.visitor_starts("v", "c1");
-    // A message at T0+300s pushes the deadline to T0+900s.
-    w.advance(
-        Duration::from_secs(601),
-        Activity {
-            last_ts: T0 + 300_000,
-            unanswered_since: None,
-        },
-    );
+    let wrote = w.now;
+    // Waiting in the queue for an hour: not closed, no inactivity timer at all.
+    w.advance(Duration::from_secs(3600), waiting_since(wrote));
     assert!(w.conv("c1").is_some());
-    assert_eq!(
-        w.timers.get(&TimerKind::Inactive(ConvId::from("c1"))),
-        Some(&(T0 + 900_000))
-    );
-    w.advance(
-        Duration::from_secs(300),
-        Activity {
-            last_ts: T0 + 300_000,
-            unanswered_since: None,
-        },
-    );
+    assert!(!w
+        .timers
+        .contains_key(&TimerKind::Inactive(ConvId::from("c1"))));
+    accept(&mut w, "a", "c1").unwrap();
+    // The operator ignores the visitor: still not this rule's business.
+    w.advance(Duration::from_secs(1800), waiting_since(wrote));
+    assert!(w.conv("c1").is_some(), "an ignored visitor is not closed");
+    // The operator answers; the visitor says nothing for ten minutes: closed.
+    let said = w.now;
+    w.advance(Duration::from_secs(599), answered_at(wrote, said));
+    assert!(w.conv("c1").is_some());
+    w.advance(Duration::from_secs(2), answered_at(wrote, said));
     assert!(w.conv("c1").is_none());
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Closed, conv, .. } if conv.outcome.as_deref() == Some("inactive"))));
+}
+
+/// A visitor who answered is not closed for the operator's silence after it.
+#[test]
+fn close_after_inactive_spares_a_visitor_who_answered() {
+    let mut w = World::new(settings(|s| {
+        s.close_after_inactive = Some(Duration::from_secs(600))
+    }));
+    w.op("a");
+    w.visitor_starts("v", "c1");
+    accept(&mut w, "a", "c1").unwrap();
+    let t = w.now;
+    let mut a = answered_at(t, t + 1_000);
+    a.record(crate::protocol::Role::Visitor, t + 2_000);
+    w.advance(Duration::from_secs(3600), a);
+    assert!(w.conv("c1").is_some());
+}
+
+/// A changed setting applies to running conversations at once: a shorter inactivity close
+/// closes a conversation whose timer was set under the longer one; turning a rule off drops
+/// its timers.
+#[test]
+fn changed_timing_settings_apply_to_running_conversations() {
+    let mut w = World::new(settings(|s| {
+        s.close_after_inactive = Some(Duration::from_secs(3600));
+        s.reassign_after = Some(Duration::from_secs(120));
+    }));
+    w.op("a");
+    w.visitor_starts("v", "c1");
+    accept(&mut w, "a", "c1").unwrap();
+    let t = w.now;
+    w.advance(Duration::from_secs(100), answered_at(t, t + 1_000));
+    w.settings.close_after_inactive = Some(Duration::from_secs(60));
+    w.settings.reassign_after = None;
+    w.run(Command::SettingsChanged { retime: true }).unwrap();
+    assert!(!w
+        .timers
+        .contains_key(&TimerKind::Reassign(ConvId::from("c1"))));
+    w.advance(Duration::ZERO, answered_at(t, t + 1_000));
+    assert!(w.conv("c1").is_none(), "closed under the new setting");
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::commands::{Core, Reject, Reply};
-use super::effects::{Effect, Outcome, Reason};
+use super::effects::{Effect, Note, Outcome, Reason};
 use super::state::Activity;
 use super::{ConvId, OperatorId, VisitorId};
 use crate::protocol::{ConvEvent, ConvState};
@@ -39,29 +39,7 @@ impl Core<'_, '_> {
                 }
             }
             TimerKind::Reassign(id) => self.reassign_timer(&id, activity),
-            TimerKind::Inactive(id) => {
-                let (Some(d), Some(c)) = (
-                    self.ctx.settings.close_after_inactive,
-                    self.st.convs.get(&id),
-                ) else {
-                    return Ok(Reply::None);
-                };
-                if c.callback_until.is_some() {
-                    // Waiting for a call-back: the call-back timer decides, and an operator
-                    // who takes it restarts the inactivity clock.
-                    return Ok(Reply::None);
-                }
-                let last = activity.last_ts.max(c.created_at);
-                let due = last + d.as_millis() as u64;
-                if now >= due {
-                    self.close(&id, Some(Outcome::Inactive), Reason::Inactive);
-                } else {
-                    self.effects.push(Effect::SetTimer {
-                        kind: TimerKind::Inactive(id),
-                        at: due,
-                    });
-                }
-            }
+            TimerKind::Inactive(id) => self.inactive_timer(&id, activity),
             TimerKind::Callback(id) => {
                 let missed = self.st.convs.get(&id).is_some_and(|c| {
                     c.state != ConvState::Active
@@ -81,21 +59,28 @@ impl Core<'_, '_> {
         Ok(Reply::None)
     }
 
+    /// `reassign_after`: the visitor waits for an answer (they wrote, and the operator has not
+    /// answered since) longer than the setting since the later of their first unanswered
+    /// message and the moment this operator got the conversation: it moves to another active
+    /// operator of its queue, never back to one who had it. With nobody else to take it, it
+    /// looks again after another period. Nobody waiting: nothing to do (the next visitor
+    /// message that starts a wait arms the timer again).
     pub(super) fn reassign_timer(&mut self, id: &ConvId, activity: Activity) {
         let (Some(d), Some(c)) = (self.ctx.settings.reassign_after, self.st.convs.get(id)) else {
             return;
         };
+        if c.state != ConvState::Active {
+            return;
+        }
         let Some(since) = activity.unanswered_since else {
             return;
         };
         let d = d.as_millis() as u64;
-        if c.state != ConvState::Active {
-            return;
-        }
-        if self.ctx.now < since + d {
+        let due = since.max(c.assigned_at.unwrap_or(since)) + d;
+        if self.ctx.now < due {
             self.effects.push(Effect::SetTimer {
                 kind: TimerKind::Reassign(id.clone()),
-                at: since + d,
+                at: due,
             });
             return;
         }
@@ -111,6 +96,11 @@ impl Core<'_, '_> {
                 if let Some(c) = self.st.convs.get_mut(id) {
                     c.tried.insert(current);
                 }
+                // The visitor is told in words before the next operator joins.
+                self.effects.push(Effect::System {
+                    conv: id.clone(),
+                    note: Note::Reassigned,
+                });
                 self.move_to(id, &next, ConvEvent::Transferred, Reason::Reassigned);
             }
             // Nobody else can take it now: look again after another period.
@@ -118,6 +108,65 @@ impl Core<'_, '_> {
                 kind: TimerKind::Reassign(id.clone()),
                 at: self.ctx.now + d,
             }),
+        }
+    }
+
+    /// `close_after_inactive`: an active conversation whose last word was the operator's, and
+    /// the visitor has not answered for the setting since, is closed. A visitor who waits for
+    /// an answer, or an operator who never wrote, is not this rule's business (the queue and
+    /// `reassign_after` are): the timer looks again after another period. A conversation that
+    /// is not active is watched again once it is (every assignment arms the timer).
+    fn inactive_timer(&mut self, id: &ConvId, activity: Activity) {
+        let (Some(d), Some(c)) = (
+            self.ctx.settings.close_after_inactive,
+            self.st.convs.get(id),
+        ) else {
+            return;
+        };
+        if c.state != ConvState::Active || c.callback_until.is_some() {
+            return;
+        }
+        let d = d.as_millis() as u64;
+        let now = self.ctx.now;
+        let next = match (activity.operator_ts, activity.unanswered_since) {
+            (Some(said), None) if now >= said + d => {
+                self.close(id, Some(Outcome::Inactive), Reason::Inactive);
+                return;
+            }
+            (Some(said), None) => said + d,
+            _ => now + d,
+        };
+        self.effects.push(Effect::SetTimer {
+            kind: TimerKind::Inactive(id.clone()),
+            at: next,
+        });
+    }
+
+    /// The timing settings changed: every active conversation's reassign and inactivity
+    /// timers are looked at now under the new values (or dropped, when a rule was turned off).
+    pub(super) fn retime_active(&mut self) {
+        let settings = self.ctx.settings;
+        let now = self.ctx.now;
+        let active: Vec<ConvId> = self
+            .st
+            .convs
+            .iter()
+            .filter(|(_, c)| c.state == ConvState::Active)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in active {
+            for (kind, after) in [
+                (TimerKind::Reassign(id.clone()), settings.reassign_after),
+                (
+                    TimerKind::Inactive(id.clone()),
+                    settings.close_after_inactive,
+                ),
+            ] {
+                self.effects.push(match after {
+                    Some(_) => Effect::SetTimer { kind, at: now },
+                    None => Effect::CancelTimer { kind },
+                });
+            }
         }
     }
 }

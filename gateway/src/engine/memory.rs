@@ -22,7 +22,7 @@ use super::{
 };
 use crate::bus::{Audience, BusMsg, Channel, Local};
 use crate::core::{Activity, ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
-use crate::protocol::{ConvState, Msg, Role, ServerFrame};
+use crate::protocol::{ConvState, Msg, ServerFrame};
 
 /// Tunables of the in-memory engine.
 #[derive(Debug, Clone, Copy)]
@@ -228,14 +228,7 @@ impl ConvLog for MemoryEngine {
                     .checked_sub(log.first_seq)
                     .and_then(|i| log.messages.get(i as usize))
                     .cloned()
-                    .unwrap_or_else(|| Msg {
-                        conv: m.conv.0.clone(),
-                        seq,
-                        from: m.from.clone(),
-                        text: m.text.clone(),
-                        ts: m.ts,
-                        cid: m.cid.clone(),
-                    });
+                    .unwrap_or_else(|| m.clone().into_msg(seq));
                 return Ok(AppendOutcome::Duplicate(stored));
             }
         }
@@ -251,29 +244,9 @@ impl ConvLog for MemoryEngine {
         } else {
             log.last_seq() + 1
         };
-        let msg = Msg {
-            conv: m.conv.0.clone(),
-            seq,
-            from: m.from,
-            text: m.text,
-            ts: m.ts,
-            cid: m.cid,
-        };
-        let mut started_unanswered = false;
-        match msg.from.role {
-            Role::Visitor => {
-                log.activity.last_ts = msg.ts;
-                if log.activity.unanswered_since.is_none() {
-                    log.activity.unanswered_since = Some(msg.ts);
-                    started_unanswered = true;
-                }
-            }
-            Role::Operator | Role::Supervisor => {
-                log.activity.last_ts = msg.ts;
-                log.activity.unanswered_since = None;
-            }
-            Role::System => {}
-        }
+        let conv = m.conv.clone();
+        let msg = m.into_msg(seq);
+        let started_unanswered = log.activity.record(msg.from.role, msg.ts);
         if let Some(key) = cid_key {
             // Kept after the message is trimmed (until the log is dropped), like the Redis
             // engine's hash: a late retry is still recognised.
@@ -287,7 +260,7 @@ impl ConvLog for MemoryEngine {
         }
         // Published under the log lock: channel order equals seq order.
         self.local.dispatch(
-            &Channel::Conv(m.conv.clone()),
+            &Channel::Conv(conv),
             &BusMsg::frame(Audience::All, ServerFrame::Msg(msg.clone())),
         );
         Ok(AppendOutcome::Stored(Appended {

@@ -110,6 +110,25 @@ pub struct NewMessage {
     pub from: Author,
     pub text: String,
     pub ts: Millis,
+    /// A system message's code and arguments (see `protocol::Msg`).
+    pub code: Option<String>,
+    pub args: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl NewMessage {
+    /// The message as it is stored and delivered, at `seq`.
+    pub fn into_msg(self, seq: u64) -> Msg {
+        Msg {
+            conv: self.conv.0,
+            seq,
+            from: self.from,
+            text: self.text,
+            ts: self.ts,
+            cid: self.cid,
+            code: self.code,
+            args: self.args,
+        }
+    }
 }
 
 /// A stored message and what storing it changed.

@@ -18,6 +18,7 @@ use serde_json::{json, Map, Value};
 use crate::auth::{Claims, Principal};
 use crate::clock::now_ms;
 use crate::core::{Availability, SiteId};
+use crate::i18n::Lang;
 use crate::protocol::{Msg, Role};
 use crate::service::Engine;
 use crate::service::{conv_id, new_visitor_id, Access, Gateway, SettingsUpdateError};
@@ -376,6 +377,9 @@ async fn patch_settings<E: Engine>(
 struct TranscriptQuery {
     #[serde(default)]
     format: Option<String>,
+    /// The reader's language for system messages (else `Accept-Language`, else the site's).
+    #[serde(default)]
+    lang: Option<String>,
 }
 
 /// `GET /v1/conversations/<id>/transcript?format=text|html|json` with a bearer token of the
@@ -437,6 +441,18 @@ async fn transcript<E: Engine>(
     } else {
         meta.snapshot
     };
+    let lang = q
+        .lang
+        .as_deref()
+        .and_then(Lang::parse)
+        .or_else(|| {
+            headers
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Lang::from_accept_language)
+        })
+        .or_else(|| st.gw.site(&p.site).map(|s| s.settings().language))
+        .unwrap_or_default();
     let format = q.format.as_deref().unwrap_or("text");
     let filename = format!("transcript-{conv}");
     let (body, ctype, ext) = match format {
@@ -447,12 +463,12 @@ async fn transcript<E: Engine>(
             "json",
         ),
         "html" => (
-            transcript_html(&snapshot, &messages),
+            transcript_html(&snapshot, &messages, lang),
             "text/html; charset=utf-8",
             "html",
         ),
         "text" => (
-            transcript_text(&messages),
+            transcript_text(&messages, lang),
             "text/plain; charset=utf-8",
             "txt",
         ),
@@ -484,20 +500,33 @@ fn author_label(m: &Msg) -> String {
     }
 }
 
-fn transcript_text(messages: &[Msg]) -> String {
+/// A message's text for a reader of `lang`: a system message rendered from its code when
+/// this version knows it, else the text as stored.
+fn text_in(m: &Msg, lang: Lang) -> String {
+    m.code
+        .as_deref()
+        .filter(|_| m.from.role == Role::System)
+        .and_then(|code| {
+            let none = std::collections::BTreeMap::new();
+            crate::i18n::render_code(code, m.args.as_ref().unwrap_or(&none), lang)
+        })
+        .unwrap_or_else(|| m.text.clone())
+}
+
+fn transcript_text(messages: &[Msg], lang: Lang) -> String {
     let mut out = String::new();
     for m in messages {
         out.push_str(&format!(
             "[{}] {}: {}\n",
             iso(m.ts),
             author_label(m),
-            m.text
+            text_in(m, lang)
         ));
     }
     out
 }
 
-fn transcript_html(c: &crate::protocol::Conversation, messages: &[Msg]) -> String {
+fn transcript_html(c: &crate::protocol::Conversation, messages: &[Msg], lang: Lang) -> String {
     let mut out = format!(
         "<!doctype html><meta charset=utf-8><title>Transcript {}</title><h1>Conversation {}</h1><table>",
         esc(&c.id),
@@ -508,7 +537,7 @@ fn transcript_html(c: &crate::protocol::Conversation, messages: &[Msg]) -> Strin
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
             iso(m.ts),
             esc(&author_label(m)),
-            esc(&m.text)
+            esc(&text_in(m, lang))
         ));
     }
     out.push_str("</table>");

@@ -107,6 +107,8 @@ fn msg(conv: &str, seq: u64) -> BusMsg {
             text: format!("m{seq}"),
             ts: 1,
             cid: None,
+            code: None,
+            args: None,
         }),
     )
 }

@@ -113,6 +113,8 @@ impl<E: Engine> Gateway<E> {
                     from: author.clone(),
                     text: text.clone(),
                     ts: now_ms(),
+                    code: None,
+                    args: None,
                 })
                 .await?;
             let refusal = match out {
@@ -330,14 +332,20 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// The unavailability notice for a visitor whose message could not be stored (the
-    /// engine is down), when the site sends one.
-    pub fn unavailable_notice(&self, p: &Principal, conv: &str) -> Option<ServerFrame> {
+    /// engine is down), when the site sends one, in the visitor's language (`lang`) if the
+    /// site has words for it.
+    pub fn unavailable_notice(
+        &self,
+        p: &Principal,
+        lang: Option<&str>,
+        conv: &str,
+    ) -> Option<ServerFrame> {
         p.visitor()?;
         let s = self.site(&p.site)?.settings();
         s.notify_unavailable.then(|| ServerFrame::Notice {
             conv: Some(conv.to_owned()),
             code: "unavailable".into(),
-            text: s.unavailable_text.clone(),
+            text: s.unavailable_text.get(lang, s.language).to_owned(),
         })
     }
 

@@ -91,6 +91,7 @@ impl<E: Engine> Gateway<E> {
         conn: &ConnShared,
         p: &Principal,
         cursors: Cursors,
+        lang: Option<&str>,
         counted: &mut Option<NodeId>,
     ) -> Result<Vec<ServerFrame>, ServiceError> {
         // The user's own channel is live before the connection counts: whatever is decided
@@ -166,7 +167,7 @@ impl<E: Engine> Gateway<E> {
                 name: p.name.clone(),
             },
             conversations,
-            settings: self.client_settings(p),
+            settings: self.client_settings(p, lang),
         }];
         frames.extend(replays);
         frames.extend(offered);
@@ -254,8 +255,8 @@ impl<E: Engine> Gateway<E> {
         }
     }
 
-    /// The settings a client sees in `welcome`.
-    fn client_settings(&self, p: &Principal) -> ClientSettings {
+    /// The settings a client sees in `welcome`, the notice in the reader's language (`lang`).
+    fn client_settings(&self, p: &Principal, lang: Option<&str>) -> ClientSettings {
         let site = self
             .site(&p.site)
             .expect("principal's site was checked at hello");
@@ -268,7 +269,8 @@ impl<E: Engine> Gateway<E> {
             },
             show_operator_name: s.show_operator_name,
             ping_interval_ms: self.cfg.ping_interval.as_millis() as u64,
-            unavailable_text: s.unavailable_text.clone(),
+            unavailable_text: s.unavailable_text.get(lang, s.language).to_owned(),
+            language: Some(s.language.as_str().to_owned()),
             queues: site.config.queues.iter().map(|q| q.0.clone()).collect(),
             canned: if p.is_staff() {
                 s.canned.clone()

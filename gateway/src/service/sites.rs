@@ -79,10 +79,12 @@ impl<E: Engine> Gateway<E> {
         patch: &Map<String, Value>,
     ) -> Result<Arc<Settings>, SettingsUpdateError> {
         let s = self.sites.get(site).ok_or(SettingsUpdateError::NoSite)?;
-        let new = s
-            .settings()
+        let old = s.settings();
+        let new = old
             .patched(patch, self.cfg.bounds)
             .map_err(SettingsUpdateError::Invalid)?;
+        let retime = old.reassign_after != new.reassign_after
+            || old.close_after_inactive != new.close_after_inactive;
         self.engine
             .save_settings(site, &new.to_json())
             .await
@@ -98,7 +100,7 @@ impl<E: Engine> Gateway<E> {
         {
             tracing::warn!(site = %site, error = %e, "settings change not announced");
         }
-        self.apply(site, Command::SettingsChanged)
+        self.apply(site, Command::SettingsChanged { retime })
             .await
             .map_err(SettingsUpdateError::Service)?;
         Ok(new)

@@ -220,7 +220,12 @@ impl<E: Engine> Gateway<E> {
                     )
                     .await
             }
-            Effect::System { conv, text } => {
+            Effect::System { conv, note } => {
+                let lang = self
+                    .site(site)
+                    .map(|s| s.settings().language)
+                    .unwrap_or_default();
+                let (code, args) = crate::i18n::note_code(&note);
                 let out = self
                     .engine
                     .append(NewMessage {
@@ -228,8 +233,10 @@ impl<E: Engine> Gateway<E> {
                         conv,
                         cid,
                         from: system_author(),
-                        text,
+                        text: crate::i18n::note_text(&note, lang),
                         ts: now_ms(),
+                        code: Some(code.to_owned()),
+                        args: (!args.is_empty()).then_some(args),
                     })
                     .await?;
                 if let AppendOutcome::Refused(r) = out {

@@ -75,7 +75,7 @@ type Opened<E, S> = (
 );
 
 /// Waits for `hello` and checks it; `None` once a refused client has been closed.
-async fn open<E, S>(gw: Arc<Gateway<E>>, ws: S, info: ConnInfo) -> Option<Opened<E, S>>
+async fn open<E, S>(gw: Arc<Gateway<E>>, ws: S, mut info: ConnInfo) -> Option<Opened<E, S>>
 where
     E: Engine,
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
@@ -91,7 +91,7 @@ where
         .await;
         return None;
     }
-    let (principal, cursors) = match hello(&gw, &mut stream, &info).await {
+    let (principal, cursors) = match hello(&gw, &mut stream, &mut info).await {
         Ok(h) => h,
         Err((reason, text)) => {
             close(&mut sink, &mut stream, reason, text).await;
@@ -177,7 +177,7 @@ type Request<'a> = Pin<Box<dyn Future<Output = Result<(), CloseReason>> + Send +
 async fn hello<E: Engine, R>(
     gw: &Gateway<E>,
     stream: &mut R,
-    info: &ConnInfo,
+    info: &mut ConnInfo,
 ) -> Result<(Principal, Cursors), (CloseReason, &'static str)>
 where
     R: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -192,7 +192,17 @@ where
     };
     metrics::counter!(m::FRAMES_IN, "type" => "hello").increment(1);
     let (token, cursors) = match ClientFrame::decode(info.encoding, &data) {
-        Ok(ClientFrame::Hello { token, cursors }) => (token, cursors),
+        Ok(ClientFrame::Hello {
+            token,
+            cursors,
+            lang,
+        }) => {
+            // The reader's language: what the page says, else what the browser asked for.
+            if let Some(l) = lang.filter(|l| crate::i18n::primary(l).is_some()) {
+                info.language = Some(l.chars().take(35).collect());
+            }
+            (token, cursors)
+        }
         Ok(_) | Err(DecodeError::Invalid { .. }) => {
             return Err((CloseReason::Unauthorized, "the first frame must be hello"))
         }
@@ -266,20 +276,21 @@ where
     // The connection listens on its channels already (`open_connection`); the log is read
     // second: a message stored in between arrives twice at worst (clients drop duplicates by
     // seq), never not at all.
-    let opening = match Box::pin(gw.welcome(conn, p, cursors, counted)).await {
-        Ok(frames) => frames,
-        Err(e) => {
-            tracing::warn!(error = ?e, "welcome failed");
-            let (code, message) = e.client_error();
-            let _ = sink
-                .send(encode(
-                    conn.encoding,
-                    &ServerFrame::error(None, code, message),
-                ))
-                .await;
-            return Some(CloseReason::TryAgainLater);
-        }
-    };
+    let opening =
+        match Box::pin(gw.welcome(conn, p, cursors, info.language.as_deref(), counted)).await {
+            Ok(frames) => frames,
+            Err(e) => {
+                tracing::warn!(error = ?e, "welcome failed");
+                let (code, message) = e.client_error();
+                let _ = sink
+                    .send(encode(
+                        conn.encoding,
+                        &ServerFrame::error(None, code, message),
+                    ))
+                    .await;
+                return Some(CloseReason::TryAgainLater);
+            }
+        };
     for f in &opening {
         if sink.feed(encode(conn.encoding, f)).await.is_err() {
             return None;
@@ -460,7 +471,7 @@ async fn request<E: Engine>(
             let sent = gw.send(p, &conv_id(conv.clone())?, cid, text).await;
             if let Err(ServiceError::Engine(_)) = &sent {
                 // The message cannot reach anyone now: the visitor is told in words too.
-                if let Some(notice) = gw.unavailable_notice(p, &conv) {
+                if let Some(notice) = gw.unavailable_notice(p, info.language.as_deref(), &conv) {
                     conn.push(encode(conn.encoding, &notice));
                 }
             }

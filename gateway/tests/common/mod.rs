@@ -145,6 +145,7 @@ impl Client {
         c.send(&ClientFrame::Hello {
             token: token.into(),
             cursors: cursors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            lang: None,
         })
         .await;
         let w = c.recv().await;

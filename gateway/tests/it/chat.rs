@@ -443,7 +443,11 @@ async fn visitor_gets_the_unavailability_notice_when_no_operator_can_answer() {
         (code.as_str(), c.as_deref()),
         ("unavailable", Some(conv.as_str()))
     );
-    assert_eq!(text, gateway::core::settings::DEFAULT_UNAVAILABLE_TEXT);
+    // No language given (this client sends no Accept-Language): the site's, English.
+    assert_eq!(
+        text,
+        gateway::i18n::default_unavailable_text(gateway::i18n::Lang::En)
+    );
     node.shutdown().await;
 }
 

@@ -118,6 +118,8 @@ fn msg(conv: &str, role: Role, id: &str, cid: Option<&str>, text: &str, ts: u64)
         from: author(role, id),
         text: text.into(),
         ts,
+        code: None,
+        args: None,
     }
 }
 
@@ -493,6 +495,38 @@ pub async fn activity_tracks_the_unanswered_window<E: Engine>(f: Fixture<E>) {
         .unwrap();
     let a = f.other.activity(&c).await.unwrap();
     assert_eq!((a.last_ts, a.unanswered_since), (300, None));
+    e.append(msg("c1", Role::Operator, "op1", Some("d"), "more", 350))
+        .await
+        .unwrap();
+    assert!(started(
+        e.append(msg("c1", Role::Visitor, "v1", Some("e"), "q3", 400))
+            .await
+            .unwrap()
+    ));
+    // System messages are nobody's activity.
+    e.append(msg("c1", Role::System, "system", Some("f"), "note", 500))
+        .await
+        .unwrap();
+    let a = f.other.activity(&c).await.unwrap();
+    // Each side's last and first message, and the wait that started again at 400; the
+    // same rules as `core::Activity::record`.
+    let mut expected = gateway::core::Activity::default();
+    for (role, ts) in [
+        (Role::Visitor, 100),
+        (Role::Visitor, 200),
+        (Role::Operator, 300),
+        (Role::Operator, 350),
+        (Role::Visitor, 400),
+        (Role::System, 500),
+    ] {
+        expected.record(role, ts);
+    }
+    assert_eq!(a, expected);
+    assert_eq!(
+        (a.operator_ts, a.visitor_ts, a.unanswered_since),
+        (Some(350), Some(400), Some(400))
+    );
+    assert_eq!(a.first_response_ms(), Some(200));
 }
 
 /// Two nodes race to accept one conversation; the core on each side decides; exactly one

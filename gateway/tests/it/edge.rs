@@ -16,6 +16,7 @@ async fn hello_close_code(node: &Node, token: &str) -> Option<u16> {
     c.send(&ClientFrame::Hello {
         token: token.into(),
         cursors: Default::default(),
+        lang: None,
     })
     .await;
     c.closed().await
@@ -689,6 +690,7 @@ async fn origins_are_checked_against_allowed_origins() {
     bad.send(&ClientFrame::Hello {
         token: tok.clone(),
         cursors: Default::default(),
+        lang: None,
     })
     .await;
     assert_eq!(bad.closed().await, Some(4003));
@@ -700,6 +702,7 @@ async fn origins_are_checked_against_allowed_origins() {
     good.send(&ClientFrame::Hello {
         token: tok,
         cursors: Default::default(),
+        lang: None,
     })
     .await;
     assert!(matches!(good.recv().await, ServerFrame::Welcome { .. }));
@@ -1090,6 +1093,7 @@ async fn slow_visitor(
     let hello = ClientFrame::Hello {
         token: token("demo", Role::Visitor, "slow", "Slow"),
         cursors: Default::default(),
+        lang: None,
     };
     let hello = String::from_utf8(hello.encode(Encoding::Json).to_vec()).unwrap();
     slow.send(Message::Text(hello.into())).await.unwrap();

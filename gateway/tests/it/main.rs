@@ -8,5 +8,6 @@ mod chat;
 mod conformance;
 mod edge;
 mod golden;
+mod rules;
 mod session;
 mod staff;

@@ -142,6 +142,8 @@ mod tests {
             text: text.into(),
             ts: 1_700_000_000_000,
             cid: cid.map(str::to_owned),
+            code: None,
+            args: None,
         }
     }
 

@@ -80,25 +80,20 @@ impl ConvLog for RedisEngine {
             .as_ref()
             .map(|c| format!("{}:{}:{c}", role.as_str(), m.from.id))
             .unwrap_or_default();
-        let msg = Msg {
-            conv: m.conv.0.clone(),
-            seq: 0,
-            from: m.from,
-            text: m.text,
-            ts: m.ts,
-            cid: m.cid,
-        };
+        let conv = m.conv.clone();
+        let site = m.site.clone();
+        let msg = m.into_msg(0);
         let (prefix, suffix) = msg_frame_parts(&msg);
         // The bus envelope around the frame (see `bus::wire`): kind, audience, except, then
         // `seq` (added by the script), then `ts`.
         let mut middle = Vec::with_capacity(9);
         rmp::encode::write_uint(&mut middle, msg.ts).expect("writing to a Vec cannot fail");
-        let channel = keys::channel(&Channel::Conv(m.conv.clone()));
+        let channel = keys::channel(&Channel::Conv(conv.clone()));
         let mut inv = scripts::APPEND.prepare_invoke();
-        inv.key(keys::conv_meta(&m.conv))
-            .key(keys::conv_log(&m.conv))
-            .key(keys::conv_cids(&m.conv))
-            .arg(m.site.as_str())
+        inv.key(keys::conv_meta(&conv))
+            .key(keys::conv_log(&conv))
+            .key(keys::conv_cids(&conv))
+            .arg(site.as_str())
             .arg(role.as_str())
             .arg(&msg.from.id)
             .arg(&ckey)
@@ -254,18 +249,22 @@ impl ConvLog for RedisEngine {
     }
 
     async fn activity(&self, conv: &ConvId) -> Result<Activity, EngineError> {
-        let (last, unans): (Option<u64>, Option<u64>) = self
+        let f: Vec<Option<u64>> = self
             .inner
             .run(
                 redis::cmd("HMGET")
                     .arg(keys::conv_meta(conv))
-                    .arg("last_ts")
-                    .arg("unans"),
+                    .arg(&["last_ts", "unans", "op_ts", "v_ts", "v1_ts", "op1_ts"]),
             )
             .await?;
+        let at = |i: usize| f.get(i).copied().flatten().filter(|&t| t > 0);
         Ok(Activity {
-            last_ts: last.unwrap_or(0),
-            unanswered_since: unans.filter(|&u| u > 0),
+            last_ts: at(0).unwrap_or(0),
+            unanswered_since: at(1),
+            operator_ts: at(2),
+            visitor_ts: at(3),
+            first_visitor_ts: at(4),
+            first_operator_ts: at(5),
         })
     }
 

@@ -69,15 +69,19 @@ if type(added) == 'table' and added.err then
 end
 local ts = ARGV[10]
 local started = 0
+-- Activity, as core::Activity::record keeps it: the wait for an answer, each side's last
+-- message and first message.
 if role == 'visitor' then
   if tonumber(f[5] or '0') == 0 then
-    redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'unans', ts)
+    redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'v_ts', ts, 'unans', ts)
     started = 1
   else
-    redis.call('HSET', m, 'seq', seq, 'last_ts', ts)
+    redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'v_ts', ts)
   end
+  redis.call('HSETNX', m, 'v1_ts', ts)
 elseif role == 'operator' then
-  redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'unans', 0)
+  redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'op_ts', ts, 'unans', 0)
+  redis.call('HSETNX', m, 'op1_ts', ts)
 else
   redis.call('HSET', m, 'seq', seq)
 end
