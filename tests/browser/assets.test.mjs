@@ -23,12 +23,19 @@ test('the gateway serves this checkout\'s widget, console and demo page', { skip
     '/console': [file('console.html'), 'text/html'],
     '/': [file('demo.html'), 'text/html']
   };
+  // The console's modules and styles: every file of widget-js/console/ (a new one must be served).
+  for (const name of fs.readdirSync(path.join(REPO, 'widget-js', 'console'))) {
+    expected['/console/' + name] = [file('console/' + name), name.endsWith('.css') ? 'text/css' : 'text/javascript'];
+  }
   for (const [route, [body, type]] of Object.entries(expected)) {
     const res = await fetch(gw.url + route);
     assert.equal(res.status, 200, route);
     assert.match(res.headers.get('content-type'), new RegExp('^' + type), route);
     const served = await res.text();
-    assert.ok(served === body, `${route} differs from widget-js/ in this checkout: rebuild the gateway (cargo build -p gateway)`);
+    assert.ok(
+      served === body,
+      `${route} differs from widget-js/ in this checkout: rebuild the gateway (cargo build -p gateway)`
+    );
   }
   const widget = await fetch(gw.url + '/widget.js', { headers: { origin: 'https://shop.example' } });
   assert.equal(widget.headers.get('access-control-allow-origin'), '*', 'embeddable from any site');

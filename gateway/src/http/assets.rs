@@ -7,7 +7,6 @@ use axum::routing::get;
 use axum::Router;
 use std::sync::LazyLock;
 
-const PROTOCOL_JS: &str = include_str!("../../../widget-js/protocol.js");
 const WIDGET_JS: &str = concat!(
     include_str!("../../../widget-js/protocol.js"),
     "\n",
@@ -50,49 +49,81 @@ fn strip_comment_lines(src: &str) -> String {
     out
 }
 
-const CONSOLE_HTML: &str = include_str!("../../../widget-js/console.html");
-const CONSOLE_JS: &str = include_str!("../../../widget-js/console.js");
-const DEMO_HTML: &str = include_str!("../../../widget-js/demo.html");
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
-fn asset(body: &'static str, ctype: &'static str) -> Response {
-    let mut r = body.into_response();
+/// One static file: where it is served, what it holds, its type, and whether pages on other
+/// origins may read it (the widget, which customers' pages embed).
+struct Asset {
+    path: &'static str,
+    body: &'static str,
+    content_type: &'static str,
+    cross_origin: bool,
+}
+
+/// The table's row for the file `$file` of `widget-js/`, compiled in, served at `$path`.
+macro_rules! served {
+    ($path:literal, $file:literal, $content_type:expr) => {
+        Asset {
+            path: $path,
+            body: include_str!(concat!("../../../widget-js/", $file)),
+            content_type: $content_type,
+            cross_origin: false,
+        }
+    };
+}
+
+/// Every static file but `/widget.js`, which is built from two of them at first use. The
+/// console is an ES module (`/console.js`) importing its screens from `/console/`.
+const FILES: &[Asset] = &[
+    served!("/", "demo.html", HTML),
+    served!("/console", "console.html", HTML),
+    served!("/console/console.css", "console/console.css", CSS),
+    served!("/console.js", "console.js", JS),
+    served!("/console/core.js", "console/core.js", JS),
+    served!("/console/connection.js", "console/connection.js", JS),
+    served!("/console/settings.js", "console/settings.js", JS),
+    served!("/console/queue.js", "console/queue.js", JS),
+    served!("/console/conversation.js", "console/conversation.js", JS),
+    served!("/console/composer.js", "console/composer.js", JS),
+    served!("/console/actions.js", "console/actions.js", JS),
+    served!("/console/visitor.js", "console/visitor.js", JS),
+    served!("/console/supervisor.js", "console/supervisor.js", JS),
+    served!("/protocol.js", "protocol.js", JS),
+];
+
+static WIDGET: LazyLock<Asset> = LazyLock::new(|| Asset {
+    path: "/widget.js",
+    body: WIDGET_SERVED.as_str(),
+    content_type: JS,
+    cross_origin: true,
+});
+
+fn respond(a: &Asset) -> Response {
+    let mut r = a.body.into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(a.content_type),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if a.cross_origin {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
     r
 }
 
 /// Routes for the static files.
 pub fn router() -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset(DEMO_HTML, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/console",
-            get(|| async { asset(CONSOLE_HTML, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/console.js",
-            get(|| async { asset(CONSOLE_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/protocol.js",
-            get(|| async { asset(PROTOCOL_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/widget.js",
-            get(|| async {
-                let mut r = asset(&WIDGET_SERVED, "text/javascript; charset=utf-8");
-                // Pages on other origins embed the widget.
-                r.headers_mut().insert(
-                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                    HeaderValue::from_static("*"),
-                );
-                r
-            }),
-        )
+    let mut r = Router::new().route("/widget.js", get(|| async { respond(&WIDGET) }));
+    for a in FILES {
+        r = r.route(a.path, get(move || async move { respond(a) }));
+    }
+    r
 }
 
 #[cfg(test)]
