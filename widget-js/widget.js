@@ -771,18 +771,20 @@
     off(e, f) {
       ev.off(e, f);
       return api;
-    },
-    // Test hooks: cut the socket as a network failure would; hold it down until _debugResume().
-    _debugDrop(hold) {
-      if (!client) return;
-      if (hold) client.suspend();
-      else client.drop();
-    },
-    _debugResume: () => client && client.resume(),
-    _debugState: () => ({ conn: client ? client.state : 'idle', conv: S.conv, closed: !!S.closed, mode: shown, out: S.out.length })
+    }
   };
   const queued = (W.ChatWidget && W.ChatWidget.q) || [];
   W.ChatWidget = api;
+
+  // Test hooks, never part of the API: only a page that set window.__chatGatewayTestHooks = {}
+  // before this script ran (the browser tests do) gets them, in that object. drop() cuts the
+  // socket as a network failure would, drop(true) holds it down until resume().
+  const hooks = W.__chatGatewayTestHooks;
+  if (hooks && typeof hooks === 'object') {
+    hooks.drop = (hold) => client && (hold ? client.suspend() : client.drop());
+    hooks.resume = () => client && client.resume();
+    hooks.state = () => ({ conn: client ? client.state : 'idle', conv: S.conv, closed: !!S.closed, mode: shown, out: S.out.length });
+  }
 
   function boot() {
     D.body.appendChild(host);

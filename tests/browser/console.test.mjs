@@ -212,7 +212,7 @@ test('console: a visitor who identifies mid-conversation is shown at once, even 
   const { gw, browser } = await setup(t);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await openVisitor(browser, gw);
+  const v = await openVisitor(browser, gw, '/', { testHooks: true });
   await visitorWrites(v, 'Hello, I am anonymous for now');
   const conv = await acceptFirstQueued(op);
   const panel = op.page.getByTestId('visitor-panel');
@@ -228,10 +228,10 @@ test('console: a visitor who identifies mid-conversation is shown at once, even 
   await op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`, { hasText: 'Ann Later' }).waitFor();
 
   // Given while the widget's connection is down: sent once it is back.
-  await v.page.evaluate(() => window.ChatWidget._debugDrop(true));
-  await waitUntil(() => v.page.evaluate(() => window.ChatWidget._debugState().conn !== 'open'), { message: 'the widget is offline' });
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop(true));
+  await waitUntil(() => v.page.evaluate(() => window.__chatGatewayTestHooks.state().conn !== 'open'), { message: 'the widget is offline' });
   await v.page.evaluate(() => window.ChatWidget.identify({ phone: '+420 777 123 456' }));
-  await v.page.evaluate(() => window.ChatWidget._debugResume());
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.resume());
   await panel.locator('dd', { hasText: '+420 777 123 456' }).waitFor();
   assert.deepEqual([...op.errors, ...v.errors], []);
 });

@@ -152,10 +152,13 @@ export function launchBrowser() {
 
 /**
  * A page in its own context (own localStorage: a separate person). Page errors are collected
- * in `errors` so a test can assert the page ran clean.
+ * in `errors` so a test can assert the page ran clean. `testHooks` opts the page in to the
+ * widget's test hooks: `window.__chatGatewayTestHooks` exists before any script runs, and the
+ * widget fills it (drop, resume, state).
  */
-export async function newPage(browser, { viewport = { width: 1280, height: 800 }, locale, permissions } = {}) {
+export async function newPage(browser, { viewport = { width: 1280, height: 800 }, locale, permissions, testHooks } = {}) {
   const context = await browser.newContext({ viewport, locale, permissions });
+  if (testHooks) await context.addInitScript(() => (window.__chatGatewayTestHooks = {}));
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
   const errors = [];
@@ -179,9 +182,9 @@ export async function setStatus(page, status) {
   await page.locator(`[data-testid=status-select][data-server=${status}]`).waitFor({ state: 'attached' });
 }
 
-/** The demo shop page (or any `url`) with the widget loaded. */
-export async function openVisitor(browser, gw, pathname = '/', { locale } = {}) {
-  const p = await newPage(browser, { locale });
+/** The demo shop page (or any `url`) with the widget loaded; `testHooks` as in `newPage`. */
+export async function openVisitor(browser, gw, pathname = '/', { locale, testHooks } = {}) {
+  const p = await newPage(browser, { locale, testHooks });
   await p.page.goto(/^https?:/.test(pathname) ? pathname : gw.url + pathname);
   await p.page.getByTestId('cw-launcher').waitFor();
   return p;

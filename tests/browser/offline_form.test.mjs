@@ -19,14 +19,14 @@ async function fillOfflineForm(page, { name, email, phone, message }) {
 
 test('nobody online: offline form, and the message reaches the queue', { skip: skipReason(), timeout: 120000 }, async (t) => {
   const { gw, browser } = await setup(t);
-  const v = await openVisitor(browser, gw);
+  const v = await openVisitor(browser, gw, '/', { testHooks: true });
   await v.page.getByTestId('cw-launcher').click();
   await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
 
   // Bad input: the form's validation stops it. A submit that got through would queue the
   // message at once (the submit handler runs within the click), so the outbox stays empty.
   const nothingQueued = async (what) => {
-    const st = await v.page.evaluate(() => window.ChatWidget._debugState());
+    const st = await v.page.evaluate(() => window.__chatGatewayTestHooks.state());
     assert.equal(st.out, 0, `${what}: nothing was queued to send`);
     assert.equal(st.conv, undefined, `${what}: no conversation was started`);
     assert.equal(st.mode, 'offline');
@@ -124,7 +124,7 @@ test('an open widget follows availability: the offline form gives way to the cha
   const { gw, browser } = await setup(t, { sites: [{ id: 'demo', settings: { widget_when_away: 'offline' } }] });
   const host = await startHostSite(t, gw);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
-  const v = await openVisitor(browser, gw, host.url({ poll: 1 }));
+  const v = await openVisitor(browser, gw, host.url({ poll: 1 }), { testHooks: true });
   await v.page.getByTestId('cw-launcher').click();
   await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
   await v.page.getByTestId('cw-off-message').fill('Do you have it in blue?');
@@ -145,7 +145,7 @@ test('an open widget follows availability: the offline form gives way to the cha
   await setStatus(op.page, 'away');
   await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
   await waitUntil(() => v.page.evaluate(() => window.__status.join() === 'online,busy'), { message: 'the status events "online", then "busy"' });
-  assert.equal(await v.page.evaluate(() => window.ChatWidget._debugState().out), 0, 'nothing was sent on the way');
+  assert.equal(await v.page.evaluate(() => window.__chatGatewayTestHooks.state().out), 0, 'nothing was sent on the way');
   assert.ok(await v.page.getByTestId('cw-panel').isVisible());
   assert.deepEqual([...v.errors, ...op.errors], []);
 });

@@ -13,7 +13,7 @@ test('offline visitor gets every message exactly once, in order', { skip: skipRe
   const { gw, browser } = await setup(t);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await openVisitor(browser, gw);
+  const v = await openVisitor(browser, gw, '/', { testHooks: true });
   await visitorWrites(v, 'My parcel is late');
   await acceptFirstQueued(op);
   await operatorSends(op, 'Sorry to hear that, checking now.');
@@ -45,7 +45,7 @@ test('offline visitor gets every message exactly once, in order', { skip: skipRe
   await op.page.locator('[data-testid=visitor-online][data-online=true]').waitFor();
 
   // A second cut that the browser does not announce (a 1006-like drop): backoff and resume.
-  await v.page.evaluate(() => window.ChatWidget._debugDrop());
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop());
   await operatorSends(op, 'Update 4: courier called');
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Update 4' }).waitFor();
 
@@ -91,7 +91,7 @@ test('close code 4001: an expired token gets a new session for the same visitor'
   const host = await startHostSite(t, gw);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await newPage(browser);
+  const v = await newPage(browser, { testHooks: true });
   await v.page.addInitScript(recordSocketCloses);
   await v.page.goto(host.url({}));
   await visitorWrites(v, 'Before my token expires');
@@ -101,7 +101,7 @@ test('close code 4001: an expired token gets a new session for the same visitor'
 
   // Wait until the gateway can no longer accept the token (a state, read from the token).
   await waitUntil(() => Date.now() / 1000 > before.exp / 1000 + 5 + 1, { timeout: 15000, message: 'the visitor token to expire' });
-  await v.page.evaluate(() => window.ChatWidget._debugDrop());
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop());
   await operatorSends(op, 'After the token expired');
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'After the token expired' }).waitFor();
   const after = await stored();
@@ -122,7 +122,7 @@ async function visitorOnHostSite(t, text) {
   const host = await startHostSite(t, gw);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await newPage(browser);
+  const v = await newPage(browser, { testHooks: true });
   await v.page.addInitScript(recordSocketCloses);
   await v.page.goto(host.url({}));
   await visitorWrites(v, text);
@@ -141,7 +141,7 @@ test('close code 4003 and a refused session: the widget stops and says so', { sk
     body: JSON.stringify({ allowed_origins: ['https://shop.example'] })
   });
   assert.equal(res.status, 200);
-  await v.page.evaluate(() => window.ChatWidget._debugDrop());
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop());
   await v.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
   await v.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
   assert.deepEqual((await v.page.evaluate(() => window.__closes)).filter((c) => c >= 4000), [4003]);
@@ -198,7 +198,7 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
   const after = await stored();
   assert.equal(after.vid, before.vid, 'no new visitor id');
   assert.equal(after.token, before.token, 'no new token');
-  assert.equal((await v.page.evaluate(() => window.ChatWidget._debugState())).conn, 'closed');
+  assert.equal((await v.page.evaluate(() => window.__chatGatewayTestHooks.state())).conn, 'closed');
 
   // A supervisor lifts the ban from the console; the same visitor (same id) chats again.
   const sup = await openConsole(browser, gw, { sub: 'sam', name: 'Sam', role: 'supervisor' });

@@ -188,3 +188,29 @@ test('bad input: corrupted storage, and markup in names and messages stays text'
   }
   assert.deepEqual([...pages.flatMap((p) => p.errors), ...op.errors], []);
 });
+
+test('widget: the test hooks stay off customers\' pages', { skip: skipReason(), timeout: 60000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const host = await startHostSite(t, gw);
+  const served = await (await fetch(gw.url + '/widget.js')).text();
+  assert.doesNotMatch(served, /_debug/, 'the served widget names no _debug hook');
+
+  // A customer's page as it is: the API has no hook, and the opt-in object is not made up.
+  const plain = await openVisitor(browser, gw, host.url({}));
+  const seen = await plain.page.evaluate(() => ({
+    api: Object.getOwnPropertyNames(window.ChatWidget),
+    hooks: typeof window.__chatGatewayTestHooks
+  }));
+  assert.ok(seen.api.includes('open'), 'the API itself is there');
+  assert.deepEqual(seen.api.filter((k) => /^_debug|^(drop|resume|state)$/.test(k)), [], 'no hook on ChatWidget');
+  assert.equal(seen.hooks, 'undefined', 'no hooks object on a page that did not ask');
+
+  // A page that opted in before the script loaded gets them, and only there.
+  const opted = await openVisitor(browser, gw, host.url({}), { testHooks: true });
+  const got = await opted.page.evaluate(() => ({
+    hooks: Object.keys(window.__chatGatewayTestHooks).sort(),
+    api: Object.getOwnPropertyNames(window.ChatWidget).filter((k) => k.startsWith('_debug')),
+    conn: window.__chatGatewayTestHooks.state().conn
+  }));
+  assert.deepEqual(got, { hooks: ['drop', 'resume', 'state'], api: [], conn: 'idle' });
+});
