@@ -33,9 +33,15 @@ test('the size check measures the real thing', () => {
 });
 
 test('comment lines are left out of what is served, code never', () => {
-  const src = "/*! keep: embed me\n * with this tag\n */\n// a line comment\nlet a = 1; // stays\n  /** doc */\n  /* multi\n   * line\n   */\n/* x */ let b = 2;\nconst u = 'http://x//y';\n";
+  const src =
+    '/*! keep: embed me\n * with this tag\n */\n// a line comment\nlet a = 1; // stays\n' +
+    "  /** doc */\n  /* multi\n   * line\n   */\n/* x */ let b = 2;\nconst u = 'http://x//y';\n";
   // The same case as assets.rs' unit test: the two must agree.
-  assert.equal(stripCommentLines(src), "/*! keep: embed me\n * with this tag\n */\nlet a = 1; // stays\n/* x */ let b = 2;\nconst u = 'http://x//y';\n");
-  const full = fs.readFileSync(path.join(dir, 'protocol.js'), 'utf8') + '\n' + fs.readFileSync(path.join(dir, 'widget.js'), 'utf8');
+  const want = "/*! keep: embed me\n * with this tag\n */\nlet a = 1; // stays\n/* x */ let b = 2;\nconst u = 'http://x//y';\n";
+  assert.equal(stripCommentLines(src), want);
+  const full =
+    fs.readFileSync(path.join(dir, 'protocol.js'), 'utf8') +
+    '\n' +
+    fs.readFileSync(path.join(dir, 'widget.js'), 'utf8');
   assert.ok(servedWidget().length < full.length * 0.9, 'the comments are left out');
 });
