@@ -101,7 +101,10 @@
       case CLOSE.TOKEN:
         return { action: 'token', delay: attempt ? backoff(attempt) : 0 };
       case CLOSE.RESTART:
-        return { action: 'reconnect', delay: attempt ? backoff(attempt) : Math.floor(rnd * (o.restartJitterMs || DEFAULTS.restartJitterMs)) };
+        return {
+          action: 'reconnect',
+          delay: attempt ? backoff(attempt) : Math.floor(rnd * (o.restartJitterMs || DEFAULTS.restartJitterMs))
+        };
       case CLOSE.LIMIT:
         return { action: 'reconnect', delay: backoff(attempt + 3) };
       case CLOSE.SLOW:
@@ -346,7 +349,7 @@
         ws.onopen = ws.onmessage = ws.onclose = noop;
         try {
           ws.close(code === CLOSE.NORMAL ? 1000 : CLOSE.CLIENT_DROP, reason);
-        } catch (e) {
+        } catch {
           /* already closed */
         }
       }
@@ -654,7 +657,8 @@
         const need = end - st.cursor - 1;
         if (need <= 0 || rounds++ > 50) return;
         const cursorBefore = st.cursor;
-        return this.request({ t: 'history', conv, before: end, limit: Math.min(need, this.opts.historyPage) }).then((res) => {
+        const page = { t: 'history', conv, before: end, limit: Math.min(need, this.opts.historyPage) };
+        return this.request(page).then((res) => {
           const msgs = (res.messages || []).slice().sort((a, b) => a.seq - b.seq);
           const low = msgs.length ? msgs[0].seq : end;
           if (res.complete && low > st.cursor + 1) {
@@ -751,7 +755,12 @@
     }
 
     tag(conv, add, remove) {
-      return this.request({ t: 'tag', conv, add: add && add.length ? add : undefined, remove: remove && remove.length ? remove : undefined });
+      return this.request({
+        t: 'tag',
+        conv,
+        add: add && add.length ? add : undefined,
+        remove: remove && remove.length ? remove : undefined
+      });
     }
 
     assign(conv, operator) {

@@ -46,7 +46,8 @@
     },
     ru: {
       title: 'Чат с нами', open: 'Открыть чат', close: 'Закрыть чат', ph: 'Напишите сообщение…', send: 'Отправить',
-      msgs: 'Сообщения', sending: 'Отправляется…', sent: 'Отправлено', read: 'Прочитано', failed: 'Не отправлено. Нажмите, чтобы повторить.',
+      msgs: 'Сообщения', sending: 'Отправляется…', sent: 'Отправлено', read: 'Прочитано',
+      failed: 'Не отправлено. Нажмите, чтобы повторить.',
       typing: '{n} печатает…', op: 'Оператор', you: 'Вы',
       busy: 'Все операторы заняты. Вы в очереди, мы ответим как можно скорее.',
       ended: 'Разговор завершён. Напишите снова, чтобы начать новый.',
@@ -54,12 +55,14 @@
       name: 'Имя', email: 'Эл. почта', phone: 'Телефон', message: 'Сообщение', submit: 'Отправить',
       thanks: 'Спасибо, мы с вами свяжемся.', again: 'Написать ещё',
       preI: 'Представьтесь, пожалуйста, перед началом разговора.', start: 'Начать чат',
-      tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}', hi: 'Здравствуйте! Чем можем помочь?',
+      tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}',
+      hi: 'Здравствуйте! Чем можем помочь?',
       na: 'Чат здесь недоступен.'
     },
     cs: {
       title: 'Napište nám', open: 'Otevřít chat', close: 'Zavřít chat', ph: 'Napište zprávu…', send: 'Odeslat',
-      msgs: 'Zprávy', sending: 'Odesílá se…', sent: 'Odesláno', read: 'Přečteno', failed: 'Neodesláno. Klikněte pro nový pokus.',
+      msgs: 'Zprávy', sending: 'Odesílá se…', sent: 'Odesláno', read: 'Přečteno',
+      failed: 'Neodesláno. Klikněte pro nový pokus.',
       typing: '{n} píše…', op: 'Operátor', you: 'Vy',
       busy: 'Všichni operátoři jsou zaneprázdnění. Jste ve frontě, odpovíme co nejdříve.',
       ended: 'Konverzace skončila. Napište znovu a začne nová.',
@@ -80,14 +83,14 @@
   let LS = null;
   try {
     LS = W.localStorage;
-  } catch (e) {
+  } catch {
     /* storage blocked: the widget still works for this page view */
   }
   const load = () => {
     try {
       const v = JSON.parse(LS.getItem(KEY));
       return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
-    } catch (e) {
+    } catch {
       return {};
     }
   };
@@ -107,7 +110,7 @@
     S.msgs = sorted().filter((e) => e.role !== 'notice').slice(-100);
     try {
       LS.setItem(KEY, JSON.stringify(S));
-    } catch (e) {
+    } catch {
       /* quota or blocked */
     }
   }
@@ -134,7 +137,9 @@
     (kids || []).forEach((c) => c && el.appendChild(c));
     return el;
   }
-  const svg = (d, s) => '<svg width="' + (s || 20) + '" height="' + (s || 20) + '" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="' + d + '"/></svg>';
+  const svg = (d, s) =>
+    '<svg width="' + (s || 20) + '" height="' + (s || 20) + '" viewBox="0 0 24 24" fill="none" stroke="currentColor" ' +
+    'stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="' + d + '"/></svg>';
   const I_CHAT = 'M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z';
   const I_X = 'M6 6l12 12M18 6L6 18';
   const I_DL = 'M12 4v11m-5-5l5 5 5-5M5 20h14';
@@ -142,39 +147,52 @@
 
   const CSS =
     ':host{all:initial}*{box-sizing:border-box}' +
-    '.w{--c:' + (ds.color || '#2563eb') + ';position:fixed;right:20px;bottom:20px;z-index:2147483000;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2937;text-align:left}' +
+    '.w{--c:' + (ds.color || '#2563eb') + ';position:fixed;right:20px;bottom:20px;z-index:2147483000;' +
+    'font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2937;text-align:left}' +
     'button,input,textarea{font:inherit;color:inherit}[hidden]{display:none!important}' +
     ':focus-visible{outline:3px solid #93c5fd;outline-offset:2px}' +
-    '.l{width:58px;height:58px;border-radius:50%;border:0;background:var(--c);color:#fff;box-shadow:0 6px 20px rgba(0,0,0,.25);cursor:pointer;display:grid;place-items:center;position:relative}' +
-    '.bd{position:absolute;top:-3px;right:-3px;min-width:20px;height:20px;padding:0 6px;border-radius:10px;background:#dc2626;color:#fff;font-size:12px;font-weight:700;line-height:20px}' +
-    '.p{position:absolute;right:0;bottom:74px;width:370px;height:560px;max-height:calc(100vh - 110px);display:flex;flex-direction:column;background:#fff;border-radius:14px;box-shadow:0 12px 40px rgba(0,0,0,.22);overflow:hidden;animation:in .15s ease-out}' +
+    '.l{width:58px;height:58px;border-radius:50%;border:0;background:var(--c);color:#fff;' +
+    'box-shadow:0 6px 20px rgba(0,0,0,.25);cursor:pointer;display:grid;place-items:center;position:relative}' +
+    '.bd{position:absolute;top:-3px;right:-3px;min-width:20px;height:20px;padding:0 6px;border-radius:10px;' +
+    'background:#dc2626;color:#fff;font-size:12px;font-weight:700;line-height:20px}' +
+    '.p{position:absolute;right:0;bottom:74px;width:370px;height:560px;max-height:calc(100vh - 110px);display:flex;' +
+    'flex-direction:column;background:#fff;border-radius:14px;box-shadow:0 12px 40px rgba(0,0,0,.22);overflow:hidden;' +
+    'animation:in .15s ease-out}' +
     '@keyframes in{from{opacity:0;transform:translateY(8px)}}' +
     'header{display:flex;align-items:center;gap:4px;padding:12px 10px 12px 16px;background:var(--c);color:#fff}' +
     'h2{flex:1;margin:0;font-size:16px;font-weight:600}.cn{font-size:12px;opacity:.85}' +
-    '.ib{background:none;border:0;color:inherit;width:34px;height:34px;border-radius:8px;cursor:pointer;display:grid;place-items:center}.ib:hover{background:rgba(255,255,255,.18)}' +
+    '.ib{background:none;border:0;color:inherit;width:34px;height:34px;border-radius:8px;cursor:pointer;display:grid;' +
+    'place-items:center}' +
+    '.ib:hover{background:rgba(255,255,255,.18)}' +
     '.v{flex:1;display:flex;flex-direction:column;min-height:0;background:#f8fafc}' +
     '.hint{margin:10px 12px 0;padding:8px 10px;border-radius:8px;background:#fef3c7;color:#92400e;font-size:13px}' +
     'ol{flex:1;overflow-y:auto;margin:0;padding:12px;list-style:none;display:flex;flex-direction:column;gap:6px}' +
     'li{max-width:82%;display:flex;flex-direction:column}' +
     '.b{padding:8px 12px;border-radius:14px;white-space:pre-wrap;overflow-wrap:anywhere}' +
     '.op{align-self:flex-start}.op .b{background:#fff;border:1px solid #e5e7eb;border-bottom-left-radius:4px}' +
-    '.me{align-self:flex-end;align-items:flex-end}.me .b{background:var(--c);color:#fff;border-bottom-right-radius:4px}' +
+    '.me{align-self:flex-end;align-items:flex-end}' +
+    '.me .b{background:var(--c);color:#fff;border-bottom-right-radius:4px}' +
     '.who,.st{font-size:11px;color:#6b7280;margin:0 4px 2px}.st{margin:2px 4px 0}' +
     '.failed .b{background:#fee2e2;color:#991b1b;cursor:pointer}' +
     '.sys{align-self:center;max-width:95%;text-align:center;color:#6b7280;font-size:12px}.sys .b{padding:2px 8px}' +
-    '.nt{align-self:stretch;max-width:none}.nt .b{background:#fff7ed;color:#9a3412;border:1px solid #fed7aa;border-radius:8px}' +
+    '.nt{align-self:stretch;max-width:none}' +
+    '.nt .b{background:#fff7ed;color:#9a3412;border:1px solid #fed7aa;border-radius:8px}' +
     'ol:empty::before{content:attr(data-empty);margin:auto;color:#6b7280;text-align:center}' +
     '.ty{padding:0 16px 6px;font-size:12px;color:#6b7280;font-style:italic}' +
     'form.c{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e7eb;background:#fff;align-items:flex-end}' +
     'textarea,input{border:1px solid #d1d5db;border-radius:10px;padding:8px 10px;background:#fff;width:100%}' +
     '.c textarea{flex:1;resize:none;max-height:120px;min-height:40px}' +
-    '.sb{flex:none;width:40px;height:40px;border-radius:10px;border:0;background:var(--c);color:#fff;cursor:pointer;display:grid;place-items:center}' +
+    '.sb{flex:none;width:40px;height:40px;border-radius:10px;border:0;background:var(--c);color:#fff;cursor:pointer;' +
+    'display:grid;place-items:center}' +
     '.f{padding:16px;overflow-y:auto;display:flex;flex-direction:column;gap:10px}.f p{margin:0;color:#374151}' +
     '.f label{display:flex;flex-direction:column;gap:4px;font-size:13px;color:#374151}' +
-    '.pb{padding:10px 14px;border:0;border-radius:10px;background:var(--c);color:#fff;font-weight:600;cursor:pointer}.pb:disabled{opacity:.6;cursor:default}' +
+    '.pb{padding:10px 14px;border:0;border-radius:10px;background:var(--c);color:#fff;font-weight:600;cursor:pointer}' +
+    '.pb:disabled{opacity:.6;cursor:default}' +
     '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}' +
-    '.thx{margin:auto;padding:24px;text-align:center;display:flex;flex-direction:column;gap:16px;align-items:center;font-size:15px}' +
-    '@media (max-width:480px){.w{right:12px;bottom:12px}.p{position:fixed;inset:0;width:auto;height:auto;max-height:none;border-radius:0}}' +
+    '.thx{margin:auto;padding:24px;text-align:center;display:flex;flex-direction:column;gap:16px;align-items:center;' +
+    'font-size:15px}' +
+    '@media (max-width:480px){.w{right:12px;bottom:12px}.p{position:fixed;inset:0;width:auto;height:auto;' +
+    'max-height:none;border-radius:0}}' +
     '@media (prefers-reduced-motion:reduce){.p{animation:none}}';
 
   const host = D.createElement('chat-gateway-widget');
@@ -183,19 +201,50 @@
   root.appendChild(h('style', { text: CSS }));
 
   const badge = h('span', { class: 'bd', 'data-testid': 'cw-badge', 'aria-hidden': 'true', hidden: true });
-  const launcher = h('button', { class: 'l', type: 'button', 'data-testid': 'cw-launcher', 'aria-label': t('open'), 'aria-expanded': 'false', 'aria-controls': 'cw-panel', onclick: () => (isOpen ? close() : open()) }, [h('span', { html: svg(I_CHAT, 26) }), badge]);
+  const launcher = h(
+    'button',
+    {
+      class: 'l',
+      type: 'button',
+      'data-testid': 'cw-launcher',
+      'aria-label': t('open'),
+      'aria-expanded': 'false',
+      'aria-controls': 'cw-panel',
+      onclick: () => (isOpen ? close() : open())
+    },
+    [h('span', { html: svg(I_CHAT, 26) }), badge]
+  );
   const titleEl = h('h2', { id: 'cw-title', text: t('title') });
   const connEl = h('span', { class: 'cn', 'data-testid': 'cw-conn', role: 'status' });
-  const trBtn = h('button', { class: 'ib', type: 'button', 'data-testid': 'cw-transcript', 'aria-label': t('tr'), title: t('tr'), html: svg(I_DL), onclick: transcript, hidden: true });
+  const trBtn = h('button', {
+    class: 'ib',
+    type: 'button',
+    'data-testid': 'cw-transcript',
+    'aria-label': t('tr'),
+    title: t('tr'),
+    html: svg(I_DL),
+    onclick: transcript,
+    hidden: true
+  });
   const hint = h('div', { class: 'hint', 'data-testid': 'cw-hint', role: 'status', text: t('busy'), hidden: true });
-  const list = h('ol', { 'data-testid': 'cw-messages', 'data-empty': t('hi'), role: 'log', 'aria-live': 'polite', 'aria-label': t('msgs'), tabindex: '0' });
+  const list = h('ol', {
+    'data-testid': 'cw-messages',
+    'data-empty': t('hi'),
+    role: 'log',
+    'aria-live': 'polite',
+    'aria-label': t('msgs'),
+    tabindex: '0'
+  });
   const typingEl = h('div', { class: 'ty', 'data-testid': 'cw-typing', 'aria-live': 'polite', hidden: true });
-  const input = h('textarea', { id: 'cw-input', 'data-testid': 'cw-input', rows: '1', placeholder: t('ph'), maxlength: '4000', oninput: typed, onkeydown: (e) => {
-    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
-      e.preventDefault();
-      submit();
+  const input = h('textarea', {
+    id: 'cw-input', 'data-testid': 'cw-input', rows: '1', placeholder: t('ph'), maxlength: '4000', oninput: typed,
+    onkeydown: (e) => {
+      if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+        e.preventDefault();
+        submit();
+      }
     }
-  } });
+  });
   const chatV = h('div', { class: 'v' }, [
     hint,
     list,
@@ -203,13 +252,30 @@
     h('form', { class: 'c', onsubmit: (e) => (e.preventDefault(), submit()) }, [
       h('label', { class: 'sr', for: 'cw-input', text: t('message') }),
       input,
-      h('button', { class: 'sb', type: 'submit', 'data-testid': 'cw-send', 'aria-label': t('send'), title: t('send'), html: svg(I_SEND) })
+      h('button', {
+        class: 'sb',
+        type: 'submit',
+        'data-testid': 'cw-send',
+        'aria-label': t('send'),
+        title: t('send'),
+        html: svg(I_SEND)
+      })
     ])
   ]);
 
   function field(id, label, type, req) {
     const tag = type === 'area' ? 'textarea' : 'input';
-    return h('label', {}, [h('span', { text: label + (req ? ' *' : '') }), h(tag, { 'data-testid': id, name: id.split('-').pop(), type: tag === 'input' ? type : null, rows: tag === 'textarea' ? '4' : null, required: req, autocomplete: type === 'text' ? 'name' : type === 'area' ? null : type })]);
+    return h('label', {}, [
+      h('span', { text: label + (req ? ' *' : '') }),
+      h(tag, {
+        'data-testid': id,
+        name: id.split('-').pop(),
+        type: tag === 'input' ? type : null,
+        rows: tag === 'textarea' ? '4' : null,
+        required: req,
+        autocomplete: type === 'text' ? 'name' : type === 'area' ? null : type
+      })
+    ]);
   }
   const values = (form) => {
     const o = {};
@@ -238,15 +304,31 @@
   ]);
   const thanksV = h('div', { class: 'thx', 'data-testid': 'cw-thanks', role: 'status' }, [
     h('p', { text: t('thanks') }),
-    h('button', { class: 'pb', type: 'button', text: t('again'), onclick: () => ((S.thanks = 0), save(), render(true)) })
+    h('button', {
+      class: 'pb',
+      type: 'button',
+      text: t('again'),
+      onclick: () => ((S.thanks = 0), save(), render(true))
+    })
   ]);
   const views = { chat: chatV, offline: offForm, prechat: preForm, thanks: thanksV };
-  const panel = h('section', { class: 'p', id: 'cw-panel', role: 'dialog', 'aria-labelledby': 'cw-title', 'data-testid': 'cw-panel', hidden: true, onkeydown: (e) => e.key === 'Escape' && close() }, [
+  const panel = h('section', {
+    class: 'p', id: 'cw-panel', role: 'dialog', 'aria-labelledby': 'cw-title', 'data-testid': 'cw-panel', hidden: true,
+    onkeydown: (e) => e.key === 'Escape' && close()
+  }, [
     h('header', {}, [
       titleEl,
       connEl,
       trBtn,
-      h('button', { class: 'ib', type: 'button', 'data-testid': 'cw-close', 'aria-label': t('close'), title: t('close'), html: svg(I_X), onclick: close })
+      h('button', {
+        class: 'ib',
+        type: 'button',
+        'data-testid': 'cw-close',
+        'aria-label': t('close'),
+        title: t('close'),
+        html: svg(I_X),
+        onclick: close
+      })
     ]),
     chatV,
     offForm,
@@ -262,7 +344,19 @@
   const els = new Map();
   const keyOf = (conv, seq) => conv + ':' + seq;
   S.msgs.forEach((e) => entries.set(e.k, e));
-  S.out.forEach((o) => entries.has('c:' + o.cid) || entries.set('c:' + o.cid, { k: 'c:' + o.cid, cid: o.cid, conv: o.conv, role: 'visitor', text: o.text, ts: o.ts, st: 'sending' }));
+  S.out.forEach(
+    (o) =>
+      entries.has('c:' + o.cid) ||
+      entries.set('c:' + o.cid, {
+        k: 'c:' + o.cid,
+        cid: o.cid,
+        conv: o.conv,
+        role: 'visitor',
+        text: o.text,
+        ts: o.ts,
+        st: 'sending'
+      })
+  );
 
   function sorted() {
     const ci = (c) => {
@@ -298,7 +392,17 @@
       }
       S.out = S.out.filter((o) => o.cid !== m.cid);
     } else {
-      entries.set(k, { k, conv: m.conv, seq: m.seq, cid: m.cid, role, name: m.from.name, text: m.text, ts: m.ts, st: role === 'visitor' ? 'sent' : '' });
+      entries.set(k, {
+        k,
+        conv: m.conv,
+        seq: m.seq,
+        cid: m.cid,
+        role,
+        name: m.from.name,
+        text: m.text,
+        ts: m.ts,
+        st: role === 'visitor' ? 'sent' : ''
+      });
     }
     applyRead(m.conv);
     return true;
@@ -316,7 +420,8 @@
     const cls = e.role === 'visitor' ? 'me' : e.role === 'operator' ? 'op' : e.role === 'notice' ? 'nt' : 'sys';
     if (!el) {
       const who = e.role === 'operator' && !S.noName && e.name;
-      el = h('li', { class: cls, 'data-testid': e.end ? 'cw-ended' : e.role === 'notice' ? 'cw-notice' : 'cw-msg', 'data-role': e.role }, [
+      const testid = e.end ? 'cw-ended' : e.role === 'notice' ? 'cw-notice' : 'cw-msg';
+      el = h('li', { class: cls, 'data-testid': testid, 'data-role': e.role }, [
         who ? h('span', { class: 'who', text: e.name }) : null,
         h('div', { class: 'b', text: e.text })
       ]);
@@ -352,7 +457,8 @@
     if (S.thanks) return 'thanks';
     if (S.out.some((o) => o.off)) return 'offline';
     if ((S.conv && (!S.closed || endedHere)) || S.out.length) return 'chat';
-    if (avail.status === 'offline' || (avail.status === 'busy' && avail.widget_when_away === 'offline')) return 'offline';
+    if (avail.status === 'offline' || (avail.status === 'busy' && avail.widget_when_away === 'offline'))
+      return 'offline';
     if (ds.prechat === 'true' && !S.prechat) return 'prechat';
     return 'chat';
   }
@@ -432,7 +538,8 @@
   function session(retry) {
     const body = { site: SITE };
     if (S.token && !retry) body.visitor_token = S.token;
-    return fetch(BASE + '/v1/visitor/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }).then((r) => {
+    const req = { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) };
+    return fetch(BASE + '/v1/visitor/session', req).then((r) => {
       if (!r.ok) {
         // 403 (banned, origin refused), 404 (unknown key): stop as on 4003, no new visitor id.
         if (r.status === 403 || r.status === 404) stop();
@@ -453,7 +560,12 @@
   function connect() {
     if (client) return client;
     const fresh = S.token && (!S.exp || S.exp > Date.now() + 60000);
-    client = new P.Client({ url: P.wsUrl(BASE), token: fresh ? S.token : null, getToken: () => session(), cursors: S.cursors });
+    client = new P.Client({
+      url: P.wsUrl(BASE),
+      token: fresh ? S.token : null,
+      getToken: () => session(),
+      cursors: S.cursors
+    });
     client.on('state', (s) => {
       panel.setAttribute('data-conn', s);
       connEl.textContent = s === 'connecting' || s === 'waiting' ? t('conn') : '';
@@ -506,7 +618,12 @@
     else if (S.conv && !S.closed) {
       // Closed while we were away: pick up its last messages, then show it as ended.
       const gone = S.conv;
-      client.history(gone).then((r) => ((r.messages || []).forEach((m) => addMsg(Object.assign({ conv: gone }, m))), render(false)), noop);
+      client
+        .history(gone)
+        .then(
+          (r) => ((r.messages || []).forEach((m) => addMsg(Object.assign({ conv: gone }, m))), render(false)),
+          noop
+        );
       onConv({ id: gone, state: 'closed' }, 'closed');
     }
     if ((!S.conv || S.closed) && convs.length) onConv(convs[convs.length - 1]);
@@ -572,7 +689,8 @@
     if (!again) S.idn = (S.idn || 0) + 1;
     save();
     const v = S.idn;
-    if (v && client && S.conv && !S.closed) client.identify(S.conv, pick(S.prechat), S.params).then(() => S.idn === v && ((S.idn = 0), save()), noop);
+    if (v && client && S.conv && !S.closed)
+      client.identify(S.conv, pick(S.prechat), S.params).then(() => S.idn === v && ((S.idn = 0), save()), noop);
   }
 
   let starting = null;
@@ -582,7 +700,12 @@
     const told = S.idn;
     const pre = S.prechat && Object.keys(S.prechat).length ? S.prechat : undefined;
     starting = client
-      .start({ queue: ds.queue, prechat: pre, params: params(offline ? { offline_form: '1' } : null), page: { url: location.href, title: D.title, referrer: D.referrer } })
+      .start({
+        queue: ds.queue,
+        prechat: pre,
+        params: params(offline ? { offline_form: '1' } : null),
+        page: { url: location.href, title: D.title, referrer: D.referrer }
+      })
       .then((ok) => {
         if (prev && prev !== ok.conv.id) client.forget(prev);
         S.closed = false;
@@ -591,7 +714,12 @@
         // Details given while the start was on its way did not go with it.
         if (S.idn === told) S.idn = 0;
         else tell(1);
-        ev.emit('conversation', { event: 'started', conv: ok.conv.id, state: ok.conv.state, previous: ok.conv.previous });
+        ev.emit('conversation', {
+          event: 'started',
+          conv: ok.conv.id,
+          state: ok.conv.state,
+          previous: ok.conv.previous
+        });
         return ok.conv.id;
       })
       .finally(() => (starting = null));
@@ -633,7 +761,15 @@
   function queueMsg(text, off) {
     const o = { cid: P.newCid(), text, conv: S.conv && !S.closed ? S.conv : null, ts: Date.now(), off: off ? 1 : 0 };
     S.out.push(o);
-    entries.set('c:' + o.cid, { k: 'c:' + o.cid, cid: o.cid, conv: o.conv, role: 'visitor', text, ts: o.ts, st: 'sending' });
+    entries.set('c:' + o.cid, {
+      k: 'c:' + o.cid,
+      cid: o.cid,
+      conv: o.conv,
+      role: 'visitor',
+      text,
+      ts: o.ts,
+      st: 'sending'
+    });
     save();
     render(false);
     connect();
@@ -728,9 +864,14 @@
       .whenReady()
       .then(() => client.fullHistory(conv))
       .then((msgs) => {
-        const who = (m) => (m.from.role === 'visitor' ? t('you') : m.from.role === 'operator' ? m.from.name || t('op') : '*');
+        const who = (m) =>
+          m.from.role === 'visitor' ? t('you') : m.from.role === 'operator' ? m.from.name || t('op') : '*';
         const lines = msgs.map((m) => '[' + new Date(m.ts).toLocaleString(LANG) + '] ' + who(m) + ': ' + m.text);
-        const url = URL.createObjectURL(new Blob([t('title') + ' — ' + location.hostname + '\n\n' + lines.join('\n') + '\n'], { type: 'text/plain;charset=utf-8' }));
+        const url = URL.createObjectURL(
+          new Blob([t('title') + ' — ' + location.hostname + '\n\n' + lines.join('\n') + '\n'], {
+            type: 'text/plain;charset=utf-8'
+          })
+        );
         const a = h('a', { href: url, download: 'chat-' + conv + '.txt' });
         D.body.appendChild(a);
         a.click();
@@ -771,18 +912,26 @@
     off(e, f) {
       ev.off(e, f);
       return api;
-    },
-    // Test hooks: cut the socket as a network failure would; hold it down until _debugResume().
-    _debugDrop(hold) {
-      if (!client) return;
-      if (hold) client.suspend();
-      else client.drop();
-    },
-    _debugResume: () => client && client.resume(),
-    _debugState: () => ({ conn: client ? client.state : 'idle', conv: S.conv, closed: !!S.closed, mode: shown, out: S.out.length })
+    }
   };
   const queued = (W.ChatWidget && W.ChatWidget.q) || [];
   W.ChatWidget = api;
+
+  // Test hooks, never part of the API: only a page that set window.__chatGatewayTestHooks = {}
+  // before this script ran (the browser tests do) gets them, in that object. drop() cuts the
+  // socket as a network failure would, drop(true) holds it down until resume().
+  const hooks = W.__chatGatewayTestHooks;
+  if (hooks && typeof hooks === 'object') {
+    hooks.drop = (hold) => client && (hold ? client.suspend() : client.drop());
+    hooks.resume = () => client && client.resume();
+    hooks.state = () => ({
+      conn: client ? client.state : 'idle',
+      conv: S.conv,
+      closed: !!S.closed,
+      mode: shown,
+      out: S.out.length
+    });
+  }
 
   function boot() {
     D.body.appendChild(host);

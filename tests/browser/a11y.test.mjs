@@ -32,7 +32,13 @@ test('widget and console work from the keyboard, with sensible roles and names',
   // The launcher is a real button with a name and a collapsed state.
   const launcher = page.getByRole('button', { name: 'Open chat' });
   assert.equal(await launcher.getAttribute('aria-expanded'), 'false');
-  await tabTo(page, () => document.activeElement.tagName === 'CHAT-GATEWAY-WIDGET' && document.activeElement.shadowRoot.activeElement.dataset.testid === 'cw-launcher', 'the launcher');
+  await tabTo(
+    page,
+    () =>
+      document.activeElement.tagName === 'CHAT-GATEWAY-WIDGET' &&
+      document.activeElement.shadowRoot.activeElement.dataset.testid === 'cw-launcher',
+    'the launcher'
+  );
   await page.keyboard.press('Enter');
   const dialog = page.getByRole('dialog', { name: 'Chat with us' });
   await dialog.waitFor();
@@ -43,7 +49,9 @@ test('widget and console work from the keyboard, with sensible roles and names',
   assert.ok(await dialog.getByRole('log', { name: 'Messages' }).isVisible());
   await page.keyboard.type('Typed with the keyboard only');
   await page.keyboard.press('Enter');
-  await page.locator('[data-testid=cw-msg][data-role=visitor]:not([data-state=sending])', { hasText: 'keyboard only' }).waitFor();
+  await page
+    .locator('[data-testid=cw-msg][data-role=visitor]:not([data-state=sending])', { hasText: 'keyboard only' })
+    .waitFor();
   // Shift+Enter is a new line, not a send.
   await page.keyboard.type('line one');
   await page.keyboard.press('Shift+Enter');
@@ -67,7 +75,13 @@ test('widget and console work from the keyboard, with sensible roles and names',
   await tabTo(con, () => document.activeElement.dataset.testid === 'queue-item', 'the queue item');
   await con.keyboard.press('Enter');
   await con.locator('[data-testid=conv-view][data-readonly=true]').waitFor();
-  await tabTo(con, () => document.activeElement.dataset.testid === 'queue-accept' || document.activeElement.dataset.testid === 'conv-accept', 'an Accept button');
+  await tabTo(
+    con,
+    () =>
+      document.activeElement.dataset.testid === 'queue-accept' ||
+      document.activeElement.dataset.testid === 'conv-accept',
+    'an Accept button'
+  );
   await con.keyboard.press('Enter');
   await con.locator('[data-testid=conv-view][data-readonly=false]').waitFor();
   // Accepting puts the caret in the reply box.
@@ -114,5 +128,9 @@ test('widget keyboard use survives a reload with the chat open', { skip: skipRea
   await v.page.reload();
   await v.page.getByRole('dialog', { name: 'Chat with us' }).waitFor();
   await v.page.locator('[data-testid=cw-msg]', { hasText: 'Still here' }).waitFor();
-  assert.equal(await v.page.evaluate(() => document.activeElement === document.body), true, 'focus stays with the page');
+  assert.equal(
+    await v.page.evaluate(() => document.activeElement === document.body),
+    true,
+    'focus stays with the page'
+  );
 });

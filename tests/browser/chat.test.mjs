@@ -39,8 +39,12 @@ test('visitor and operator chat both ways', { skip: skipReason(), timeout: 12000
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'updated it' }).waitFor();
 
   // Read receipts both ways: the widget is open, so the visitor reads; the console is looking.
-  await op.page.locator('[data-testid=conv-msg][data-role=operator][data-state=read]', { hasText: 'updated it' }).waitFor();
-  await v.page.locator('[data-testid=cw-msg][data-role=visitor][data-state=read]', { hasText: 'change the address' }).waitFor();
+  await op.page
+    .locator('[data-testid=conv-msg][data-role=operator][data-state=read]', { hasText: 'updated it' })
+    .waitFor();
+  await v.page
+    .locator('[data-testid=cw-msg][data-role=visitor][data-state=read]', { hasText: 'change the address' })
+    .waitFor();
 
   // Every message exactly once, in seq order, on both sides.
   const want = ['where is my order', 'Let me check', 'change the address', 'updated it'];
@@ -110,7 +114,10 @@ test('canned responses expand macros in the console', { skip: skipReason(), time
   await op.page.locator('[data-testid=canned-picker] [data-testid=canned-item]').first().waitFor();
   await screenshot(op.page, 'console-canned');
   await composer.press('Enter');
-  await waitUntil(async () => /Olga/.test(await composer.inputValue()) && !(await composer.inputValue()).includes('{{'), { message: 'expanded canned response' });
+  await waitUntil(
+    async () => /Olga/.test(await composer.inputValue()) && !(await composer.inputValue()).includes('{{'),
+    { message: 'expanded canned response' }
+  );
   await composer.press('Enter');
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'my name is Olga' }).waitFor();
 });

@@ -86,7 +86,9 @@ test('console: alerts, counters, preview, drafts, transfer and close', { skip: s
   const v1 = await openVisitor(browser, gw, '/?from=ad', { locale: 'cs-CZ' });
   await v1.page.evaluate(() => window.ChatWidget.identify({ name: 'Ann', email: 'ann@example.com' }));
   await visitorWrites(v1, 'First visitor here');
-  await waitUntil(() => a.page.evaluate(() => window.__alerts.notifications.length > 0 && window.__alerts.beeps > 0), { message: 'a notification and a sound' });
+  await waitUntil(() => a.page.evaluate(() => window.__alerts.notifications.length > 0 && window.__alerts.beeps > 0), {
+    message: 'a notification and a sound'
+  });
   const notes = await a.page.evaluate(() => window.__alerts.notifications);
   assert.equal(notes.length, 1, 'one notification per new conversation');
   assert.match(notes[0].title, /visitor/i);
@@ -139,12 +141,17 @@ test('console: alerts, counters, preview, drafts, transfer and close', { skip: s
   const other = await newPage(browser);
   await other.page.goto(`${gw.url}/console#token=${a.token}`);
   await other.page.locator(`[data-testid=my-item][data-conv="${c1}"]`).click();
-  await waitUntil(async () => (await other.page.getByTestId('composer').inputValue()) === 'Draft for Ann', { message: 'the server-side draft on another device' });
+  await waitUntil(async () => (await other.page.getByTestId('composer').inputValue()) === 'Draft for Ann', {
+    message: 'the server-side draft on another device'
+  });
   // …and live: what is typed on one device shows on the other (when it is not typing itself).
   await other.page.getByTestId('conv-title').click();
   await open(c1);
   await composer.fill('Draft for Ann, second version');
-  await waitUntil(async () => (await other.page.getByTestId('composer').inputValue()) === 'Draft for Ann, second version', { message: 'the draft echoed to the other device' });
+  await waitUntil(
+    async () => (await other.page.getByTestId('composer').inputValue()) === 'Draft for Ann, second version',
+    { message: 'the draft echoed to the other device' }
+  );
   assert.equal(await composer.inputValue(), 'Draft for Ann, second version', 'the echo does not disturb the typist');
   await other.context.close();
 
@@ -194,7 +201,9 @@ test('console: alerts, counters, preview, drafts, transfer and close', { skip: s
   await a.page.locator('[data-testid=tag]', { hasText: 'shipping' }).waitFor();
   // What the panel shows is what the gateway stored, not what the dialog had selected: the
   // closed conversation as the gateway serves it (its JSON transcript) carries both.
-  const res = await fetch(`${gw.url}/v1/conversations/${c1}/transcript?format=json`, { headers: { authorization: `Bearer ${a.token}` } });
+  const res = await fetch(`${gw.url}/v1/conversations/${c1}/transcript?format=json`, {
+    headers: { authorization: `Bearer ${a.token}` }
+  });
   assert.equal(res.status, 200);
   const stored = (await res.json()).conversation;
   assert.equal(stored.state, 'closed');
@@ -212,7 +221,7 @@ test('console: a visitor who identifies mid-conversation is shown at once, even 
   const { gw, browser } = await setup(t);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await openVisitor(browser, gw);
+  const v = await openVisitor(browser, gw, '/', { testHooks: true });
   await visitorWrites(v, 'Hello, I am anonymous for now');
   const conv = await acceptFirstQueued(op);
   const panel = op.page.getByTestId('visitor-panel');
@@ -228,10 +237,12 @@ test('console: a visitor who identifies mid-conversation is shown at once, even 
   await op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`, { hasText: 'Ann Later' }).waitFor();
 
   // Given while the widget's connection is down: sent once it is back.
-  await v.page.evaluate(() => window.ChatWidget._debugDrop(true));
-  await waitUntil(() => v.page.evaluate(() => window.ChatWidget._debugState().conn !== 'open'), { message: 'the widget is offline' });
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop(true));
+  await waitUntil(() => v.page.evaluate(() => window.__chatGatewayTestHooks.state().conn !== 'open'), {
+    message: 'the widget is offline'
+  });
   await v.page.evaluate(() => window.ChatWidget.identify({ phone: '+420 777 123 456' }));
-  await v.page.evaluate(() => window.ChatWidget._debugResume());
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.resume());
   await panel.locator('dd', { hasText: '+420 777 123 456' }).waitFor();
   assert.deepEqual([...op.errors, ...v.errors], []);
 });
@@ -244,7 +255,11 @@ test('console: a queue longer than one listing shows every waiting visitor in it
   await page.page.goto(gw.url + '/console');
   const started = await page.page.evaluate(async (url) => {
     const one = (i) =>
-      fetch('/v1/visitor/session', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ site: 'demo', name: 'Visitor ' + i }) })
+      fetch('/v1/visitor/session', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ site: 'demo', name: 'Visitor ' + i })
+      })
         .then((r) => r.json())
         .then(
           (s) =>
@@ -261,7 +276,8 @@ test('console: a queue longer than one listing shows every waiting visitor in it
             })
         );
     const ids = [];
-    for (let i = 0; i < 105; i += 15) ids.push(...(await Promise.all(Array.from({ length: Math.min(15, 105 - i) }, (_, k) => one(i + k)))));
+    for (let i = 0; i < 105; i += 15)
+      ids.push(...(await Promise.all(Array.from({ length: Math.min(15, 105 - i) }, (_, k) => one(i + k)))));
     return ids.length;
   }, gw.url);
   assert.equal(started, 105);

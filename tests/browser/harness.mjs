@@ -50,6 +50,8 @@ export function skipReason() {
   return REQUIRE_BROWSER ? false : missing();
 }
 
+// Terminal colour codes begin with the ESC control character.
+// eslint-disable-next-line no-control-regex
 const stripAnsi = (s) => s.replace(/\x1b\[[0-9;]*m/g, '');
 
 /**
@@ -76,7 +78,10 @@ export async function startGateway({ sites, env = {}, asNewcomer = false, timeou
   let consoleLink = null;
   const url = await new Promise((resolve, reject) => {
     let seen = '';
-    const timer = setTimeout(() => reject(new Error(`gateway printed no "listening on" line within ${timeoutMs} ms:\n${logs.join('')}`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`gateway printed no "listening on" line within ${timeoutMs} ms:\n${logs.join('')}`)),
+      timeoutMs
+    );
     const onData = (chunk) => {
       const s = stripAnsi(chunk.toString());
       logs.push(s);
@@ -146,16 +151,28 @@ export function launchBrowser() {
   if (why) throw new Error(why);
   return chromium.launch({
     executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync']
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-component-update',
+      '--disable-sync'
+    ]
   });
 }
 
 /**
  * A page in its own context (own localStorage: a separate person). Page errors are collected
- * in `errors` so a test can assert the page ran clean.
+ * in `errors` so a test can assert the page ran clean. `testHooks` opts the page in to the
+ * widget's test hooks: `window.__chatGatewayTestHooks` exists before any script runs, and the
+ * widget fills it (drop, resume, state).
  */
-export async function newPage(browser, { viewport = { width: 1280, height: 800 }, locale, permissions } = {}) {
+export async function newPage(browser, opts = {}) {
+  const { viewport = { width: 1280, height: 800 }, locale, permissions, testHooks } = opts;
   const context = await browser.newContext({ viewport, locale, permissions });
+  if (testHooks) await context.addInitScript(() => (window.__chatGatewayTestHooks = {}));
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT_MS);
   const errors = [];
@@ -164,7 +181,8 @@ export async function newPage(browser, { viewport = { width: 1280, height: 800 }
 }
 
 /** An operator console signed in through the URL fragment, connected and welcomed. */
-export async function openConsole(browser, gw, { sub = 'op1', name = 'Olga', role = 'operator', site = 'demo', queues, permissions } = {}) {
+export async function openConsole(browser, gw, opts = {}) {
+  const { sub = 'op1', name = 'Olga', role = 'operator', site = 'demo', queues, permissions } = opts;
   const token = await gw.token({ role, sub, name, site, queues });
   const p = await newPage(browser, { viewport: { width: 1400, height: 850 }, permissions });
   await p.page.goto(`${gw.url}/console#token=${token}`);
@@ -179,9 +197,9 @@ export async function setStatus(page, status) {
   await page.locator(`[data-testid=status-select][data-server=${status}]`).waitFor({ state: 'attached' });
 }
 
-/** The demo shop page (or any `url`) with the widget loaded. */
-export async function openVisitor(browser, gw, pathname = '/', { locale } = {}) {
-  const p = await newPage(browser, { locale });
+/** The demo shop page (or any `url`) with the widget loaded; `testHooks` as in `newPage`. */
+export async function openVisitor(browser, gw, pathname = '/', { locale, testHooks } = {}) {
+  const p = await newPage(browser, { locale, testHooks });
   await p.page.goto(/^https?:/.test(pathname) ? pathname : gw.url + pathname);
   await p.page.getByTestId('cw-launcher').waitFor();
   return p;
@@ -204,7 +222,8 @@ export async function startHostSite(t, gw) {
     if (q.get('poll')) attrs.push(`data-poll="${esc(q.get('poll'))}"`);
     const htmlLang = q.get('htmlLang') ? ` lang="${esc(q.get('htmlLang'))}"` : '';
     // `preload`: API calls the page queues before the widget has loaded.
-    const pre = q.get('preload') ? `<script>window.ChatWidget = { q: ${JSON.stringify(JSON.parse(q.get('preload'))).replace(/</g, '\\u003c')} };</script>` : '';
+    const preload = q.get('preload') && JSON.stringify(JSON.parse(q.get('preload'))).replace(/</g, '\\u003c');
+    const pre = preload ? `<script>window.ChatWidget = { q: ${preload} };</script>` : '';
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(`<!doctype html><html${htmlLang}><head><meta charset="utf-8"><title>Customer site</title>
 <style>*{font-family:serif!important;color:#f0f!important}</style></head>
@@ -216,7 +235,12 @@ export async function startHostSite(t, gw) {
   const base = `http://127.0.0.1:${server.address().port}`;
   return {
     base,
-    url: (o = {}) => `${base}/shop?${new URLSearchParams(Object.entries(o).filter(([, v]) => v != null && v !== false).map(([k, v]) => [k, String(v)]))}`
+    url: (o = {}) =>
+      `${base}/shop?${new URLSearchParams(
+        Object.entries(o)
+          .filter(([, v]) => v != null && v !== false)
+          .map(([k, v]) => [k, String(v)])
+      )}`
   };
 }
 
@@ -257,7 +281,10 @@ export async function waitUntil(fn, { timeout = WAIT_MS, interval = 100, message
     } catch (e) {
       last = e;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${message}; last: ${last instanceof Error ? last.stack : JSON.stringify(last)}`);
+    if (Date.now() > deadline) {
+      const seen = last instanceof Error ? last.stack : JSON.stringify(last);
+      throw new Error(`timed out after ${timeout} ms waiting for ${message}; last: ${seen}`);
+    }
     await new Promise((r) => setTimeout(r, interval));
   }
 }
@@ -309,5 +336,7 @@ export async function acceptFirstQueued(op) {
 export async function operatorSends(op, text) {
   await op.page.getByTestId('composer').fill(text);
   await op.page.getByTestId('composer').press('Enter');
-  await op.page.locator('[data-testid=conv-msg][data-role=operator]:not([data-state=sending])', { hasText: text }).waitFor();
+  await op.page
+    .locator('[data-testid=conv-msg][data-role=operator]:not([data-state=sending])', { hasText: text })
+    .waitFor();
 }

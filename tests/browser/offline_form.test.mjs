@@ -8,7 +8,17 @@
 // the form gives way to the chat when an operator turns active, and the busy notice goes.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { skipReason, setup, openConsole, setStatus, openVisitor, startHostSite, visitorWrites, waitUntil, screenshot } from './harness.mjs';
+import {
+  skipReason,
+  setup,
+  openConsole,
+  setStatus,
+  openVisitor,
+  startHostSite,
+  visitorWrites,
+  waitUntil,
+  screenshot
+} from './harness.mjs';
 
 async function fillOfflineForm(page, { name, email, phone, message }) {
   await page.getByTestId('cw-off-name').fill(name);
@@ -19,14 +29,14 @@ async function fillOfflineForm(page, { name, email, phone, message }) {
 
 test('nobody online: offline form, and the message reaches the queue', { skip: skipReason(), timeout: 120000 }, async (t) => {
   const { gw, browser } = await setup(t);
-  const v = await openVisitor(browser, gw);
+  const v = await openVisitor(browser, gw, '/', { testHooks: true });
   await v.page.getByTestId('cw-launcher').click();
   await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
 
   // Bad input: the form's validation stops it. A submit that got through would queue the
   // message at once (the submit handler runs within the click), so the outbox stays empty.
   const nothingQueued = async (what) => {
-    const st = await v.page.evaluate(() => window.ChatWidget._debugState());
+    const st = await v.page.evaluate(() => window.__chatGatewayTestHooks.state());
     assert.equal(st.out, 0, `${what}: nothing was queued to send`);
     assert.equal(st.conv, undefined, `${what}: no conversation was started`);
     assert.equal(st.mode, 'offline');
@@ -39,7 +49,12 @@ test('nobody online: offline form, and the message reaches the queue', { skip: s
   await nothingQueued('bad email');
   assert.equal(await v.page.getByTestId('cw-off-email').evaluate((el) => el.validity.typeMismatch), true);
 
-  await fillOfflineForm(v.page, { name: 'Ann Offline', email: 'ann@example.com', phone: '+420 123 456 789', message: 'Please call me back about a bulk order.' });
+  await fillOfflineForm(v.page, {
+    name: 'Ann Offline',
+    email: 'ann@example.com',
+    phone: '+420 123 456 789',
+    message: 'Please call me back about a bulk order.'
+  });
   await screenshot(v.page, 'widget-offline-form');
   await v.page.getByTestId('cw-off-submit').click();
   await v.page.getByTestId('cw-thanks').waitFor();
@@ -109,7 +124,9 @@ test('no active operator: widget_when_away decides between the offline form and 
   // before anyone answers (the conversation is still waiting in the queue).
   await setStatus(opDemo.page, 'active');
   await busy.page.getByTestId('cw-hint').waitFor({ state: 'hidden' });
-  await waitUntil(() => busy.page.evaluate(() => window.__status.includes('online')), { message: 'the status event "online"' });
+  await waitUntil(() => busy.page.evaluate(() => window.__status.includes('online')), {
+    message: 'the status event "online"'
+  });
   assert.equal(await opDemo.page.locator('[data-testid=queue-item]').count(), 1, 'nobody has answered yet');
   assert.equal(await busy.page.locator('[data-testid=cw-msg][data-role=operator]').count(), 0);
   await opDemo.page.getByTestId('queue-accept').click();
@@ -124,7 +141,7 @@ test('an open widget follows availability: the offline form gives way to the cha
   const { gw, browser } = await setup(t, { sites: [{ id: 'demo', settings: { widget_when_away: 'offline' } }] });
   const host = await startHostSite(t, gw);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
-  const v = await openVisitor(browser, gw, host.url({ poll: 1 }));
+  const v = await openVisitor(browser, gw, host.url({ poll: 1 }), { testHooks: true });
   await v.page.getByTestId('cw-launcher').click();
   await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
   await v.page.getByTestId('cw-off-message').fill('Do you have it in blue?');
@@ -138,14 +155,22 @@ test('an open widget follows availability: the offline form gives way to the cha
   await setStatus(op.page, 'active');
   await v.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
   assert.equal(await v.page.getByTestId('cw-input').inputValue(), 'Do you have it in blue?');
-  await waitUntil(() => v.page.evaluate(() => window.__status.includes('online')), { message: 'the status event "online"' });
+  await waitUntil(() => v.page.evaluate(() => window.__status.includes('online')), {
+    message: 'the status event "online"'
+  });
   await v.page.getByTestId('cw-hint').waitFor({ state: 'hidden' });
 
   // Away again (and widget_when_away: offline): back to the form.
   await setStatus(op.page, 'away');
   await v.page.locator('[data-testid=cw-panel][data-mode=offline]').waitFor();
-  await waitUntil(() => v.page.evaluate(() => window.__status.join() === 'online,busy'), { message: 'the status events "online", then "busy"' });
-  assert.equal(await v.page.evaluate(() => window.ChatWidget._debugState().out), 0, 'nothing was sent on the way');
+  await waitUntil(() => v.page.evaluate(() => window.__status.join() === 'online,busy'), {
+    message: 'the status events "online", then "busy"'
+  });
+  assert.equal(
+    await v.page.evaluate(() => window.__chatGatewayTestHooks.state().out),
+    0,
+    'nothing was sent on the way'
+  );
   assert.ok(await v.page.getByTestId('cw-panel').isVisible());
   assert.deepEqual([...v.errors, ...op.errors], []);
 });

@@ -3,7 +3,16 @@
 // its queue and does not list it.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, waitUntil, screenshot } from './harness.mjs';
+import {
+  skipReason,
+  setup,
+  openConsole,
+  setStatus,
+  openVisitor,
+  visitorWrites,
+  waitUntil,
+  screenshot
+} from './harness.mjs';
 
 test('two consoles race for one conversation: one wins, the other sees it leave', { skip: skipReason(), timeout: 120000 }, async (t) => {
   const { gw, browser } = await setup(t);
@@ -24,7 +33,9 @@ test('two consoles race for one conversation: one wins, the other sees it leave'
   for (const op of [a, b]) {
     await op.page.evaluate(() => {
       window.__toasts = [];
-      new MutationObserver((ms) => ms.forEach((m) => m.addedNodes.forEach((n) => window.__toasts.push(n.textContent)))).observe(document.getElementById('toasts'), { childList: true });
+      new MutationObserver((ms) =>
+        ms.forEach((m) => m.addedNodes.forEach((n) => window.__toasts.push(n.textContent)))
+      ).observe(document.getElementById('toasts'), { childList: true });
     });
   }
 
@@ -40,8 +51,12 @@ test('two consoles race for one conversation: one wins, the other sees it leave'
   assert.deepEqual(pressed, [true, true], 'both consoles pressed Accept on the queued item');
 
   const owners = async () => {
-    const mine = await Promise.all([a, b].map((op) => op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).count()));
-    const queued = await Promise.all([a, b].map((op) => op.page.locator(`[data-testid=queue-item][data-conv="${conv}"]`).count()));
+    const mine = await Promise.all(
+      [a, b].map((op) => op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).count())
+    );
+    const queued = await Promise.all(
+      [a, b].map((op) => op.page.locator(`[data-testid=queue-item][data-conv="${conv}"]`).count())
+    );
     return mine[0] + mine[1] === 1 && queued[0] + queued[1] === 0 ? mine : null;
   };
   const mine = await waitUntil(owners, { message: 'exactly one owner and an empty queue on both consoles' });
@@ -51,7 +66,8 @@ test('two consoles race for one conversation: one wins, the other sees it leave'
   await winner.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'Who will answer me?' }).waitFor();
   assert.equal(await loser.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).count(), 0);
   // The loser's accept was answered `taken`, and the console said so; the winner heard nothing of it.
-  const taken = (op) => op.page.evaluate(() => window.__toasts.filter((x) => /the conversation is taken/.test(x)).length);
+  const taken = (op) =>
+    op.page.evaluate(() => window.__toasts.filter((x) => /the conversation is taken/.test(x)).length);
   await waitUntil(async () => (await taken(loser)) === 1, { message: 'the loser\'s "taken" toast' });
   assert.equal(await taken(winner), 0);
   // The visitor is served by the winner.

@@ -13,7 +13,7 @@ test('offline visitor gets every message exactly once, in order', { skip: skipRe
   const { gw, browser } = await setup(t);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await openVisitor(browser, gw);
+  const v = await openVisitor(browser, gw, '/', { testHooks: true });
   await visitorWrites(v, 'My parcel is late');
   await acceptFirstQueued(op);
   await operatorSends(op, 'Sorry to hear that, checking now.');
@@ -32,20 +32,32 @@ test('offline visitor gets every message exactly once, in order', { skip: skipRe
 
   await v.page.getByTestId('cw-input').fill('Are you still there?');
   await v.page.getByTestId('cw-input').press('Enter');
-  await v.page.locator('[data-testid=cw-msg][data-role=visitor][data-state=sending]', { hasText: 'still there' }).waitFor();
-  assert.equal((await widgetMessages(v.page)).filter((m) => m.text.startsWith('Update')).length, 0, 'nothing arrives while offline');
-  assert.notEqual(await v.page.locator('[data-testid=cw-panel]').getAttribute('data-conn'), 'open', 'still disconnected');
+  await v.page
+    .locator('[data-testid=cw-msg][data-role=visitor][data-state=sending]', { hasText: 'still there' })
+    .waitFor();
+  assert.equal(
+    (await widgetMessages(v.page)).filter((m) => m.text.startsWith('Update')).length,
+    0,
+    'nothing arrives while offline'
+  );
+  assert.notEqual(
+    await v.page.locator('[data-testid=cw-panel]').getAttribute('data-conn'),
+    'open',
+    'still disconnected'
+  );
   await screenshot(v.page, 'widget-offline');
 
   await v.context.setOffline(false);
   await v.page.locator('[data-testid=cw-panel][data-conn=open]').waitFor();
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: meanwhile[2] }).waitFor();
   await op.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'still there' }).waitFor();
-  await v.page.locator('[data-testid=cw-msg][data-role=visitor]:not([data-state=sending])', { hasText: 'still there' }).waitFor();
+  await v.page
+    .locator('[data-testid=cw-msg][data-role=visitor]:not([data-state=sending])', { hasText: 'still there' })
+    .waitFor();
   await op.page.locator('[data-testid=visitor-online][data-online=true]').waitFor();
 
   // A second cut that the browser does not announce (a 1006-like drop): backoff and resume.
-  await v.page.evaluate(() => window.ChatWidget._debugDrop());
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop());
   await operatorSends(op, 'Update 4: courier called');
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Update 4' }).waitFor();
 
@@ -57,7 +69,11 @@ test('offline visitor gets every message exactly once, in order', { skip: skipRe
   assert.deepEqual(seqs, [...seqs].sort((a, b) => a - b), 'widget in seq order');
   assert.equal(new Set(seqs).size, seqs.length, 'no seq shown twice');
   const opMsgs = await consoleMessages(op.page);
-  assert.equal(opMsgs.filter((m) => m.text === 'Are you still there?').length, 1, 'the retried message reached the operator once');
+  assert.equal(
+    opMsgs.filter((m) => m.text === 'Are you still there?').length,
+    1,
+    'the retried message reached the operator once'
+  );
   const opSeqs = opMsgs.map((m) => m.seq);
   assert.deepEqual(opSeqs, [...opSeqs].sort((a, b) => a - b), 'console in seq order');
   assert.equal(new Set(opSeqs).size, opSeqs.length, 'console: no seq twice');
@@ -66,7 +82,11 @@ test('offline visitor gets every message exactly once, in order', { skip: skipRe
   await v.page.reload();
   await v.page.locator('[data-testid=cw-panel][data-conn=open]').waitFor();
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Update 4' }).waitFor();
-  assert.deepEqual((await widgetMessages(v.page)).map((m) => m.text), msgs.map((m) => m.text), 'the same list after a reload');
+  assert.deepEqual(
+    (await widgetMessages(v.page)).map((m) => m.text),
+    msgs.map((m) => m.text),
+    'the same list after a reload'
+  );
 
   await screenshot(v.page, 'widget-after-reconnect');
   assert.deepEqual(v.errors, []);
@@ -91,7 +111,7 @@ test('close code 4001: an expired token gets a new session for the same visitor'
   const host = await startHostSite(t, gw);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await newPage(browser);
+  const v = await newPage(browser, { testHooks: true });
   await v.page.addInitScript(recordSocketCloses);
   await v.page.goto(host.url({}));
   await visitorWrites(v, 'Before my token expires');
@@ -100,12 +120,18 @@ test('close code 4001: an expired token gets a new session for the same visitor'
   const before = await stored();
 
   // Wait until the gateway can no longer accept the token (a state, read from the token).
-  await waitUntil(() => Date.now() / 1000 > before.exp / 1000 + 5 + 1, { timeout: 15000, message: 'the visitor token to expire' });
-  await v.page.evaluate(() => window.ChatWidget._debugDrop());
+  await waitUntil(() => Date.now() / 1000 > before.exp / 1000 + 5 + 1, {
+    timeout: 15000,
+    message: 'the visitor token to expire'
+  });
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop());
   await operatorSends(op, 'After the token expired');
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'After the token expired' }).waitFor();
   const after = await stored();
-  assert.ok((await v.page.evaluate(() => window.__closes)).includes(4001), 'the gateway refused the expired token with 4001');
+  assert.ok(
+    (await v.page.evaluate(() => window.__closes)).includes(4001),
+    'the gateway refused the expired token with 4001'
+  );
   assert.notEqual(after.token, before.token, 'a new token');
   assert.equal(after.vid, before.vid, 'the same visitor');
   assert.equal(after.conv, before.conv, 'the same conversation');
@@ -122,7 +148,7 @@ async function visitorOnHostSite(t, text) {
   const host = await startHostSite(t, gw);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await newPage(browser);
+  const v = await newPage(browser, { testHooks: true });
   await v.page.addInitScript(recordSocketCloses);
   await v.page.goto(host.url({}));
   await visitorWrites(v, text);
@@ -130,7 +156,7 @@ async function visitorOnHostSite(t, text) {
 }
 
 test('close code 4003 and a refused session: the widget stops and says so', { skip: skipReason(), timeout: 120000 }, async (t) => {
-  const { gw, browser, host, op, v } = await visitorOnHostSite(t, 'Hello before the site changes its mind');
+  const { gw, browser, host, v } = await visitorOnHostSite(t, 'Hello before the site changes its mind');
 
   // The site stops allowing this page's origin: the next hello is refused with 4003, and the
   // widget stays closed and says so instead of retrying.
@@ -141,7 +167,7 @@ test('close code 4003 and a refused session: the widget stops and says so', { sk
     body: JSON.stringify({ allowed_origins: ['https://shop.example'] })
   });
   assert.equal(res.status, 200);
-  await v.page.evaluate(() => window.ChatWidget._debugDrop());
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop());
   await v.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
   await v.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
   assert.deepEqual((await v.page.evaluate(() => window.__closes)).filter((c) => c >= 4000), [4003]);
@@ -186,7 +212,10 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
     localStorage.setItem('cgw:demo', JSON.stringify(s));
   });
   const sessions = [];
-  v.page.on('response', (r) => r.url().endsWith('/v1/visitor/session') && r.request().method() === 'POST' && sessions.push(r.status()));
+  v.page.on(
+    'response',
+    (r) => r.url().endsWith('/v1/visitor/session') && r.request().method() === 'POST' && sessions.push(r.status())
+  );
   await v.page.reload();
   await v.page.getByTestId('cw-launcher').waitFor();
   if (!(await v.page.getByTestId('cw-panel').isVisible())) await v.page.getByTestId('cw-launcher').click();
@@ -198,7 +227,7 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
   const after = await stored();
   assert.equal(after.vid, before.vid, 'no new visitor id');
   assert.equal(after.token, before.token, 'no new token');
-  assert.equal((await v.page.evaluate(() => window.ChatWidget._debugState())).conn, 'closed');
+  assert.equal((await v.page.evaluate(() => window.__chatGatewayTestHooks.state())).conn, 'closed');
 
   // A supervisor lifts the ban from the console; the same visitor (same id) chats again.
   const sup = await openConsole(browser, gw, { sub: 'sam', name: 'Sam', role: 'supervisor' });

@@ -4,7 +4,17 @@
 // an operator's list by itself, with a sound and a notice.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, operatorSends, waitUntil, screenshot } from './harness.mjs';
+import {
+  skipReason,
+  setup,
+  openConsole,
+  setStatus,
+  openVisitor,
+  visitorWrites,
+  operatorSends,
+  waitUntil,
+  screenshot
+} from './harness.mjs';
 
 /** Counts the console's sounds (oscillators started); installed before its scripts run. */
 function countBeeps() {
@@ -17,7 +27,9 @@ function countBeeps() {
 }
 
 test('offer mode: decline passes the offer on, the next operator accepts', { skip: skipReason(), timeout: 120000 }, async (t) => {
-  const { gw, browser } = await setup(t, { sites: [{ id: 'demo', settings: { routing: 'offer', accept_timeout: '60s' } }] });
+  const { gw, browser } = await setup(t, {
+    sites: [{ id: 'demo', settings: { routing: 'offer', accept_timeout: '60s' } }]
+  });
   const a = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   const b = await openConsole(browser, gw, { sub: 'op2', name: 'Petr' });
   await setStatus(a.page, 'active');
@@ -44,12 +56,18 @@ test('offer mode: decline passes the offer on, the next operator accepts', { ski
   await second.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'Offer me' }).waitFor();
   await operatorSends(second, `${second.name} accepted the offer.`);
   await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'accepted the offer' }).waitFor();
-  assert.equal(await first.page.locator('[data-testid=offer-item], [data-testid=my-item]').count(), 0, 'never back to the one who declined');
+  assert.equal(
+    await first.page.locator('[data-testid=offer-item], [data-testid=my-item]').count(),
+    0,
+    'never back to the one who declined'
+  );
   assert.deepEqual([...a.errors, ...b.errors, ...v.errors], []);
 });
 
 test('offer mode: after a reconnect or a page load the console shows only live offers', { skip: skipReason(), timeout: 120000 }, async (t) => {
-  const { gw, browser } = await setup(t, { sites: [{ id: 'demo', settings: { routing: 'offer', accept_timeout: '8s' } }] });
+  const { gw, browser } = await setup(t, {
+    sites: [{ id: 'demo', settings: { routing: 'offer', accept_timeout: '8s' } }]
+  });
   const a = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   const b = await openConsole(browser, gw, { sub: 'op2', name: 'Petr' });
   await setStatus(a.page, 'active'); // Petr stays inactive: the offer goes to Olga
@@ -64,13 +82,18 @@ test('offer mode: after a reconnect or a page load the console shows only live o
   await a.page.evaluate(() => {
     window.__conn = [];
     const el = document.querySelector('[data-testid=conn-state]');
-    new MutationObserver(() => window.__conn.push(el.dataset.state)).observe(el, { attributes: true, attributeFilter: ['data-state'] });
+    new MutationObserver(() => window.__conn.push(el.dataset.state)).observe(el, {
+      attributes: true,
+      attributeFilter: ['data-state']
+    });
     // What the browser says when the network goes and comes back: the client drops its socket,
     // then reconnects at once and resumes.
     window.dispatchEvent(new Event('offline'));
     window.dispatchEvent(new Event('online'));
   });
-  await waitUntil(() => a.page.evaluate(() => window.__conn.length > 1 && window.__conn.at(-1) === 'open'), { message: 'the console reconnected' });
+  await waitUntil(() => a.page.evaluate(() => window.__conn.length > 1 && window.__conn.at(-1) === 'open'), {
+    message: 'the console reconnected'
+  });
   await offerOf(a, c1).waitFor();
   // Petr becomes available: when Olga's offer lapses it passes to him, and Olga's goes away.
   await setStatus(b.page, 'active');

@@ -34,7 +34,11 @@ test('supervisor: every queue and operator, assign, watch', { skip: skipReason()
   await supItem('Gena').filter({ hasText: 'general' }).waitFor();
   await sup.page.locator('[data-testid=queue-count]', { hasText: /^2$/ }).waitFor();
   await op.page.locator('[data-testid=queue-item]', { hasText: 'Gena' }).waitFor();
-  assert.equal(await op.page.locator('[data-testid=queue-item]', { hasText: 'Bill Payer' }).count(), 0, 'billing is not the operator\'s queue');
+  assert.equal(
+    await op.page.locator('[data-testid=queue-item]', { hasText: 'Bill Payer' }).count(),
+    0,
+    "billing is not the operator's queue"
+  );
   assert.ok(await op.page.getByTestId('operators-list').isHidden(), 'operators do not get the supervisor tools');
   await screenshot(sup.page, 'console-supervisor');
 
@@ -68,7 +72,10 @@ test('supervisor: every queue and operator, assign, watch', { skip: skipReason()
   // The list tells who wrote last: the operator, not the supervisor.
   await sup.page.locator(`[data-testid=my-item][data-conv="${genaConv}"]`, { hasText: 'Olga: Olga here' }).waitFor();
   const seen = await consoleMessages(sup.page);
-  assert.deepEqual(seen.map((m) => m.text).filter((x) => /order|ships/.test(x)), ['Where is my order?', 'Olga here: it ships today.']);
+  assert.deepEqual(
+    seen.map((m) => m.text).filter((x) => /order|ships/.test(x)),
+    ['Where is my order?', 'Olga here: it ships today.']
+  );
   await screenshot(sup.page, 'console-supervisor-watch');
   // Watching is silent: the visitor's message is not marked read by the supervisor's look.
   assert.equal(await billing.page.locator('[data-testid=cw-msg][data-role=visitor][data-state=read]').count(), 0);

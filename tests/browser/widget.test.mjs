@@ -6,7 +6,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import {
-  skipReason, setup, openConsole, setStatus, openVisitor, startHostSite, visitorWrites, acceptFirstQueued,
+  skipReason, setup, newPage, openConsole, setStatus, openVisitor, startHostSite, visitorWrites, acceptFirstQueued,
   operatorSends, screenshot
 } from './harness.mjs';
 
@@ -18,16 +18,26 @@ test('widget: shadow DOM isolation and languages', { skip: skipReason(), timeout
   const demo = await openVisitor(browser, gw);
   const launcherBg = await demo.page.getByTestId('cw-launcher').evaluate((el) => getComputedStyle(el).backgroundColor);
   assert.equal(launcherBg, 'rgb(37, 99, 235)');
-  const pageButtonBg = await demo.page.locator('main button').first().evaluate((el) => getComputedStyle(el).backgroundColor);
+  const pageButtonBg = await demo.page
+    .locator('main button')
+    .first()
+    .evaluate((el) => getComputedStyle(el).backgroundColor);
   assert.equal(pageButtonBg, 'rgb(124, 45, 18)', 'the page keeps its own styles');
-  assert.equal(await demo.page.evaluate(() => document.querySelectorAll('style').length), 1, 'the widget adds no style to the page');
+  assert.equal(
+    await demo.page.evaluate(() => document.querySelectorAll('style').length),
+    1,
+    'the widget adds no style to the page'
+  );
 
   // A page with `* { color: magenta !important; font-family: serif !important }`.
   const ru = await openVisitor(browser, gw, host.url({ htmlLang: 'ru' }));
   await ru.page.getByTestId('cw-launcher').click();
   const input = ru.page.getByTestId('cw-input');
   assert.equal(await input.getAttribute('placeholder'), 'Напишите сообщение…', 'language of the page');
-  const style = await input.evaluate((el) => ({ color: getComputedStyle(el).color, font: getComputedStyle(el).fontFamily }));
+  const style = await input.evaluate((el) => ({
+    color: getComputedStyle(el).color,
+    font: getComputedStyle(el).fontFamily
+  }));
   assert.notEqual(style.color, 'rgb(255, 0, 255)');
   assert.doesNotMatch(style.font, /^serif$/);
   assert.equal(await ru.page.locator('h1').evaluate((el) => getComputedStyle(el).color), 'rgb(255, 0, 255)');
@@ -46,11 +56,25 @@ test('widget: shadow DOM isolation and languages', { skip: skipReason(), timeout
   assert.equal(await de.page.getByTestId('cw-input').getAttribute('placeholder'), 'Write a message…');
 
   // Calls queued by the page before the script loaded are played once it has.
-  const early = await openVisitor(browser, gw, host.url({ preload: JSON.stringify([['setParams', [{ from: 'preload' }]], ['open', []]]) }));
+  const early = await openVisitor(
+    browser,
+    gw,
+    host.url({
+      preload: JSON.stringify([
+        ['setParams', [{ from: 'preload' }]],
+        ['open', []]
+      ])
+    })
+  );
   await early.page.getByTestId('cw-panel').waitFor();
   assert.equal(await early.page.getByTestId('cw-launcher').getAttribute('aria-expanded'), 'true');
-  assert.deepEqual(await early.page.evaluate(() => JSON.parse(localStorage.getItem('cgw:demo')).params), { from: 'preload' });
-  assert.deepEqual([...demo.errors, ...ru.errors, ...cs.errors, ...browserCs.errors, ...de.errors, ...early.errors], []);
+  assert.deepEqual(await early.page.evaluate(() => JSON.parse(localStorage.getItem('cgw:demo')).params), {
+    from: 'preload'
+  });
+  assert.deepEqual(
+    [...demo.errors, ...ru.errors, ...cs.errors, ...browserCs.errors, ...de.errors, ...early.errors],
+    []
+  );
 });
 
 test('widget: pre-chat form, API events, unread badge, typing, transcript', { skip: skipReason(), timeout: 150000 }, async (t) => {
@@ -62,7 +86,8 @@ test('widget: pre-chat form, API events, unread badge, typing, transcript', { sk
   const v = await openVisitor(browser, gw, host.url({ prechat: true }));
   await v.page.evaluate(() => {
     window.__events = [];
-    for (const e of ['open', 'close', 'message', 'conversation']) window.ChatWidget.on(e, (x) => window.__events.push([e, x && (x.text || x.event)]));
+    for (const e of ['open', 'close', 'message', 'conversation'])
+      window.ChatWidget.on(e, (x) => window.__events.push([e, x && (x.text || x.event)]));
   });
   await v.page.evaluate(() => window.ChatWidget.setParams({ plan: 'pro', cart: 3 }));
   await v.page.evaluate(() => window.ChatWidget.open());
@@ -98,20 +123,39 @@ test('widget: pre-chat form, API events, unread badge, typing, transcript', { sk
   await v.page.locator('[data-testid=cw-badge]', { hasText: /^2$/ }).waitFor();
   assert.match(await v.page.getByTestId('cw-launcher').getAttribute('aria-label'), /2 unread/);
   // The operator sees that nothing was read yet.
-  assert.equal(await op.page.locator('[data-testid=conv-msg][data-role=operator][data-state=read]', { hasText: 'found your order' }).count(), 0);
+  assert.equal(
+    await op.page
+      .locator('[data-testid=conv-msg][data-role=operator][data-state=read]', { hasText: 'found your order' })
+      .count(),
+    0
+  );
   await screenshot(v.page, 'widget-unread-badge');
   await v.page.getByTestId('cw-launcher').click();
   await v.page.getByTestId('cw-badge').waitFor({ state: 'hidden' });
-  await op.page.locator('[data-testid=conv-msg][data-role=operator][data-state=read]', { hasText: 'found your order' }).waitFor();
+  await op.page
+    .locator('[data-testid=conv-msg][data-role=operator][data-state=read]', { hasText: 'found your order' })
+    .waitFor();
 
   // The transcript: every message, as a downloaded text file.
   const [download] = await Promise.all([v.page.waitForEvent('download'), v.page.getByTestId('cw-transcript').click()]);
   assert.equal(download.suggestedFilename(), `chat-${conv}.txt`);
   const text = fs.readFileSync(await download.path(), 'utf8');
-  for (const line of ['You: Hello from the pre-chat form', 'Olga: Hi Vera!', 'Olga: Are you there?', 'Olga: I found your order.']) assert.ok(text.includes(line), `transcript has "${line}":\n${text}`);
+  for (const line of [
+    'You: Hello from the pre-chat form',
+    'Olga: Hi Vera!',
+    'Olga: Are you there?',
+    'Olga: I found your order.'
+  ])
+    assert.ok(text.includes(line), `transcript has "${line}":\n${text}`);
 
   const events = await v.page.evaluate(() => window.__events);
-  assert.deepEqual(events.filter(([e]) => e === 'message').map(([, x]) => x).filter((x) => /Vera|there|order/.test(x)), ['Hi Vera!', 'Are you there?', 'I found your order.']);
+  assert.deepEqual(
+    events
+      .filter(([e]) => e === 'message')
+      .map(([, x]) => x)
+      .filter((x) => /Vera|there|order/.test(x)),
+    ['Hi Vera!', 'Are you there?', 'I found your order.']
+  );
   assert.ok(events.some(([e, x]) => e === 'conversation' && x === 'started'));
   assert.deepEqual(events.filter(([e]) => e === 'open' || e === 'close').map(([e]) => e), ['open', 'close', 'open']);
   assert.deepEqual([...v.errors, ...op.errors], []);
@@ -130,7 +174,9 @@ test('widget: the unread badge counts the operator\'s messages, not system lines
   await acceptFirstQueued(op);
   await operatorSends(op, 'Yes, Olga here.');
   await v.page.locator('[data-testid=cw-msg][data-role=system]', { hasText: 'joined' }).waitFor({ state: 'attached' });
-  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Olga here' }).waitFor({ state: 'attached' });
+  await v.page
+    .locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Olga here' })
+    .waitFor({ state: 'attached' });
   // Both arrived (in seq order, the system line first): the badge has counted what it counts.
   assert.equal(await v.page.getByTestId('cw-badge').innerText(), '1');
   assert.match(await v.page.getByTestId('cw-launcher').getAttribute('aria-label'), /1 unread/);
@@ -149,7 +195,11 @@ test('widget: show_operator_name off hides the operator\'s name', { skip: skipRe
   await operatorSends(op, 'Your operator.');
   const reply = v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Your operator.' });
   await reply.waitFor();
-  assert.doesNotMatch(await v.page.getByTestId('cw-panel').innerText(), /Olga/, 'the name appears nowhere in the widget');
+  assert.doesNotMatch(
+    await v.page.getByTestId('cw-panel').innerText(),
+    /Olga/,
+    'the name appears nowhere in the widget'
+  );
   await v.page.locator('[data-testid=cw-msg][data-role=system]', { hasText: 'An operator joined' }).waitFor();
   assert.deepEqual([...v.errors, ...op.errors], []);
 });
@@ -158,14 +208,22 @@ test('bad input: corrupted storage, and markup in names and messages stays text'
   const { gw, browser } = await setup(t);
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   await setStatus(op.page, 'active');
-  const v = await openVisitor(browser, gw);
-  // Whatever another version (or a curious visitor) left in localStorage must not break it.
-  for (const junk of ['{not json', '[1,2,3]', '"text"', JSON.stringify({ msgs: 5, out: 'x', cursors: [1], convs: {}, token: 7, conv: {}, rd: null })]) {
-    await v.page.evaluate((j) => localStorage.setItem('cgw:demo', j), junk);
-    await v.page.reload();
-    await v.page.getByTestId('cw-launcher').click();
-    await v.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
+  // Whatever another version (or a curious visitor) left in localStorage must not break it. The
+  // junk is in storage before the widget loads, each in a profile of its own: a widget already
+  // running on the page would store its own state over it (it saves when its connection opens).
+  const junks = ['{not json', '[1,2,3]', '"text"'];
+  junks.push(JSON.stringify({ msgs: 5, out: 'x', cursors: [1], convs: {}, token: 7, conv: {}, rd: null }));
+  const pages = [];
+  for (const junk of junks) {
+    const p = await newPage(browser);
+    pages.push(p);
+    await p.context.addInitScript((j) => localStorage.setItem('cgw:demo', j), junk);
+    await p.page.goto(gw.url + '/');
+    await p.page.getByTestId('cw-launcher').click();
+    await p.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
   }
+  // The last one goes on to chat.
+  const v = pages.at(-1);
   const evil = '<img src=x onerror="window.__pwned=1">';
   await v.page.evaluate((name) => window.ChatWidget.identify({ name }), `<b>Eve</b>${evil}`);
   await visitorWrites(v, `Hi ${evil}`);
@@ -178,5 +236,31 @@ test('bad input: corrupted storage, and markup in names and messages stays text'
     assert.equal(await p.evaluate(() => window.__pwned), undefined, 'no markup ran');
     assert.equal(await p.locator('img[src=x]').count(), 0, 'no element was created from text');
   }
-  assert.deepEqual([...v.errors, ...op.errors], []);
+  assert.deepEqual([...pages.flatMap((p) => p.errors), ...op.errors], []);
+});
+
+test('widget: the test hooks stay off customers\' pages', { skip: skipReason(), timeout: 60000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const host = await startHostSite(t, gw);
+  const served = await (await fetch(gw.url + '/widget.js')).text();
+  assert.doesNotMatch(served, /_debug/, 'the served widget names no _debug hook');
+
+  // A customer's page as it is: the API has no hook, and the opt-in object is not made up.
+  const plain = await openVisitor(browser, gw, host.url({}));
+  const seen = await plain.page.evaluate(() => ({
+    api: Object.getOwnPropertyNames(window.ChatWidget),
+    hooks: typeof window.__chatGatewayTestHooks
+  }));
+  assert.ok(seen.api.includes('open'), 'the API itself is there');
+  assert.deepEqual(seen.api.filter((k) => /^_debug|^(drop|resume|state)$/.test(k)), [], 'no hook on ChatWidget');
+  assert.equal(seen.hooks, 'undefined', 'no hooks object on a page that did not ask');
+
+  // A page that opted in before the script loaded gets them, and only there.
+  const opted = await openVisitor(browser, gw, host.url({}), { testHooks: true });
+  const got = await opted.page.evaluate(() => ({
+    hooks: Object.keys(window.__chatGatewayTestHooks).sort(),
+    api: Object.getOwnPropertyNames(window.ChatWidget).filter((k) => k.startsWith('_debug')),
+    conn: window.__chatGatewayTestHooks.state().conn
+  }));
+  assert.deepEqual(got, { hooks: ['drop', 'resume', 'state'], api: [], conn: 'idle' });
 });

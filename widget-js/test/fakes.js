@@ -105,7 +105,15 @@ function welcome(extra = {}) {
 }
 
 function msg(conv, seq, text = 'm' + seq, extra = {}) {
-  return { t: 'msg', conv, seq, from: { role: 'operator', id: 'op_1', name: 'Olga' }, text, ts: 1700000000000 + seq, ...extra };
+  return {
+    t: 'msg',
+    conv,
+    seq,
+    from: { role: 'operator', id: 'op_1', name: 'Olga' },
+    text,
+    ts: 1700000000000 + seq,
+    ...extra
+  };
 }
 
 /** A client wired to fakes; `connect()` returns the first socket, opened and welcomed. */

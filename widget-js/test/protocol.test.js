@@ -5,7 +5,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { P, FakeSocket, flush, welcome, msg, makeClient, goldenFrames } = require('./fakes.js');
+const { P, flush, welcome, msg, makeClient, goldenFrames } = require('./fakes.js');
 
 // ------------------------------------------------------------------ golden frames
 
@@ -20,9 +20,35 @@ test('the Client acts on the golden welcome, ping, msg and answer frames', async
   // exactly', the server events by 'server frames are emitted as events by type'.)
   const all = goldenFrames().filter((x) => x.dir === 'server');
   const g = Object.fromEntries(all.map((x) => [x.name, x.json]));
-  const here = ['welcome', 'welcome_not_recovered', 'ping', 'pong_server', 'msg', 'msg_system', 'ok_sent', 'ok_history', 'ok_conv', 'ok_conv_previous', 'ok_empty', 'error'];
-  const asEvents = ['typing_server', 'read_server', 'conv_event', 'queue', 'offer', 'operator', 'notice', 'draft_server'];
-  assert.deepEqual(all.map((x) => x.name).sort(), [...here, ...asEvents].sort(), 'every golden server frame is covered by a test');
+  const here = [
+    'welcome',
+    'welcome_not_recovered',
+    'ping',
+    'pong_server',
+    'msg',
+    'msg_system',
+    'ok_sent',
+    'ok_history',
+    'ok_conv',
+    'ok_conv_previous',
+    'ok_empty',
+    'error'
+  ];
+  const asEvents = [
+    'typing_server',
+    'read_server',
+    'conv_event',
+    'queue',
+    'offer',
+    'operator',
+    'notice',
+    'draft_server'
+  ];
+  assert.deepEqual(
+    all.map((x) => x.name).sort(),
+    [...here, ...asEvents].sort(),
+    'every golden server frame is covered by a test'
+  );
 
   const h = makeClient({ cursors: { c_1: 1 } });
   h.client.connect();
@@ -180,7 +206,21 @@ test('requests are correlated by rid, answered in any order', async () => {
   s.recv({ t: 'ok', rid: 99, note: 'unknown rid is ignored' });
   s.recv({ t: 'ok', rid: fb.rid, conv: 'c_2', messages: [], complete: true });
   s.recv({ t: 'error', rid: fc.rid, code: 'taken', message: 'conversation already taken' });
-  s.recv({ t: 'ok', rid: fa.rid, conv: { id: 'c_1', site: 'demo', queue: 'general', state: 'active', visitor: { id: 'v', online: true }, operator: null, last_seq: 0, tags: [], created_at: 1 } });
+  s.recv({
+    t: 'ok',
+    rid: fa.rid,
+    conv: {
+      id: 'c_1',
+      site: 'demo',
+      queue: 'general',
+      state: 'active',
+      visitor: { id: 'v', online: true },
+      operator: null,
+      last_seq: 0,
+      tags: [],
+      created_at: 1
+    }
+  });
   assert.equal((await b).conv, 'c_2');
   assert.equal((await a).conv.id, 'c_1');
   await assert.rejects(c, (e) => e.code === 'taken' && e.message === 'conversation already taken');
@@ -224,7 +264,13 @@ test('a gap is filled with history and delivered in order', async () => {
   h.clock.advance(1000);
   const req = s.last('history');
   assert.deepEqual({ ...req, rid: 0 }, { t: 'history', rid: 0, conv: 'c_1', before: 4, limit: 2 });
-  s.recv({ t: 'ok', rid: req.rid, conv: 'c_1', messages: [msg('c_1', 2), msg('c_1', 3)].map(({ t, ...m }) => m), complete: false });
+  s.recv({
+    t: 'ok',
+    rid: req.rid,
+    conv: 'c_1',
+    messages: [msg('c_1', 2), msg('c_1', 3)].map(({ t, ...m }) => m),
+    complete: false
+  });
   await flush();
   assert.deepEqual(h.msgs.map((m) => m.seq), [1, 2, 3, 4, 5]);
   s.recv(msg('c_1', 3));
@@ -270,7 +316,19 @@ test('messages the log no longer holds are skipped, not waited for', async () =>
 test('a conversation whose last_seq is ahead of the cursor is synced from history', async () => {
   const h = makeClient();
   const s = h.connect({
-    conversations: [{ id: 'c_9', site: 'demo', queue: 'general', state: 'active', visitor: { id: 'v', online: true }, operator: null, last_seq: 2, tags: [], created_at: 1 }]
+    conversations: [
+      {
+        id: 'c_9',
+        site: 'demo',
+        queue: 'general',
+        state: 'active',
+        visitor: { id: 'v', online: true },
+        operator: null,
+        last_seq: 2,
+        tags: [],
+        created_at: 1
+      }
+    ]
   });
   h.clock.advance(1000);
   const req = s.last('history');
@@ -312,7 +370,9 @@ test('cursors track the last contiguous seq and are sent in hello on reconnect',
 });
 
 test('only sane stored cursors go into hello', () => {
-  const h = makeClient({ cursors: { c_1: 3, c_2: '5', c_3: 1e20, c_4: -1, c_5: NaN, c_6: null, ['x'.repeat(200)]: 2 } });
+  const h = makeClient({
+    cursors: { c_1: 3, c_2: '5', c_3: 1e20, c_4: -1, c_5: NaN, c_6: null, ['x'.repeat(200)]: 2 }
+  });
   h.client.connect();
   h.socket().open();
   assert.deepEqual(h.socket().sent[0].cursors, { c_1: 3 });
@@ -324,7 +384,20 @@ test('recovered:false reloads the latest page and signals a resync', async () =>
   h.client.on('resync', (c) => resyncs.push(c));
   h.client.connect();
   const s = h.welcome({
-    conversations: [{ id: 'c_1', site: 'demo', queue: 'general', state: 'active', visitor: { id: 'v', online: true }, operator: null, last_seq: 500, tags: [], created_at: 1, recovered: false }]
+    conversations: [
+      {
+        id: 'c_1',
+        site: 'demo',
+        queue: 'general',
+        state: 'active',
+        visitor: { id: 'v', online: true },
+        operator: null,
+        last_seq: 500,
+        tags: [],
+        created_at: 1,
+        recovered: false
+      }
+    ]
   });
   assert.deepEqual(resyncs, ['c_1']);
   h.clock.advance(1000);
@@ -611,7 +684,8 @@ test('drafts wait for the connection; typing and read are dropped while offline'
 test('server frames are emitted as events by type', () => {
   const h = makeClient();
   const seen = [];
-  for (const t of ['typing', 'read', 'conv', 'queue', 'offer', 'operator', 'notice', 'draft']) h.client.on(t, (f) => seen.push(f.t));
+  for (const t of ['typing', 'read', 'conv', 'queue', 'offer', 'operator', 'notice', 'draft'])
+    h.client.on(t, (f) => seen.push(f.t));
   const s = h.connect();
   for (const g of goldenFrames().filter((g) => g.dir === 'server' && !g.name.startsWith('welcome'))) s.recv(g.json);
   assert.deepEqual(seen, ['typing', 'read', 'conv', 'queue', 'offer', 'operator', 'notice', 'draft']);

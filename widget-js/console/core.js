@@ -1,0 +1,152 @@
+// The console's state and the helpers every screen uses: the one `st` object the screens read
+// and change, building elements, toasts, formatting, looking a conversation up wherever it is
+// listed, and the store of each conversation's messages. It imports nothing; every other module
+// of the console imports it.
+
+export const P = window.ChatGatewayProtocol;
+export const $ = (id) => document.getElementById(id);
+export const TOKEN_KEY = 'cgw-console-token';
+export const DRAFTS_KEY = 'cgw-console-drafts';
+export const SOUND_KEY = 'cgw-console-sound';
+
+export const st = {
+  client: null,
+  me: null,
+  settings: {},
+  // What the status switch shows, and what the gateway last confirmed.
+  status: null,
+  serverStatus: null,
+  queues: new Map(), // queue id -> [Conversation]
+  queueCounts: new Map(), // queue id -> how many wait (a listing may show fewer)
+  offers: new Map(), // conv id -> {conv, expires_at}
+  mine: new Map(), // conv id -> Conversation (assigned to me, or watched)
+  watched: new Set(),
+  operators: new Map(), // operator id -> {id, name, status, online, load}
+  msgs: new Map(), // conv id -> Map(key -> entry)
+  complete: new Set(), // conv ids whose history is fully loaded
+  previous: new Map(), // conv id -> [elements] of the conversation it continues (`previous`)
+  typing: new Map(), // conv id -> {preview, timer}
+  visitorRead: new Map(), // conv id -> seq the visitor has read
+  sentRead: new Map(), // conv id -> seq we reported as read
+  unread: new Map(), // conv id -> count
+  drafts: loadJSON(DRAFTS_KEY, {}),
+  selected: null, // conv id shown in the view
+  peek: null, // a queued Conversation shown before accepting
+  seenQueued: new Set(),
+  accepting: new Set(), // conv ids of my own accept requests in flight (no alert for those)
+  primedQueues: new Set() // queues whose first snapshot arrived (later arrivals are news)
+};
+
+function loadJSON(key, dflt) {
+  try {
+    return JSON.parse(localStorage.getItem(key)) || dflt;
+  } catch {
+    return dflt;
+  }
+}
+
+export function saveDrafts() {
+  try {
+    localStorage.setItem(DRAFTS_KEY, JSON.stringify(st.drafts));
+  } catch {
+    // The storage is full or refused: the drafts still live on the gateway.
+  }
+}
+
+// ------------------------------------------------------------------ elements and words
+
+/** An element: `attrs` become attributes, `on…` listeners, `text` its text; `kids` are appended. */
+export function h(tag, attrs, kids) {
+  const el = document.createElement(tag);
+  for (const k in attrs || {}) {
+    const v = attrs[k];
+    if (v == null || v === false) continue;
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'text') el.textContent = v;
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of kids || []) if (c != null) el.append(c);
+  return el;
+}
+
+export function toast(text) {
+  const t = h('div', { class: 'toast', 'data-testid': 'toast', role: 'status', text });
+  $('toasts').append(t);
+  setTimeout(() => t.remove(), 5000);
+}
+
+export const shortId = (id) => String(id || '').slice(-6);
+export const visitorName = (c) =>
+  (c && c.visitor && c.visitor.name) || 'Visitor ' + shortId(c && c.visitor && c.visitor.id);
+export const clock = (ts) => new Date(ts).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+export function ago(ts) {
+  const s = Math.max(0, Math.round((Date.now() - ts) / 1000));
+  if (s < 60) return s + ' s';
+  if (s < 3600) return Math.round(s / 60) + ' min';
+  return Math.round(s / 3600) + ' h';
+}
+export const chats = (n) => n + (n === 1 ? ' chat' : ' chats');
+export const errText = (e) => (e && (e.message || e.code)) || 'failed';
+
+// ------------------------------------------------------------------ who I am, what is where
+
+export const isStaff = () => st.me && (st.me.role === 'operator' || st.me.role === 'supervisor');
+export const isSup = () => st.me && st.me.role === 'supervisor';
+
+/** A conversation by id, wherever it is listed: mine, offered, peeked at, queued. */
+export function conv(id) {
+  return (
+    st.mine.get(id) || (st.offers.get(id) || {}).conv || (st.peek && st.peek.id === id ? st.peek : null) || queued(id)
+  );
+}
+
+export function queued(id) {
+  for (const list of st.queues.values()) for (const c of list) if (c.id === id) return c;
+  return null;
+}
+
+export const isReadOnly = (id) => st.watched.has(id) || !st.mine.has(id) || (st.mine.get(id) || {}).state === 'closed';
+
+/** Files a conversation under mine (assigned to me, or watched) or takes it out; true if mine. */
+export function upsertMine(c) {
+  const mineNow = (c.operator && st.me && c.operator.id === st.me.id) || st.watched.has(c.id);
+  if (mineNow && c.state !== 'queued') {
+    const had = st.mine.get(c.id);
+    if (had && c.draft === undefined && had.draft) c.draft = had.draft;
+    st.mine.set(c.id, c);
+    st.offers.delete(c.id);
+    return true;
+  }
+  if (st.mine.has(c.id)) {
+    st.mine.delete(c.id);
+    st.client.forget(c.id);
+  }
+  return false;
+}
+
+// ------------------------------------------------------------------ messages store
+
+/** A conversation's messages by key: `s<seq>` once stored, `c<cid>` while my send is pending. */
+export function entries(id) {
+  let m = st.msgs.get(id);
+  if (!m) st.msgs.set(id, (m = new Map()));
+  return m;
+}
+
+export function addEntry(id, e) {
+  const m = entries(id);
+  if (e.cid) {
+    // Our own pending message: the stored copy replaces it.
+    const pending = m.get('c' + e.cid);
+    if (pending) {
+      m.delete('c' + e.cid);
+      if (pending.el) e.el = pending.el;
+    }
+  }
+  if (m.has(e.key)) return false;
+  m.set(e.key, e);
+  return true;
+}
+
+/** An entry of the store from a `msg` frame or a history item. */
+export const storedEntry = (x) => ({ key: 's' + x.seq, seq: x.seq, cid: x.cid, from: x.from, text: x.text, ts: x.ts });
