@@ -14,6 +14,7 @@ pub const DELIVERY_LATENCY: &str = "gateway_delivery_latency_seconds";
 pub const OUTBOUND_QUEUED_BYTES: &str = "gateway_outbound_queued_bytes";
 pub const CONVERSATIONS: &str = "gateway_conversations";
 pub const SLOW_CLOSES: &str = "gateway_slow_consumer_closes_total";
+pub const OVERSIZE_FRAMES: &str = "gateway_oversize_frames_total";
 pub const RATE_LIMITED: &str = "gateway_rate_limited_total";
 pub const ERRORS: &str = "gateway_error_frames_total";
 pub const TIMERS_FIRED: &str = "gateway_timers_fired_total";
@@ -29,7 +30,7 @@ pub const TX_CONFLICTS: &str = "gateway_site_transition_conflicts_total";
 pub const NODES_SWEPT: &str = "gateway_dead_nodes_swept_total";
 
 /// Every metric name.
-pub const ALL: [&str; 24] = [
+pub const ALL: [&str; 25] = [
     CONNS_OPENED,
     CONNS_CLOSED,
     CONNS_ACTIVE,
@@ -41,6 +42,7 @@ pub const ALL: [&str; 24] = [
     OUTBOUND_QUEUED_BYTES,
     CONVERSATIONS,
     SLOW_CLOSES,
+    OVERSIZE_FRAMES,
     RATE_LIMITED,
     ERRORS,
     TIMERS_FIRED,
@@ -92,6 +94,10 @@ pub fn describe() {
     describe_counter!(
         SLOW_CLOSES,
         "Connections closed with 4008 because their outbound queue overflowed"
+    );
+    describe_counter!(
+        OVERSIZE_FRAMES,
+        "Frames not sent because they were larger than their connection could write"
     );
     describe_counter!(
         RATE_LIMITED,
@@ -153,7 +159,7 @@ const TIMER_KINDS: [&str; 6] = [
 const ENGINE_ERROR_KINDS: [&str; 4] = ["timeout", "connection", "protocol", "conflict"];
 const BUS_OUT_KINDS: [&str; 2] = ["event", "msg"];
 /// The `type` label of frames received: every client frame type, and what is not one.
-pub const FRAME_TYPES: [&str; 23] = [
+pub const FRAME_TYPES: [&str; 24] = [
     "hello",
     "ping",
     "pong",
@@ -174,6 +180,7 @@ pub const FRAME_TYPES: [&str; 23] = [
     "watch",
     "ban",
     "unban",
+    "get",
     "malformed",
     "invalid",
     "rate_limited",
@@ -227,6 +234,7 @@ pub fn register() {
     for name in [
         FRAMES_OUT,
         SLOW_CLOSES,
+        OVERSIZE_FRAMES,
         RATE_LIMITED,
         BUS_IN,
         BUS_RESUBSCRIBES,

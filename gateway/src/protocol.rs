@@ -280,6 +280,13 @@ pub enum ClientFrame {
         rid: Option<Rid>,
         visitor: String,
     },
+    /// Addition: one conversation, whole (queue listings leave out the visitor's parameters),
+    /// for whoever may read it; answered with `ok` and `conv`.
+    Get {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+    },
 }
 
 impl ClientFrame {
@@ -299,7 +306,8 @@ impl ClientFrame {
             | ClientFrame::Assign { rid, .. }
             | ClientFrame::Watch { rid, .. }
             | ClientFrame::Ban { rid, .. }
-            | ClientFrame::Unban { rid, .. } => rid.as_ref(),
+            | ClientFrame::Unban { rid, .. }
+            | ClientFrame::Get { rid, .. } => rid.as_ref(),
             _ => None,
         }
     }

@@ -9,7 +9,10 @@ use super::routing::{max_chats, serves};
 use super::state::{Conv, Participant, Visitor, VisitorProfile};
 use super::timers::TimerKind;
 use super::views::{render, view};
-use super::{ConvId, NodeId, OperatorId, QueueId, VisitorId, MAX_PARAMS, MAX_TAGS, MAX_TAG_LEN};
+use super::{
+    ConvId, NodeId, OperatorId, QueueId, VisitorId, MAX_EMAIL, MAX_NAME, MAX_PARAMS,
+    MAX_PARAMS_BYTES, MAX_PARAM_KEY, MAX_PARAM_VALUE, MAX_PHONE, MAX_TAGS, MAX_TAG_LEN, MAX_URL,
+};
 use crate::protocol::{
     ConvEvent, ConvState, Conversation, ErrorCode, OperatorStatus, TransferTarget,
 };
@@ -29,6 +32,7 @@ impl Core<'_, '_> {
                 return Ok(Reply::Conv(Box::new(c)));
             }
         }
+        check_profile(&profile)?;
         let queue = match queue {
             Some(q) if self.ctx.queues.contains(&q) => q,
             Some(_) => return reject(ErrorCode::BadRequest, "unknown queue"),
@@ -303,10 +307,14 @@ impl Core<'_, '_> {
                 merged.insert(k, v);
             }
         }
-        if merged.len() > MAX_PARAMS {
-            return reject(ErrorCode::TooLarge, "too many params");
-        }
         let p = &c.profile;
+        check_profile(&VisitorProfile {
+            name: name.clone().or(p.name.clone()),
+            email: email.clone().or(p.email.clone()),
+            phone: phone.clone().or(p.phone.clone()),
+            params: merged.clone(),
+            preview: None,
+        })?;
         let same = |new: &Option<String>, old: &Option<String>| new.is_none() || new == old;
         if same(&name, &p.name)
             && same(&email, &p.email)
@@ -552,4 +560,59 @@ fn normalise_tags(tags: &[String]) -> Result<Vec<String>, Reject> {
         }
     }
     Ok(out)
+}
+
+/// The limits of what a visitor stores: no control characters where text has no business
+/// with them (names, contact details, parameter names, URLs; a parameter's value may hold
+/// line breaks and tabs), each field's length, and the parameters' size in all.
+pub(super) fn check_profile(p: &VisitorProfile) -> Result<(), Reject> {
+    let controls = |s: &str| s.chars().any(char::is_control);
+    for (value, max) in [
+        (&p.name, MAX_NAME),
+        (&p.email, MAX_EMAIL),
+        (&p.phone, MAX_PHONE),
+    ] {
+        if let Some(v) = value {
+            if controls(v) {
+                return reject(
+                    ErrorCode::BadRequest,
+                    "control characters in contact details",
+                );
+            }
+            if v.len() > max {
+                return reject(ErrorCode::TooLarge, "contact details too long");
+            }
+        }
+    }
+    if let Some(pv) = &p.preview {
+        if [&pv.page_url, &pv.referrer]
+            .iter()
+            .any(|u| controls(u) || u.len() > MAX_URL)
+        {
+            return reject(ErrorCode::BadRequest, "bad page url or referrer");
+        }
+    }
+    if p.params.len() > MAX_PARAMS {
+        return reject(ErrorCode::TooLarge, "too many params");
+    }
+    let mut bytes = 0;
+    for (k, v) in &p.params {
+        if k.is_empty() || k.len() > MAX_PARAM_KEY || controls(k) {
+            return reject(
+                ErrorCode::BadRequest,
+                "param names are 1 to 64 bytes without control characters",
+            );
+        }
+        if v.len() > MAX_PARAM_VALUE {
+            return reject(ErrorCode::TooLarge, "param value too long");
+        }
+        if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return reject(ErrorCode::BadRequest, "control characters in a param value");
+        }
+        bytes += k.len() + v.len();
+    }
+    if bytes > MAX_PARAMS_BYTES {
+        return reject(ErrorCode::TooLarge, "params too large");
+    }
+    Ok(())
 }

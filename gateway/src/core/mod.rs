@@ -50,3 +50,15 @@ pub const MAX_TAGS: usize = 20;
 pub const QUEUE_LIST_LIMIT: usize = 100;
 /// The most custom parameters a conversation's visitor carries.
 pub const MAX_PARAMS: usize = 50;
+/// Longest parameter name and value, in bytes.
+pub const MAX_PARAM_KEY: usize = 64;
+pub const MAX_PARAM_VALUE: usize = 1024;
+/// The most bytes a visitor's parameters take in all (names and values): what a visitor
+/// stores reaches every operator of the queue in listings, offers and `welcome`, so it is
+/// bounded by size, not only by count — also when `identify` adds to it frame by frame.
+pub const MAX_PARAMS_BYTES: usize = 8 * 1024;
+/// Longest name, e-mail, phone, page URL and referrer a visitor gives, in bytes.
+pub const MAX_NAME: usize = 100;
+pub const MAX_EMAIL: usize = 200;
+pub const MAX_PHONE: usize = 50;
+pub const MAX_URL: usize = 2000;

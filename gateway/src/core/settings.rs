@@ -45,6 +45,10 @@ pub use crate::protocol::Canned;
 
 use crate::i18n::{self, Lang};
 
+/// The most canned responses a site keeps, and their bytes in all.
+pub const MAX_CANNED: usize = 200;
+pub const MAX_CANNED_BYTES: usize = 32 * 1024;
+
 /// A text in several languages (by primary language subtag, `"*"` for any language): the
 /// site's own words, or one text for every reader.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,8 +292,26 @@ impl Settings {
                 }
             }
             "canned" => {
-                self.canned = serde_json::from_value(v.clone())
-                    .map_err(|_| "expected a list of {shortcut, text}".to_owned())?
+                let canned: Vec<Canned> = serde_json::from_value(v.clone())
+                    .map_err(|_| "expected a list of {shortcut, text}".to_owned())?;
+                // Every operator's `welcome` carries them: bounded by size, so that a long
+                // list cannot make a frame no connection can take.
+                let bytes: usize = canned.iter().map(|c| c.shortcut.len() + c.text.len()).sum();
+                if canned.len() > MAX_CANNED
+                    || bytes > MAX_CANNED_BYTES
+                    || canned.iter().any(|c| {
+                        c.shortcut.is_empty()
+                            || c.shortcut.len() > 32
+                            || c.text.is_empty()
+                            || c.text.len() > 2000
+                    })
+                {
+                    return Err(format!(
+                        "at most {MAX_CANNED} responses, {MAX_CANNED_BYTES} bytes in all; a \
+                         shortcut is 1 to 32 bytes, a text 1 to 2000"
+                    ));
+                }
+                self.canned = canned;
             }
             _ => return Err("unknown setting".into()),
         }

@@ -35,6 +35,10 @@ pub struct ConnShared {
     out: Arc<OutQueue>,
     pub(super) queued: AtomicUsize,
     pub(super) max_queued: usize,
+    /// The largest single frame this connection can write (the socket's write buffer and
+    /// half the budget bound it): a larger one is never queued, and never cuts the
+    /// connection either.
+    frame_cap: usize,
     /// 0 while open, else the close code asked for (first request wins).
     close_code: AtomicU16,
     closed: Notify,
@@ -97,6 +101,7 @@ impl ConnShared {
         encoding: Encoding,
         queues: Option<Vec<QueueId>>,
         max_queued: usize,
+        frame_cap: usize,
         now: u64,
     ) -> (Arc<ConnShared>, Outbox) {
         let out = Arc::new(OutQueue::default());
@@ -109,6 +114,7 @@ impl ConnShared {
             out,
             queued: AtomicUsize::new(0),
             max_queued,
+            frame_cap: frame_cap.min(max_queued),
             close_code: AtomicU16::new(0),
             closed: Notify::new(),
             last_rx: AtomicU64::new(now),
@@ -137,12 +143,25 @@ impl ConnShared {
         self.push(out.message(self.encoding))
     }
 
-    /// Queues a message, charged against the byte budget.
+    /// Queues a message, charged against the byte budget; `false` when it was not queued (the
+    /// connection closes, or the frame is larger than the connection can write: then it is
+    /// dropped, logged, and the connection stays).
     pub fn push(&self, msg: Message) -> bool {
         if self.is_closing() {
             return false;
         }
         let len = message_len(&msg);
+        if len > self.frame_cap {
+            metrics::counter!(m::OVERSIZE_FRAMES).increment(1);
+            tracing::warn!(
+                conn = self.id.0,
+                role = self.role.as_str(),
+                len,
+                cap = self.frame_cap,
+                "a frame larger than the connection can write was not sent"
+            );
+            return false;
+        }
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > self.max_queued {
             self.queued.fetch_sub(len, Ordering::AcqRel);
@@ -157,7 +176,22 @@ impl ConnShared {
     /// The outbound budget is spent: the connection is closed with 4008 and resumes later.
     pub(super) fn cut_too_slow(&self) {
         metrics::counter!(m::SLOW_CLOSES).increment(1);
+        if self.role.is_staff() && !self.is_closing() {
+            // An operator cut is a person out of work until they reconnect: worth a look.
+            tracing::warn!(
+                conn = self.id.0,
+                role = self.role.as_str(),
+                queued = self.queued.load(Ordering::Relaxed),
+                budget = self.max_queued,
+                "staff connection cut with 4008: it could not take what was sent to it"
+            );
+        }
         self.close(CloseReason::TooSlow);
+    }
+
+    /// The largest frame this connection can be sent.
+    pub fn frame_cap(&self) -> usize {
+        self.frame_cap
     }
 
     /// Asks the connection's task to close with `reason` now, ahead of anything queued (a

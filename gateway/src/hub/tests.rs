@@ -6,9 +6,10 @@ use super::*;
 use crate::bus::{Audience, Outbound};
 use crate::core::SiteId;
 use crate::protocol::{Encoding, Msg, Role, ServerFrame};
+use tokio_tungstenite::tungstenite::Message;
 
 fn conn(id: u64, role: Role, max: usize) -> (Arc<ConnShared>, Outbox) {
-    ConnShared::new(ConnId(id), role, Encoding::Json, None, max, 0)
+    ConnShared::new(ConnId(id), role, Encoding::Json, None, max, max, 0)
 }
 
 fn msg_frame(text: &str) -> BusMsg {
@@ -230,4 +231,21 @@ fn a_replay_and_live_frames_leave_in_seq_order_each_once() {
         })
         .collect();
     assert_eq!(seqs, vec![3, 4, 5, 6, 7]);
+}
+
+#[test]
+fn a_frame_larger_than_the_connection_can_write_is_dropped_not_fatal() {
+    let (c, mut rx) = ConnShared::new(
+        ConnId(1),
+        Role::Operator,
+        Encoding::Json,
+        None,
+        1000,
+        100,
+        0,
+    );
+    assert!(!c.push(Message::Text("x".repeat(101).into())));
+    assert_eq!(c.close_reason(), None, "the connection stays");
+    assert!(c.push(Message::Text("y".repeat(100).into())));
+    assert_eq!(texts(&mut rx), vec!["y".repeat(100)]);
 }

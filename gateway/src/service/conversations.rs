@@ -444,6 +444,11 @@ impl<E: Engine> Gateway<E> {
         Ok(())
     }
 
+    /// The most bytes of one list the gateway puts in one frame.
+    pub(super) fn list_cap(&self) -> usize {
+        (self.cfg.outbound_max_bytes / 4).min(super::FRAME_LIST_BYTES)
+    }
+
     /// How many of `items`, in order, fit in one frame the gateway builds from a list
     /// (a history page, a queue listing): [`super::FRAME_LIST_BYTES`] of JSON, or a quarter of
     /// the outbound budget if less. A frame larger than the asker's budget would close it
@@ -452,7 +457,7 @@ impl<E: Engine> Gateway<E> {
         &self,
         items: impl Iterator<Item = &'a T>,
     ) -> usize {
-        let cap = (self.cfg.outbound_max_bytes / 4).min(super::FRAME_LIST_BYTES);
+        let cap = self.list_cap();
         let mut bytes = 0;
         items
             .take_while(|item| {

@@ -247,6 +247,13 @@ impl<E: Engine> Gateway<E> {
         self.hub.for_each(f);
     }
 
+    /// The largest frame a connection of this node can be sent: tungstenite refuses a message
+    /// larger than its write buffer (its own buffer plus two frames), and a frame should
+    /// never spend more than half a connection's outbound budget.
+    pub fn frame_cap(&self) -> usize {
+        (self.cfg.outbound_max_bytes / 2).min(2 * self.cfg.max_frame)
+    }
+
     /// Closes every connection of this node now.
     fn close_all(&self, reason: crate::protocol::CloseReason) {
         self.hub.for_each(|c| c.close(reason));

@@ -16,7 +16,8 @@ use crate::core::{self, Command, ConnId, ConvId, Millis, NodeId};
 use crate::engine::{ConvMeta, Replay, SiteTx};
 use crate::hub::{ConnShared, Outbox};
 use crate::protocol::{
-    ClientSettings, CloseReason, ConvState, Conversation, Encoding, Me, Role, ServerFrame,
+    ClientSettings, CloseReason, ConvEvent, ConvState, Conversation, Encoding, Me, Role,
+    ServerFrame,
 };
 
 /// The cursors of a `hello`: conversation id → last `seq` the client has.
@@ -69,6 +70,7 @@ impl<E: Engine> Gateway<E> {
             encoding,
             p.queues.clone(),
             self.cfg.outbound_max_bytes,
+            self.frame_cap(),
             now_ms(),
         );
         self.hub.register(conn.clone());
@@ -157,6 +159,19 @@ impl<E: Engine> Gateway<E> {
                 })
             })
             .collect();
+        // `welcome` is one frame, and no frame may outgrow what the socket can write: the
+        // conversations that do not fit in it follow as `conv` frames (event `updated`,
+        // reason `welcome`), before anything that refers to them.
+        let listed = self.fitting(conversations.iter());
+        let overflow: Vec<ServerFrame> = conversations
+            .split_off(listed)
+            .into_iter()
+            .map(|c| ServerFrame::Conv {
+                event: ConvEvent::Updated,
+                conv: Box::new(c),
+                reason: Some("welcome".into()),
+            })
+            .collect();
         let mut frames = vec![ServerFrame::Welcome {
             conn: self.conn_name(conn.id),
             node: self.node.to_string(),
@@ -169,12 +184,24 @@ impl<E: Engine> Gateway<E> {
             conversations,
             settings: self.client_settings(p, lang),
         }];
+        frames.extend(overflow);
         frames.extend(replays);
         frames.extend(offered);
         if p.is_staff() {
             frames.extend(self.staff_snapshot(p).await?);
         }
         Ok(frames)
+    }
+
+    /// A conversation as `p` may see it (staff: in full, with what listings leave out).
+    pub async fn conversation(
+        &self,
+        p: &Principal,
+        conv: &ConvId,
+    ) -> Result<Conversation, ServiceError> {
+        let meta = self.authorize(p, conv, Access::Read).await?;
+        let drafts = self.drafts_of(p).await?;
+        self.snapshot_for(p, &meta, &drafts).await
     }
 
     /// The connection follows a conversation live from `known_seq` on (what its client has).

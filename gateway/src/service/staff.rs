@@ -190,12 +190,24 @@ impl<E: Engine> Gateway<E> {
         }
     }
 
-    /// Cuts a queue's waiting list (longest waiting first) to what fits in one frame:
-    /// visitors' previews and parameters make a listing of a hundred conversations
-    /// megabytes. `count` still says how many wait.
+    /// Cuts a queue's waiting list (longest waiting first) to what fits in one frame. Items
+    /// leave out the visitor's parameters (staff fetch a conversation whole with `get`): a
+    /// listing goes to every operator of the queue, each time it changes. An item too large
+    /// for what is left is skipped, not the end of the list. `count` still says how many wait.
     fn fit_listing(&self, waiting: &mut Vec<Conversation>) {
-        let keep = self.fitting(waiting.iter());
-        waiting.truncate(keep);
+        for c in waiting.iter_mut() {
+            c.visitor.params.clear();
+        }
+        let cap = self.list_cap();
+        let mut bytes = 0;
+        waiting.retain(|c| {
+            let len = serde_json::to_vec(c).map_or(usize::MAX, |v| v.len());
+            let fits = bytes + len <= cap;
+            if fits {
+                bytes += len;
+            }
+            fits
+        });
     }
 
     /// Fills `last_seq` of listed conversations with one engine round trip.

@@ -6,7 +6,6 @@
 //! a time, in arrival order, each in a boxed future: an idle connection's task holds only the
 //! loop's small state, not the largest request's.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -516,7 +515,6 @@ async fn request<E: Engine>(
         } => {
             let page = page.unwrap_or_default();
             let params = params.unwrap_or_default();
-            check_params(&params)?;
             let [name, email, phone] = contact(prechat.unwrap_or_default());
             let profile = VisitorProfile {
                 name,
@@ -527,8 +525,8 @@ async fn request<E: Engine>(
                     info.user_agent.as_deref(),
                     info.language.as_deref(),
                     info.country.clone(),
-                    &clip(page.url.unwrap_or_default(), 2000),
-                    &clip(page.referrer.unwrap_or_default(), 2000),
+                    &clip(page.url.unwrap_or_default(), crate::core::MAX_URL),
+                    &clip(page.referrer.unwrap_or_default(), crate::core::MAX_URL),
                 )),
             };
             let c = gw.start(p, queue.map(QueueId), profile, None).await?;
@@ -542,7 +540,6 @@ async fn request<E: Engine>(
             ..
         } => {
             let params = params.unwrap_or_default();
-            check_params(&params)?;
             let conv = conv.map(conv_id).transpose()?;
             let details = contact(prechat.unwrap_or_default());
             let c = gw.identify(p, conv.as_ref(), details, params).await?;
@@ -596,6 +593,7 @@ async fn request<E: Engine>(
             gw.unban(p, &VisitorId(visitor)).await?;
             Ok(None)
         }
+        ClientFrame::Get { conv, .. } => Ok(conv_body(gw.conversation(p, &conv_id(conv)?).await?)),
         ClientFrame::Watch { conv, on, .. } => {
             let c = gw.watch(p, conn, &conv_id(conv)?, on).await?;
             Ok(conv_body(c))
@@ -612,7 +610,7 @@ fn reply(conn: &ConnShared, rid: Option<Rid>, result: Result<Option<OkBody>, Ser
                 return;
             }
             ServerFrame::Ok {
-                rid,
+                rid: rid.clone(),
                 body: body.unwrap_or(OkBody::Empty {}),
             }
         }
@@ -623,10 +621,16 @@ fn reply(conn: &ConnShared, rid: Option<Rid>, result: Result<Option<OkBody>, Ser
             }
             let (code, message) = e.client_error();
             metrics::counter!(m::ERRORS, "code" => code_label(code)).increment(1);
-            ServerFrame::error(rid, code, message)
+            ServerFrame::error(rid.clone(), code, message)
         }
     };
-    conn.push(encode(conn.encoding, &frame));
+    let ok = matches!(frame, ServerFrame::Ok { .. });
+    if !conn.push(encode(conn.encoding, &frame)) && ok && !conn.is_closing() {
+        // The answer is larger than the connection can be sent: the client hears why.
+        metrics::counter!(m::ERRORS, "code" => "too_large").increment(1);
+        let e = ServerFrame::error(rid, ErrorCode::TooLarge, "the answer is too large to send");
+        conn.push(encode(conn.encoding, &e));
+    }
 }
 
 fn code_label(c: ErrorCode) -> &'static str {
@@ -667,26 +671,19 @@ fn frame_kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Watch { .. } => "watch",
         ClientFrame::Ban { .. } => "ban",
         ClientFrame::Unban { .. } => "unban",
+        ClientFrame::Get { .. } => "get",
     }
 }
 
 /// A visitor's name, email and phone as given, clipped; empty ones are absent.
 fn contact(p: crate::protocol::Prechat) -> [Option<String>; 3] {
+    use crate::core::{MAX_EMAIL, MAX_NAME, MAX_PHONE};
     let field = |v: Option<String>, max| v.map(|v| clip(v, max)).filter(|v| !v.is_empty());
-    [field(p.name, 100), field(p.email, 200), field(p.phone, 50)]
-}
-
-/// The limits of a visitor's custom parameters.
-fn check_params(params: &BTreeMap<String, String>) -> Result<(), ServiceError> {
-    if params.len() > crate::core::MAX_PARAMS
-        || params.iter().any(|(k, v)| k.len() > 64 || v.len() > 1024)
-    {
-        return Err(ServiceError::refuse(
-            ErrorCode::TooLarge,
-            "too many or too long params",
-        ));
-    }
-    Ok(())
+    [
+        field(p.name, MAX_NAME),
+        field(p.email, MAX_EMAIL),
+        field(p.phone, MAX_PHONE),
+    ]
 }
 
 fn clip(s: String, max: usize) -> String {

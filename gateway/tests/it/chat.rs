@@ -656,16 +656,19 @@ async fn a_history_page_of_long_messages_fits_the_outbound_budget() {
     node.shutdown().await;
 }
 
-/// Visitors' parameters and previews make a waiting list large: forty visitors with 50 KB of
-/// parameters each would be a 2 MB listing, which would cut every operator of the queue with
-/// 4008 at each change. A listing carries what fits (longest waiting first) and the count.
+/// Visitors' parameters and previews make a waiting list large: forty visitors with what
+/// they may carry (parameters up to their budget, long page URLs and referrers) would be a
+/// listing of hundreds of kilobytes, which would cut every operator of the queue with 4008 at
+/// each change. A listing carries what fits (longest waiting first, without parameters) and
+/// the count.
 #[tokio::test]
 async fn a_queue_of_visitors_with_large_parameters_does_not_cut_the_operators() {
     let node = node().await;
     let mut op = Client::active_operator(&node, "op1", "Olga").await;
-    let params: serde_json::Map<String, serde_json::Value> = (0..50)
+    let params: serde_json::Map<String, serde_json::Value> = (0..7)
         .map(|i| (format!("p{i}"), serde_json::Value::String("z".repeat(1000))))
         .collect();
+    let url = format!("https://shop.example/{}", "p".repeat(1900));
     let mut visitors = Vec::new();
     for i in 0..40 {
         let (mut v, _) = Client::connect(
@@ -675,7 +678,11 @@ async fn a_queue_of_visitors_with_large_parameters_does_not_cut_the_operators() 
         )
         .await;
         let ok = v
-            .request_json(serde_json::json!({"t": "start", "params": params}))
+            .request_json(serde_json::json!({
+                "t": "start",
+                "params": params,
+                "page": {"url": url, "referrer": url},
+            }))
             .await;
         assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
         visitors.push(v);

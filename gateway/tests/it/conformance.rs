@@ -153,6 +153,7 @@ async fn listen<E: Engine>(f: &Fixture<E>, conv: &str, id: u64) -> gateway::hub:
         Encoding::Json,
         None,
         1 << 20,
+        1 << 20,
         0,
     );
     f.hub.register(c);
