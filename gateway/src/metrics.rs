@@ -159,7 +159,7 @@ const TIMER_KINDS: [&str; 6] = [
 const ENGINE_ERROR_KINDS: [&str; 4] = ["timeout", "connection", "protocol", "conflict"];
 const BUS_OUT_KINDS: [&str; 2] = ["event", "msg"];
 /// The `type` label of frames received: every client frame type, and what is not one.
-pub const FRAME_TYPES: [&str; 24] = [
+pub const FRAME_TYPES: [&str; 26] = [
     "hello",
     "ping",
     "pong",
@@ -181,6 +181,8 @@ pub const FRAME_TYPES: [&str; 24] = [
     "ban",
     "unban",
     "get",
+    "active",
+    "takeover",
     "malformed",
     "invalid",
     "rate_limited",

@@ -192,6 +192,10 @@ pub enum ClientFrame {
         params: Option<BTreeMap<String, String>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         page: Option<Page>,
+        /// Addition: the widget's offline form sends it (nobody was available); staff see
+        /// the conversation marked.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        offline: bool,
     },
     /// Addition (visitors): new contact details or parameters for the open conversation.
     Identify {
@@ -280,6 +284,19 @@ pub enum ClientFrame {
         rid: Option<Rid>,
         visitor: String,
     },
+    /// Addition (supervisors): the site's active conversations with their timings; answered
+    /// with `ok` and `conversations`.
+    Active {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+    },
+    /// Addition (supervisors): take a conversation over — the supervisor becomes its operator
+    /// (answered with `ok` and `conv`).
+    Takeover {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+    },
     /// Addition: one conversation, whole (queue listings leave out the visitor's parameters),
     /// for whoever may read it; answered with `ok` and `conv`.
     Get {
@@ -307,7 +324,9 @@ impl ClientFrame {
             | ClientFrame::Watch { rid, .. }
             | ClientFrame::Ban { rid, .. }
             | ClientFrame::Unban { rid, .. }
-            | ClientFrame::Get { rid, .. } => rid.as_ref(),
+            | ClientFrame::Get { rid, .. }
+            | ClientFrame::Active { rid }
+            | ClientFrame::Takeover { rid, .. } => rid.as_ref(),
             _ => None,
         }
     }
@@ -383,6 +402,69 @@ pub struct Conversation {
     /// The operator's saved draft (operators only; addition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub draft: Option<String>,
+    /// Addition: the visitor left it in the widget's offline form (nobody was available).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub offline: bool,
+    /// Addition (staff only): what staff noted on it (a transfer's note), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<StaffNote>,
+    /// Addition: how far each side has read (in `welcome` and `get`, and history answers),
+    /// so that read receipts survive a reload and a transfer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<ReadMarks>,
+    /// Addition (staff only): the visitor's last message, shortened (queue listings show it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_message: Option<LastMessage>,
+    /// Addition (staff only, in supervisors' `active` list): the conversation's timings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<ActivityView>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A note staff left on a conversation; visitors never see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffNote {
+    /// Who wrote it: their name, and id.
+    pub by: String,
+    pub by_id: String,
+    pub text: String,
+    pub ts: u64,
+    /// A link that goes with it (an action's answer, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// The last `seq` each side has read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMarks {
+    pub visitor: u64,
+    /// The operator (or a supervisor who took the conversation over).
+    pub staff: u64,
+}
+
+/// A conversation's last visitor message, shortened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastMessage {
+    pub text: String,
+    pub ts: u64,
+}
+
+/// A conversation's timings, as supervisors watch them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityView {
+    /// The visitor waits for an answer since then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor_ts: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_ts: Option<u64>,
+    /// From the visitor's first message to the operator's first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_response_ms: Option<u64>,
 }
 
 /// Who the token says the connection is.
@@ -456,12 +538,22 @@ pub enum OkBody {
         conv: String,
         messages: Vec<Msg>,
         complete: bool,
+        /// Addition: how far each side has read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        read: Option<ReadMarks>,
     },
     Conv {
         conv: Box<Conversation>,
     },
     Status {
         status: OperatorStatus,
+    },
+    /// Addition: the answer to `active`: what fits in one frame (longest waiting first), and
+    /// how many there are.
+    Conversations {
+        conversations: Vec<Conversation>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
     },
     /// Addition: the answer to `ban`.
     Ban {
@@ -565,6 +657,9 @@ pub enum ServerFrame {
         status: OperatorStatus,
         online: bool,
         load: u32,
+        /// Addition: a supervisor (present to take conversations over; never routed to).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        supervisor: bool,
     },
     Notice {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -576,6 +671,10 @@ pub enum ServerFrame {
     Draft {
         conv: String,
         text: String,
+    },
+    /// Addition: the site's settings changed (to staff, at once).
+    Settings {
+        settings: ClientSettings,
     },
 }
 

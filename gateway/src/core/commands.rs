@@ -29,6 +29,13 @@ pub enum Command {
         max_chats: Option<u32>,
         queues: Option<Vec<QueueId>>,
     },
+    /// A supervisor's connection: present as an operator that is never routed to, so that
+    /// they can take conversations over. They leave with `OperatorDisconnected`.
+    SupervisorConnected {
+        op: OperatorId,
+        node: NodeId,
+        name: String,
+    },
     OperatorDisconnected {
         op: OperatorId,
         node: NodeId,
@@ -58,6 +65,8 @@ pub enum Command {
         queue: Option<QueueId>,
         profile: Box<VisitorProfile>,
         previous: Option<ConvId>,
+        /// Left in the widget's offline form.
+        offline: bool,
     },
     Accept {
         op: OperatorId,
@@ -76,6 +85,11 @@ pub enum Command {
     Assign {
         conv: ConvId,
         op: OperatorId,
+    },
+    /// A supervisor (present: `SupervisorConnected`) becomes the conversation's operator.
+    TakeOver {
+        conv: ConvId,
+        sup: OperatorId,
     },
     Close {
         by: Actor,
@@ -189,7 +203,10 @@ impl Core<'_, '_> {
                 name,
                 max_chats,
                 queues,
-            } => self.operator_connected(op, node, name, max_chats, queues),
+            } => self.operator_connected(op, node, name, max_chats, queues, false),
+            Command::SupervisorConnected { op, node, name } => {
+                self.operator_connected(op, node, name, None, None, true)
+            }
             Command::OperatorDisconnected { op, node } => self.operator_disconnected(op, node),
             Command::VisitorConnected { visitor, node } => self.visitor_connected(visitor, node),
             Command::VisitorDisconnected { visitor, node } => {
@@ -204,11 +221,23 @@ impl Core<'_, '_> {
                 queue,
                 profile,
                 previous,
-            } => self.start(visitor, node, conv, queue, profile, previous),
+                offline,
+            } => self.start(
+                visitor,
+                node,
+                conv,
+                super::lifecycle::Opening {
+                    queue,
+                    profile,
+                    previous,
+                    offline,
+                },
+            ),
             Command::Accept { op, conv } => self.accept(op, conv),
             Command::Decline { op, conv } => self.decline(op, conv),
             Command::Transfer { by, conv, to, note } => self.transfer(by, conv, to, note),
             Command::Assign { conv, op } => self.assign_cmd(conv, op),
+            Command::TakeOver { conv, sup } => self.take_over(conv, sup),
             Command::Close {
                 by,
                 conv,

@@ -45,6 +45,8 @@ pub enum Reason {
     Operator,
     /// Closed by the system (a ban, an API call).
     System,
+    /// A supervisor took it over.
+    TakeOver,
     /// A transfer's note, as the staff member wrote it.
     Note(String),
 }
@@ -68,6 +70,7 @@ impl Reason {
             Reason::CallbackExpired => "callback_expired",
             Reason::Operator => "operator",
             Reason::System => "system",
+            Reason::TakeOver => "takeover",
             Reason::Note(n) => n,
         }
     }
@@ -190,6 +193,7 @@ pub enum Effect {
         status: OperatorStatus,
         online: bool,
         load: u32,
+        supervisor: bool,
     },
     /// Offer a conversation to one operator.
     Offer {
@@ -274,6 +278,7 @@ impl Core<'_, '_> {
                     status: o.status,
                     online: o.conns.is_online(),
                     load: o.convs.len() as u32,
+                    supervisor: o.supervisor,
                 });
             }
         }

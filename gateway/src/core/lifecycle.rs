@@ -17,21 +17,33 @@ use crate::protocol::{
     ConvEvent, ConvState, Conversation, ErrorCode, OperatorStatus, TransferTarget,
 };
 
+/// What a visitor starts a conversation with.
+pub(super) struct Opening {
+    pub queue: Option<QueueId>,
+    pub profile: Box<VisitorProfile>,
+    pub previous: Option<ConvId>,
+    pub offline: bool,
+}
+
 impl Core<'_, '_> {
     pub(super) fn start(
         &mut self,
         visitor: VisitorId,
         node: NodeId,
         id: ConvId,
-        queue: Option<QueueId>,
-        profile: Box<VisitorProfile>,
-        previous: Option<ConvId>,
+        opening: Opening,
     ) -> Result<Reply, Reject> {
         if let Some(open) = self.st.visitors.get(&visitor).and_then(|v| v.conv.clone()) {
             if let Some(c) = view(self.st, &open) {
                 return Ok(Reply::Conv(Box::new(c)));
             }
         }
+        let Opening {
+            queue,
+            profile,
+            previous,
+            offline,
+        } = opening;
         check_profile(&profile)?;
         let queue = match queue {
             Some(q) if self.ctx.queues.contains(&q) => q,
@@ -73,6 +85,8 @@ impl Core<'_, '_> {
                 notified: false,
                 callback_until: None,
                 assigned_at: None,
+                offline,
+                notes: Vec::new(),
             },
         );
         self.effects.push(Effect::Attach {
@@ -180,9 +194,14 @@ impl Core<'_, '_> {
                 )
             }
         }
-        let reason = note
-            .filter(|n| !n.is_empty())
-            .map_or(Reason::Transfer, Reason::Note);
+        let holder = c.operator.clone();
+        let note = note.filter(|n| !n.trim().is_empty());
+        if let Some(text) = &note {
+            // Kept with the conversation for the staff (before the events that carry its
+            // snapshot), not only in the event's reason; a refused transfer puts it back.
+            self.add_note(&id, &by, text.clone(), None);
+        }
+        let reason = note.map_or(Reason::Transfer, Reason::Note);
         match to {
             TransferTarget::Operator(target) => {
                 let target = OperatorId(target);
@@ -194,7 +213,7 @@ impl Core<'_, '_> {
                 if !self.ctx.queues.contains(&q) {
                     return reject(ErrorCode::NotFound, "no such queue");
                 }
-                if let Some(old) = c.operator.clone() {
+                if let Some(old) = holder {
                     self.unassign(&id, &old);
                 }
                 if let Some(c) = self.st.convs.get_mut(&id) {
@@ -213,6 +232,52 @@ impl Core<'_, '_> {
             }
         }
         let c = view(self.st, &id).expect("transferred conversation exists");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    /// Keeps a note for the staff on a conversation (the oldest go past [`MAX_NOTES`]).
+    ///
+    /// [`MAX_NOTES`]: super::state::MAX_NOTES
+    pub(super) fn add_note(&mut self, id: &ConvId, by: &Actor, text: String, link: Option<String>) {
+        let (by_id, by) = match by {
+            Actor::Operator(o) => (o.to_string(), self.staff_name(o.as_str())),
+            Actor::Supervisor(s) => (s.to_string(), self.staff_name(s.as_str())),
+            Actor::Visitor(_) | Actor::System => ("system".to_owned(), "system".to_owned()),
+        };
+        let ts = self.ctx.now;
+        let Some(c) = self.st.convs.get_mut(id) else {
+            return;
+        };
+        c.notes.push(crate::protocol::StaffNote {
+            by,
+            by_id,
+            text,
+            ts,
+            link,
+        });
+        let excess = c.notes.len().saturating_sub(super::state::MAX_NOTES);
+        c.notes.drain(..excess);
+    }
+
+    /// A staff member's name as the state knows it (else their id).
+    fn staff_name(&self, id: &str) -> String {
+        self.st
+            .operators
+            .get(&OperatorId::from(id))
+            .map_or_else(|| id.to_owned(), |o| o.name.clone())
+    }
+
+    /// A present supervisor becomes the conversation's operator (whoever held it loses it).
+    pub(super) fn take_over(&mut self, id: ConvId, sup: OperatorId) -> Result<Reply, Reject> {
+        if !self.st.convs.contains_key(&id) {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        }
+        if !self.st.operators.get(&sup).is_some_and(|o| o.supervisor) {
+            return reject(ErrorCode::Forbidden, "supervisors only");
+        }
+        self.check_assignable(&id, &sup)?;
+        self.move_to(&id, &sup, ConvEvent::Assigned, Reason::TakeOver);
+        let c = view(self.st, &id).expect("assigned conversation exists");
         Ok(Reply::Conv(Box::new(c)))
     }
 
@@ -342,14 +407,21 @@ impl Core<'_, '_> {
         let Some(c) = self.st.convs.get(&id) else {
             return Ok(Reply::None);
         };
-        if c.state == ConvState::Active || c.notified || !settings.notify_unavailable {
+        if c.state == ConvState::Active {
+            return Ok(Reply::None);
+        }
+        // The queue's listing shows the visitor's last message.
+        self.dirty_queues.insert(c.queue.clone());
+        if c.notified || !settings.notify_unavailable {
             return Ok(Reply::None);
         }
         let queue = c.queue.clone();
         let language = c.profile.preview.as_ref().and_then(|p| p.language.clone());
-        let someone_can = self.st.operators.values().any(|o| {
-            o.conns.is_online() && o.status == OperatorStatus::Active && serves(o, &queue)
-        });
+        let someone_can = self
+            .st
+            .operators
+            .values()
+            .any(|o| o.routable() && o.status == OperatorStatus::Active && serves(o, &queue));
         if someone_can {
             return Ok(Reply::None);
         }

@@ -18,6 +18,7 @@ impl Core<'_, '_> {
         name: String,
         max: Option<u32>,
         queues: Option<Vec<QueueId>>,
+        supervisor: bool,
     ) -> Result<Reply, Reject> {
         let op = self
             .st
@@ -32,7 +33,9 @@ impl Core<'_, '_> {
                 offers: BTreeSet::new(),
                 last_assigned: 0,
                 away_since: None,
+                supervisor,
             });
+        op.supervisor = supervisor;
         op.name = name;
         op.max_chats = max;
         op.queues = queues;

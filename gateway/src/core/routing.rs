@@ -35,7 +35,7 @@ pub enum Availability {
 pub fn availability(state: &SiteState, settings: &Settings) -> Availability {
     let mut any_online = false;
     for op in state.operators.values() {
-        if !op.conns.is_online() {
+        if !op.routable() {
             continue;
         }
         any_online = true;
@@ -144,7 +144,7 @@ impl Core<'_, '_> {
             .iter()
             .filter(|(id, o)| {
                 o.status == OperatorStatus::Active
-                    && o.conns.is_online()
+                    && o.routable()
                     && serves(o, queue)
                     && !exclude.contains(*id)
                     && ((o.convs.len() + o.offers.len()) as u32) < max_chats(o, settings)

@@ -126,6 +126,9 @@ impl Conns {
     }
 }
 
+/// The most notes a conversation keeps (the oldest go first).
+pub const MAX_NOTES: usize = 20;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operator {
     pub name: String,
@@ -142,6 +145,17 @@ pub struct Operator {
     pub last_assigned: Millis,
     /// Set while the operator has no connection and the grace window runs.
     pub away_since: Option<Millis>,
+    /// A supervisor, present to take conversations over: never routed to, never counted in
+    /// the site's availability.
+    #[serde(default)]
+    pub supervisor: bool,
+}
+
+impl Operator {
+    /// Whether routing may hand this one new conversations (status aside).
+    pub fn routable(&self) -> bool {
+        !self.supervisor && self.conns.is_online()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -185,6 +199,12 @@ pub struct Conv {
     /// When its current operator got it (the reassign clock runs from here at the earliest).
     #[serde(default)]
     pub assigned_at: Option<Millis>,
+    /// Left in the widget's offline form.
+    #[serde(default)]
+    pub offline: bool,
+    /// Notes staff left on it (transfer notes), oldest first, at most [`MAX_NOTES`].
+    #[serde(default)]
+    pub notes: Vec<crate::protocol::StaffNote>,
 }
 
 /// A connection-holding participant whose sockets attach to a conversation's channel.

@@ -125,6 +125,7 @@ impl World {
                 queue: None,
                 profile: Box::default(),
                 previous: None,
+                offline: false,
             })
             .unwrap()
         {
@@ -195,6 +196,7 @@ fn start_is_idempotent_and_unknown_queue_is_refused() {
             queue: None,
             profile: Box::default(),
             previous: None,
+            offline: false,
         })
         .unwrap();
     assert!(matches!(again, Reply::Conv(c) if c.id == a.id));
@@ -211,6 +213,7 @@ fn start_is_idempotent_and_unknown_queue_is_refused() {
             queue: Some(QueueId::from("nope")),
             profile: Box::default(),
             previous: None,
+            offline: false,
         })
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::BadRequest);
@@ -946,7 +949,7 @@ proptest! {
                 Step::NodeGone(n) => w.run(Command::NodeGone { node: node(n) }),
                 Step::Start(i) => {
                     convs += 1;
-                    w.run(Command::Start { visitor: VisitorId(format!("v{i}")), node: node(0), conv: ConvId(format!("c{}", convs % 10)), queue: None, profile: Box::default(), previous: None })
+                    w.run(Command::Start { visitor: VisitorId(format!("v{i}")), node: node(0), conv: ConvId(format!("c{}", convs % 10)), queue: None, profile: Box::default(), previous: None, offline: false })
                 }
                 Step::Accept(i, c) => w.run(Command::Accept { op: op(i), conv: conv(c) }),
                 Step::Decline(i, c) => w.run(Command::Decline { op: op(i), conv: conv(c) }),

@@ -43,6 +43,11 @@ pub(super) fn render(st: &SiteState, id: &ConvId, c: &Conv) -> Conversation {
         recovered: None,
         outcome: None,
         draft: None,
+        offline: c.offline,
+        notes: c.notes.clone(),
+        read: None,
+        last_message: None,
+        activity: None,
     }
 }
 

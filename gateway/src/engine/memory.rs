@@ -18,11 +18,11 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::{
     AppendOutcome, Appended, Broker, ConvLog, ConvMeta, EngineError, HistoryPage, NewMessage,
-    Nodes, Replay, SiteData, SiteStore, SiteTx, TimerClaim, Timers, TIMER_LEASE_MS,
+    Nodes, Replay, SiteData, SiteStore, SiteTx, Summary, TimerClaim, Timers, TIMER_LEASE_MS,
 };
 use crate::bus::{Audience, BusMsg, Channel, Local};
 use crate::core::{Activity, ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
-use crate::protocol::{ConvState, Msg, ServerFrame};
+use crate::protocol::{ConvState, Msg, Role, ServerFrame};
 
 /// Tunables of the in-memory engine.
 #[derive(Debug, Clone, Copy)]
@@ -79,11 +79,22 @@ struct Log {
     messages: VecDeque<Msg>,
     cids: HashMap<String, u64>,
     activity: Activity,
+    last_visitor: Option<crate::protocol::LastMessage>,
+    read: crate::protocol::ReadMarks,
 }
 
 impl Log {
     fn last_seq(&self) -> u64 {
         self.first_seq + self.messages.len() as u64 - 1
+    }
+
+    /// The last stored `seq`, 0 when none was.
+    fn last_seq_or_zero(&self) -> u64 {
+        if self.messages.is_empty() {
+            self.first_seq.saturating_sub(1)
+        } else {
+            self.last_seq()
+        }
     }
 }
 
@@ -247,6 +258,12 @@ impl ConvLog for MemoryEngine {
         let conv = m.conv.clone();
         let msg = m.into_msg(seq);
         let started_unanswered = log.activity.record(msg.from.role, msg.ts);
+        if msg.from.role == Role::Visitor {
+            log.last_visitor = Some(crate::protocol::LastMessage {
+                text: super::last_message_text(&msg.text).to_owned(),
+                ts: msg.ts,
+            });
+        }
         if let Some(key) = cid_key {
             // Kept after the message is trimmed (until the log is dropped), like the Redis
             // engine's hash: a late retry is still recognised.
@@ -334,14 +351,7 @@ impl ConvLog for MemoryEngine {
     async fn last_seq(&self, conv: &ConvId) -> Result<u64, EngineError> {
         Ok(self
             .log(conv)
-            .map(|l| {
-                let l = l.lock();
-                if l.messages.is_empty() {
-                    l.first_seq.saturating_sub(1)
-                } else {
-                    l.last_seq()
-                }
-            })
+            .map(|l| l.lock().last_seq_or_zero())
             .unwrap_or(0))
     }
 
@@ -375,6 +385,36 @@ impl ConvLog for MemoryEngine {
             self.purge(now);
         }
         Ok(())
+    }
+
+    async fn set_read(&self, conv: &ConvId, visitor: bool, seq: u64) -> Result<(), EngineError> {
+        if let Some(log) = self.log(conv) {
+            let mut log = log.lock();
+            let mark = if visitor {
+                &mut log.read.visitor
+            } else {
+                &mut log.read.staff
+            };
+            *mark = (*mark).max(seq);
+        }
+        Ok(())
+    }
+
+    async fn summaries(&self, convs: &[ConvId]) -> Result<Vec<Summary>, EngineError> {
+        Ok(convs
+            .iter()
+            .map(|c| match self.log(c) {
+                Some(l) => {
+                    let l = l.lock();
+                    Summary {
+                        last_seq: l.last_seq_or_zero(),
+                        last_visitor: l.last_visitor.clone(),
+                        read: l.read,
+                    }
+                }
+                None => Summary::default(),
+            })
+            .collect())
     }
 
     async fn activity(&self, conv: &ConvId) -> Result<Activity, EngineError> {

@@ -193,7 +193,10 @@ impl ConvMeta {
                 ConvState::Closed => Err(AppendRefusal::Closed),
                 _ => Ok(()),
             },
-            Role::Operator if self.operator.as_ref().is_some_and(|o| o.0 == author.id) => {
+            // A supervisor writes into a conversation they took over: they are its operator.
+            Role::Operator | Role::Supervisor
+                if self.operator.as_ref().is_some_and(|o| o.0 == author.id) =>
+            {
                 match self.state {
                     ConvState::Active => Ok(()),
                     ConvState::Closed => Err(AppendRefusal::Closed),
@@ -203,6 +206,26 @@ impl ConvMeta {
             _ => Err(AppendRefusal::Forbidden),
         }
     }
+}
+
+/// What listings show of a conversation beside its state (see [`ConvLog::summaries`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub last_seq: u64,
+    pub last_visitor: Option<crate::protocol::LastMessage>,
+    pub read: crate::protocol::ReadMarks,
+}
+
+/// The most bytes of a visitor's last message a summary keeps.
+pub const LAST_MESSAGE_MAX: usize = 200;
+
+/// A message's text cut to [`LAST_MESSAGE_MAX`] bytes at a character boundary.
+pub fn last_message_text(text: &str) -> &str {
+    let mut cut = text.len().min(LAST_MESSAGE_MAX);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 /// Messages after a cursor.
@@ -310,6 +333,22 @@ pub trait ConvLog: Send + Sync + 'static {
         meta: ConvMeta,
         version: u64,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Records that one side of a conversation (`visitor`, else its staff) has read up to
+    /// `seq`; a lower `seq` than recorded changes nothing.
+    fn set_read(
+        &self,
+        conv: &ConvId,
+        visitor: bool,
+        seq: u64,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// What listings show of conversations beside their state, in order: last `seq`, the
+    /// visitor's last message (shortened by `append`), how far each side has read.
+    fn summaries(
+        &self,
+        convs: &[ConvId],
+    ) -> impl Future<Output = Result<Vec<Summary>, EngineError>> + Send;
 
     /// The conversation's message activity (kept by `append`).
     fn activity(&self, conv: &ConvId)

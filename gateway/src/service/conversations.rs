@@ -14,7 +14,8 @@ use crate::core::{Command, ConvId, Outcome, QueueId, Reply, SiteId, TimerKind, V
 use crate::engine::{AppendOutcome, AppendRefusal, Appended, HistoryPage, NewMessage};
 use crate::metrics as m;
 use crate::protocol::{
-    Author, ConvState, Conversation, ErrorCode, Msg, Preview, Role, ServerFrame, MAX_CID_LEN,
+    Author, ConvState, Conversation, ErrorCode, Msg, Preview, ReadMarks, Role, ServerFrame,
+    MAX_CID_LEN,
 };
 
 const HISTORY_MAX: usize = 200;
@@ -29,6 +30,7 @@ impl<E: Engine> Gateway<E> {
         queue: Option<QueueId>,
         mut profile: VisitorProfile,
         previous: Option<ConvId>,
+        offline: bool,
     ) -> Result<Conversation, ServiceError> {
         let visitor = authz::visitor(p, "only visitors start conversations")?;
         if profile.name.is_none() {
@@ -57,6 +59,7 @@ impl<E: Engine> Gateway<E> {
                     queue,
                     profile: Box::new(profile),
                     previous,
+                    offline,
                 },
             )
             .await?;
@@ -160,6 +163,7 @@ impl<E: Engine> Gateway<E> {
                             Some(QueueId(old.queue.clone())),
                             profile,
                             Some(target.clone()),
+                            false,
                         )
                         .await?;
                     target = ConvId(c.id);
@@ -237,6 +241,26 @@ impl<E: Engine> Gateway<E> {
         Ok(page)
     }
 
+    /// A page of history and how far each side has read (a client that just got the
+    /// conversation — a reload, a transfer — shows read receipts from them).
+    pub async fn history_with_marks(
+        &self,
+        p: &Principal,
+        conv: &ConvId,
+        before: Option<u64>,
+        limit: Option<u32>,
+    ) -> Result<(HistoryPage, ReadMarks), ServiceError> {
+        let page = self.history(p, conv, before, limit).await?;
+        let read = self
+            .engine
+            .summaries(std::slice::from_ref(conv))
+            .await?
+            .pop()
+            .unwrap_or_default()
+            .read;
+        Ok((page, read))
+    }
+
     /// Tells the others in the conversation that `p` is typing (not the connection `from`,
     /// whose action it is).
     pub async fn typing(
@@ -299,6 +323,10 @@ impl<E: Engine> Gateway<E> {
         seq: u64,
     ) -> Result<(), ServiceError> {
         self.authorize(p, conv, Access::Read).await?;
+        // Kept, so that receipts survive a reload or a transfer (`read` in snapshots).
+        self.engine
+            .set_read(conv, p.visitor().is_some(), seq)
+            .await?;
         let frame = ServerFrame::Read {
             conv: conv.0.clone(),
             by: Author {

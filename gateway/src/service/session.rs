@@ -12,7 +12,7 @@ use super::{user_channel, Engine, Gateway, ServiceError};
 use crate::auth::{Principal, User};
 use crate::bus::Channel;
 use crate::clock::now_ms;
-use crate::core::{self, Command, ConnId, ConvId, Millis, NodeId};
+use crate::core::{self, Command, ConnId, ConvId, Millis, NodeId, OperatorId, SiteId};
 use crate::engine::{ConvMeta, Replay, SiteTx};
 use crate::hub::{ConnShared, Outbox};
 use crate::protocol::{
@@ -244,7 +244,12 @@ impl<E: Engine> Gateway<E> {
                 visitor: v.clone(),
                 node: life.clone(),
             },
-            User::Supervisor(_) => return Ok(None),
+            // Present (never routed to), so that they can take conversations over.
+            User::Supervisor(s) => Command::SupervisorConnected {
+                op: OperatorId(s.0.clone()),
+                node: life.clone(),
+                name: p.name.clone().unwrap_or_else(|| s.to_string()),
+            },
         };
         self.apply(&p.site, cmd).await?;
         Ok(Some(life))
@@ -263,7 +268,10 @@ impl<E: Engine> Gateway<E> {
                 visitor: v.clone(),
                 node: life,
             },
-            User::Supervisor(_) => return,
+            User::Supervisor(s) => Command::OperatorDisconnected {
+                op: OperatorId(s.0.clone()),
+                node: life,
+            },
         };
         if let Err(e) = self.apply(&p.site, cmd.clone()).await {
             tracing::warn!(error = %e, "disconnect not recorded yet; retrying");
@@ -284,9 +292,17 @@ impl<E: Engine> Gateway<E> {
 
     /// The settings a client sees in `welcome`, the notice in the reader's language (`lang`).
     fn client_settings(&self, p: &Principal, lang: Option<&str>) -> ClientSettings {
-        let site = self
-            .site(&p.site)
-            .expect("principal's site was checked at hello");
+        self.client_settings_of(&p.site, p.role(), lang)
+    }
+
+    /// A site's settings as a client of `role` sees them.
+    pub(super) fn client_settings_of(
+        &self,
+        site: &SiteId,
+        role: Role,
+        lang: Option<&str>,
+    ) -> ClientSettings {
+        let site = self.site(site).expect("a configured site");
         let s = site.settings();
         ClientSettings {
             routing: s.routing.as_str().to_owned(),
@@ -299,7 +315,7 @@ impl<E: Engine> Gateway<E> {
             unavailable_text: s.unavailable_text.get(lang, s.language).to_owned(),
             language: Some(s.language.as_str().to_owned()),
             queues: site.config.queues.iter().map(|q| q.0.clone()).collect(),
-            canned: if p.is_staff() {
+            canned: if role.is_staff() {
                 s.canned.clone()
             } else {
                 Vec::new()
@@ -330,10 +346,12 @@ impl<E: Engine> Gateway<E> {
                 }
                 Ok((out, Vec::new()))
             }
-            User::Operator(op) => {
+            User::Operator(_) | User::Supervisor(_) => {
+                // A supervisor holds the conversations they took over.
+                let op = OperatorId(p.id().to_owned());
                 let mut tx = self.engine.begin(&p.site).await?;
                 let st = tx.state();
-                Ok(match st.operators.get(op) {
+                Ok(match st.operators.get(&op) {
                     Some(o) => (
                         o.convs.iter().cloned().collect(),
                         o.offers
@@ -347,7 +365,6 @@ impl<E: Engine> Gateway<E> {
                     None => (Vec::new(), Vec::new()),
                 })
             }
-            User::Supervisor(_) => Ok((Vec::new(), Vec::new())),
         }
     }
 
@@ -360,7 +377,15 @@ impl<E: Engine> Gateway<E> {
     ) -> Result<Conversation, ServiceError> {
         let id = ConvId(meta.snapshot.id.clone());
         let mut c = meta.snapshot.clone();
-        c.last_seq = self.engine.last_seq(&id).await?;
+        let summary = self
+            .engine
+            .summaries(std::slice::from_ref(&id))
+            .await?
+            .pop()
+            .unwrap_or_default();
+        c.last_seq = summary.last_seq;
+        c.read = Some(summary.read);
+        c.last_message = summary.last_visitor;
         if p.visitor().is_some() {
             c = self.for_visitor(c);
         } else {
@@ -383,6 +408,11 @@ fn own_channels(p: &Principal) -> Vec<Channel> {
     let mut chs = vec![user_channel(&p.site, p.role(), p.id())];
     if p.role() != Role::Visitor {
         chs.push(Channel::Staff(p.site.clone()));
+    }
+    if p.is_supervisor() {
+        // A supervisor is present as an operator (to take conversations over): what is
+        // decided for that operator — attach, detach — reaches their connections.
+        chs.push(user_channel(&p.site, Role::Operator, p.id()));
     }
     chs
 }

@@ -10,14 +10,14 @@ use serde_json::{Map, Value};
 use super::authz::{self, Access};
 use super::{user_channel, Engine, Gateway, ServiceError};
 use crate::auth::Principal;
-use crate::bus::{BusMsg, Channel, Control};
+use crate::bus::{Audience, BusMsg, Channel, Control};
 use crate::clock::now_ms;
 use crate::core::settings::SettingsErrors;
 use crate::core::{
     self, Actor, Availability, Command, ConvId, Outcome, Settings, SiteId, VisitorId,
 };
 use crate::engine::SiteTx;
-use crate::protocol::{CloseReason, ConvState, ErrorCode, Role};
+use crate::protocol::{CloseReason, ConvState, ErrorCode, Role, ServerFrame};
 
 /// How long a node answers availability from what it last computed.
 pub const AVAILABILITY_TTL: Duration = Duration::from_secs(1);
@@ -103,6 +103,20 @@ impl<E: Engine> Gateway<E> {
         self.apply(site, Command::SettingsChanged { retime })
             .await
             .map_err(SettingsUpdateError::Service)?;
+        // Open consoles on every node see the change at once.
+        let frame = ServerFrame::Settings {
+            settings: self.client_settings_of(site, Role::Supervisor, None),
+        };
+        if let Err(e) = self
+            .engine
+            .publish(
+                &Channel::Staff(site.clone()),
+                BusMsg::frame(Audience::Staff, frame),
+            )
+            .await
+        {
+            tracing::warn!(site = %site, error = %e, "settings change not told to staff");
+        }
         Ok(new)
     }
 

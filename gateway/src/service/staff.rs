@@ -14,7 +14,9 @@ use crate::auth::Principal;
 use crate::bus::{Audience, BusMsg, Channel};
 use crate::core::{self, Command, ConvId, OperatorId, QueueId, Reply, SiteId};
 use crate::engine::{EngineError, SiteTx};
-use crate::protocol::{Conversation, OperatorStatus, ServerFrame, TransferTarget};
+use crate::protocol::{
+    ActivityView, ConvState, Conversation, OperatorStatus, ServerFrame, TransferTarget,
+};
 
 /// The shortest time between two listings of one queue from one node.
 pub const LISTING_INTERVAL: Duration = Duration::from_millis(250);
@@ -115,6 +117,58 @@ impl<E: Engine> Gateway<E> {
         self.decide(p, conv, Access::Manage, cmd).await
     }
 
+    /// A supervisor takes a conversation over: they become its operator (whoever held it
+    /// loses it) and write into it as themselves.
+    pub async fn take_over(
+        &self,
+        p: &Principal,
+        conv: &ConvId,
+    ) -> Result<Conversation, ServiceError> {
+        authz::supervisor(p)?;
+        let cmd = Command::TakeOver {
+            conv: conv.clone(),
+            sup: OperatorId(p.id().to_owned()),
+        };
+        self.decide(p, conv, Access::Manage, cmd).await
+    }
+
+    /// The site's active conversations as a supervisor watches them: operator, timings (how
+    /// long the visitor has waited for an answer, their last message, the first response),
+    /// longest waiting first; what fits in one frame, and how many there are.
+    pub async fn active(&self, p: &Principal) -> Result<(Vec<Conversation>, u64), ServiceError> {
+        authz::supervisor(p)?;
+        let mut convs: Vec<Conversation> = {
+            let mut tx = self.engine.begin(&p.site).await?;
+            let st = tx.state();
+            st.convs
+                .iter()
+                .filter(|(_, c)| c.state == ConvState::Active)
+                .filter_map(|(id, _)| core::view(st, id))
+                .collect()
+        };
+        let ids: Vec<ConvId> = convs.iter().map(|c| ConvId(c.id.clone())).collect();
+        let activity =
+            futures_util::future::try_join_all(ids.iter().map(|c| self.engine.activity(c))).await?;
+        for (c, a) in convs.iter_mut().zip(activity) {
+            c.activity = Some(ActivityView {
+                waiting_since: a.unanswered_since,
+                visitor_ts: a.visitor_ts,
+                operator_ts: a.operator_ts,
+                first_response_ms: a.first_response_ms(),
+            });
+        }
+        convs.sort_by_key(|c| {
+            (
+                c.activity.and_then(|a| a.waiting_since).unwrap_or(u64::MAX),
+                c.created_at,
+            )
+        });
+        let count = convs.len() as u64;
+        self.fit_listing(&mut convs);
+        self.fill_summaries(&mut convs).await?;
+        Ok((convs, count))
+    }
+
     /// Authorises `p` on `conv`, runs the command, and answers with the conversation.
     async fn decide(
         &self,
@@ -156,6 +210,7 @@ impl<E: Engine> Gateway<E> {
                     status: o.status,
                     online: o.conns.is_online(),
                     load: o.convs.len() as u32,
+                    supervisor: o.supervisor,
                 })
                 .collect();
             (queues, ops)
@@ -163,7 +218,7 @@ impl<E: Engine> Gateway<E> {
         let mut frames = Vec::new();
         for (q, waiting, count) in &mut queues {
             self.fit_listing(waiting);
-            self.fill_last_seqs(waiting).await?;
+            self.fill_summaries(waiting).await?;
             frames.push(ServerFrame::Queue {
                 queue: q.0.clone(),
                 waiting: std::mem::take(waiting),
@@ -210,15 +265,18 @@ impl<E: Engine> Gateway<E> {
         });
     }
 
-    /// Fills `last_seq` of listed conversations with one engine round trip.
-    async fn fill_last_seqs(&self, convs: &mut [Conversation]) -> Result<(), EngineError> {
+    /// Fills `last_seq` of listed conversations, the visitor's last message and the read
+    /// marks, with one engine round trip.
+    async fn fill_summaries(&self, convs: &mut [Conversation]) -> Result<(), EngineError> {
         if convs.is_empty() {
             return Ok(());
         }
         let ids: Vec<ConvId> = convs.iter().map(|c| ConvId(c.id.clone())).collect();
-        let seqs = self.engine.last_seqs(&ids).await?;
-        for (c, seq) in convs.iter_mut().zip(seqs) {
-            c.last_seq = seq;
+        let summaries = self.engine.summaries(&ids).await?;
+        for (c, s) in convs.iter_mut().zip(summaries) {
+            c.last_seq = s.last_seq;
+            c.last_message = s.last_visitor;
+            c.read = Some(s.read);
         }
         Ok(())
     }
@@ -229,7 +287,7 @@ impl<E: Engine> Gateway<E> {
             core::waiting(tx.state(), queue)
         };
         self.fit_listing(&mut waiting);
-        self.fill_last_seqs(&mut waiting).await?;
+        self.fill_summaries(&mut waiting).await?;
         let frame = ServerFrame::Queue {
             queue: queue.0.clone(),
             waiting,

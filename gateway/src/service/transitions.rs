@@ -164,6 +164,7 @@ impl<E: Engine> Gateway<E> {
                 status,
                 online,
                 load,
+                supervisor,
             } => {
                 let frame = ServerFrame::Operator {
                     id: id.0,
@@ -171,6 +172,7 @@ impl<E: Engine> Gateway<E> {
                     status,
                     online,
                     load,
+                    supervisor,
                 };
                 self.engine
                     .publish(
@@ -311,6 +313,9 @@ impl<E: Engine> Gateway<E> {
         c.visitor.email = None;
         c.visitor.phone = None;
         c.draft = None;
+        c.notes.clear();
+        c.last_message = None;
+        c.activity = None;
         let show = self
             .site(&SiteId(c.site.clone()))
             .map(|s| s.settings().show_operator_name)

@@ -489,11 +489,12 @@ async fn request<E: Engine>(
             ..
         } => {
             let id = conv_id(conv)?;
-            let h = gw.history(p, &id, before, limit).await?;
+            let (h, read) = gw.history_with_marks(p, &id, before, limit).await?;
             Ok(Some(OkBody::History {
                 conv: id.0,
                 messages: h.messages,
                 complete: h.complete,
+                read: Some(read),
             }))
         }
         ClientFrame::Typing { conv, on, preview } => {
@@ -511,6 +512,7 @@ async fn request<E: Engine>(
             prechat,
             params,
             page,
+            offline,
             ..
         } => {
             let page = page.unwrap_or_default();
@@ -529,7 +531,9 @@ async fn request<E: Engine>(
                     &clip(page.referrer.unwrap_or_default(), crate::core::MAX_URL),
                 )),
             };
-            let c = gw.start(p, queue.map(QueueId), profile, None).await?;
+            let c = gw
+                .start(p, queue.map(QueueId), profile, None, offline)
+                .await?;
             gw.attach(conn, crate::core::ConvId(c.id.clone()), c.last_seq);
             Ok(conv_body(c))
         }
@@ -592,6 +596,16 @@ async fn request<E: Engine>(
         ClientFrame::Unban { visitor, .. } => {
             gw.unban(p, &VisitorId(visitor)).await?;
             Ok(None)
+        }
+        ClientFrame::Active { .. } => {
+            let (conversations, count) = gw.active(p).await?;
+            Ok(Some(OkBody::Conversations {
+                conversations,
+                count: Some(count),
+            }))
+        }
+        ClientFrame::Takeover { conv, .. } => {
+            Ok(conv_body(gw.take_over(p, &conv_id(conv)?).await?))
         }
         ClientFrame::Get { conv, .. } => Ok(conv_body(gw.conversation(p, &conv_id(conv)?).await?)),
         ClientFrame::Watch { conv, on, .. } => {
@@ -672,6 +686,8 @@ fn frame_kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Ban { .. } => "ban",
         ClientFrame::Unban { .. } => "unban",
         ClientFrame::Get { .. } => "get",
+        ClientFrame::Active { .. } => "active",
+        ClientFrame::Takeover { .. } => "takeover",
     }
 }
 

@@ -310,6 +310,7 @@ pub mod req {
             prechat: None,
             params: None,
             page: None,
+            offline: false,
         }
     }
 

@@ -53,6 +53,7 @@ async fn heavy_start(v: &mut Client, long_urls: bool) -> String {
             title: None,
             referrer: Some(url),
         }),
+        offline: false,
     };
     ok_conv_id(&v.request(f).await)
 }
@@ -170,6 +171,7 @@ async fn a_listing_skips_what_does_not_fit_and_get_fetches_it_whole() {
             prechat: None,
             params: Some(BTreeMap::from([("plan".into(), "gold".into())])),
             page: None,
+            offline: false,
         };
         ok_conv_id(&v.request(f).await);
         light.push(v);

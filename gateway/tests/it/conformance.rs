@@ -99,6 +99,11 @@ fn snapshot(conv: &str, state: ConvState, operator: Option<&str>) -> Conversatio
         recovered: None,
         outcome: None,
         draft: None,
+        offline: false,
+        notes: vec![],
+        read: None,
+        last_message: None,
+        activity: None,
     }
 }
 
@@ -530,6 +535,39 @@ pub async fn activity_tracks_the_unanswered_window<E: Engine>(f: Fixture<E>) {
     assert_eq!(a.first_response_ms(), Some(200));
 }
 
+/// Summaries carry the last seq, the visitor's last message (cut at a character boundary)
+/// and each side's read mark, which never goes back.
+pub async fn summaries_carry_the_last_message_and_read_marks<E: Engine>(f: Fixture<E>) {
+    let e = &f.e;
+    open_conv(e, "c1").await;
+    let long = format!("{}é tail", "a".repeat(199));
+    e.append(msg("c1", Role::Visitor, "v1", Some("a"), &long, 100))
+        .await
+        .unwrap();
+    e.append(msg("c1", Role::Operator, "op1", Some("b"), "answer", 200))
+        .await
+        .unwrap();
+    e.set_read(&ConvId::from("c1"), true, 2).await.unwrap();
+    e.set_read(&ConvId::from("c1"), true, 1).await.unwrap();
+    e.set_read(&ConvId::from("c1"), false, 1).await.unwrap();
+    // A conversation nobody stored gets no marks (and no record).
+    e.set_read(&ConvId::from("nope"), true, 5).await.unwrap();
+    let s = f
+        .other
+        .summaries(&[ConvId::from("c1"), ConvId::from("nope")])
+        .await
+        .unwrap();
+    assert_eq!(s[0].last_seq, 2);
+    let last = s[0].last_visitor.as_ref().unwrap();
+    assert_eq!(
+        (last.text.as_str(), last.ts),
+        ("a".repeat(199).as_str(), 100)
+    );
+    assert_eq!((s[0].read.visitor, s[0].read.staff), (2, 1));
+    assert_eq!(s[1], gateway::engine::Summary::default());
+    assert!(f.other.meta(&ConvId::from("nope")).await.unwrap().is_none());
+}
+
 /// Two nodes race to accept one conversation; the core on each side decides; exactly one
 /// wins, and both nodes then see the same state.
 pub async fn site_transitions_are_atomic<E: Engine>(f: Fixture<E>) {
@@ -566,6 +604,7 @@ pub async fn site_transitions_are_atomic<E: Engine>(f: Fixture<E>) {
             queue: None,
             profile: Box::default(),
             previous: None,
+            offline: false,
         },
     )
     .await
@@ -1273,6 +1312,7 @@ conformance!(
         replay_is_all_or_nothing,
         history_pages_backwards,
         activity_tracks_the_unanswered_window,
+        summaries_carry_the_last_message_and_read_marks,
         site_transitions_are_atomic,
         concurrent_transitions_from_two_nodes_all_land,
         a_lost_race_leaves_no_trace,

@@ -12,3 +12,4 @@ mod golden;
 mod rules;
 mod session;
 mod staff;
+mod supervision;

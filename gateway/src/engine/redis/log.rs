@@ -14,10 +14,10 @@ use crate::bus::{Channel, Outbound};
 use crate::core::{Activity, ConvId, SiteId, VisitorId};
 use crate::engine::{
     AppendOutcome, AppendRefusal, Appended, ConvLog, ConvMeta, EngineError, HistoryPage,
-    NewMessage, Replay,
+    NewMessage, Replay, Summary,
 };
 use crate::metrics as m;
-use crate::protocol::{ConvState, Msg};
+use crate::protocol::{ConvState, LastMessage, Msg, ReadMarks};
 
 impl Inner {
     /// Reads a log after a cursor as `(seq, frame bytes)`; `None` when it no longer reaches.
@@ -72,6 +72,15 @@ impl Replayer for Inner {
     }
 }
 
+/// `seq`, `v_text`, `v_ts`, `rv`, `rs` of a conversation's record.
+type SummaryFields = (
+    Option<u64>,
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+);
+
 impl ConvLog for RedisEngine {
     async fn append(&self, m: NewMessage) -> Result<AppendOutcome, EngineError> {
         let role = m.from.role;
@@ -110,7 +119,8 @@ impl ConvLog for RedisEngine {
                 "1"
             } else {
                 "0"
-            });
+            })
+            .arg(crate::engine::last_message_text(&msg.text));
         let out = array(self.inner.script(&inv).await?)?;
         match out.first().and_then(as_str) {
             Some("ok") => {
@@ -246,6 +256,45 @@ impl ConvLog for RedisEngine {
             )
             .await?;
         Ok(())
+    }
+
+    async fn set_read(&self, conv: &ConvId, visitor: bool, seq: u64) -> Result<(), EngineError> {
+        self.inner
+            .script(
+                scripts::SET_READ
+                    .key(keys::conv_meta(conv))
+                    .arg(if visitor { "rv" } else { "rs" })
+                    .arg(seq.min(SEQ_ARG_MAX)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn summaries(&self, convs: &[ConvId]) -> Result<Vec<Summary>, EngineError> {
+        // Concurrent single-key reads share the multiplexed connection (a pipeline would
+        // have to be split by slot on a cluster).
+        let reads = convs.iter().map(|c| async move {
+            let f: SummaryFields = self
+                .inner
+                .run(
+                    redis::cmd("HMGET")
+                        .arg(keys::conv_meta(c))
+                        .arg(&["seq", "v_text", "v_ts", "rv", "rs"]),
+                )
+                .await?;
+            Ok::<_, EngineError>(Summary {
+                last_seq: f.0.unwrap_or(0),
+                last_visitor: f.1.map(|text| LastMessage {
+                    text,
+                    ts: f.2.unwrap_or(0),
+                }),
+                read: ReadMarks {
+                    visitor: f.3.unwrap_or(0),
+                    staff: f.4.unwrap_or(0),
+                },
+            })
+        });
+        futures_util::future::try_join_all(reads).await
     }
 
     async fn activity(&self, conv: &ConvId) -> Result<Activity, EngineError> {

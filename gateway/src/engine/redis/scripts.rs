@@ -42,7 +42,8 @@ local refused = false
 if role == 'visitor' then
   if f[3] ~= who then refused = 'forbidden'
   elseif state == 'closed' then refused = 'closed' end
-elseif role == 'operator' then
+elseif role == 'operator' or role == 'supervisor' then
+  -- A supervisor writes into a conversation they took over (they are its operator then).
   if f[4] ~= who then refused = 'forbidden'
   elseif state == 'closed' then refused = 'closed'
   elseif state ~= 'active' then refused = 'forbidden' end
@@ -72,14 +73,15 @@ local started = 0
 -- Activity, as core::Activity::record keeps it: the wait for an answer, each side's last
 -- message and first message.
 if role == 'visitor' then
+  -- ARGV[14]: the start of the text, what listings show of the visitor's last message.
   if tonumber(f[5] or '0') == 0 then
-    redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'v_ts', ts, 'unans', ts)
+    redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'v_ts', ts, 'v_text', ARGV[14], 'unans', ts)
     started = 1
   else
-    redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'v_ts', ts)
+    redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'v_ts', ts, 'v_text', ARGV[14])
   end
   redis.call('HSETNX', m, 'v1_ts', ts)
-elseif role == 'operator' then
+elseif role == 'operator' or role == 'supervisor' then
   redis.call('HSET', m, 'seq', seq, 'last_ts', ts, 'op_ts', ts, 'unans', 0)
   redis.call('HSETNX', m, 'op1_ts', ts)
 else
@@ -342,6 +344,19 @@ for i = 1, #all, 2 do
   end
 end
 return redis.call('SMEMBERS', KEYS[2])
+"#,
+    )
+});
+
+/// Raises one side's read mark of a conversation (never lowers it); nothing for a
+/// conversation that is not stored.
+pub static SET_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
 "#,
     )
 });
