@@ -43,22 +43,27 @@ impl Lang {
 
     /// The first language of an `Accept-Language` header the gateway speaks.
     pub fn from_accept_language(header: &str) -> Option<Lang> {
-        let mut tags: Vec<(f32, usize, &str)> = header
-            .split(',')
-            .enumerate()
-            .filter_map(|(i, part)| {
-                let mut it = part.split(';');
-                let tag = it.next()?.trim();
-                let q = it
-                    .find_map(|p| p.trim().strip_prefix("q="))
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .unwrap_or(1.0);
-                (q > 0.0 && !tag.is_empty()).then_some((q, i, tag))
-            })
-            .collect();
-        tags.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        tags.into_iter().find_map(|(_, _, t)| Lang::parse(t))
+        accepted(header).into_iter().find_map(Lang::parse)
     }
+}
+
+/// The tags of an `Accept-Language` header, most wanted first (`q=0` left out).
+pub fn accepted(header: &str) -> Vec<&str> {
+    let mut tags: Vec<(f32, usize, &str)> = header
+        .split(',')
+        .enumerate()
+        .filter_map(|(i, part)| {
+            let mut it = part.split(';');
+            let tag = it.next()?.trim();
+            let q = it
+                .find_map(|p| p.trim().strip_prefix("q="))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (q > 0.0 && !tag.is_empty()).then_some((q, i, tag))
+        })
+        .collect();
+    tags.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    tags.into_iter().map(|(_, _, t)| t).collect()
 }
 
 /// The primary subtag of a language tag, lower-cased (`"ru-RU"` → `"ru"`), if it looks like

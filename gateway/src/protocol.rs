@@ -66,7 +66,7 @@ pub enum Rid {
 }
 
 /// Roles of an authenticated principal. `System` only appears as a message author.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Visitor,
@@ -92,7 +92,9 @@ impl Role {
 }
 
 /// An operator's routing status, independent of whether they are connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OperatorStatus {
     Active,
@@ -101,7 +103,7 @@ pub enum OperatorStatus {
     Inactive,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConvState {
     Queued,
@@ -333,7 +335,7 @@ impl ClientFrame {
 }
 
 /// Who wrote a message or is typing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Author {
     pub role: Role,
     pub id: String,
@@ -342,7 +344,7 @@ pub struct Author {
 }
 
 /// What an operator sees of a visitor before accepting.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Preview {
     pub browser: String,
     pub os: String,
@@ -355,7 +357,7 @@ pub struct Preview {
     pub language: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VisitorView {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -372,14 +374,14 @@ pub struct VisitorView {
     pub params: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OperatorRef {
     pub id: String,
     pub name: String,
 }
 
 /// A conversation as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: String,
     pub site: String,
@@ -425,7 +427,7 @@ fn is_false(b: &bool) -> bool {
 }
 
 /// A note staff left on a conversation; visitors never see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StaffNote {
     /// Who wrote it: their name, and id.
     pub by: String,
@@ -438,7 +440,7 @@ pub struct StaffNote {
 }
 
 /// The last `seq` each side has read.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReadMarks {
     pub visitor: u64,
     /// The operator (or a supervisor who took the conversation over).
@@ -446,14 +448,14 @@ pub struct ReadMarks {
 }
 
 /// A conversation's last visitor message, shortened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LastMessage {
     pub text: String,
     pub ts: u64,
 }
 
 /// A conversation's timings, as supervisors watch them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActivityView {
     /// The visitor waits for an answer since then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -478,7 +480,7 @@ pub struct Me {
 }
 
 /// A stored message as delivered (`msg` frames and `history` results).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Msg {
     pub conv: String,
     pub seq: u64,

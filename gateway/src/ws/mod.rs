@@ -138,7 +138,12 @@ pub async fn upgrade<E: Engine>(
         ip: peer.ip(),
         origin: text(header::ORIGIN),
         user_agent: text(header::USER_AGENT).map(|u| u.chars().take(512).collect()),
-        language: text(header::ACCEPT_LANGUAGE).map(|u| u.chars().take(64).collect()),
+        // The reader's language, until `hello` says otherwise: the browser's first choice.
+        language: text(header::ACCEPT_LANGUAGE).and_then(|h| {
+            crate::i18n::accepted(&h)
+                .first()
+                .map(|t| t.chars().take(35).collect())
+        }),
         country,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);

@@ -11,6 +11,10 @@
 //! Waiting is done by polling for the condition with a deadline, never by sleeping a fixed
 //! time and hoping.
 
+mod postgres;
+
+pub use postgres::PgServer;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,323 @@
+//! The archive: the system of record. Every conversation with every message and lifecycle
+//! event, kept for the site's `retention` (default: forever) and searchable; what the HTTP
+//! API, the console's History and Reports, transcripts and e-mails read from. It also keeps
+//! the API keys and the answers remembered for `Idempotency-Key`.
+//!
+//! One contract ([`Store`]) on two databases: SQLite in the data dir (the embedded default,
+//! [`sqlite::open`]) and PostgreSQL for many nodes ([`postgres::open`]). Both go through one
+//! SQL implementation ([`SqlStore`]) that differs by [`Dialect`] only where the databases'
+//! SQL does (full-text search: FTS5 and `tsvector`). The conformance suite in
+//! `gateway/tests/it/archive.rs` runs every case on both.
+//!
+//! The archive is written off the live path: the engines hand what must reach it to an
+//! outbox (see `crate::engine::Outbox`), and the archiver (`service/archiver.rs`) writes it
+//! here. Every write is idempotent — a conversation snapshot is kept only if it is newer
+//! than the stored one, an event by its key, a message by `(conv, seq)` — so a retry stores
+//! nothing twice.
+
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+pub use sql::{Dialect, SqlStore};
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::core::{Millis, SiteId};
+use crate::protocol::{Conversation, Msg};
+
+/// The archive could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The database cannot be reached or failed; the write is retried, the read answered 503.
+    #[error("the archive database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The schema migrations failed at start.
+    #[error("the archive's schema could not be migrated")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("the archive holds something unreadable: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for ArchiveError {
+    fn from(e: sqlx::Error) -> Self {
+        ArchiveError::Unavailable(e)
+    }
+}
+
+pub type Result<T, E = ArchiveError> = std::result::Result<T, E>;
+
+/// A conversation's snapshot after a transition, and the event that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConvRecord {
+    /// The site version of the transition: a snapshot is kept only if it is newer.
+    pub version: u64,
+    /// The event's key, unique within the conversation (`<version>.<index>`).
+    pub key: String,
+    /// `queued`, `offered`, `assigned`, `transferred`, `closed`, … (the `conv` event).
+    pub event: String,
+    pub reason: Option<String>,
+    pub ts: Millis,
+    pub conv: Conversation,
+}
+
+/// An operator's status or presence changed (for the operators report).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorRecord {
+    pub site: SiteId,
+    pub operator: String,
+    pub name: String,
+    pub status: String,
+    pub online: bool,
+    pub ts: Millis,
+}
+
+/// A conversation as the API lists it: the protocol's `Conversation` and its figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArchivedConversation {
+    #[serde(flatten)]
+    pub conv: Conversation,
+    pub closed_at: Option<u64>,
+    pub message_count: u64,
+    /// From the visitor's first message to the operator's first message.
+    pub first_response_ms: Option<u64>,
+    /// From the start to the first operator taking it.
+    pub wait_ms: Option<u64>,
+    /// From the start to the close.
+    pub duration_ms: Option<u64>,
+    /// Ended without any operator message.
+    pub missed: bool,
+}
+
+/// One lifecycle event of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArchivedEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub ts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A conversation with everything about it but its messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    pub summary: ArchivedConversation,
+    pub params: BTreeMap<String, String>,
+    pub prechat: Prechat,
+    pub events: Vec<ArchivedEvent>,
+}
+
+/// What the visitor gave before or during the chat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Prechat {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// Which conversations a list shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConvFilter {
+    pub state: Option<String>,
+    pub queue: Option<String>,
+    pub operator: Option<String>,
+    pub visitor: Option<String>,
+    pub tag: Option<String>,
+    pub outcome: Option<String>,
+    /// `created_at` from (inclusive) and to (exclusive).
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+    /// Full-text search of message texts and the visitor's name and e-mail.
+    pub q: Option<String>,
+}
+
+/// A page of a list, newest first; `next` continues after its last item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts (`(created_at, id)` of the last item), if there is one.
+    pub next: Option<(u64, String)>,
+}
+
+/// A report's range and filters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportQuery {
+    pub from: u64,
+    pub to: u64,
+    pub queue: Option<String>,
+    pub operator: Option<String>,
+}
+
+/// What a report is computed from: one conversation's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRow {
+    pub created_at: u64,
+    pub queue: String,
+    pub operator: Option<String>,
+    pub outcome: Option<String>,
+    pub tags: Vec<String>,
+    pub closed: bool,
+    pub answered: bool,
+    pub abandoned: bool,
+    pub messages: u64,
+    pub first_response_ms: Option<u64>,
+    pub wait_ms: Option<u64>,
+    pub duration_ms: Option<u64>,
+}
+
+/// A stored API key (the secret only as its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub id: String,
+    /// `None`: a root key (every site).
+    pub site: Option<String>,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub hash: String,
+    pub created_at: u64,
+    pub last_used_at: Option<u64>,
+}
+
+/// An answer remembered for an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    pub status: u16,
+    pub body: String,
+}
+
+/// The archive's contract; see the module documentation.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn kind(&self) -> &'static str;
+
+    /// Stores a conversation's snapshot (unless a newer one is stored) and its event (once).
+    async fn record_conversation(&self, r: &ConvRecord) -> Result<()>;
+
+    /// Stores messages of one site (each once, by `(conv, seq)`).
+    async fn record_messages(&self, site: &SiteId, msgs: &[Msg]) -> Result<()>;
+
+    /// Stores an operator's status change.
+    async fn record_operator(&self, r: &OperatorRecord) -> Result<()>;
+
+    /// The highest `seq` stored of a conversation (0: none).
+    async fn archived_seq(&self, conv: &str) -> Result<u64>;
+
+    /// A site's conversations, newest first, after `after` (a previous page's `next`).
+    async fn conversations(
+        &self,
+        site: &SiteId,
+        filter: &ConvFilter,
+        after: Option<(u64, String)>,
+        limit: usize,
+    ) -> Result<Page<ArchivedConversation>>;
+
+    async fn conversation(&self, site: &SiteId, id: &str) -> Result<Option<ConversationDetail>>;
+
+    /// Messages of a conversation after `after`, in `seq` order.
+    async fn messages(
+        &self,
+        site: &SiteId,
+        conv: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Msg>>;
+
+    /// Erases a visitor: their messages, contact details, parameters and page details go;
+    /// their conversations stay as counts. Returns how many conversations were touched.
+    async fn erase_visitor(&self, site: &SiteId, visitor: &str) -> Result<u64>;
+
+    /// The figures of the conversations a report covers.
+    async fn report_rows(&self, site: &SiteId, q: &ReportQuery) -> Result<Vec<ReportRow>>;
+
+    /// Operators' status changes in a range (and the last one before it), oldest first.
+    async fn operator_records(&self, site: &SiteId, q: &ReportQuery)
+        -> Result<Vec<OperatorRecord>>;
+
+    /// Deletes a site's conversations closed before `before`, with their messages and events.
+    async fn sweep(&self, site: &SiteId, before: u64) -> Result<u64>;
+
+    async fn put_key(&self, k: &KeyRecord) -> Result<()>;
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>>;
+    /// A site's keys (root keys with `None`), oldest first.
+    async fn keys(&self, site: Option<&str>) -> Result<Vec<KeyRecord>>;
+    /// Revokes a key; `false` when there was none.
+    async fn revoke_key(&self, site: Option<&str>, id: &str) -> Result<bool>;
+    async fn touch_key(&self, id: &str, now: u64) -> Result<()>;
+
+    async fn remembered(&self, scope: &str, key: &str, since: u64) -> Result<Option<Remembered>>;
+    /// Remembers an answer; `false` when one was remembered first (a concurrent retry).
+    async fn remember(&self, scope: &str, key: &str, r: &Remembered, now: u64) -> Result<bool>;
+    /// Forgets remembered answers older than `before`.
+    async fn forget_remembered(&self, before: u64) -> Result<u64>;
+}
+
+/// Where a conversation's figures come from, computed the same way for both databases.
+pub(crate) struct Figures {
+    pub closed_at: Option<u64>,
+    pub assigned_at: Option<u64>,
+    pub first_visitor_ts: Option<u64>,
+    pub first_operator_ts: Option<u64>,
+}
+
+impl Figures {
+    pub fn first_response_ms(&self) -> Option<u64> {
+        let (v, o) = (self.first_visitor_ts?, self.first_operator_ts?);
+        (o >= v).then(|| o - v)
+    }
+}
+
+/// Builds the list item from what both databases store.
+pub(crate) fn archived(
+    mut conv: Conversation,
+    f: &Figures,
+    message_count: u64,
+    last_seq: u64,
+) -> ArchivedConversation {
+    conv.last_seq = conv.last_seq.max(last_seq);
+    let closed = conv.state == crate::protocol::ConvState::Closed;
+    ArchivedConversation {
+        closed_at: f.closed_at,
+        message_count,
+        first_response_ms: f.first_response_ms(),
+        wait_ms: f.assigned_at.map(|a| a.saturating_sub(conv.created_at)),
+        duration_ms: f.closed_at.map(|c| c.saturating_sub(conv.created_at)),
+        missed: closed && f.first_operator_ts.is_none(),
+        conv,
+    }
+}
+
+/// A full-text query as safe terms: each word quoted (SQLite FTS5) — no operator of the
+/// query syntax reaches the database from a user.
+pub(crate) fn fts5_terms(q: &str) -> Option<String> {
+    let terms: Vec<String> = q
+        .split_whitespace()
+        .take(16)
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_terms_are_quoted() {
+        assert_eq!(fts5_terms("  "), None);
+        assert_eq!(
+            fts5_terms(r#"refund "x" OR NEAR(a b)"#).unwrap(),
+            r#""refund" """x""" "OR" "NEAR(a" "b)""#
+        );
+    }
+}

@@ -1,0 +1,824 @@
+//! The archive on a SQL database, through sqlx's `Any` driver: one implementation of the
+//! contract for SQLite and PostgreSQL, which differ only where their SQL does ([`Dialect`]:
+//! full-text search). Statements use `$N` placeholders, which both databases understand.
+
+use std::collections::BTreeMap;
+
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::{AnyPool, Arguments, Row};
+
+use super::{
+    archived, fts5_terms, ArchiveError, ArchivedConversation, ArchivedEvent, ConvFilter,
+    ConvRecord, ConversationDetail, Figures, KeyRecord, OperatorRecord, Page, Prechat, Remembered,
+    ReportQuery, ReportRow, Result, Store,
+};
+use crate::core::SiteId;
+use crate::protocol::{Author, ConvState, Conversation, Msg, Role};
+
+/// Where SQLite and PostgreSQL part ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The archive on a pool of either database.
+pub struct SqlStore {
+    pub(super) pool: AnyPool,
+    pub(super) dialect: Dialect,
+}
+
+/// A statement being built: its text and arguments, with `$N` placeholders in order.
+struct Sql<'q> {
+    text: String,
+    args: AnyArguments<'q>,
+    n: usize,
+}
+
+impl<'q> Sql<'q> {
+    fn new(text: &str) -> Sql<'q> {
+        Sql {
+            text: text.to_owned(),
+            args: AnyArguments::default(),
+            n: 0,
+        }
+    }
+
+    /// Binds a value and returns its placeholder.
+    fn bind<T>(&mut self, v: T) -> String
+    where
+        T: 'q + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        self.args.add(v).expect("binding a plain value");
+        self.n += 1;
+        format!("${}", self.n)
+    }
+
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+    }
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn u(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn opt_u(v: Option<i64>) -> Option<u64> {
+    v.map(u)
+}
+
+fn state_str(s: ConvState) -> &'static str {
+    match s {
+        ConvState::Queued => "queued",
+        ConvState::Offered => "offered",
+        ConvState::Active => "active",
+        ConvState::Closed => "closed",
+    }
+}
+
+fn role_of(s: &str) -> Role {
+    match s {
+        "visitor" => Role::Visitor,
+        "operator" => Role::Operator,
+        "supervisor" => Role::Supervisor,
+        _ => Role::System,
+    }
+}
+
+fn snapshot_of(text: &str) -> Result<Conversation> {
+    serde_json::from_str(text).map_err(|e| ArchiveError::Corrupt(format!("snapshot: {e}")))
+}
+
+/// The columns of a conversation that a list item is built from.
+const LIST_COLUMNS: &str = "c.snapshot, c.closed_at, c.assigned_at, c.first_visitor_ts, \
+     c.first_operator_ts, c.message_count, c.last_seq, c.created_at, c.id";
+
+fn list_item(row: &AnyRow) -> Result<ArchivedConversation> {
+    let snapshot: String = row.try_get(0)?;
+    let figures = Figures {
+        closed_at: opt_u(row.try_get(1)?),
+        assigned_at: opt_u(row.try_get(2)?),
+        first_visitor_ts: opt_u(row.try_get(3)?),
+        first_operator_ts: opt_u(row.try_get(4)?),
+    };
+    let count: i64 = row.try_get(5)?;
+    let last: i64 = row.try_get(6)?;
+    Ok(archived(
+        snapshot_of(&snapshot)?,
+        &figures,
+        u(count),
+        u(last),
+    ))
+}
+
+fn msg_of(row: &AnyRow) -> Result<Msg> {
+    let args: Option<String> = row.try_get("args")?;
+    Ok(Msg {
+        conv: row.try_get("conv")?,
+        seq: u(row.try_get("seq")?),
+        from: Author {
+            role: role_of(&row.try_get::<String, _>("role")?),
+            id: row.try_get("author_id")?,
+            name: row.try_get("author_name")?,
+        },
+        text: row.try_get("text")?,
+        ts: u(row.try_get("ts")?),
+        cid: row.try_get("cid")?,
+        code: row.try_get("code")?,
+        args: args
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| ArchiveError::Corrupt(format!("message args: {e}")))?,
+    })
+}
+
+fn key_of(row: &AnyRow) -> Result<KeyRecord> {
+    let scopes: String = row.try_get("scopes")?;
+    Ok(KeyRecord {
+        id: row.try_get("id")?,
+        site: row.try_get("site")?,
+        name: row.try_get("name")?,
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        hash: row.try_get("hash")?,
+        created_at: u(row.try_get("created_at")?),
+        last_used_at: opt_u(row.try_get("last_used_at")?),
+    })
+}
+
+impl SqlStore {
+    /// Recomputes a conversation's figures from its stored messages: whichever of its
+    /// record and its messages arrives first, the figures end up right.
+    async fn refresh_figures(&self, tx: &mut sqlx::AnyConnection, conv: &str) -> Result<()> {
+        let mut q = Sql::new("");
+        let c = q.bind(conv.to_owned());
+        q.push(&format!(
+            "UPDATE conversations SET \
+             message_count = (SELECT COUNT(*) FROM messages WHERE conv = {c}), \
+             last_seq = (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = {c}), \
+             first_visitor_ts = (SELECT MIN(ts) FROM messages WHERE conv = {c} AND role = 'visitor'), \
+             first_operator_ts = (SELECT MIN(ts) FROM messages WHERE conv = {c} \
+                 AND role IN ('operator', 'supervisor')) \
+             WHERE id = {c}"
+        ));
+        sqlx::query_with(&q.text, q.args).execute(tx).await?;
+        Ok(())
+    }
+
+    /// The condition that a conversation matches a full-text search, or `None` when the
+    /// query has no words.
+    fn search_condition(&self, q: &mut Sql<'_>, site: &str, text: &str) -> Option<String> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let terms = fts5_terms(text)?;
+                let t = q.bind(terms);
+                let s = q.bind(site.to_owned());
+                Some(format!(
+                    "(c.rowid IN (SELECT rowid FROM conversations_fts WHERE conversations_fts MATCH {t}) \
+                     OR c.id IN (SELECT m.conv FROM messages m JOIN messages_fts f ON f.rowid = m.id \
+                     WHERE m.site = {s} AND messages_fts MATCH {t}))"
+                ))
+            }
+            Dialect::Postgres => {
+                if text.split_whitespace().next().is_none() {
+                    return None;
+                }
+                let t = q.bind(text.chars().take(500).collect::<String>());
+                let s = q.bind(site.to_owned());
+                Some(format!(
+                    "(c.search @@ plainto_tsquery('simple', {t}) \
+                     OR c.id IN (SELECT conv FROM messages WHERE site = {s} \
+                     AND search @@ plainto_tsquery('simple', {t})))"
+                ))
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqlStore {
+    fn kind(&self) -> &'static str {
+        match self.dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+        }
+    }
+
+    async fn record_conversation(&self, r: &ConvRecord) -> Result<()> {
+        let c = &r.conv;
+        let snapshot = serde_json::to_string(c).expect("a conversation serialises");
+        let tags = serde_json::to_string(&c.tags).expect("tags serialise");
+        let mut tx = self.pool.begin().await?;
+        let mut q = Sql::new("");
+        let v = [
+            q.bind(c.id.clone()),
+            q.bind(c.site.clone()),
+            q.bind(c.queue.clone()),
+            q.bind(state_str(c.state).to_owned()),
+            q.bind(c.visitor.id.clone()),
+            q.bind(c.visitor.name.clone()),
+            q.bind(c.visitor.email.clone()),
+            q.bind(c.operator.as_ref().map(|o| o.id.clone())),
+            q.bind(c.outcome.clone()),
+            q.bind(tags),
+            q.bind(i(c.created_at)),
+            q.bind(i(r.version)),
+            q.bind(snapshot),
+        ];
+        q.push(&format!(
+            "INSERT INTO conversations (id, site, queue, state, visitor_id, visitor_name, \
+             visitor_email, operator_id, outcome, tags, created_at, version, snapshot) \
+             VALUES ({}) \
+             ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, state = excluded.state, \
+             visitor_name = excluded.visitor_name, visitor_email = excluded.visitor_email, \
+             operator_id = excluded.operator_id, outcome = excluded.outcome, \
+             tags = excluded.tags, version = excluded.version, snapshot = excluded.snapshot \
+             WHERE conversations.version < excluded.version",
+            v.join(", ")
+        ));
+        let newer = sqlx::query_with(&q.text, q.args)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            > 0;
+        if newer {
+            let mut d = Sql::new("");
+            let conv = d.bind(c.id.clone());
+            d.push(&format!(
+                "DELETE FROM conversation_tags WHERE conv = {conv}"
+            ));
+            sqlx::query_with(&d.text, d.args).execute(&mut *tx).await?;
+            for t in &c.tags {
+                let mut q = Sql::new("");
+                let vals = [
+                    q.bind(c.id.clone()),
+                    q.bind(c.site.clone()),
+                    q.bind(t.clone()),
+                ];
+                q.push(&format!(
+                    "INSERT INTO conversation_tags (conv, site, tag) VALUES ({}) \
+                     ON CONFLICT DO NOTHING",
+                    vals.join(", ")
+                ));
+                sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+            }
+        }
+        // The first assignment and the close are kept whatever order the records arrive in.
+        if c.operator.is_some() {
+            let mut q = Sql::new("");
+            let (id, ts) = (q.bind(c.id.clone()), q.bind(i(r.ts)));
+            q.push(&format!(
+                "UPDATE conversations SET assigned_at = {ts} WHERE id = {id} \
+                 AND (assigned_at IS NULL OR assigned_at > {ts})"
+            ));
+            sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        }
+        if c.state == ConvState::Closed {
+            let mut q = Sql::new("");
+            let (id, ts) = (q.bind(c.id.clone()), q.bind(i(r.ts)));
+            q.push(&format!(
+                "UPDATE conversations SET closed_at = {ts} WHERE id = {id} AND closed_at IS NULL"
+            ));
+            sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        }
+        let mut q = Sql::new("");
+        let vals = [
+            q.bind(c.id.clone()),
+            q.bind(r.key.clone()),
+            q.bind(c.site.clone()),
+            q.bind(r.event.clone()),
+            q.bind(i(r.ts)),
+            q.bind(c.operator.as_ref().map(|o| o.id.clone())),
+            q.bind(r.reason.clone()),
+        ];
+        q.push(&format!(
+            "INSERT INTO events (conv, key, site, type, ts, to_id, reason) VALUES ({}) \
+             ON CONFLICT DO NOTHING",
+            vals.join(", ")
+        ));
+        sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        self.refresh_figures(&mut tx, &c.id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_messages(&self, site: &SiteId, msgs: &[Msg]) -> Result<()> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for m in msgs {
+            let mut q = Sql::new("");
+            let vals = [
+                q.bind(m.conv.clone()),
+                q.bind(i(m.seq)),
+                q.bind(site.to_string()),
+                q.bind(m.from.role.as_str().to_owned()),
+                q.bind(m.from.id.clone()),
+                q.bind(m.from.name.clone()),
+                q.bind(m.text.clone()),
+                q.bind(i(m.ts)),
+                q.bind(m.cid.clone()),
+                q.bind(m.code.clone()),
+                q.bind(
+                    m.args
+                        .as_ref()
+                        .map(|a| serde_json::to_string(a).expect("args serialise")),
+                ),
+            ];
+            q.push(&format!(
+                "INSERT INTO messages (conv, seq, site, role, author_id, author_name, text, ts, \
+                 cid, code, args) VALUES ({}) ON CONFLICT (conv, seq) DO NOTHING",
+                vals.join(", ")
+            ));
+            sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        }
+        let mut convs: Vec<&str> = msgs.iter().map(|m| m.conv.as_str()).collect();
+        convs.sort_unstable();
+        convs.dedup();
+        for c in convs {
+            self.refresh_figures(&mut tx, c).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_operator(&self, r: &OperatorRecord) -> Result<()> {
+        let mut q = Sql::new("");
+        let vals = [
+            q.bind(r.site.to_string()),
+            q.bind(r.operator.clone()),
+            q.bind(r.name.clone()),
+            q.bind(r.status.clone()),
+            q.bind(i64::from(r.online)),
+            q.bind(i(r.ts)),
+        ];
+        q.push(&format!(
+            "INSERT INTO operator_events (site, operator, name, status, online, ts) VALUES ({})",
+            vals.join(", ")
+        ));
+        sqlx::query_with(&q.text, q.args)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn archived_seq(&self, conv: &str) -> Result<u64> {
+        let mut q = Sql::new("");
+        let c = q.bind(conv.to_owned());
+        q.push(&format!(
+            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = {c}"
+        ));
+        let row = sqlx::query_with(&q.text, q.args)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u(row.try_get(0)?))
+    }
+
+    async fn conversations(
+        &self,
+        site: &SiteId,
+        f: &ConvFilter,
+        after: Option<(u64, String)>,
+        limit: usize,
+    ) -> Result<Page<ArchivedConversation>> {
+        let mut q = Sql::new("");
+        let s = q.bind(site.to_string());
+        let mut conds = vec![format!("c.site = {s}")];
+        let mut eq = |q: &mut Sql<'_>, col: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                let p = q.bind(v.clone());
+                conds.push(format!("{col} = {p}"));
+            }
+        };
+        eq(&mut q, "c.state", &f.state);
+        eq(&mut q, "c.queue", &f.queue);
+        eq(&mut q, "c.operator_id", &f.operator);
+        eq(&mut q, "c.visitor_id", &f.visitor);
+        eq(&mut q, "c.outcome", &f.outcome);
+        if let Some(tag) = &f.tag {
+            let t = q.bind(tag.clone());
+            conds.push(format!(
+                "c.id IN (SELECT conv FROM conversation_tags WHERE site = {s} AND tag = {t})"
+            ));
+        }
+        if let Some(from) = f.from {
+            let p = q.bind(i(from));
+            conds.push(format!("c.created_at >= {p}"));
+        }
+        if let Some(to) = f.to {
+            let p = q.bind(i(to));
+            conds.push(format!("c.created_at < {p}"));
+        }
+        if let Some((created, id)) = after {
+            let (a, b) = (q.bind(i(created)), q.bind(id));
+            conds.push(format!(
+                "(c.created_at < {a} OR (c.created_at = {a} AND c.id < {b}))"
+            ));
+        }
+        if let Some(text) = &f.q {
+            match self.search_condition(&mut q, site.as_str(), text) {
+                Some(cond) => conds.push(cond),
+                None => conds.push("1 = 0".into()),
+            }
+        }
+        let lim = q.bind(i(limit as u64 + 1));
+        q.push(&format!(
+            "SELECT {LIST_COLUMNS} FROM conversations c WHERE {} \
+             ORDER BY c.created_at DESC, c.id DESC LIMIT {lim}",
+            conds.join(" AND ")
+        ));
+        let rows = sqlx::query_with(&q.text, q.args)
+            .fetch_all(&self.pool)
+            .await?;
+        let more = rows.len() > limit;
+        let mut items = Vec::with_capacity(rows.len().min(limit));
+        let mut last = None;
+        for row in rows.iter().take(limit) {
+            items.push(list_item(row)?);
+            last = Some((u(row.try_get(7)?), row.try_get::<String, _>(8)?));
+        }
+        Ok(Page {
+            items,
+            next: if more { last } else { None },
+        })
+    }
+
+    async fn conversation(&self, site: &SiteId, id: &str) -> Result<Option<ConversationDetail>> {
+        let mut q = Sql::new("");
+        let (s, c) = (q.bind(site.to_string()), q.bind(id.to_owned()));
+        q.push(&format!(
+            "SELECT {LIST_COLUMNS} FROM conversations c WHERE c.site = {s} AND c.id = {c}"
+        ));
+        let Some(row) = sqlx::query_with(&q.text, q.args)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let summary = list_item(&row)?;
+        let mut q = Sql::new("");
+        let c = q.bind(id.to_owned());
+        q.push(&format!(
+            "SELECT type, ts, by_id, to_id, reason FROM events WHERE conv = {c} ORDER BY ts, key"
+        ));
+        let events = sqlx::query_with(&q.text, q.args)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(ArchivedEvent {
+                    kind: r.try_get(0)?,
+                    ts: u(r.try_get(1)?),
+                    by: r.try_get(2)?,
+                    to: r.try_get(3)?,
+                    reason: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let v = &summary.conv.visitor;
+        Ok(Some(ConversationDetail {
+            params: v.params.clone(),
+            prechat: Prechat {
+                name: v.name.clone(),
+                email: v.email.clone(),
+                phone: v.phone.clone(),
+            },
+            events,
+            summary,
+        }))
+    }
+
+    async fn messages(
+        &self,
+        site: &SiteId,
+        conv: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Msg>> {
+        let mut q = Sql::new("");
+        let (s, c, a, l) = (
+            q.bind(site.to_string()),
+            q.bind(conv.to_owned()),
+            q.bind(i(after)),
+            q.bind(i(limit as u64)),
+        );
+        q.push(&format!(
+            "SELECT conv, seq, role, author_id, author_name, text, ts, cid, code, args \
+             FROM messages WHERE site = {s} AND conv = {c} AND seq > {a} ORDER BY seq LIMIT {l}"
+        ));
+        sqlx::query_with(&q.text, q.args)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(msg_of)
+            .collect()
+    }
+
+    async fn erase_visitor(&self, site: &SiteId, visitor: &str) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = Sql::new("");
+        let (s, v) = (q.bind(site.to_string()), q.bind(visitor.to_owned()));
+        q.push(&format!(
+            "SELECT id, snapshot FROM conversations WHERE site = {s} AND visitor_id = {v}"
+        ));
+        let rows = sqlx::query_with(&q.text, q.args)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &rows {
+            let id: String = row.try_get(0)?;
+            let mut c = snapshot_of(&row.try_get::<String, _>(1)?)?;
+            c.visitor.name = None;
+            c.visitor.email = None;
+            c.visitor.phone = None;
+            c.visitor.params = BTreeMap::new();
+            c.visitor.preview = None;
+            c.notes.clear();
+            c.last_message = None;
+            let snapshot = serde_json::to_string(&c).expect("a conversation serialises");
+            let mut q = Sql::new("");
+            let (sn, idp) = (q.bind(snapshot), q.bind(id.clone()));
+            q.push(&format!(
+                "UPDATE conversations SET visitor_name = NULL, visitor_email = NULL, \
+                 snapshot = {sn} WHERE id = {idp}"
+            ));
+            sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+            // The messages go; the conversation keeps its counts for the reports.
+            let mut q = Sql::new("");
+            let idp = q.bind(id);
+            q.push(&format!("DELETE FROM messages WHERE conv = {idp}"));
+            sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn report_rows(&self, site: &SiteId, rq: &ReportQuery) -> Result<Vec<ReportRow>> {
+        let mut q = Sql::new("");
+        let (s, from, to) = (
+            q.bind(site.to_string()),
+            q.bind(i(rq.from)),
+            q.bind(i(rq.to)),
+        );
+        let mut conds = vec![
+            format!("c.site = {s}"),
+            format!("c.created_at >= {from}"),
+            format!("c.created_at < {to}"),
+        ];
+        if let Some(queue) = &rq.queue {
+            let p = q.bind(queue.clone());
+            conds.push(format!("c.queue = {p}"));
+        }
+        if let Some(op) = &rq.operator {
+            let p = q.bind(op.clone());
+            conds.push(format!("c.operator_id = {p}"));
+        }
+        q.push(&format!(
+            "SELECT c.created_at, c.queue, c.operator_id, c.outcome, c.tags, c.closed_at, \
+             c.assigned_at, c.first_visitor_ts, c.first_operator_ts, c.message_count \
+             FROM conversations c WHERE {} ORDER BY c.created_at",
+            conds.join(" AND ")
+        ));
+        sqlx::query_with(&q.text, q.args)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let created = u(r.try_get(0)?);
+                let outcome: Option<String> = r.try_get(3)?;
+                let tags: String = r.try_get(4)?;
+                let f = Figures {
+                    closed_at: opt_u(r.try_get(5)?),
+                    assigned_at: opt_u(r.try_get(6)?),
+                    first_visitor_ts: opt_u(r.try_get(7)?),
+                    first_operator_ts: opt_u(r.try_get(8)?),
+                };
+                Ok(ReportRow {
+                    created_at: created,
+                    queue: r.try_get(1)?,
+                    operator: r.try_get(2)?,
+                    abandoned: outcome.as_deref() == Some("abandoned"),
+                    outcome,
+                    tags: serde_json::from_str(&tags).unwrap_or_default(),
+                    closed: f.closed_at.is_some(),
+                    answered: f.first_operator_ts.is_some(),
+                    messages: u(r.try_get(9)?),
+                    first_response_ms: f.first_response_ms(),
+                    wait_ms: f.assigned_at.map(|a| a.saturating_sub(created)),
+                    duration_ms: f.closed_at.map(|c| c.saturating_sub(created)),
+                })
+            })
+            .collect()
+    }
+
+    async fn operator_records(
+        &self,
+        site: &SiteId,
+        rq: &ReportQuery,
+    ) -> Result<Vec<OperatorRecord>> {
+        let mut q = Sql::new("");
+        let (s, from, to) = (
+            q.bind(site.to_string()),
+            q.bind(i(rq.from)),
+            q.bind(i(rq.to)),
+        );
+        // Each operator's last change before the range says where they stood at its start.
+        q.push(&format!(
+            "SELECT site, operator, name, status, online, ts FROM operator_events e \
+             WHERE site = {s} AND ts < {to} AND (ts >= {from} OR ts = (SELECT MAX(ts) \
+             FROM operator_events p WHERE p.site = e.site AND p.operator = e.operator \
+             AND p.ts < {from})) ORDER BY ts"
+        ));
+        sqlx::query_with(&q.text, q.args)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(OperatorRecord {
+                    site: SiteId(r.try_get(0)?),
+                    operator: r.try_get(1)?,
+                    name: r.try_get(2)?,
+                    status: r.try_get(3)?,
+                    online: r.try_get::<i64, _>(4)? != 0,
+                    ts: u(r.try_get(5)?),
+                })
+            })
+            .collect()
+    }
+
+    async fn sweep(&self, site: &SiteId, before: u64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let mut total = 0;
+        for table in ["messages", "events", "conversation_tags"] {
+            let mut q = Sql::new("");
+            let (s, b) = (q.bind(site.to_string()), q.bind(i(before)));
+            q.push(&format!(
+                "DELETE FROM {table} WHERE conv IN (SELECT id FROM conversations WHERE \
+                 site = {s} AND closed_at IS NOT NULL AND closed_at < {b})"
+            ));
+            sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        }
+        let mut q = Sql::new("");
+        let (s, b) = (q.bind(site.to_string()), q.bind(i(before)));
+        q.push(&format!(
+            "DELETE FROM conversations WHERE site = {s} AND closed_at IS NOT NULL \
+             AND closed_at < {b}"
+        ));
+        total += sqlx::query_with(&q.text, q.args)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let mut q = Sql::new("");
+        let (s, b) = (q.bind(site.to_string()), q.bind(i(before)));
+        q.push(&format!(
+            "DELETE FROM operator_events WHERE site = {s} AND ts < {b}"
+        ));
+        sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(total)
+    }
+
+    async fn put_key(&self, k: &KeyRecord) -> Result<()> {
+        let mut q = Sql::new("");
+        let vals = [
+            q.bind(k.id.clone()),
+            q.bind(k.site.clone()),
+            q.bind(k.name.clone()),
+            q.bind(k.scopes.join(",")),
+            q.bind(k.hash.clone()),
+            q.bind(i(k.created_at)),
+        ];
+        q.push(&format!(
+            "INSERT INTO api_keys (id, site, name, scopes, hash, created_at) VALUES ({})",
+            vals.join(", ")
+        ));
+        sqlx::query_with(&q.text, q.args)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let mut q = Sql::new("");
+        let p = q.bind(id.to_owned());
+        q.push(&format!(
+            "SELECT id, site, name, scopes, hash, created_at, last_used_at FROM api_keys \
+             WHERE id = {p} AND revoked_at IS NULL"
+        ));
+        sqlx::query_with(&q.text, q.args)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(key_of)
+            .transpose()
+    }
+
+    async fn keys(&self, site: Option<&str>) -> Result<Vec<KeyRecord>> {
+        let mut q = Sql::new("");
+        let cond = match site {
+            Some(s) => format!("site = {}", q.bind(s.to_owned())),
+            None => "site IS NULL".to_owned(),
+        };
+        q.push(&format!(
+            "SELECT id, site, name, scopes, hash, created_at, last_used_at FROM api_keys \
+             WHERE {cond} AND revoked_at IS NULL ORDER BY created_at, id"
+        ));
+        sqlx::query_with(&q.text, q.args)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(key_of)
+            .collect()
+    }
+
+    async fn revoke_key(&self, site: Option<&str>, id: &str) -> Result<bool> {
+        let mut q = Sql::new("");
+        let (now, idp) = (q.bind(i(crate::clock::now_ms())), q.bind(id.to_owned()));
+        let cond = match site {
+            Some(s) => format!("site = {}", q.bind(s.to_owned())),
+            None => "site IS NULL".to_owned(),
+        };
+        q.push(&format!(
+            "UPDATE api_keys SET revoked_at = {now} WHERE id = {idp} AND {cond} \
+             AND revoked_at IS NULL"
+        ));
+        Ok(sqlx::query_with(&q.text, q.args)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    async fn touch_key(&self, id: &str, now: u64) -> Result<()> {
+        let mut q = Sql::new("");
+        let (n, p) = (q.bind(i(now)), q.bind(id.to_owned()));
+        q.push(&format!(
+            "UPDATE api_keys SET last_used_at = {n} WHERE id = {p}"
+        ));
+        sqlx::query_with(&q.text, q.args)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn remembered(&self, scope: &str, key: &str, since: u64) -> Result<Option<Remembered>> {
+        let mut q = Sql::new("");
+        let (s, k, t) = (
+            q.bind(scope.to_owned()),
+            q.bind(key.to_owned()),
+            q.bind(i(since)),
+        );
+        q.push(&format!(
+            "SELECT status, body FROM idempotency WHERE scope = {s} AND key = {k} \
+             AND created_at >= {t}"
+        ));
+        Ok(sqlx::query_with(&q.text, q.args)
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| {
+                Ok::<_, ArchiveError>(Remembered {
+                    status: u16::try_from(r.try_get::<i64, _>(0)?).unwrap_or(500),
+                    body: r.try_get(1)?,
+                })
+            })
+            .transpose()?)
+    }
+
+    async fn remember(&self, scope: &str, key: &str, r: &Remembered, now: u64) -> Result<bool> {
+        let mut q = Sql::new("");
+        let vals = [
+            q.bind(scope.to_owned()),
+            q.bind(key.to_owned()),
+            q.bind(i64::from(r.status)),
+            q.bind(r.body.clone()),
+            q.bind(i(now)),
+        ];
+        q.push(&format!(
+            "INSERT INTO idempotency (scope, key, status, body, created_at) VALUES ({}) \
+             ON CONFLICT (scope, key) DO NOTHING",
+            vals.join(", ")
+        ));
+        Ok(sqlx::query_with(&q.text, q.args)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+            > 0)
+    }
+
+    async fn forget_remembered(&self, before: u64) -> Result<u64> {
+        let mut q = Sql::new("");
+        let b = q.bind(i(before));
+        q.push(&format!("DELETE FROM idempotency WHERE created_at < {b}"));
+        Ok(sqlx::query_with(&q.text, q.args)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
