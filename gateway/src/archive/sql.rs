@@ -187,9 +187,7 @@ impl SqlStore {
                 ))
             }
             Dialect::Postgres => {
-                if text.split_whitespace().next().is_none() {
-                    return None;
-                }
+                text.split_whitespace().next()?;
                 let t = q.bind(text.chars().take(500).collect::<String>());
                 let s = q.bind(site.to_owned());
                 Some(format!(
