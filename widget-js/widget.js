@@ -27,6 +27,7 @@
   const BASE = script && script.src ? new URL(script.src, location.href).origin : location.origin;
   const KEY = 'cgw:' + SITE;
   const noop = () => {};
+  const isObj = (v) => v && typeof v === 'object' && !Array.isArray(v);
 
   // ------------------------------------------------------------ language
 
@@ -42,7 +43,12 @@
       thanks: 'Thanks, we will get back to you.', again: 'Write another message',
       preI: 'Please introduce yourself before we start.', start: 'Start chat',
       tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?',
-      na: 'The chat is not available here.'
+      na: 'The chat is not available here.',
+      // System messages by code (the gateway's phrases, gateway/src/i18n.rs).
+      j: '{name} joined the conversation', j0: 'An operator joined the conversation',
+      tq: 'The conversation was transferred to {queue}', t0: 'The conversation was transferred to another operator',
+      ra: 'The operator did not answer in time; the conversation was passed to another operator',
+      cl: 'The conversation was closed'
     },
     ru: {
       title: 'Чат с нами', open: 'Открыть чат', close: 'Закрыть чат', ph: 'Напишите сообщение…', send: 'Отправить',
@@ -57,7 +63,10 @@
       preI: 'Представьтесь, пожалуйста, перед началом разговора.', start: 'Начать чат',
       tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}',
       hi: 'Здравствуйте! Чем можем помочь?',
-      na: 'Чат здесь недоступен.'
+      na: 'Чат здесь недоступен.',
+      j: 'Оператор {name} присоединился к разговору', j0: 'Оператор присоединился к разговору',
+      tq: 'Разговор передан в очередь {queue}', t0: 'Разговор передан другому оператору',
+      ra: 'Оператор не ответил вовремя, разговор передан другому оператору', cl: 'Разговор завершён'
     },
     cs: {
       title: 'Napište nám', open: 'Otevřít chat', close: 'Zavřít chat', ph: 'Napište zprávu…', send: 'Odeslat',
@@ -71,12 +80,29 @@
       thanks: 'Děkujeme, ozveme se vám.', again: 'Napsat další zprávu',
       preI: 'Před začátkem se prosím představte.', start: 'Zahájit chat',
       tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?',
-      na: 'Chat zde není k dispozici.'
+      na: 'Chat zde není k dispozici.',
+      j: 'Operátor {name} se připojil ke konverzaci', j0: 'Operátor se připojil ke konverzaci',
+      tq: 'Konverzace byla předána do fronty {queue}', t0: 'Konverzace byla předána jinému operátorovi',
+      ra: 'Operátor neodpověděl včas, konverzace byla předána jinému operátorovi', cl: 'Konverzace byla ukončena'
     }
   };
   const pickLang = (l) => (l || '').slice(0, 2).toLowerCase();
   const LANG = [ds.lang, D.documentElement.lang, navigator.language].map(pickLang).find((l) => I18N[l]) || 'en';
-  const t = (k, n) => (I18N[LANG][k] || I18N.en[k]).replace('{n}', n);
+  // `n`: what {n} stands for, or an object of what each {name} stands for.
+  const t = (k, n) => (I18N[LANG][k] || I18N.en[k]).replace(/\{(\w+)\}/g, (_, a) => (isObj(n) ? n[a] : n));
+  // A system message in the reader's language by its code; its text (the site's language) for
+  // a code this version does not know.
+  function sysText(e) {
+    const a = {};
+    for (const p in isObj(e.args) ? e.args : {}) if (typeof e.args[p] === 'string') a[p] = e.args[p];
+    const k = {
+      operator_joined: a.name && !S.noName ? 'j' : 'j0',
+      transferred: a.queue ? 'tq' : 't0',
+      reassigned: 'ra',
+      closed: 'cl'
+    }[e.code];
+    return typeof k === 'string' ? t(k, a) : e.text;
+  }
 
   // ------------------------------------------------------------ state (localStorage)
 
@@ -89,7 +115,7 @@
   const load = () => {
     try {
       const v = JSON.parse(LS.getItem(KEY));
-      return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
+      return isObj(v) ? v : {};
     } catch {
       return {};
     }
@@ -98,7 +124,6 @@
   // unread, open, rd{} (read sent), seen{} (operator read up to), thanks
   const S = load();
   // What another version (or a hand) left in storage must not break the widget: wrong types reset.
-  const isObj = (v) => v && typeof v === 'object' && !Array.isArray(v);
   const keep = (k, ok, d) => ok(S[k]) || (S[k] = d);
   ['convs', 'out', 'msgs'].forEach((k) => keep(k, Array.isArray, []));
   ['cursors', 'rd', 'seen'].forEach((k) => keep(k, isObj, {}));
@@ -400,6 +425,8 @@
         role,
         name: m.from.name,
         text: m.text,
+        code: m.code,
+        args: m.args,
         ts: m.ts,
         st: role === 'visitor' ? 'sent' : ''
       });
@@ -423,7 +450,7 @@
       const testid = e.end ? 'cw-ended' : e.role === 'notice' ? 'cw-notice' : 'cw-msg';
       el = h('li', { class: cls, 'data-testid': testid, 'data-role': e.role }, [
         who ? h('span', { class: 'who', text: e.name }) : null,
-        h('div', { class: 'b', text: e.text })
+        h('div', { class: 'b', text: e.role === 'system' && !e.end ? sysText(e) : e.text })
       ]);
       if (e.role === 'visitor') {
         el.appendChild(h('span', { class: 'st', 'aria-live': 'off' }));
@@ -564,7 +591,8 @@
       url: P.wsUrl(BASE),
       token: fresh ? S.token : null,
       getToken: () => session(),
-      cursors: S.cursors
+      cursors: S.cursors,
+      lang: LANG
     });
     client.on('state', (s) => {
       panel.setAttribute('data-conn', s);
@@ -664,7 +692,8 @@
     save();
     render(false);
     markRead();
-    ev.emit('message', { conv: m.conv, seq: m.seq, role: m.from.role, name: m.from.name, text: m.text, ts: m.ts });
+    const text = m.from.role === 'system' ? sysText(m) : m.text;
+    ev.emit('message', { conv: m.conv, seq: m.seq, role: m.from.role, name: m.from.name, text, ts: m.ts });
   }
 
   function markRead() {
@@ -866,7 +895,8 @@
       .then((msgs) => {
         const who = (m) =>
           m.from.role === 'visitor' ? t('you') : m.from.role === 'operator' ? m.from.name || t('op') : '*';
-        const lines = msgs.map((m) => '[' + new Date(m.ts).toLocaleString(LANG) + '] ' + who(m) + ': ' + m.text);
+        const txt = (m) => (m.from.role === 'system' ? sysText(m) : m.text);
+        const lines = msgs.map((m) => '[' + new Date(m.ts).toLocaleString(LANG) + '] ' + who(m) + ': ' + txt(m));
         const url = URL.createObjectURL(
           new Blob([t('title') + ' — ' + location.hostname + '\n\n' + lines.join('\n') + '\n'], {
             type: 'text/plain;charset=utf-8'
