@@ -1,11 +1,12 @@
 // The reader's language: the widget sends its language in hello, so the gateway words the
 // unavailability notice in it, and renders system messages by their code in it (an English site,
-// Czech and Russian widgets); codes it does not know, and stored junk, fall back to the text.
+// Czech and Russian widgets); codes it does not know, and stored junk, fall back to the text. The
+// console renders system messages by code too, in its own language (English), whatever the site's.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  skipReason, setup, newPage, openConsole, setStatus, openVisitor, startHostSite, visitorWrites,
-  widgetMessages, waitUntil
+  skipReason, setup, newPage, openConsole, setStatus, openVisitor, startHostSite, visitorWrites, acceptFirstQueued,
+  widgetMessages, consoleMessages, waitUntil
 } from './harness.mjs';
 
 const systemLines = async (page) =>
@@ -107,4 +108,78 @@ test('widget: unknown codes and junk arguments of stored system messages fall ba
   ]);
   assert.equal(await p.page.locator('b').count(), 0, 'a name is text, never markup');
   assert.deepEqual(p.errors, []);
+});
+
+test('console: system messages by code, in English, on a Russian site', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t, { sites: [{ id: 'demo', settings: { language: 'ru' } }] });
+  const a = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  const b = await openConsole(browser, gw, { sub: 'op2', name: 'Petr' });
+  await setStatus(a.page, 'active');
+  await setStatus(b.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await visitorWrites(v, 'Hello');
+  const conv = await acceptFirstQueued(a);
+  const line = (page, text) => page.locator('[data-testid=conv-msg][data-role=system]', { hasText: text });
+  await line(a.page, 'Olga joined the conversation').waitFor();
+  // The stored text is the site's (Russian): what old clients show.
+  const res = await fetch(`${gw.url}/v1/conversations/${conv}/transcript?format=json`, {
+    headers: { authorization: `Bearer ${a.token}` }
+  });
+  const stored = (await res.json()).messages.filter((m) => m.from.role === 'system');
+  assert.deepEqual(
+    stored.map((m) => [m.code, m.text]),
+    [['operator_joined', 'Оператор Olga присоединился к разговору']]
+  );
+
+  // Handed to another operator, who hands it to the queue, where Olga takes it again: she reads
+  // the whole story in English.
+  await a.page.getByTestId('transfer-button').click();
+  await a.page.locator('[data-testid=transfer-operator][data-operator=op2] input').check();
+  await a.page.getByTestId('transfer-confirm').click();
+  await b.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).click();
+  await line(b.page, 'Petr joined the conversation').waitFor();
+  await b.page.getByTestId('transfer-button').click();
+  await b.page.locator('[data-testid=transfer-queue][data-queue=general] input').check();
+  await b.page.getByTestId('transfer-confirm').click();
+  await a.page.locator(`[data-testid=queue-item][data-conv="${conv}"]`).getByTestId('queue-accept').click();
+  await a.page.locator(`[data-testid=conv-view][data-conv="${conv}"][data-readonly=false]`).waitFor();
+  await a.page.getByTestId('close-button').click();
+  await a.page.getByTestId('close-confirm').click();
+  await line(a.page, 'The conversation was closed').waitFor();
+  const lines = (await consoleMessages(a.page)).filter((m) => m.role === 'system').map((m) => m.text);
+  assert.deepEqual(lines, [
+    'Olga joined the conversation',
+    'Petr joined the conversation',
+    'The conversation was transferred to general',
+    'Olga joined the conversation',
+    'The conversation was closed'
+  ]);
+  // The side list's preview of the last line is in English too.
+  await a.page
+    .locator(`[data-testid=my-item][data-conv="${conv}"]`, { hasText: 'The conversation was closed' })
+    .waitFor();
+
+  // Codes the console does not know, and junk, show the text; names stay text.
+  const rendered = await a.page.evaluate(async () => {
+    const { systemText } = await import('/console/core.js');
+    return [
+      systemText({ code: 'operator_joined', args: { name: '<img src=x onerror=alert(1)>' }, text: 'x' }),
+      systemText({ code: 'operator_joined', args: { name: 5 }, text: 'x' }),
+      systemText({ code: 'transferred', args: { queue: 'vip' }, text: 'x' }),
+      systemText({ code: 'reassigned', args: null, text: 'x' }),
+      systemText({ code: 'future', text: 'Newer text' }),
+      systemText({ code: 'toString', text: 'Proto text' }),
+      systemText({ text: 'No code' })
+    ];
+  });
+  assert.deepEqual(rendered, [
+    '<img src=x onerror=alert(1)> joined the conversation',
+    'An operator joined the conversation',
+    'The conversation was transferred to vip',
+    'The operator did not answer in time; the conversation was passed to another operator',
+    'Newer text',
+    'Proto text',
+    'No code'
+  ]);
+  assert.deepEqual([...a.errors, ...b.errors, ...v.errors], []);
 });
