@@ -169,23 +169,80 @@
   const I_X = 'M6 6l12 12M18 6L6 18';
   const I_DL = 'M12 4v11m-5-5l5 5 5-5M5 20h14';
   const I_SEND = 'M5 12h13m-6-6l6 6-6 6';
+  const I_USER = 'M12 12a4 4 0 1 0 0-8 4 4 0 0 0 0 8zm-7 9a7 7 0 0 1 14 0';
+
+  // An operator's initials in a circle (a person when the site hides operators' names).
+  const avatar = (n) =>
+    h('span', {
+      class: 'av',
+      'aria-hidden': 'true',
+      text: n ? String(n).trim().split(/\s+/).slice(0, 2).map((w) => Array.from(w)[0]).join('').toUpperCase() : null,
+      html: n ? null : svg(I_USER, 16)
+    });
+
+  // A message's time (local, 14:05) with its full date in the title; nothing for a bad time.
+  function timeEl(ts) {
+    const d = new Date(ts);
+    const f = (o) => d.toLocaleString(LANG, Object.assign({ hourCycle: 'h23' }, o));
+    return ts && !isNaN(d)
+      ? h('time', {
+        datetime: d.toISOString(),
+        title: f({ dateStyle: 'full', timeStyle: 'short' }),
+        text: f({ hour: '2-digit', minute: '2-digit' })
+      })
+      : null;
+  }
+
+  // Text with its http(s) and mailto links made clickable. A link is an element made from the
+  // parsed URL; everything else, markup and javascript: included, stays a text node.
+  function rich(el, text) {
+    let i = 0;
+    text = String(text);
+    text.replace(/\b(?:https?:\/\/|mailto:)[^\s<>"'`]+/gi, (m, at) => {
+      let u = m.replace(/[.,;:!?]+$/, '');
+      if (u.endsWith(')') && !u.includes('(')) u = u.slice(0, -1);
+      let url = null;
+      try {
+        url = new URL(u);
+      } catch {
+        /* not a URL: stays text */
+      }
+      if (url && /^(https?|mailto):$/.test(url.protocol)) {
+        el.append(
+          text.slice(i, at),
+          h('a', { href: url.href, target: '_blank', rel: 'noopener noreferrer nofollow', text: u })
+        );
+        i = at + u.length;
+      }
+    });
+    el.append(text.slice(i));
+    return el;
+  }
 
   const CSS =
     ':host{all:initial}*{box-sizing:border-box}' +
-    '.w{--c:' + (ds.color || '#2563eb') + ';position:fixed;right:20px;bottom:20px;z-index:2147483000;' +
+    // .w covers the visual viewport (see place()); only the launcher and the panel take clicks.
+    '.w{--c:' + (ds.color || '#2563eb') + ';position:fixed;left:var(--vx,0);top:var(--vy,0);width:var(--vw,100%);' +
+    'height:var(--vh,100%);pointer-events:none;z-index:2147483000;' +
     'font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2937;text-align:left}' +
     'button,input,textarea{font:inherit;color:inherit}[hidden]{display:none!important}' +
     ':focus-visible{outline:3px solid #93c5fd;outline-offset:2px}' +
-    '.l{width:58px;height:58px;border-radius:50%;border:0;background:var(--c);color:#fff;' +
-    'box-shadow:0 6px 20px rgba(0,0,0,.25);cursor:pointer;display:grid;place-items:center;position:relative}' +
+    '.l,.p{position:absolute;right:20px;pointer-events:auto}' +
+    '.l{bottom:20px;width:58px;height:58px;border-radius:50%;border:0;background:var(--c);color:#fff;' +
+    'box-shadow:0 6px 20px rgba(0,0,0,.25);cursor:pointer;display:grid;place-items:center}' +
     '.bd{position:absolute;top:-3px;right:-3px;min-width:20px;height:20px;padding:0 6px;border-radius:10px;' +
     'background:#dc2626;color:#fff;font-size:12px;font-weight:700;line-height:20px}' +
-    '.p{position:absolute;right:0;bottom:74px;width:370px;height:560px;max-height:calc(100vh - 110px);display:flex;' +
+    '.p{bottom:94px;width:370px;height:560px;max-height:calc(100% - 114px);display:flex;' +
     'flex-direction:column;background:#fff;border-radius:14px;box-shadow:0 12px 40px rgba(0,0,0,.22);overflow:hidden;' +
     'animation:in .15s ease-out}' +
     '@keyframes in{from{opacity:0;transform:translateY(8px)}}' +
     'header{display:flex;align-items:center;gap:4px;padding:12px 10px 12px 16px;background:var(--c);color:#fff}' +
     'h2{flex:1;margin:0;font-size:16px;font-weight:600}.cn{font-size:12px;opacity:.85}' +
+    '.hop{display:flex;align-items:center;gap:6px;font-size:13px;max-width:45%;white-space:nowrap;overflow:hidden}' +
+    '.av{flex:none;width:28px;height:28px;border-radius:50%;background:var(--c);color:#fff;font-size:11px;' +
+    'font-weight:700;display:grid;place-items:center}header .av{background:#fff;color:var(--c)}' +
+    '.op{position:relative;padding-left:34px}.op .av{position:absolute;left:0;bottom:18px}' +
+    '.b a{color:inherit;text-decoration:underline}' +
     '.ib{background:none;border:0;color:inherit;width:34px;height:34px;border-radius:8px;cursor:pointer;display:grid;' +
     'place-items:center}' +
     '.ib:hover{background:rgba(255,255,255,.18)}' +
@@ -216,8 +273,9 @@
     '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}' +
     '.thx{margin:auto;padding:24px;text-align:center;display:flex;flex-direction:column;gap:16px;align-items:center;' +
     'font-size:15px}' +
-    '@media (max-width:480px){.w{right:12px;bottom:12px}.p{position:fixed;inset:0;width:auto;height:auto;' +
-    'max-height:none;border-radius:0}}' +
+    // Phones: the open panel fills the screen, and the launcher it would cover steps aside.
+    '@media (max-width:480px){.l{right:12px;bottom:12px}.p{inset:0;width:auto;height:auto;' +
+    'max-height:none;border-radius:0}.p:not([hidden])+.l{display:none}}' +
     '@media (prefers-reduced-motion:reduce){.p{animation:none}}';
 
   const host = D.createElement('chat-gateway-widget');
@@ -241,6 +299,7 @@
   );
   const titleEl = h('h2', { id: 'cw-title', text: t('title') });
   const connEl = h('span', { class: 'cn', 'data-testid': 'cw-conn', role: 'status' });
+  const opEl = h('span', { class: 'hop', 'data-testid': 'cw-operator' });
   const trBtn = h('button', {
     class: 'ib',
     type: 'button',
@@ -343,6 +402,7 @@
   }, [
     h('header', {}, [
       titleEl,
+      opEl,
       connEl,
       trBtn,
       h('button', {
@@ -360,7 +420,15 @@
     preForm,
     thanksV
   ]);
-  root.appendChild(h('div', { class: 'w', lang: LANG }, [panel, launcher]));
+  const wrap = h('div', { class: 'w', lang: LANG }, [panel, launcher]);
+  root.appendChild(wrap);
+  // A page wider than a phone's screen makes the layout viewport, where position:fixed lives,
+  // larger than what the phone shows: the widget follows the visual viewport instead.
+  const vv = W.visualViewport;
+  const place = () =>
+    (wrap.style.cssText =
+      '--vx:' + vv.offsetLeft + 'px;--vy:' + vv.offsetTop + 'px;--vw:' + vv.width + 'px;--vh:' + vv.height + 'px');
+  if (vv) ['resize', 'scroll'].forEach((e) => vv.addEventListener(e, place)), place();
 
   // ------------------------------------------------------------ messages
 
@@ -446,23 +514,26 @@
     let el = els.get(e.k);
     const cls = e.role === 'visitor' ? 'me' : e.role === 'operator' ? 'op' : e.role === 'notice' ? 'nt' : 'sys';
     if (!el) {
-      const who = e.role === 'operator' && !S.noName && e.name;
+      const op = e.role === 'operator';
+      const me = e.role === 'visitor';
+      const who = op && !S.noName && e.name;
       const testid = e.end ? 'cw-ended' : e.role === 'notice' ? 'cw-notice' : 'cw-msg';
       el = h('li', { class: cls, 'data-testid': testid, 'data-role': e.role }, [
+        op ? avatar(who) : null,
         who ? h('span', { class: 'who', text: e.name }) : null,
-        h('div', { class: 'b', text: e.role === 'system' && !e.end ? sysText(e) : e.text })
+        e.role === 'system'
+          ? h('div', { class: 'b', text: e.end ? e.text : sysText(e) })
+          : rich(h('div', { class: 'b' }), e.text),
+        op || me ? h('span', { class: 'st', 'aria-live': 'off' }, [timeEl(e.ts), me && D.createTextNode('')]) : null
       ]);
-      if (e.role === 'visitor') {
-        el.appendChild(h('span', { class: 'st', 'aria-live': 'off' }));
-        el.addEventListener('click', () => e.st === 'failed' && retry(e));
-      }
+      if (me) el.addEventListener('click', () => e.st === 'failed' && retry(e));
       els.set(e.k, el);
     }
     if (typeof e.seq === 'number' && !e.end) el.setAttribute('data-seq', e.seq);
     if (e.role === 'visitor') {
       el.className = cls + (e.st === 'failed' ? ' failed' : '');
       el.setAttribute('data-state', e.st);
-      el.lastChild.textContent = t(e.st || 'sent');
+      el.lastChild.lastChild.data = ' · ' + t(e.st || 'sent');
     }
     return el;
   }
@@ -504,6 +575,15 @@
     }
     hint.hidden = !(m === 'chat' && avail.status === 'busy' && !S.assigned && !(S.conv && S.closed));
     trBtn.hidden = !S.conv;
+    // The operator who has the conversation, in the header.
+    const on = m === 'chat' && S.assigned && !S.closed;
+    const n = S.noName ? '' : S.opn || '';
+    const k = on ? n || '-' : '';
+    if (opEl.dataset.k !== k) {
+      opEl.dataset.k = k;
+      opEl.hidden = !on;
+      opEl.replaceChildren(avatar(n), h('span', { text: n || t('op') }));
+    }
     offForm.querySelector('button').disabled = S.out.some((o) => o.off);
     badge.hidden = !S.unread || isOpen;
     badge.textContent = S.unread;
@@ -668,6 +748,7 @@
     S.conv = c.id;
     S.closed = c.state === 'closed';
     S.assigned = c.operator ? 1 : 0;
+    S.opn = c.operator && c.operator.name;
     if (S.closed && !was) {
       endedHere = true;
       const k = 'end:' + c.id;
@@ -686,6 +767,7 @@
       typingEl.hidden = true;
       S.assigned = 1;
       S.thanks = 0;
+      if (m.from.name) S.opn = m.from.name;
       // Unread: the operator's messages, not system lines.
       if (!isOpen || D.hidden) S.unread = (S.unread || 0) + 1;
     }
