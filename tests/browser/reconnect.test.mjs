@@ -194,6 +194,7 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
 
   // The operator bans the visitor from the console.
   await op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).click();
+  await op.page.getByTestId('more-button').click();
   await op.page.getByTestId('ban-button').click();
   await op.page.getByTestId('ban-duration').selectOption('1h');
   await op.page.getByTestId('ban-reason').fill('abuse');

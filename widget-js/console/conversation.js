@@ -264,11 +264,18 @@ export function renderView() {
   $('conv-presence').title = c.visitor.online ? 'visitor online' : 'visitor away';
   const other = c.operator && c.operator.id !== st.me.id ? ' · ' + c.operator.name : '';
   $('conv-state').textContent = c.state + other;
-  $('conv-accept').hidden = !(isPeek && (c.state === 'queued' || c.state === 'offered'));
+  const waiting = isPeek && (c.state === 'queued' || c.state === 'offered');
+  $('conv-accept').hidden = !waiting;
   $('conv-unwatch').hidden = !st.watched.has(id);
-  $('transfer-button').hidden = ro;
-  $('close-button').hidden = ro;
-  $('ban-button').hidden = ro || c.state === 'closed';
+  // While a waiting conversation is looked at, its actions are there but disabled: accepting
+  // then moves nothing under the pointer (a second click where Accept was hits no other button).
+  for (const b of ['transfer-button', 'close-button']) {
+    $(b).hidden = ro && !waiting;
+    $(b).disabled = ro;
+  }
+  $('more-menu').hidden = (ro && !waiting) || c.state === 'closed';
+  $('more-menu').querySelector('summary').setAttribute('aria-disabled', ro ? 'true' : 'false');
+  if (ro) $('more-menu').open = false;
   $('composer-form').hidden = ro;
   $('readonly-note').hidden = !ro;
   $('readonly-note').textContent = readonlyNote(id, c, isPeek);
