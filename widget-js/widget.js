@@ -43,7 +43,7 @@
       thanks: 'Thanks, we will get back to you.', again: 'Write another message',
       preI: 'Please introduce yourself before we start.', start: 'Start chat',
       tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?',
-      na: 'The chat is not available here.',
+      na: 'The chat is not available here.', ban: 'You can no longer send messages in this chat.', ns: 'Not sent',
       // System messages by code (the gateway's phrases, gateway/src/i18n.rs).
       j: '{name} joined the conversation', j0: 'An operator joined the conversation',
       tq: 'The conversation was transferred to {queue}', t0: 'The conversation was transferred to another operator',
@@ -63,7 +63,7 @@
       preI: 'Представьтесь, пожалуйста, перед началом разговора.', start: 'Начать чат',
       tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}',
       hi: 'Здравствуйте! Чем можем помочь?',
-      na: 'Чат здесь недоступен.',
+      na: 'Чат здесь недоступен.', ban: 'Вы больше не можете отправлять сообщения в этом чате.', ns: 'Не отправлено',
       j: 'Оператор {name} присоединился к разговору', j0: 'Оператор присоединился к разговору',
       tq: 'Разговор передан в очередь {queue}', t0: 'Разговор передан другому оператору',
       ra: 'Оператор не ответил вовремя, разговор передан другому оператору', cl: 'Разговор завершён'
@@ -80,7 +80,7 @@
       thanks: 'Děkujeme, ozveme se vám.', again: 'Napsat další zprávu',
       preI: 'Před začátkem se prosím představte.', start: 'Zahájit chat',
       tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?',
-      na: 'Chat zde není k dispozici.',
+      na: 'Chat zde není k dispozici.', ban: 'V tomto chatu už nemůžete posílat zprávy.', ns: 'Neodesláno',
       j: 'Operátor {name} se připojil ke konverzaci', j0: 'Operátor se připojil ke konverzaci',
       tq: 'Konverzace byla předána do fronty {queue}', t0: 'Konverzace byla předána jinému operátorovi',
       ra: 'Operátor neodpověděl včas, konverzace byla předána jinému operátorovi', cl: 'Konverzace byla ukončena'
@@ -146,6 +146,9 @@
   let endedHere = false; // a conversation ended during this page view: keep showing the chat
   let avail = { status: 'online', widget_when_away: 'busy' };
   let isOpen = false;
+  // Why the widget stopped for good ('na': not available here, 'ban': banned).
+  let dead = '';
+  let asked = 0;
 
   // ------------------------------------------------------------ DOM
 
@@ -329,6 +332,7 @@
       }
     }
   });
+  let sendB;
   const chatV = h('div', { class: 'v' }, [
     hint,
     list,
@@ -336,14 +340,14 @@
     h('form', { class: 'c', onsubmit: (e) => (e.preventDefault(), submit()) }, [
       h('label', { class: 'sr', for: 'cw-input', text: t('message') }),
       input,
-      h('button', {
+      (sendB = h('button', {
         class: 'sb',
         type: 'submit',
         'data-testid': 'cw-send',
         'aria-label': t('send'),
         title: t('send'),
         html: svg(I_SEND)
-      })
+      }))
     ])
   ]);
 
@@ -531,7 +535,7 @@
     }
     if (typeof e.seq === 'number' && !e.end) el.setAttribute('data-seq', e.seq);
     if (e.role === 'visitor') {
-      el.className = cls + (e.st === 'failed' ? ' failed' : '');
+      el.className = cls + (e.st === 'failed' || e.st === 'ns' ? ' failed' : '');
       el.setAttribute('data-state', e.st);
       el.lastChild.lastChild.data = ' · ' + t(e.st || 'sent');
     }
@@ -552,6 +556,7 @@
   // ------------------------------------------------------------ view
 
   function mode() {
+    if (dead) return 'chat';
     if (S.thanks) return 'thanks';
     if (S.out.some((o) => o.off)) return 'offline';
     if ((S.conv && (!S.closed || endedHere)) || S.out.length) return 'chat';
@@ -585,6 +590,7 @@
       opEl.replaceChildren(avatar(n), h('span', { text: n || t('op') }));
     }
     offForm.querySelector('button').disabled = S.out.some((o) => o.off);
+    input.disabled = sendB.disabled = !!dead;
     badge.hidden = !S.unread || isOpen;
     badge.textContent = S.unread;
     launcher.setAttribute('aria-label', t('open') + (S.unread ? ', ' + t('unread', S.unread) : ''));
@@ -649,7 +655,7 @@
     return fetch(BASE + '/v1/visitor/session', req).then((r) => {
       if (!r.ok) {
         // 403 (banned, origin refused), 404 (unknown key): stop as on 4003, no new visitor id.
-        if (r.status === 403 || r.status === 404) stop();
+        if (r.status === 403 || r.status === 404) r.json().then((j) => stop(j && j.error), () => stop());
         // Any other refusal of the old token: start over as a new visitor.
         else if (body.visitor_token && r.status < 500) return session(true);
         throw new Error('visitor session: HTTP ' + r.status);
@@ -679,7 +685,7 @@
       connEl.textContent = s === 'connecting' || s === 'waiting' ? t('conn') : '';
     });
     // 4003 (forbidden, banned): the client stays closed, and says so.
-    client.on('close', (e) => e.action === 'stop' && e.code !== P.CLOSE.NORMAL && stop());
+    client.on('close', (e) => e.action === 'stop' && e.code !== P.CLOSE.NORMAL && stop(e.reason));
     client.on('welcome', onWelcome);
     client.on('msg', onMsg);
     client.on('cursor', () => save());
@@ -710,10 +716,23 @@
     return client;
   }
 
-  function stop() {
+  // `why`: the gateway's word for it: 'banned' (a hello or a session refused), or 'forbidden'
+  // (an open connection closed: a ban, or the page's origin no longer allowed; the session,
+  // asked once, tells which).
+  function stop(why) {
     if (client) client.disconnect();
-    const k = 'n:stop';
-    entries.set(k, { k, conv: S.conv, seq: 1e15 - 1, role: 'notice', text: t('na'), ts: Date.now() });
+    if (why === 'forbidden' && !asked++) session().catch(noop);
+    dead = why === 'banned' ? 'ban' : 'na';
+    // Nothing goes out any more: what waited says "Not sent" instead of "Sending…" for ever, and
+    // the "write again" of an ended conversation no longer holds.
+    S.out.forEach((o) => {
+      const e = byCid(o.cid);
+      if (e) e.st = 'ns';
+    });
+    S.out = [];
+    entries.forEach((e, k) => (e.end || k === 'n:stop') && (entries.delete(k), els.delete(k)));
+    entries.set('n:stop', { k: 'n:stop', conv: S.conv, seq: 1e15 - 1, role: 'notice', text: t(dead), ts: Date.now() });
+    save();
     render(false);
   }
 
@@ -870,6 +889,7 @@
   }
 
   function queueMsg(text, off) {
+    if (dead) return;
     const o = { cid: P.newCid(), text, conv: S.conv && !S.closed ? S.conv : null, ts: Date.now(), off: off ? 1 : 0 };
     S.out.push(o);
     entries.set('c:' + o.cid, {
