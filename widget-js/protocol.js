@@ -149,7 +149,8 @@
   // ---------------------------------------------------------------- client
 
   /**
-   * new Client({url, token?, getToken?, cursors?, WebSocket?, timers?, random?, ...DEFAULTS})
+   * new Client({url, token?, getToken?, cursors?, lang?, WebSocket?, timers?, random?, ...DEFAULTS})
+   * `lang`: the reader's language (a BCP 47 tag), sent in hello: the gateway words its notices in it.
    * Events: state, welcome, msg, sent, failed, outbox, cursor, resync, gap, close, token,
    * unauthorized, frame, and typing/read/conv/queue/offer/operator/notice/draft/ok/error.
    * States: idle → connecting → open ⇄ waiting (reconnect timer) → closed.
@@ -162,6 +163,7 @@
       this.url = o.url;
       this.token = o.token || null;
       this.getToken = o.getToken || null;
+      this.lang = typeof o.lang === 'string' && o.lang ? o.lang : null;
       this.WebSocket = o.WebSocket || root.WebSocket;
       this.timers = o.timers || { setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) };
       this.random = o.random || Math.random;
@@ -310,6 +312,7 @@
       ws.onopen = () => {
         if (id !== this._sock) return;
         const hello = { t: 'hello', token: this.token };
+        if (this.lang) hello.lang = this.lang;
         const cur = this.cursors();
         if (Object.keys(cur).length) hello.cursors = cur;
         this._raw(hello);

@@ -27,6 +27,7 @@
   const BASE = script && script.src ? new URL(script.src, location.href).origin : location.origin;
   const KEY = 'cgw:' + SITE;
   const noop = () => {};
+  const isObj = (v) => v && typeof v === 'object' && !Array.isArray(v);
 
   // ------------------------------------------------------------ language
 
@@ -42,7 +43,12 @@
       thanks: 'Thanks, we will get back to you.', again: 'Write another message',
       preI: 'Please introduce yourself before we start.', start: 'Start chat',
       tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?',
-      na: 'The chat is not available here.'
+      na: 'The chat is not available here.', ban: 'You can no longer send messages in this chat.', ns: 'Not sent',
+      // System messages by code (the gateway's phrases, gateway/src/i18n.rs).
+      j: '{name} joined the conversation', j0: 'An operator joined the conversation',
+      tq: 'The conversation was transferred to {queue}', t0: 'The conversation was transferred to another operator',
+      ra: 'The operator did not answer in time; the conversation was passed to another operator',
+      cl: 'The conversation was closed'
     },
     ru: {
       title: 'Чат с нами', open: 'Открыть чат', close: 'Закрыть чат', ph: 'Напишите сообщение…', send: 'Отправить',
@@ -57,7 +63,10 @@
       preI: 'Представьтесь, пожалуйста, перед началом разговора.', start: 'Начать чат',
       tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}',
       hi: 'Здравствуйте! Чем можем помочь?',
-      na: 'Чат здесь недоступен.'
+      na: 'Чат здесь недоступен.', ban: 'Вы больше не можете отправлять сообщения в этом чате.', ns: 'Не отправлено',
+      j: 'Оператор {name} присоединился к разговору', j0: 'Оператор присоединился к разговору',
+      tq: 'Разговор передан в очередь {queue}', t0: 'Разговор передан другому оператору',
+      ra: 'Оператор не ответил вовремя, разговор передан другому оператору', cl: 'Разговор завершён'
     },
     cs: {
       title: 'Napište nám', open: 'Otevřít chat', close: 'Zavřít chat', ph: 'Napište zprávu…', send: 'Odeslat',
@@ -71,12 +80,29 @@
       thanks: 'Děkujeme, ozveme se vám.', again: 'Napsat další zprávu',
       preI: 'Před začátkem se prosím představte.', start: 'Zahájit chat',
       tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?',
-      na: 'Chat zde není k dispozici.'
+      na: 'Chat zde není k dispozici.', ban: 'V tomto chatu už nemůžete posílat zprávy.', ns: 'Neodesláno',
+      j: 'Operátor {name} se připojil ke konverzaci', j0: 'Operátor se připojil ke konverzaci',
+      tq: 'Konverzace byla předána do fronty {queue}', t0: 'Konverzace byla předána jinému operátorovi',
+      ra: 'Operátor neodpověděl včas, konverzace byla předána jinému operátorovi', cl: 'Konverzace byla ukončena'
     }
   };
   const pickLang = (l) => (l || '').slice(0, 2).toLowerCase();
   const LANG = [ds.lang, D.documentElement.lang, navigator.language].map(pickLang).find((l) => I18N[l]) || 'en';
-  const t = (k, n) => (I18N[LANG][k] || I18N.en[k]).replace('{n}', n);
+  // `n`: what {n} stands for, or an object of what each {name} stands for.
+  const t = (k, n) => (I18N[LANG][k] || I18N.en[k]).replace(/\{(\w+)\}/g, (_, a) => (isObj(n) ? n[a] : n));
+  // A system message in the reader's language by its code; its text (the site's language) for
+  // a code this version does not know.
+  function sysText(e) {
+    const a = {};
+    for (const p in isObj(e.args) ? e.args : {}) if (typeof e.args[p] === 'string') a[p] = e.args[p];
+    const k = {
+      operator_joined: a.name && !S.noName ? 'j' : 'j0',
+      transferred: a.queue ? 'tq' : 't0',
+      reassigned: 'ra',
+      closed: 'cl'
+    }[e.code];
+    return typeof k === 'string' ? t(k, a) : e.text;
+  }
 
   // ------------------------------------------------------------ state (localStorage)
 
@@ -89,7 +115,7 @@
   const load = () => {
     try {
       const v = JSON.parse(LS.getItem(KEY));
-      return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
+      return isObj(v) ? v : {};
     } catch {
       return {};
     }
@@ -98,7 +124,6 @@
   // unread, open, rd{} (read sent), seen{} (operator read up to), thanks
   const S = load();
   // What another version (or a hand) left in storage must not break the widget: wrong types reset.
-  const isObj = (v) => v && typeof v === 'object' && !Array.isArray(v);
   const keep = (k, ok, d) => ok(S[k]) || (S[k] = d);
   ['convs', 'out', 'msgs'].forEach((k) => keep(k, Array.isArray, []));
   ['cursors', 'rd', 'seen'].forEach((k) => keep(k, isObj, {}));
@@ -121,6 +146,9 @@
   let endedHere = false; // a conversation ended during this page view: keep showing the chat
   let avail = { status: 'online', widget_when_away: 'busy' };
   let isOpen = false;
+  // Why the widget stopped for good ('na': not available here, 'ban': banned).
+  let dead = '';
+  let asked = 0;
 
   // ------------------------------------------------------------ DOM
 
@@ -144,23 +172,80 @@
   const I_X = 'M6 6l12 12M18 6L6 18';
   const I_DL = 'M12 4v11m-5-5l5 5 5-5M5 20h14';
   const I_SEND = 'M5 12h13m-6-6l6 6-6 6';
+  const I_USER = 'M12 12a4 4 0 1 0 0-8 4 4 0 0 0 0 8zm-7 9a7 7 0 0 1 14 0';
+
+  // An operator's initials in a circle (a person when the site hides operators' names).
+  const avatar = (n) =>
+    h('span', {
+      class: 'av',
+      'aria-hidden': 'true',
+      text: n ? String(n).trim().split(/\s+/).slice(0, 2).map((w) => Array.from(w)[0]).join('').toUpperCase() : null,
+      html: n ? null : svg(I_USER, 16)
+    });
+
+  // A message's time (local, 14:05) with its full date in the title; nothing for a bad time.
+  function timeEl(ts) {
+    const d = new Date(ts);
+    const f = (o) => d.toLocaleString(LANG, Object.assign({ hourCycle: 'h23' }, o));
+    return ts && !isNaN(d)
+      ? h('time', {
+        datetime: d.toISOString(),
+        title: f({ dateStyle: 'full', timeStyle: 'short' }),
+        text: f({ hour: '2-digit', minute: '2-digit' })
+      })
+      : null;
+  }
+
+  // Text with its http(s) and mailto links made clickable. A link is an element made from the
+  // parsed URL; everything else, markup and javascript: included, stays a text node.
+  function rich(el, text) {
+    let i = 0;
+    text = String(text);
+    text.replace(/\b(?:https?:\/\/|mailto:)[^\s<>"'`]+/gi, (m, at) => {
+      let u = m.replace(/[.,;:!?]+$/, '');
+      if (u.endsWith(')') && !u.includes('(')) u = u.slice(0, -1);
+      let url = null;
+      try {
+        url = new URL(u);
+      } catch {
+        /* not a URL: stays text */
+      }
+      if (url && /^(https?|mailto):$/.test(url.protocol)) {
+        el.append(
+          text.slice(i, at),
+          h('a', { href: url.href, target: '_blank', rel: 'noopener noreferrer nofollow', text: u })
+        );
+        i = at + u.length;
+      }
+    });
+    el.append(text.slice(i));
+    return el;
+  }
 
   const CSS =
     ':host{all:initial}*{box-sizing:border-box}' +
-    '.w{--c:' + (ds.color || '#2563eb') + ';position:fixed;right:20px;bottom:20px;z-index:2147483000;' +
+    // .w covers the visual viewport (see place()); only the launcher and the panel take clicks.
+    '.w{--c:' + (ds.color || '#2563eb') + ';position:fixed;left:var(--vx,0);top:var(--vy,0);width:var(--vw,100%);' +
+    'height:var(--vh,100%);pointer-events:none;z-index:2147483000;' +
     'font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;color:#1f2937;text-align:left}' +
     'button,input,textarea{font:inherit;color:inherit}[hidden]{display:none!important}' +
     ':focus-visible{outline:3px solid #93c5fd;outline-offset:2px}' +
-    '.l{width:58px;height:58px;border-radius:50%;border:0;background:var(--c);color:#fff;' +
-    'box-shadow:0 6px 20px rgba(0,0,0,.25);cursor:pointer;display:grid;place-items:center;position:relative}' +
+    '.l,.p{position:absolute;right:20px;pointer-events:auto}' +
+    '.l{bottom:20px;width:58px;height:58px;border-radius:50%;border:0;background:var(--c);color:#fff;' +
+    'box-shadow:0 6px 20px rgba(0,0,0,.25);cursor:pointer;display:grid;place-items:center}' +
     '.bd{position:absolute;top:-3px;right:-3px;min-width:20px;height:20px;padding:0 6px;border-radius:10px;' +
     'background:#dc2626;color:#fff;font-size:12px;font-weight:700;line-height:20px}' +
-    '.p{position:absolute;right:0;bottom:74px;width:370px;height:560px;max-height:calc(100vh - 110px);display:flex;' +
+    '.p{bottom:94px;width:370px;height:560px;max-height:calc(100% - 114px);display:flex;' +
     'flex-direction:column;background:#fff;border-radius:14px;box-shadow:0 12px 40px rgba(0,0,0,.22);overflow:hidden;' +
     'animation:in .15s ease-out}' +
     '@keyframes in{from{opacity:0;transform:translateY(8px)}}' +
     'header{display:flex;align-items:center;gap:4px;padding:12px 10px 12px 16px;background:var(--c);color:#fff}' +
     'h2{flex:1;margin:0;font-size:16px;font-weight:600}.cn{font-size:12px;opacity:.85}' +
+    '.hop{display:flex;align-items:center;gap:6px;font-size:13px;max-width:45%;white-space:nowrap;overflow:hidden}' +
+    '.av{flex:none;width:28px;height:28px;border-radius:50%;background:var(--c);color:#fff;font-size:11px;' +
+    'font-weight:700;display:grid;place-items:center}header .av{background:#fff;color:var(--c)}' +
+    '.op{position:relative;padding-left:34px}.op .av{position:absolute;left:0;bottom:18px}' +
+    '.b a{color:inherit;text-decoration:underline}' +
     '.ib{background:none;border:0;color:inherit;width:34px;height:34px;border-radius:8px;cursor:pointer;display:grid;' +
     'place-items:center}' +
     '.ib:hover{background:rgba(255,255,255,.18)}' +
@@ -191,8 +276,9 @@
     '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}' +
     '.thx{margin:auto;padding:24px;text-align:center;display:flex;flex-direction:column;gap:16px;align-items:center;' +
     'font-size:15px}' +
-    '@media (max-width:480px){.w{right:12px;bottom:12px}.p{position:fixed;inset:0;width:auto;height:auto;' +
-    'max-height:none;border-radius:0}}' +
+    // Phones: the open panel fills the screen, and the launcher it would cover steps aside.
+    '@media (max-width:480px){.l{right:12px;bottom:12px}.p{inset:0;width:auto;height:auto;' +
+    'max-height:none;border-radius:0}.p:not([hidden])+.l{display:none}}' +
     '@media (prefers-reduced-motion:reduce){.p{animation:none}}';
 
   const host = D.createElement('chat-gateway-widget');
@@ -216,6 +302,7 @@
   );
   const titleEl = h('h2', { id: 'cw-title', text: t('title') });
   const connEl = h('span', { class: 'cn', 'data-testid': 'cw-conn', role: 'status' });
+  const opEl = h('span', { class: 'hop', 'data-testid': 'cw-operator' });
   const trBtn = h('button', {
     class: 'ib',
     type: 'button',
@@ -245,6 +332,7 @@
       }
     }
   });
+  let sendB;
   const chatV = h('div', { class: 'v' }, [
     hint,
     list,
@@ -252,14 +340,14 @@
     h('form', { class: 'c', onsubmit: (e) => (e.preventDefault(), submit()) }, [
       h('label', { class: 'sr', for: 'cw-input', text: t('message') }),
       input,
-      h('button', {
+      (sendB = h('button', {
         class: 'sb',
         type: 'submit',
         'data-testid': 'cw-send',
         'aria-label': t('send'),
         title: t('send'),
         html: svg(I_SEND)
-      })
+      }))
     ])
   ]);
 
@@ -318,6 +406,7 @@
   }, [
     h('header', {}, [
       titleEl,
+      opEl,
       connEl,
       trBtn,
       h('button', {
@@ -335,7 +424,15 @@
     preForm,
     thanksV
   ]);
-  root.appendChild(h('div', { class: 'w', lang: LANG }, [panel, launcher]));
+  const wrap = h('div', { class: 'w', lang: LANG }, [panel, launcher]);
+  root.appendChild(wrap);
+  // A page wider than a phone's screen makes the layout viewport, where position:fixed lives,
+  // larger than what the phone shows: the widget follows the visual viewport instead.
+  const vv = W.visualViewport;
+  const place = () =>
+    (wrap.style.cssText =
+      '--vx:' + vv.offsetLeft + 'px;--vy:' + vv.offsetTop + 'px;--vw:' + vv.width + 'px;--vh:' + vv.height + 'px');
+  if (vv) ['resize', 'scroll'].forEach((e) => vv.addEventListener(e, place)), place();
 
   // ------------------------------------------------------------ messages
 
@@ -400,6 +497,8 @@
         role,
         name: m.from.name,
         text: m.text,
+        code: m.code,
+        args: m.args,
         ts: m.ts,
         st: role === 'visitor' ? 'sent' : ''
       });
@@ -419,23 +518,26 @@
     let el = els.get(e.k);
     const cls = e.role === 'visitor' ? 'me' : e.role === 'operator' ? 'op' : e.role === 'notice' ? 'nt' : 'sys';
     if (!el) {
-      const who = e.role === 'operator' && !S.noName && e.name;
+      const op = e.role === 'operator';
+      const me = e.role === 'visitor';
+      const who = op && !S.noName && e.name;
       const testid = e.end ? 'cw-ended' : e.role === 'notice' ? 'cw-notice' : 'cw-msg';
       el = h('li', { class: cls, 'data-testid': testid, 'data-role': e.role }, [
+        op ? avatar(who) : null,
         who ? h('span', { class: 'who', text: e.name }) : null,
-        h('div', { class: 'b', text: e.text })
+        e.role === 'system'
+          ? h('div', { class: 'b', text: e.end ? e.text : sysText(e) })
+          : rich(h('div', { class: 'b' }), e.text),
+        op || me ? h('span', { class: 'st', 'aria-live': 'off' }, [timeEl(e.ts), me && D.createTextNode('')]) : null
       ]);
-      if (e.role === 'visitor') {
-        el.appendChild(h('span', { class: 'st', 'aria-live': 'off' }));
-        el.addEventListener('click', () => e.st === 'failed' && retry(e));
-      }
+      if (me) el.addEventListener('click', () => e.st === 'failed' && retry(e));
       els.set(e.k, el);
     }
     if (typeof e.seq === 'number' && !e.end) el.setAttribute('data-seq', e.seq);
     if (e.role === 'visitor') {
-      el.className = cls + (e.st === 'failed' ? ' failed' : '');
+      el.className = cls + (e.st === 'failed' || e.st === 'ns' ? ' failed' : '');
       el.setAttribute('data-state', e.st);
-      el.lastChild.textContent = t(e.st || 'sent');
+      el.lastChild.lastChild.data = ' · ' + t(e.st || 'sent');
     }
     return el;
   }
@@ -454,6 +556,7 @@
   // ------------------------------------------------------------ view
 
   function mode() {
+    if (dead) return 'chat';
     if (S.thanks) return 'thanks';
     if (S.out.some((o) => o.off)) return 'offline';
     if ((S.conv && (!S.closed || endedHere)) || S.out.length) return 'chat';
@@ -477,7 +580,17 @@
     }
     hint.hidden = !(m === 'chat' && avail.status === 'busy' && !S.assigned && !(S.conv && S.closed));
     trBtn.hidden = !S.conv;
+    // The operator who has the conversation, in the header.
+    const on = m === 'chat' && S.assigned && !S.closed;
+    const n = S.noName ? '' : S.opn || '';
+    const k = on ? n || '-' : '';
+    if (opEl.dataset.k !== k) {
+      opEl.dataset.k = k;
+      opEl.hidden = !on;
+      opEl.replaceChildren(avatar(n), h('span', { text: n || t('op') }));
+    }
     offForm.querySelector('button').disabled = S.out.some((o) => o.off);
+    input.disabled = sendB.disabled = !!dead;
     badge.hidden = !S.unread || isOpen;
     badge.textContent = S.unread;
     launcher.setAttribute('aria-label', t('open') + (S.unread ? ', ' + t('unread', S.unread) : ''));
@@ -542,7 +655,7 @@
     return fetch(BASE + '/v1/visitor/session', req).then((r) => {
       if (!r.ok) {
         // 403 (banned, origin refused), 404 (unknown key): stop as on 4003, no new visitor id.
-        if (r.status === 403 || r.status === 404) stop();
+        if (r.status === 403 || r.status === 404) r.json().then((j) => stop(j && j.error), () => stop());
         // Any other refusal of the old token: start over as a new visitor.
         else if (body.visitor_token && r.status < 500) return session(true);
         throw new Error('visitor session: HTTP ' + r.status);
@@ -564,14 +677,15 @@
       url: P.wsUrl(BASE),
       token: fresh ? S.token : null,
       getToken: () => session(),
-      cursors: S.cursors
+      cursors: S.cursors,
+      lang: LANG
     });
     client.on('state', (s) => {
       panel.setAttribute('data-conn', s);
       connEl.textContent = s === 'connecting' || s === 'waiting' ? t('conn') : '';
     });
     // 4003 (forbidden, banned): the client stays closed, and says so.
-    client.on('close', (e) => e.action === 'stop' && e.code !== P.CLOSE.NORMAL && stop());
+    client.on('close', (e) => e.action === 'stop' && e.code !== P.CLOSE.NORMAL && stop(e.reason));
     client.on('welcome', onWelcome);
     client.on('msg', onMsg);
     client.on('cursor', () => save());
@@ -602,10 +716,23 @@
     return client;
   }
 
-  function stop() {
+  // `why`: the gateway's word for it: 'banned' (a hello or a session refused), or 'forbidden'
+  // (an open connection closed: a ban, or the page's origin no longer allowed; the session,
+  // asked once, tells which).
+  function stop(why) {
     if (client) client.disconnect();
-    const k = 'n:stop';
-    entries.set(k, { k, conv: S.conv, seq: 1e15 - 1, role: 'notice', text: t('na'), ts: Date.now() });
+    if (why === 'forbidden' && !asked++) session().catch(noop);
+    dead = why === 'banned' ? 'ban' : 'na';
+    // Nothing goes out any more: what waited says "Not sent" instead of "Sending…" for ever, and
+    // the "write again" of an ended conversation no longer holds.
+    S.out.forEach((o) => {
+      const e = byCid(o.cid);
+      if (e) e.st = 'ns';
+    });
+    S.out = [];
+    entries.forEach((e, k) => (e.end || k === 'n:stop') && (entries.delete(k), els.delete(k)));
+    entries.set('n:stop', { k: 'n:stop', conv: S.conv, seq: 1e15 - 1, role: 'notice', text: t(dead), ts: Date.now() });
+    save();
     render(false);
   }
 
@@ -640,6 +767,7 @@
     S.conv = c.id;
     S.closed = c.state === 'closed';
     S.assigned = c.operator ? 1 : 0;
+    S.opn = c.operator && c.operator.name;
     if (S.closed && !was) {
       endedHere = true;
       const k = 'end:' + c.id;
@@ -658,13 +786,15 @@
       typingEl.hidden = true;
       S.assigned = 1;
       S.thanks = 0;
+      if (m.from.name) S.opn = m.from.name;
       // Unread: the operator's messages, not system lines.
       if (!isOpen || D.hidden) S.unread = (S.unread || 0) + 1;
     }
     save();
     render(false);
     markRead();
-    ev.emit('message', { conv: m.conv, seq: m.seq, role: m.from.role, name: m.from.name, text: m.text, ts: m.ts });
+    const text = m.from.role === 'system' ? sysText(m) : m.text;
+    ev.emit('message', { conv: m.conv, seq: m.seq, role: m.from.role, name: m.from.name, text, ts: m.ts });
   }
 
   function markRead() {
@@ -759,6 +889,7 @@
   }
 
   function queueMsg(text, off) {
+    if (dead) return;
     const o = { cid: P.newCid(), text, conv: S.conv && !S.closed ? S.conv : null, ts: Date.now(), off: off ? 1 : 0 };
     S.out.push(o);
     entries.set('c:' + o.cid, {
@@ -866,7 +997,8 @@
       .then((msgs) => {
         const who = (m) =>
           m.from.role === 'visitor' ? t('you') : m.from.role === 'operator' ? m.from.name || t('op') : '*';
-        const lines = msgs.map((m) => '[' + new Date(m.ts).toLocaleString(LANG) + '] ' + who(m) + ': ' + m.text);
+        const txt = (m) => (m.from.role === 'system' ? sysText(m) : m.text);
+        const lines = msgs.map((m) => '[' + new Date(m.ts).toLocaleString(LANG) + '] ' + who(m) + ': ' + txt(m));
         const url = URL.createObjectURL(
           new Blob([t('title') + ' — ' + location.hostname + '\n\n' + lines.join('\n') + '\n'], {
             type: 'text/plain;charset=utf-8'

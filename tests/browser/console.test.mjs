@@ -101,7 +101,9 @@ test('console: alerts, counters, preview, drafts, transfer and close', { skip: s
   await panel.locator('dd', { hasText: /Chrom/ }).waitFor();
   await panel.locator('dd', { hasText: /Linux/ }).waitFor();
   await panel.locator('dd', { hasText: '?from=ad' }).waitFor();
-  await panel.locator('dd', { hasText: /^cs/ }).waitFor();
+  // The language is the one the widget speaks and sends in hello: the page's (en) over the
+  // browser's (cs-CZ).
+  await panel.locator('dd', { hasText: /^en$/ }).waitFor();
   await panel.locator('dd', { hasText: 'ann@example.com' }).waitFor();
   await a.page.locator('[data-testid=conv-view][data-readonly=true]').waitFor();
   await screenshot(a.page, 'console-preview');

@@ -180,11 +180,14 @@ export async function newPage(browser, opts = {}) {
   return { context, page, errors };
 }
 
-/** An operator console signed in through the URL fragment, connected and welcomed. */
+/**
+ * An operator console signed in through the URL fragment, connected and welcomed. `testHooks`
+ * as in `newPage`: the console puts `client()` in it (what its protocol client follows).
+ */
 export async function openConsole(browser, gw, opts = {}) {
-  const { sub = 'op1', name = 'Olga', role = 'operator', site = 'demo', queues, permissions } = opts;
+  const { sub = 'op1', name = 'Olga', role = 'operator', site = 'demo', queues, permissions, testHooks } = opts;
   const token = await gw.token({ role, sub, name, site, queues });
-  const p = await newPage(browser, { viewport: { width: 1400, height: 850 }, permissions });
+  const p = await newPage(browser, { viewport: { width: 1400, height: 850 }, permissions, testHooks });
   await p.page.goto(`${gw.url}/console#token=${token}`);
   await p.page.locator('[data-testid=conn-state][data-state=open]').waitFor();
   await p.page.locator('[data-testid=me-name]', { hasText: name }).waitFor();

@@ -178,10 +178,10 @@ test('close code 4003 and a refused session: the widget stops and says so', { sk
   await w.page.addInitScript(recordSocketCloses);
   await w.page.goto(host.url({}));
   await w.page.getByTestId('cw-launcher').click();
-  await w.page.getByTestId('cw-input').fill('Anyone?');
-  await w.page.getByTestId('cw-input').press('Enter');
   await w.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
   await w.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
+  assert.ok(await w.page.getByTestId('cw-input').isDisabled(), 'nothing to type into');
+  assert.ok(await v.page.getByTestId('cw-input').isDisabled(), 'nor for the visitor already there');
   assert.deepEqual(await w.page.evaluate(() => window.__closes), [], 'no socket was even tried');
   assert.deepEqual([...v.errors, ...w.errors], []);
 });
@@ -194,13 +194,19 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
 
   // The operator bans the visitor from the console.
   await op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).click();
+  await op.page.getByTestId('more-button').click();
   await op.page.getByTestId('ban-button').click();
   await op.page.getByTestId('ban-duration').selectOption('1h');
   await op.page.getByTestId('ban-reason').fill('abuse');
   await op.page.getByTestId('ban-confirm').click();
   await op.page.locator('[data-testid=toast]', { hasText: `visitor id ${before.vid}` }).waitFor();
-  await v.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
+  // The widget says so, and takes no more messages.
+  const banned = 'You can no longer send messages in this chat.';
+  await v.page.getByTestId('cw-notice').filter({ hasText: banned }).waitFor();
   await v.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
+  assert.ok(await v.page.getByTestId('cw-input').isDisabled(), 'the input is disabled');
+  assert.ok(await v.page.getByTestId('cw-send').isDisabled(), 'so is the send button');
+  assert.equal(await v.page.getByTestId('cw-ended').count(), 0, 'no "write again to start a new one"');
   assert.ok((await v.page.evaluate(() => window.__closes)).includes(4003), 'the gateway closed the visitor with 4003');
 
   // A page load with a token the widget takes as expired: it asks POST /v1/visitor/session with
@@ -219,8 +225,9 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
   await v.page.reload();
   await v.page.getByTestId('cw-launcher').waitFor();
   if (!(await v.page.getByTestId('cw-panel').isVisible())) await v.page.getByTestId('cw-launcher').click();
-  await v.page.getByTestId('cw-notice').filter({ hasText: 'not available' }).waitFor();
+  await v.page.getByTestId('cw-notice').filter({ hasText: banned }).waitFor();
   await v.page.locator('[data-testid=cw-panel][data-conn=closed]').waitFor();
+  assert.ok(await v.page.getByTestId('cw-input').isDisabled(), 'the input is disabled after a page load too');
   await waitUntil(() => sessions.length > 0, { message: 'the session request' });
   assert.deepEqual(sessions, [403], 'one session request, refused; no second one without the token');
   assert.deepEqual(await v.page.evaluate(() => window.__closes), [], 'no socket was opened');
@@ -240,4 +247,41 @@ test('a banned visitor stays stopped: a refused session does not mint a new visi
   assert.equal((await stored()).vid, before.vid, 'the same visitor');
 
   assert.deepEqual([...v.errors, ...op.errors, ...sup.errors], []);
+});
+
+test('a banned visitor: a message waiting to go out says "Not sent", never "Sending…" for ever', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { op, v } = await visitorOnHostSite(t, 'First words');
+  const conv = await acceptFirstQueued(op);
+  await op.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).click();
+
+  // The visitor's connection is down while they write; meanwhile the operator bans them.
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.drop(true));
+  await waitUntil(() => v.page.evaluate(() => window.__chatGatewayTestHooks.state().conn !== 'open'), {
+    message: 'the widget is offline'
+  });
+  await v.page.getByTestId('cw-input').fill('Last words');
+  await v.page.getByTestId('cw-input').press('Enter');
+  await v.page.locator('[data-testid=cw-msg][data-state=sending]', { hasText: 'Last words' }).waitFor();
+  await op.page.getByTestId('more-button').click();
+  await op.page.getByTestId('ban-button').click();
+  await op.page.getByTestId('ban-confirm').click();
+  await op.page.locator('[data-testid=toast]', { hasText: 'is banned until' }).waitFor();
+
+  // Back online: the gateway refuses the hello (4003, banned). The message is not sent, and says so.
+  await v.page.evaluate(() => window.__chatGatewayTestHooks.resume());
+  await v.page.locator('[data-testid=cw-msg][data-state=ns]', { hasText: 'Last words' }).waitFor();
+  await v.page.getByTestId('cw-notice').filter({ hasText: 'You can no longer send messages in this chat.' }).waitFor();
+  assert.match(await v.page.locator('[data-testid=cw-msg][data-state=ns]').innerText(), /Not sent/);
+  assert.equal(await v.page.locator('[data-testid=cw-msg][data-state=sending]').count(), 0);
+  assert.equal((await v.page.evaluate(() => window.__chatGatewayTestHooks.state())).out, 0, 'nothing waits to go out');
+  assert.ok(await v.page.getByTestId('cw-input').isDisabled());
+  assert.deepEqual(await v.page.evaluate(() => window.__closes.filter((c) => c >= 4000)), [4003]);
+
+  // Bad input: a click on the unsent message, or the API, sends nothing.
+  await v.page.locator('[data-testid=cw-msg][data-state=ns]').click();
+  await v.page.evaluate(() => window.ChatWidget.identify({ name: 'Still banned' }));
+  assert.equal(await v.page.locator('[data-testid=cw-msg][data-role=visitor]').count(), 2);
+  assert.equal((await v.page.evaluate(() => window.__chatGatewayTestHooks.state())).out, 0);
+  assert.equal(await op.page.locator('[data-testid=conv-msg]', { hasText: 'Last words' }).count(), 0);
+  assert.deepEqual([...v.errors, ...op.errors], []);
 });

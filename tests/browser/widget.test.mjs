@@ -201,6 +201,10 @@ test('widget: show_operator_name off hides the operator\'s name', { skip: skipRe
     'the name appears nowhere in the widget'
   );
   await v.page.locator('[data-testid=cw-msg][data-role=system]', { hasText: 'An operator joined' }).waitFor();
+  // No initials either: a person beside the message, and "Operator" in the header.
+  assert.equal(await reply.locator('.av').innerText(), '');
+  assert.equal(await reply.locator('.av svg').count(), 1);
+  assert.equal(await v.page.getByTestId('cw-operator').innerText(), 'Operator');
   assert.deepEqual([...v.errors, ...op.errors], []);
 });
 

@@ -1,6 +1,7 @@
 // What an operator does to the open conversation besides replying: tags, transfer (to an
 // operator, with their status and load, or to a queue, with a note), close (with an outcome and
-// tags), and ban the visitor (for a while, with a reason).
+// tags), and ban the visitor (for a while, with a reason), which waits in the conversation's
+// "More actions" menu, away from where Accept was.
 
 import { $, st, h, toast, chats, errText, conv, visitorName, upsertMine } from './core.js';
 import { renderView } from './conversation.js';
@@ -14,7 +15,9 @@ const isConvObject = (ok) => ok.conv && typeof ok.conv === 'object';
 export function renderTags(c, ro) {
   const box = $('tag-list');
   const input = $('tag-input');
-  box.replaceChildren();
+  // Only the tags are redrawn: taking the field out would take its focus, and the next tag
+  // typed after Enter would go nowhere.
+  for (const el of box.querySelectorAll('.tag')) el.remove();
   for (const t of c.tags || []) {
     const remove = ro
       ? null
@@ -23,12 +26,11 @@ export function renderTags(c, ro) {
           'data-testid': 'tag-remove',
           'aria-label': 'Remove tag ' + t,
           text: '×',
-          onclick: () => changeTags(c.id, [], [t])
+          onclick: () => changeTags(c.id, [], [t]).catch(() => {})
         });
-    box.append(h('span', { class: 'tag', 'data-testid': 'tag' }, [t, remove]));
+    input.before(h('span', { class: 'tag', 'data-testid': 'tag' }, [t, remove]));
   }
   input.hidden = ro;
-  box.append(input);
 }
 
 $('tag-input').addEventListener('keydown', (e) => {
@@ -37,11 +39,15 @@ $('tag-input').addEventListener('keydown', (e) => {
   const t = e.target.value.trim();
   if (!t || !st.selected) return;
   e.target.value = '';
-  changeTags(st.selected, [t], []);
+  changeTags(st.selected, [t], []).catch(() => {
+    // Refused (too long, too many): the tag comes back to the field to be corrected.
+    if (!e.target.value) e.target.value = t;
+  });
 });
 
+/** Adds and removes tags; the promise rejects (after a toast) when the gateway refuses. */
 function changeTags(id, add, remove) {
-  st.client.tag(id, add, remove).then(
+  return st.client.tag(id, add, remove).then(
     (ok) => {
       const c = st.mine.get(id);
       if (isConvObject(ok)) upsertMine(ok.conv);
@@ -51,7 +57,10 @@ function changeTags(id, add, remove) {
       }
       renderView();
     },
-    (err) => toast('Could not change tags: ' + errText(err))
+    (err) => {
+      toast('Could not change tags: ' + errText(err));
+      throw err;
+    }
   );
 }
 
@@ -107,10 +116,10 @@ $('transfer-dialog').addEventListener('close', () => {
     (ok) => {
       toast('Transferred.');
       if (isConvObject(ok)) upsertMine(ok.conv);
-      else if (!st.watched.has(id)) {
-        st.mine.delete(id);
-        st.client.forget(id);
-      }
+      else if (!st.watched.has(id)) st.mine.delete(id);
+      // The answer's Conversation has the client follow it again, and following it would ask
+      // its history for the messages of the handover, which are no longer ours (forbidden).
+      if (!st.mine.has(id)) st.client.forget(id);
       if (!st.mine.has(id) && st.selected === id) st.selected = null;
       renderAll();
     },
@@ -149,7 +158,23 @@ $('close-dialog').addEventListener('close', () => {
 
 // ------------------------------------------------------------------ ban
 
+// The "More actions" menu: it opens only where its actions may be used, and closes on a
+// choice, on Escape and on a click elsewhere.
+const more = $('more-menu');
+more.querySelector('summary').addEventListener('click', (e) => {
+  if (e.currentTarget.getAttribute('aria-disabled') === 'true') e.preventDefault();
+});
+more.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape' || !more.open) return;
+  more.open = false;
+  more.querySelector('summary').focus();
+});
+document.addEventListener('click', (e) => {
+  if (more.open && !more.contains(e.target)) more.open = false;
+});
+
 $('ban-button').addEventListener('click', () => {
+  more.open = false;
   if (!st.selected) return;
   $('ban-reason').value = '';
   openDialog('ban-dialog');

@@ -6,7 +6,7 @@
 
 import {
   $, st, h, toast, clock, visitorName, errText, conv, isReadOnly, upsertMine, entries, addEntry, storedEntry,
-  saveDrafts
+  saveDrafts, messageText
 } from './core.js';
 import { beep, notify } from './settings.js';
 import { saveComposerDraft, closePicker, stopTyping } from './composer.js';
@@ -89,7 +89,7 @@ function lastText(id) {
   if (!last) return '';
   const mineMsg = st.me && last.from.id === st.me.id && last.from.role !== 'visitor';
   const who = mineMsg ? 'You: ' : last.from.role === 'operator' ? (last.from.name || 'Operator') + ': ' : '';
-  return who + last.text;
+  return who + messageText(last);
 }
 
 export function renderMine() {
@@ -215,7 +215,7 @@ function loadPrevious(id, prev) {
   st.client.history(prev, { limit: 50 }).then(
     (res) => {
       const els = (res.messages || []).map((x) => {
-        const el = msgEl({ key: 'p' + x.seq, from: x.from, text: x.text, ts: x.ts }, 0);
+        const el = msgEl(Object.assign(storedEntry(x), { key: 'p' + x.seq }), 0);
         el.dataset.testid = 'conv-prev-msg';
         el.classList.add('prev');
         delete el.dataset.seq;
@@ -264,11 +264,18 @@ export function renderView() {
   $('conv-presence').title = c.visitor.online ? 'visitor online' : 'visitor away';
   const other = c.operator && c.operator.id !== st.me.id ? ' · ' + c.operator.name : '';
   $('conv-state').textContent = c.state + other;
-  $('conv-accept').hidden = !(isPeek && (c.state === 'queued' || c.state === 'offered'));
+  const waiting = isPeek && (c.state === 'queued' || c.state === 'offered');
+  $('conv-accept').hidden = !waiting;
   $('conv-unwatch').hidden = !st.watched.has(id);
-  $('transfer-button').hidden = ro;
-  $('close-button').hidden = ro;
-  $('ban-button').hidden = ro || c.state === 'closed';
+  // While a waiting conversation is looked at, its actions are there but disabled: accepting
+  // then moves nothing under the pointer (a second click where Accept was hits no other button).
+  for (const b of ['transfer-button', 'close-button']) {
+    $(b).hidden = ro && !waiting;
+    $(b).disabled = ro;
+  }
+  $('more-menu').hidden = (ro && !waiting) || c.state === 'closed';
+  $('more-menu').querySelector('summary').setAttribute('aria-disabled', ro ? 'true' : 'false');
+  if (ro) $('more-menu').open = false;
   $('composer-form').hidden = ro;
   $('readonly-note').hidden = !ro;
   $('readonly-note').textContent = readonlyNote(id, c, isPeek);
@@ -314,7 +321,7 @@ function msgEl(e, seenUpTo) {
   if (mineMsg || e.pending) state = e.failed ? 'failed' : e.pending ? 'sending' : e.seq <= seenUpTo ? 'read' : 'sent';
   if (!e.el) {
     e.el = h('li', { 'data-testid': 'conv-msg', 'data-role': role }, [
-      h('div', { class: 'bubble', text: e.text }),
+      h('div', { class: 'bubble', text: messageText(e) }),
       h('div', { class: 'meta' })
     ]);
   }

@@ -149,4 +149,34 @@ export function addEntry(id, e) {
 }
 
 /** An entry of the store from a `msg` frame or a history item. */
-export const storedEntry = (x) => ({ key: 's' + x.seq, seq: x.seq, cid: x.cid, from: x.from, text: x.text, ts: x.ts });
+export const storedEntry = (x) => ({
+  key: 's' + x.seq,
+  seq: x.seq,
+  cid: x.cid,
+  from: x.from,
+  text: x.text,
+  code: x.code,
+  args: x.args,
+  ts: x.ts
+});
+
+// System messages by their code, in the console's language (English, the gateway's phrases in
+// gateway/src/i18n.rs): their stored text is in the site's language.
+const SYSTEM = {
+  operator_joined: (a) => (a.name ? a.name + ' joined the conversation' : 'An operator joined the conversation'),
+  transferred: (a) =>
+    'The conversation was transferred to ' + (a.queue ? a.queue : 'another operator'),
+  reassigned: () => 'The operator did not answer in time; the conversation was passed to another operator',
+  closed: () => 'The conversation was closed'
+};
+
+/** What a system message says: by its code, or its text for a code this console does not know. */
+export function systemText(m) {
+  const a = {};
+  const args = m.args && typeof m.args === 'object' ? m.args : {};
+  for (const k of Object.keys(args)) if (typeof args[k] === 'string') a[k] = args[k];
+  return Object.hasOwn(SYSTEM, m.code) ? SYSTEM[m.code](a) : m.text;
+}
+
+/** What a message says, system messages by their code. */
+export const messageText = (m) => (m.from && m.from.role === 'system' ? systemText(m) : m.text);

@@ -175,6 +175,8 @@ export function renderQueue() {
 // ------------------------------------------------------------------ actions
 
 export function accept(id) {
+  // A double click asks once.
+  if (st.accepting.has(id)) return;
   st.accepting.add(id);
   const done = (ok) => {
     const c =

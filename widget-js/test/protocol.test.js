@@ -378,6 +378,24 @@ test('only sane stored cursors go into hello', () => {
   assert.deepEqual(h.socket().sent[0].cursors, { c_1: 3 });
 });
 
+test('hello carries the reader\'s language when given, on every reconnect; nothing else when not', () => {
+  const h = makeClient({ lang: 'cs' });
+  h.client.connect();
+  h.socket().open();
+  assert.deepEqual(h.socket().sent[0], { t: 'hello', token: 'tok-1', lang: 'cs' });
+  h.socket().serverClose(1006);
+  h.clock.advance(60000);
+  h.socket().open();
+  assert.equal(h.socket().sent[0].lang, 'cs', 'again after a reconnect');
+  // Bad values are left out rather than sent for the server to refuse.
+  for (const lang of [undefined, null, '', 42, { en: 1 }]) {
+    const b = makeClient({ lang });
+    b.client.connect();
+    b.socket().open();
+    assert.deepEqual(b.socket().sent[0], { t: 'hello', token: 'tok-1' }, `lang ${JSON.stringify(lang)}`);
+  }
+});
+
 test('recovered:false reloads the latest page and signals a resync', async () => {
   const h = makeClient({ cursors: { c_1: 3 }, historyPage: 50 });
   const resyncs = [];
