@@ -111,6 +111,71 @@ pub struct RawConfig {
     /// Allow timers shorter than the protocol's minimums (tests and demos only).
     #[arg(long, env = "GATEWAY_ALLOW_SHORT_TIMERS", default_value = "false")]
     pub allow_short_timers: String,
+    /// Directory for what one node keeps: the SQLite archive, a generated token secret, the
+    /// in-memory engine's state across a restart.
+    #[arg(long, env = "GATEWAY_DATA_DIR", default_value = "./data")]
+    pub data_dir: String,
+    /// The archive's database: `postgres://…` (what several nodes share) or `sqlite://<file>`.
+    /// Absent: SQLite in GATEWAY_DATA_DIR with the in-memory engine; no archive with Redis.
+    #[arg(long, env = "GATEWAY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// `on` or `off`: keep every conversation in the archive.
+    #[arg(long, env = "GATEWAY_ARCHIVE", default_value = "on")]
+    pub archive: String,
+    /// `on` or `off`: the in-memory engine writes its state to the data dir when the node
+    /// stops (SIGTERM) and reads it back at start.
+    #[arg(long, env = "GATEWAY_KEEP_STATE", default_value = "on")]
+    pub keep_state: String,
+}
+
+/// The file in the data dir that keeps a generated token secret.
+pub const SECRET_FILE: &str = "secret";
+
+/// The file in the data dir that keeps the in-memory engine's state across a restart.
+pub const STATE_FILE: &str = "memory-state.msgpack";
+
+fn on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" | "" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?} is not on or off")),
+    }
+}
+
+impl Config {
+    /// Keeps a generated secret in the data dir (readable by the owner only), unless it is
+    /// there already.
+    pub fn persist_generated_secret(&self) -> std::io::Result<()> {
+        let JwtConfig::Secret {
+            secret,
+            generated: true,
+        } = &self.jwt
+        else {
+            return Ok(());
+        };
+        let path = self.data_dir.join(SECRET_FILE);
+        if path.exists() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.data_dir)?;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(secret.as_bytes())?;
+        f.sync_all()
+    }
+}
+
+/// Where the archive is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArchiveConfig {
+    Off,
+    Sqlite(PathBuf),
+    Postgres(String),
 }
 
 /// Validated configuration.
@@ -143,6 +208,10 @@ pub struct Config {
     /// Runtime worker threads; `None`: one per available CPU.
     pub workers: Option<usize>,
     pub bounds: Bounds,
+    pub data_dir: PathBuf,
+    pub archive: ArchiveConfig,
+    /// The in-memory engine's state file (`None`: start empty every time; with Redis).
+    pub keep_state: Option<PathBuf>,
 }
 
 /// Where the Redis engine connects.
@@ -275,12 +344,20 @@ impl Config {
                 }
             }
             (None, None) => {
-                use rand::Rng;
-                let secret: String = rand::rng()
-                    .sample_iter(&rand::distr::Alphanumeric)
-                    .take(40)
-                    .map(char::from)
-                    .collect();
+                // A secret generated before is kept in the data dir, so that tokens outlive
+                // a restart of a one-node install (`persist_generated_secret`).
+                let kept = std::fs::read_to_string(PathBuf::from(&raw.data_dir).join(SECRET_FILE))
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| s.len() >= 16);
+                let secret = kept.unwrap_or_else(|| {
+                    use rand::Rng;
+                    rand::rng()
+                        .sample_iter(&rand::distr::Alphanumeric)
+                        .take(40)
+                        .map(char::from)
+                        .collect()
+                });
                 Some(JwtConfig::Secret {
                     secret,
                     generated: true,
@@ -440,9 +517,34 @@ impl Config {
                 );
             }
         }
+        let data_dir = PathBuf::from(&raw.data_dir);
+        let archive_on = check!("GATEWAY_ARCHIVE", on_off(&raw.archive));
+        let keep_state = check!("GATEWAY_KEEP_STATE", on_off(&raw.keep_state));
+        let archive = match (&raw.database_url, archive_on) {
+            (_, Some(false)) | (_, None) => Some(ArchiveConfig::Off),
+            (Some(url), Some(true)) => {
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    Some(ArchiveConfig::Postgres(url.clone()))
+                } else if let Some(path) = url.strip_prefix("sqlite://") {
+                    Some(ArchiveConfig::Sqlite(PathBuf::from(path)))
+                } else {
+                    errs.push(
+                        "GATEWAY_DATABASE_URL: expected postgres://… or sqlite://<file>".into(),
+                    );
+                    None
+                }
+            }
+            // One node on the in-memory engine: SQLite in the data dir. Several nodes on Redis
+            // need one database they share: without a URL there is no archive.
+            (None, Some(true)) if redis_urls.is_empty() => {
+                Some(ArchiveConfig::Sqlite(data_dir.join("archive.db")))
+            }
+            (None, Some(true)) => Some(ArchiveConfig::Off),
+        };
         if !errs.is_empty() {
             return Err(ConfigErrors(errs));
         }
+        let redis_none = redis_urls.is_empty();
         let redis = (!redis_urls.is_empty()).then(|| RedisConfig {
             cluster: redis_urls.len() > 1 || redis_cluster.expect("checked"),
             urls: redis_urls,
@@ -474,6 +576,10 @@ impl Config {
             country_header: raw.country_header.clone(),
             workers: workers.expect("checked"),
             bounds,
+            keep_state: (keep_state.expect("checked") && redis_none)
+                .then(|| data_dir.join(STATE_FILE)),
+            data_dir,
+            archive: archive.expect("checked"),
         })
     }
 
@@ -502,6 +608,9 @@ impl Config {
             redis_timeout: "2s".into(),
             node_timeout: "10s".into(),
             retention: "24h".into(),
+            data_dir: std::env::temp_dir().display().to_string(),
+            archive: "off".into(),
+            keep_state: "off".into(),
             ..RawConfig::default()
         };
         Config::from_raw(&raw).expect("test config is valid")

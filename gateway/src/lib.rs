@@ -15,6 +15,7 @@ pub mod hub;
 pub mod i18n;
 pub mod metrics;
 pub mod outbound;
+pub mod outbox;
 pub mod protocol;
 pub mod server;
 pub mod service;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gateway::auth::{Auth, Claims};
 use gateway::clock::now_ms;
-use gateway::config::{Config, JwtConfig, RawConfig};
+use gateway::config::{Config, JwtConfig, RawConfig, SECRET_FILE};
 use gateway::protocol::Role;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
@@ -76,9 +76,19 @@ fn main() -> anyhow::Result<()> {
             queues,
             max_chats,
         }) => {
+            // A one-node install's generated secret is kept in its data dir.
+            let kept = || {
+                let path = std::path::Path::new(&cli.config.data_dir).join(SECRET_FILE);
+                std::fs::read_to_string(path)
+                    .ok()
+                    .map(|s| s.trim().to_owned())
+            };
             let secret = secret
                 .or(cli.config.jwt_secret.clone())
-                .context("--secret or GATEWAY_JWT_SECRET is required")?;
+                .or_else(kept)
+                .context(
+                    "--secret, GATEWAY_JWT_SECRET or a secret kept in GATEWAY_DATA_DIR is required",
+                )?;
             // The gateway refuses a shorter one; a token it could never verify helps nobody.
             anyhow::ensure!(secret.len() >= 16, "the secret must be at least 16 bytes");
             let role: Role = serde_json::from_value(serde_json::Value::String(role.clone()))
@@ -166,6 +176,13 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    if let Err(e) = cfg.persist_generated_secret() {
+        // Tokens would not survive a restart: say so, and go on.
+        eprintln!(
+            "the generated secret could not be kept in {}: {e}",
+            cfg.data_dir.display()
+        );
+    }
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(gateway::metrics::DELIVERY_LATENCY.to_owned()),
@@ -243,7 +260,9 @@ fn announce(
             };
             let token = Auth::hs256(secret.as_bytes()).mint(&claims)?;
             println!("  operator console  {base}/console#token={token}");
-            println!("  (no GATEWAY_JWT_SECRET was set: a random one was generated for this run)");
+            println!(
+                "  (no GATEWAY_JWT_SECRET was set: a random one was generated and kept in the data dir; `gateway token` uses it)"
+            );
         } else {
             println!("  operator console  {base}/console  (mint a token: gateway token --role operator --sub alice)");
         }

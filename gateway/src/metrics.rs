@@ -28,9 +28,11 @@ pub const BUS_RESUBSCRIBES: &str = "gateway_bus_resubscribes_total";
 pub const BUS_CATCHUP: &str = "gateway_bus_catchup_messages_total";
 pub const TX_CONFLICTS: &str = "gateway_site_transition_conflicts_total";
 pub const NODES_SWEPT: &str = "gateway_dead_nodes_swept_total";
+pub const ARCHIVED: &str = "gateway_archived_entries_total";
+pub const ARCHIVE_ERRORS: &str = "gateway_archive_errors_total";
 
 /// Every metric name.
-pub const ALL: [&str; 25] = [
+pub const ALL: [&str; 27] = [
     CONNS_OPENED,
     CONNS_CLOSED,
     CONNS_ACTIVE,
@@ -56,6 +58,8 @@ pub const ALL: [&str; 25] = [
     BUS_CATCHUP,
     TX_CONFLICTS,
     NODES_SWEPT,
+    ARCHIVED,
+    ARCHIVE_ERRORS,
 ];
 
 /// Registers descriptions with the installed recorder.
@@ -130,6 +134,15 @@ pub fn describe() {
         "Site transitions retried because another node committed first"
     );
     describe_counter!(NODES_SWEPT, "Dead nodes whose connections were swept");
+    describe_counter!(
+        ARCHIVED,
+        "Outbox entries written to the archive (conversation events, operator changes, \
+         message batches)"
+    );
+    describe_counter!(
+        ARCHIVE_ERRORS,
+        "Archive writes that failed (retried: the database was down or slow)"
+    );
 }
 
 /// Every label value each labelled metric takes, so that [`register`] can create each series
@@ -243,6 +256,8 @@ pub fn register() {
         BUS_CATCHUP,
         TX_CONFLICTS,
         NODES_SWEPT,
+        ARCHIVED,
+        ARCHIVE_ERRORS,
     ] {
         counter!(name).increment(0);
     }

@@ -35,6 +35,32 @@ pub enum StartError {
     NoRedis,
     #[error("cannot reach Redis")]
     Engine(#[source] crate::engine::EngineError),
+    #[error("cannot open the archive")]
+    Archive(#[source] crate::archive::ArchiveError),
+}
+
+/// How long a starting node waits for the archive's database.
+const ARCHIVE_START_WAIT: Duration = Duration::from_secs(30);
+
+/// Opens the archive the configuration names (`None`: no archive).
+pub async fn open_archive(
+    cfg: &Config,
+) -> Result<Option<Arc<dyn crate::archive::Store>>, StartError> {
+    use crate::config::ArchiveConfig;
+    let store: Arc<dyn crate::archive::Store> = match &cfg.archive {
+        ArchiveConfig::Off => return Ok(None),
+        ArchiveConfig::Sqlite(path) => Arc::new(
+            crate::archive::sqlite::open(path)
+                .await
+                .map_err(StartError::Archive)?,
+        ),
+        ArchiveConfig::Postgres(url) => Arc::new(
+            crate::archive::postgres::open(url, ARCHIVE_START_WAIT)
+                .await
+                .map_err(StartError::Archive)?,
+        ),
+    };
+    Ok(Some(store))
 }
 
 /// The token verifier the configuration asks for.
@@ -87,8 +113,22 @@ pub async fn start_memory(
         MemoryConfig {
             max_log: cfg.max_log,
             retention: cfg.retention,
+            archive: cfg.archive != crate::config::ArchiveConfig::Off,
+            keep_state: cfg.keep_state.clone(),
         },
     );
+    if let Some(path) = &cfg.keep_state {
+        match engine.restore(path) {
+            Ok(Some(kept)) => {
+                tracing::info!(path = %path.display(), open = kept.open, logs = kept.logs, outbox = kept.outbox, "state of the last run restored")
+            }
+            Ok(None) => {}
+            // The file was set aside: the node starts empty rather than not at all.
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "state of the last run not restored")
+            }
+        }
+    }
     let node = node_id(&cfg);
     start(engine, hub, node, cfg, metrics).await
 }
@@ -108,6 +148,7 @@ pub async fn start_redis(
             max_log: cfg.max_log,
             retention: cfg.retention,
             node_timeout: cfg.node_timeout,
+            archive: cfg.archive != crate::config::ArchiveConfig::Off,
         },
         sites,
         hub.clone(),
@@ -144,7 +185,8 @@ pub async fn start<E: Engine>(
     // in one short step; the hub sends them from code that may not wait.
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     hub.set_control(control_tx);
-    let gw = Arc::new(Gateway::new(engine, hub, auth, cfg, node));
+    let archive = open_archive(&cfg).await?;
+    let gw = Arc::new(Gateway::new(engine, archive, hub, auth, cfg, node));
     gw.reload_all_settings().await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let done = tokio::spawn(serve(
@@ -179,6 +221,8 @@ async fn serve<E: Engine>(
     let listings = tokio::spawn(gw.clone().run_listings());
     let retries = tokio::spawn(gw.clone().run_retries());
     let presence = tokio::spawn(gw.clone().run_presence(gw.config().node_timeout / 5));
+    let archiver = tokio::spawn(gw.clone().run_archiver());
+    let notes = tokio::spawn(gw.clone().run_message_notes());
     let census = tokio::spawn(gw.clone().run_census());
     let app = http::router(
         AppState {
@@ -233,6 +277,11 @@ async fn serve<E: Engine>(
     presence.abort();
     census.abort();
     gw.leave().await;
+    // What was noted of the last messages leaves before the node does.
+    gw.flush_notes().await;
+    notes.abort();
+    archiver.abort();
+    gw.stopped().await;
     timers.abort();
     pinger.abort();
     control.abort();

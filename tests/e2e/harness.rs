@@ -80,6 +80,34 @@ pub mod tempfile_path {
     }
 }
 
+/// A temporary directory (a node's data dir), removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "cg-e2e-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// One gateway process.
 pub struct Node {
     pub name: String,
@@ -181,6 +209,20 @@ impl Node {
         self.logs.lock().unwrap().join("\n")
     }
 
+    /// Waits (with the deadline) until a log line contains `needle`: stdout and stderr are
+    /// read by separate threads, so a line may trail the address.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !self.logs.lock().unwrap().iter().any(|l| l.contains(needle)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no log line with {needle:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// The process id, while the node runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -278,6 +320,11 @@ pub fn token(role: &str, sub: &str, name: &str) -> String {
 }
 
 pub fn token_with(role: &str, sub: &str, name: &str, extra: Value) -> String {
+    token_signed(SECRET, role, sub, name, extra)
+}
+
+/// A token signed with another secret (a node's generated one).
+pub fn token_signed(secret: &str, role: &str, sub: &str, name: &str, extra: Value) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -294,7 +341,7 @@ pub fn token_with(role: &str, sub: &str, name: &str, extra: Value) -> String {
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
 }

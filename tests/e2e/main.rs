@@ -7,4 +7,5 @@ mod faults;
 mod harness;
 mod multinode;
 mod observability;
+mod restart;
 mod rules;

@@ -145,6 +145,8 @@ pub struct Settings {
     /// `None`: any origin.
     pub allowed_origins: Option<Vec<String>>,
     pub canned: Vec<Canned>,
+    /// How long the archive keeps a closed conversation (`None`: forever).
+    pub retention: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -165,6 +167,7 @@ impl Default for Settings {
             show_operator_name: true,
             allowed_origins: None,
             canned: Vec::new(),
+            retention: None,
         }
     }
 }
@@ -266,6 +269,18 @@ impl Settings {
                     .ok_or("expected en, ru or cs")?
             }
             "offline_callback" => self.offline_callback = duration(v)?,
+            "retention" => {
+                self.retention = match v {
+                    Value::String(s) if s == "forever" => None,
+                    other => {
+                        let d = duration_any(other)?.ok_or("\"forever\" or a duration")?;
+                        if d < Duration::from_secs(3600) {
+                            return Err("must be at least 1h, or \"forever\"".into());
+                        }
+                        Some(d)
+                    }
+                }
+            }
             "widget_when_away" => {
                 self.widget_when_away = serde_json::from_value(v.clone())
                     .map_err(|_| "expected busy or offline".to_owned())?
@@ -334,6 +349,12 @@ impl Settings {
         m.insert("unavailable_text", self.unavailable_text.to_json());
         m.insert("language", Value::from(self.language.as_str()));
         m.insert("offline_callback", od(self.offline_callback));
+        m.insert(
+            "retention",
+            self.retention
+                .map(d)
+                .unwrap_or_else(|| Value::from("forever")),
+        );
         m.insert(
             "widget_when_away",
             Value::from(match self.widget_when_away {

@@ -59,6 +59,15 @@ impl SiteState {
         self.queue_clock
     }
 
+    /// Every node some participant of the site is counted as connected to.
+    pub fn nodes(&self) -> BTreeSet<NodeId> {
+        let ops = self.operators.values().map(|o| &o.conns);
+        let vis = self.visitors.values().map(|v| &v.conns);
+        ops.chain(vis)
+            .flat_map(|c| c.0.iter().map(|(n, _)| n.clone()))
+            .collect()
+    }
+
     /// Puts back what the last transition touched, and its version: an engine that could
     /// not store a transition returns its copy to the state it was read in.
     pub fn rollback(&mut self) {

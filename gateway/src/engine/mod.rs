@@ -4,7 +4,8 @@
 //! The contract is a handful of small capability traits, each with its promises written on
 //! it — [`SiteStore`] (atomic site transitions), [`ConvLog`] (exactly-once append, replay,
 //! conversation records), [`Timers`], [`SiteData`] (drafts, settings, bans), [`Broker`]
-//! (publish and confirmed subscriptions) and [`Nodes`] (heartbeats and dead nodes) — and
+//! (publish and confirmed subscriptions), [`Nodes`] (heartbeats and dead nodes) and
+//! [`Outbox`] (what leaves for the archive and other systems of record) — and
 //! [`Engine`], which is all of them. Two implementations share it: [`memory::MemoryEngine`] (one
 //! node, no other component) and [`redis::RedisEngine`] (any number of nodes on one Redis or a
 //! Redis Cluster). The conformance suite in `gateway/tests/it/conformance.rs` runs every case
@@ -26,6 +27,7 @@ use crate::bus::{BusMsg, Channel};
 use crate::core::{
     Activity, ConvId, Millis, NodeId, OperatorId, SiteId, SiteState, TimerKind, VisitorId,
 };
+use crate::outbox::{OutboxEntry, OutboxItem};
 use crate::protocol::{Author, ConvState, Conversation, Msg, Role};
 
 type Source = Box<dyn std::error::Error + Send + Sync>;
@@ -248,12 +250,13 @@ pub struct HistoryPage {
 /// A site's state checked out for one transition.
 pub trait SiteTx: Send {
     fn state(&mut self) -> &mut SiteState;
-    /// Stores the state, and sets (`Some(at)`) or cancels (`None`) the given timers of the
-    /// site in the same atomic step, if nobody committed since `begin`; else
-    /// [`EngineError::Conflict`] and nothing is stored.
+    /// Stores the state, sets (`Some(at)`) or cancels (`None`) the given timers of the site,
+    /// and adds `outbox` entries to the site's outbox, in the same atomic step, if nobody
+    /// committed since `begin`; else [`EngineError::Conflict`] and nothing is stored.
     fn commit(
         &mut self,
         timers: &[(TimerKind, Option<Millis>)],
+        outbox: &[OutboxEntry],
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
@@ -349,6 +352,25 @@ pub trait ConvLog: Send + Sync + 'static {
         &self,
         convs: &[ConvId],
     ) -> impl Future<Output = Result<Vec<Summary>, EngineError>> + Send;
+
+    /// What the log holds after `after`, up to `max` messages, in `seq` order (not all or
+    /// nothing: what it still holds).
+    fn read_log(
+        &self,
+        conv: &ConvId,
+        after: u64,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Msg>, EngineError>> + Send;
+
+    /// The archive holds the conversation's messages up to `seq`: the log may let them go
+    /// (with an archive, a log keeps every message not yet archived, whatever its cap); with
+    /// `closed`, the conversation is archived whole and its keys may expire.
+    fn mark_archived(
+        &self,
+        conv: &ConvId,
+        seq: u64,
+        closed: bool,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 
     /// The conversation's message activity (kept by `append`).
     fn activity(&self, conv: &ConvId)
@@ -513,9 +535,51 @@ pub trait Nodes: Send + Sync + 'static {
         let _ = node;
         async { Ok(()) }
     }
+
+    /// The node stopped, after it left: an engine that holds its state in this process keeps
+    /// it for the next start (the in-memory engine's snapshot).
+    fn stopped(&self) -> impl Future<Output = Result<(), EngineError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// The outbox of every site: what must reach the archive (and other systems of record)
+/// leaves the live path through it.
+///
+/// **Nothing committed is lost.** Entries written with a transition are stored with it
+/// (`SiteTx::commit`); [`Outbox::claim_outbox`] hands each entry to one consumer of a group at
+/// a time, and again when that consumer did not acknowledge it within
+/// its lease (it died); each group reads every entry.
+pub trait Outbox: Send + Sync + 'static {
+    /// Adds entries to a site's outbox outside a transition (notes of stored messages).
+    fn push_outbox(
+        &self,
+        site: &SiteId,
+        entries: &[OutboxEntry],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Claims up to `max` entries `group` has not acknowledged, for `consumer`: new ones, and
+    /// ones claimed more than `lease` ago and not acknowledged (their consumer died).
+    fn claim_outbox(
+        &self,
+        group: &str,
+        consumer: &str,
+        max: usize,
+        lease: Millis,
+    ) -> impl Future<Output = Result<Vec<OutboxItem>, EngineError>> + Send;
+
+    /// Acknowledges entries `group` is done with.
+    fn ack_outbox(
+        &self,
+        group: &str,
+        items: &[OutboxItem],
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Lets go of entries every group has acknowledged; how many went.
+    fn trim_outbox(&self) -> impl Future<Output = Result<u64, EngineError>> + Send;
 }
 
 /// Every capability: what the gateway runs on.
-pub trait Engine: SiteStore + ConvLog + Timers + SiteData + Broker + Nodes {}
+pub trait Engine: SiteStore + ConvLog + Timers + SiteData + Broker + Nodes + Outbox {}
 
-impl<T: SiteStore + ConvLog + Timers + SiteData + Broker + Nodes> Engine for T {}
+impl<T: SiteStore + ConvLog + Timers + SiteData + Broker + Nodes + Outbox> Engine for T {}

@@ -124,6 +124,7 @@ impl<E: Engine> Gateway<E> {
                 AppendOutcome::Duplicate(m) => return Ok(m),
                 AppendOutcome::Stored(a) => {
                     metrics::counter!(m::MESSAGES, "role" => p.role().as_str()).increment(1);
+                    self.note_message(&p.site, &target, a.msg.seq);
                     if p.visitor().is_some() {
                         self.after_visitor_message(&p.site, &target, &a).await;
                     }

@@ -16,6 +16,7 @@
 //! - `sites` — availability, settings, bans;
 //! - `timers`, `presence`, `census` — the background loops.
 
+mod archiver;
 mod authz;
 mod census;
 mod conversations;
@@ -37,6 +38,7 @@ pub use conversations::preview_from;
 pub use session::Cursors;
 pub use sites::SettingsUpdateError;
 
+use crate::archive::Store;
 use crate::auth::Auth;
 use crate::bus::{Channel, ConnRef};
 use crate::clock::now_ms;
@@ -108,6 +110,9 @@ impl Site {
 /// One gateway node's use cases. Edges hold it in an `Arc` and call its methods.
 pub struct Gateway<E: Engine> {
     engine: E,
+    /// The archive (`None`: none is configured).
+    archive: Option<Arc<dyn Store>>,
+    notes: archiver::Notes,
     hub: Arc<Hub>,
     auth: Auth,
     cfg: Config,
@@ -132,7 +137,14 @@ fn new_life(node: &NodeId) -> NodeId {
 }
 
 impl<E: Engine> Gateway<E> {
-    pub fn new(engine: E, hub: Arc<Hub>, auth: Auth, cfg: Config, node: NodeId) -> Gateway<E> {
+    pub fn new(
+        engine: E,
+        archive: Option<Arc<dyn Store>>,
+        hub: Arc<Hub>,
+        auth: Auth,
+        cfg: Config,
+        node: NodeId,
+    ) -> Gateway<E> {
         hub.set_node(node.clone());
         let mut sites = HashMap::new();
         let mut by_key = HashMap::new();
@@ -150,6 +162,8 @@ impl<E: Engine> Gateway<E> {
         }
         Gateway {
             engine,
+            archive,
+            notes: archiver::Notes::default(),
             hub,
             auth,
             cfg,
@@ -167,6 +181,11 @@ impl<E: Engine> Gateway<E> {
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The archive, when one is configured.
+    pub fn archive(&self) -> Option<&Arc<dyn Store>> {
+        self.archive.as_ref()
     }
 
     /// Verifies and mints tokens.

@@ -85,4 +85,12 @@ impl<E: Engine> Gateway<E> {
             }
         }
     }
+
+    /// The node stopped (after it left and its consumers ended): the engine keeps what it
+    /// holds in this process for the next start.
+    pub async fn stopped(&self) {
+        if let Err(e) = self.engine.stopped().await {
+            tracing::error!(error = %e, "the engine could not keep its state");
+        }
+    }
 }

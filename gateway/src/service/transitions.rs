@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Engine, Gateway, ServiceError};
+use crate::archive::{ConvRecord, OperatorRecord};
 use crate::auth::{Principal, User};
 use crate::bus::{Audience, BusMsg, Channel};
 use crate::clock::now_ms;
@@ -17,6 +18,7 @@ use crate::core::{
 use crate::engine::{AppendOutcome, ConvMeta, EngineError, NewMessage, SiteTx};
 use crate::metrics as m;
 use crate::outbound::Outbound;
+use crate::outbox::OutboxEntry;
 use crate::protocol::{Author, ConvEvent, Conversation, ErrorCode, Role, ServerFrame};
 
 impl<E: Engine> Gateway<E> {
@@ -31,11 +33,17 @@ impl<E: Engine> Gateway<E> {
                 queues: &s.config.queues,
                 now: now_ms(),
             };
+            let now = ctx.now;
             let (reply, effects) = core::handle(tx.state(), ctx, cmd.clone())?;
             debug_assert!(core::check_invariants(tx.state(), &settings).is_ok());
             let (timers, effects) = split_timers(effects);
             let touched = tx.state().is_touched();
-            match tx.commit(&timers).await {
+            let outbox = if self.archive.is_some() {
+                outbox_entries(site, tx.state().version, &effects, now)
+            } else {
+                Vec::new()
+            };
+            match tx.commit(&timers, &outbox).await {
                 Ok(()) => {
                     if touched {
                         s.changed();
@@ -241,8 +249,12 @@ impl<E: Engine> Gateway<E> {
                         args: (!args.is_empty()).then_some(args),
                     })
                     .await?;
-                if let AppendOutcome::Refused(r) = out {
-                    tracing::warn!(?r, "system message refused");
+                match out {
+                    AppendOutcome::Refused(r) => tracing::warn!(?r, "system message refused"),
+                    AppendOutcome::Stored(a) => {
+                        self.note_message(site, &ConvId(a.msg.conv.clone()), a.msg.seq)
+                    }
+                    AppendOutcome::Duplicate(_) => {}
                 }
                 Ok(())
             }
@@ -356,6 +368,59 @@ fn split_timers(effects: Vec<Effect>) -> (Vec<(TimerKind, Option<core::Millis>)>
         timers.push((kind, at));
     }
     (timers, rest)
+}
+
+/// What a committed transition leaves for the archive: each conversation event with its
+/// snapshot, each operator's new status. Keys are unique to the transition, so an entry
+/// handed out twice stores its event once.
+fn outbox_entries(
+    site: &SiteId,
+    version: u64,
+    effects: &[Effect],
+    now: core::Millis,
+) -> Vec<OutboxEntry> {
+    let salt: u32 = {
+        use rand::Rng;
+        rand::rng().random()
+    };
+    let word = |v: serde_json::Result<serde_json::Value>| {
+        v.ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    effects
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match e {
+            Effect::Conv {
+                event,
+                conv,
+                reason,
+            } => Some(OutboxEntry::Conv(Box::new(ConvRecord {
+                version,
+                key: format!("{version}.{salt:08x}.{i}"),
+                event: word(serde_json::to_value(event)),
+                reason: reason.as_ref().map(|r| r.to_string()),
+                ts: now,
+                conv: (**conv).clone(),
+            }))),
+            Effect::Operator {
+                id,
+                name,
+                status,
+                online,
+                ..
+            } => Some(OutboxEntry::Operator(OperatorRecord {
+                site: site.clone(),
+                operator: id.to_string(),
+                name: name.clone(),
+                status: word(serde_json::to_value(status)),
+                online: *online,
+                ts: now,
+            })),
+            _ => None,
+        })
+        .collect()
 }
 
 /// An effect to carry out again.

@@ -29,6 +29,7 @@ use gateway::engine::{
     TIMER_LEASE_MS,
 };
 use gateway::hub::{ConnShared, Hub};
+use gateway::outbox::{OutboxEntry, OutboxItem, ARCHIVE_GROUP};
 use gateway::protocol::{
     Author, ConvState, Conversation, Encoding, OperatorRef, Role, VisitorView,
 };
@@ -46,6 +47,9 @@ pub struct Fixture<E> {
     pub e: E,
     /// Another node on the same store.
     pub other: E,
+    /// A node whose archive reads the outbox (logs keep what it does not hold yet), on the
+    /// same store for Redis, on a store of its own for the in-memory engine.
+    pub archived: E,
     /// Keeps a per-case Redis alive.
     _server: Option<RedisServer>,
     /// The ports of the store's Redis masters, for a case that edits it behind the engine's
@@ -196,7 +200,7 @@ async fn transition<E: Engine>(e: &E, cmd: Command) -> Result<(), core::Reject> 
             now: 1000,
         };
         core::handle(tx.state(), ctx, cmd.clone())?;
-        match tx.commit(&[]).await {
+        match tx.commit(&[], &[]).await {
             Ok(()) => return Ok(()),
             Err(EngineError::Conflict) => continue,
             Err(err) => panic!("{err}"),
@@ -1004,11 +1008,11 @@ async fn connect_tx<E: Engine>(e: &E, v: &str) -> E::Tx {
 pub async fn timers_are_committed_with_their_transition<E: Engine>(f: Fixture<E>) {
     let k = TimerKind::Offer(ConvId::from("c1"));
     let mut tx = connect_tx(&f.e, "v1").await;
-    tx.commit(&[(k.clone(), Some(500))]).await.unwrap();
+    tx.commit(&[(k.clone(), Some(500))], &[]).await.unwrap();
     drop(tx);
     assert_eq!(f.other.next_timer().await.unwrap(), Some(500));
     let mut tx = connect_tx(&f.other, "v2").await;
-    tx.commit(&[(k.clone(), None)]).await.unwrap();
+    tx.commit(&[(k.clone(), None)], &[]).await.unwrap();
     drop(tx);
     assert_eq!(f.e.next_timer().await.unwrap(), None);
 }
@@ -1017,11 +1021,11 @@ pub async fn timers_are_committed_with_their_transition<E: Engine>(f: Fixture<E>
 pub async fn a_lost_race_stores_none_of_its_timers<E: Engine>(f: Fixture<E>) {
     let mut a = connect_tx(&f.e, "v3").await;
     let mut b = connect_tx(&f.other, "v4").await;
-    a.commit(&[(TimerKind::Inactive(ConvId::from("a")), Some(700))])
+    a.commit(&[(TimerKind::Inactive(ConvId::from("a")), Some(700))], &[])
         .await
         .unwrap();
     assert!(matches!(
-        b.commit(&[(TimerKind::Inactive(ConvId::from("b")), Some(600))])
+        b.commit(&[(TimerKind::Inactive(ConvId::from("b")), Some(600))], &[])
             .await,
         Err(EngineError::Conflict)
     ));
@@ -1033,13 +1037,13 @@ pub async fn a_lost_race_stores_none_of_its_timers<E: Engine>(f: Fixture<E>) {
 /// reloaded whole, never patched with the new one's changes.
 pub async fn a_copy_from_before_a_data_loss_is_reloaded_whole<E: Engine>(f: Fixture<E>) {
     for v in ["old1", "old2"] {
-        connect_tx(&f.e, v).await.commit(&[]).await.unwrap();
+        connect_tx(&f.e, v).await.commit(&[], &[]).await.unwrap();
     }
     // The other node reads the old history.
     assert_eq!(read_state(&f.other).await.visitors.len(), 2);
     assert_eq!(f.store_command(None, "FLUSHALL"), "+OK");
     for v in ["new1", "new2", "new3"] {
-        connect_tx(&f.e, v).await.commit(&[]).await.unwrap();
+        connect_tx(&f.e, v).await.commit(&[], &[]).await.unwrap();
     }
     let st = read_state(&f.other).await;
     let mut names: Vec<&str> = st.visitors.keys().map(VisitorId::as_str).collect();
@@ -1088,6 +1092,149 @@ pub async fn a_record_behind_its_log_heals_on_the_next_append<E: Engine>(f: Fixt
         other => panic!("{other:?}"),
     }
     assert_eq!(f.other.last_seq(&ConvId::from("c1")).await.unwrap(), 4);
+}
+
+fn entry(conv: &str, up_to: u64) -> OutboxEntry {
+    OutboxEntry::Messages {
+        conv: ConvId::from(conv),
+        up_to,
+    }
+}
+
+fn entries(items: &[OutboxItem]) -> Vec<OutboxEntry> {
+    items.iter().map(|i| i.entry.clone()).collect()
+}
+
+/// A transition's outbox entries are stored with it; entries outside a transition too; each
+/// is handed to one consumer of a group until acknowledged, again after its lease when not,
+/// and goes once acknowledged.
+pub async fn outbox_entries_are_claimed_once_and_again_after_their_lease<E: Engine>(f: Fixture<E>) {
+    let e = &f.archived;
+    let mut tx = e.begin(&site()).await.unwrap();
+    core::handle(
+        tx.state(),
+        core::Ctx {
+            settings: &Settings::default(),
+            queues: &[QueueId::from("general")],
+            now: 1,
+        },
+        Command::VisitorConnected {
+            visitor: VisitorId::from("v"),
+            node: NodeId::from("n1~1"),
+        },
+    )
+    .unwrap();
+    tx.commit(&[], &[entry("a", 1), entry("a", 2)])
+        .await
+        .unwrap();
+    drop(tx);
+    e.push_outbox(&site(), &[entry("b", 7)]).await.unwrap();
+    let first = e
+        .claim_outbox(ARCHIVE_GROUP, "n1", 10, 60_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        entries(&first),
+        [entry("a", 1), entry("a", 2), entry("b", 7)]
+    );
+    assert!(first.iter().all(|i| i.site == site()));
+    // Claimed and not acknowledged: nobody else gets them within the lease.
+    assert!(e
+        .claim_outbox(ARCHIVE_GROUP, "n2", 10, 60_000)
+        .await
+        .unwrap()
+        .is_empty());
+    e.ack_outbox(ARCHIVE_GROUP, &first[..2]).await.unwrap();
+    // The third's consumer "died": after its lease it is handed out again, once.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let again = loop {
+        let got = e.claim_outbox(ARCHIVE_GROUP, "n2", 10, 50).await.unwrap();
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never handed out again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(entries(&again), [entry("b", 7)]);
+    e.ack_outbox(ARCHIVE_GROUP, &again).await.unwrap();
+    e.trim_outbox().await.unwrap();
+    assert!(e
+        .claim_outbox(ARCHIVE_GROUP, "n3", 10, 0)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// With an archive, a log keeps every message the archive does not hold yet, whatever its
+/// cap; once marked archived it goes back to its cap. `read_log` returns what a log holds.
+pub async fn a_log_keeps_what_the_archive_does_not_hold_yet<E: Engine>(f: Fixture<E>) {
+    let e = &f.archived;
+    open_conv(e, "c1").await;
+    for i in 1..=12u64 {
+        stored(
+            e.append(msg(
+                "c1",
+                Role::Visitor,
+                "v1",
+                Some(&format!("k{i}")),
+                &format!("m{i}"),
+                i,
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    let c = ConvId::from("c1");
+    let all = e.read_log(&c, 0, 100).await.unwrap();
+    assert_eq!(
+        all.len(),
+        12,
+        "nothing archived yet: all kept, past the cap of {LOG_CAP}"
+    );
+    assert_eq!(
+        e.read_log(&c, 4, 3)
+            .await
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
+        [5, 6, 7]
+    );
+    e.mark_archived(&c, 9, false).await.unwrap();
+    let kept: Vec<u64> = e
+        .read_log(&c, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(kept, [8, 9, 10, 11, 12], "back to the cap");
+    // Without an archive the cap holds as before.
+    open_conv(&f.e, "c2").await;
+    for i in 1..=12u64 {
+        stored(
+            f.e.append(msg(
+                "c2",
+                Role::Visitor,
+                "v1",
+                Some(&format!("k{i}")),
+                "x",
+                i,
+            ))
+            .await
+            .unwrap(),
+        );
+    }
+    assert_eq!(
+        f.e.read_log(&ConvId::from("c2"), 0, 100)
+            .await
+            .unwrap()
+            .len(),
+        LOG_CAP
+    );
 }
 
 /// A ban holds until its time, on every node, and can be lifted.
@@ -1170,9 +1317,18 @@ pub fn memory_fixture() -> Fixture<MemoryEngine> {
             ..MemoryConfig::default()
         },
     );
+    let archived = MemoryEngine::new(
+        Hub::new(),
+        MemoryConfig {
+            max_log: LOG_CAP,
+            archive: true,
+            ..MemoryConfig::default()
+        },
+    );
     Fixture {
         hub,
         other: e.clone(),
+        archived,
         e,
         _server: None,
         store: Vec::new(),
@@ -1180,6 +1336,10 @@ pub fn memory_fixture() -> Fixture<MemoryEngine> {
 }
 
 async fn redis_engine(redis: RedisConfig) -> (Arc<Hub>, RedisEngine) {
+    redis_engine_with(redis, false).await
+}
+
+async fn redis_engine_with(redis: RedisConfig, archive: bool) -> (Arc<Hub>, RedisEngine) {
     let hub = Hub::new();
     let e = RedisEngine::connect(
         RedisOptions {
@@ -1187,6 +1347,7 @@ async fn redis_engine(redis: RedisConfig) -> (Arc<Hub>, RedisEngine) {
             max_log: LOG_CAP,
             retention: Duration::from_secs(3600),
             node_timeout: REDIS_NODE_TIMEOUT,
+            archive,
         },
         vec![site()],
         hub.clone(),
@@ -1210,11 +1371,13 @@ pub async fn redis_fixture() -> Fixture<RedisEngine> {
     let store = vec![server.port];
     let cfg = redis_config(server.url(), false);
     let (hub, e) = redis_engine(cfg.clone()).await;
-    let (_, other) = redis_engine(cfg).await;
+    let (_, other) = redis_engine(cfg.clone()).await;
+    let (_, archived) = redis_engine_with(cfg, true).await;
     Fixture {
         hub,
         e,
         other,
+        archived,
         _server: Some(server),
         store,
     }
@@ -1224,11 +1387,13 @@ async fn cluster_fixture(cluster: &RedisCluster) -> Fixture<RedisEngine> {
     cluster.flush();
     let cfg = redis_config(cluster.urls(), true);
     let (hub, e) = redis_engine(cfg.clone()).await;
-    let (_, other) = redis_engine(cfg).await;
+    let (_, other) = redis_engine(cfg.clone()).await;
+    let (_, archived) = redis_engine_with(cfg, true).await;
     Fixture {
         hub,
         e,
         other,
+        archived,
         _server: None,
         store: cluster.nodes.iter().map(|n| n.port).collect(),
     }
@@ -1323,6 +1488,8 @@ conformance!(
         a_live_node_is_never_named_dead,
         bans_hold_until_their_time,
         timers_are_committed_with_their_transition,
+        outbox_entries_are_claimed_once_and_again_after_their_lease,
+        a_log_keeps_what_the_archive_does_not_hold_yet,
     ],
     several_nodes: [
         a_lost_race_stores_none_of_its_timers,

@@ -5,6 +5,7 @@
 mod common;
 
 mod archive;
+mod archiving;
 mod bounds;
 mod chat;
 mod conformance;

@@ -7,6 +7,7 @@
 //! | `cg:{s:<site>}:log` | stream: which fields each version changed (capped) | site |
 //! | `cg:{s:<site>}:timers` | sorted set: timers by deadline | site |
 //! | `cg:{s:<site>}:settings` | string: settings changed at runtime (JSON) | site |
+//! | `cg:{s:<site>}:outbox` | stream: what leaves for the archive (consumer groups) | site |
 //! | `cg:{s:<site>}:drafts:<op>` | hash: an operator's drafts by conversation | site |
 //! | `cg:{s:<site>}:staff` | channel: queue listings and operator list | site |
 //! | `cg:{v:<site>:<visitor>}:latest` | string: the visitor's newest conversation | visitor |
@@ -32,6 +33,10 @@ pub fn site_log(site: &SiteId) -> String {
 
 pub fn timers(site: &SiteId) -> String {
     format!("cg:{{s:{site}}}:timers")
+}
+
+pub fn outbox(site: &SiteId) -> String {
+    format!("cg:{{s:{site}}}:outbox")
 }
 
 pub fn settings(site: &SiteId) -> String {

@@ -73,6 +73,9 @@ impl Replayer for Inner {
 }
 
 /// `seq`, `v_text`, `v_ts`, `rv`, `rs` of a conversation's record.
+/// XRANGE's answer: entries of (id, [(field, value)]).
+type StreamEntries = Vec<(String, Vec<(String, Vec<u8>)>)>;
+
 type SummaryFields = (
     Option<u64>,
     Option<String>,
@@ -120,7 +123,8 @@ impl ConvLog for RedisEngine {
             } else {
                 "0"
             })
-            .arg(crate::engine::last_message_text(&msg.text));
+            .arg(crate::engine::last_message_text(&msg.text))
+            .arg(if self.inner.opts.archive { "1" } else { "0" });
         let out = array(self.inner.script(&inv).await?)?;
         match out.first().and_then(as_str) {
             Some("ok") => {
@@ -235,7 +239,9 @@ impl ConvLog for RedisEngine {
         meta: ConvMeta,
         version: u64,
     ) -> Result<(), EngineError> {
-        let ttl = if meta.state == ConvState::Closed {
+        // With an archive, a closed conversation's keys expire once it is archived whole
+        // (`mark_archived`), not before.
+        let ttl = if meta.state == ConvState::Closed && !self.inner.opts.archive {
             self.inner.opts.retention
         } else {
             OPEN_TTL
@@ -295,6 +301,51 @@ impl ConvLog for RedisEngine {
             })
         });
         futures_util::future::try_join_all(reads).await
+    }
+
+    async fn read_log(
+        &self,
+        conv: &ConvId,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Msg>, EngineError> {
+        let entries: StreamEntries = self
+            .inner
+            .run(
+                redis::cmd("XRANGE")
+                    .arg(keys::conv_log(conv))
+                    .arg(format!("{}-0", after.min(SEQ_ARG_MAX) + 1))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max.max(1)),
+            )
+            .await?;
+        entries
+            .iter()
+            .filter_map(|(_, fields)| fields.iter().find(|(k, _)| k == "f"))
+            .map(|(_, frame)| decode_msg(frame))
+            .collect()
+    }
+
+    async fn mark_archived(
+        &self,
+        conv: &ConvId,
+        seq: u64,
+        closed: bool,
+    ) -> Result<(), EngineError> {
+        self.inner
+            .script(
+                scripts::MARK_ARCHIVED
+                    .key(keys::conv_meta(conv))
+                    .key(keys::conv_log(conv))
+                    .key(keys::conv_cids(conv))
+                    .arg(seq.min(SEQ_ARG_MAX))
+                    .arg(self.inner.opts.max_log)
+                    .arg(if closed { "1" } else { "0" })
+                    .arg(ttl_secs(self.inner.opts.retention)),
+            )
+            .await?;
+        Ok(())
     }
 
     async fn activity(&self, conv: &ConvId) -> Result<Activity, EngineError> {

@@ -26,6 +26,7 @@ mod data;
 pub mod keys;
 mod log;
 mod nodes;
+mod outbox;
 mod scripts;
 mod site;
 mod timers;
@@ -58,6 +59,9 @@ pub struct RedisOptions {
     pub retention: Duration,
     /// A node silent for this long is swept.
     pub node_timeout: Duration,
+    /// Whether an archive reads the outbox: a conversation's log then keeps every message
+    /// not yet archived, whatever its cap, and a closed one's keys expire once archived.
+    pub archive: bool,
 }
 
 /// How long an open conversation's keys live without any write (refreshed by every one).
@@ -87,6 +91,8 @@ struct Inner {
     healthy_since: Mutex<Option<Instant>>,
     /// The node life registered among the live ones.
     joined: Mutex<Option<NodeId>>,
+    /// Outbox consumer groups known to exist.
+    groups: outbox::Groups,
 }
 
 /// A Redis failure as the engine reports it: a timeout, the store out of reach (or saying it
@@ -153,6 +159,7 @@ impl RedisEngine {
             copies: DashMap::new(),
             healthy_since: Mutex::new(Some(Instant::now())),
             joined: Mutex::new(None),
+            groups: outbox::Groups::default(),
         });
         // Unbounded, deliberately: the hub reports changes from synchronous code that must
         // never wait, and the subscriber drains them at once into a set of channels, Redis up

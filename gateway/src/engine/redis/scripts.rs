@@ -14,7 +14,8 @@ use redis::Script;
 ///
 /// KEYS: meta, log, cids. ARGV: site, role, author id, cid key (`""`: none), envelope head,
 /// envelope middle (after `seq`), frame prefix, frame suffix, max log, ts, ttl seconds,
-/// channel, sharded (`"1"`: SPUBLISH).
+/// channel, sharded (`"1"`: SPUBLISH), the visitor text's start (listings show it), archive
+/// (`"1"`: the log keeps what is not archived yet, whatever its cap).
 ///
 /// Returns `{"ok", seq, state, started_unanswered}`, `{"dup", frame}`, `{"dup_gone", seq}`
 /// (the retried message was trimmed from the log), `{"nf"}`,
@@ -56,7 +57,7 @@ if refused then
 end
 local p = cmsgpack.pack(seq)
 local frame = ARGV[7] .. p .. ARGV[8]
-local added = redis.pcall('XADD', log, 'MAXLEN', ARGV[9], seq .. '-0', 'f', frame)
+local added = redis.pcall('XADD', log, seq .. '-0', 'f', frame)
 if type(added) == 'table' and added.err then
   -- The log is ahead of the record's seq (it should never be): nothing is stored, the cid
   -- is free again (the retry must not be taken for a stored message), and the record's seq
@@ -68,6 +69,11 @@ if type(added) == 'table' and added.err then
   end
   return redis.error_reply(added.err)
 end
+-- The log's cap: the oldest messages go, but with an archive (ARGV[15] = '1') none it does
+-- not hold yet (up to 'arch').
+local cut = seq - tonumber(ARGV[9]) + 1
+if ARGV[15] == '1' then cut = math.min(cut, tonumber(redis.call('HGET', m, 'arch') or '0') + 1) end
+if cut > 1 then redis.call('XTRIM', log, 'MINID', cut .. '-0') end
 local ts = ARGV[10]
 local started = 0
 -- Activity, as core::Activity::record keeps it: the wait for an answer, each side's last
@@ -100,6 +106,27 @@ else
   redis.call('PUBLISH', ARGV[12], env)
 end
 return {'ok', seq, state, started}
+"#,
+    )
+});
+
+/// The archive holds a conversation's messages up to a seq: raises the watermark, lets the log
+/// go down to its cap, and, when it was archived whole after its close, lets the keys expire.
+///
+/// KEYS: meta, log, cids. ARGV: seq, max_log, closed ('1'), retention seconds.
+pub static MARK_ARCHIVED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local arch = math.max(tonumber(redis.call('HGET', KEYS[1], 'arch') or '0'), tonumber(ARGV[1]))
+redis.call('HSET', KEYS[1], 'arch', arch)
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local cut = math.min(seq - tonumber(ARGV[2]) + 1, arch + 1)
+if cut > 1 then redis.call('XTRIM', KEYS[2], 'MINID', cut .. '-0') end
+if ARGV[3] == '1' then
+  for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[4]) end
+end
+return 1
 "#,
     )
 });
@@ -216,12 +243,14 @@ return {ver, 'full', redis.call('HGETALL', KEYS[1]), ep or ''}
 });
 
 /// Commits a transition if the site is still at the version it was read at, with the timer
-/// changes it made (the timers live in the site's slot, so they are part of the same step).
+/// changes it made and its outbox entries (the timers and the outbox live in the site's slot,
+/// so they are part of the same step).
 ///
-/// KEYS: state, log, timers. ARGV: expected version, changed names (newline-separated), log
-/// cap, the commit's token, the copy's epoch, then counts `nset ndel ntset ntdel`, then
-/// `field, value` per set, the fields to delete, `member, deadline` per timer set, the timer
-/// members to remove. Returns the new version, or -1 when another node committed first (or
+/// KEYS: state, log, timers, outbox. ARGV: expected version, changed names
+/// (newline-separated), log cap, the commit's token, the copy's epoch, then counts
+/// `nset ndel ntset ntdel`, then `field, value` per set, the fields to delete,
+/// `member, deadline` per timer set, the timer members to remove, then the number of outbox
+/// entries and the entries. Returns the new version, or -1 when another node committed first (or
 /// the store is of another epoch). The first commit of a store sets its epoch.
 ///
 /// The token goes into the change log's entry: a node that lost the answer can look for it
@@ -259,6 +288,12 @@ for _ = 1, ntset do
 end
 for _ = 1, ntdel do
   redis.call('ZREM', KEYS[3], ARGV[i])
+  i = i + 1
+end
+local nout = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, nout do
+  redis.call('XADD', KEYS[4], '*', 'e', ARGV[i])
   i = i + 1
 end
 redis.call('HSET', KEYS[1], 'ver', new)

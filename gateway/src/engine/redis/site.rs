@@ -14,6 +14,7 @@ use super::keys::{self, field};
 use super::{scripts, Inner, RedisEngine, STATE_LOG_CAP};
 use crate::core::{ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
 use crate::engine::{EngineError, SiteStore, SiteTx};
+use crate::outbox::OutboxEntry;
 
 impl Inner {
     /// Brings a site's copy up to date with Redis.
@@ -153,28 +154,47 @@ impl SiteTx for RedisTx {
         &mut self.guard.state
     }
 
-    async fn commit(&mut self, timers: &[(TimerKind, Option<Millis>)]) -> Result<(), EngineError> {
+    async fn commit(
+        &mut self,
+        timers: &[(TimerKind, Option<Millis>)],
+        outbox: &[OutboxEntry],
+    ) -> Result<(), EngineError> {
         let epoch = self.guard.epoch.clone();
         let st = &mut self.guard.state;
         let site = st.site.clone();
         if !st.is_touched() {
-            // Nothing to store; timer changes alone need no compare-and-set.
-            for (kind, at) in timers {
-                let cmd = match at {
-                    Some(at) => {
-                        let mut c = redis::cmd("ZADD");
-                        c.arg(keys::timers(&site)).arg(*at).arg(timer_member(kind));
-                        c
-                    }
-                    None => {
-                        let mut c = redis::cmd("ZREM");
-                        c.arg(keys::timers(&site)).arg(timer_member(kind));
-                        c
-                    }
-                };
-                self.inner.run::<()>(&cmd).await?;
+            // Nothing to store: timer changes and outbox entries alone need no
+            // compare-and-set (one transaction, all in the site's slot).
+            if timers.is_empty() && outbox.is_empty() {
+                return Ok(());
             }
-            return Ok(());
+            let mut p = redis::pipe();
+            p.atomic();
+            for (kind, at) in timers {
+                match at {
+                    Some(at) => p
+                        .cmd("ZADD")
+                        .arg(keys::timers(&site))
+                        .arg(*at)
+                        .arg(timer_member(kind))
+                        .ignore(),
+                    None => p
+                        .cmd("ZREM")
+                        .arg(keys::timers(&site))
+                        .arg(timer_member(kind))
+                        .ignore(),
+                };
+            }
+            for e in outbox {
+                p.cmd("XADD")
+                    .arg(keys::outbox(&site))
+                    .arg("*")
+                    .arg("e")
+                    .arg(e.encode())
+                    .ignore();
+            }
+            let mut c = self.inner.conn.clone();
+            return self.inner.deadline(p.query_async::<()>(&mut c)).await;
         }
         let mut names: Vec<String> = Vec::new();
         let mut sets: Vec<(String, Vec<u8>)> = Vec::new();
@@ -217,6 +237,7 @@ impl SiteTx for RedisTx {
         inv.key(keys::site_state(&site))
             .key(keys::site_log(&site))
             .key(keys::timers(&site))
+            .key(keys::outbox(&site))
             .arg(expected)
             .arg(names.join("\n"))
             .arg(STATE_LOG_CAP)
@@ -237,6 +258,10 @@ impl SiteTx for RedisTx {
         }
         for m in &timer_dels {
             inv.arg(m);
+        }
+        inv.arg(outbox.len());
+        for e in outbox {
+            inv.arg(e.encode());
         }
         let result = self.inner.script(&inv).await;
         let landed = match result.as_ref().ok().and_then(as_i64) {

@@ -5,7 +5,13 @@
 //! short synchronous lock that covers dedup, `seq`, store and publish: publish order is `seq`
 //! order. Publishing is a direct call into the node's hub ([`Local`]).
 //!
-//! Closed conversations keep their log for `retention`, then are dropped with their dedup set.
+//! Closed conversations keep their log for `retention`, then are dropped with their dedup set
+//! (with an archive: once it holds them). The outbox is an in-process queue (`outbox.rs`).
+
+mod outbox;
+mod snapshot;
+
+pub use snapshot::{Kept, SnapshotError};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -13,24 +19,35 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 
 use super::{
     AppendOutcome, Appended, Broker, ConvLog, ConvMeta, EngineError, HistoryPage, NewMessage,
-    Nodes, Replay, SiteData, SiteStore, SiteTx, Summary, TimerClaim, Timers, TIMER_LEASE_MS,
+    Nodes, Outbox, Replay, SiteData, SiteStore, SiteTx, Summary, TimerClaim, Timers,
+    TIMER_LEASE_MS,
 };
 use crate::bus::{Audience, BusMsg, Channel, Local};
-use crate::core::{Activity, ConvId, Millis, OperatorId, SiteId, SiteState, TimerKind, VisitorId};
+use crate::core::{
+    Activity, ConvId, Millis, NodeId, OperatorId, SiteId, SiteState, TimerKind, VisitorId,
+};
+use crate::outbox::{OutboxEntry, OutboxItem};
 use crate::protocol::{ConvState, Msg, Role, ServerFrame};
 
 /// Tunables of the in-memory engine.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MemoryConfig {
     /// Messages kept per conversation (older ones are trimmed, like a capped stream).
     pub max_log: usize,
-    /// How long a closed conversation's log is kept.
+    /// How long a closed conversation's log is kept (after it was archived, with an
+    /// archive).
     pub retention: Duration,
+    /// Whether an archive reads the outbox: a log then keeps every message not yet archived,
+    /// whatever its cap.
+    pub archive: bool,
+    /// Where the state is written when the node stops and read back when it starts.
+    pub keep_state: Option<std::path::PathBuf>,
 }
 
 impl Default for MemoryConfig {
@@ -38,6 +55,8 @@ impl Default for MemoryConfig {
         MemoryConfig {
             max_log: 1000,
             retention: Duration::from_secs(24 * 3600),
+            archive: false,
+            keep_state: None,
         }
     }
 }
@@ -67,9 +86,14 @@ pub struct Store {
     bans: DashMap<(SiteId, VisitorId), Millis>,
     /// Closed conversations in closing order, for retention.
     closed: Mutex<VecDeque<(Millis, ConvId)>>,
+    outbox: Mutex<outbox::MemOutbox>,
+    /// Woken when entries arrive, so that the archiver does not poll.
+    outbox_ready: tokio::sync::Notify,
+    /// Node lives a restored state counted connections on, to be swept.
+    orphans: Mutex<BTreeSet<NodeId>>,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct Log {
     meta: Option<ConvMeta>,
     /// Site version of the transition that wrote `meta`.
@@ -79,8 +103,13 @@ struct Log {
     messages: VecDeque<Msg>,
     cids: HashMap<String, u64>,
     activity: Activity,
+    /// The archive holds the messages up to here.
+    archived: u64,
     last_visitor: Option<crate::protocol::LastMessage>,
     read: crate::protocol::ReadMarks,
+    /// Listed in `closed` (for retention).
+    #[serde(default)]
+    retained: bool,
 }
 
 impl Log {
@@ -106,6 +135,11 @@ struct TimerSet {
 
 impl MemoryEngine {
     pub fn new(local: Arc<dyn Local>, cfg: MemoryConfig) -> MemoryEngine {
+        let groups: &[&str] = if cfg.archive {
+            &[crate::outbox::ARCHIVE_GROUP]
+        } else {
+            &[]
+        };
         MemoryEngine(Arc::new(Store {
             local,
             cfg,
@@ -117,6 +151,9 @@ impl MemoryEngine {
             settings: DashMap::new(),
             bans: DashMap::new(),
             closed: Mutex::new(VecDeque::new()),
+            outbox: Mutex::new(outbox::MemOutbox::new(groups)),
+            outbox_ready: tokio::sync::Notify::new(),
+            orphans: Mutex::new(BTreeSet::new()),
         }))
     }
 
@@ -178,9 +215,13 @@ impl SiteTx for MemoryTx {
         &mut self.guard
     }
 
-    async fn commit(&mut self, timers: &[(TimerKind, Option<Millis>)]) -> Result<(), EngineError> {
+    async fn commit(
+        &mut self,
+        timers: &[(TimerKind, Option<Millis>)],
+        outbox: &[OutboxEntry],
+    ) -> Result<(), EngineError> {
         // The lock is held from begin to drop: nobody can have committed in between, and
-        // there is nothing to write but the state itself and its timers.
+        // there is nothing to write but the state itself, its timers and its outbox entries.
         self.guard.clear_touched();
         let site = self.guard.site.clone();
         for (kind, at) in timers {
@@ -188,6 +229,10 @@ impl SiteTx for MemoryTx {
                 Some(at) => self.store.put_timer(&site, kind, *at, false),
                 None => self.store.drop_timer(&site, kind),
             }
+        }
+        if !outbox.is_empty() {
+            self.store.outbox.lock().push(&site, outbox);
+            self.store.outbox_ready.notify_waiters();
         }
         Ok(())
     }
@@ -270,7 +315,10 @@ impl ConvLog for MemoryEngine {
             log.cids.insert(key, seq);
         }
         log.messages.push_back(msg.clone());
-        while log.messages.len() > self.cfg.max_log {
+        // With an archive, what it does not hold yet stays, whatever the cap.
+        while log.messages.len() > self.cfg.max_log
+            && (!self.cfg.archive || log.first_seq <= log.archived)
+        {
             if log.messages.pop_front().is_some() {
                 log.first_seq += 1;
             }
@@ -378,8 +426,11 @@ impl ConvLog for MemoryEngine {
             .is_some_and(|m| m.state == ConvState::Closed);
         log.meta = Some(meta);
         log.meta_version = version;
+        // With an archive, the log goes only once it is archived (`mark_archived`).
+        let retain = closed && !was_closed && !self.cfg.archive && !log.retained;
+        log.retained |= retain;
         drop(log);
-        if closed && !was_closed {
+        if retain {
             let now = crate::clock::now_ms().max(ts);
             self.closed.lock().push_back((now, conv.clone()));
             self.purge(now);
@@ -415,6 +466,52 @@ impl ConvLog for MemoryEngine {
                 None => Summary::default(),
             })
             .collect())
+    }
+
+    async fn read_log(
+        &self,
+        conv: &ConvId,
+        after: u64,
+        max: usize,
+    ) -> Result<Vec<Msg>, EngineError> {
+        let Some(log) = self.log(conv) else {
+            return Ok(Vec::new());
+        };
+        let log = log.lock();
+        Ok(log
+            .messages
+            .iter()
+            .filter(|m| m.seq > after)
+            .take(max)
+            .cloned()
+            .collect())
+    }
+
+    async fn mark_archived(
+        &self,
+        conv: &ConvId,
+        seq: u64,
+        closed: bool,
+    ) -> Result<(), EngineError> {
+        let Some(log) = self.log(conv) else {
+            return Ok(());
+        };
+        let mut l = log.lock();
+        l.archived = l.archived.max(seq);
+        while l.messages.len() > self.cfg.max_log && l.first_seq <= l.archived {
+            if l.messages.pop_front().is_some() {
+                l.first_seq += 1;
+            }
+        }
+        if closed && !l.retained {
+            // Archived whole: the log may go after the retention.
+            l.retained = true;
+            drop(l);
+            self.closed
+                .lock()
+                .push_back((crate::clock::now_ms(), conv.clone()));
+        }
+        Ok(())
     }
 
     async fn activity(&self, conv: &ConvId) -> Result<Activity, EngineError> {
@@ -594,5 +691,69 @@ impl Broker for MemoryEngine {
 impl Nodes for MemoryEngine {
     async fn ping(&self) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    async fn dead_nodes(&self, me: &NodeId) -> Result<Vec<NodeId>, EngineError> {
+        Ok(self.orphan_lives(me))
+    }
+
+    async fn forget_node(&self, node: &NodeId) -> Result<(), EngineError> {
+        self.orphans.lock().remove(node);
+        Ok(())
+    }
+
+    async fn stopped(&self) -> Result<(), EngineError> {
+        let Some(path) = &self.cfg.keep_state else {
+            return Ok(());
+        };
+        match self.save(path).await {
+            Ok(kept) => {
+                tracing::info!(path = %path.display(), open = kept.open, logs = kept.logs, outbox = kept.outbox, "state kept for the next start");
+                Ok(())
+            }
+            Err(e) => Err(EngineError::protocol(format!(
+                "state not kept in {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
+
+impl Outbox for MemoryEngine {
+    async fn push_outbox(&self, site: &SiteId, entries: &[OutboxEntry]) -> Result<(), EngineError> {
+        self.outbox.lock().push(site, entries);
+        self.outbox_ready.notify_waiters();
+        Ok(())
+    }
+
+    async fn claim_outbox(
+        &self,
+        group: &str,
+        _consumer: &str,
+        max: usize,
+        lease: Millis,
+    ) -> Result<Vec<OutboxItem>, EngineError> {
+        Ok(self
+            .outbox
+            .lock()
+            .claim(group, max, lease, crate::clock::now_ms()))
+    }
+
+    async fn ack_outbox(&self, group: &str, items: &[OutboxItem]) -> Result<(), EngineError> {
+        let mut o = self.outbox.lock();
+        o.ack(group, items);
+        o.trim();
+        Ok(())
+    }
+
+    async fn trim_outbox(&self) -> Result<u64, EngineError> {
+        Ok(self.outbox.lock().trim())
+    }
+}
+
+impl MemoryEngine {
+    /// Waits until entries may have arrived in the outbox (or `max` passed).
+    pub async fn outbox_arrived(&self, max: std::time::Duration) {
+        let _ = tokio::time::timeout(max, self.outbox_ready.notified()).await;
     }
 }

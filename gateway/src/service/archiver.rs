@@ -1,0 +1,250 @@
+//! The archiver: what the outbox carries is written to the archive, off the live path.
+//!
+//! A transition's conversation events and operator changes reach the outbox with its commit;
+//! messages are noted by the node that stored them, in batches ([`Gateway::note_message`]:
+//! "this conversation's log holds messages up to this seq"), and the archiver copies them from
+//! the log — which keeps every message the archive does not hold yet, whatever its cap. Each
+//! entry is acknowledged after its write, and every write is idempotent: an entry handed out
+//! twice (its first consumer died) stores nothing twice. Hourly, the archiver lets go of what
+//! sites' `retention` and the `Idempotency-Key` window no longer keep.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Engine, Gateway};
+use crate::archive::{ArchiveError, Store};
+use crate::clock::now_ms;
+use crate::core::{ConvId, SiteId};
+use crate::engine::EngineError;
+use crate::metrics as m;
+use crate::outbox::{OutboxEntry, OutboxItem, ARCHIVE_GROUP, OUTBOX_LEASE_MS};
+use crate::protocol::ConvState;
+
+/// How often noted messages leave for the outbox.
+const NOTE_INTERVAL: Duration = Duration::from_millis(100);
+/// Entries claimed at once.
+const CLAIM_BATCH: usize = 256;
+/// Messages copied from a log at once.
+const COPY_BATCH: usize = 500;
+/// How long an `Idempotency-Key` answer is remembered.
+pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// Why an entry was not archived (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum ArchiverError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Messages stored since the last flush: conversation → (site, highest seq).
+#[derive(Default)]
+pub(super) struct Notes {
+    pending: parking_lot::Mutex<HashMap<ConvId, (SiteId, u64)>>,
+}
+
+impl<E: Engine> Gateway<E> {
+    /// Notes that a conversation's log holds messages up to `seq` (with an archive): the
+    /// note leaves in the next batch. Costs a map insert on the message path.
+    pub(super) fn note_message(&self, site: &SiteId, conv: &ConvId, seq: u64) {
+        if self.archive.is_none() {
+            return;
+        }
+        let mut p = self.notes.pending.lock();
+        let e = p.entry(conv.clone()).or_insert((site.clone(), 0));
+        e.1 = e.1.max(seq);
+    }
+
+    /// Flushes noted messages to the outbox every [`NOTE_INTERVAL`]: one entry per
+    /// conversation however many messages it had, one write per site.
+    pub async fn run_message_notes(self: Arc<Self>) {
+        if self.archive.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(NOTE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.flush_notes().await;
+        }
+    }
+
+    /// Writes what was noted; a batch that cannot be written is kept for the next round.
+    pub async fn flush_notes(&self) {
+        let batch = std::mem::take(&mut *self.notes.pending.lock());
+        if batch.is_empty() {
+            return;
+        }
+        let mut by_site: HashMap<SiteId, Vec<OutboxEntry>> = HashMap::new();
+        for (conv, (site, up_to)) in &batch {
+            by_site
+                .entry(site.clone())
+                .or_default()
+                .push(OutboxEntry::Messages {
+                    conv: conv.clone(),
+                    up_to: *up_to,
+                });
+        }
+        for (site, entries) in by_site {
+            if let Err(e) = self.engine.push_outbox(&site, &entries).await {
+                tracing::debug!(site = %site, error = %e, "message notes not written yet");
+                let mut p = self.notes.pending.lock();
+                for entry in entries {
+                    if let OutboxEntry::Messages { conv, up_to } = entry {
+                        let e = p.entry(conv).or_insert((site.clone(), 0));
+                        e.1 = e.1.max(up_to);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes what the outbox carries to the archive, until the process ends.
+    pub async fn run_archiver(self: Arc<Self>) {
+        let Some(store) = self.archive.clone() else {
+            return;
+        };
+        let consumer = self.node.to_string();
+        let mut pause = Duration::from_millis(100);
+        let mut chores = Instant::now();
+        loop {
+            if chores.elapsed() >= Duration::from_secs(60) {
+                chores = Instant::now();
+                self.archive_chores(&*store).await;
+            }
+            let items = match self
+                .engine
+                .claim_outbox(ARCHIVE_GROUP, &consumer, CLAIM_BATCH, OUTBOX_LEASE_MS)
+                .await
+            {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::debug!(error = %e, "outbox not readable");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if items.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let (done, failed) = self.archive_items(&*store, &items).await;
+            if let Err(e) = self.engine.ack_outbox(ARCHIVE_GROUP, &done).await {
+                tracing::debug!(error = %e, "archived entries not acknowledged (written again later)");
+            }
+            metrics::counter!(m::ARCHIVED).increment(done.len() as u64);
+            if failed {
+                // The database is down or slow: what failed is handed out again after the
+                // lease; wait before the next batch.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            } else {
+                pause = Duration::from_millis(100);
+            }
+        }
+    }
+
+    /// Archives entries in order until one fails; returns the ones written, and whether one
+    /// failed.
+    async fn archive_items(
+        &self,
+        store: &dyn Store,
+        items: &[OutboxItem],
+    ) -> (Vec<OutboxItem>, bool) {
+        let mut done = Vec::with_capacity(items.len());
+        for item in items {
+            match self.archive_item(store, item).await {
+                Ok(()) => done.push(item.clone()),
+                Err(e) => {
+                    metrics::counter!(m::ARCHIVE_ERRORS).increment(1);
+                    tracing::warn!(site = %item.site, error = %e, "not archived yet; retrying");
+                    return (done, true);
+                }
+            }
+        }
+        (done, false)
+    }
+
+    async fn archive_item(
+        &self,
+        store: &dyn Store,
+        item: &OutboxItem,
+    ) -> Result<(), ArchiverError> {
+        match &item.entry {
+            OutboxEntry::Conv(r) => {
+                store.record_conversation(r).await?;
+                if r.conv.state == ConvState::Closed {
+                    // A closed conversation is archived whole: its log up to its last
+                    // message, then it may expire.
+                    let conv = ConvId(r.conv.id.clone());
+                    let last = self.engine.last_seq(&conv).await?;
+                    self.copy_messages(store, &item.site, &conv, last, true)
+                        .await?;
+                }
+            }
+            OutboxEntry::Operator(r) => store.record_operator(r).await?,
+            OutboxEntry::Messages { conv, up_to } => {
+                self.copy_messages(store, &item.site, conv, *up_to, false)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a conversation's messages the archive does not hold yet, up to `up_to`, from
+    /// its log, and tells the engine how far the archive reaches.
+    async fn copy_messages(
+        &self,
+        store: &dyn Store,
+        site: &SiteId,
+        conv: &ConvId,
+        up_to: u64,
+        closed: bool,
+    ) -> Result<(), ArchiverError> {
+        let mut have = store.archived_seq(conv.as_str()).await?;
+        while have < up_to {
+            let batch = self.engine.read_log(conv, have, COPY_BATCH).await?;
+            let Some(last) = batch.last().map(|m| m.seq) else {
+                break;
+            };
+            if batch[0].seq > have + 1 {
+                // Only a log kept without an archive could have lost these.
+                tracing::warn!(conv = %conv, from = have + 1, to = batch[0].seq - 1, "messages missing from the log");
+            }
+            store.record_messages(site, &batch).await?;
+            have = last;
+        }
+        self.engine.mark_archived(conv, have, closed).await?;
+        Ok(())
+    }
+
+    /// What the archive lets go of: conversations past their site's `retention`, remembered
+    /// idempotent answers past their window, outbox entries every group is done with.
+    async fn archive_chores(&self, store: &dyn Store) {
+        let now = now_ms();
+        for site in self.sites.values() {
+            let Some(keep) = site.settings().retention else {
+                continue;
+            };
+            let before = now.saturating_sub(keep.as_millis() as u64);
+            match store.sweep(&site.config.id, before).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(site = %site.config.id, conversations = n, "retention swept")
+                }
+                Err(e) => {
+                    tracing::warn!(site = %site.config.id, error = %e, "retention sweep failed")
+                }
+            }
+        }
+        let horizon = now.saturating_sub(IDEMPOTENCY_WINDOW.as_millis() as u64);
+        if let Err(e) = store.forget_remembered(horizon).await {
+            tracing::debug!(error = %e, "remembered answers not forgotten");
+        }
+        if let Err(e) = self.engine.trim_outbox().await {
+            tracing::debug!(error = %e, "outbox not trimmed");
+        }
+    }
+}
