@@ -7,7 +7,7 @@
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{OperatorId, QueueId, SiteId, SupervisorId, VisitorId};
+use crate::core::{BotId, OperatorId, QueueId, SiteId, SupervisorId, VisitorId};
 use crate::protocol::Role;
 
 /// The claims of protocol v1.
@@ -33,6 +33,8 @@ pub enum User {
     Visitor(VisitorId),
     Operator(OperatorId),
     Supervisor(SupervisorId),
+    /// An integration calling the HTTP API with a key (never from a token).
+    Bot(BotId),
 }
 
 impl User {
@@ -41,6 +43,7 @@ impl User {
             User::Visitor(_) => Role::Visitor,
             User::Operator(_) => Role::Operator,
             User::Supervisor(_) => Role::Supervisor,
+            User::Bot(_) => Role::Bot,
         }
     }
 
@@ -49,6 +52,7 @@ impl User {
             User::Visitor(v) => v.as_str(),
             User::Operator(o) => o.as_str(),
             User::Supervisor(s) => s.as_str(),
+            User::Bot(b) => b.as_str(),
         }
     }
 }
@@ -214,7 +218,9 @@ fn principal(c: Claims) -> Result<Principal, AuthError> {
         Role::Visitor => User::Visitor(VisitorId(c.sub)),
         Role::Operator => User::Operator(OperatorId(c.sub)),
         Role::Supervisor => User::Supervisor(SupervisorId(c.sub)),
-        Role::System => return Err(AuthError::Claims("role system is not a user")),
+        Role::System | Role::Bot => {
+            return Err(AuthError::Claims("roles system and bot are not users"))
+        }
     };
     Ok(Principal {
         site: SiteId(c.site),

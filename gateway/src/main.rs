@@ -93,7 +93,7 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(secret.len() >= 16, "the secret must be at least 16 bytes");
             let role: Role = serde_json::from_value(serde_json::Value::String(role.clone()))
                 .ok()
-                .filter(|r| *r != Role::System)
+                .filter(|r| !matches!(r, Role::System | Role::Bot))
                 .with_context(|| format!("role {role:?} is not operator, supervisor or visitor"))?;
             let ttl = humantime::parse_duration(&ttl).context("--ttl")?;
             let claims = Claims {

@@ -65,7 +65,8 @@ pub enum Rid {
     Str(String),
 }
 
-/// Roles of an authenticated principal. `System` only appears as a message author.
+/// Roles of an authenticated principal. `System` and `Bot` (an integration writing through
+/// the HTTP API) only appear as message authors; no token carries them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -73,6 +74,7 @@ pub enum Role {
     Operator,
     Supervisor,
     System,
+    Bot,
 }
 
 impl Role {
@@ -82,6 +84,7 @@ impl Role {
             Role::Operator => "operator",
             Role::Supervisor => "supervisor",
             Role::System => "system",
+            Role::Bot => "bot",
         }
     }
 

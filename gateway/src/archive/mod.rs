@@ -188,6 +188,32 @@ pub struct KeyRecord {
     pub last_used_at: Option<u64>,
 }
 
+/// Changes to a closed conversation's record (the staff or an integration, after the fact).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConvPatch {
+    /// Replaces the tags.
+    pub tags: Option<Vec<String>>,
+    /// Replace the contact details.
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    /// Merged; an empty value removes the key.
+    pub params: BTreeMap<String, String>,
+    /// Who changed it, for the `updated` event.
+    pub by: String,
+    pub ts: u64,
+}
+
+/// What [`Store::patch_conversation`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Patched {
+    Done(Box<ConversationDetail>),
+    /// No such conversation of the site.
+    NotFound,
+    /// It is not closed in the archive (yet): the live conversation is the one to change.
+    Open,
+}
+
 /// An answer remembered for an `Idempotency-Key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Remembered {
@@ -234,8 +260,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Msg>>;
 
     /// Erases a visitor: their messages, contact details, parameters and page details go;
-    /// their conversations stay as counts. Returns how many conversations were touched.
-    async fn erase_visitor(&self, site: &SiteId, visitor: &str) -> Result<u64>;
+    /// their conversations stay as counts. What arrives later about their conversations from
+    /// before `now` is stored without them. Returns how many conversations were touched.
+    async fn erase_visitor(&self, site: &SiteId, visitor: &str, now: u64) -> Result<u64>;
+
+    /// Changes a closed conversation's tags, contact details or parameters.
+    async fn patch_conversation(&self, site: &SiteId, id: &str, p: &ConvPatch) -> Result<Patched>;
 
     /// The figures of the conversations a report covers.
     async fn report_rows(&self, site: &SiteId, q: &ReportQuery) -> Result<Vec<ReportRow>>;

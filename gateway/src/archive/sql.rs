@@ -8,9 +8,9 @@ use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::{AnyPool, Arguments, Row};
 
 use super::{
-    archived, fts5_terms, ArchiveError, ArchivedConversation, ArchivedEvent, ConvFilter,
-    ConvRecord, ConversationDetail, Figures, KeyRecord, OperatorRecord, Page, Prechat, Remembered,
-    ReportQuery, ReportRow, Result, Store,
+    archived, fts5_terms, ArchiveError, ArchivedConversation, ArchivedEvent, ConvFilter, ConvPatch,
+    ConvRecord, ConversationDetail, Figures, KeyRecord, OperatorRecord, Page, Patched, Prechat,
+    Remembered, ReportQuery, ReportRow, Result, Store,
 };
 use crate::core::SiteId;
 use crate::protocol::{Author, ConvState, Conversation, Msg, Role};
@@ -85,6 +85,7 @@ fn role_of(s: &str) -> Role {
         "visitor" => Role::Visitor,
         "operator" => Role::Operator,
         "supervisor" => Role::Supervisor,
+        "bot" => Role::Bot,
         _ => Role::System,
     }
 }
@@ -153,7 +154,54 @@ fn key_of(row: &AnyRow) -> Result<KeyRecord> {
     })
 }
 
+/// Takes a visitor's details out of a snapshot (erasure).
+fn strip_visitor(c: &mut Conversation) {
+    c.visitor.name = None;
+    c.visitor.email = None;
+    c.visitor.phone = None;
+    c.visitor.params = BTreeMap::new();
+    c.visitor.preview = None;
+    c.notes.clear();
+    c.last_message = None;
+}
+
 impl SqlStore {
+    /// Whether the visitor of a conversation created at `created_at` was erased after it.
+    async fn erased(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        site: &str,
+        visitor: &str,
+        created_at: u64,
+    ) -> Result<bool> {
+        let mut q = Sql::new("");
+        let (s, v, t) = (
+            q.bind(site.to_owned()),
+            q.bind(visitor.to_owned()),
+            q.bind(i(created_at)),
+        );
+        q.push(&format!(
+            "SELECT 1 FROM erasures WHERE site = {s} AND visitor = {v} AND erased_at >= {t}"
+        ));
+        Ok(sqlx::query_with(&q.text, q.args)
+            .fetch_optional(tx)
+            .await?
+            .is_some())
+    }
+
+    /// Whether a stored conversation belongs to a visitor erased after it began.
+    async fn conv_erased(&self, tx: &mut sqlx::AnyConnection, conv: &str) -> Result<bool> {
+        let mut q = Sql::new("");
+        let c = q.bind(conv.to_owned());
+        q.push(&format!(
+            "SELECT 1 FROM conversations c JOIN erasures e              ON e.site = c.site AND e.visitor = c.visitor_id              WHERE c.id = {c} AND c.created_at <= e.erased_at"
+        ));
+        Ok(sqlx::query_with(&q.text, q.args)
+            .fetch_optional(tx)
+            .await?
+            .is_some())
+    }
+
     /// Recomputes a conversation's figures from its stored messages: whichever of its
     /// record and its messages arrives first, the figures end up right.
     async fn refresh_figures(&self, tx: &mut sqlx::AnyConnection, conv: &str) -> Result<()> {
@@ -210,10 +258,19 @@ impl Store for SqlStore {
     }
 
     async fn record_conversation(&self, r: &ConvRecord) -> Result<()> {
-        let c = &r.conv;
+        let mut tx = self.pool.begin().await?;
+        let mut stripped;
+        let mut c = &r.conv;
+        if self
+            .erased(&mut tx, &c.site, &c.visitor.id, c.created_at)
+            .await?
+        {
+            stripped = c.clone();
+            strip_visitor(&mut stripped);
+            c = &stripped;
+        }
         let snapshot = serde_json::to_string(c).expect("a conversation serialises");
         let tags = serde_json::to_string(&c.tags).expect("tags serialise");
-        let mut tx = self.pool.begin().await?;
         let mut q = Sql::new("");
         let v = [
             q.bind(c.id.clone()),
@@ -312,7 +369,16 @@ impl Store for SqlStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for m in msgs {
+        let mut convs: Vec<&str> = msgs.iter().map(|m| m.conv.as_str()).collect();
+        convs.sort_unstable();
+        convs.dedup();
+        let mut erased = Vec::new();
+        for c in &convs {
+            if self.conv_erased(&mut tx, c).await? {
+                erased.push(*c);
+            }
+        }
+        for m in msgs.iter().filter(|m| !erased.contains(&m.conv.as_str())) {
             let mut q = Sql::new("");
             let vals = [
                 q.bind(m.conv.clone()),
@@ -338,9 +404,6 @@ impl Store for SqlStore {
             ));
             sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
         }
-        let mut convs: Vec<&str> = msgs.iter().map(|m| m.conv.as_str()).collect();
-        convs.sort_unstable();
-        convs.dedup();
         for c in convs {
             self.refresh_figures(&mut tx, c).await?;
         }
@@ -520,8 +583,20 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn erase_visitor(&self, site: &SiteId, visitor: &str) -> Result<u64> {
+    async fn erase_visitor(&self, site: &SiteId, visitor: &str, now: u64) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
+        let mut q = Sql::new("");
+        let vals = [
+            q.bind(site.to_string()),
+            q.bind(visitor.to_owned()),
+            q.bind(i(now)),
+        ];
+        q.push(&format!(
+            "INSERT INTO erasures (site, visitor, erased_at) VALUES ({}) \
+             ON CONFLICT (site, visitor) DO UPDATE SET erased_at = excluded.erased_at",
+            vals.join(", ")
+        ));
+        sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
         let mut q = Sql::new("");
         let (s, v) = (q.bind(site.to_string()), q.bind(visitor.to_owned()));
         q.push(&format!(
@@ -533,13 +608,7 @@ impl Store for SqlStore {
         for row in &rows {
             let id: String = row.try_get(0)?;
             let mut c = snapshot_of(&row.try_get::<String, _>(1)?)?;
-            c.visitor.name = None;
-            c.visitor.email = None;
-            c.visitor.phone = None;
-            c.visitor.params = BTreeMap::new();
-            c.visitor.preview = None;
-            c.notes.clear();
-            c.last_message = None;
+            strip_visitor(&mut c);
             let snapshot = serde_json::to_string(&c).expect("a conversation serialises");
             let mut q = Sql::new("");
             let (sn, idp) = (q.bind(snapshot), q.bind(id.clone()));
@@ -556,6 +625,102 @@ impl Store for SqlStore {
         }
         tx.commit().await?;
         Ok(rows.len() as u64)
+    }
+
+    async fn patch_conversation(&self, site: &SiteId, id: &str, p: &ConvPatch) -> Result<Patched> {
+        let mut tx = self.pool.begin().await?;
+        let mut q = Sql::new("");
+        let (s, c) = (q.bind(site.to_string()), q.bind(id.to_owned()));
+        q.push(&format!(
+            "SELECT state, snapshot FROM conversations WHERE site = {s} AND id = {c}"
+        ));
+        let Some(row) = sqlx::query_with(&q.text, q.args)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Patched::NotFound);
+        };
+        if row.try_get::<String, _>(0)? != "closed" {
+            return Ok(Patched::Open);
+        }
+        let mut conv = snapshot_of(&row.try_get::<String, _>(1)?)?;
+        if let Some(tags) = &p.tags {
+            conv.tags = tags.clone();
+        }
+        let v = &mut conv.visitor;
+        for (field, new) in [
+            (&mut v.name, &p.name),
+            (&mut v.email, &p.email),
+            (&mut v.phone, &p.phone),
+        ] {
+            if let Some(n) = new {
+                *field = Some(n.clone()).filter(|n| !n.is_empty());
+            }
+        }
+        for (k, val) in &p.params {
+            if val.is_empty() {
+                v.params.remove(k);
+            } else {
+                v.params.insert(k.clone(), val.clone());
+            }
+        }
+        let snapshot = serde_json::to_string(&conv).expect("a conversation serialises");
+        let tags = serde_json::to_string(&conv.tags).expect("tags serialise");
+        let mut q = Sql::new("");
+        let vals = [
+            q.bind(tags),
+            q.bind(conv.visitor.name.clone()),
+            q.bind(conv.visitor.email.clone()),
+            q.bind(snapshot),
+            q.bind(id.to_owned()),
+        ];
+        q.push(&format!(
+            "UPDATE conversations SET tags = {}, visitor_name = {}, visitor_email = {}, \
+             snapshot = {} WHERE id = {}",
+            vals[0], vals[1], vals[2], vals[3], vals[4]
+        ));
+        sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        if p.tags.is_some() {
+            let mut d = Sql::new("");
+            let c = d.bind(id.to_owned());
+            d.push(&format!("DELETE FROM conversation_tags WHERE conv = {c}"));
+            sqlx::query_with(&d.text, d.args).execute(&mut *tx).await?;
+            for t in &conv.tags {
+                let mut q = Sql::new("");
+                let vals = [
+                    q.bind(id.to_owned()),
+                    q.bind(site.to_string()),
+                    q.bind(t.clone()),
+                ];
+                q.push(&format!(
+                    "INSERT INTO conversation_tags (conv, site, tag) VALUES ({}) \
+                     ON CONFLICT DO NOTHING",
+                    vals.join(", ")
+                ));
+                sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+            }
+        }
+        let mut q = Sql::new("");
+        let vals = [
+            q.bind(id.to_owned()),
+            q.bind(format!("edit.{}.{:08x}", p.ts, rand::random::<u32>())),
+            q.bind(site.to_string()),
+            q.bind(i(p.ts)),
+            q.bind(p.by.clone()),
+        ];
+        q.push(&format!(
+            "INSERT INTO events (conv, key, site, type, ts, by_id, reason) \
+             VALUES ({}, 'updated', {}, {}, 'edited')",
+            vals[..3].join(", "),
+            vals[3],
+            vals[4]
+        ));
+        sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(match self.conversation(site, id).await? {
+            Some(d) => Patched::Done(Box::new(d)),
+            None => Patched::NotFound,
+        })
     }
 
     async fn report_rows(&self, site: &SiteId, rq: &ReportQuery) -> Result<Vec<ReportRow>> {

@@ -17,6 +17,8 @@ pub enum Actor {
     Operator(OperatorId),
     Supervisor(SupervisorId),
     System,
+    /// An integration through the HTTP API, by its key's name.
+    Api(String),
 }
 
 /// Inputs to the core.
@@ -102,15 +104,25 @@ pub enum Command {
         add: Vec<String>,
         remove: Vec<String>,
     },
-    /// The visitor of an open conversation gives new contact details (`Some` replaces) or
-    /// parameters (merged; an empty value removes the key).
+    /// New contact details (`Some` replaces) or parameters (merged; an empty value removes
+    /// the key) of an open conversation: from its visitor, or (`visitor: None`) from the staff
+    /// or an integration.
     Identify {
-        visitor: VisitorId,
+        visitor: Option<VisitorId>,
         conv: ConvId,
         name: Option<String>,
         email: Option<String>,
         phone: Option<String>,
         params: BTreeMap<String, String>,
+    },
+    /// The staff or an integration start a conversation with a known visitor, who sees it
+    /// when they are on the site: given to `operator` (present, with room), else queued.
+    Invite {
+        visitor: VisitorId,
+        conv: ConvId,
+        queue: Option<QueueId>,
+        operator: Option<OperatorId>,
+        profile: Box<VisitorProfile>,
     },
     /// A visitor wrote into a conversation no operator holds: maybe send the notice.
     VisitorWrote {
@@ -253,6 +265,13 @@ impl Core<'_, '_> {
                 phone,
                 params,
             } => self.identify(visitor, conv, [name, email, phone], params),
+            Command::Invite {
+                visitor,
+                conv,
+                queue,
+                operator,
+                profile,
+            } => self.invite(visitor, conv, queue, operator, profile),
             Command::VisitorWrote { conv } => self.visitor_wrote(conv),
             Command::Timer { kind, activity } => self.timer(kind, activity),
             Command::SettingsChanged { retime } => {

@@ -49,6 +49,10 @@ pub enum Reason {
     TakeOver,
     /// A transfer's note, as the staff member wrote it.
     Note(String),
+    /// The staff or an integration changed its details or parameters.
+    Edited,
+    /// The staff or an integration started it with the visitor.
+    Invited,
 }
 
 impl Reason {
@@ -65,6 +69,8 @@ impl Reason {
             Reason::Reassigned => "reassigned",
             Reason::Tags => "tags",
             Reason::Visitor => "visitor",
+            Reason::Edited => "edited",
+            Reason::Invited => "invited",
             Reason::VisitorLeft => "visitor_left",
             Reason::Inactive => "inactive",
             Reason::CallbackExpired => "callback_expired",

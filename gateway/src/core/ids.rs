@@ -58,6 +58,10 @@ id_type!(
     SupervisorId
 );
 id_type!(
+    /// An integration calling the HTTP API (its API key's id).
+    BotId
+);
+id_type!(
     /// A gateway node.
     NodeId
 );

@@ -45,14 +45,7 @@ impl Core<'_, '_> {
             offline,
         } = opening;
         check_profile(&profile)?;
-        let queue = match queue {
-            Some(q) if self.ctx.queues.contains(&q) => q,
-            Some(_) => return reject(ErrorCode::BadRequest, "unknown queue"),
-            None => match self.ctx.queues.first() {
-                Some(q) => q.clone(),
-                None => return reject(ErrorCode::Unavailable, "the site has no queue"),
-            },
-        };
+        let queue = self.queue_or_default(queue)?;
         if self.st.convs.contains_key(&id) {
             return reject(ErrorCode::Conflict, "conversation id in use");
         }
@@ -102,6 +95,95 @@ impl Core<'_, '_> {
         self.conv_event(&id, event, None);
         self.dirty_queues.insert(queue);
         self.route(&id);
+        let c = view(self.st, &id).expect("just inserted");
+        Ok(Reply::Conv(Box::new(c)))
+    }
+
+    /// The queue asked for, or the site's first.
+    fn queue_or_default(&self, queue: Option<QueueId>) -> Result<QueueId, Reject> {
+        match queue {
+            Some(q) if self.ctx.queues.contains(&q) => Ok(q),
+            Some(_) => reject(ErrorCode::BadRequest, "unknown queue"),
+            None => match self.ctx.queues.first() {
+                Some(q) => Ok(q.clone()),
+                None => reject(ErrorCode::Unavailable, "the site has no queue"),
+            },
+        }
+    }
+
+    /// A conversation started by the staff or an integration with a known visitor (see
+    /// [`Command::Invite`]); the visitor's live tabs are told at once, a visitor who is away
+    /// finds it when they come back.
+    ///
+    /// [`Command::Invite`]: super::Command::Invite
+    pub(super) fn invite(
+        &mut self,
+        visitor: VisitorId,
+        id: ConvId,
+        queue: Option<QueueId>,
+        operator: Option<OperatorId>,
+        profile: Box<VisitorProfile>,
+    ) -> Result<Reply, Reject> {
+        if let Some(open) = self.st.visitors.get(&visitor).and_then(|v| v.conv.clone()) {
+            if self.st.convs.contains_key(&open) {
+                return reject(
+                    ErrorCode::Conflict,
+                    "the visitor already has an open conversation",
+                );
+            }
+        }
+        check_profile(&profile)?;
+        let queue = self.queue_or_default(queue)?;
+        if self.st.convs.contains_key(&id) {
+            return reject(ErrorCode::Conflict, "conversation id in use");
+        }
+        let now = self.ctx.now;
+        let queued_at = self.st.tick_queue_clock();
+        let v = self
+            .st
+            .visitors
+            .get_or_insert_with(visitor.clone(), Visitor::default);
+        v.conv = Some(id.clone());
+        self.st.convs.insert(
+            id.clone(),
+            Conv {
+                queue: queue.clone(),
+                state: ConvState::Queued,
+                visitor: visitor.clone(),
+                profile: *profile,
+                operator: None,
+                offered_to: None,
+                offer_expires: None,
+                tried: BTreeSet::new(),
+                tags: Vec::new(),
+                created_at: now,
+                queued_at,
+                previous: None,
+                notified: false,
+                callback_until: None,
+                assigned_at: None,
+                offline: false,
+                notes: Vec::new(),
+            },
+        );
+        // The visitor's live tabs (if any) join with the event and see it at once.
+        self.effects.push(Effect::Attach {
+            conv: id.clone(),
+            who: Participant::Visitor(visitor),
+            update: None,
+        });
+        self.conv_event(&id, ConvEvent::Queued, Some(Reason::Invited));
+        match operator {
+            Some(op) => {
+                // Refused (absent, at capacity): nothing was started.
+                self.check_assignable(&id, &op)?;
+                self.move_to(&id, &op, ConvEvent::Assigned, Reason::Invited);
+            }
+            None => {
+                self.dirty_queues.insert(queue);
+                self.route(&id);
+            }
+        }
         let c = view(self.st, &id).expect("just inserted");
         Ok(Reply::Conv(Box::new(c)))
     }
@@ -186,7 +268,7 @@ impl Core<'_, '_> {
         };
         match &by {
             Actor::Operator(o) if c.operator.as_ref() == Some(o) => {}
-            Actor::Supervisor(_) => {}
+            Actor::Supervisor(_) | Actor::Api(_) => {}
             _ => {
                 return reject(
                     ErrorCode::Forbidden,
@@ -242,6 +324,7 @@ impl Core<'_, '_> {
         let (by_id, by) = match by {
             Actor::Operator(o) => (o.to_string(), self.staff_name(o.as_str())),
             Actor::Supervisor(s) => (s.to_string(), self.staff_name(s.as_str())),
+            Actor::Api(name) => ("api".to_owned(), name.clone()),
             Actor::Visitor(_) | Actor::System => ("system".to_owned(), "system".to_owned()),
         };
         let ts = self.ctx.now;
@@ -305,7 +388,7 @@ impl Core<'_, '_> {
             Actor::Visitor(v) if &c.visitor == v => Reason::Visitor,
             Actor::Operator(o) if c.operator.as_ref() == Some(o) => Reason::Operator,
             Actor::Supervisor(_) => Reason::Supervisor,
-            Actor::System => Reason::System,
+            Actor::System | Actor::Api(_) => Reason::System,
             _ => return reject(ErrorCode::Forbidden, "not your conversation"),
         };
         let tags = normalise_tags(&tags)?;
@@ -356,12 +439,17 @@ impl Core<'_, '_> {
 
     pub(super) fn identify(
         &mut self,
-        visitor: VisitorId,
+        visitor: Option<VisitorId>,
         id: ConvId,
         [name, email, phone]: [Option<String>; 3],
         params: BTreeMap<String, String>,
     ) -> Result<Reply, Reject> {
-        let Some(c) = self.st.convs.get(&id).filter(|c| c.visitor == visitor) else {
+        let reason = match visitor {
+            Some(_) => Reason::Visitor,
+            None => Reason::Edited,
+        };
+        let mine = |c: &&Conv| visitor.as_ref().is_none_or(|v| &c.visitor == v);
+        let Some(c) = self.st.convs.get(&id).filter(mine) else {
             return reject(ErrorCode::NotFound, "no such open conversation");
         };
         let mut merged = c.profile.params.clone();
@@ -395,7 +483,7 @@ impl Core<'_, '_> {
         p.email = email.or(p.email.take());
         p.phone = phone.or(p.phone.take());
         p.params = merged;
-        self.conv_event(&id, ConvEvent::Updated, Some(Reason::Visitor));
+        self.conv_event(&id, ConvEvent::Updated, Some(reason));
         // Waiting conversations show the visitor in the queue's listing (and on offer cards).
         self.dirty_queue_of(&id);
         let c = view(self.st, &id).expect("exists");

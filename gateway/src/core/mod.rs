@@ -31,7 +31,9 @@ mod tests;
 
 pub use commands::{handle, Actor, Command, Ctx, Reject, Reply};
 pub use effects::{ConvUpdate, Effect, Note, Outcome, Reason};
-pub use ids::{ConnId, ConvId, NodeId, OperatorId, QueueId, Seq, SiteId, SupervisorId, VisitorId};
+pub use ids::{
+    BotId, ConnId, ConvId, NodeId, OperatorId, QueueId, Seq, SiteId, SupervisorId, VisitorId,
+};
 pub use invariants::check_invariants;
 pub use routing::{availability, max_chats, serves, Availability};
 pub use settings::{Routing, Settings};

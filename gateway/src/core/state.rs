@@ -267,6 +267,8 @@ impl Activity {
                 self.operator_ts = Some(ts);
                 self.first_operator_ts.get_or_insert(ts);
             }
+            // A bot's message is activity, not an answer from the staff.
+            Role::Bot => self.last_ts = ts,
             Role::System => {}
         }
         false

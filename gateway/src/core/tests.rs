@@ -1000,13 +1000,79 @@ proptest! {
 }
 
 #[test]
+fn the_staff_edit_details_of_any_open_conversation_of_the_site() {
+    let mut w = World::new(Settings::default());
+    w.op("a");
+    w.visitor_starts("v1", "c1");
+    w.effects.clear();
+    let edit = |conv: &str| Command::Identify {
+        visitor: None,
+        conv: ConvId::from(conv),
+        name: None,
+        email: Some("ann@example.com".into()),
+        phone: None,
+        params: [("crm".to_owned(), "42".to_owned())].into(),
+    };
+    w.run(edit("c1")).unwrap();
+    let c = w.conv("c1").unwrap();
+    assert_eq!(c.profile.email.as_deref(), Some("ann@example.com"));
+    assert_eq!(c.profile.params["crm"], "42");
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Updated, reason: Some(r), .. } if r == "edited")));
+    assert_eq!(w.run(edit("nope")).unwrap_err().code, ErrorCode::NotFound);
+}
+
+#[test]
+fn an_invitation_goes_to_the_operator_asked_for_or_waits_in_the_queue() {
+    let mut w = World::new(Settings::default());
+    w.op("a");
+    let invite = |v: &str, conv: &str, op: Option<&str>| Command::Invite {
+        visitor: VisitorId::from(v),
+        conv: ConvId::from(conv),
+        queue: None,
+        operator: op.map(OperatorId::from),
+        profile: Box::new(VisitorProfile {
+            name: Some("Ann".into()),
+            ..VisitorProfile::default()
+        }),
+    };
+    // To a present operator: active at once, the visitor (away) finds it when back.
+    let Reply::Conv(c) = w.run(invite("v1", "c1", Some("a"))).unwrap() else {
+        panic!("an invitation answers with the conversation")
+    };
+    assert_eq!(c.state, ConvState::Active);
+    assert_eq!(c.operator.as_ref().map(|o| o.id.as_str()), Some("a"));
+    assert!(w.saw(
+        |e| matches!(e, Effect::Attach { who: Participant::Visitor(v), .. } if v.as_str() == "v1")
+    ));
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::Assigned, reason: Some(r), .. } if r == "invited")));
+    // One open conversation per visitor.
+    assert_eq!(
+        w.run(invite("v1", "c2", None)).unwrap_err().code,
+        ErrorCode::Conflict
+    );
+    // To an absent operator: refused, and nothing was started.
+    let before = w.st.clone();
+    assert_eq!(
+        w.run(invite("v2", "c3", Some("ghost"))).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+    assert_eq!(w.st, before);
+    // Without an operator: routed like any waiting conversation.
+    let Reply::Conv(c) = w.run(invite("v2", "c3", None)).unwrap() else {
+        panic!("an invitation answers with the conversation")
+    };
+    assert_ne!(c.state, ConvState::Closed);
+    assert!(w.conv("c3").is_some());
+}
+
+#[test]
 fn a_visitor_identifies_mid_conversation_and_staff_see_it() {
     let mut w = World::new(Settings::default());
     w.op("a");
     w.visitor_starts("v1", "c1");
     accept(&mut w, "a", "c1").unwrap();
     let identify = |name: Option<&str>, params: &[(&str, &str)]| Command::Identify {
-        visitor: VisitorId::from("v1"),
+        visitor: Some(VisitorId::from("v1")),
         conv: ConvId::from("c1"),
         name: name.map(str::to_owned),
         email: None,
@@ -1041,7 +1107,7 @@ fn a_visitor_identifies_mid_conversation_and_staff_see_it() {
     // Nobody identifies for someone else's conversation, or past the parameter limit.
     let mut other = identify(Some("Eve"), &[]);
     if let Command::Identify { visitor, .. } = &mut other {
-        *visitor = VisitorId::from("v2");
+        *visitor = Some(VisitorId::from("v2"));
     }
     assert_eq!(w.run(other).unwrap_err().code, ErrorCode::NotFound);
     let many: Vec<(String, String)> = (0..60).map(|i| (format!("k{i}"), "v".into())).collect();
@@ -1055,7 +1121,7 @@ fn a_visitor_identifies_mid_conversation_and_staff_see_it() {
     w.visitor_starts("v3", "c3");
     w.effects.clear();
     w.run(Command::Identify {
-        visitor: VisitorId::from("v3"),
+        visitor: Some(VisitorId::from("v3")),
         conv: ConvId::from("c3"),
         name: Some("Vera".into()),
         email: None,

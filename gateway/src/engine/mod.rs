@@ -191,6 +191,11 @@ impl ConvMeta {
         }
         match author.role {
             Role::System => Ok(()),
+            // An integration writes into any conversation of its site that is not closed.
+            Role::Bot => match self.state {
+                ConvState::Closed => Err(AppendRefusal::Closed),
+                _ => Ok(()),
+            },
             Role::Visitor if self.visitor.0 == author.id => match self.state {
                 ConvState::Closed => Err(AppendRefusal::Closed),
                 _ => Ok(()),
@@ -388,6 +393,15 @@ pub trait ConvLog: Send + Sync + 'static {
         site: &SiteId,
         visitor: &VisitorId,
         conv: &ConvId,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+
+    /// Erasure: forgets a visitor's (closed) conversations — their logs, metadata and
+    /// dedup sets — and which conversation was their latest.
+    fn forget_visitor(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        convs: &[ConvId],
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 

@@ -57,7 +57,8 @@ impl<E: Engine> Gateway<E> {
                     }
                 }
             }
-            User::Supervisor(_) => true,
+            // Supervisors and integrations: every conversation of their site.
+            User::Supervisor(_) | User::Bot(_) => true,
         };
         if !ok {
             return Err(match p.user {

@@ -400,7 +400,7 @@ impl<E: Engine> Gateway<E> {
             .apply(
                 &p.site,
                 Command::Identify {
-                    visitor: visitor.clone(),
+                    visitor: Some(visitor.clone()),
                     conv,
                     name,
                     email,

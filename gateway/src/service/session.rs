@@ -250,6 +250,8 @@ impl<E: Engine> Gateway<E> {
                 node: life.clone(),
                 name: p.name.clone().unwrap_or_else(|| s.to_string()),
             },
+            // Integrations call the HTTP API; they hold no socket.
+            User::Bot(_) => return Ok(None),
         };
         self.apply(&p.site, cmd).await?;
         Ok(Some(life))
@@ -272,6 +274,7 @@ impl<E: Engine> Gateway<E> {
                 op: OperatorId(s.0.clone()),
                 node: life,
             },
+            User::Bot(_) => return,
         };
         if let Err(e) = self.apply(&p.site, cmd.clone()).await {
             tracing::warn!(error = %e, "disconnect not recorded yet; retrying");
@@ -346,6 +349,7 @@ impl<E: Engine> Gateway<E> {
                 }
                 Ok((out, Vec::new()))
             }
+            User::Bot(_) => Ok((Vec::new(), Vec::new())),
             User::Operator(_) | User::Supervisor(_) => {
                 // A supervisor holds the conversations they took over.
                 let op = OperatorId(p.id().to_owned());

@@ -478,6 +478,7 @@ pub(super) fn actor(p: &Principal) -> Actor {
         User::Visitor(v) => Actor::Visitor(v.clone()),
         User::Operator(o) => Actor::Operator(o.clone()),
         User::Supervisor(s) => Actor::Supervisor(s.clone()),
+        User::Bot(b) => Actor::Api(p.name.clone().unwrap_or_else(|| b.to_string())),
     }
 }
 

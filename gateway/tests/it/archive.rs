@@ -408,7 +408,7 @@ pub async fn search_finds_message_words_and_visitor_names(s: &dyn Store) {
 pub async fn erasing_a_visitor_keeps_only_counts(s: &dyn Store) {
     lifecycle(s, "c1", 1_000).await;
     lifecycle(s, "c2", 5_000).await;
-    assert_eq!(s.erase_visitor(&site(), "v-c1").await.unwrap(), 1);
+    assert_eq!(s.erase_visitor(&site(), "v-c1", 100_000).await.unwrap(), 1);
     let d = s.conversation(&site(), "c1").await.unwrap().unwrap();
     assert_eq!(d.summary.conv.visitor.name, None);
     assert_eq!(d.prechat.email, None);
@@ -640,6 +640,106 @@ async fn pg_store(case: &str) -> archive::SqlStore {
         .expect("postgres archive")
 }
 
+/// What reaches the archive after an erasure about a conversation from before it (a close
+/// still in the outbox, a late batch of messages) is kept without the visitor; a conversation
+/// they start afterwards is kept as usual.
+pub async fn what_arrives_after_an_erasure_is_kept_without_the_visitor(s: &dyn Store) {
+    let open = conv("c1", ConvState::Active, Some("op1"), 1_000);
+    s.record_conversation(&record(&open, 1, "assigned", 1_000))
+        .await
+        .unwrap();
+    assert_eq!(s.erase_visitor(&site(), "v-c1", 2_000).await.unwrap(), 1);
+    let mut closed = conv("c1", ConvState::Closed, Some("op1"), 1_000);
+    closed.outcome = Some("solved".into());
+    s.record_conversation(&record(&closed, 2, "closed", 3_000))
+        .await
+        .unwrap();
+    s.record_messages(
+        &site(),
+        &[msg("c1", 1, Role::Visitor, "my address is", 1_500)],
+    )
+    .await
+    .unwrap();
+    let d = s.conversation(&site(), "c1").await.unwrap().unwrap();
+    assert_eq!(d.summary.conv.state, ConvState::Closed, "the close is kept");
+    assert_eq!(d.summary.conv.visitor.name, None, "without the visitor");
+    assert_eq!(d.prechat.email, None);
+    assert!(s.messages(&site(), "c1", 0, 10).await.unwrap().is_empty());
+    // The same visitor id, back later, in a new conversation.
+    let mut again = conv("c1", ConvState::Queued, None, 10_000);
+    again.id = "c9".into();
+    s.record_conversation(&record(&again, 3, "queued", 10_000))
+        .await
+        .unwrap();
+    s.record_messages(
+        &site(),
+        &[msg("c9", 1, Role::Visitor, "hello again", 10_500)],
+    )
+    .await
+    .unwrap();
+    let d = s.conversation(&site(), "c9").await.unwrap().unwrap();
+    assert_eq!(d.summary.conv.visitor.name.as_deref(), Some("Ann Smith"));
+    assert_eq!(s.messages(&site(), "c9", 0, 10).await.unwrap().len(), 1);
+}
+
+/// A closed conversation's tags, contact details and parameters change after the fact, with
+/// an event; an open one is not the archive's to change.
+pub async fn a_closed_conversation_is_patched_with_an_event(s: &dyn Store) {
+    lifecycle(s, "c1", 1_000).await;
+    let patch = archive::ConvPatch {
+        tags: Some(vec!["billing".into(), "vip".into()]),
+        email: Some("new@example.com".into()),
+        params: BTreeMap::from([("plan".into(), String::new()), ("crm".into(), "77".into())]),
+        by: "op1".into(),
+        ts: 90_000,
+        ..Default::default()
+    };
+    let archive::Patched::Done(d) = s.patch_conversation(&site(), "c1", &patch).await.unwrap()
+    else {
+        panic!("patched")
+    };
+    assert_eq!(d.summary.conv.tags, ["billing", "vip"]);
+    assert_eq!(d.prechat.email.as_deref(), Some("new@example.com"));
+    assert_eq!(
+        d.prechat.name.as_deref(),
+        Some("Ann Smith"),
+        "absent fields stay"
+    );
+    assert_eq!(d.params, BTreeMap::from([("crm".into(), "77".into())]));
+    let last = d.events.last().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.by.as_deref()),
+        ("updated", Some("op1"))
+    );
+    let f = ConvFilter {
+        tag: Some("vip".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.conversations(&site(), &f, None, 10)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    let open = conv("c2", ConvState::Active, Some("op1"), 5_000);
+    s.record_conversation(&record(&open, 1, "assigned", 5_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.patch_conversation(&site(), "c2", &patch).await.unwrap(),
+        archive::Patched::Open
+    );
+    assert_eq!(
+        s.patch_conversation(&SiteId::from("other"), "c1", &patch)
+            .await
+            .unwrap(),
+        archive::Patched::NotFound,
+        "another site's conversation is not found"
+    );
+}
+
 macro_rules! archive_conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -677,4 +777,6 @@ archive_conformance!(
     the_sweeper_removes_what_retention_lets_go,
     api_keys_are_kept_listed_and_revoked,
     idempotent_answers_are_remembered_once,
+    what_arrives_after_an_erasure_is_kept_without_the_visitor,
+    a_closed_conversation_is_patched_with_an_event,
 );

@@ -542,6 +542,22 @@ impl ConvLog for MemoryEngine {
             .insert((site.clone(), visitor.clone()), conv.clone());
         Ok(())
     }
+
+    async fn forget_visitor(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        convs: &[ConvId],
+    ) -> Result<(), EngineError> {
+        self.latest.remove(&(site.clone(), visitor.clone()));
+        for c in convs {
+            // Only this site's conversations; the retention list drops the id when due.
+            self.logs.remove_if(c, |_, l| {
+                l.lock().meta.as_ref().is_some_and(|m| &m.site == site)
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Timers for MemoryEngine {

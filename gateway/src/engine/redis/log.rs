@@ -396,4 +396,33 @@ impl ConvLog for RedisEngine {
             )
             .await
     }
+
+    async fn forget_visitor(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        convs: &[ConvId],
+    ) -> Result<(), EngineError> {
+        self.inner
+            .run::<()>(redis::cmd("DEL").arg(keys::visitor_latest(site, visitor)))
+            .await?;
+        for c in convs {
+            // One conversation's keys share a hash slot: one DEL each.
+            let Some(meta) = self.meta(c).await? else {
+                continue;
+            };
+            if &meta.site != site {
+                continue;
+            }
+            self.inner
+                .run::<()>(
+                    redis::cmd("DEL")
+                        .arg(keys::conv_meta(c))
+                        .arg(keys::conv_log(c))
+                        .arg(keys::conv_cids(c)),
+                )
+                .await?;
+        }
+        Ok(())
+    }
 }
