@@ -119,6 +119,12 @@ pub struct RawConfig {
     /// Absent: SQLite in GATEWAY_DATA_DIR with the in-memory engine; no archive with Redis.
     #[arg(long, env = "GATEWAY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// HTTP API requests per second per caller (API key or staff token).
+    #[arg(long, env = "GATEWAY_API_RATE_PER_SEC", default_value = "20")]
+    pub api_rate_per_sec: String,
+    /// HTTP API burst per caller.
+    #[arg(long, env = "GATEWAY_API_RATE_BURST", default_value = "40")]
+    pub api_rate_burst: String,
     /// `on` or `off`: keep every conversation in the archive.
     #[arg(long, env = "GATEWAY_ARCHIVE", default_value = "on")]
     pub archive: String,
@@ -195,6 +201,8 @@ pub struct Config {
     pub outbound_max_bytes: usize,
     pub rate_per_sec: NonZeroU32,
     pub rate_burst: NonZeroU32,
+    pub api_rate_per_sec: NonZeroU32,
+    pub api_rate_burst: NonZeroU32,
     pub max_conns_per_ip: u32,
     pub ws_read_buffer: usize,
     pub ws_write_buffer: usize,
@@ -394,6 +402,8 @@ impl Config {
         );
         let rate_per_sec = check!("GATEWAY_RATE_PER_SEC", nz(&raw.rate_per_sec));
         let rate_burst = check!("GATEWAY_RATE_BURST", nz(&raw.rate_burst));
+        let api_rate_per_sec = check!("GATEWAY_API_RATE_PER_SEC", nz(&raw.api_rate_per_sec));
+        let api_rate_burst = check!("GATEWAY_API_RATE_BURST", nz(&raw.api_rate_burst));
         let max_conns_per_ip = check!(
             "GATEWAY_MAX_CONNS_PER_IP",
             raw.max_conns_per_ip
@@ -565,6 +575,8 @@ impl Config {
             outbound_max_bytes: outbound_max_bytes.expect("checked"),
             rate_per_sec: rate_per_sec.expect("checked"),
             rate_burst: rate_burst.expect("checked"),
+            api_rate_per_sec: api_rate_per_sec.expect("checked"),
+            api_rate_burst: api_rate_burst.expect("checked"),
             max_conns_per_ip: max_conns_per_ip.expect("checked"),
             ws_read_buffer: ws_read_buffer.expect("checked"),
             ws_write_buffer: ws_write_buffer.expect("checked"),
@@ -595,6 +607,8 @@ impl Config {
             outbound_max_bytes: "262144".into(),
             rate_per_sec: "1000".into(),
             rate_burst: "1000".into(),
+            api_rate_per_sec: "1000".into(),
+            api_rate_burst: "1000".into(),
             max_conns_per_ip: "100000".into(),
             ws_read_buffer: "2048".into(),
             ws_write_buffer: "8192".into(),

@@ -3,6 +3,7 @@
 //! The crate is a library (everything testable) plus the `gateway` binary (`main.rs`). See
 //! `ARCHITECTURE.md` at the repository root for the map.
 
+pub mod api;
 pub mod archive;
 pub mod auth;
 pub mod bus;
@@ -19,4 +20,5 @@ pub mod outbox;
 pub mod protocol;
 pub mod server;
 pub mod service;
+pub mod transcript;
 pub mod ws;

@@ -1,5 +1,5 @@
 //! The `gateway` binary: `gateway` (serve), `gateway token …` (mint a token), `gateway config`
-//! (print the effective configuration).
+//! (print the effective configuration), `gateway api-key …` (HTTP API keys).
 
 use std::time::Duration;
 
@@ -61,6 +61,47 @@ enum Cmd {
     },
     /// Print the effective configuration (secrets hidden) and the default site settings.
     Config,
+    /// Manage HTTP API keys (kept in the archive's database: GATEWAY_DATABASE_URL or the
+    /// SQLite file in GATEWAY_DATA_DIR).
+    ApiKey {
+        #[command(subcommand)]
+        action: KeyCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Make a key and print it (the secret is shown this once).
+    Create {
+        /// The site the key belongs to.
+        #[arg(long, required_unless_present = "root", conflicts_with = "root")]
+        site: Option<String>,
+        /// A root key: every site.
+        #[arg(long)]
+        root: bool,
+        /// read, admin, bot, tokens (comma-separated or repeated).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// What the key is for.
+        #[arg(long)]
+        name: String,
+    },
+    /// List a site's keys (or the root keys), without secrets.
+    List {
+        #[arg(long, required_unless_present = "root", conflicts_with = "root")]
+        site: Option<String>,
+        #[arg(long)]
+        root: bool,
+    },
+    /// Revoke a key at once, on every node.
+    Revoke {
+        #[arg(long, required_unless_present = "root", conflicts_with = "root")]
+        site: Option<String>,
+        #[arg(long)]
+        root: bool,
+        /// The key's id (`ck_<id>_…`).
+        id: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -158,8 +199,80 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Cmd::ApiKey { action }) => api_key(&cli.config, action),
         Some(Cmd::Serve) | None => serve(cli.config),
     }
+}
+
+/// `gateway api-key …`: against the archive the configuration names.
+fn api_key(raw: &RawConfig, action: KeyCmd) -> anyhow::Result<()> {
+    let cfg = Config::from_raw(raw)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let store = gateway::server::open_archive(&cfg)
+            .await?
+            .context("there is no archive to keep keys in (GATEWAY_ARCHIVE=off, or Redis without GATEWAY_DATABASE_URL)")?;
+        let known = |site: &Option<String>| -> anyhow::Result<()> {
+            if let Some(s) = site {
+                anyhow::ensure!(
+                    cfg.sites.iter().any(|c| c.id.as_str() == s),
+                    "no site {s:?} is configured"
+                );
+            }
+            Ok(())
+        };
+        match action {
+            KeyCmd::Create {
+                site, scopes, name, ..
+            } => {
+                known(&site)?;
+                let scopes =
+                    gateway::api::keys::parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
+                anyhow::ensure!(
+                    !name.trim().is_empty() && name.chars().count() <= 100,
+                    "--name: 1 to 100 characters"
+                );
+                let (rec, key) =
+                    gateway::api::keys::create(&*store, site.as_deref(), name.trim(), &scopes)
+                        .await?;
+                eprintln!(
+                    "key {} for {} with scopes {} (shown once; keep it safe):",
+                    rec.id,
+                    rec.site.as_deref().unwrap_or("every site"),
+                    rec.scopes.join(",")
+                );
+                println!("{key}");
+            }
+            KeyCmd::List { site, .. } => {
+                known(&site)?;
+                for k in store.keys(site.as_deref()).await? {
+                    println!(
+                        "{}  {:<24}  {:<20}  created {}  last used {}",
+                        k.id,
+                        k.name,
+                        k.scopes.join(","),
+                        gateway::transcript::iso(k.created_at),
+                        k.last_used_at
+                            .map(gateway::transcript::iso)
+                            .unwrap_or_else(|| "never".into())
+                    );
+                }
+            }
+            KeyCmd::Revoke { site, id, .. } => {
+                known(&site)?;
+                let id = id.strip_prefix("ck_").unwrap_or(&id);
+                let id = id.split('_').next().unwrap_or(id);
+                anyhow::ensure!(
+                    store.revoke_key(site.as_deref(), id).await?,
+                    "no such key"
+                );
+                eprintln!("key {id} revoked");
+            }
+        }
+        anyhow::Ok(())
+    })
 }
 
 fn serve(raw: RawConfig) -> anyhow::Result<()> {

@@ -288,6 +288,9 @@ pub trait Store: Send + Sync + 'static {
     async fn remembered(&self, scope: &str, key: &str, since: u64) -> Result<Option<Remembered>>;
     /// Remembers an answer; `false` when one was remembered first (a concurrent retry).
     async fn remember(&self, scope: &str, key: &str, r: &Remembered, now: u64) -> Result<bool>;
+    /// Replaces a remembered answer (`Some`), or forgets it (`None`).
+    async fn settle_remembered(&self, scope: &str, key: &str, r: Option<&Remembered>)
+        -> Result<()>;
     /// Forgets remembered answers older than `before`.
     async fn forget_remembered(&self, before: u64) -> Result<u64>;
 }

@@ -975,6 +975,38 @@ impl Store for SqlStore {
             > 0)
     }
 
+    async fn settle_remembered(
+        &self,
+        scope: &str,
+        key: &str,
+        r: Option<&Remembered>,
+    ) -> Result<()> {
+        let mut q = Sql::new("");
+        match r {
+            Some(r) => {
+                let (st, b, s, k) = (
+                    q.bind(i64::from(r.status)),
+                    q.bind(r.body.clone()),
+                    q.bind(scope.to_owned()),
+                    q.bind(key.to_owned()),
+                );
+                q.push(&format!(
+                    "UPDATE idempotency SET status = {st}, body = {b} WHERE scope = {s} AND key = {k}"
+                ));
+            }
+            None => {
+                let (s, k) = (q.bind(scope.to_owned()), q.bind(key.to_owned()));
+                q.push(&format!(
+                    "DELETE FROM idempotency WHERE scope = {s} AND key = {k}"
+                ));
+            }
+        }
+        sqlx::query_with(&q.text, q.args)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn forget_remembered(&self, before: u64) -> Result<u64> {
         let mut q = Sql::new("");
         let b = q.bind(i(before));

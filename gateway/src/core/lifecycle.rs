@@ -704,8 +704,8 @@ impl Core<'_, '_> {
     }
 }
 
-/// Trims, lower-cases and checks tags.
-fn normalise_tags(tags: &[String]) -> Result<Vec<String>, Reject> {
+/// Tags as stored: trimmed, lower-cased, unique, within the bounds.
+pub fn normalise_tags(tags: &[String]) -> Result<Vec<String>, Reject> {
     if tags.len() > MAX_TAGS {
         return reject(ErrorCode::TooLarge, "too many tags");
     }
@@ -725,7 +725,7 @@ fn normalise_tags(tags: &[String]) -> Result<Vec<String>, Reject> {
 /// The limits of what a visitor stores: no control characters where text has no business
 /// with them (names, contact details, parameter names, URLs; a parameter's value may hold
 /// line breaks and tabs), each field's length, and the parameters' size in all.
-pub(super) fn check_profile(p: &VisitorProfile) -> Result<(), Reject> {
+pub fn check_profile(p: &VisitorProfile) -> Result<(), Reject> {
     let controls = |s: &str| s.chars().any(char::is_control);
     for (value, max) in [
         (&p.name, MAX_NAME),

@@ -35,6 +35,7 @@ pub use ids::{
     BotId, ConnId, ConvId, NodeId, OperatorId, QueueId, Seq, SiteId, SupervisorId, VisitorId,
 };
 pub use invariants::check_invariants;
+pub use lifecycle::{check_profile, normalise_tags};
 pub use routing::{availability, max_chats, serves, Availability};
 pub use settings::{Routing, Settings};
 pub use state::{Activity, Conns, Conv, Operator, Participant, SiteState, Visitor, VisitorProfile};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,9 +19,10 @@ use crate::auth::{Claims, Principal};
 use crate::clock::now_ms;
 use crate::core::{Availability, SiteId};
 use crate::i18n::Lang;
-use crate::protocol::{Msg, Role};
+use crate::protocol::Role;
 use crate::service::Engine;
 use crate::service::{conv_id, new_visitor_id, Access, Gateway, SettingsUpdateError};
+use crate::transcript::{self, Format};
 use crate::ws::{self, IpLimits, WsState};
 
 /// How long an expired visitor token still proves who the visitor was.
@@ -43,6 +44,7 @@ impl<E: Engine> Clone for AppState<E> {
 
 /// Every route of the gateway.
 pub fn router<E: Engine>(state: AppState<E>, tasks: ws::tokio_util_tracker::Tracker) -> Router {
+    let st_gw = state.gw.clone();
     let ws_state = WsState {
         gw: state.gw.clone(),
         limits: Arc::new(IpLimits::default()),
@@ -69,7 +71,9 @@ pub fn router<E: Engine>(state: AppState<E>, tasks: ws::tokio_util_tracker::Trac
     let socket = Router::new()
         .route("/v1/ws", get(ws::upgrade::<E>))
         .with_state(ws_state);
-    api.merge(socket).merge(assets::router())
+    api.merge(socket)
+        .merge(crate::api::router(st_gw))
+        .merge(assets::router())
 }
 
 async fn readyz<E: Engine>(State(st): State<AppState<E>>) -> Response {
@@ -388,10 +392,8 @@ async fn transcript<E: Engine>(
     State(st): State<AppState<E>>,
     Path(conv): Path<String>,
     Query(q): Query<TranscriptQuery>,
-    method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let _ = method;
     let p = match bearer(&st.gw, &headers) {
         Ok(p) => p,
         Err(r) => return *r,
@@ -418,168 +420,47 @@ async fn transcript<E: Engine>(
             return error(status, label, message);
         }
     };
-    // Page backwards through the whole retained log.
-    let mut messages: Vec<Msg> = Vec::new();
-    let mut before = None;
-    loop {
-        match st.gw.history(&p, &conv, before, Some(200)).await {
-            Ok(page) => {
-                let first = page.messages.first().map(|m| m.seq);
-                let mut page_msgs = page.messages;
-                page_msgs.append(&mut messages);
-                messages = page_msgs;
-                if page.complete || first.is_none() {
-                    break;
-                }
-                before = first;
-            }
-            Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "retry"),
-        }
-    }
+    let messages = match st.gw.whole_conversation(&p.site, &conv).await {
+        Ok(m) => m,
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "retry"),
+    };
     let snapshot = if p.visitor().is_some() {
         st.gw.for_visitor(meta.snapshot)
     } else {
         meta.snapshot
     };
-    let lang = q
-        .lang
-        .as_deref()
-        .and_then(Lang::parse)
-        .or_else(|| {
-            headers
-                .get(header::ACCEPT_LANGUAGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(Lang::from_accept_language)
-        })
+    let lang = reader_lang(q.lang.as_deref(), &headers)
         .or_else(|| st.gw.site(&p.site).map(|s| s.settings().language))
         .unwrap_or_default();
-    let format = q.format.as_deref().unwrap_or("text");
-    let filename = format!("transcript-{conv}");
-    let (body, ctype, ext) = match format {
-        "json" => (
-            serde_json::to_string_pretty(&json!({"conversation": snapshot, "messages": messages}))
-                .unwrap_or_default(),
-            "application/json",
-            "json",
-        ),
-        "html" => (
-            transcript_html(&snapshot, &messages, lang),
-            "text/html; charset=utf-8",
-            "html",
-        ),
-        "text" => (
-            transcript_text(&messages, lang),
-            "text/plain; charset=utf-8",
-            "txt",
-        ),
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                "format is text, html or json",
-            )
-        }
+    let Some(format) = Format::parse(q.format.as_deref().unwrap_or("text")) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "format is text, html or json",
+        );
     };
+    let body = transcript::render(format, &snapshot, &messages, lang);
+    let (ctype, ext) = (format.content_type(), format.extension());
+    let filename = format!("transcript-{conv}");
     let mut res = Response::new(Body::from(body));
     let h = res.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}.{ext}\"")) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     res
 }
 
-fn author_label(m: &Msg) -> String {
-    match m.from.role {
-        Role::System => "—".to_owned(),
-        _ => m
-            .from
-            .name
-            .clone()
-            .unwrap_or_else(|| m.from.role.as_str().to_owned()),
-    }
-}
-
-/// A message's text for a reader of `lang`: a system message rendered from its code when
-/// this version knows it, else the text as stored.
-fn text_in(m: &Msg, lang: Lang) -> String {
-    m.code
-        .as_deref()
-        .filter(|_| m.from.role == Role::System)
-        .and_then(|code| {
-            let none = std::collections::BTreeMap::new();
-            crate::i18n::render_code(code, m.args.as_ref().unwrap_or(&none), lang)
-        })
-        .unwrap_or_else(|| m.text.clone())
-}
-
-fn transcript_text(messages: &[Msg], lang: Lang) -> String {
-    let mut out = String::new();
-    for m in messages {
-        out.push_str(&format!(
-            "[{}] {}: {}\n",
-            iso(m.ts),
-            author_label(m),
-            text_in(m, lang)
-        ));
-    }
-    out
-}
-
-fn transcript_html(c: &crate::protocol::Conversation, messages: &[Msg], lang: Lang) -> String {
-    let mut out = format!(
-        "<!doctype html><meta charset=utf-8><title>Transcript {}</title><h1>Conversation {}</h1><table>",
-        esc(&c.id),
-        esc(&c.id)
-    );
-    for m in messages {
-        out.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            iso(m.ts),
-            esc(&author_label(m)),
-            esc(&text_in(m, lang))
-        ));
-    }
-    out.push_str("</table>");
-    out
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// `YYYY-MM-DD HH:MM:SS` UTC from Unix ms (civil-from-days; no date crate needed for this).
-fn iso(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (h, mi, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let z = (secs / 86400) as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(iso(0), "1970-01-01 00:00:00");
-        assert_eq!(iso(1_700_000_000_000), "2023-11-14 22:13:20");
-        assert_eq!(iso(951_782_400_000), "2000-02-29 00:00:00");
-    }
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(esc("<b>&\""), "&lt;b&gt;&amp;&quot;");
-    }
+/// The reader's language: `?lang=`, else the browser's first `Accept-Language` choice.
+pub fn reader_lang(param: Option<&str>, headers: &HeaderMap) -> Option<Lang> {
+    param.and_then(Lang::parse).or_else(|| {
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Lang::from_accept_language)
+    })
 }

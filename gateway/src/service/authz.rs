@@ -113,6 +113,15 @@ pub(super) fn staff(p: &Principal) -> Result<(), ServiceError> {
     }
 }
 
+/// `Ok` for the staff and integrations (who manage conversations without holding them).
+pub(super) fn manager(p: &Principal) -> Result<(), ServiceError> {
+    if p.is_staff() || matches!(p.user, User::Bot(_)) {
+        Ok(())
+    } else {
+        Err(ServiceError::refuse(ErrorCode::Forbidden, "staff only"))
+    }
+}
+
 /// `Ok` for supervisors.
 pub(super) fn supervisor(p: &Principal) -> Result<(), ServiceError> {
     if p.is_supervisor() {

@@ -94,15 +94,7 @@ impl<E: Engine> Gateway<E> {
                 "cid must be 1 to 64 characters",
             ));
         }
-        if text.trim().is_empty() {
-            return Err(ServiceError::refuse(ErrorCode::BadRequest, "empty message"));
-        }
-        if text.len() > self.cfg.max_text {
-            return Err(ServiceError::refuse(
-                ErrorCode::TooLarge,
-                "message too long",
-            ));
-        }
+        self.check_text(&text)?;
         let author = self.author(p);
         let mut target = conv.clone();
         let mut reopened = false;
@@ -196,6 +188,20 @@ impl<E: Engine> Gateway<E> {
                 }
             }
         }
+    }
+
+    /// A message's text is not empty and fits `max_text`.
+    pub(super) fn check_text(&self, text: &str) -> Result<(), ServiceError> {
+        if text.trim().is_empty() {
+            return Err(ServiceError::refuse(ErrorCode::BadRequest, "empty message"));
+        }
+        if text.len() > self.cfg.max_text {
+            return Err(ServiceError::refuse(
+                ErrorCode::TooLarge,
+                "message too long",
+            ));
+        }
+        Ok(())
     }
 
     async fn after_visitor_message(&self, site: &SiteId, conv: &ConvId, a: &Appended) {
@@ -348,7 +354,7 @@ impl<E: Engine> Gateway<E> {
 
     /// How a principal appears as the author of messages and typing: operators without their
     /// name when the site hides operator names.
-    fn author(&self, p: &Principal) -> Author {
+    pub(super) fn author(&self, p: &Principal) -> Author {
         let hide = p.operator().is_some()
             && self
                 .site(&p.site)

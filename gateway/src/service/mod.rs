@@ -14,12 +14,15 @@
 //! - `conversations` — start, send, history, typing, read receipts, identify, close, drafts;
 //! - `staff` — status, accept, decline, transfer, assign, tags, queue listings, snapshots;
 //! - `sites` — availability, settings, bans;
+//! - `integrations` — what the HTTP API adds: messages read through the archive and the live
+//!   log, invitations, edits of details and tags, erasure;
 //! - `timers`, `presence`, `census` — the background loops.
 
 mod archiver;
 mod authz;
 mod census;
 mod conversations;
+mod integrations;
 mod presence;
 mod session;
 mod sites;
@@ -35,6 +38,7 @@ use parking_lot::RwLock;
 
 pub use authz::Access;
 pub use conversations::preview_from;
+pub use integrations::{Changed, Details, WHOLE_MAX};
 pub use session::Cursors;
 pub use sites::SettingsUpdateError;
 
@@ -58,6 +62,8 @@ pub enum ServiceError {
     Rejected(Reject),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Archive(#[from] crate::archive::ArchiveError),
 }
 
 impl ServiceError {
@@ -69,7 +75,9 @@ impl ServiceError {
     pub fn client_error(&self) -> (ErrorCode, &'static str) {
         match self {
             ServiceError::Rejected(r) => (r.code, r.message),
-            ServiceError::Engine(_) => (ErrorCode::Unavailable, "temporarily unavailable; retry"),
+            ServiceError::Engine(_) | ServiceError::Archive(_) => {
+                (ErrorCode::Unavailable, "temporarily unavailable; retry")
+            }
         }
     }
 }

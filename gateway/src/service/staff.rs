@@ -75,7 +75,7 @@ impl<E: Engine> Gateway<E> {
         to: TransferTarget,
         note: Option<String>,
     ) -> Result<Conversation, ServiceError> {
-        authz::staff(p)?;
+        authz::manager(p)?;
         let cmd = Command::Transfer {
             by: actor(p),
             conv: conv.clone(),
@@ -108,7 +108,7 @@ impl<E: Engine> Gateway<E> {
         add: Vec<String>,
         remove: Vec<String>,
     ) -> Result<Conversation, ServiceError> {
-        authz::staff(p)?;
+        authz::manager(p)?;
         let cmd = Command::Tag {
             conv: conv.clone(),
             add,
