@@ -808,8 +808,8 @@
 
   // ------------------------------------------------------------ sending
 
-  const params = (extra) => {
-    const p = Object.assign({}, S.params, extra);
+  const params = () => {
+    const p = Object.assign({}, S.params);
     return Object.keys(p).length ? p : undefined;
   };
 
@@ -833,7 +833,9 @@
       .start({
         queue: ds.queue,
         prechat: pre,
-        params: params(offline ? { offline_form: '1' } : null),
+        params: params(),
+        // Left in the offline form: the console marks it.
+        offline: offline || null,
         page: { url: location.href, title: D.title, referrer: D.referrer }
       })
       .then((ok) => {

@@ -6,7 +6,7 @@
 
 import {
   $, st, h, toast, clock, visitorName, errText, conv, isReadOnly, upsertMine, entries, addEntry, storedEntry,
-  saveDrafts, messageText
+  saveDrafts, messageText, offlineBadge
 } from './core.js';
 import { beep, notify } from './settings.js';
 import { saveComposerDraft, closePicker, stopTyping } from './composer.js';
@@ -134,7 +134,8 @@ export function renderMine() {
           h('div', { class: 'name' }, [
             visitorName(c),
             st.watched.has(c.id) ? h('span', { class: 'pill', text: 'watching' }) : null,
-            closed ? h('span', { class: 'pill', text: 'closed' }) : null
+            closed ? h('span', { class: 'pill', text: 'closed' }) : null,
+            offlineBadge(c)
           ]),
           h('div', { class: 'sub', text: typing ? 'typing…' : lastText(c.id) || c.queue })
         ]),
@@ -264,6 +265,7 @@ export function renderView() {
   $('conv-presence').title = c.visitor.online ? 'visitor online' : 'visitor away';
   const other = c.operator && c.operator.id !== st.me.id ? ' · ' + c.operator.name : '';
   $('conv-state').textContent = c.state + other;
+  $('conv-offline').hidden = c.offline !== true;
   const waiting = isPeek && (c.state === 'queued' || c.state === 'offered');
   $('conv-accept').hidden = !waiting;
   $('conv-unwatch').hidden = !st.watched.has(id);

@@ -86,6 +86,16 @@ export function ago(ts) {
   return Math.round(s / 3600) + ' h';
 }
 export const chats = (n) => n + (n === 1 ? ' chat' : ' chats');
+/** The mark of a conversation the visitor left in the widget's offline form (`conv.offline`). */
+export const offlineBadge = (c) =>
+  c && c.offline === true
+    ? h('span', {
+        class: 'pill flag',
+        'data-testid': 'offline-badge',
+        title: 'Left in the offline form',
+        text: 'offline message'
+      })
+    : null;
 export const errText = (e) => (e && (e.message || e.code)) || 'failed';
 
 // ------------------------------------------------------------------ who I am, what is where

@@ -2,7 +2,7 @@
 // site's queues (longest waiting first), the alerts of new arrivals, and accepting or declining.
 // Supervisors also get assign and watch on each waiting visitor (supervisor.js).
 
-import { $, st, h, toast, ago, visitorName, errText, isSup, queued, conv, upsertMine } from './core.js';
+import { $, st, h, toast, ago, visitorName, errText, isSup, queued, conv, upsertMine, offlineBadge } from './core.js';
 import { beep, notify } from './settings.js';
 import { select, peek, renderView } from './conversation.js';
 import { assign, watch } from './supervisor.js';
@@ -148,7 +148,8 @@ export function renderQueue() {
           h('div', { class: 'name' }, [
             visitorName(c),
             multi ? h('span', { class: 'pill', text: c.queue }) : null,
-            c.previous ? h('span', { class: 'pill', text: 'returning' }) : null
+            c.previous ? h('span', { class: 'pill', text: 'returning' }) : null,
+            offlineBadge(c)
           ]),
           h('div', { class: 'sub' }, [
             h('span', { 'data-since': c.created_at, text: 'waiting ' + ago(c.created_at) }),
