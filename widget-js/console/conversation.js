@@ -172,12 +172,35 @@ export function select(id, focus) {
   openConv(id, focus);
 }
 
-/** Shows a queued conversation before it is accepted (read-only). */
+/**
+ * Shows a queued conversation before it is accepted (read-only). Queue listings leave out the
+ * visitor's parameters: the conversation is asked for whole (`get`), and shown from the answer.
+ */
 export function peek(c) {
   if (st.selected) saveComposerDraft();
-  st.peek = c;
+  if (!st.peek || st.peek.id !== c.id) st.peek = c;
   st.selected = c.id;
   openConv(c.id, false);
+  fetchPeek(c.id);
+}
+
+/** Asks for the peeked conversation whole; a newer peek, or accepting it, wins over the answer. */
+export function fetchPeek(id) {
+  st.client.request({ t: 'get', conv: id }).then(
+    (ok) => {
+      // The answer's Conversation has the protocol client follow it (and ask its history): only
+      // what is mine is followed.
+      if (!st.mine.has(id)) st.client.forget(id);
+      if (!ok.conv || typeof ok.conv !== 'object' || ok.conv.id !== id) return;
+      if (!st.peek || st.peek.id !== id || st.mine.has(id)) return;
+      st.peek = ok.conv;
+      renderView();
+    },
+    (err) => {
+      // Gone meanwhile (taken, closed): the queue's listing says so; the listing still shows.
+      if (!/disconnected|forbidden|not_found/.test(err.code)) toast('Details unavailable: ' + errText(err));
+    }
+  );
 }
 
 export function openConv(id, focus) {

@@ -4,7 +4,7 @@
 
 import { $, st, h, toast, ago, visitorName, errText, isSup, queued, conv, upsertMine, offlineBadge } from './core.js';
 import { beep, notify } from './settings.js';
-import { select, peek, renderView } from './conversation.js';
+import { select, peek, fetchPeek, renderView } from './conversation.js';
 import { assign, watch } from './supervisor.js';
 import { renderAll } from './connection.js';
 
@@ -34,6 +34,8 @@ export function onQueue(f) {
     }
   }
   st.primedQueues.add(f.queue);
+  const listed = st.peek && waiting.find((c) => c.id === st.peek.id);
+  if (listed) refreshPeek(listed);
   if (st.peek && !queued(st.peek.id) && !st.mine.has(st.peek.id)) {
     // Someone else took the conversation we were looking at.
     if (st.selected === st.peek.id) {
@@ -45,6 +47,17 @@ export function onQueue(f) {
   renderOffers();
   renderQueue();
   renderView();
+}
+
+/**
+ * The peeked conversation listed again (the visitor wrote, or their page gave new details): the
+ * listing's news at once, with the parameters the whole conversation had until the new answer
+ * (a listing cannot say whether they changed).
+ */
+function refreshPeek(listed) {
+  const params = (st.peek.visitor || {}).params;
+  st.peek = Object.assign({}, st.peek, listed, { visitor: Object.assign({}, listed.visitor, { params }) });
+  fetchPeek(listed.id);
 }
 
 export function onOffer(f) {
@@ -83,7 +96,8 @@ export function renderOffers() {
       h('li', { class: 'item', 'data-testid': 'offer-item', 'data-conv': c.id }, [
         h('div', { class: 'main' }, [
           h('div', { class: 'name', text: visitorName(c) }),
-          h('div', { class: 'sub' }, [countdown, where])
+          h('div', { class: 'sub' }, [countdown, where]),
+          lastMessage(c, 'offer-last')
         ]),
         h('div', { class: 'acts' }, [
           itemButton('btn primary small', 'offer-accept', 'Accept', () => accept(c.id)),
@@ -121,6 +135,13 @@ function supervisorActs(c) {
   return [sel, itemButton('btn small', 'queue-watch', 'Watch', () => watch(c.id))];
 }
 
+/** The visitor's last message (at most 200 bytes, from the gateway), as text, on one line. */
+function lastMessage(c, testid) {
+  const m = c.last_message;
+  if (!m || typeof m.text !== 'string' || !m.text) return null;
+  return h('div', { class: 'sub last', 'data-testid': testid, title: m.text, text: m.text });
+}
+
 export function renderQueue() {
   const ul = $('queue-list');
   const list = allQueued();
@@ -154,7 +175,8 @@ export function renderQueue() {
           h('div', { class: 'sub' }, [
             h('span', { 'data-since': c.created_at, text: 'waiting ' + ago(c.created_at) }),
             pv.page_url ? ' · ' + pv.page_url : null
-          ])
+          ]),
+          lastMessage(c, 'queue-last')
         ]),
         h('div', { class: 'acts' }, acts)
       ])
