@@ -6,7 +6,8 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, waitUntil, screenshot
+  skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, acceptFirstQueued, waitUntil,
+  screenshot
 } from './harness.mjs';
 
 /** The text of the queue item's last-message line, or null when it has none. */
@@ -94,4 +95,75 @@ test('console: a waiting conversation is fetched whole when looked at, with the 
   await param('plan').filter({ hasText: /^platinum$/ }).waitFor();
   await screenshot(op.page, 'console-peek-params');
   assert.deepEqual([...op.errors, ...v.errors], []);
+});
+
+/** Transfers the open conversation from the console `op` to `{operator}` or `{queue}`, with `note`. */
+async function transfer(op, to, note) {
+  await op.page.getByTestId('transfer-button').click();
+  const choice = to.operator
+    ? `[data-testid=transfer-operator][data-operator="${to.operator}"] input`
+    : `[data-testid=transfer-queue][data-queue="${to.queue}"] input`;
+  await op.page.locator(choice).check();
+  await op.page.getByTestId('transfer-note').fill(note || '');
+  await op.page.getByTestId('transfer-confirm').click();
+  await op.page.getByTestId('toast').filter({ hasText: 'Transferred.' }).waitFor();
+}
+
+/** The notes shown in the open conversation: [{meta, text}], and whether any holds an element it should not. */
+const shownNotes = (op) =>
+  op.page.evaluate(() =>
+    Array.from(document.querySelectorAll('[data-testid=conv-notes]:not([hidden]) [data-testid=conv-note]'), (li) => ({
+      meta: li.querySelector('.note-meta').textContent.replace(/ · .*/, ''),
+      text: li.querySelector('.note-text').textContent,
+      markup: li.querySelector('.note-text').children.length
+    }))
+  );
+
+test('console: transfer notes show in the conversation for whoever gets it, after a reload too', { skip: skipReason(), timeout: 150000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const a = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  const b = await openConsole(browser, gw, { sub: 'op2', name: 'Petr' });
+  await setStatus(a.page, 'active');
+  await setStatus(b.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await visitorWrites(v, 'I want a refund');
+  const conv = await acceptFirstQueued(a);
+  assert.ok(await a.page.getByTestId('conv-notes').isHidden(), 'no notes yet, no empty block');
+
+  // Olga hands it to Petr with a note (markup and entities in it are text).
+  const note = 'VIP <i>refund</i> of order 42 &amp; the invoice';
+  await transfer(a, { operator: 'op2' }, note);
+  const mine = b.page.locator(`[data-testid=my-item][data-conv="${conv}"]`);
+  await mine.click();
+  await b.page.locator(`[data-testid=conv-view][data-conv="${conv}"][data-readonly=false]`).waitFor();
+  await b.page.getByTestId('conv-note').first().waitFor();
+  assert.deepEqual(await shownNotes(b), [{ meta: 'Note from Olga', text: note, markup: 0 }]);
+  await screenshot(b.page, 'console-transfer-note');
+
+  // After a reload the note is still with the conversation (it comes in welcome).
+  await b.page.reload();
+  await b.page.locator('[data-testid=conn-state][data-state=open]').waitFor();
+  await mine.click();
+  await b.page.getByTestId('conv-note').first().waitFor();
+  assert.deepEqual(await shownNotes(b), [{ meta: 'Note from Olga', text: note, markup: 0 }]);
+
+  // Petr sends it back to the queue with a note of his own: Olga, looking at the waiting
+  // conversation, sees both, oldest first.
+  await transfer(b, { queue: 'general' }, 'Back to the queue: he wants Olga');
+  const waiting = a.page.locator(`[data-testid=queue-item][data-conv="${conv}"]`);
+  await waiting.click();
+  await a.page.locator('[data-testid=conv-note]').nth(1).waitFor();
+  assert.deepEqual(await shownNotes(a), [
+    { meta: 'Note from Olga', text: note, markup: 0 },
+    { meta: 'Note from Petr', text: 'Back to the queue: he wants Olga', markup: 0 }
+  ]);
+  // Visitors never see notes.
+  const widgetText = await v.page.evaluate(() => document.querySelector('chat-gateway-widget').shadowRoot.textContent);
+  assert.ok(!/VIP|wants Olga/.test(widgetText), 'the visitor sees no note');
+  // A conversation without notes shows none: the next visitor's.
+  const w = await openVisitor(browser, gw);
+  await visitorWrites(w, 'Plain question');
+  await a.page.locator('[data-testid=queue-item]', { hasText: 'Plain question' }).click();
+  await a.page.getByTestId('conv-notes').waitFor({ state: 'hidden' });
+  assert.deepEqual([...a.errors, ...b.errors, ...v.errors, ...w.errors], []);
 });

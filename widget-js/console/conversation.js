@@ -274,6 +274,7 @@ export function renderView() {
   $('conv-typing').hidden = !has;
   $('conv-view').dataset.conv = has ? id : '';
   if (!has) {
+    renderNotes(null);
     $('composer-form').hidden = true;
     $('readonly-note').hidden = true;
     $('conv-messages').replaceChildren();
@@ -305,9 +306,43 @@ export function renderView() {
   $('readonly-note').hidden = !ro;
   $('readonly-note').textContent = readonlyNote(id, c, isPeek);
   renderTags(c, ro);
+  renderNotes(c);
   renderMessages();
   renderTyping();
   renderVisitor(c);
+}
+
+/**
+ * The notes staff left on the conversation (a transfer's note), oldest first, above its
+ * messages: who, when, what, and the link that goes with one (web links only). Visitors never
+ * see them.
+ */
+function renderNotes(c) {
+  const ul = $('conv-notes');
+  const notes = (c && Array.isArray(c.notes) ? c.notes : []).filter((n) => n && typeof n.text === 'string');
+  const key = JSON.stringify(notes);
+  ul.hidden = !notes.length;
+  // Drawn again only when they changed (a screen reader would announce them again).
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key;
+  ul.replaceChildren(
+    ...notes.map((n) => {
+      const when = n.ts ? h('time', { title: new Date(n.ts).toLocaleString(), text: clock(n.ts) }) : null;
+      const link = typeof n.link === 'string' && /^https?:\/\//i.test(n.link)
+        ? h('a', { href: n.link, target: '_blank', rel: 'noopener noreferrer', text: n.link })
+        : null;
+      return h('li', { class: 'note', 'data-testid': 'conv-note' }, [
+        h('div', { class: 'note-meta' }, [
+          'Note from ',
+          h('b', { text: n.by || n.by_id || 'staff' }),
+          when ? ' · ' : null,
+          when
+        ]),
+        h('div', { class: 'note-text', text: n.text }),
+        link
+      ]);
+    })
+  );
 }
 
 function sortedEntries(id) {
