@@ -6,8 +6,8 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, acceptFirstQueued, waitUntil,
-  screenshot
+  skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, acceptFirstQueued, operatorSends, waitUntil,
+  widgetMessages, screenshot
 } from './harness.mjs';
 
 /** The text of the queue item's last-message line, or null when it has none. */
@@ -166,4 +166,56 @@ test('console: transfer notes show in the conversation for whoever gets it, afte
   await a.page.locator('[data-testid=queue-item]', { hasText: 'Plain question' }).click();
   await a.page.getByTestId('conv-notes').waitFor({ state: 'hidden' });
   assert.deepEqual([...a.errors, ...b.errors, ...v.errors, ...w.errors], []);
+});
+
+/** The receipt state of the open conversation's message saying `text` in the console `op`. */
+const receipt = (op, text) =>
+  op.page.evaluate((t) => {
+    const li = Array.from(document.querySelectorAll('[data-testid=conv-msg]')).find(
+      (el) => el.querySelector('.bubble').textContent === t
+    );
+    return li ? li.dataset.state : null;
+  }, text);
+
+test('console: read receipts are right after a reload and after a transfer', { skip: skipReason(), timeout: 150000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const a = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  const b = await openConsole(browser, gw, { sub: 'op2', name: 'Petr' });
+  await setStatus(a.page, 'active');
+  await setStatus(b.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await visitorWrites(v, 'Hello?');
+  const conv = await acceptFirstQueued(a);
+  // The visitor's panel is open: they read the answer at once.
+  await operatorSends(a, 'Hi, how can I help?');
+  await a.page.locator('[data-testid=conv-msg][data-state=read]', { hasText: 'how can I help' }).waitFor();
+  // The panel closed, the next answer stays unread.
+  await v.page.evaluate(() => window.ChatWidget.close());
+  await operatorSends(a, 'Are you still there?');
+  await waitUntil(async () => (await widgetMessages(v.page)).some((m) => m.text === 'Are you still there?'), {
+    message: 'the answer reached the closed widget'
+  });
+  assert.equal(await receipt(a, 'Are you still there?'), 'sent');
+
+  // A reload: the receipts come back as they were, from the conversation's read marks.
+  await a.page.reload();
+  await a.page.locator('[data-testid=conn-state][data-state=open]').waitFor();
+  await a.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).click();
+  await a.page.locator('[data-testid=conv-msg]', { hasText: 'Are you still there?' }).waitFor();
+  assert.equal(await receipt(a, 'Hi, how can I help?'), 'read', 'read before the reload, read after it');
+  assert.equal(await receipt(a, 'Are you still there?'), 'sent', 'the unread one is not marked read');
+
+  // A transfer: Petr sees what the visitor has read of Olga's answers.
+  await transfer(a, { operator: 'op2' }, '');
+  await b.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).click();
+  await b.page.locator('[data-testid=conv-msg]', { hasText: 'Are you still there?' }).waitFor();
+  assert.equal(await receipt(b, 'Hi, how can I help?'), 'read');
+  assert.equal(await receipt(b, 'Are you still there?'), 'sent');
+  await screenshot(b.page, 'console-receipts-after-transfer');
+  // The visitor opens the chat again and reads: the receipt follows, live.
+  await v.page.evaluate(() => window.ChatWidget.open());
+  await b.page.locator('[data-testid=conv-msg][data-state=read]', { hasText: 'Are you still there?' }).waitFor();
+  await operatorSends(b, 'Petr here, I can help.');
+  await b.page.locator('[data-testid=conv-msg][data-state=read]', { hasText: 'Petr here' }).waitFor();
+  assert.deepEqual([...a.errors, ...b.errors, ...v.errors], []);
 });

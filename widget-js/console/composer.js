@@ -127,7 +127,8 @@ function sendCurrent() {
   saveDrafts();
   sendDraft(id, '');
   const cid = P.newCid();
-  const from = { role: 'operator', id: st.me.id, name: st.me.name };
+  // A supervisor writes in a conversation it took over; its messages come back from that role.
+  const from = { role: st.me.role === 'supervisor' ? 'supervisor' : 'operator', id: st.me.id, name: st.me.name };
   const pending = { key: 'c' + cid, cid, pending: true, from, text, ts: Date.now() };
   addEntry(id, pending);
   renderMessages();

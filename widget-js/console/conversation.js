@@ -6,13 +6,16 @@
 
 import {
   $, st, h, toast, clock, visitorName, errText, conv, isReadOnly, upsertMine, entries, addEntry, storedEntry,
-  saveDrafts, messageText, offlineBadge
+  saveDrafts, messageText, offlineBadge, seeRead
 } from './core.js';
 import { beep, notify } from './settings.js';
 import { saveComposerDraft, closePicker, stopTyping } from './composer.js';
 import { renderTags } from './actions.js';
 import { renderVisitor } from './visitor.js';
 import { renderAll } from './connection.js';
+
+const isStaffRole = (role) => role === 'operator' || role === 'supervisor';
+const staffName = (from) => from.name || (from.role === 'supervisor' ? 'Supervisor' : 'Operator');
 
 // ------------------------------------------------------------------ server events
 
@@ -74,9 +77,8 @@ export function onTyping(f) {
 }
 
 export function onRead(f) {
-  if (f.by.role !== 'visitor') return;
-  st.visitorRead.set(f.conv, Math.max(st.visitorRead.get(f.conv) || 0, f.seq));
-  if (st.selected === f.conv) renderMessages();
+  if (!f.by || f.by.role !== 'visitor') return;
+  if (seeRead(f.conv, { visitor: f.seq }) && st.selected === f.conv) renderMessages();
 }
 
 // ------------------------------------------------------------------ my chats
@@ -88,7 +90,7 @@ function lastText(id) {
   for (const e of m.values()) if (!last || (e.seq || 1e15) >= (last.seq || 1e15)) last = e;
   if (!last) return '';
   const mineMsg = st.me && last.from.id === st.me.id && last.from.role !== 'visitor';
-  const who = mineMsg ? 'You: ' : last.from.role === 'operator' ? (last.from.name || 'Operator') + ': ' : '';
+  const who = mineMsg ? 'You: ' : isStaffRole(last.from.role) ? staffName(last.from) + ': ' : '';
   return who + messageText(last);
 }
 
@@ -194,6 +196,7 @@ export function fetchPeek(id) {
       if (!ok.conv || typeof ok.conv !== 'object' || ok.conv.id !== id) return;
       if (!st.peek || st.peek.id !== id || st.mine.has(id)) return;
       st.peek = ok.conv;
+      seeRead(id, ok.conv.read);
       renderView();
     },
     (err) => {
@@ -224,6 +227,7 @@ export function openConv(id, focus) {
 
 function loadHistory(id, before) {
   return st.client.history(id, { before, limit: 50 }).then((res) => {
+    seeRead(id, res.read);
     for (const x of res.messages || []) addEntry(id, storedEntry(x));
     if (res.complete || !(res.messages || []).length) st.complete.add(id);
     if (st.selected === id) {
@@ -356,13 +360,16 @@ export function renderMessages() {
   const list = sortedEntries(id);
   const atBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 80;
   const seenUpTo = st.visitorRead.get(id) || 0;
+  // In a conversation I hold, every staff message has its receipt (those of the operator who
+  // had it before a transfer too); watching, only my own would.
+  const held = st.mine.has(id) && !st.watched.has(id);
   const kids = (st.previous.get(id) || []).slice();
   if (!st.complete.has(id) && list.length) {
     const earlier = () => loadHistory(id, list[0].seq).catch(() => {});
     const button = h('button', { class: 'btn small', type: 'button', text: 'Load earlier messages', onclick: earlier });
     kids.push(h('li', { class: 'more' }, [button]));
   }
-  for (const e of list) kids.push(msgEl(e, seenUpTo));
+  for (const e of list) kids.push(msgEl(e, seenUpTo, held));
   // Keep existing nodes (screen readers announce only additions).
   kids.forEach((el, i) => {
     if (ol.children[i] !== el) ol.insertBefore(el, ol.children[i] || null);
@@ -373,23 +380,28 @@ export function renderMessages() {
 
 const RECEIPTS = { sending: ' · sending…', sent: ' · ✓ sent', read: ' · ✓✓ read', failed: ' · not sent' };
 
-/** A message's element, made once per entry and updated in place (its state, its receipt). */
-function msgEl(e, seenUpTo) {
+/**
+ * A message's element, made once per entry and updated in place (its state, its receipt):
+ * receipts on my messages, and with `allStaff` on every staff message.
+ */
+function msgEl(e, seenUpTo, allStaff) {
   const role = e.from.role;
-  const mineMsg = role === 'operator' && st.me && e.from.id === st.me.id;
+  const mineMsg = isStaffRole(role) && st.me && e.from.id === st.me.id;
   let state = '';
-  if (mineMsg || e.pending) state = e.failed ? 'failed' : e.pending ? 'sending' : e.seq <= seenUpTo ? 'read' : 'sent';
+  if (mineMsg || e.pending || (allStaff && isStaffRole(role))) {
+    state = e.failed ? 'failed' : e.pending ? 'sending' : e.seq <= seenUpTo ? 'read' : 'sent';
+  }
   if (!e.el) {
     e.el = h('li', { 'data-testid': 'conv-msg', 'data-role': role }, [
       h('div', { class: 'bubble', text: messageText(e) }),
       h('div', { class: 'meta' })
     ]);
   }
-  const other = role === 'operator' && !mineMsg && !e.pending ? ' other' : '';
+  const other = isStaffRole(role) && !mineMsg && !e.pending ? ' other' : '';
   e.el.className = 'msg ' + (role === 'supervisor' ? 'operator' : role) + other + (e.failed ? ' failed' : '');
   if (e.seq) e.el.dataset.seq = e.seq;
   e.el.dataset.state = state;
-  const who = role === 'operator' && !mineMsg ? (e.from.name || 'Operator') + ' · ' : '';
+  const who = isStaffRole(role) && !mineMsg ? staffName(e.from) + ' · ' : '';
   const receipt = RECEIPTS[state] || '';
   e.el.lastChild.textContent = role === 'system' ? '' : who + clock(e.ts) + receipt;
   return e.el;

@@ -117,8 +117,21 @@ export function queued(id) {
 
 export const isReadOnly = (id) => st.watched.has(id) || !st.mine.has(id) || (st.mine.get(id) || {}).state === 'closed';
 
+/**
+ * Notes how far the visitor has read, from a Conversation's (or a history answer's) `read`
+ * marks: receipts are right from the start after a reload or a transfer. A mark only rises.
+ */
+export function seeRead(id, read) {
+  const seq = read && typeof read === 'object' ? read.visitor : null;
+  if (!id || typeof seq !== 'number' || !(seq > 0)) return false;
+  if (seq <= (st.visitorRead.get(id) || 0)) return false;
+  st.visitorRead.set(id, seq);
+  return true;
+}
+
 /** Files a conversation under mine (assigned to me, or watched) or takes it out; true if mine. */
 export function upsertMine(c) {
+  seeRead(c.id, c.read);
   const mineNow = (c.operator && st.me && c.operator.id === st.me.id) || st.watched.has(c.id);
   if (mineNow && c.state !== 'queued') {
     const had = st.mine.get(c.id);
