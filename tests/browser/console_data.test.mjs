@@ -219,3 +219,86 @@ test('console: read receipts are right after a reload and after a transfer', { s
   await b.page.locator('[data-testid=conv-msg][data-state=read]', { hasText: 'Petr here' }).waitFor();
   assert.deepEqual([...a.errors, ...b.errors, ...v.errors], []);
 });
+
+/** PATCHes the site's settings as a supervisor; resolves with the HTTP status. */
+async function patchSettings(gw, body) {
+  const sup = await gw.token({ role: 'supervisor', sub: 'boss', name: 'Sofia' });
+  const res = await fetch(`${gw.url}/v1/sites/demo/settings`, {
+    method: 'PATCH',
+    headers: { authorization: `Bearer ${sup}`, 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body)
+  });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** The canned responses the reply box offers for `//query`: [{shortcut, text}]. */
+async function cannedOffered(op, query) {
+  const box = op.page.getByTestId('composer');
+  await box.fill('');
+  // The list follows each key at once (no request): what it shows after the last key is the answer.
+  await box.pressSequentially('//' + query);
+  const items = await op.page.evaluate(() =>
+    document.querySelector('[data-testid=canned-picker]').hidden
+      ? []
+      : Array.from(document.querySelectorAll('[data-testid=canned-item]'), (li) => ({
+        shortcut: li.dataset.shortcut,
+        text: li.querySelector('span').textContent
+      }))
+  );
+  await box.press('Escape');
+  await box.fill('');
+  return items;
+}
+
+test('console: the site\'s settings changed by a supervisor apply at once, without a reload', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const op = await openConsole(browser, gw);
+  await setStatus(op.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await v.page.evaluate(() => window.ChatWidget.identify({ name: 'Ann' }));
+  await visitorWrites(v, 'Where is my refund?');
+  await acceptFirstQueued(op);
+  const site = op.page.getByTestId('site-settings');
+  await site.filter({ hasText: 'Manual routing · visitors see operator names' }).waitFor();
+  assert.deepEqual((await cannedOffered(op, 'hi')).map((c) => c.text), [
+    'Hello Ann, my name is Olga. How can I help you?'
+  ]);
+
+  // Bad settings are refused whole: nothing reaches the console.
+  assert.equal(await patchSettings(gw, { routing: 'sideways', canned: [{ shortcut: 'x', text: 'never' }] }), 422);
+  assert.equal(await patchSettings(gw, '[1, 2]'), 400);
+
+  // A good change: routing, operators' names, canned responses.
+  const canned = [
+    { shortcut: 'refund', text: 'Your refund, {{visitor.name}}, left today. {{operator.name}} from billing.' },
+    { shortcut: 'bye', text: 'Goodbye <b>{{visitor.name}}</b>!' }
+  ];
+  assert.equal(await patchSettings(gw, { routing: 'offer', show_operator_name: false, canned }), 200);
+  await site.filter({ hasText: 'Offer routing · operator names hidden from visitors' }).waitFor();
+  assert.equal(await site.getAttribute('data-routing'), 'offer');
+  // The site's own canned responses replace the defaults; the hidden name stays hidden.
+  assert.deepEqual(await cannedOffered(op, ''), [
+    { shortcut: 'refund', text: 'Your refund, Ann, left today. Operator from billing.' },
+    { shortcut: 'bye', text: 'Goodbye <b>Ann</b>!' }
+  ]);
+  assert.deepEqual(await cannedOffered(op, 'hi'), [], 'the default "hi" is gone');
+  assert.deepEqual(await cannedOffered(op, 'never'), [], 'the refused change did not apply');
+  // One is picked and sent, as text.
+  await op.page.getByTestId('composer').fill('');
+  await op.page.getByTestId('composer').pressSequentially('//bye');
+  await op.page.locator('[data-testid=canned-item][data-shortcut=bye]').waitFor();
+  await op.page.getByTestId('composer').press('Enter');
+  assert.equal(await op.page.getByTestId('composer').inputValue(), 'Goodbye <b>Ann</b>!');
+  await op.page.getByTestId('composer').press('Enter');
+  await v.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Goodbye <b>Ann</b>!' }).waitFor();
+
+  // Back to no canned responses of the site: the defaults return, with the name still hidden.
+  assert.equal(await patchSettings(gw, { canned: [], routing: 'auto' }), 200);
+  await site.filter({ hasText: 'Auto routing' }).waitFor();
+  assert.deepEqual((await cannedOffered(op, 'hi')).map((c) => c.text), [
+    'Hello Ann, my name is Operator. How can I help you?'
+  ]);
+  await screenshot(op.page, 'console-settings-pushed');
+  assert.deepEqual([...op.errors, ...v.errors], []);
+});

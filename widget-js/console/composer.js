@@ -159,11 +159,13 @@ function cannedList() {
   return list.filter((c) => c && c.text);
 }
 
+/** Fills in a canned text; a site that hides operators' names gets "Operator" for mine. */
 function expand(text) {
   const c = conv(st.selected) || {};
+  const me = st.settings.show_operator_name === false ? 'Operator' : (st.me && st.me.name) || '';
   return text
     .replace(/\{\{\s*visitor\.name\s*\}\}/g, (c.visitor && c.visitor.name) || 'there')
-    .replace(/\{\{\s*operator\.name\s*\}\}/g, (st.me && st.me.name) || '');
+    .replace(/\{\{\s*operator\.name\s*\}\}/g, me);
 }
 
 /** The `//query` just before the caret, if any. */
@@ -174,6 +176,11 @@ function cannedQuery() {
 }
 
 const pickerOpen = () => !$('canned-picker').hidden;
+
+/** The canned responses changed (the site's settings): an open list shows the new ones. */
+export function refreshPicker() {
+  if (pickerOpen()) updatePicker();
+}
 
 export function closePicker() {
   $('canned-picker').hidden = true;

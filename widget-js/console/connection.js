@@ -3,7 +3,7 @@
 // fresh snapshot after every (re)connect), and `renderAll`, which redraws every screen.
 
 import { P, $, st, TOKEN_KEY, toast, errText, isStaff, isSup, upsertMine } from './core.js';
-import { renderStatus } from './settings.js';
+import { renderStatus, renderSite, onSiteSettings } from './settings.js';
 import { onQueue, onOffer, renderOffers, renderQueue } from './queue.js';
 import { onConvEvent, onMsg, onTyping, onRead, renderMine, renderView, openConv, select } from './conversation.js';
 import { onDraftEcho } from './composer.js';
@@ -60,6 +60,7 @@ export function start(token) {
   c.on('typing', onTyping);
   c.on('read', onRead);
   c.on('draft', onDraftEcho);
+  c.on('settings', onSiteSettings);
   c.on('notice', (f) => toast(f.text));
   c.on('unauthorized', () => {
     localStorage.removeItem(TOKEN_KEY);
@@ -135,6 +136,7 @@ function onWelcome(f) {
     if (c.draft && !st.drafts[c.id]) st.drafts[c.id] = c.draft;
   }
   renderStatus();
+  renderSite();
   renderAll();
   if (st.selected) openConv(st.selected, false);
   else if (st.mine.size) select(Array.from(st.mine.keys())[0], false);
