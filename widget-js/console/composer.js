@@ -3,7 +3,7 @@
 // another device or a reload finds them), my typing indicator for the visitor, and canned
 // responses (`//` in the reply box; `{{visitor.name}}` and `{{operator.name}}` filled in).
 
-import { P, $, st, h, toast, errText, conv, isReadOnly, entries, addEntry, saveDrafts } from './core.js';
+import { P, $, st, h, toast, errText, conv, isReadOnly, isSup, entries, addEntry, saveDrafts } from './core.js';
 import { renderMessages, renderMine } from './conversation.js';
 
 const DEFAULT_CANNED = [
@@ -21,9 +21,14 @@ let typingOn = false;
 
 // ------------------------------------------------------------------ drafts
 
-/** What I last sent as each conversation's draft: the gateway echoes it back to me too. */
+/**
+ * What I last sent as each conversation's draft: the gateway echoes it back to me too. The
+ * gateway keeps operators' drafts only: a supervisor's (in a conversation it took over) stay
+ * in this browser.
+ */
 const sentDrafts = {};
 function sendDraft(id, text) {
+  if (isSup()) return;
   sentDrafts[id] = text;
   st.client.draft(id, text);
 }

@@ -295,7 +295,10 @@ export function renderView() {
   $('conv-state').textContent = c.state + other;
   $('conv-offline').hidden = c.offline !== true;
   const waiting = isPeek && (c.state === 'queued' || c.state === 'offered');
-  $('conv-accept').hidden = !waiting;
+  const sup = st.me.role === 'supervisor';
+  $('conv-accept').hidden = !waiting || sup;
+  // A supervisor takes over what it looks at or watches (waiting or active), instead of Accept.
+  $('conv-takeover').hidden = !sup || c.state === 'closed' || !!(c.operator && c.operator.id === st.me.id);
   $('conv-unwatch').hidden = !st.watched.has(id);
   // While a waiting conversation is looked at, its actions are there but disabled: accepting
   // then moves nothing under the pointer (a second click where Accept was hits no other button).

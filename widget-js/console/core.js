@@ -21,7 +21,8 @@ export const st = {
   offers: new Map(), // conv id -> {conv, expires_at}
   mine: new Map(), // conv id -> Conversation (assigned to me, or watched)
   watched: new Set(),
-  operators: new Map(), // operator id -> {id, name, status, online, load}
+  operators: new Map(), // operator id -> {id, name, status, online, load, supervisor}
+  active: { list: [], count: 0, error: '' }, // supervisors: the answer to `active`
   msgs: new Map(), // conv id -> Map(key -> entry)
   complete: new Set(), // conv ids whose history is fully loaded
   previous: new Map(), // conv id -> [elements] of the conversation it continues (`previous`)

@@ -1,11 +1,12 @@
 // The queue screen: offers made to me (with their countdown) and every visitor waiting in the
 // site's queues (longest waiting first), the alerts of new arrivals, and accepting or declining.
-// Supervisors also get assign and watch on each waiting visitor (supervisor.js).
+// Supervisors, who cannot accept, get take over, assign and watch on each waiting visitor
+// instead (supervisor.js).
 
 import { $, st, h, toast, ago, visitorName, errText, isSup, queued, conv, upsertMine, offlineBadge } from './core.js';
 import { beep, notify } from './settings.js';
 import { select, peek, fetchPeek, renderView } from './conversation.js';
-import { assign, watch } from './supervisor.js';
+import { assignMenu, takeover, watch } from './supervisor.js';
 import { renderAll } from './connection.js';
 
 // ------------------------------------------------------------------ server events
@@ -116,23 +117,13 @@ function allQueued() {
   return out.sort((a, b) => a.created_at - b.created_at);
 }
 
-/** A supervisor's controls on a waiting visitor: assign to an operator, watch. */
+/** A supervisor's controls on a waiting visitor: take it over, assign it to an operator, watch. */
 function supervisorActs(c) {
-  const sel = h(
-    'select',
-    {
-      class: 'btn small',
-      'data-testid': 'queue-assign',
-      'aria-label': 'Assign to operator',
-      onclick: (e) => e.stopPropagation()
-    },
-    [h('option', { value: '', text: 'Assign…' })]
-  );
-  for (const o of st.operators.values()) {
-    sel.append(h('option', { value: o.id, text: o.name + ' (' + o.status + ', ' + o.load + ')' }));
-  }
-  sel.addEventListener('change', () => sel.value && assign(c.id, sel.value));
-  return [sel, itemButton('btn small', 'queue-watch', 'Watch', () => watch(c.id))];
+  return [
+    itemButton('btn primary small', 'queue-takeover', 'Take over', () => takeover(c.id)),
+    assignMenu(c, 'queue-assign', 'Assign'),
+    itemButton('btn small', 'queue-watch', 'Watch', () => watch(c.id))
+  ];
 }
 
 /** The visitor's last message (at most 200 bytes, from the gateway), as text, on one line. */
@@ -149,8 +140,10 @@ export function renderQueue() {
   ul.replaceChildren();
   for (const c of list) {
     const pv = c.visitor.preview || {};
-    const acts = [itemButton('btn primary small', 'queue-accept', 'Accept', () => accept(c.id))];
-    if (isSup()) acts.push(...supervisorActs(c));
+    // Supervisors do not accept (the gateway would refuse): they take over or assign.
+    const acts = isSup()
+      ? supervisorActs(c)
+      : [itemButton('btn primary small', 'queue-accept', 'Accept', () => accept(c.id))];
     const item = {
       class: 'item' + (st.selected === c.id ? ' selected' : ''),
       'data-testid': 'queue-item',
