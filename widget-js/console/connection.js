@@ -121,6 +121,9 @@ function onWelcome(f) {
   document.body.classList.toggle('sup', isSup());
   // Supervisors' own chats are those they took over, beside those they watch.
   $('my-title').textContent = isSup() ? 'Mine and watched' : 'My chats';
+  $('conv-empty').textContent = isSup()
+    ? 'Select a conversation, or take one over from the queue or the active conversations.'
+    : 'Select a conversation, or accept one from the queue.';
   $('me-name').textContent = f.me.name || f.me.id;
   $('me-role').textContent = f.me.role + ' · ' + f.me.site;
   // A fresh snapshot: queues and operators are re-sent right after welcome; what was mine

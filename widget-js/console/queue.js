@@ -145,7 +145,8 @@ export function renderQueue() {
       ? supervisorActs(c)
       : [itemButton('btn primary small', 'queue-accept', 'Accept', () => accept(c.id))];
     const item = {
-      class: 'item' + (st.selected === c.id ? ' selected' : ''),
+      // A supervisor's three controls go in a row under the details.
+      class: 'item' + (isSup() ? ' stack' : '') + (st.selected === c.id ? ' selected' : ''),
       'data-testid': 'queue-item',
       'data-conv': c.id,
       tabindex: '0',
