@@ -94,7 +94,7 @@ test('supervisor: every queue and operator, assign, watch', { skip: skipReason()
 const menuChoices = (locator) =>
   locator.evaluate((sel) => Array.from(sel.options).filter((o) => o.value && !o.disabled).map((o) => o.value));
 
-test('supervisor: no Accept; the assign menu is filled from the start, without supervisors', { skip: skipReason(), timeout: 120000 }, async (t) => {
+test('supervisor: Take over instead of Accept; the assign menu filled from the start, without supervisors', { skip: skipReason(), timeout: 120000 }, async (t) => {
   const { gw, browser } = await setup(t);
   const olga = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   const petr = await openConsole(browser, gw, { sub: 'op2', name: 'Petr' });
@@ -125,6 +125,17 @@ test('supervisor: no Accept; the assign menu is filled from the start, without s
   await waitUntil(async () => (await menuChoices(queued.getByTestId('queue-assign'))).join() === 'op1', {
     message: 'the offline operator not choosable'
   });
+  // Take over from the view: the waiting conversation becomes the supervisor's, open to write.
+  const conv = await queued.getAttribute('data-conv');
+  await sup.page.getByTestId('conv-takeover').click();
+  await sup.page.locator(`[data-testid=my-item][data-conv="${conv}"]`).waitFor();
+  await sup.page.locator(`[data-testid=conv-view][data-conv="${conv}"][data-readonly=false]`).waitFor();
+  await sup.page.getByTestId('conv-takeover').waitFor({ state: 'hidden' });
+  await queued.waitFor({ state: 'detached' });
+  await sup.page.getByTestId('composer').fill('Sofia, supervisor: how can I help?');
+  await sup.page.getByTestId('composer').press('Enter');
+  await a.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'Sofia, supervisor' }).waitFor();
+  await a.page.getByTestId('cw-operator').filter({ hasText: 'Sofia' }).waitFor();
   assert.deepEqual([...olga.errors, ...sam.errors, ...sup.errors, ...a.errors], []);
 });
 
