@@ -79,6 +79,8 @@ export function assignMenu(c, testid, label) {
   sel.addEventListener('change', () => {
     const to = sel.value;
     sel.value = '';
+    // Picked: the menu lets go of the focus, so the list it is in may be redrawn.
+    sel.blur();
     if (to) assign(c.id, to);
   });
   return sel;
