@@ -2,21 +2,22 @@
  *
  * One page an operator keeps open all day: sign-in by token, status switch, the queue, offers,
  * my conversations, the conversation view (history, typing with the visitor's sneak peek, read
- * receipts, canned responses, drafts), transfer, close, tags, the visitor's details, and for
- * supervisors every operator with assign and watch. All wire work goes through the shared
+ * receipts, canned responses, drafts, transfer notes), transfer, close, tags, the visitor's
+ * details, and for supervisors every operator, the active conversations with their timings,
+ * take over, assign and watch. All wire work goes through the shared
  * ChatGatewayProtocol.Client; the console only keeps view state and renders it.
  *
  * This file starts it; the screens are modules under /console/, served as they are (no build
  * step):
  *   core.js          the state every screen shares, element and formatting helpers, messages
  *   connection.js    sign-in, the protocol client and its events, welcome, renderAll
- *   settings.js      my status, sound, desktop notifications
- *   queue.js         offers and the waiting list, accept and decline
- *   conversation.js  my chats and the open conversation: messages, history, typing, receipts
+ *   settings.js      my status, sound, desktop notifications; the site's settings, also pushed
+ *   queue.js         offers and the waiting list (last messages, offline badges), accept, decline
+ *   conversation.js  my chats and the open conversation: notes, messages, history, typing, receipts
  *   composer.js      the reply box: sending, drafts, my typing, canned responses
  *   actions.js       tags, transfer, close, ban
  *   visitor.js       the visitor panel
- *   supervisor.js    the operators list, assign, watch, unban
+ *   supervisor.js    the operators list, active conversations, take over, assign, watch, unban
  * The screens import each other's functions (the queue opens a conversation, the conversation
  * redraws the lists). ES modules allow such cycles; no module calls another while loading, only
  * from events, which begin once this file has run.

@@ -728,8 +728,9 @@
       return page(undefined, 0).then(() => Array.from(all.values()).sort((a, b) => a.seq - b.seq));
     }
 
-    start(o = {}) {
-      return this.request({ t: 'start', queue: o.queue, prechat: o.prechat, params: o.params, page: o.page });
+    /** `o`: queue, prechat, params, page, and `offline` (left in the offline form). */
+    start(o) {
+      return this.request(Object.assign({}, o, { t: 'start' }));
     }
 
     identify(conv, prechat, params) {

@@ -473,6 +473,8 @@
     noteConv(m.conv);
     const k = keyOf(m.conv, m.seq);
     if (entries.has(k)) return false;
+    // A supervisor who took the conversation over writes as staff: shown as the operator is.
+    if (m.from.role === 'supervisor') m.from.role = 'operator';
     const role = m.from.role;
     const own = m.cid && role === 'visitor' && byCid(m.cid);
     if (own) {
@@ -808,8 +810,8 @@
 
   // ------------------------------------------------------------ sending
 
-  const params = (extra) => {
-    const p = Object.assign({}, S.params, extra);
+  const params = () => {
+    const p = Object.assign({}, S.params);
     return Object.keys(p).length ? p : undefined;
   };
 
@@ -833,7 +835,9 @@
       .start({
         queue: ds.queue,
         prechat: pre,
-        params: params(offline ? { offline_form: '1' } : null),
+        params: params(),
+        // Left in the offline form: the console marks it.
+        offline: offline || null,
         page: { url: location.href, title: D.title, referrer: D.referrer }
       })
       .then((ok) => {
@@ -996,7 +1000,7 @@
       .then(() => client.fullHistory(conv))
       .then((msgs) => {
         const who = (m) =>
-          m.from.role === 'visitor' ? t('you') : m.from.role === 'operator' ? m.from.name || t('op') : '*';
+          m.from.role === 'visitor' ? t('you') : m.from.role === 'system' ? '*' : m.from.name || t('op');
         const txt = (m) => (m.from.role === 'system' ? sysText(m) : m.text);
         const lines = msgs.map((m) => '[' + new Date(m.ts).toLocaleString(LANG) + '] ' + who(m) + ': ' + txt(m));
         const url = URL.createObjectURL(

@@ -1,6 +1,8 @@
 // The widget's three modes follow the site's availability and `widget_when_away`:
 //  - nobody signed in: the offline form; the message left there reaches the queue, where an
-//    operator who signs in later finds it with the visitor's contact details;
+//    operator who signs in later finds it with the visitor's contact details, marked as an
+//    offline message (the widget's `start` says `offline: true`) in the queue, the view and
+//    their chats;
 //  - operators signed in but none active, `widget_when_away: offline`: the offline form too;
 //  - the same with `widget_when_away: busy` (the default): the chat with the "busy" notice, and
 //    the site's unavailability notice after the first message.
@@ -66,17 +68,22 @@ test('nobody online: offline form, and the message reaches the queue', { skip: s
   const item = op.page.locator('[data-testid=queue-item]', { hasText: 'Ann Offline' });
   await item.waitFor();
   await op.page.locator('[data-testid=queue-count]', { hasText: /^1$/ }).waitFor();
+  await item.getByTestId('offline-badge').filter({ hasText: 'offline message' }).waitFor();
+  assert.ok(await op.page.getByTestId('conv-offline').isHidden(), 'no conversation open yet');
   await item.click();
+  await op.page.getByTestId('conv-offline').filter({ hasText: 'offline message' }).waitFor();
   const panel = op.page.getByTestId('visitor-panel');
   await panel.locator('dd', { hasText: 'ann@example.com' }).waitFor();
   await panel.locator('dd', { hasText: '+420 123 456 789' }).waitFor();
-  await panel.locator('dd', { hasText: /^1$/ }).waitFor(); // the offline_form parameter
   await op.page.locator('[data-testid=conv-msg][data-role=visitor]', { hasText: 'bulk order' }).waitFor();
   await screenshot(op.page, 'console-offline-queue');
 
   // The visitor is answered in the same widget.
   await setStatus(op.page, 'active');
   await op.page.getByTestId('conv-accept').click();
+  // Still marked once it is the operator's: in their chats and in the view.
+  await op.page.locator('[data-testid=my-item]', { hasText: 'Ann Offline' }).getByTestId('offline-badge').waitFor();
+  assert.ok(await op.page.getByTestId('conv-offline').isVisible());
   await op.page.getByTestId('composer').fill('Hello Ann, calling you in 5 minutes.');
   await op.page.getByTestId('composer').press('Enter');
   await v.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
@@ -103,7 +110,7 @@ test('no active operator: widget_when_away decides between the offline form and 
   await fillOfflineForm(off.page, { name: 'Bob Away', email: 'bob@example.com', message: 'Do you ship to Brno?' });
   await off.page.getByTestId('cw-off-submit').click();
   await off.page.getByTestId('cw-thanks').waitFor();
-  await opAway.page.locator('[data-testid=queue-item]', { hasText: 'Bob Away' }).waitFor();
+  await opAway.page.locator('[data-testid=queue-item]', { hasText: 'Bob Away' }).getByTestId('offline-badge').waitFor();
   assert.equal(await opDemo.page.locator('[data-testid=queue-item]').count(), 0, 'sites do not see each other');
 
   // `poll`: availability every second instead of every 30.
@@ -118,6 +125,8 @@ test('no active operator: widget_when_away decides between the offline form and 
   await visitorWrites(busy, 'Is anyone there?');
   await busy.page.locator('[data-testid=cw-notice]', { hasText: 'Nobody can answer right now.' }).waitFor();
   await opDemo.page.locator('[data-testid=queue-item]').first().waitFor();
+  // A chat started in the widget's chat (busy, not the form) is no offline message.
+  assert.equal(await opDemo.page.getByTestId('offline-badge').count(), 0, 'a chat is not marked offline');
   await screenshot(busy.page, 'widget-busy');
 
   // An operator turns active: the notice about being busy goes away, with the panel open and
@@ -134,6 +143,8 @@ test('no active operator: widget_when_away decides between the offline form and 
   await opDemo.page.getByTestId('composer').press('Enter');
   await busy.page.locator('[data-testid=cw-msg][data-role=operator]', { hasText: 'I am here' }).waitFor();
   await busy.page.getByTestId('cw-hint').waitFor({ state: 'hidden' });
+  assert.ok(await opDemo.page.getByTestId('conv-offline').isHidden(), 'no offline mark in the view');
+  assert.equal(await opDemo.page.getByTestId('offline-badge').count(), 0);
   assert.deepEqual([...off.errors, ...busy.errors, ...opDemo.errors, ...opAway.errors], []);
 });
 

@@ -7,6 +7,7 @@ import { $, st, h, toast, chats, errText, conv, visitorName, upsertMine } from '
 import { renderView } from './conversation.js';
 import { stopTyping } from './composer.js';
 import { renderAll } from './connection.js';
+import { refreshActive } from './supervisor.js';
 
 const isConvObject = (ok) => ok.conv && typeof ok.conv === 'object';
 
@@ -87,12 +88,13 @@ $('transfer-button').addEventListener('click', () => {
   const others = Array.from(st.operators.values()).filter((o) => !st.me || o.id !== st.me.id);
   if (others.length) box.append(h('strong', { text: 'Operators' }));
   for (const o of others) {
-    const status = o.online ? o.status : 'offline';
+    // A supervisor has no routing status, only presence: marked, so nobody takes it for one.
+    const status = o.online ? (o.supervisor ? 'online' : o.status) : 'offline';
     const attrs = { 'data-testid': 'transfer-operator', 'data-operator': o.id };
     box.append(
       transferChoice(attrs, 'operator:' + o.id, [
         h('span', { class: 'dot ' + status }),
-        o.name + ' — ' + status + ', ' + chats(o.load)
+        o.name + (o.supervisor ? ' (supervisor)' : '') + ' — ' + status + ', ' + chats(o.load)
       ])
     );
   }
@@ -129,17 +131,24 @@ $('transfer-dialog').addEventListener('close', () => {
 
 // ------------------------------------------------------------------ close
 
-$('close-button').addEventListener('click', () => {
-  if (!st.selected) return;
-  const c = conv(st.selected);
-  $('close-tags').value = ((c && c.tags) || []).join(', ');
+// The conversation the close dialog is about: the open one, or one of a supervisor's list.
+let closing = null;
+
+/** Asks for the outcome and tags of closing conversation `id` (`c`: it, if known). */
+export function askClose(id, c) {
+  closing = id;
+  const known = conv(id) || c;
+  $('close-title').textContent = 'Close conversation' + (id === st.selected ? '' : ' with ' + visitorName(known));
+  $('close-tags').value = ((known && known.tags) || []).join(', ');
   openDialog('close-dialog');
-});
+}
+
+$('close-button').addEventListener('click', () => st.selected && askClose(st.selected));
 
 $('close-dialog').addEventListener('close', () => {
-  if ($('close-dialog').returnValue !== 'ok') return;
-  const id = st.selected;
-  if (!id) return;
+  const id = closing;
+  closing = null;
+  if ($('close-dialog').returnValue !== 'ok' || !id) return;
   const tags = $('close-tags')
     .value.split(',')
     .map((s) => s.trim())
@@ -149,8 +158,11 @@ $('close-dialog').addEventListener('close', () => {
       // The conversation as the gateway stored it (its outcome included).
       const c = (isConvObject(ok) && ok.conv) || Object.assign({}, st.mine.get(id), { state: 'closed', tags });
       upsertMine(c);
-      stopTyping();
+      // Closed from a supervisor's list: not mine, so not followed (the answer would have it).
+      if (!st.mine.has(id)) st.client.forget(id);
+      if (id === st.selected) stopTyping();
       renderAll();
+      refreshActive();
     },
     (err) => toast('Could not close: ' + errText(err))
   );

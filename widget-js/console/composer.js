@@ -3,7 +3,7 @@
 // another device or a reload finds them), my typing indicator for the visitor, and canned
 // responses (`//` in the reply box; `{{visitor.name}}` and `{{operator.name}}` filled in).
 
-import { P, $, st, h, toast, errText, conv, isReadOnly, entries, addEntry, saveDrafts } from './core.js';
+import { P, $, st, h, toast, errText, conv, isReadOnly, isSup, entries, addEntry, saveDrafts } from './core.js';
 import { renderMessages, renderMine } from './conversation.js';
 
 const DEFAULT_CANNED = [
@@ -21,9 +21,14 @@ let typingOn = false;
 
 // ------------------------------------------------------------------ drafts
 
-/** What I last sent as each conversation's draft: the gateway echoes it back to me too. */
+/**
+ * What I last sent as each conversation's draft: the gateway echoes it back to me too. The
+ * gateway keeps operators' drafts only: a supervisor's (in a conversation it took over) stay
+ * in this browser.
+ */
 const sentDrafts = {};
 function sendDraft(id, text) {
+  if (isSup()) return;
   sentDrafts[id] = text;
   st.client.draft(id, text);
 }
@@ -127,7 +132,8 @@ function sendCurrent() {
   saveDrafts();
   sendDraft(id, '');
   const cid = P.newCid();
-  const from = { role: 'operator', id: st.me.id, name: st.me.name };
+  // A supervisor writes in a conversation it took over; its messages come back from that role.
+  const from = { role: st.me.role === 'supervisor' ? 'supervisor' : 'operator', id: st.me.id, name: st.me.name };
   const pending = { key: 'c' + cid, cid, pending: true, from, text, ts: Date.now() };
   addEntry(id, pending);
   renderMessages();
@@ -158,11 +164,13 @@ function cannedList() {
   return list.filter((c) => c && c.text);
 }
 
+/** Fills in a canned text; a site that hides operators' names gets "Operator" for mine. */
 function expand(text) {
   const c = conv(st.selected) || {};
+  const me = st.settings.show_operator_name === false ? 'Operator' : (st.me && st.me.name) || '';
   return text
     .replace(/\{\{\s*visitor\.name\s*\}\}/g, (c.visitor && c.visitor.name) || 'there')
-    .replace(/\{\{\s*operator\.name\s*\}\}/g, (st.me && st.me.name) || '');
+    .replace(/\{\{\s*operator\.name\s*\}\}/g, me);
 }
 
 /** The `//query` just before the caret, if any. */
@@ -173,6 +181,11 @@ function cannedQuery() {
 }
 
 const pickerOpen = () => !$('canned-picker').hidden;
+
+/** The canned responses changed (the site's settings): an open list shows the new ones. */
+export function refreshPicker() {
+  if (pickerOpen()) updatePicker();
+}
 
 export function closePicker() {
   $('canned-picker').hidden = true;

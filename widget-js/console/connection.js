@@ -3,11 +3,11 @@
 // fresh snapshot after every (re)connect), and `renderAll`, which redraws every screen.
 
 import { P, $, st, TOKEN_KEY, toast, errText, isStaff, isSup, upsertMine } from './core.js';
-import { renderStatus } from './settings.js';
+import { renderStatus, renderSite, onSiteSettings } from './settings.js';
 import { onQueue, onOffer, renderOffers, renderQueue } from './queue.js';
 import { onConvEvent, onMsg, onTyping, onRead, renderMine, renderView, openConv, select } from './conversation.js';
 import { onDraftEcho } from './composer.js';
-import { onOperator, renderOperators } from './supervisor.js';
+import { onOperator, renderOperators, renderActive, refreshActive, refreshActiveSoon } from './supervisor.js';
 
 // ------------------------------------------------------------------ sign-in
 
@@ -52,14 +52,26 @@ export function start(token) {
   st.client = c;
   c.on('state', renderConn);
   c.on('welcome', onWelcome);
-  c.on('msg', onMsg);
-  c.on('queue', onQueue);
+  c.on('msg', (m) => {
+    onMsg(m);
+    // A message in a conversation a supervisor follows may end or start a visitor's wait.
+    refreshActiveSoon();
+  });
+  c.on('queue', (f) => {
+    onQueue(f);
+    refreshActive();
+  });
   c.on('offer', onOffer);
   c.on('operator', onOperator);
-  c.on('conv', (f) => onConvEvent(f.event, f.conv, f.reason));
+  c.on('conv', (f) => {
+    onConvEvent(f.event, f.conv, f.reason);
+    // Supervisors: any conversation event may change the list of active conversations.
+    refreshActive();
+  });
   c.on('typing', onTyping);
   c.on('read', onRead);
   c.on('draft', onDraftEcho);
+  c.on('settings', onSiteSettings);
   c.on('notice', (f) => toast(f.text));
   c.on('unauthorized', () => {
     localStorage.removeItem(TOKEN_KEY);
@@ -107,8 +119,11 @@ function onWelcome(f) {
     return;
   }
   document.body.classList.toggle('sup', isSup());
-  // Supervisors do not take conversations; what they have open is what they watch.
-  $('my-title').textContent = isSup() ? 'Watching' : 'My chats';
+  // Supervisors' own chats are those they took over, beside those they watch.
+  $('my-title').textContent = isSup() ? 'Mine and watched' : 'My chats';
+  $('conv-empty').textContent = isSup()
+    ? 'Select a conversation, or take one over from the queue or the active conversations.'
+    : 'Select a conversation, or accept one from the queue.';
   $('me-name').textContent = f.me.name || f.me.id;
   $('me-role').textContent = f.me.role + ' · ' + f.me.site;
   // A fresh snapshot: queues and operators are re-sent right after welcome; what was mine
@@ -135,9 +150,11 @@ function onWelcome(f) {
     if (c.draft && !st.drafts[c.id]) st.drafts[c.id] = c.draft;
   }
   renderStatus();
+  renderSite();
   renderAll();
   if (st.selected) openConv(st.selected, false);
   else if (st.mine.size) select(Array.from(st.mine.keys())[0], false);
+  refreshActive();
 }
 
 /** Redraws every screen: the offers, the queue, my chats, the operators, the conversation. */
@@ -146,5 +163,6 @@ export function renderAll() {
   renderQueue();
   renderMine();
   renderOperators();
+  renderActive();
   renderView();
 }

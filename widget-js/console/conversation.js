@@ -6,13 +6,16 @@
 
 import {
   $, st, h, toast, clock, visitorName, errText, conv, isReadOnly, upsertMine, entries, addEntry, storedEntry,
-  saveDrafts, messageText
+  saveDrafts, messageText, offlineBadge, seeRead
 } from './core.js';
 import { beep, notify } from './settings.js';
 import { saveComposerDraft, closePicker, stopTyping } from './composer.js';
 import { renderTags } from './actions.js';
 import { renderVisitor } from './visitor.js';
 import { renderAll } from './connection.js';
+
+const isStaffRole = (role) => role === 'operator' || role === 'supervisor';
+const staffName = (from) => from.name || (from.role === 'supervisor' ? 'Supervisor' : 'Operator');
 
 // ------------------------------------------------------------------ server events
 
@@ -74,9 +77,8 @@ export function onTyping(f) {
 }
 
 export function onRead(f) {
-  if (f.by.role !== 'visitor') return;
-  st.visitorRead.set(f.conv, Math.max(st.visitorRead.get(f.conv) || 0, f.seq));
-  if (st.selected === f.conv) renderMessages();
+  if (!f.by || f.by.role !== 'visitor') return;
+  if (seeRead(f.conv, { visitor: f.seq }) && st.selected === f.conv) renderMessages();
 }
 
 // ------------------------------------------------------------------ my chats
@@ -88,7 +90,7 @@ function lastText(id) {
   for (const e of m.values()) if (!last || (e.seq || 1e15) >= (last.seq || 1e15)) last = e;
   if (!last) return '';
   const mineMsg = st.me && last.from.id === st.me.id && last.from.role !== 'visitor';
-  const who = mineMsg ? 'You: ' : last.from.role === 'operator' ? (last.from.name || 'Operator') + ': ' : '';
+  const who = mineMsg ? 'You: ' : isStaffRole(last.from.role) ? staffName(last.from) + ': ' : '';
   return who + messageText(last);
 }
 
@@ -134,7 +136,8 @@ export function renderMine() {
           h('div', { class: 'name' }, [
             visitorName(c),
             st.watched.has(c.id) ? h('span', { class: 'pill', text: 'watching' }) : null,
-            closed ? h('span', { class: 'pill', text: 'closed' }) : null
+            closed ? h('span', { class: 'pill', text: 'closed' }) : null,
+            offlineBadge(c)
           ]),
           h('div', { class: 'sub', text: typing ? 'typing…' : lastText(c.id) || c.queue })
         ]),
@@ -171,12 +174,36 @@ export function select(id, focus) {
   openConv(id, focus);
 }
 
-/** Shows a queued conversation before it is accepted (read-only). */
+/**
+ * Shows a queued conversation before it is accepted (read-only). Queue listings leave out the
+ * visitor's parameters: the conversation is asked for whole (`get`), and shown from the answer.
+ */
 export function peek(c) {
   if (st.selected) saveComposerDraft();
-  st.peek = c;
+  if (!st.peek || st.peek.id !== c.id) st.peek = c;
   st.selected = c.id;
   openConv(c.id, false);
+  fetchPeek(c.id);
+}
+
+/** Asks for the peeked conversation whole; a newer peek, or accepting it, wins over the answer. */
+export function fetchPeek(id) {
+  st.client.request({ t: 'get', conv: id }).then(
+    (ok) => {
+      // The answer's Conversation has the protocol client follow it (and ask its history): only
+      // what is mine is followed.
+      if (!st.mine.has(id)) st.client.forget(id);
+      if (!ok.conv || typeof ok.conv !== 'object' || ok.conv.id !== id) return;
+      if (!st.peek || st.peek.id !== id || st.mine.has(id)) return;
+      st.peek = ok.conv;
+      seeRead(id, ok.conv.read);
+      renderView();
+    },
+    (err) => {
+      // Gone meanwhile (taken, closed): the queue's listing says so; the listing still shows.
+      if (!/disconnected|forbidden|not_found/.test(err.code)) toast('Details unavailable: ' + errText(err));
+    }
+  );
 }
 
 export function openConv(id, focus) {
@@ -200,6 +227,7 @@ export function openConv(id, focus) {
 
 function loadHistory(id, before) {
   return st.client.history(id, { before, limit: 50 }).then((res) => {
+    seeRead(id, res.read);
     for (const x of res.messages || []) addEntry(id, storedEntry(x));
     if (res.complete || !(res.messages || []).length) st.complete.add(id);
     if (st.selected === id) {
@@ -250,6 +278,7 @@ export function renderView() {
   $('conv-typing').hidden = !has;
   $('conv-view').dataset.conv = has ? id : '';
   if (!has) {
+    renderNotes(null);
     $('composer-form').hidden = true;
     $('readonly-note').hidden = true;
     $('conv-messages').replaceChildren();
@@ -264,8 +293,12 @@ export function renderView() {
   $('conv-presence').title = c.visitor.online ? 'visitor online' : 'visitor away';
   const other = c.operator && c.operator.id !== st.me.id ? ' · ' + c.operator.name : '';
   $('conv-state').textContent = c.state + other;
+  $('conv-offline').hidden = c.offline !== true;
   const waiting = isPeek && (c.state === 'queued' || c.state === 'offered');
-  $('conv-accept').hidden = !waiting;
+  const sup = st.me.role === 'supervisor';
+  $('conv-accept').hidden = !waiting || sup;
+  // A supervisor takes over what it looks at or watches (waiting or active), instead of Accept.
+  $('conv-takeover').hidden = !sup || c.state === 'closed' || !!(c.operator && c.operator.id === st.me.id);
   $('conv-unwatch').hidden = !st.watched.has(id);
   // While a waiting conversation is looked at, its actions are there but disabled: accepting
   // then moves nothing under the pointer (a second click where Accept was hits no other button).
@@ -280,9 +313,43 @@ export function renderView() {
   $('readonly-note').hidden = !ro;
   $('readonly-note').textContent = readonlyNote(id, c, isPeek);
   renderTags(c, ro);
+  renderNotes(c);
   renderMessages();
   renderTyping();
   renderVisitor(c);
+}
+
+/**
+ * The notes staff left on the conversation (a transfer's note), oldest first, above its
+ * messages: who, when, what, and the link that goes with one (web links only). Visitors never
+ * see them.
+ */
+function renderNotes(c) {
+  const ul = $('conv-notes');
+  const notes = (c && Array.isArray(c.notes) ? c.notes : []).filter((n) => n && typeof n.text === 'string');
+  const key = JSON.stringify(notes);
+  ul.hidden = !notes.length;
+  // Drawn again only when they changed (a screen reader would announce them again).
+  if (ul.dataset.key === key) return;
+  ul.dataset.key = key;
+  ul.replaceChildren(
+    ...notes.map((n) => {
+      const when = n.ts ? h('time', { title: new Date(n.ts).toLocaleString(), text: clock(n.ts) }) : null;
+      const link = typeof n.link === 'string' && /^https?:\/\//i.test(n.link)
+        ? h('a', { href: n.link, target: '_blank', rel: 'noopener noreferrer', text: n.link })
+        : null;
+      return h('li', { class: 'note', 'data-testid': 'conv-note' }, [
+        h('div', { class: 'note-meta' }, [
+          'Note from ',
+          h('b', { text: n.by || n.by_id || 'staff' }),
+          when ? ' · ' : null,
+          when
+        ]),
+        h('div', { class: 'note-text', text: n.text }),
+        link
+      ]);
+    })
+  );
 }
 
 function sortedEntries(id) {
@@ -296,13 +363,16 @@ export function renderMessages() {
   const list = sortedEntries(id);
   const atBottom = ol.scrollHeight - ol.scrollTop - ol.clientHeight < 80;
   const seenUpTo = st.visitorRead.get(id) || 0;
+  // In a conversation I hold, every staff message has its receipt (those of the operator who
+  // had it before a transfer too); watching, only my own would.
+  const held = st.mine.has(id) && !st.watched.has(id);
   const kids = (st.previous.get(id) || []).slice();
   if (!st.complete.has(id) && list.length) {
     const earlier = () => loadHistory(id, list[0].seq).catch(() => {});
     const button = h('button', { class: 'btn small', type: 'button', text: 'Load earlier messages', onclick: earlier });
     kids.push(h('li', { class: 'more' }, [button]));
   }
-  for (const e of list) kids.push(msgEl(e, seenUpTo));
+  for (const e of list) kids.push(msgEl(e, seenUpTo, held));
   // Keep existing nodes (screen readers announce only additions).
   kids.forEach((el, i) => {
     if (ol.children[i] !== el) ol.insertBefore(el, ol.children[i] || null);
@@ -313,23 +383,28 @@ export function renderMessages() {
 
 const RECEIPTS = { sending: ' · sending…', sent: ' · ✓ sent', read: ' · ✓✓ read', failed: ' · not sent' };
 
-/** A message's element, made once per entry and updated in place (its state, its receipt). */
-function msgEl(e, seenUpTo) {
+/**
+ * A message's element, made once per entry and updated in place (its state, its receipt):
+ * receipts on my messages, and with `allStaff` on every staff message.
+ */
+function msgEl(e, seenUpTo, allStaff) {
   const role = e.from.role;
-  const mineMsg = role === 'operator' && st.me && e.from.id === st.me.id;
+  const mineMsg = isStaffRole(role) && st.me && e.from.id === st.me.id;
   let state = '';
-  if (mineMsg || e.pending) state = e.failed ? 'failed' : e.pending ? 'sending' : e.seq <= seenUpTo ? 'read' : 'sent';
+  if (mineMsg || e.pending || (allStaff && isStaffRole(role))) {
+    state = e.failed ? 'failed' : e.pending ? 'sending' : e.seq <= seenUpTo ? 'read' : 'sent';
+  }
   if (!e.el) {
     e.el = h('li', { 'data-testid': 'conv-msg', 'data-role': role }, [
       h('div', { class: 'bubble', text: messageText(e) }),
       h('div', { class: 'meta' })
     ]);
   }
-  const other = role === 'operator' && !mineMsg && !e.pending ? ' other' : '';
+  const other = isStaffRole(role) && !mineMsg && !e.pending ? ' other' : '';
   e.el.className = 'msg ' + (role === 'supervisor' ? 'operator' : role) + other + (e.failed ? ' failed' : '');
   if (e.seq) e.el.dataset.seq = e.seq;
   e.el.dataset.state = state;
-  const who = role === 'operator' && !mineMsg ? (e.from.name || 'Operator') + ' · ' : '';
+  const who = isStaffRole(role) && !mineMsg ? staffName(e.from) + ' · ' : '';
   const receipt = RECEIPTS[state] || '';
   e.el.lastChild.textContent = role === 'system' ? '' : who + clock(e.ts) + receipt;
   return e.el;

@@ -21,7 +21,8 @@ export const st = {
   offers: new Map(), // conv id -> {conv, expires_at}
   mine: new Map(), // conv id -> Conversation (assigned to me, or watched)
   watched: new Set(),
-  operators: new Map(), // operator id -> {id, name, status, online, load}
+  operators: new Map(), // operator id -> {id, name, status, online, load, supervisor}
+  active: { list: [], count: 0, error: '' }, // supervisors: the answer to `active`
   msgs: new Map(), // conv id -> Map(key -> entry)
   complete: new Set(), // conv ids whose history is fully loaded
   previous: new Map(), // conv id -> [elements] of the conversation it continues (`previous`)
@@ -86,6 +87,16 @@ export function ago(ts) {
   return Math.round(s / 3600) + ' h';
 }
 export const chats = (n) => n + (n === 1 ? ' chat' : ' chats');
+/** The mark of a conversation the visitor left in the widget's offline form (`conv.offline`). */
+export const offlineBadge = (c) =>
+  c && c.offline === true
+    ? h('span', {
+        class: 'pill flag',
+        'data-testid': 'offline-badge',
+        title: 'Left in the offline form',
+        text: 'offline message'
+      })
+    : null;
 export const errText = (e) => (e && (e.message || e.code)) || 'failed';
 
 // ------------------------------------------------------------------ who I am, what is where
@@ -107,8 +118,21 @@ export function queued(id) {
 
 export const isReadOnly = (id) => st.watched.has(id) || !st.mine.has(id) || (st.mine.get(id) || {}).state === 'closed';
 
+/**
+ * Notes how far the visitor has read, from a Conversation's (or a history answer's) `read`
+ * marks: receipts are right from the start after a reload or a transfer. A mark only rises.
+ */
+export function seeRead(id, read) {
+  const seq = read && typeof read === 'object' ? read.visitor : null;
+  if (!id || typeof seq !== 'number' || !(seq > 0)) return false;
+  if (seq <= (st.visitorRead.get(id) || 0)) return false;
+  st.visitorRead.set(id, seq);
+  return true;
+}
+
 /** Files a conversation under mine (assigned to me, or watched) or takes it out; true if mine. */
 export function upsertMine(c) {
+  seeRead(c.id, c.read);
   const mineNow = (c.operator && st.me && c.operator.id === st.me.id) || st.watched.has(c.id);
   if (mineNow && c.state !== 'queued') {
     const had = st.mine.get(c.id);

@@ -1,11 +1,12 @@
 // The queue screen: offers made to me (with their countdown) and every visitor waiting in the
 // site's queues (longest waiting first), the alerts of new arrivals, and accepting or declining.
-// Supervisors also get assign and watch on each waiting visitor (supervisor.js).
+// Supervisors, who cannot accept, get take over, assign and watch on each waiting visitor
+// instead (supervisor.js).
 
-import { $, st, h, toast, ago, visitorName, errText, isSup, queued, conv, upsertMine } from './core.js';
+import { $, st, h, toast, ago, visitorName, errText, isSup, queued, conv, upsertMine, offlineBadge } from './core.js';
 import { beep, notify } from './settings.js';
-import { select, peek, renderView } from './conversation.js';
-import { assign, watch } from './supervisor.js';
+import { select, peek, fetchPeek, renderView } from './conversation.js';
+import { assignMenu, takeover, watch } from './supervisor.js';
 import { renderAll } from './connection.js';
 
 // ------------------------------------------------------------------ server events
@@ -34,6 +35,8 @@ export function onQueue(f) {
     }
   }
   st.primedQueues.add(f.queue);
+  const listed = st.peek && waiting.find((c) => c.id === st.peek.id);
+  if (listed) refreshPeek(listed);
   if (st.peek && !queued(st.peek.id) && !st.mine.has(st.peek.id)) {
     // Someone else took the conversation we were looking at.
     if (st.selected === st.peek.id) {
@@ -45,6 +48,17 @@ export function onQueue(f) {
   renderOffers();
   renderQueue();
   renderView();
+}
+
+/**
+ * The peeked conversation listed again (the visitor wrote, or their page gave new details): the
+ * listing's news at once, with the parameters the whole conversation had until the new answer
+ * (a listing cannot say whether they changed).
+ */
+function refreshPeek(listed) {
+  const params = (st.peek.visitor || {}).params;
+  st.peek = Object.assign({}, st.peek, listed, { visitor: Object.assign({}, listed.visitor, { params }) });
+  fetchPeek(listed.id);
 }
 
 export function onOffer(f) {
@@ -83,7 +97,8 @@ export function renderOffers() {
       h('li', { class: 'item', 'data-testid': 'offer-item', 'data-conv': c.id }, [
         h('div', { class: 'main' }, [
           h('div', { class: 'name', text: visitorName(c) }),
-          h('div', { class: 'sub' }, [countdown, where])
+          h('div', { class: 'sub' }, [countdown, where]),
+          lastMessage(c, 'offer-last')
         ]),
         h('div', { class: 'acts' }, [
           itemButton('btn primary small', 'offer-accept', 'Accept', () => accept(c.id)),
@@ -102,23 +117,20 @@ function allQueued() {
   return out.sort((a, b) => a.created_at - b.created_at);
 }
 
-/** A supervisor's controls on a waiting visitor: assign to an operator, watch. */
+/** A supervisor's controls on a waiting visitor: take it over, assign it to an operator, watch. */
 function supervisorActs(c) {
-  const sel = h(
-    'select',
-    {
-      class: 'btn small',
-      'data-testid': 'queue-assign',
-      'aria-label': 'Assign to operator',
-      onclick: (e) => e.stopPropagation()
-    },
-    [h('option', { value: '', text: 'Assign…' })]
-  );
-  for (const o of st.operators.values()) {
-    sel.append(h('option', { value: o.id, text: o.name + ' (' + o.status + ', ' + o.load + ')' }));
-  }
-  sel.addEventListener('change', () => sel.value && assign(c.id, sel.value));
-  return [sel, itemButton('btn small', 'queue-watch', 'Watch', () => watch(c.id))];
+  return [
+    itemButton('btn primary small', 'queue-takeover', 'Take over', () => takeover(c.id)),
+    assignMenu(c, 'queue-assign', 'Assign'),
+    itemButton('btn small', 'queue-watch', 'Watch', () => watch(c.id))
+  ];
+}
+
+/** The visitor's last message (at most 200 bytes, from the gateway), as text, on one line. */
+function lastMessage(c, testid) {
+  const m = c.last_message;
+  if (!m || typeof m.text !== 'string' || !m.text) return null;
+  return h('div', { class: 'sub last', 'data-testid': testid, title: m.text, text: m.text });
 }
 
 export function renderQueue() {
@@ -128,10 +140,13 @@ export function renderQueue() {
   ul.replaceChildren();
   for (const c of list) {
     const pv = c.visitor.preview || {};
-    const acts = [itemButton('btn primary small', 'queue-accept', 'Accept', () => accept(c.id))];
-    if (isSup()) acts.push(...supervisorActs(c));
+    // Supervisors do not accept (the gateway would refuse): they take over or assign.
+    const acts = isSup()
+      ? supervisorActs(c)
+      : [itemButton('btn primary small', 'queue-accept', 'Accept', () => accept(c.id))];
     const item = {
-      class: 'item' + (st.selected === c.id ? ' selected' : ''),
+      // A supervisor's three controls go in a row under the details.
+      class: 'item' + (isSup() ? ' stack' : '') + (st.selected === c.id ? ' selected' : ''),
       'data-testid': 'queue-item',
       'data-conv': c.id,
       tabindex: '0',
@@ -148,12 +163,14 @@ export function renderQueue() {
           h('div', { class: 'name' }, [
             visitorName(c),
             multi ? h('span', { class: 'pill', text: c.queue }) : null,
-            c.previous ? h('span', { class: 'pill', text: 'returning' }) : null
+            c.previous ? h('span', { class: 'pill', text: 'returning' }) : null,
+            offlineBadge(c)
           ]),
           h('div', { class: 'sub' }, [
             h('span', { 'data-since': c.created_at, text: 'waiting ' + ago(c.created_at) }),
             pv.page_url ? ' · ' + pv.page_url : null
-          ])
+          ]),
+          lastMessage(c, 'queue-last')
         ]),
         h('div', { class: 'acts' }, acts)
       ])

@@ -1,9 +1,41 @@
-// What operators set for themselves in the top bar, and the alerts those settings drive: the
-// status switch (active, away, inactive), the sound of new conversations and messages, and the
-// browser's desktop notifications.
+// The top bar's settings: what operators set for themselves, and the alerts those settings
+// drive: the status switch (active, away, inactive), the sound of new conversations and
+// messages, and the browser's desktop notifications; and the site's settings, from `welcome`
+// and from the `settings` frames a supervisor's change sends (routing, operators' names shown
+// to visitors, canned responses), applied at once.
 
 import { $, st, SOUND_KEY, toast, errText, isStaff } from './core.js';
 import { select } from './conversation.js';
+import { refreshPicker } from './composer.js';
+import { renderAll } from './connection.js';
+
+// ------------------------------------------------------------------ the site's settings
+
+const ROUTING = { manual: 'Manual routing', offer: 'Offer routing', auto: 'Auto routing' };
+
+/** The site's settings as the top bar shows them. */
+export function renderSite() {
+  const s = st.settings || {};
+  const parts = [];
+  if (typeof s.routing === 'string') parts.push(ROUTING[s.routing] || 'Routing: ' + s.routing);
+  if (typeof s.show_operator_name === 'boolean') {
+    parts.push(s.show_operator_name ? 'visitors see operator names' : 'operator names hidden from visitors');
+  }
+  $('site-settings').textContent = parts.join(' · ');
+  $('site-settings').dataset.routing = typeof s.routing === 'string' ? s.routing : '';
+}
+
+/** A supervisor changed the site's settings: they apply now, without a reload. */
+export function onSiteSettings(f) {
+  const s = f && f.settings;
+  if (!s || typeof s !== 'object' || Array.isArray(s)) return;
+  st.settings = s;
+  // The protocol client reads its ping interval from the settings it got in welcome.
+  if (st.client && typeof s.ping_interval_ms === 'number') st.client.settings = s;
+  renderSite();
+  renderAll();
+  refreshPicker();
+}
 
 // ------------------------------------------------------------------ status
 

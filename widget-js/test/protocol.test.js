@@ -194,6 +194,23 @@ test('the Client builds every golden client frame exactly', async () => {
 
 // ------------------------------------------------------------------ requests
 
+test('start marks a conversation left in the offline form, and only that one', () => {
+  const h = makeClient();
+  const s = h.connect();
+  h.client.start({ prechat: { name: 'Ann' }, offline: true }).catch(() => {});
+  assert.deepEqual(s.last(), { t: 'start', rid: s.last().rid, prechat: { name: 'Ann' }, offline: true });
+  // Not asked for, or null: the field is absent, never false or null on the wire.
+  h.client.start({ queue: 'general', offline: null }).catch(() => {});
+  assert.deepEqual(s.last(), { t: 'start', rid: s.last().rid, queue: 'general' });
+  h.client.start().catch(() => {});
+  assert.deepEqual(s.last(), { t: 'start', rid: s.last().rid });
+  // What the caller passes cannot change the frame's type or correlation.
+  h.client.start({ t: 'send', rid: 'x' }).catch(() => {});
+  assert.equal(s.last().t, 'start');
+  assert.equal(typeof s.last().rid, 'number');
+});
+
+
 test('requests are correlated by rid, answered in any order', async () => {
   const h = makeClient();
   const s = h.connect();
