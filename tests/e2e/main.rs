@@ -3,6 +3,7 @@
 //! node killed, a node drained, Redis restarted). Built as an integration test of the gateway
 //! package so that cargo builds the very binary under test first.
 
+mod archive;
 mod faults;
 mod harness;
 mod multinode;
