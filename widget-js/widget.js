@@ -518,11 +518,12 @@
 
   function entryEl(e) {
     let el = els.get(e.k);
-    const cls = e.role === 'visitor' ? 'me' : e.role === 'operator' ? 'op' : e.role === 'notice' ? 'nt' : 'sys';
+    // A bot (an integration writing through the HTTP API) speaks like the operator, by name.
+    const op = e.role === 'operator' || e.role === 'bot';
+    const cls = e.role === 'visitor' ? 'me' : op ? 'op' : e.role === 'notice' ? 'nt' : 'sys';
     if (!el) {
-      const op = e.role === 'operator';
       const me = e.role === 'visitor';
-      const who = op && !S.noName && e.name;
+      const who = op && (e.role === 'bot' || !S.noName) && e.name;
       const testid = e.end ? 'cw-ended' : e.role === 'notice' ? 'cw-notice' : 'cw-msg';
       el = h('li', { class: cls, 'data-testid': testid, 'data-role': e.role }, [
         op ? avatar(who) : null,

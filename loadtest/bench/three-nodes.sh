@@ -27,7 +27,9 @@ cat > "$SITES" <<'JSON'
 [{"id": "demo", "settings": {"routing": "manual"}},
  {"id": "auto", "settings": {"routing": "auto"}}]
 JSON
-BENCH_ENV=(GATEWAY_SITES="$SITES" GATEWAY_RATE_PER_SEC=1000 GATEWAY_RATE_BURST=2000 RUST_LOG=warn ${GATEWAY_WORKERS:+GATEWAY_WORKERS=$GATEWAY_WORKERS})
+# The runs measure the live path as before the archive existed (GATEWAY_ARCHIVE=on is a
+# separate measurement), and no run inherits state kept by the one before.
+BENCH_ENV=(GATEWAY_SITES="$SITES" GATEWAY_RATE_PER_SEC=1000 GATEWAY_RATE_BURST=2000 RUST_LOG=warn GATEWAY_ARCHIVE=off GATEWAY_KEEP_STATE=off GATEWAY_DATA_DIR="$OUT/data" ${GATEWAY_WORKERS:+GATEWAY_WORKERS=$GATEWAY_WORKERS})
 
 PIDS=()
 REDIS_PID=""

@@ -67,6 +67,7 @@ impl Gateway {
         cmd.env("GATEWAY_LISTEN", "127.0.0.1:0")
             .env("GATEWAY_JWT_SECRET", SECRET)
             .env("GATEWAY_SITES", &sites)
+            .env("GATEWAY_DATA_DIR", dir.0.join("data"))
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())

@@ -70,7 +70,9 @@ export async function startGateway({ sites, env = {}, asNewcomer = false, timeou
     fs.writeFileSync(file, JSON.stringify(sites, null, 2));
     extra.GATEWAY_SITES = file;
   }
-  const childEnv = { ...process.env, GATEWAY_LISTEN: '127.0.0.1:0', ...extra, ...env };
+  // Each gateway its own data dir (archive, kept state): nothing carries over between tests.
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cg-browser-data-'));
+  const childEnv = { ...process.env, GATEWAY_LISTEN: '127.0.0.1:0', GATEWAY_DATA_DIR: dataDir, ...extra, ...env };
   if (secret) childEnv.GATEWAY_JWT_SECRET = secret;
   else delete childEnv.GATEWAY_JWT_SECRET;
   const proc = spawn(GATEWAY_BIN, [], { cwd: REPO, env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });

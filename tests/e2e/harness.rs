@@ -80,6 +80,12 @@ pub mod tempfile_path {
     }
 }
 
+fn rand_suffix() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A temporary directory (a node's data dir), removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);
 
@@ -120,8 +126,16 @@ impl Node {
     /// Starts `target/…/gateway` with `env` and waits for its "listening on" line.
     pub fn start(name: &str, env: &[(String, String)]) -> Node {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+        // A node's own data dir unless the test gives one (what a node keeps never carries
+        // over into another test).
+        let data = std::env::temp_dir().join(format!(
+            "cg-e2e-data-{}-{name}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GATEWAY_DATA_DIR", &data)
             .env("GATEWAY_NODE_ID", name)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import os
+import tempfile
 import re
 import socket
 import struct
@@ -141,7 +142,9 @@ def step(name):
 def main():
     gateway = os.environ.get("GATEWAY_BIN", "target/debug/gateway")
     secret = "third-party-secret-0123456789"
-    env = dict(os.environ, GATEWAY_LISTEN="127.0.0.1:0", GATEWAY_JWT_SECRET=secret, RUST_LOG="warn")
+    data_dir = tempfile.mkdtemp(prefix="cg-thirdparty-")
+    env = dict(os.environ, GATEWAY_LISTEN="127.0.0.1:0", GATEWAY_JWT_SECRET=secret, RUST_LOG="warn",
+               GATEWAY_DATA_DIR=data_dir)
     env.pop("GATEWAY_REDIS_URL", None)
     env.pop("GATEWAY_SITES", None)
     proc = subprocess.Popen([gateway], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

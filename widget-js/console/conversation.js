@@ -14,8 +14,10 @@ import { renderTags } from './actions.js';
 import { renderVisitor } from './visitor.js';
 import { renderAll } from './connection.js';
 
-const isStaffRole = (role) => role === 'operator' || role === 'supervisor';
-const staffName = (from) => from.name || (from.role === 'supervisor' ? 'Supervisor' : 'Operator');
+// A bot (an integration writing through the HTTP API) is shown like the staff, by its name.
+const isStaffRole = (role) => role === 'operator' || role === 'supervisor' || role === 'bot';
+const staffName = (from) =>
+  from.name || (from.role === 'supervisor' ? 'Supervisor' : from.role === 'bot' ? 'Bot' : 'Operator');
 
 // ------------------------------------------------------------------ server events
 
@@ -401,7 +403,8 @@ function msgEl(e, seenUpTo, allStaff) {
     ]);
   }
   const other = isStaffRole(role) && !mineMsg && !e.pending ? ' other' : '';
-  e.el.className = 'msg ' + (role === 'supervisor' ? 'operator' : role) + other + (e.failed ? ' failed' : '');
+  const look = role === 'supervisor' || role === 'bot' ? 'operator' : role;
+  e.el.className = 'msg ' + look + other + (e.failed ? ' failed' : '');
   if (e.seq) e.el.dataset.seq = e.seq;
   e.el.dataset.state = state;
   const who = isStaffRole(role) && !mineMsg ? staffName(e.from) + ' · ' : '';
