@@ -58,7 +58,7 @@ pub struct NewKey {
     pub scopes: Vec<String>,
 }
 
-/// `GET /v1/sites/{site}/api-keys`
+/// Lists the site's API keys (never their secrets).
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/api-keys",
@@ -96,7 +96,7 @@ pub async fn list_keys<E: Engine>(
     ))
 }
 
-/// `POST /v1/sites/{site}/api-keys`
+/// Makes an API key; its secret is shown this once.
 #[utoipa::path(
     post,
     path = "/v1/sites/{site}/api-keys",
@@ -153,7 +153,7 @@ pub async fn create_key<E: Engine>(
     .await
 }
 
-/// `DELETE /v1/sites/{site}/api-keys/{id}`
+/// Revokes an API key at once, on every node.
 #[utoipa::path(
     delete,
     path = "/v1/sites/{site}/api-keys/{id}",
@@ -212,7 +212,7 @@ pub struct MintedToken {
 const DEFAULT_TTL_MS: u64 = 12 * 3600 * 1000;
 const MAX_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
-/// `POST /v1/sites/{site}/tokens`
+/// Mints a protocol token for the site's staff or a visitor.
 #[utoipa::path(
     post,
     path = "/v1/sites/{site}/tokens",

@@ -23,7 +23,7 @@ use crate::service::{conv_id, Engine};
 use crate::service::{Changed, Details};
 use crate::transcript::{self, Format};
 
-/// `GET /v1/sites/{site}/conversations`
+/// Lists the site's conversations, newest first, with filters and full-text search.
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/conversations",
@@ -155,7 +155,7 @@ fn from_live(c: Conversation) -> ConversationDetail {
     }
 }
 
-/// `GET /v1/sites/{site}/conversations/{id}`
+/// One conversation with its parameters, pre-chat details and events.
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/conversations/{id}",
@@ -181,7 +181,7 @@ pub async fn one<E: Engine>(
     Ok(json(StatusCode::OK, &detail))
 }
 
-/// `GET /v1/sites/{site}/conversations/{id}/messages`
+/// A conversation's messages in `seq` order, paged.
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/conversations/{id}/messages",
@@ -227,7 +227,7 @@ pub async fn messages<E: Engine>(
     Ok(json(StatusCode::OK, &ListPage { items, next_cursor }))
 }
 
-/// `GET /v1/sites/{site}/conversations/{id}/transcript`
+/// The whole conversation as text, HTML or JSON.
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/conversations/{id}/transcript",
@@ -303,7 +303,7 @@ pub struct Posted {
     pub ts: u64,
 }
 
-/// `POST /v1/sites/{site}/conversations/{id}/messages`
+/// Writes into a conversation as a bot (idempotent by `cid`).
 #[utoipa::path(
     post,
     path = "/v1/sites/{site}/conversations/{id}/messages",
@@ -366,7 +366,7 @@ pub struct CloseRequest {
     pub tags: Option<Vec<String>>,
 }
 
-/// `POST /v1/sites/{site}/conversations/{id}/close`
+/// Closes a conversation with an outcome and tags.
 #[utoipa::path(
     post,
     path = "/v1/sites/{site}/conversations/{id}/close",
@@ -423,7 +423,7 @@ pub struct TransferRequest {
     pub note: Option<String>,
 }
 
-/// `POST /v1/sites/{site}/conversations/{id}/transfer`
+/// Transfers a conversation to an operator or a queue.
 #[utoipa::path(
     post,
     path = "/v1/sites/{site}/conversations/{id}/transfer",
@@ -477,7 +477,7 @@ pub struct ConversationPatch {
     pub phone: Option<String>,
 }
 
-/// `PATCH /v1/sites/{site}/conversations/{id}`
+/// Changes a conversation's tags, contact details or parameters.
 #[utoipa::path(
     patch,
     path = "/v1/sites/{site}/conversations/{id}",
@@ -567,7 +567,7 @@ pub struct Started {
     pub message: Msg,
 }
 
-/// `POST /v1/sites/{site}/conversations`
+/// Starts a conversation with a known visitor.
 #[utoipa::path(
     post,
     path = "/v1/sites/{site}/conversations",

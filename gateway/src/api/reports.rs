@@ -153,7 +153,7 @@ fn bucket_key(ms: u64, offset_ms: i64, hourly: bool) -> String {
     }
 }
 
-/// `GET /v1/sites/{site}/reports/summary`
+/// Conversations of a range, grouped, with counts and percentiles.
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/reports/summary",
@@ -313,7 +313,7 @@ fn presence_times(
     out
 }
 
-/// `GET /v1/sites/{site}/reports/operators`
+/// Each operator's conversations, online and active time over a range.
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/reports/operators",

@@ -53,7 +53,7 @@ fn visitor_id(id: &str) -> Result<VisitorId, Problem> {
     Ok(VisitorId::from(id))
 }
 
-/// `GET /v1/sites/{site}/visitors/{id}`
+/// A visitor's details and conversations (the contact's timeline).
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/visitors/{id}",
@@ -115,7 +115,7 @@ pub async fn one<E: Engine>(
     ))
 }
 
-/// `GET /v1/sites/{site}/visitors/{id}/export`
+/// Everything stored about a visitor.
 #[utoipa::path(
     get,
     path = "/v1/sites/{site}/visitors/{id}/export",
@@ -180,7 +180,7 @@ pub async fn export<E: Engine>(
     ))
 }
 
-/// `DELETE /v1/sites/{site}/visitors/{id}`
+/// Erases a visitor: messages and details go, counts stay.
 #[utoipa::path(
     delete,
     path = "/v1/sites/{site}/visitors/{id}",
