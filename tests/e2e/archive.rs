@@ -131,3 +131,131 @@ async fn a_conversation_closed_on_a_node_killed_at_once_is_archived_whole_throug
         .unwrap();
     assert_eq!(found["items"][0]["id"], conv, "{found}");
 }
+
+/// The messages the archive holds of a conversation, through a node's API (`None` while the
+/// archive cannot answer).
+async fn archived_seqs(node: &Node, key: &str, conv: &str) -> Option<Vec<u64>> {
+    let (status, page) = api_get(
+        node,
+        key,
+        &format!("/v1/sites/demo/conversations/{conv}/messages?limit=500"),
+    )
+    .await?;
+    (status == 200).then(|| {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    })
+}
+
+/// Waits until the archive (not the live engine) holds the conversation closed, with every
+/// message up to `last`.
+async fn until_archived_whole(node: &Node, key: &str, conv: &str, last: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((200, d)) =
+            api_get(node, key, &format!("/v1/sites/demo/conversations/{conv}")).await
+        {
+            let archived = d["events"].as_array().is_some_and(|e| !e.is_empty());
+            if archived && d["state"] == "closed" && d["message_count"].as_u64() == Some(last) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not archived whole:\n{}",
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seqs = archived_seqs(node, key, conv).await.expect("readable");
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+}
+
+/// PostgreSQL down under traffic: the chat goes on (nothing slow on the message path), the
+/// API says 503, and once it is back every message reaches the archive, once.
+#[tokio::test]
+async fn a_postgresql_outage_delays_the_archive_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let mut pg = PgServer::start();
+    let mut env = base_env();
+    env.push(("GATEWAY_REDIS_URL".into(), redis.url()));
+    env.push(("GATEWAY_DATABASE_URL".into(), pg.url()));
+    let key = api_key(&env, "read");
+    let node = Node::start("a", &env);
+    let mut op = operator(&node, "op1", "Olga").await;
+    let mut v = visitor(&node, "v1").await;
+    let conv = v.request(json!({"t": "start"})).await["conv"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    op.recv_until("queued", |f| in_queue(f, &conv)).await;
+    assert_eq!(
+        op.request(json!({"t": "accept", "conv": conv})).await["t"],
+        "ok"
+    );
+    for i in 0..10 {
+        say(&mut v, &conv, &format!("a{i}"), &format!("before {i}")).await;
+    }
+    pg.kill();
+    for i in 0..10 {
+        say(&mut v, &conv, &format!("b{i}"), &format!("during {i}")).await;
+        say(&mut op, &conv, &format!("c{i}"), &format!("answer {i}")).await;
+    }
+    let (status, _) = http_request(
+        "GET",
+        &node.http(&format!("/v1/sites/demo/conversations/{conv}")),
+        &[("Authorization", &format!("Bearer {key}"))],
+        "",
+    )
+    .await
+    .expect("the node answers");
+    assert_eq!(status, 503, "the archive is down: the API says so");
+    let closed = op
+        .request(json!({"t": "close", "conv": conv, "outcome": "solved"}))
+        .await;
+    assert_eq!(closed["t"], "ok", "{closed}");
+    let last = closed["conv"]["last_seq"].as_u64().unwrap();
+    pg.restart();
+    until_archived_whole(&node, &key, &conv, last).await;
+}
+
+/// Redis restarted (with its AOF) right after a close: the outbox entry survives and the
+/// archive gets the conversation whole.
+#[tokio::test]
+async fn a_redis_restart_after_a_close_loses_nothing_on_the_way_to_the_archive() {
+    let mut redis = RedisServer::start_durable();
+    let pg = PgServer::start();
+    let mut env = base_env();
+    env.push(("GATEWAY_REDIS_URL".into(), redis.url()));
+    env.push(("GATEWAY_DATABASE_URL".into(), pg.url()));
+    let key = api_key(&env, "read");
+    let node = Node::start("a", &env);
+    let mut op = operator(&node, "op1", "Olga").await;
+    let mut v = visitor(&node, "v1").await;
+    let conv = v.request(json!({"t": "start"})).await["conv"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    op.recv_until("queued", |f| in_queue(f, &conv)).await;
+    assert_eq!(
+        op.request(json!({"t": "accept", "conv": conv})).await["t"],
+        "ok"
+    );
+    for i in 0..10 {
+        say(&mut v, &conv, &format!("v{i}"), &format!("question {i}")).await;
+        say(&mut op, &conv, &format!("o{i}"), &format!("answer {i}")).await;
+    }
+    let closed = op.request(json!({"t": "close", "conv": conv})).await;
+    assert_eq!(closed["t"], "ok", "{closed}");
+    let last = closed["conv"]["last_seq"].as_u64().unwrap();
+    redis.restart();
+    until_archived_whole(&node, &key, &conv, last).await;
+}
