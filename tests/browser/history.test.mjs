@@ -10,11 +10,11 @@ import {
 } from './harness.mjs';
 
 /** The operator closes the open conversation with `outcome`. */
-async function closeWith(op, outcome) {
+async function closeWith(op, conv, outcome) {
   await op.page.getByTestId('close-button').click();
   await op.page.getByTestId('close-outcome').selectOption(outcome);
   await op.page.getByTestId('close-confirm').click();
-  await op.page.locator('[data-testid=conv-state]', { hasText: 'closed' }).waitFor();
+  await op.page.locator(`[data-testid=my-item][data-conv="${conv}"][data-state=closed]`).waitFor();
 }
 
 /** Searches History for `q` (again and again: the archive is written within moments) until `ok(ids)`. */
@@ -45,7 +45,7 @@ test('history: a supervisor finds a conversation by a word, reads it; an operato
     await visitorWrites(v1, 'I want a refund for order zebra4711');
     const conv1 = await acceptFirstQueued(olga);
     await operatorSends(olga, 'Checking your refund now');
-    await closeWith(olga, 'solved');
+    await closeWith(olga, conv1, 'solved');
 
     const pavel = await openConsole(browser, gw, { sub: 'op2', name: 'Pavel' });
     await setStatus(pavel.page, 'active');
@@ -54,7 +54,7 @@ test('history: a supervisor finds a conversation by a word, reads it; an operato
     await visitorWrites(v2, 'Hello, where is the otter shop?');
     const conv2 = await acceptFirstQueued(pavel);
     await operatorSends(pavel, 'Right here');
-    await closeWith(pavel, 'callback');
+    await closeWith(pavel, conv2, 'callback');
 
     // The supervisor: History, a word of the first chat finds it and only it.
     const sup = await openConsole(browser, gw, { sub: 'boss', name: 'Sofia', role: 'supervisor' });
