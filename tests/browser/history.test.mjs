@@ -110,7 +110,9 @@ test('history: a supervisor finds a conversation by a word, reads it; an operato
     });
     assert.equal(await today.count(), 1, 'one day with both');
     assert.equal(await cell(today, 'answered'), 2);
-    assert.equal(await sup.page.getByTestId('reports-chart').locator('.day').count(), 8, 'a bar pair per day');
+    const days = await sup.page.getByTestId('reports-days').locator('[data-testid=report-row]').count();
+    assert.equal(days, 7, 'the last 7 days, a row each');
+    assert.equal(await sup.page.getByTestId('reports-chart').locator('.day').count(), days, 'a bar pair per day');
     for (const id of ['op1', 'op2']) {
       const op = sup.page.locator(`[data-testid=report-operator][data-operator=${id}]`);
       assert.equal(await cell(op, 'conversations'), 1, id);
