@@ -604,7 +604,7 @@ function renderHistoryDetail(d, msgs) {
             ' ' +
             ev.type +
             (ev.by ? ' by ' + ev.by : '') +
-            (ev.to ? ' to ' + ev.to : '') +
+            (ev.to ? ' → ' + ev.to : '') +
             (ev.reason ? ' (' + ev.reason + ')' : '')
         })
       )
@@ -615,7 +615,8 @@ function renderHistoryDetail(d, msgs) {
       { 'data-testid': 'history-transcript' },
       msgs.map((m) => {
         const from = m.from || {};
-        const who = from.role === 'system' ? 'system' : from.name || from.id || from.role || '';
+        const named = from.name || from.id || from.role || '';
+        const who = from.role === 'system' ? 'system' : from.role === 'visitor' ? 'Visitor' : named;
         return h('li', { class: 'h-msg', 'data-testid': 'history-msg', 'data-role': from.role || '' }, [
           h('span', { class: 'who', text: clock(m.ts) + ' ' + who }),
           h('span', { class: 'text', text: messageText(m) })
