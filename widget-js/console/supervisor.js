@@ -7,7 +7,9 @@
 // I can write in it), watching any conversation read-only (and stopping), and lifting a ban by
 // visitor id.
 
-import { $, st, h, toast, ago, chats, errText, isSup, conv, visitorName, upsertMine } from './core.js';
+import {
+  $, st, h, toast, ago, chats, errText, isSup, conv, visitorName, upsertMine, TOKEN_KEY, shortId, clock, messageText
+} from './core.js';
 import { renderStatus } from './settings.js';
 import { select, dismiss } from './conversation.js';
 import { askClose } from './actions.js';
@@ -368,4 +370,414 @@ $('unban-form').addEventListener('submit', (e) => {
     },
     (err) => toast('Could not unban: ' + errText(err))
   );
+});
+
+// ------------------------------------------------------------------ pages: history and Итоги
+//
+// Two pages beside the chats, read from the HTTP API v1 (same origin, `Bearer` the console's
+// staff token): History — the archive's conversations (supervisors: the site's; operators: the
+// ones they held, the API decides), searched and filtered, each opened with its details, events,
+// whole transcript and (supervisors) the visitor's other conversations; and Итоги, supervisors
+// only — the summary by day with a bar chart, by operator and by queue. They live here because
+// the gateway serves a fixed list of console files; every value goes into the page as text.
+
+const DAY = 86400000;
+
+/** GET `/v1/sites/{site}` + `path` as the signed-in staff member; a problem+json is thrown. */
+async function api(path) {
+  const token = localStorage.getItem(TOKEN_KEY) || '';
+  const site = encodeURIComponent((st.me && st.me.site) || '');
+  let res;
+  try {
+    res = await fetch('/v1/sites/' + site + path, { headers: { Authorization: 'Bearer ' + token } });
+  } catch (e) {
+    throw new Error('The gateway could not be reached (' + errText(e) + ')');
+  }
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  if (!res.ok) {
+    const p = body && typeof body === 'object' ? body : {};
+    const why = (p.title || 'Request failed') + (p.detail ? ': ' + p.detail : '');
+    const err = new Error(why + ' (' + res.status + ')');
+    err.status = res.status;
+    throw err;
+  }
+  return body;
+}
+
+const qs = (o) => {
+  const u = new URLSearchParams();
+  for (const k in o) if (o[k] != null && o[k] !== '') u.set(k, String(o[k]));
+  const s = u.toString();
+  return s ? '?' + s : '';
+};
+const when = (ts) => (ts ? new Date(ts).toLocaleString([], { dateStyle: 'short', timeStyle: 'short' }) : '—');
+export function dur(ms) {
+  if (ms == null) return '—';
+  const s = Math.round(ms / 1000);
+  if (s < 60) return s + ' s';
+  if (s < 3600) return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
+  return Math.floor(s / 3600) + ' h ' + Math.round((s % 3600) / 60) + ' min';
+}
+/** The browser's UTC offset like `+03:00`. */
+export function utcOffset(date = new Date()) {
+  const m = -date.getTimezoneOffset();
+  const a = Math.abs(m);
+  return (m < 0 ? '-' : '+') + String(Math.floor(a / 60)).padStart(2, '0') + ':' + String(a % 60).padStart(2, '0');
+}
+/** A date input's value (local midnight) in ms; `end` adds a day (the whole day included). */
+const dayMs = (v, end) => (v ? new Date(v + 'T00:00:00').getTime() + (end ? DAY : 0) : null);
+const dayValue = (ms) => {
+  const d = new Date(ms);
+  return d.getFullYear() + '-' + String(d.getMonth() + 1).padStart(2, '0') + '-' + String(d.getDate()).padStart(2, '0');
+};
+function showError(id, e) {
+  const el = $(id);
+  el.hidden = !e;
+  el.textContent = e ? errText(e) : '';
+}
+const td = (text, attrs) => h('td', Object.assign({ text: text == null ? '' : String(text) }, attrs));
+
+// --- switching pages
+
+const PAGES = { chats: null, history: 'history-page', reports: 'reports-page' };
+export function showPage(name) {
+  if (!Object.hasOwn(PAGES, name) || (name === 'reports' && !isSup())) name = 'chats';
+  document.querySelector('main.app').hidden = name !== 'chats';
+  for (const k in PAGES) if (PAGES[k]) $(PAGES[k]).hidden = k !== name;
+  for (const b of document.querySelectorAll('.tabs .tab')) {
+    if (b.dataset.page === name) b.setAttribute('aria-current', 'page');
+    else b.removeAttribute('aria-current');
+  }
+  if (name === 'history' && !hist.loaded) searchHistory();
+  if (name === 'reports' && !reportsLoaded) loadReports();
+}
+
+for (const b of document.querySelectorAll('.tabs .tab')) b.addEventListener('click', () => showPage(b.dataset.page));
+
+// --- History
+
+const hist = { cursor: null, loaded: false, seq: 0, open: null };
+
+function historyQuery() {
+  const v = (id) => $(id).value.trim();
+  return {
+    q: v('h-q'),
+    state: v('h-state'),
+    queue: v('h-queue'),
+    operator: v('h-operator'),
+    tag: v('h-tag'),
+    outcome: v('h-outcome'),
+    from: dayMs(v('h-from')),
+    to: dayMs(v('h-to'), true)
+  };
+}
+
+async function searchHistory(more) {
+  const seq = ++hist.seq;
+  const q = historyQuery();
+  if (more) q.cursor = hist.cursor;
+  q.limit = 50;
+  $('history-more').disabled = true;
+  let res;
+  try {
+    res = await api('/conversations' + qs(q));
+  } catch (e) {
+    if (seq !== hist.seq) return;
+    showError('history-error', e);
+    $('history-more').disabled = false;
+    return;
+  }
+  if (seq !== hist.seq) return;
+  hist.loaded = true;
+  showError('history-error', null);
+  const rows = $('history-rows');
+  if (!more) rows.replaceChildren();
+  for (const c of res.items || []) rows.append(historyRow(c));
+  hist.cursor = res.next_cursor || null;
+  $('history-more').hidden = !hist.cursor;
+  $('history-more').disabled = false;
+  $('history-empty').hidden = rows.children.length > 0;
+}
+
+function historyRow(c) {
+  const v = c.visitor || {};
+  const tr = h('tr', { 'data-testid': 'history-row', 'data-conv': c.id, tabindex: 0 }, [
+    td(v.name || 'Visitor ' + shortId(v.id), { title: v.id || '' }),
+    td(c.operator ? c.operator.name || c.operator.id : '—'),
+    td(when(c.created_at)),
+    td(c.state, { 'data-testid': 'history-state-cell' }),
+    td(c.outcome || '—', { 'data-testid': 'history-outcome-cell' }),
+    td((c.tags || []).join(', ')),
+    td(c.message_count),
+    td(dur(c.first_response_ms))
+  ]);
+  const open = () => openHistory(c.id, tr);
+  tr.addEventListener('click', open);
+  tr.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') open();
+  });
+  return tr;
+}
+
+async function openHistory(id, tr) {
+  hist.open = id;
+  for (const r of $('history-rows').children) r.removeAttribute('aria-selected');
+  if (tr) tr.setAttribute('aria-selected', 'true');
+  const box = $('history-detail');
+  box.hidden = false;
+  box.dataset.conv = id;
+  box.replaceChildren(h('p', { class: 'empty', text: 'Loading…' }));
+  const base = '/conversations/' + encodeURIComponent(id);
+  try {
+    const d = await api(base);
+    const msgs = [];
+    let cursor = null;
+    for (let i = 0; i < 100; i++) {
+      const part = await api(base + '/messages' + qs({ limit: 500, cursor }));
+      msgs.push(...(part.items || []));
+      cursor = part.next_cursor;
+      if (!cursor) break;
+    }
+    if (hist.open !== id) return;
+    renderHistoryDetail(d, msgs);
+  } catch (e) {
+    if (hist.open !== id) return;
+    const text = errText(e);
+    box.replaceChildren(h('p', { class: 'err', 'data-testid': 'history-detail-error', role: 'alert', text }));
+  }
+}
+
+function renderHistoryDetail(d, msgs) {
+  const box = $('history-detail');
+  const v = d.visitor || {};
+  const dl = (pairs, testid) =>
+    h(
+      'dl',
+      { 'data-testid': testid },
+      pairs.flatMap(([k, val]) => [
+        h('dt', { text: k }),
+        h('dd', { text: val == null || val === '' ? '—' : String(val) })
+      ])
+    );
+  const obj = (o) => Object.entries(o && typeof o === 'object' ? o : {}).map(([k, val]) => [k, val]);
+  const kids = [
+    h('h2', { 'data-testid': 'history-detail-title', text: (v.name || 'Visitor ' + shortId(v.id)) + ' · ' + d.state }),
+    dl(
+      [
+        ['Conversation', d.id],
+        ['Visitor', v.id],
+        ['E-mail', v.email],
+        ['Queue', d.queue],
+        ['Operator', d.operator ? d.operator.name || d.operator.id : ''],
+        ['Created', when(d.created_at)],
+        ['Closed', d.closed_at ? when(d.closed_at) : ''],
+        ['Outcome', d.outcome],
+        ['Tags', (d.tags || []).join(', ')],
+        ['Messages', d.message_count],
+        ['First response', dur(d.first_response_ms)],
+        ['Wait', dur(d.wait_ms)],
+        ['Duration', dur(d.duration_ms)]
+      ],
+      'history-facts'
+    )
+  ];
+  const params = obj(d.params);
+  if (params.length) kids.push(h('h3', { text: 'Parameters' }), dl(params, 'history-params'));
+  const pre = obj(d.prechat);
+  if (pre.length) kids.push(h('h3', { text: 'Pre-chat form' }), dl(pre, 'history-prechat'));
+  kids.push(
+    h('h3', { text: 'Events' }),
+    h(
+      'ol',
+      { 'data-testid': 'history-events' },
+      (d.events || []).map((ev) =>
+        h('li', {
+          'data-testid': 'history-event',
+          'data-type': ev.type,
+          text:
+            clock(ev.ts) +
+            ' ' +
+            ev.type +
+            (ev.by ? ' by ' + ev.by : '') +
+            (ev.to ? ' → ' + ev.to : '') +
+            (ev.reason ? ' (' + ev.reason + ')' : '')
+        })
+      )
+    ),
+    h('h3', { text: 'Transcript' }),
+    h(
+      'ol',
+      { 'data-testid': 'history-transcript' },
+      msgs.map((m) => {
+        const from = m.from || {};
+        const named = from.name || from.id || from.role || '';
+        const who = from.role === 'system' ? 'system' : from.role === 'visitor' ? 'Visitor' : named;
+        return h('li', { class: 'h-msg', 'data-testid': 'history-msg', 'data-role': from.role || '' }, [
+          h('span', { class: 'who', text: clock(m.ts) + ' ' + who }),
+          h('span', { class: 'text', text: messageText(m) })
+        ]);
+      })
+    )
+  );
+  const others = h('div', { 'data-testid': 'history-visitor' });
+  if (isSup() && v.id) {
+    kids.push(h('h3', { text: "The visitor's conversations" }), others);
+    loadVisitor(v.id, d.id, others);
+  }
+  box.replaceChildren(...kids);
+}
+
+async function loadVisitor(id, current, el) {
+  try {
+    const t = await api('/visitors/' + encodeURIComponent(id));
+    const list = (t.conversations || []).filter((c) => c.id !== current);
+    el.replaceChildren(
+      t.banned ? h('p', { class: 'err', text: 'Banned' }) : '',
+      list.length
+        ? h(
+            'ul',
+            {},
+            list.map((c) =>
+              h('li', {}, [
+                h('a', {
+                  href: '#',
+                  'data-testid': 'history-visitor-conv',
+                  text: when(c.created_at) + ' · ' + c.state + (c.outcome ? ' · ' + c.outcome : ''),
+                  onclick: (e) => {
+                    e.preventDefault();
+                    openHistory(c.id, null);
+                  }
+                })
+              ])
+            )
+          )
+        : h('p', { class: 'empty', text: 'No other conversations.' })
+    );
+  } catch (e) {
+    el.replaceChildren(h('p', { class: 'empty', text: e.status === 403 ? 'Not available to you.' : errText(e) }));
+  }
+}
+
+$('history-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  hist.cursor = null;
+  searchHistory(false);
+});
+$('history-more').addEventListener('click', () => searchHistory(true));
+
+// --- Итоги (supervisors)
+
+let reportsLoaded = false;
+let reportsSeq = 0;
+
+{
+  const now = Date.now();
+  $('r-to').value = dayValue(now);
+  $('r-from').value = dayValue(now - 6 * DAY);
+}
+
+async function loadReports() {
+  const seq = ++reportsSeq;
+  const range = { from: dayMs($('r-from').value), to: dayMs($('r-to').value, true) };
+  const offset = utcOffset(new Date(range.from || Date.now()));
+  try {
+    const [days, queues, ops] = await Promise.all([
+      api('/reports/summary' + qs({ ...range, group_by: 'day', utc_offset: offset })),
+      api('/reports/summary' + qs({ ...range, group_by: 'queue', utc_offset: offset })),
+      api('/reports/operators' + qs(range))
+    ]);
+    if (seq !== reportsSeq) return;
+    reportsLoaded = true;
+    showError('reports-error', null);
+    $('reports-body').replaceChildren(
+      h('h3', { text: 'By day' }),
+      chart(days.rows || []),
+      summaryTable(days, 'Day', 'reports-days'),
+      h('h3', { text: 'By operator' }),
+      operatorsTable(ops.operators || []),
+      h('h3', { text: 'By queue' }),
+      summaryTable(queues, 'Queue', 'reports-queues')
+    );
+  } catch (e) {
+    if (seq !== reportsSeq) return;
+    showError('reports-error', e);
+  }
+}
+
+function table(testid, head, rows) {
+  return h('table', { class: 'grid', 'data-testid': testid }, [
+    h('thead', {}, [h('tr', {}, head.map((t) => h('th', { text: t })))]),
+    h('tbody', {}, rows)
+  ]);
+}
+
+const pc = (p) => dur(p && p.p50) + ' / ' + dur(p && p.p90);
+
+function summaryTable(s, what, testid) {
+  const row = (r, total) =>
+    h('tr', { 'data-testid': total ? 'report-total' : 'report-row', 'data-key': total ? '' : r.key }, [
+      td(total ? 'Total' : r.key || '—'),
+      td(r.started, { 'data-col': 'started' }),
+      td(r.answered, { 'data-col': 'answered' }),
+      td(r.missed, { 'data-col': 'missed' }),
+      td(r.abandoned, { 'data-col': 'abandoned' }),
+      td(pc(r.first_response_ms)),
+      td(pc(r.wait_ms))
+    ]);
+  const rows = (s.rows || []).map((r) => row(r, false));
+  if (s.totals) rows.push(row(s.totals, true));
+  return table(
+    testid,
+    [what, 'Started', 'Answered', 'Missed', 'Abandoned', 'First response p50 / p90', 'Wait p50 / p90'],
+    rows
+  );
+}
+
+function operatorsTable(list) {
+  return table(
+    'reports-operators',
+    ['Operator', 'Conversations', 'Answered', 'Online', 'Active', 'First response p50'],
+    list.map((o) =>
+      h('tr', { 'data-testid': 'report-operator', 'data-operator': o.operator }, [
+        td(o.name || o.operator),
+        td(o.conversations, { 'data-col': 'conversations' }),
+        td(o.answered, { 'data-col': 'answered' }),
+        td(dur(o.online_ms)),
+        td(dur(o.active_ms)),
+        td(dur(o.first_response_ms && o.first_response_ms.p50))
+      ])
+    )
+  );
+}
+
+/** Started (blue) and answered (green) per day, as CSS bars. */
+function chart(rows) {
+  const max = Math.max(1, ...rows.map((r) => r.started || 0));
+  const bar = (n, cls) =>
+    h('div', {
+      class: 'bar ' + cls,
+      'data-testid': 'chart-' + cls,
+      style: 'height:' + Math.round((100 * (n || 0)) / max) + '%',
+      title: cls + ': ' + n
+    });
+  return h(
+    'div',
+    { class: 'chart', 'data-testid': 'reports-chart', role: 'img', 'aria-label': 'Started and answered per day' },
+    rows.map((r) =>
+      h('div', { class: 'day' }, [
+        h('div', { class: 'bars' }, [bar(r.started, 'started'), bar(r.answered, 'answered')]),
+        h('span', { text: String(r.key).slice(5) })
+      ])
+    )
+  );
+}
+
+$('reports-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  loadReports();
 });
