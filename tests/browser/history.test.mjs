@@ -105,6 +105,8 @@ test('history: a supervisor finds a conversation by a word, reads it; an operato
       },
       { interval: 300, message: 'Итоги: 2 started, 2 answered' }
     );
+    // The last click's answers may still be on their way: let them land before reading on.
+    await sup.page.waitForLoadState('networkidle');
     const today = sup.page.getByTestId('reports-days').locator('[data-testid=report-row]').filter({
       has: sup.page.locator('[data-col=started]', { hasText: /^2$/ })
     });
