@@ -16,6 +16,7 @@
 //! nothing twice.
 
 pub mod postgres;
+mod rows;
 mod sql;
 pub mod sqlite;
 
