@@ -73,10 +73,7 @@ pub async fn list<E: Engine>(
         q: p.text("q", 200),
     };
     let limit = p.limit();
-    let after = p.cursor(|s| {
-        let (t, id) = s.split_once(':')?;
-        Some((t.parse::<u64>().ok()?, id.to_owned()))
-    });
+    let after = p.cursor(super::read_conv_cursor);
     p.done()?;
     if let Some(own) = &who.own {
         // Operators see the conversations they held.
@@ -90,7 +87,7 @@ pub async fn list<E: Engine>(
         StatusCode::OK,
         &ListPage {
             items: page.items,
-            next_cursor: page.next.map(|(t, id)| cursor(&format!("{t}:{id}"))),
+            next_cursor: page.next.map(super::conv_cursor),
         },
     ))
 }

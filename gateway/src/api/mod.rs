@@ -329,6 +329,17 @@ impl Params {
     }
 }
 
+/// Reads a conversation list's cursor: `<created_at>:<id>` (see [`conv_cursor`]).
+pub fn read_conv_cursor(s: &str) -> Option<(u64, String)> {
+    let (t, id) = s.split_once(':')?;
+    Some((t.parse::<u64>().ok()?, id.to_owned()))
+}
+
+/// The cursor after a conversation list's last item.
+pub fn conv_cursor((created_at, id): (u64, String)) -> String {
+    cursor(&format!("{created_at}:{id}"))
+}
+
 /// An opaque cursor for `text`.
 pub fn cursor(text: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text.as_bytes())

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{cursor, json, Api, Need, Params, Problem};
+use super::{json, Api, Need, Params, Problem};
 use crate::archive::{ArchivedConversation, ConvFilter, ConversationDetail};
 use crate::clock::now_ms;
 use crate::core::{ConvId, VisitorId};
@@ -83,10 +83,7 @@ pub async fn one<E: Engine>(
     let who = api.acting(&headers, &site, Need::ReadAll).await?;
     let mut p = Params::new(raw.as_deref());
     let limit = p.limit();
-    let after = p.cursor(|s| {
-        let (t, id) = s.split_once(':')?;
-        Some((t.parse::<u64>().ok()?, id.to_owned()))
-    });
+    let after = p.cursor(super::read_conv_cursor);
     p.done()?;
     let visitor = visitor_id(&id)?;
     let archive = api.gw.archive_or_refuse()?;
@@ -110,7 +107,7 @@ pub async fn one<E: Engine>(
             phone: latest.as_ref().and_then(|v| v.phone.clone()),
             banned: api.gw.is_banned(&who.site, &visitor).await,
             conversations: page.items,
-            next_cursor: page.next.map(|(t, id)| cursor(&format!("{t}:{id}"))),
+            next_cursor: page.next.map(super::conv_cursor),
         },
     ))
 }
