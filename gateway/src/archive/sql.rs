@@ -243,10 +243,7 @@ impl Store for SqlStore {
         for chunk in convs.chunks(IN_CHUNK) {
             erased.extend(self.erased_of(&mut tx, chunk).await?);
         }
-        let keep: Vec<&Msg> = msgs
-            .iter()
-            .filter(|m| !erased.contains(&m.conv))
-            .collect();
+        let keep: Vec<&Msg> = msgs.iter().filter(|m| !erased.contains(&m.conv)).collect();
         // Many rows per statement: one round trip (and one parse) per few hundred messages.
         for chunk in keep.chunks(ROWS_PER_INSERT) {
             let mut q = Sql::new("");

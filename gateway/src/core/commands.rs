@@ -164,7 +164,34 @@ pub struct Ctx<'a> {
     pub settings: &'a Settings,
     /// The site's queues; the first is the default.
     pub queues: &'a [QueueId],
+    /// The settings of lines that override the site's (routing, timeouts, `max_chats`).
+    pub lines: &'a LineSettings,
     pub now: Millis,
+}
+
+/// Lines' own settings: the site's with a line's overrides applied.
+pub type LineSettings = std::collections::HashMap<QueueId, Settings>;
+
+/// No line overrides anything.
+pub fn no_lines() -> &'static LineSettings {
+    static NONE: std::sync::OnceLock<LineSettings> = std::sync::OnceLock::new();
+    NONE.get_or_init(LineSettings::new)
+}
+
+impl Ctx<'_> {
+    /// The settings that govern a conversation of `queue`.
+    pub fn for_queue(&self, queue: &QueueId) -> &Settings {
+        self.lines.get(queue).unwrap_or(self.settings)
+    }
+
+    /// Whether any line routes other than manually.
+    pub fn any_routing(&self) -> bool {
+        self.settings.routing != super::Routing::Manual
+            || self
+                .lines
+                .values()
+                .any(|s| s.routing != super::Routing::Manual)
+    }
 }
 
 /// Runs one command. On `Ok` the state has moved (and `version` grew); on `Err` it has not.

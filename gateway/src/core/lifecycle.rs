@@ -538,6 +538,7 @@ impl Core<'_, '_> {
             .convs
             .get_mut(id)
             .expect("assigned conversation exists");
+        let queue = c.queue.clone();
         if let Some(offered) = c.offered_to.take() {
             c.offer_expires = None;
             if let Some(o) = self.st.operators.get_mut(&offered) {
@@ -559,7 +560,7 @@ impl Core<'_, '_> {
         }
         // Both rules watch an active conversation from now on; the timers read its activity
         // when they fire (see `timers.rs`).
-        let settings = self.ctx.settings;
+        let settings = self.ctx.for_queue(&queue);
         for (kind, after) in [
             (TimerKind::Reassign(id.clone()), settings.reassign_after),
             (

@@ -29,7 +29,7 @@ mod views;
 #[cfg(test)]
 mod tests;
 
-pub use commands::{handle, Actor, Command, Ctx, Reject, Reply};
+pub use commands::{handle, no_lines, Actor, Command, Ctx, LineSettings, Reject, Reply};
 pub use effects::{ConvUpdate, Effect, Note, Outcome, Reason};
 pub use ids::{
     BotId, ConnId, ConvId, NodeId, OperatorId, QueueId, Seq, SiteId, SupervisorId, VisitorId,

@@ -66,7 +66,7 @@ impl Core<'_, '_> {
         if !t.conns.is_online() {
             return reject(ErrorCode::Unavailable, "the operator is offline");
         }
-        if t.convs.len() as u32 >= max_chats(t, self.ctx.settings) {
+        if t.convs.len() as u32 >= max_chats(t, self.ctx.for_queue(&c.queue)) {
             return reject(
                 ErrorCode::Capacity,
                 "the operator is at their maximum of chats",
@@ -92,14 +92,11 @@ impl Core<'_, '_> {
 
     /// Places a waiting conversation according to the site's routing mode.
     pub(super) fn route(&mut self, id: &ConvId) {
-        let routing = self.ctx.settings.routing;
-        if routing == Routing::Manual {
-            return;
-        }
         let Some(c) = self.st.convs.get(id) else {
             return;
         };
-        if c.state != ConvState::Queued {
+        let routing = self.ctx.for_queue(&c.queue).routing;
+        if routing == Routing::Manual || c.state != ConvState::Queued {
             return;
         }
         let queue = c.queue.clone();
@@ -116,7 +113,7 @@ impl Core<'_, '_> {
 
     /// Routes every waiting conversation, oldest first, until no operator has room.
     pub(super) fn route_waiting(&mut self) {
-        if self.ctx.settings.routing == Routing::Manual {
+        if !self.ctx.any_routing() {
             return;
         }
         let mut queued: Vec<(u64, ConvId)> = self
@@ -138,7 +135,7 @@ impl Core<'_, '_> {
         queue: &QueueId,
         exclude: &BTreeSet<OperatorId>,
     ) -> Option<OperatorId> {
-        let settings = self.ctx.settings;
+        let settings = self.ctx.for_queue(queue);
         self.st
             .operators
             .iter()
@@ -160,12 +157,13 @@ impl Core<'_, '_> {
     }
 
     pub(super) fn offer(&mut self, id: &ConvId, op: &OperatorId) {
-        let expires = self.ctx.now + self.ctx.settings.accept_timeout.as_millis() as u64;
         let c = self
             .st
             .convs
             .get_mut(id)
             .expect("routed conversation exists");
+        let timeout = self.ctx.for_queue(&c.queue).accept_timeout;
+        let expires = self.ctx.now + timeout.as_millis() as u64;
         c.state = ConvState::Offered;
         c.offered_to = Some(op.clone());
         c.offer_expires = Some(expires);

@@ -18,6 +18,8 @@ struct World {
     st: SiteState,
     settings: Settings,
     queues: Vec<QueueId>,
+    /// Lines' own settings.
+    lines: LineSettings,
     now: Millis,
     /// Pending timers, as the engine would hold them.
     timers: BTreeMap<TimerKind, Millis>,
@@ -33,6 +35,7 @@ impl World {
             },
             settings,
             queues: vec![QueueId::from("general"), QueueId::from("billing")],
+            lines: LineSettings::new(),
             now: T0,
             timers: BTreeMap::new(),
             effects: Vec::new(),
@@ -42,6 +45,7 @@ impl World {
     fn run(&mut self, cmd: Command) -> Result<Reply, Reject> {
         let before = self.st.clone();
         let ctx = Ctx {
+            lines: &self.lines,
             settings: &self.settings,
             queues: &self.queues,
             now: self.now,
@@ -1130,4 +1134,62 @@ fn a_visitor_identifies_mid_conversation_and_staff_see_it() {
     })
     .unwrap();
     assert!(w.saw(|e| matches!(e, Effect::Queue { queue } if queue.as_str() == "general")));
+}
+
+#[test]
+fn a_line_routes_and_times_out_by_its_own_settings() {
+    // The site routes manually; the billing line offers, with a 10 s accept timeout, and lets
+    // an operator hold one of its conversations.
+    let mut w = World::new(Settings::default());
+    w.lines.insert(
+        QueueId::from("billing"),
+        Settings {
+            routing: Routing::Offer,
+            accept_timeout: Duration::from_secs(10),
+            max_chats: 1,
+            ..Settings::default()
+        },
+    );
+    w.op("o1");
+    let start = |w: &mut World, v: &str, conv: &str, queue: &str| {
+        w.run(Command::VisitorConnected {
+            node: NodeId::from("n1"),
+            visitor: VisitorId::from(v),
+        })
+        .unwrap();
+        w.run(Command::Start {
+            node: NodeId::from("n1"),
+            visitor: VisitorId::from(v),
+            conv: ConvId::from(conv),
+            queue: Some(QueueId::from(queue)),
+            profile: Box::default(),
+            previous: None,
+            offline: false,
+        })
+        .unwrap();
+    };
+    start(&mut w, "v1", "c1", "general");
+    assert_eq!(
+        w.st.convs[&ConvId::from("c1")].state,
+        ConvState::Queued,
+        "manual: it waits"
+    );
+    start(&mut w, "v2", "c2", "billing");
+    let c2 = &w.st.convs[&ConvId::from("c2")];
+    assert_eq!(c2.state, ConvState::Offered, "the line offers");
+    assert_eq!(c2.offer_expires, Some(w.now + 10_000));
+    w.run(Command::Accept {
+        op: OperatorId::from("o1"),
+        conv: ConvId::from("c2"),
+    })
+    .unwrap();
+    // The line's max_chats (1): a second billing conversation is not offered to o1, who
+    // holds one; a general one could still be taken by hand (the site's limit is 5).
+    start(&mut w, "v3", "c3", "billing");
+    assert_eq!(w.st.convs[&ConvId::from("c3")].state, ConvState::Queued);
+    w.run(Command::Accept {
+        op: OperatorId::from("o1"),
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::commands::{Core, Reject, Reply};
 use super::effects::{Effect, Note, Outcome, Reason};
 use super::state::Activity;
-use super::{ConvId, OperatorId, VisitorId};
+use super::{ConvId, OperatorId, QueueId, VisitorId};
 use crate::protocol::{ConvEvent, ConvState};
 
 /// Every timer of a site. One timer per kind and target; setting it again moves it.
@@ -66,7 +66,10 @@ impl Core<'_, '_> {
     /// looks again after another period. Nobody waiting: nothing to do (the next visitor
     /// message that starts a wait arms the timer again).
     pub(super) fn reassign_timer(&mut self, id: &ConvId, activity: Activity) {
-        let (Some(d), Some(c)) = (self.ctx.settings.reassign_after, self.st.convs.get(id)) else {
+        let Some(c) = self.st.convs.get(id) else {
+            return;
+        };
+        let Some(d) = self.ctx.for_queue(&c.queue).reassign_after else {
             return;
         };
         if c.state != ConvState::Active {
@@ -117,10 +120,10 @@ impl Core<'_, '_> {
     /// `reassign_after` are): the timer looks again after another period. A conversation that
     /// is not active is watched again once it is (every assignment arms the timer).
     fn inactive_timer(&mut self, id: &ConvId, activity: Activity) {
-        let (Some(d), Some(c)) = (
-            self.ctx.settings.close_after_inactive,
-            self.st.convs.get(id),
-        ) else {
+        let Some(c) = self.st.convs.get(id) else {
+            return;
+        };
+        let Some(d) = self.ctx.for_queue(&c.queue).close_after_inactive else {
             return;
         };
         if c.state != ConvState::Active || c.callback_until.is_some() {
@@ -145,16 +148,16 @@ impl Core<'_, '_> {
     /// The timing settings changed: every active conversation's reassign and inactivity
     /// timers are looked at now under the new values (or dropped, when a rule was turned off).
     pub(super) fn retime_active(&mut self) {
-        let settings = self.ctx.settings;
         let now = self.ctx.now;
-        let active: Vec<ConvId> = self
+        let active: Vec<(ConvId, QueueId)> = self
             .st
             .convs
             .iter()
             .filter(|(_, c)| c.state == ConvState::Active)
-            .map(|(id, _)| id.clone())
+            .map(|(id, c)| (id.clone(), c.queue.clone()))
             .collect();
-        for id in active {
+        for (id, queue) in active {
+            let settings = self.ctx.for_queue(&queue);
             for (kind, after) in [
                 (TimerKind::Reassign(id.clone()), settings.reassign_after),
                 (

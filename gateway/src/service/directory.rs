@@ -67,6 +67,7 @@ impl<E: Engine> Gateway<E> {
         };
         let new = Arc::new(new);
         *s.directory.write() = new.clone();
+        s.refresh_lines(self.cfg.bounds);
         s.changed();
         self.directory_changed(site, &old, &new).await;
         Ok(old)

@@ -102,6 +102,9 @@ pub struct Site {
     generation: AtomicU64,
     /// The site's lines, staff and catalogues as last loaded (see `service/directory.rs`).
     directory: RwLock<Arc<crate::directory::Directory>>,
+    /// The settings of lines that override some of the site's (kept with the settings and
+    /// the directory they come from).
+    line_settings: RwLock<Arc<crate::core::LineSettings>>,
 }
 
 impl Site {
@@ -109,9 +112,27 @@ impl Site {
         self.settings.read().clone()
     }
 
-    fn set_settings(&self, new: Arc<Settings>) {
+    fn set_settings(&self, new: Arc<Settings>, bounds: crate::core::settings::Bounds) {
         *self.settings.write() = new;
+        self.refresh_lines(bounds);
         self.changed();
+    }
+
+    /// Recomputes the lines' settings: the site's, with each line's overrides on top (an
+    /// override that no longer applies — checked when it was written — is skipped).
+    fn refresh_lines(&self, bounds: crate::core::settings::Bounds) {
+        let site = self.settings();
+        let dir = self.directory.read().clone();
+        let mut lines = crate::core::LineSettings::new();
+        for q in dir.queues.values().filter(|q| !q.settings.is_empty()) {
+            match site.patched(&q.settings, bounds) {
+                Ok(s) => {
+                    lines.insert(crate::core::QueueId(q.id.clone()), s);
+                }
+                Err(e) => tracing::warn!(line = %q.id, error = %e, "line settings skipped"),
+            }
+        }
+        *self.line_settings.write() = Arc::new(lines);
     }
 
     fn changed(&self) {
@@ -172,6 +193,7 @@ impl<E: Engine> Gateway<E> {
                     directory: RwLock::new(Arc::new(crate::directory::Directory::with_lines(
                         s.queues.clone(),
                     ))),
+                    line_settings: RwLock::default(),
                 },
             );
         }

@@ -90,7 +90,7 @@ impl<E: Engine> Gateway<E> {
             .await
             .map_err(|e| SettingsUpdateError::Service(e.into()))?;
         let new = Arc::new(new);
-        s.set_settings(new.clone());
+        s.set_settings(new.clone(), self.cfg.bounds);
         // Every other node reloads them; a node that misses the message (its bus connection
         // was down) reloads every site's settings when it resubscribes.
         if let Err(e) = self
@@ -128,7 +128,7 @@ impl<E: Engine> Gateway<E> {
         if let Some(v) = self.engine.load_settings(site).await? {
             if let Some(obj) = v.as_object() {
                 match s.config.settings.patched(obj, self.cfg.bounds) {
-                    Ok(new) => s.set_settings(Arc::new(new)),
+                    Ok(new) => s.set_settings(Arc::new(new), self.cfg.bounds),
                     Err(e) => tracing::warn!(site = %site, error = %e, "stored settings rejected"),
                 }
             }

@@ -29,9 +29,11 @@ impl<E: Engine> Gateway<E> {
             let mut tx = self.engine.begin(site).await?;
             let settings = s.settings();
             let dir = s.directory.read().clone();
+            let lines = s.line_settings.read().clone();
             let ctx = Ctx {
                 settings: &settings,
                 queues: &dir.lines,
+                lines: &lines,
                 now: now_ms(),
             };
             let now = ctx.now;

@@ -195,6 +195,7 @@ async fn transition<E: Engine>(e: &E, cmd: Command) -> Result<(), core::Reject> 
     loop {
         let mut tx = e.begin(&site()).await.unwrap();
         let ctx = core::Ctx {
+            lines: gateway::core::no_lines(),
             settings: &settings,
             queues: &queues,
             now: 1000,
@@ -675,6 +676,7 @@ pub async fn a_lost_race_leaves_no_trace<E: Engine>(f: Fixture<E>) {
     let mut tx = f.e.begin(&site()).await.unwrap();
     let before = tx.state().clone();
     let ctx = core::Ctx {
+        lines: gateway::core::no_lines(),
         settings: &Settings::default(),
         queues: &[QueueId::from("general")],
         now: 1,
@@ -987,6 +989,7 @@ mod seq_property {
 async fn connect_tx<E: Engine>(e: &E, v: &str) -> E::Tx {
     let mut tx = e.begin(&site()).await.unwrap();
     let ctx = core::Ctx {
+        lines: gateway::core::no_lines(),
         settings: &Settings::default(),
         queues: &[QueueId::from("general")],
         now: 1,
@@ -1114,6 +1117,7 @@ pub async fn outbox_entries_are_claimed_once_and_again_after_their_lease<E: Engi
     core::handle(
         tx.state(),
         core::Ctx {
+            lines: gateway::core::no_lines(),
             settings: &Settings::default(),
             queues: &[QueueId::from("general")],
             now: 1,
