@@ -17,7 +17,10 @@ import { $, h, toast, errText, isSup, apiFetch, sitePath } from './core.js';
 // select, time), and what may be done with it: `key` (the item's id: given on create, never
 // changed), `create: false` / `edit: false` (not in that form: the server sets it or it is
 // read-only), `table: false` (never shown: the write-only password), `required` on create,
-// `dflt` (the create form's starting value), `hint` (a placeholder), `options` (a select's).
+// `dflt` (the create form's starting value), `hint` (a placeholder), `options` (a select's),
+// `nullable` (empty is sent as null), `empty` (what the table shows for none), `editLabel`.
+// A collection: `id` (its path), `title`, `one` (an item in words; `a` when it takes "an"),
+// `key` (the field that names an item in its path), `fields`.
 
 const field = (name, label, kind = 'text', more = {}) => ({ name, label, kind, path: name.split('.'), ...more });
 const ACTIVE = field('active', 'Active', 'bool', { dflt: true });
@@ -52,6 +55,7 @@ const COLLECTIONS = [
     id: 'operators',
     title: 'Operators',
     one: 'operator',
+    a: 'an operator',
     key: 'id',
     fields: [
       field('id', 'Id', 'text', { key: true, required: true, hint: 'olga' }),
@@ -92,6 +96,7 @@ const COLLECTIONS = [
     id: 'outcomes',
     title: 'Outcomes',
     one: 'outcome',
+    a: 'an outcome',
     key: 'id',
     fields: [
       field('id', 'Id', 'text', { key: true, required: true, hint: 'solved' }),
@@ -386,7 +391,7 @@ function createForm(col) {
     'form',
     { class: 'admin-form', 'data-testid': 'admin-create-form', novalidate: true, onsubmit: (e) => create(e, col) },
     [
-      h('h3', { text: 'Add a ' + col.one }),
+      h('h3', { text: 'Add ' + (col.a || 'a ' + col.one) }),
       h('p', { class: 'form-err err', 'data-testid': 'admin-form-error', role: 'alert', tabindex: '-1', hidden: true }),
       h('div', { class: 'fields' }, formFields(col, false).map((f) => fieldBox(f, f.dflt, false))),
       h('div', { class: 'row' }, [
