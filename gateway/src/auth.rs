@@ -25,6 +25,10 @@ pub struct Claims {
     pub queues: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_chats: Option<u32>,
+    /// Staff who signed in with a password: their session, revocable (see
+    /// `api/sessions.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// A user of a site, by role, with the id of that role.
@@ -67,6 +71,8 @@ pub struct Principal {
     pub queues: Option<Vec<QueueId>>,
     /// Operators: their limit of concurrent conversations (`None`: the site's).
     pub max_chats: Option<u32>,
+    /// The sign-in session the token belongs to (checked on every use: revocable).
+    pub session: Option<String>,
 }
 
 impl Principal {
@@ -205,7 +211,7 @@ fn principal(c: Claims) -> Result<Principal, AuthError> {
                 .chars()
                 .any(|ch| ch.is_control() || ch == '{' || ch == '}')
     };
-    if !clean(&c.sub) || !clean(&c.site) {
+    if !clean(&c.sub) || !clean(&c.site) || c.sid.as_deref().is_some_and(|s| !clean(s)) {
         return Err(AuthError::Claims(
             "sub and site must be 1 to 128 bytes without control characters or braces",
         ));
@@ -233,6 +239,7 @@ fn principal(c: Claims) -> Result<Principal, AuthError> {
         name,
         queues: c.queues.map(|q| q.into_iter().map(QueueId).collect()),
         max_chats: c.max_chats.filter(|m| *m > 0),
+        session: c.sid,
     })
 }
 
@@ -242,6 +249,7 @@ mod tests {
 
     fn claims(exp: u64) -> Claims {
         Claims {
+            sid: None,
             sub: "op1".into(),
             site: "demo".into(),
             role: Role::Operator,

@@ -10,6 +10,7 @@ pub mod bus;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod directory;
 pub mod engine;
 pub mod http;
 pub mod hub;

@@ -138,6 +138,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("role {role:?} is not operator, supervisor or visitor"))?;
             let ttl = humantime::parse_duration(&ttl).context("--ttl")?;
             let claims = Claims {
+                sid: None,
                 sub,
                 site,
                 role,
@@ -362,6 +363,7 @@ fn announce(
         println!("  demo page         {base}/");
         if let Some(secret) = generated {
             let claims = Claims {
+                sid: None,
                 sub: "demo-operator".into(),
                 site: "demo".into(),
                 role: Role::Operator,

@@ -188,6 +188,7 @@ pub async fn start<E: Engine>(
     let archive = open_archive(&cfg).await?;
     let gw = Arc::new(Gateway::new(engine, archive, hub, auth, cfg, node));
     gw.reload_all_settings().await;
+    gw.load_directories().await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let done = tokio::spawn(serve(
         gw.clone(),

@@ -3,8 +3,8 @@
 # (in-memory engine) on a free loopback port, runs the load tester against it, and keeps the
 # JSON report in $OUT (default target/bench). These are documented commands, not tests.
 #
-# Usage: loadtest/bench/one-node.sh [idle-10k] [idle-max] [chat] [chat-max] [cpu-conns] [storm] [ramp]
-#        (no argument: all of them, ~15 minutes on 2 cores)
+# Usage: loadtest/bench/one-node.sh [idle-10k] [idle-max] [chat] [chat-max] [cpu-conns] [storm] [ramp] [archive]
+#        (no argument: all of them, ~17 minutes on 2 cores)
 # Build first: cargo build --release -p gateway -p loadtest
 set -euo pipefail
 
@@ -32,9 +32,11 @@ BENCH_ENV=(GATEWAY_SITES="$SITES" GATEWAY_RATE_PER_SEC=1000 GATEWAY_RATE_BURST=2
 
 GW_PID=""
 URL=""
+EXTRA_ENV=()   # set by a scenario for the gateways it starts
 start_gw() {
   : > "$OUT/gateway.out"
-  env "${BENCH_ENV[@]}" GATEWAY_LISTEN=127.0.0.1:0 "$GW" > "$OUT/gateway.out" 2>> "$OUT/gateway.err" &
+  rm -rf "$OUT/data"
+  env "${BENCH_ENV[@]}" "${EXTRA_ENV[@]}" GATEWAY_LISTEN=127.0.0.1:0 "$GW" > "$OUT/gateway.out" 2>> "$OUT/gateway.err" &
   GW_PID=$!
   for _ in $(seq 100); do
     addr=$(sed -n 's#^listening on http://##p' "$OUT/gateway.out")
@@ -66,7 +68,62 @@ MANY=(--workers 2 --source-ips 127.0.0.2,127.0.0.3)
 # load tester shares its two cores (see the ramp); faster setups time out on welcome.
 CHAT=(--site auto --duration 20s --drain 2s --connect-rate 500)
 
-all=(idle-10k idle-max chat chat-max cpu-conns storm ramp)
+# archived COUNT_CMD: after a run, polls the archive's message count until it stops growing;
+# prints the count and how long after the load tester's end the archive held it.
+archived() {
+  local count last=-1 end
+  end=$(date +%s%N)
+  while :; do
+    count=$("$@")
+    if [ "$count" = "$last" ]; then break; fi
+    last=$count
+    sleep 1
+  done
+  # The last poll only confirmed: the count was reached one second before it.
+  echo "archived $count messages; the archive held them $(( ($(date +%s%N) - end) / 1000000 - 1000 )) ms after the load ended"
+}
+
+# A PostgreSQL of its own for the archive runs: initdb in $OUT/pg, a free port, no auth.
+PG_DIR="$OUT/pg"
+PG_CTL=""
+start_pg() {
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  PG_CTL="$bin/pg_ctl"
+  rm -rf "$PG_DIR"
+  mkdir -p "$PG_DIR"
+  # PostgreSQL refuses to run as root: then it runs as the package's `postgres` user.
+  local as=()
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$PG_DIR"; as=(runuser -u postgres --); fi
+  PG_AS=("${as[@]}")
+  "${as[@]}" "$bin/initdb" -D "$PG_DIR" -U bench -A trust > "$OUT/pg.log"
+  PG_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "${as[@]}" "$PG_CTL" -D "$PG_DIR" -l "$PG_DIR/server.log" -w start \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=on" > /dev/null
+  PG_URL="postgres://bench@127.0.0.1:$PG_PORT/postgres"
+}
+PG_AS=()
+stop_pg() { [ -z "$PG_CTL" ] || "${PG_AS[@]}" "$PG_CTL" -D "$PG_DIR" -m fast stop > /dev/null 2>&1 || true; }
+
+# run_archived NAME COUNT_CMD -- ARGS...: like run, and waits for the archive to hold every
+# message before the gateway stops.
+run_archived() {
+  local name=$1; shift
+  local count_cmd=()
+  while [ "$1" != "--" ]; do count_cmd+=("$1"); shift; done
+  shift
+  start_gw
+  echo "== $name: ${EXTRA_ENV[*]} loadtest --url $URL --gateway-pid <gateway> $*  ($(cut -d' ' -f1-3 /proc/loadavg) load)" \
+    | tee "$OUT/$name.cmd"
+  "$LT" --quiet --url "$URL" --gateway-pid "$GW_PID" --json "$OUT/$name.json" "$@" \
+    | tee "$OUT/$name.txt" || true
+  archived "${count_cmd[@]}" | tee -a "$OUT/$name.txt"
+  stop_gw
+}
+sqlite_count() { sqlite3 "$OUT/data/archive.db" 'SELECT count(*) FROM messages' 2>/dev/null || echo 0; }
+pg_count() { psql -qtA "$PG_URL" -c 'SELECT count(*) FROM messages' 2>/dev/null || echo 0; }
+
+all=(idle-10k idle-max chat chat-max cpu-conns storm ramp archive)
 for what in "${@:-${all[@]}}"; do
   case "$what" in
     idle-10k) run idle-10k --duration 5s idle --sockets 10000 --settle 3s ;;
@@ -92,6 +149,17 @@ for what in "${@:-${all[@]}}"; do
     storm)
       run storm-10k --site auto --connect-rate 500 --duration 60s --op-pace 200 --max-lost 0 --max-dup 0 \
         reconnect-storm --visitors 10000 --operators 100 --missed 1 ;;
+    archive)
+      # The same 5,000 messages/s chat with the archive on: SQLite in the data dir, then a
+      # PostgreSQL of its own. CPU per message against chat-5000 (archive off) is the cost.
+      EXTRA_ENV=(GATEWAY_ARCHIVE=on)
+      run_archived archive-sqlite-5000 sqlite_count -- "${CHAT[@]}" chat --visitors 2000 --operators 100 --rate 2500
+      start_pg
+      trap 'stop_gw; stop_pg' EXIT
+      EXTRA_ENV=(GATEWAY_ARCHIVE=on GATEWAY_DATABASE_URL="$PG_URL")
+      run_archived archive-postgres-5000 pg_count -- "${CHAT[@]}" chat --visitors 2000 --operators 100 --rate 2500
+      stop_pg
+      EXTRA_ENV=() ;;
     *) echo "unknown benchmark: $what" >&2; exit 2 ;;
   esac
 done

@@ -123,6 +123,7 @@ impl Caller {
                         name: Some(name.clone()),
                         queues: None,
                         max_chats: None,
+                        session: None,
                     },
                     site,
                     own: None,
@@ -158,6 +159,8 @@ impl Caller {
 /// Authenticates requests and keeps each caller to its rate.
 pub struct Gatekeeper {
     limiter: DefaultKeyedRateLimiter<String>,
+    /// Staff sign-in attempts.
+    pub sign_in: super::sessions::SignInLimits,
     clock: DefaultClock,
     touched: DashMap<String, u64>,
 }
@@ -166,6 +169,7 @@ impl Gatekeeper {
     pub fn new(per_sec: NonZeroU32, burst: NonZeroU32) -> Gatekeeper {
         Gatekeeper {
             limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
+            sign_in: Default::default(),
             clock: DefaultClock::default(),
             touched: DashMap::new(),
         }
@@ -195,7 +199,19 @@ impl Gatekeeper {
             if !p.is_staff() {
                 return Err(Problem::forbidden("staff tokens only"));
             }
-            Caller::Staff(p)
+            if gw.site(&p.site).is_none() {
+                return Err(Problem::not_found("no such site"));
+            }
+            match gw.admit_staff(p).await {
+                Ok(p) => Caller::Staff(p),
+                Err((crate::protocol::CloseReason::TryAgainLater, m)) => {
+                    return Err(Problem::unavailable(m))
+                }
+                Err((crate::protocol::CloseReason::Forbidden, m)) => {
+                    return Err(Problem::forbidden(m))
+                }
+                Err((_, m)) => return Err(Problem::unauthorized(m)),
+            }
         };
         if let Err(not_until) = self.limiter.check_key(&caller.label()) {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -244,6 +260,7 @@ impl Gatekeeper {
     /// Drops the state of callers that are back to full burst (called now and then).
     pub fn shrink(&self) {
         self.limiter.retain_recent();
+        self.sign_in.shrink();
         let horizon = now_ms().saturating_sub(10 * TOUCH_EVERY_MS);
         self.touched.retain(|_, t| *t >= horizon);
     }

@@ -7,16 +7,19 @@
 //! rate limit ([`caller::Gatekeeper`]). `GET /v1/openapi.json` describes every endpoint; the
 //! description is generated from the handlers' annotations ([`openapi`]).
 //!
-//! One file per resource: `conversations`, `visitors`, `reports`, `access` (keys and tokens).
+//! One file per resource: `conversations`, `visitors`, `reports`, `access` (keys and tokens),
+//! `directory` (lines, groups, staff, catalogues, bans).
 
 pub mod access;
 pub mod caller;
 pub mod conversations;
+pub mod directory;
 pub mod idempotency;
 pub mod keys;
 pub mod openapi;
 mod problem;
 pub mod reports;
+pub mod sessions;
 pub mod visitors;
 
 use std::sync::Arc;
@@ -88,7 +91,7 @@ pub fn router<E: Engine>(gw: Arc<Gateway<E>>) -> Router {
     });
     let api = Api { gw, gate };
     let site = "/v1/sites/{site}";
-    Router::new()
+    directory::routes(Router::new())
         .route("/v1/openapi.json", get(openapi::serve))
         .route(
             &format!("{site}/conversations"),
@@ -139,6 +142,11 @@ pub fn router<E: Engine>(gw: Arc<Gateway<E>>) -> Router {
             axum::routing::delete(access::revoke_key::<E>),
         )
         .route(&format!("{site}/tokens"), post(access::mint::<E>))
+        .route(&format!("{site}/sessions"), post(sessions::sign_in::<E>))
+        .route(
+            &format!("{site}/sessions/{{id}}"),
+            axum::routing::delete(sessions::revoke::<E>),
+        )
         .layer(axum::middleware::map_response(as_problem))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(api)

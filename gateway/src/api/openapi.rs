@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{access, conversations, reports, visitors};
+use super::directory::{bans, canned, groups, operators, outcomes, params, queues, tags};
+use super::{access, conversations, reports, sessions, visitors};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,6 +38,48 @@ use super::{access, conversations, reports, visitors};
         access::create_key,
         access::revoke_key,
         access::mint,
+        sessions::sign_in,
+        sessions::revoke,
+        queues::list,
+        queues::create,
+        queues::one,
+        queues::patch,
+        queues::remove,
+        groups::list,
+        groups::create,
+        groups::one,
+        groups::patch,
+        groups::remove,
+        operators::list,
+        operators::create,
+        operators::one,
+        operators::patch,
+        operators::remove,
+        tags::list,
+        tags::create,
+        tags::one,
+        tags::patch,
+        tags::remove,
+        outcomes::list,
+        outcomes::create,
+        outcomes::one,
+        outcomes::patch,
+        outcomes::remove,
+        params::list,
+        params::create,
+        params::one,
+        params::patch,
+        params::remove,
+        canned::list,
+        canned::create,
+        canned::one,
+        canned::patch,
+        canned::remove,
+        bans::list,
+        bans::create,
+        bans::one,
+        bans::patch,
+        bans::remove,
     ),
     modifiers(&Bearer),
     tags(
@@ -44,6 +87,7 @@ use super::{access, conversations, reports, visitors};
         (name = "visitors", description = "Timelines, export and erasure"),
         (name = "reports", description = "Итоги: conversations and operators over a range"),
         (name = "access", description = "API keys and tokens"),
+        (name = "directory", description = "Lines, groups, staff, catalogues and bans: in effect on every node at once"),
     )
 )]
 pub struct ApiDoc;

@@ -15,6 +15,7 @@
 //! than the stored one, an event by its key, a message by `(conv, seq)` — so a retry stores
 //! nothing twice.
 
+mod dir;
 pub mod postgres;
 mod rows;
 mod sql;
@@ -189,6 +190,27 @@ pub struct KeyRecord {
     pub last_used_at: Option<u64>,
 }
 
+/// How a directory item was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    Done,
+    /// Creating: an item with this id exists.
+    Exists,
+    /// Replacing: there is no such item.
+    Missing,
+}
+
+/// A staff session made by signing in with a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub site: String,
+    pub staff: String,
+    pub created_at: u64,
+    pub expires_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
 /// Changes to a closed conversation's record (the staff or an integration, after the fact).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConvPatch {
@@ -237,8 +259,13 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an operator's status change.
     async fn record_operator(&self, r: &OperatorRecord) -> Result<()>;
 
+    /// The highest `seq` stored of each conversation (0: none), in the order asked.
+    async fn archived_seqs(&self, convs: &[&str]) -> Result<Vec<u64>>;
+
     /// The highest `seq` stored of a conversation (0: none).
-    async fn archived_seq(&self, conv: &str) -> Result<u64>;
+    async fn archived_seq(&self, conv: &str) -> Result<u64> {
+        Ok(self.archived_seqs(&[conv]).await?[0])
+    }
 
     /// A site's conversations, newest first, after `after` (a previous page's `next`).
     async fn conversations(
@@ -285,6 +312,41 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a key; `false` when there was none.
     async fn revoke_key(&self, site: Option<&str>, id: &str) -> Result<bool>;
     async fn touch_key(&self, id: &str, now: u64) -> Result<()>;
+
+    /// A site's directory: its version (0: never written) and every item.
+    async fn directory(&self, site: &SiteId) -> Result<(u64, Vec<crate::directory::Row>)>;
+
+    /// Creates (`create`) or replaces a directory item, and bumps the site's version.
+    async fn put_entry(
+        &self,
+        site: &SiteId,
+        kind: crate::directory::Kind,
+        id: &str,
+        body: &str,
+        create: bool,
+        now: u64,
+    ) -> Result<Put>;
+
+    /// Deletes a directory item (and bumps the site's version); whether there was one.
+    async fn delete_entry(
+        &self,
+        site: &SiteId,
+        kind: crate::directory::Kind,
+        id: &str,
+    ) -> Result<bool>;
+
+    async fn put_session(&self, s: &SessionRecord) -> Result<()>;
+
+    async fn session(&self, id: &str) -> Result<Option<SessionRecord>>;
+
+    /// Revokes a site's sessions: one (`id`), or all of one person's (`staff`); how many.
+    async fn revoke_sessions(
+        &self,
+        site: &SiteId,
+        id: Option<&str>,
+        staff: Option<&str>,
+        now: u64,
+    ) -> Result<u64>;
 
     async fn remembered(&self, scope: &str, key: &str, since: u64) -> Result<Option<Remembered>>;
     /// Remembers an answer; `false` when one was remembered first (a concurrent retry).

@@ -40,6 +40,20 @@ impl<'q> Sql<'q> {
     }
 }
 
+/// Rows written by one multi-row `INSERT` (11 values each: far below either database's limit
+/// on bound values).
+pub(super) const ROWS_PER_INSERT: usize = 500;
+/// Values in one `IN (…)` list.
+pub(super) const IN_CHUNK: usize = 500;
+
+/// Binds each id and returns the placeholders for `IN (…)`.
+pub(super) fn in_list<'q>(q: &mut Sql<'q>, ids: &[&str]) -> String {
+    ids.iter()
+        .map(|id| q.bind((*id).to_owned()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub(super) fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -50,33 +50,44 @@ impl SqlStore {
     }
 
     /// Whether a stored conversation belongs to a visitor erased after it began.
-    async fn conv_erased(&self, tx: &mut sqlx::AnyConnection, conv: &str) -> Result<bool> {
+    /// Which of these conversations belong to a visitor erased after they started.
+    async fn erased_of(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        convs: &[&str],
+    ) -> Result<Vec<String>> {
         let mut q = Sql::new("");
-        let c = q.bind(conv.to_owned());
+        let list = in_list(&mut q, convs);
         q.push(&format!(
-            "SELECT 1 FROM conversations c JOIN erasures e              ON e.site = c.site AND e.visitor = c.visitor_id              WHERE c.id = {c} AND c.created_at <= e.erased_at"
+            "SELECT c.id FROM conversations c JOIN erasures e \
+             ON e.site = c.site AND e.visitor = c.visitor_id \
+             WHERE c.id IN ({list}) AND c.created_at <= e.erased_at"
         ));
-        Ok(sqlx::query_with(&q.text, q.args)
-            .fetch_optional(tx)
-            .await?
-            .is_some())
+        let rows = sqlx::query_with(&q.text, q.args).fetch_all(tx).await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(ArchiveError::from))
+            .collect()
     }
 
-    /// Recomputes a conversation's figures from its stored messages: whichever of its
-    /// record and its messages arrives first, the figures end up right.
-    async fn refresh_figures(&self, tx: &mut sqlx::AnyConnection, conv: &str) -> Result<()> {
-        let mut q = Sql::new("");
-        let c = q.bind(conv.to_owned());
-        q.push(&format!(
-            "UPDATE conversations SET \
-             message_count = (SELECT COUNT(*) FROM messages WHERE conv = {c}), \
-             last_seq = (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = {c}), \
-             first_visitor_ts = (SELECT MIN(ts) FROM messages WHERE conv = {c} AND role = 'visitor'), \
-             first_operator_ts = (SELECT MIN(ts) FROM messages WHERE conv = {c} \
-                 AND role IN ('operator', 'supervisor')) \
-             WHERE id = {c}"
-        ));
-        sqlx::query_with(&q.text, q.args).execute(tx).await?;
+    /// Recomputes conversations' figures from their stored messages (one statement for
+    /// many): whichever of a record and its messages arrives first, the figures end up right.
+    async fn refresh_figures(&self, tx: &mut sqlx::AnyConnection, convs: &[&str]) -> Result<()> {
+        for chunk in convs.chunks(IN_CHUNK) {
+            let mut q = Sql::new("");
+            let list = in_list(&mut q, chunk);
+            q.push(&format!(
+                "UPDATE conversations SET \
+                 message_count = (SELECT COUNT(*) FROM messages m WHERE m.conv = conversations.id), \
+                 last_seq = (SELECT COALESCE(MAX(seq), 0) FROM messages m \
+                     WHERE m.conv = conversations.id), \
+                 first_visitor_ts = COALESCE(first_visitor_ts, (SELECT MIN(ts) FROM messages m \
+                     WHERE m.conv = conversations.id AND m.role = 'visitor')), \
+                 first_operator_ts = COALESCE(first_operator_ts, (SELECT MIN(ts) FROM messages m \
+                     WHERE m.conv = conversations.id AND m.role IN ('operator', 'supervisor'))) \
+                 WHERE id IN ({list})"
+            ));
+            sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
+        }
         Ok(())
     }
 
@@ -219,7 +230,7 @@ impl Store for SqlStore {
             vals.join(", ")
         ));
         sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
-        self.refresh_figures(&mut tx, &c.id).await?;
+        self.refresh_figures(&mut tx, &[c.id.as_str()]).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -233,40 +244,45 @@ impl Store for SqlStore {
         convs.sort_unstable();
         convs.dedup();
         let mut erased = Vec::new();
-        for c in &convs {
-            if self.conv_erased(&mut tx, c).await? {
-                erased.push(*c);
-            }
+        for chunk in convs.chunks(IN_CHUNK) {
+            erased.extend(self.erased_of(&mut tx, chunk).await?);
         }
-        for m in msgs.iter().filter(|m| !erased.contains(&m.conv.as_str())) {
+        let keep: Vec<&Msg> = msgs
+            .iter()
+            .filter(|m| !erased.iter().any(|e| *e == m.conv))
+            .collect();
+        // Many rows per statement: one round trip (and one parse) per few hundred messages.
+        for chunk in keep.chunks(ROWS_PER_INSERT) {
             let mut q = Sql::new("");
-            let vals = [
-                q.bind(m.conv.clone()),
-                q.bind(i(m.seq)),
-                q.bind(site.to_string()),
-                q.bind(m.from.role.as_str().to_owned()),
-                q.bind(m.from.id.clone()),
-                q.bind(m.from.name.clone()),
-                q.bind(m.text.clone()),
-                q.bind(i(m.ts)),
-                q.bind(m.cid.clone()),
-                q.bind(m.code.clone()),
-                q.bind(
-                    m.args
-                        .as_ref()
-                        .map(|a| serde_json::to_string(a).expect("args serialise")),
-                ),
-            ];
+            let mut rows = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                let vals = [
+                    q.bind(m.conv.clone()),
+                    q.bind(i(m.seq)),
+                    q.bind(site.to_string()),
+                    q.bind(m.from.role.as_str().to_owned()),
+                    q.bind(m.from.id.clone()),
+                    q.bind(m.from.name.clone()),
+                    q.bind(m.text.clone()),
+                    q.bind(i(m.ts)),
+                    q.bind(m.cid.clone()),
+                    q.bind(m.code.clone()),
+                    q.bind(
+                        m.args
+                            .as_ref()
+                            .map(|a| serde_json::to_string(a).expect("args serialise")),
+                    ),
+                ];
+                rows.push(format!("({})", vals.join(", ")));
+            }
             q.push(&format!(
                 "INSERT INTO messages (conv, seq, site, role, author_id, author_name, text, ts, \
-                 cid, code, args) VALUES ({}) ON CONFLICT (conv, seq) DO NOTHING",
-                vals.join(", ")
+                 cid, code, args) VALUES {} ON CONFLICT (conv, seq) DO NOTHING",
+                rows.join(", ")
             ));
             sqlx::query_with(&q.text, q.args).execute(&mut *tx).await?;
         }
-        for c in convs {
-            self.refresh_figures(&mut tx, c).await?;
-        }
+        self.refresh_figures(&mut tx, &convs).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -291,16 +307,25 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn archived_seq(&self, conv: &str) -> Result<u64> {
-        let mut q = Sql::new("");
-        let c = q.bind(conv.to_owned());
-        q.push(&format!(
-            "SELECT COALESCE(MAX(seq), 0) FROM messages WHERE conv = {c}"
-        ));
-        let row = sqlx::query_with(&q.text, q.args)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u(row.try_get(0)?))
+    async fn archived_seqs(&self, convs: &[&str]) -> Result<Vec<u64>> {
+        let mut found = std::collections::HashMap::with_capacity(convs.len());
+        for chunk in convs.chunks(IN_CHUNK) {
+            let mut q = Sql::new("");
+            let list = in_list(&mut q, chunk);
+            q.push(&format!(
+                "SELECT conv, MAX(seq) FROM messages WHERE conv IN ({list}) GROUP BY conv"
+            ));
+            for row in sqlx::query_with(&q.text, q.args)
+                .fetch_all(&self.pool)
+                .await?
+            {
+                found.insert(row.try_get::<String, _>(0)?, u(row.try_get(1)?));
+            }
+        }
+        Ok(convs
+            .iter()
+            .map(|c| found.get(*c).copied().unwrap_or(0))
+            .collect())
     }
 
     async fn conversations(
@@ -777,6 +802,49 @@ impl Store for SqlStore {
             .await?
             .rows_affected()
             > 0)
+    }
+
+    async fn directory(&self, site: &SiteId) -> Result<(u64, Vec<crate::directory::Row>)> {
+        self.dir_load(site).await
+    }
+
+    async fn put_entry(
+        &self,
+        site: &SiteId,
+        kind: crate::directory::Kind,
+        id: &str,
+        body: &str,
+        create: bool,
+        now: u64,
+    ) -> Result<super::Put> {
+        self.dir_put(site, kind, id, body, create, now).await
+    }
+
+    async fn delete_entry(
+        &self,
+        site: &SiteId,
+        kind: crate::directory::Kind,
+        id: &str,
+    ) -> Result<bool> {
+        self.dir_delete(site, kind, id).await
+    }
+
+    async fn put_session(&self, s: &super::SessionRecord) -> Result<()> {
+        self.session_put(s).await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<super::SessionRecord>> {
+        self.session_get(id).await
+    }
+
+    async fn revoke_sessions(
+        &self,
+        site: &SiteId,
+        id: Option<&str>,
+        staff: Option<&str>,
+        now: u64,
+    ) -> Result<u64> {
+        self.session_revoke(site, id, staff, now).await
     }
 
     async fn touch_key(&self, id: &str, now: u64) -> Result<()> {

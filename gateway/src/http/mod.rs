@@ -213,6 +213,7 @@ async fn visitor_session<E: Engine>(
         .or(name);
     let exp = (now + st.gw.config().visitor_token_ttl.as_millis() as u64) / 1000;
     let claims = Claims {
+        sid: None,
         sub: id.clone(),
         site: site.config.id.0.clone(),
         role: Role::Visitor,

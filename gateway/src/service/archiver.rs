@@ -147,22 +147,48 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// Archives entries in order until one fails; returns the ones written, and whether one
-    /// failed.
+    /// failed. A run of message notes of one site is written together: one query for where
+    /// the archive stands, one transaction for all their messages.
     async fn archive_items(
         &self,
         store: &dyn Store,
         items: &[OutboxItem],
     ) -> (Vec<OutboxItem>, bool) {
         let mut done = Vec::with_capacity(items.len());
-        for item in items {
-            match self.archive_item(store, item).await {
-                Ok(()) => done.push(item.clone()),
+        let mut rest = items;
+        while let Some(first) = rest.first() {
+            let run = match first.entry {
+                OutboxEntry::Messages { .. } => rest
+                    .iter()
+                    .take_while(|it| {
+                        it.site == first.site && matches!(it.entry, OutboxEntry::Messages { .. })
+                    })
+                    .count(),
+                _ => 1,
+            };
+            let (now, later) = rest.split_at(run);
+            let result = match first.entry {
+                OutboxEntry::Messages { .. } => {
+                    let notes: Vec<(ConvId, u64)> = now
+                        .iter()
+                        .filter_map(|it| match &it.entry {
+                            OutboxEntry::Messages { conv, up_to } => Some((conv.clone(), *up_to)),
+                            _ => None,
+                        })
+                        .collect();
+                    self.copy_messages(store, &first.site, &notes, false).await
+                }
+                _ => self.archive_item(store, first).await,
+            };
+            match result {
+                Ok(()) => done.extend_from_slice(now),
                 Err(e) => {
                     metrics::counter!(m::ARCHIVE_ERRORS).increment(1);
-                    tracing::warn!(site = %item.site, error = %e, "not archived yet; retrying");
+                    tracing::warn!(site = %first.site, error = %e, "not archived yet; retrying");
                     return (done, true);
                 }
             }
+            rest = later;
         }
         (done, false)
     }
@@ -180,43 +206,67 @@ impl<E: Engine> Gateway<E> {
                     // message, then it may expire.
                     let conv = ConvId(r.conv.id.clone());
                     let last = self.engine.last_seq(&conv).await?;
-                    self.copy_messages(store, &item.site, &conv, last, true)
+                    self.copy_messages(store, &item.site, &[(conv, last)], true)
                         .await?;
                 }
             }
             OutboxEntry::Operator(r) => store.record_operator(r).await?,
             OutboxEntry::Messages { conv, up_to } => {
-                self.copy_messages(store, &item.site, conv, *up_to, false)
+                self.copy_messages(store, &item.site, &[(conv.clone(), *up_to)], false)
                     .await?;
             }
         }
         Ok(())
     }
 
-    /// Copies a conversation's messages the archive does not hold yet, up to `up_to`, from
-    /// its log, and tells the engine how far the archive reaches.
+    /// Copies conversations' messages the archive does not hold yet, each up to its `seq`,
+    /// from their logs, and tells the engine how far the archive reaches. Writes at most
+    /// about [`COPY_BATCH`] messages per transaction.
     async fn copy_messages(
         &self,
         store: &dyn Store,
         site: &SiteId,
-        conv: &ConvId,
-        up_to: u64,
+        notes: &[(ConvId, u64)],
         closed: bool,
     ) -> Result<(), ArchiverError> {
-        let mut have = store.archived_seq(conv.as_str()).await?;
-        while have < up_to {
-            let batch = self.engine.read_log(conv, have, COPY_BATCH).await?;
-            let Some(last) = batch.last().map(|m| m.seq) else {
-                break;
-            };
-            if batch[0].seq > have + 1 {
-                // Only a log kept without an archive could have lost these.
-                tracing::warn!(conv = %conv, from = have + 1, to = batch[0].seq - 1, "messages missing from the log");
+        let ids: Vec<&str> = notes.iter().map(|(c, _)| c.as_str()).collect();
+        let mut have = store.archived_seqs(&ids).await?;
+        let mut pending: Vec<crate::protocol::Msg> = Vec::new();
+        // The conversations whose messages in `pending` are not written yet.
+        let mut reached: Vec<(usize, u64)> = Vec::new();
+        for (n, (conv, up_to)) in notes.iter().enumerate() {
+            let mut at = have[n];
+            while at < *up_to {
+                let batch = self.engine.read_log(conv, at, COPY_BATCH).await?;
+                let Some(last) = batch.last().map(|m| m.seq) else {
+                    break;
+                };
+                if batch[0].seq > at + 1 {
+                    // Only a log kept without an archive could have lost these.
+                    tracing::warn!(conv = %conv, from = at + 1, to = batch[0].seq - 1, "messages missing from the log");
+                }
+                pending.extend(batch);
+                at = last;
+                if pending.len() >= COPY_BATCH {
+                    store.record_messages(site, &pending).await?;
+                    pending.clear();
+                    for (k, seq) in reached.drain(..) {
+                        have[k] = seq;
+                    }
+                    have[n] = at;
+                }
             }
-            store.record_messages(site, &batch).await?;
-            have = last;
+            if at > have[n] {
+                reached.push((n, at));
+            }
         }
-        self.engine.mark_archived(conv, have, closed).await?;
+        store.record_messages(site, &pending).await?;
+        for (k, seq) in reached {
+            have[k] = seq;
+        }
+        for (n, (conv, _)) in notes.iter().enumerate() {
+            self.engine.mark_archived(conv, have[n], closed).await?;
+        }
         Ok(())
     }
 

@@ -22,6 +22,7 @@ mod archiver;
 mod authz;
 mod census;
 mod conversations;
+mod directory;
 mod integrations;
 mod presence;
 mod session;
@@ -40,6 +41,7 @@ pub use authz::Access;
 pub use conversations::preview_from;
 pub use integrations::{Changed, Details, WHOLE_MAX};
 pub use session::Cursors;
+pub use directory::DirError;
 pub use sites::SettingsUpdateError;
 
 use crate::archive::Store;
@@ -98,6 +100,8 @@ pub struct Site {
     /// that its own changes show at once; other nodes' show within
     /// [`sites::AVAILABILITY_TTL`].
     generation: AtomicU64,
+    /// The site's lines, staff and catalogues as last loaded (see `service/directory.rs`).
+    directory: RwLock<Arc<crate::directory::Directory>>,
 }
 
 impl Site {
@@ -165,6 +169,9 @@ impl<E: Engine> Gateway<E> {
                     config: s.clone(),
                     availability: tokio::sync::Mutex::new(None),
                     generation: AtomicU64::new(0),
+                    directory: RwLock::new(Arc::new(crate::directory::Directory::with_lines(
+                        s.queues.clone(),
+                    ))),
                 },
             );
         }

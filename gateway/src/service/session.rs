@@ -42,6 +42,7 @@ impl<E: Engine> Gateway<E> {
         let site = self
             .site(&principal.site)
             .ok_or((CloseReason::Forbidden, "unknown site"))?;
+        let principal = self.admit_staff(principal).await?;
         if !site.settings().origin_allowed(origin) {
             return Err((CloseReason::Forbidden, "origin not allowed"));
         }
@@ -317,7 +318,13 @@ impl<E: Engine> Gateway<E> {
             ping_interval_ms: self.cfg.ping_interval.as_millis() as u64,
             unavailable_text: s.unavailable_text.get(lang, s.language).to_owned(),
             language: Some(s.language.as_str().to_owned()),
-            queues: site.config.queues.iter().map(|q| q.0.clone()).collect(),
+            queues: site
+                .directory
+                .read()
+                .lines
+                .iter()
+                .map(|q| q.0.clone())
+                .collect(),
             canned: if role.is_staff() {
                 s.canned.clone()
             } else {

@@ -153,8 +153,12 @@ impl<E: Engine> Gateway<E> {
         while let Some(c) = rx.recv().await {
             match c {
                 Control::SettingsChanged(site) => {
+                    // The site changed: its settings or its directory.
                     if let Err(e) = self.reload_settings(&site).await {
                         tracing::warn!(site = %site, error = %e, "settings not reloaded");
+                    }
+                    if let Err(e) = self.reload_directory(&site).await {
+                        tracing::warn!(site = %site, error = %e, "directory not reloaded");
                     }
                 }
             }

@@ -191,9 +191,9 @@ impl<E: Engine> Gateway<E> {
         let (mut queues, ops) = {
             let mut tx = self.engine.begin(&p.site).await?;
             let st = tx.state();
-            let queues: Vec<(QueueId, Vec<Conversation>, usize)> = site
-                .config
-                .queues
+            let dir = site.directory.read().clone();
+            let queues: Vec<(QueueId, Vec<Conversation>, usize)> = dir
+                .lines
                 .iter()
                 .filter(|q| p.is_supervisor() || p.queues.as_ref().is_none_or(|qs| qs.contains(q)))
                 .map(|q| {

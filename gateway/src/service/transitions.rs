@@ -28,9 +28,10 @@ impl<E: Engine> Gateway<E> {
         loop {
             let mut tx = self.engine.begin(site).await?;
             let settings = s.settings();
+            let dir = s.directory.read().clone();
             let ctx = Ctx {
                 settings: &settings,
-                queues: &s.config.queues,
+                queues: &dir.lines,
                 now: now_ms(),
             };
             let now = ctx.now;

@@ -27,6 +27,7 @@ async fn forged_expired_and_alg_none_tokens_close_with_4001() {
     let node = node().await;
     let forged = gateway::auth::Auth::hs256(b"not-the-secret-at-all")
         .mint(&gateway::auth::Claims {
+            sid: None,
             sub: "op1".into(),
             site: "demo".into(),
             role: Role::Operator,

@@ -1,0 +1,237 @@
+//! The directory: what a site is made of besides its settings — lines (queues) with their
+//! operator and supervisor groups, groups, staff accounts, and the catalogues (tags,
+//! outcomes, parameter definitions, canned responses) and bans. Managed at runtime through
+//! the HTTP API (`api/directory.rs`) and the console's admin page; kept in the archive's
+//! database (one table of JSON documents per site and kind, and a version per site); every
+//! node holds the site's [`Directory`] and reloads it when any node changes it.
+//!
+//! Each collection is one [`Entity`] type: its fields as `api-v1.md` names them, how it is
+//! checked against the rest of the directory, and what refers to it (an entity still
+//! referred to is not deleted).
+
+mod entities;
+pub mod password;
+
+pub use entities::*;
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::core::{OperatorId, QueueId};
+
+/// A directory collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Queues,
+    Groups,
+    Operators,
+    Tags,
+    Outcomes,
+    Params,
+    Canned,
+    Bans,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 8] = [
+        Kind::Queues,
+        Kind::Groups,
+        Kind::Operators,
+        Kind::Tags,
+        Kind::Outcomes,
+        Kind::Params,
+        Kind::Canned,
+        Kind::Bans,
+    ];
+
+    /// The collection's name in the API's paths and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Queues => "queues",
+            Kind::Groups => "groups",
+            Kind::Operators => "operators",
+            Kind::Tags => "tags",
+            Kind::Outcomes => "outcomes",
+            Kind::Params => "params",
+            Kind::Canned => "canned",
+            Kind::Bans => "bans",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One rejected field of an entity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: &str, message: impl Into<String>) -> Invalid {
+        Invalid {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A collection's entity. `Stored` is what the database keeps (the entity itself, except for
+/// staff, whose password hash is kept beside it and never shown).
+pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    const KIND: Kind;
+    /// The name of the field that identifies an item (`id`, or `name` for tags, `code` for
+    /// parameters).
+    const ID_FIELD: &'static str = "id";
+
+    fn id(&self) -> &str;
+
+    fn map(dir: &Directory) -> &BTreeMap<String, Self>;
+
+    fn map_mut(dir: &mut Directory) -> &mut BTreeMap<String, Self>;
+
+    /// Whether the entity is acceptable in this directory (references resolve, values in
+    /// range). Every problem is returned, not only the first.
+    fn check(&self, dir: &Directory) -> Vec<Invalid>;
+
+    /// What refers to the item `id` of this collection (it is not deleted while anything
+    /// does), as `"<collection> <id>"`.
+    fn referrers(_dir: &Directory, _id: &str) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The item as the API shows it (staff: without the password hash, with their groups).
+    fn view(&self, _dir: &Directory) -> Value {
+        serde_json::to_value(self).expect("an entity serialises")
+    }
+
+    /// Turns a request's JSON into stored fields before it is read: drops what the API only
+    /// shows, and (staff) hashes a `password`. `old` is the stored item when patching.
+    fn prepare(_body: &mut Map<String, Value>, _old: Option<&Self>) -> Result<(), Vec<Invalid>> {
+        Ok(())
+    }
+
+    /// Fills in what the server decides when an item is created (a generated id, the time).
+    fn created(&mut self, _now: u64, _by: &str) {}
+}
+
+/// A site's directory as one node holds it.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    /// Bumped by every change (in the database, with the change).
+    pub version: u64,
+    pub queues: BTreeMap<String, Queue>,
+    pub groups: BTreeMap<String, Group>,
+    pub operators: BTreeMap<String, Staff>,
+    pub tags: BTreeMap<String, Tag>,
+    pub outcomes: BTreeMap<String, Outcome>,
+    pub params: BTreeMap<String, Param>,
+    pub canned: BTreeMap<String, Canned>,
+    pub bans: BTreeMap<String, Ban>,
+    /// The site's lines, in order: the directory's, or the sites file's when the directory
+    /// has none (set by whoever loads it).
+    pub lines: Vec<QueueId>,
+}
+
+/// A stored item: its collection, id and JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub kind: String,
+    pub id: String,
+    pub body: String,
+}
+
+impl Directory {
+    /// Reads the stored rows; a row that does not read (written by a newer version, or by
+    /// hand) is skipped with a warning rather than taking the site down.
+    pub fn from_rows(version: u64, rows: &[Row]) -> Directory {
+        let mut d = Directory {
+            version,
+            ..Directory::default()
+        };
+        for r in rows {
+            let ok = match Kind::parse(&r.kind) {
+                Some(Kind::Queues) => d.insert_json::<Queue>(&r.body),
+                Some(Kind::Groups) => d.insert_json::<Group>(&r.body),
+                Some(Kind::Operators) => d.insert_json::<Staff>(&r.body),
+                Some(Kind::Tags) => d.insert_json::<Tag>(&r.body),
+                Some(Kind::Outcomes) => d.insert_json::<Outcome>(&r.body),
+                Some(Kind::Params) => d.insert_json::<Param>(&r.body),
+                Some(Kind::Canned) => d.insert_json::<Canned>(&r.body),
+                Some(Kind::Bans) => d.insert_json::<Ban>(&r.body),
+                None => false,
+            };
+            if !ok {
+                tracing::warn!(kind = %r.kind, id = %r.id, "directory row not readable; skipped");
+            }
+        }
+        d
+    }
+
+    fn insert_json<T: Entity>(&mut self, body: &str) -> bool {
+        match serde_json::from_str::<T>(body) {
+            Ok(e) => {
+                T::map_mut(self).insert(e.id().to_owned(), e);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// A directory with nothing but the sites file's lines (no archive, or not loaded yet).
+    pub fn with_lines(lines: Vec<QueueId>) -> Directory {
+        Directory {
+            lines,
+            ..Directory::default()
+        }
+    }
+
+    /// Whether the site has set up any lines: then the directory decides who serves what.
+    pub fn has_lines(&self) -> bool {
+        !self.queues.is_empty()
+    }
+
+    /// The groups an operator is a member of.
+    pub fn groups_of<'a>(&'a self, op: &'a str) -> impl Iterator<Item = &'a Group> + 'a {
+        self.groups
+            .values()
+            .filter(move |g| g.members.iter().any(|m| m == op))
+    }
+
+    /// The lines an operator serves: those whose operator groups the operator is in, and
+    /// those with no operator groups (every operator's).
+    pub fn queues_served_by(&self, op: &OperatorId) -> Vec<QueueId> {
+        let mine: Vec<&str> = self.groups_of(op.as_str()).map(|g| g.id.as_str()).collect();
+        self.queues
+            .values()
+            .filter(|q| {
+                q.operator_groups.is_empty()
+                    || q.operator_groups.iter().any(|g| mine.contains(&g.as_str()))
+            })
+            .map(|q| QueueId(q.id.clone()))
+            .collect()
+    }
+
+    /// A staff account by e-mail (case-insensitive).
+    pub fn staff_by_email(&self, email: &str) -> Option<&Staff> {
+        self.operators
+            .values()
+            .find(|s| s.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+    }
+}
+
+/// Merges a patch's top-level fields into an item's JSON (`null` clears an optional field).
+pub fn merge(into: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (k, v) in patch {
+        into.insert(k, v);
+    }
+}
+
+#[cfg(test)]
+mod tests;
