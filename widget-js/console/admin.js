@@ -60,7 +60,7 @@ const COLLECTIONS = [
     fields: [
       field('id', 'Id', 'text', { key: true, required: true, hint: 'olga' }),
       field('name', 'Name', 'text', { hint: 'Olga' }),
-      field('email', 'E-mail', 'email', { hint: 'olga@example.com' }),
+      field('email', 'E-mail', 'email', { hint: 'olga@example.com', nullable: true }),
       field('role', 'Role', 'select', { options: ['operator', 'supervisor'], dflt: 'operator' }),
       field('max_chats', 'Max chats', 'number', { hint: "the site's" }),
       // Memberships are set through the groups' members; shown here.
@@ -139,7 +139,7 @@ const COLLECTIONS = [
       field('device', 'Device', 'text', { nullable: true }),
       field('ip', 'IP address', 'text', { nullable: true }),
       field('until', 'Until', 'time', { empty: 'for ever' }),
-      field('reason', 'Reason', 'text'),
+      field('reason', 'Reason', 'text', { nullable: true }),
       field('by', 'By', 'text', { create: false, edit: false })
     ]
   }
@@ -340,8 +340,10 @@ function showErrors(col, form, err) {
   const general = [];
   let first = null;
   for (const x of list) {
-    const el = fieldFor(col, form, x.field);
     const message = String(x.message || 'invalid');
+    // A body the server could not read names the field it misses in the message.
+    const missing = x.field === 'body' && message.match(/missing field `([^`]+)`/);
+    const el = fieldFor(col, form, missing ? missing[1] : x.field);
     if (!el) {
       general.push((x.field ? x.field + ': ' : '') + message);
       continue;
