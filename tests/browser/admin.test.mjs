@@ -2,7 +2,7 @@
 // sessions API: a supervisor creates a group, an operator with a password and a queue, and sees
 // them listed; a bad field shows the server's error beside it; the operator then signs in with
 // e-mail and password through the sign-in form and reaches the console, where a wrong password
-// is refused with a clear line; signing out revokes the session.
+// is refused with a clear line, and so are too many tries; signing out revokes the session.
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import { skipReason, setup, newPage, openConsole, screenshot } from './harness.mjs';
@@ -114,6 +114,11 @@ test('admin: a supervisor creates a group, an operator with a password and a que
   await fill(again, { id: 'support', name: 'Twice' });
   await again.getByTestId('admin-create').click();
   await again.getByTestId('admin-form-error').filter({ hasText: /409/ }).waitFor();
+  // A group a queue still uses is not deleted: the server's reason is said above the table.
+  await support.getByTestId('admin-delete').click();
+  await page.getByTestId('admin-confirm-ok').click();
+  await groups.getByTestId('admin-error').filter({ hasText: 'queues billing' }).waitFor();
+  assert.equal(await support.count(), 1, 'still listed');
 
   // Delete, after the confirmation: an outcome made for it.
   const outcomes = await section(page, 'outcomes');
@@ -150,7 +155,17 @@ test('admin: an operator made on the Admin page signs in with e-mail and passwor
   assert.equal(await page.evaluate(() => localStorage.getItem('cgw-console-token')), null, 'no token kept');
   assert.equal(await page.evaluate(() => document.activeElement.dataset.testid), 'signin-password');
 
+  // Too many tries for one account: the wait the server asks for.
+  await page.getByTestId('signin-email').fill('nobody@example.com');
+  for (let i = 0; i < 6; i++) {
+    await page.getByTestId('signin-password').fill('guess number ' + i);
+    await page.getByTestId('signin-submit').click();
+    await page.locator('[data-testid=signin-submit]:not([disabled])').waitFor();
+  }
+  await page.getByTestId('signin-error').filter({ hasText: /Too many sign-in attempts. Try again in \d+ s/ }).waitFor();
+
   // The right one: the console, connected as Pavel.
+  await page.getByTestId('signin-email').fill('pavel@example.com');
   await page.getByTestId('signin-password').fill('open sesame');
   await page.getByTestId('signin-submit').click();
   await page.locator('[data-testid=conn-state][data-state=open]').waitFor();

@@ -709,14 +709,15 @@ $('admin-confirm').addEventListener('close', async () => {
     }
   };
   if ($('admin-confirm').returnValue !== 'ok') return focusBack();
+  let refused = null;
   try {
     await apiFetch('DELETE', pathOf(col, key));
-    sectionError(col, null);
     toast('Deleted the ' + col.one + ' ' + key + '.');
   } catch (err) {
-    // Still referenced (409) and the like: said above the table.
-    sectionError(col, 'Could not delete the ' + col.one + ' ' + key + ': ' + errText(err));
+    refused = err;
   }
   await load(col);
+  // Still referenced (409) and the like: said above the table, once it is listed again.
+  if (refused) sectionError(col, 'Could not delete the ' + col.one + ' ' + key + ': ' + errText(refused));
   focusBack();
 });
