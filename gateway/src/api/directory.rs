@@ -76,7 +76,10 @@ pub async fn list<E: Engine, T: Entity>(
     let after = p.cursor(|s| Some(s.to_owned()));
     p.done()?;
     let dir = api.gw.directory(&who.site);
-    Ok(json(StatusCode::OK, &views::<T>(&dir, after.as_deref(), limit)))
+    Ok(json(
+        StatusCode::OK,
+        &views::<T>(&dir, after.as_deref(), limit),
+    ))
 }
 
 /// Creates an item.
@@ -273,14 +276,78 @@ macro_rules! collection {
     };
 }
 
-collection!(queues, Queue, Queue, Queue, "/v1/sites/{site}/queues", "/v1/sites/{site}/queues/{id}", "directory");
-collection!(groups, Group, Group, Group, "/v1/sites/{site}/groups", "/v1/sites/{site}/groups/{id}", "directory");
-collection!(operators, Staff, StaffView, StaffInput, "/v1/sites/{site}/operators", "/v1/sites/{site}/operators/{id}", "directory");
-collection!(tags, Tag, Tag, Tag, "/v1/sites/{site}/tags", "/v1/sites/{site}/tags/{id}", "directory");
-collection!(outcomes, Outcome, Outcome, Outcome, "/v1/sites/{site}/outcomes", "/v1/sites/{site}/outcomes/{id}", "directory");
-collection!(params, Param, Param, Param, "/v1/sites/{site}/params", "/v1/sites/{site}/params/{id}", "directory");
-collection!(canned, Canned, Canned, Canned, "/v1/sites/{site}/canned", "/v1/sites/{site}/canned/{id}", "directory");
-collection!(bans, Ban, Ban, Ban, "/v1/sites/{site}/bans", "/v1/sites/{site}/bans/{id}", "directory");
+collection!(
+    queues,
+    Queue,
+    Queue,
+    Queue,
+    "/v1/sites/{site}/queues",
+    "/v1/sites/{site}/queues/{id}",
+    "directory"
+);
+collection!(
+    groups,
+    Group,
+    Group,
+    Group,
+    "/v1/sites/{site}/groups",
+    "/v1/sites/{site}/groups/{id}",
+    "directory"
+);
+collection!(
+    operators,
+    Staff,
+    StaffView,
+    StaffInput,
+    "/v1/sites/{site}/operators",
+    "/v1/sites/{site}/operators/{id}",
+    "directory"
+);
+collection!(
+    tags,
+    Tag,
+    Tag,
+    Tag,
+    "/v1/sites/{site}/tags",
+    "/v1/sites/{site}/tags/{id}",
+    "directory"
+);
+collection!(
+    outcomes,
+    Outcome,
+    Outcome,
+    Outcome,
+    "/v1/sites/{site}/outcomes",
+    "/v1/sites/{site}/outcomes/{id}",
+    "directory"
+);
+collection!(
+    params,
+    Param,
+    Param,
+    Param,
+    "/v1/sites/{site}/params",
+    "/v1/sites/{site}/params/{id}",
+    "directory"
+);
+collection!(
+    canned,
+    Canned,
+    Canned,
+    Canned,
+    "/v1/sites/{site}/canned",
+    "/v1/sites/{site}/canned/{id}",
+    "directory"
+);
+collection!(
+    bans,
+    Ban,
+    Ban,
+    Ban,
+    "/v1/sites/{site}/bans",
+    "/v1/sites/{site}/bans/{id}",
+    "directory"
+);
 
 /// Every collection's routes.
 pub fn routes<E: Engine>(r: axum::Router<Api<E>>) -> axum::Router<Api<E>> {

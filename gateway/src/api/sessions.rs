@@ -171,7 +171,9 @@ pub async fn sign_in<E: Engine>(
             "not-implemented",
             "Tokens are minted elsewhere",
         )
-        .detail("this gateway verifies tokens with a public key; sign in through the site's own system")
+        .detail(
+            "this gateway verifies tokens with a public key; sign in through the site's own system",
+        )
     })?;
     store.put_session(&session).await?;
     tracing::info!(site = %site, staff = %staff.id, session = %session.id, "signed in");
@@ -215,7 +217,11 @@ pub async fn revoke<E: Engine>(
     let own = matches!(&caller, Caller::Staff(p) if p.session.as_deref() == Some(id.as_str()));
     let who = caller.on(&api.gw, &site, if own { Need::Read } else { Need::Admin })?;
     let store = api.gw.archive_or_refuse()?;
-    let Some(s) = store.session(&id).await?.filter(|s| s.site == who.site.as_str()) else {
+    let Some(s) = store
+        .session(&id)
+        .await?
+        .filter(|s| s.site == who.site.as_str())
+    else {
         return Err(Problem::not_found("no such session"));
     };
     store

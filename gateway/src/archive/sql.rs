@@ -51,11 +51,7 @@ impl SqlStore {
 
     /// Whether a stored conversation belongs to a visitor erased after it began.
     /// Which of these conversations belong to a visitor erased after they started.
-    async fn erased_of(
-        &self,
-        tx: &mut sqlx::AnyConnection,
-        convs: &[&str],
-    ) -> Result<Vec<String>> {
+    async fn erased_of(&self, tx: &mut sqlx::AnyConnection, convs: &[&str]) -> Result<Vec<String>> {
         let mut q = Sql::new("");
         let list = in_list(&mut q, convs);
         q.push(&format!(
@@ -249,7 +245,7 @@ impl Store for SqlStore {
         }
         let keep: Vec<&Msg> = msgs
             .iter()
-            .filter(|m| !erased.iter().any(|e| *e == m.conv))
+            .filter(|m| !erased.contains(&m.conv))
             .collect();
         // Many rows per statement: one round trip (and one parse) per few hundred messages.
         for chunk in keep.chunks(ROWS_PER_INSERT) {

@@ -53,9 +53,9 @@ pub fn email_ok(s: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"'))
+        && !s.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
+        })
 }
 
 fn emails_ok(field: &str, list: &[String], out: &mut Vec<Invalid>) {
@@ -64,18 +64,30 @@ fn emails_ok(field: &str, list: &[String], out: &mut Vec<Invalid>) {
     }
     for (i, e) in list.iter().enumerate() {
         if !email_ok(e) {
-            out.push(Invalid::new(&format!("{field}[{i}]"), "not an e-mail address"));
+            out.push(Invalid::new(
+                &format!("{field}[{i}]"),
+                "not an e-mail address",
+            ));
         }
     }
 }
 
-fn refs_ok<T>(field: &str, ids: &[String], map: &BTreeMap<String, T>, what: &str, out: &mut Vec<Invalid>) {
+fn refs_ok<T>(
+    field: &str,
+    ids: &[String],
+    map: &BTreeMap<String, T>,
+    what: &str,
+    out: &mut Vec<Invalid>,
+) {
     if ids.len() > MAX_LIST {
         out.push(Invalid::new(field, format!("at most {MAX_LIST} items")));
     }
     for (i, id) in ids.iter().enumerate() {
         if !map.contains_key(id) {
-            out.push(Invalid::new(&format!("{field}[{i}]"), format!("no such {what}: {id:?}")));
+            out.push(Invalid::new(
+                &format!("{field}[{i}]"),
+                format!("no such {what}: {id:?}"),
+            ));
         }
     }
 }
@@ -131,8 +143,20 @@ impl Entity for Queue {
         let mut out = Vec::new();
         id_ok("id", &self.id, &mut out);
         text_ok("name", &self.name, 100, &mut out);
-        refs_ok("operator_groups", &self.operator_groups, &dir.groups, "group", &mut out);
-        refs_ok("supervisor_groups", &self.supervisor_groups, &dir.groups, "group", &mut out);
+        refs_ok(
+            "operator_groups",
+            &self.operator_groups,
+            &dir.groups,
+            "group",
+            &mut out,
+        );
+        refs_ok(
+            "supervisor_groups",
+            &self.supervisor_groups,
+            &dir.groups,
+            "group",
+            &mut out,
+        );
         emails_ok("transcript_emails", &self.transcript_emails, &mut out);
         for k in self.settings.keys() {
             if !QUEUE_SETTINGS.contains(&k.as_str()) {
@@ -188,7 +212,13 @@ impl Entity for Group {
         let mut out = Vec::new();
         id_ok("id", &self.id, &mut out);
         text_ok("name", &self.name, 100, &mut out);
-        refs_ok("members", &self.members, &dir.operators, "operator", &mut out);
+        refs_ok(
+            "members",
+            &self.members,
+            &dir.operators,
+            "operator",
+            &mut out,
+        );
         out
     }
 
@@ -305,7 +335,9 @@ impl Entity for Staff {
     }
 
     fn referrers(dir: &Directory, id: &str) -> Vec<String> {
-        dir.groups_of(id).map(|g| format!("groups {}", g.id)).collect()
+        dir.groups_of(id)
+            .map(|g| format!("groups {}", g.id))
+            .collect()
     }
 
     fn view(&self, dir: &Directory) -> Value {
@@ -422,7 +454,13 @@ impl Entity for Tag {
         }
         color_ok("color", &self.color, &mut out);
         color_ok("text_color", &self.text_color, &mut out);
-        refs_ok("auto.queues", &self.auto.queues, &dir.queues, "queue", &mut out);
+        refs_ok(
+            "auto.queues",
+            &self.auto.queues,
+            &dir.queues,
+            "queue",
+            &mut out,
+        );
         if self.auto.keywords.len() > 100 {
             out.push(Invalid::new("auto.keywords", "at most 100 keywords"));
         }
@@ -561,7 +599,10 @@ impl Entity for Canned {
         id_ok("id", &self.id, &mut out);
         if self.shortcut.is_empty()
             || self.shortcut.chars().count() > 32
-            || self.shortcut.chars().any(|c| c.is_whitespace() || c.is_control())
+            || self
+                .shortcut
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             out.push(Invalid::new("shortcut", "1 to 32 characters, no spaces"));
         }
@@ -622,7 +663,10 @@ impl Entity for Ban {
         let mut out = Vec::new();
         id_ok("id", &self.id, &mut out);
         if self.visitor.is_none() && self.device.is_none() && self.ip.is_none() {
-            out.push(Invalid::new("visitor", "a ban needs a visitor, a device or an ip"));
+            out.push(Invalid::new(
+                "visitor",
+                "a ban needs a visitor, a device or an ip",
+            ));
         }
         for (field, v) in [("visitor", &self.visitor), ("device", &self.device)] {
             if let Some(v) = v {

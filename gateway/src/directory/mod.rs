@@ -220,9 +220,11 @@ impl Directory {
 
     /// A staff account by e-mail (case-insensitive).
     pub fn staff_by_email(&self, email: &str) -> Option<&Staff> {
-        self.operators
-            .values()
-            .find(|s| s.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+        self.operators.values().find(|s| {
+            s.email
+                .as_deref()
+                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+        })
     }
 }
 

@@ -18,8 +18,11 @@ pub fn hash(password: &str) -> String {
 
 /// Whether `password` matches a stored PHC string (a malformed one matches nothing).
 pub fn verify(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    PasswordHash::new(phc).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
 }
 
 /// [`verify`] off the async runtime's workers.

@@ -6,7 +6,10 @@ fn dir() -> Directory {
     let mut d = Directory::default();
     d.operators.insert(
         "ann".into(),
-        serde_json::from_value(json!({"id":"ann","name":"Ann","role":"operator","email":"ann@example.com"})).unwrap(),
+        serde_json::from_value(
+            json!({"id":"ann","name":"Ann","role":"operator","email":"ann@example.com"}),
+        )
+        .unwrap(),
     );
     d.operators.insert(
         "bob".into(),
@@ -37,8 +40,20 @@ fn queue(groups: &[&str]) -> Queue {
 #[test]
 fn lines_are_served_by_their_groups_or_by_everyone() {
     let mut d = dir();
-    d.queues.insert("sales-line".into(), Queue { id: "sales-line".into(), ..queue(&["sales"]) });
-    d.queues.insert("open".into(), Queue { id: "open".into(), ..queue(&[]) });
+    d.queues.insert(
+        "sales-line".into(),
+        Queue {
+            id: "sales-line".into(),
+            ..queue(&["sales"])
+        },
+    );
+    d.queues.insert(
+        "open".into(),
+        Queue {
+            id: "open".into(),
+            ..queue(&[])
+        },
+    );
     let ann = d.queues_served_by(&OperatorId::from("ann"));
     let bob = d.queues_served_by(&OperatorId::from("bob"));
     assert_eq!(ann, [QueueId::from("open"), QueueId::from("sales-line")]);
@@ -50,12 +65,22 @@ fn references_and_fields_are_checked_each() {
     let d = dir();
     let mut q = queue(&["sales", "nope"]);
     q.id = "bad id".into();
-    q.transcript_emails = vec!["x@y.org".into(), "not mail".into(), "a@b.c\r\nBcc: x@y.z".into()];
+    q.transcript_emails = vec![
+        "x@y.org".into(),
+        "not mail".into(),
+        "a@b.c\r\nBcc: x@y.z".into(),
+    ];
     q.settings.insert("language".into(), json!("ru"));
     let fields: Vec<String> = q.check(&d).into_iter().map(|e| e.field).collect();
     assert_eq!(
         fields,
-        ["id", "operator_groups[1]", "transcript_emails[1]", "transcript_emails[2]", "settings.language"]
+        [
+            "id",
+            "operator_groups[1]",
+            "transcript_emails[1]",
+            "transcript_emails[2]",
+            "settings.language"
+        ]
     );
     assert!(queue(&["sales"]).check(&d).is_empty());
 }
@@ -72,9 +97,10 @@ fn what_is_referred_to_names_its_referrers() {
 #[test]
 fn staff_e_mails_are_unique_and_passwords_never_shown() {
     let d = dir();
-    let mut other: Staff =
-        serde_json::from_value(json!({"id":"eve","name":"Eve","role":"supervisor","email":"ANN@example.com"}))
-            .unwrap();
+    let mut other: Staff = serde_json::from_value(
+        json!({"id":"eve","name":"Eve","role":"supervisor","email":"ANN@example.com"}),
+    )
+    .unwrap();
     assert_eq!(other.check(&d)[0].field, "email");
     other.email = Some("eve@example.com".into());
     assert!(other.check(&d).is_empty());
@@ -87,8 +113,14 @@ fn staff_e_mails_are_unique_and_passwords_never_shown() {
     assert!(body.contains_key("password_hash") && !body.contains_key("password"));
     assert!(!body.contains_key("groups"));
     let mut short = json!({"password":"short"}).as_object().cloned().unwrap();
-    assert_eq!(Staff::prepare(&mut short, None).unwrap_err()[0].field, "password");
-    let mut forged = json!({"password_hash":"$argon2id$x"}).as_object().cloned().unwrap();
+    assert_eq!(
+        Staff::prepare(&mut short, None).unwrap_err()[0].field,
+        "password"
+    );
+    let mut forged = json!({"password_hash":"$argon2id$x"})
+        .as_object()
+        .cloned()
+        .unwrap();
     assert!(Staff::prepare(&mut forged, None).is_err());
 
     other.password_hash = Some(password::hash("long enough"));
@@ -113,16 +145,33 @@ fn a_ban_holds_by_visitor_device_or_address_until_it_ends() {
     assert!(b.holds(10, "v2", None, Some("10.0.0.1")));
     assert!(!b.holds(10, "v2", Some("other"), Some("10.0.0.2")));
     assert!(!b.holds(1_000, "v1", None, None));
-    let nothing = Ban { visitor: None, device: None, ip: None, ..b };
+    let nothing = Ban {
+        visitor: None,
+        device: None,
+        ip: None,
+        ..b
+    };
     assert_eq!(nothing.check(&Directory::default())[0].field, "visitor");
 }
 
 #[test]
 fn rows_that_do_not_read_are_skipped() {
     let rows = [
-        Row { kind: "groups".into(), id: "g".into(), body: r#"{"id":"g","name":"G"}"#.into() },
-        Row { kind: "groups".into(), id: "h".into(), body: "{broken".into() },
-        Row { kind: "unknown".into(), id: "x".into(), body: "{}".into() },
+        Row {
+            kind: "groups".into(),
+            id: "g".into(),
+            body: r#"{"id":"g","name":"G"}"#.into(),
+        },
+        Row {
+            kind: "groups".into(),
+            id: "h".into(),
+            body: "{broken".into(),
+        },
+        Row {
+            kind: "unknown".into(),
+            id: "x".into(),
+            body: "{}".into(),
+        },
     ];
     let d = Directory::from_rows(7, &rows);
     assert_eq!(d.version, 7);

@@ -233,11 +233,11 @@ impl<E: Engine> Gateway<E> {
         };
         match s.settings().patched(settings, self.cfg.bounds) {
             Ok(_) => Vec::new(),
-            Err(e) => e
-                .0
-                .into_iter()
-                .map(|e| Invalid::new(&format!("settings.{}", e.key), e.message))
-                .collect(),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| Invalid::new(&format!("settings.{}", e.key), e.message))
+                    .collect()
+            }
         }
     }
 
@@ -300,7 +300,10 @@ impl<E: Engine> Gateway<E> {
 
     /// A staff member's token checked as [`Gateway::staff_from_directory`] does, and, for a
     /// token of a password sign-in, its session: refused once revoked or expired.
-    pub async fn admit_staff(&self, p: Principal) -> Result<Principal, (CloseReason, &'static str)> {
+    pub async fn admit_staff(
+        &self,
+        p: Principal,
+    ) -> Result<Principal, (CloseReason, &'static str)> {
         if let Some(sid) = &p.session {
             let Some(store) = self.archive.as_ref() else {
                 return Err((CloseReason::Unauthorized, "sessions need the archive"));

@@ -39,9 +39,9 @@ use parking_lot::RwLock;
 
 pub use authz::Access;
 pub use conversations::preview_from;
+pub use directory::DirError;
 pub use integrations::{Changed, Details, WHOLE_MAX};
 pub use session::Cursors;
-pub use directory::DirError;
 pub use sites::SettingsUpdateError;
 
 use crate::archive::Store;

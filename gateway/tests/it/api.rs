@@ -12,7 +12,7 @@ use testsupport::HttpAnswer;
 
 use crate::common::*;
 
-struct Scratch(std::path::PathBuf);
+pub(crate) struct Scratch(std::path::PathBuf);
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -21,7 +21,7 @@ impl Drop for Scratch {
 }
 
 /// A node with an archive (SQLite in a temp dir) and two sites, `demo` and `other`.
-async fn api_node(tweak: impl FnOnce(&mut gateway::config::Config)) -> (Node, Scratch) {
+pub(crate) async fn api_node(tweak: impl FnOnce(&mut gateway::config::Config)) -> (Node, Scratch) {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "cg-it-api-{}-{}",
@@ -39,7 +39,7 @@ async fn api_node(tweak: impl FnOnce(&mut gateway::config::Config)) -> (Node, Sc
     (node, Scratch(dir))
 }
 
-async fn key(node: &Node, site: Option<&str>, scopes: &[Scope]) -> String {
+pub(crate) async fn key(node: &Node, site: Option<&str>, scopes: &[Scope]) -> String {
     let store = node.gw.archive().expect("an archive").clone();
     keys::create(&*store, site, "test key", scopes)
         .await
@@ -48,7 +48,7 @@ async fn key(node: &Node, site: Option<&str>, scopes: &[Scope]) -> String {
 }
 
 /// Calls the node's API as `auth`.
-async fn call(
+pub(crate) async fn call(
     node: &Node,
     auth: &str,
     method: &str,
@@ -68,7 +68,7 @@ async fn call(
         .expect("the node answers")
 }
 
-async fn get(node: &Node, auth: &str, path: &str) -> HttpAnswer {
+pub(crate) async fn get(node: &Node, auth: &str, path: &str) -> HttpAnswer {
     call(node, auth, "GET", path, None, &[]).await
 }
 
@@ -99,7 +99,7 @@ async fn get_until(
     }
 }
 
-fn assert_problem(a: &HttpAnswer, status: u16, kind: &str) -> Value {
+pub(crate) fn assert_problem(a: &HttpAnswer, status: u16, kind: &str) -> Value {
     assert_eq!(a.status, status, "{}", a.body);
     assert_eq!(
         a.header("content-type"),

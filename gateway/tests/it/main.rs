@@ -10,6 +10,7 @@ mod archiving;
 mod bounds;
 mod chat;
 mod conformance;
+mod directory;
 mod edge;
 mod golden;
 mod rules;

@@ -1,0 +1,520 @@
+//! The directory through the HTTP API on one node with its SQLite archive: collections
+//! created, checked, patched and deleted; lines deciding which operators serve what; staff
+//! signing in with a password, sessions revoked, accounts set inactive and disconnected at
+//! once; and nothing of one site reachable from another.
+
+use gateway::api::keys::Scope;
+use gateway::protocol::{ClientFrame, Encoding, Role, ServerFrame};
+use serde_json::{json, Value};
+
+use crate::api::{api_node, assert_problem, call, get, key};
+use crate::common::*;
+
+async fn post(node: &Node, auth: &str, path: &str, body: Value) -> testsupport::HttpAnswer {
+    call(node, auth, "POST", path, Some(body), &[]).await
+}
+
+/// Says hello with `token` and returns the close code it is refused with.
+async fn refused(node: &Node, token: &str) -> Option<u16> {
+    let mut c = Client::open(node, Encoding::Json).await;
+    c.send(&ClientFrame::Hello {
+        token: token.into(),
+        cursors: Default::default(),
+        lang: None,
+    })
+    .await;
+    c.closed().await
+}
+
+fn queues_of(welcome: &ServerFrame) -> Vec<String> {
+    match welcome {
+        ServerFrame::Welcome { settings, .. } => settings.queues.clone(),
+        other => panic!("not a welcome: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn collections_are_created_checked_patched_and_deleted() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    let read = key(&node, Some("demo"), &[Scope::Read]).await;
+    let other = key(&node, Some("other"), &[Scope::Admin]).await;
+
+    // The sites file seeded the lines of a fresh site.
+    let lines = get(&node, &read, "/v1/sites/demo/queues").await.json();
+    let ids: Vec<&str> = lines["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["general", "vip"]);
+
+    let a = post(&node, &admin, "/v1/sites/demo/operators", json!({"id":"ann","name":"Ann","role":"operator","email":"ann@example.com","password":"long enough 1"})).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let ann = a.json();
+    assert_eq!(ann["has_password"], true);
+    assert!(ann.get("password").is_none() && ann.get("password_hash").is_none());
+    assert!(!a.body.contains("argon2"), "no hash shown");
+
+    // Every bad field is named; a reference to nothing is a bad field.
+    let a = post(
+        &node,
+        &admin,
+        "/v1/sites/demo/groups",
+        json!({"id":"sales","name":"","members":["ann","ghost"]}),
+    )
+    .await;
+    let p = assert_problem(&a, 422, "invalid");
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["name", "members[1]"], "{p}");
+    let a = post(
+        &node,
+        &admin,
+        "/v1/sites/demo/groups",
+        json!({"id":"sales","name":"Sales","members":["ann"],"colour":"red"}),
+    )
+    .await;
+    assert_problem(&a, 422, "invalid");
+    assert_problem(
+        &post(&node, &admin, "/v1/sites/demo/groups", json!([1, 2])).await,
+        422,
+        "invalid",
+    );
+    let a = post(
+        &node,
+        &admin,
+        "/v1/sites/demo/groups",
+        json!({"id":"sales","name":"Sales","members":["ann"]}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_problem(
+        &post(
+            &node,
+            &admin,
+            "/v1/sites/demo/groups",
+            json!({"id":"sales","name":"Again"}),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+
+    // A line's settings are checked as settings.
+    let a = post(&node, &admin, "/v1/sites/demo/queues", json!({"id":"sales","name":"Sales","operator_groups":["sales"],"settings":{"accept_timeout":"soon","language":"ru"}})).await;
+    let p = assert_problem(&a, 422, "invalid");
+    let fields: Vec<&str> = p["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"settings.language") && fields.contains(&"settings.accept_timeout"),
+        "{p}"
+    );
+    let a = post(&node, &admin, "/v1/sites/demo/queues", json!({"id":"sales","name":"Sales","operator_groups":["sales"],"settings":{"accept_timeout":"20s"}})).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+
+    // What is referred to is not deleted; the answer says by what.
+    let a = call(
+        &node,
+        &admin,
+        "DELETE",
+        "/v1/sites/demo/groups/sales",
+        None,
+        &[],
+    )
+    .await;
+    let p = assert_problem(&a, 409, "conflict");
+    assert!(
+        p["detail"].as_str().unwrap().contains("queues sales"),
+        "{p}"
+    );
+    let ann = get(&node, &read, "/v1/sites/demo/operators/ann")
+        .await
+        .json();
+    assert_eq!(ann["groups"], json!(["sales"]));
+
+    // Patch: only the fields named; the id stays.
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        "/v1/sites/demo/queues/sales",
+        Some(json!({"name":"Sales line"})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["operator_groups"], json!(["sales"]));
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        "/v1/sites/demo/queues/sales",
+        Some(json!({"id":"other"})),
+        &[],
+    )
+    .await;
+    assert_problem(&a, 422, "invalid");
+    assert_problem(
+        &call(
+            &node,
+            &admin,
+            "PATCH",
+            "/v1/sites/demo/queues/nope",
+            Some(json!({})),
+            &[],
+        )
+        .await,
+        404,
+        "not-found",
+    );
+
+    // Tags: the server stamps who made them; bans get an id.
+    let a = post(&node, &admin, "/v1/sites/demo/tags", json!({"name":"refund","color":"#ff0000","auto":{"keywords":["money back"],"queues":["sales"]},"created_by":"forged"})).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_ne!(a.json()["created_by"], "forged");
+    assert_problem(
+        &post(
+            &node,
+            &admin,
+            "/v1/sites/demo/tags",
+            json!({"name":"x","color":"red"}),
+        )
+        .await,
+        422,
+        "invalid",
+    );
+    let a = post(
+        &node,
+        &admin,
+        "/v1/sites/demo/bans",
+        json!({"device":"dev-1","reason":"spam"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert!(!a.json()["id"].as_str().unwrap().is_empty());
+    assert_problem(
+        &post(
+            &node,
+            &admin,
+            "/v1/sites/demo/bans",
+            json!({"reason":"nobody"}),
+        )
+        .await,
+        422,
+        "invalid",
+    );
+    assert_problem(
+        &post(
+            &node,
+            &admin,
+            "/v1/sites/demo/bans",
+            json!({"ip":"not an ip"}),
+        )
+        .await,
+        422,
+        "invalid",
+    );
+
+    // Pages, in id order.
+    for i in 0..3 {
+        assert_eq!(
+            post(
+                &node,
+                &admin,
+                "/v1/sites/demo/outcomes",
+                json!({"id": format!("o{i}"), "name": "Done"})
+            )
+            .await
+            .status,
+            201
+        );
+    }
+    let page = get(&node, &read, "/v1/sites/demo/outcomes?limit=2")
+        .await
+        .json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let next = page["next_cursor"].as_str().unwrap();
+    let rest = get(
+        &node,
+        &read,
+        &format!("/v1/sites/demo/outcomes?limit=2&cursor={next}"),
+    )
+    .await
+    .json();
+    assert_eq!(rest["items"][0]["id"], "o2");
+    assert!(rest["next_cursor"].is_null());
+
+    // Scopes, and sites that never meet.
+    assert_problem(
+        &post(
+            &node,
+            &read,
+            "/v1/sites/demo/outcomes",
+            json!({"id":"x","name":"X"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert_problem(
+        &get(&node, &other, "/v1/sites/demo/operators").await,
+        404,
+        "not-found",
+    );
+    let theirs = get(&node, &other, "/v1/sites/other/operators").await.json();
+    assert_eq!(theirs["items"], json!([]));
+    // Deleted: gone, and the next delete finds nothing.
+    assert_eq!(
+        call(
+            &node,
+            &admin,
+            "DELETE",
+            "/v1/sites/demo/outcomes/o0",
+            None,
+            &[]
+        )
+        .await
+        .status,
+        204
+    );
+    assert_problem(
+        &call(
+            &node,
+            &admin,
+            "DELETE",
+            "/v1/sites/demo/outcomes/o0",
+            None,
+            &[],
+        )
+        .await,
+        404,
+        "not-found",
+    );
+}
+
+#[tokio::test]
+async fn lines_decide_what_an_operator_serves_and_inactive_staff_are_cut_off() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    for body in [
+        json!({"id":"ann","name":"Ann","role":"operator","max_chats":2}),
+        json!({"id":"bob","name":"Bob","role":"operator"}),
+    ] {
+        assert_eq!(
+            post(&node, &admin, "/v1/sites/demo/operators", body)
+                .await
+                .status,
+            201
+        );
+    }
+    assert_eq!(
+        post(
+            &node,
+            &admin,
+            "/v1/sites/demo/groups",
+            json!({"id":"vips","name":"VIP team","members":["ann"]})
+        )
+        .await
+        .status,
+        201
+    );
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        "/v1/sites/demo/queues/vip",
+        Some(json!({"operator_groups":["vips"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // Whatever their tokens say, Bob serves the open line only, Ann both.
+    let (mut bob, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "bob", "Bob"),
+    )
+    .await;
+    let (_ann, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "ann", "Ann"),
+    )
+    .await;
+    let r = bob.rid();
+    let ok = bob
+        .request(req::status(r, gateway::protocol::OperatorStatus::Active))
+        .await;
+    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+    let listing = bob
+        .recv_until(|f| matches!(f, ServerFrame::Queue { .. }))
+        .await;
+    let ServerFrame::Queue { queue, .. } = &listing else {
+        unreachable!()
+    };
+    assert_eq!(queue, "general", "bob is not shown the vip line");
+
+    // A new line is in effect at once: the next welcome lists it.
+    assert_eq!(
+        post(
+            &node,
+            &admin,
+            "/v1/sites/demo/queues",
+            json!({"id":"billing","name":"Billing"})
+        )
+        .await
+        .status,
+        201
+    );
+    let (_c, w) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "V"),
+    )
+    .await;
+    assert_eq!(queues_of(&w), ["billing", "general", "vip"]);
+
+    // Set inactive: disconnected at once, and refused from then on.
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        "/v1/sites/demo/operators/bob",
+        Some(json!({"active":false})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(bob.closed().await, Some(4003));
+    assert_eq!(
+        refused(&node, &token("demo", Role::Operator, "bob", "Bob")).await,
+        Some(4003)
+    );
+    // A token claiming another role than the account's is refused too.
+    assert_eq!(
+        refused(&node, &token("demo", Role::Supervisor, "ann", "Ann")).await,
+        Some(4003)
+    );
+}
+
+#[tokio::test]
+async fn staff_sign_in_with_a_password_and_sessions_end_when_revoked() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    let a = post(&node, &admin, "/v1/sites/demo/operators", json!({"id":"sue","name":"Sue","role":"supervisor","email":"Sue@Example.com","password":"correct horse"})).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(
+        post(
+            &node,
+            &admin,
+            "/v1/sites/demo/operators",
+            json!({"id":"nopw","name":"No password","role":"operator","email":"nopw@example.com"})
+        )
+        .await
+        .status,
+        201
+    );
+
+    let sign_in = |email: &'static str, pw: &'static str| {
+        let node = &node;
+        async move {
+            post(
+                node,
+                "",
+                "/v1/sites/demo/sessions",
+                json!({"email": email, "password": pw}),
+            )
+            .await
+        }
+    };
+    assert_problem(
+        &sign_in("sue@example.com", "wrong horse").await,
+        401,
+        "unauthorized",
+    );
+    assert_problem(
+        &sign_in("nobody@example.com", "correct horse").await,
+        401,
+        "unauthorized",
+    );
+    assert_problem(&sign_in("nopw@example.com", "").await, 422, "invalid");
+    assert_problem(
+        &post(
+            &node,
+            "",
+            "/v1/sites/other/sessions",
+            json!({"email":"sue@example.com","password":"correct horse"}),
+        )
+        .await,
+        401,
+        "unauthorized",
+    );
+    let a = sign_in("sue@example.com", "correct horse").await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let made = a.json();
+    let tok = made["token"].as_str().unwrap().to_owned();
+    let session = made["session"].as_str().unwrap().to_owned();
+    assert_eq!(made["staff"]["id"], "sue");
+
+    // The token works on the socket and the API, as a supervisor of this site only.
+    let (mut ws, w) = Client::connect(&node, Encoding::Json, &tok).await;
+    let ServerFrame::Welcome { me, .. } = &w else {
+        unreachable!()
+    };
+    assert_eq!(me.role, Role::Supervisor);
+    assert_eq!(
+        get(&node, &tok, "/v1/sites/demo/operators").await.status,
+        200
+    );
+    assert_problem(
+        &get(&node, &tok, "/v1/sites/other/operators").await,
+        404,
+        "not-found",
+    );
+
+    // Revoked by its owner: the socket closes, the token is refused everywhere.
+    let a = call(
+        &node,
+        &tok,
+        "DELETE",
+        &format!("/v1/sites/demo/sessions/{session}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(ws.closed().await, Some(4001));
+    assert_eq!(refused(&node, &tok).await, Some(4001));
+    assert_problem(
+        &get(&node, &tok, "/v1/sites/demo/operators").await,
+        401,
+        "unauthorized",
+    );
+
+    // Too many tries for one account: 429 with Retry-After, even with the right password.
+    let mut limited = None;
+    for _ in 0..8 {
+        let a = sign_in("sue@example.com", "wrong horse").await;
+        if a.status == 429 {
+            limited = Some(a);
+            break;
+        }
+    }
+    let a = limited.expect("attempts are limited");
+    assert!(a.header("retry-after").is_some());
+    assert_eq!(
+        sign_in("sue@example.com", "correct horse").await.status,
+        429
+    );
+}
