@@ -38,8 +38,10 @@ test('console sign-in: a bad token is refused, a pasted good one signs in', { sk
   const { page, errors } = await newPage(browser);
   await page.goto(`${gw.url}/console`);
   await page.getByTestId('signin').waitFor();
+  // E-mail and password come first; the pasted token is the secondary way in.
+  await page.getByTestId('token-toggle').click();
   await page.getByTestId('token-input').fill('not.a.token');
-  await page.getByTestId('signin-submit').click();
+  await page.getByTestId('token-submit').click();
   await page.locator('[data-testid=signin-error]', { hasText: /rejected|expired/ }).waitFor();
   assert.equal(await page.getByTestId('token-input').inputValue(), '', 'the refused token is not kept in the field');
   assert.equal(await page.evaluate(() => localStorage.getItem('cgw-console-token')), null, 'nor stored');
@@ -47,12 +49,12 @@ test('console sign-in: a bad token is refused, a pasted good one signs in', { sk
   // A visitor's token is not an operator's.
   const visitorToken = await gw.token({ role: 'visitor', sub: 'v_x', name: 'Eve' });
   await page.getByTestId('token-input').fill(visitorToken);
-  await page.getByTestId('signin-submit').click();
+  await page.getByTestId('token-submit').click();
   await page.locator('[data-testid=signin-error]', { hasText: 'not an operator token' }).waitFor();
 
   const token = await gw.token({ role: 'operator', sub: 'op9', name: 'Nina' });
   await page.getByTestId('token-input').fill(token);
-  await page.getByTestId('signin-submit').click();
+  await page.getByTestId('token-submit').click();
   await page.locator('[data-testid=conn-state][data-state=open]').waitFor();
   await page.locator('[data-testid=me-name]', { hasText: 'Nina' }).waitFor();
   assert.ok(await page.getByTestId('signin').isHidden());

@@ -6,6 +6,8 @@
 export const P = window.ChatGatewayProtocol;
 export const $ = (id) => document.getElementById(id);
 export const TOKEN_KEY = 'cgw-console-token';
+// The session made by signing in with e-mail and password (`{site, id}`), revoked on sign-out.
+export const SESSION_KEY = 'cgw-console-session';
 export const DRAFTS_KEY = 'cgw-console-drafts';
 export const SOUND_KEY = 'cgw-console-sound';
 
@@ -98,6 +100,55 @@ export const offlineBadge = (c) =>
       })
     : null;
 export const errText = (e) => (e && (e.message || e.code)) || 'failed';
+
+// ------------------------------------------------------------------ the HTTP API
+
+/**
+ * A call of the HTTP API v1 on this origin (`path` from `/v1/…`), as the signed-in staff
+ * member unless `token` says otherwise (null: none). Resolves to the answer's JSON (null when it
+ * has none, as a 204). A refused call is thrown as an Error whose message is the problem's title
+ * and detail with the status, carrying `status` (0: the gateway gave no answer), `problem` (the
+ * RFC 9457 body, `errors` are its field errors) and `retryAfter` (seconds, from a 429).
+ * `timeout` (ms) gives up on a gateway that does not answer.
+ */
+export async function apiFetch(method, path, { body, token = localStorage.getItem(TOKEN_KEY), timeout } = {}) {
+  const headers = {};
+  if (token) headers.Authorization = 'Bearer ' + token;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let res;
+  try {
+    res = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: timeout ? AbortSignal.timeout(timeout) : undefined
+    });
+  } catch (e) {
+    const err = new Error('The gateway could not be reached (' + errText(e) + ')');
+    err.status = 0;
+    throw err;
+  }
+  let json = null;
+  try {
+    json = res.status === 204 ? null : await res.json();
+  } catch {
+    json = null;
+  }
+  if (!res.ok) {
+    const p = json && typeof json === 'object' ? json : {};
+    const why = (p.title || 'Request failed') + (p.detail ? ': ' + p.detail : '');
+    const err = new Error(why + ' (' + res.status + ')');
+    err.status = res.status;
+    err.problem = p;
+    const retry = Number(res.headers.get('Retry-After'));
+    if (retry > 0) err.retryAfter = retry;
+    throw err;
+  }
+  return json;
+}
+
+/** The path of `rest` under the signed-in staff member's site: `/v1/sites/{site}` + `rest`. */
+export const sitePath = (rest) => '/v1/sites/' + encodeURIComponent((st.me && st.me.site) || '') + rest;
 
 // ------------------------------------------------------------------ who I am, what is where
 

@@ -8,11 +8,13 @@
 // visitor id.
 
 import {
-  $, st, h, toast, ago, chats, errText, isSup, conv, visitorName, upsertMine, TOKEN_KEY, shortId, clock, messageText
+  $, st, h, toast, ago, chats, errText, isSup, conv, visitorName, upsertMine, shortId, clock, messageText,
+  apiFetch, sitePath
 } from './core.js';
 import { renderStatus } from './settings.js';
 import { select, dismiss } from './conversation.js';
 import { askClose } from './actions.js';
+import { showAdmin } from './admin.js';
 
 // ------------------------------------------------------------------ operators
 
@@ -384,30 +386,7 @@ $('unban-form').addEventListener('submit', (e) => {
 const DAY = 86400000;
 
 /** GET `/v1/sites/{site}` + `path` as the signed-in staff member; a problem+json is thrown. */
-async function api(path) {
-  const token = localStorage.getItem(TOKEN_KEY) || '';
-  const site = encodeURIComponent((st.me && st.me.site) || '');
-  let res;
-  try {
-    res = await fetch('/v1/sites/' + site + path, { headers: { Authorization: 'Bearer ' + token } });
-  } catch (e) {
-    throw new Error('The gateway could not be reached (' + errText(e) + ')');
-  }
-  let body = null;
-  try {
-    body = await res.json();
-  } catch {
-    body = null;
-  }
-  if (!res.ok) {
-    const p = body && typeof body === 'object' ? body : {};
-    const why = (p.title || 'Request failed') + (p.detail ? ': ' + p.detail : '');
-    const err = new Error(why + ' (' + res.status + ')');
-    err.status = res.status;
-    throw err;
-  }
-  return body;
-}
+const api = (path) => apiFetch('GET', sitePath(path));
 
 const qs = (o) => {
   const u = new URLSearchParams();
@@ -444,17 +423,23 @@ const td = (text, attrs) => h('td', Object.assign({ text: text == null ? '' : St
 
 // --- switching pages
 
-const PAGES = { chats: null, history: 'history-page', reports: 'reports-page' };
+// Each page: its element, whether it is for supervisors only, and what showing it does (the
+// first time: load it). The admin page is admin.js's.
+const PAGES = {
+  chats: null,
+  history: { el: 'history-page', show: () => hist.loaded || searchHistory() },
+  reports: { el: 'reports-page', sup: true, show: () => reportsLoaded || loadReports() },
+  admin: { el: 'admin-page', sup: true, show: showAdmin }
+};
 export function showPage(name) {
-  if (!Object.hasOwn(PAGES, name) || (name === 'reports' && !isSup())) name = 'chats';
+  if (!Object.hasOwn(PAGES, name) || (PAGES[name] && PAGES[name].sup && !isSup())) name = 'chats';
   document.querySelector('main.app').hidden = name !== 'chats';
-  for (const k in PAGES) if (PAGES[k]) $(PAGES[k]).hidden = k !== name;
+  for (const k in PAGES) if (PAGES[k]) $(PAGES[k].el).hidden = k !== name;
   for (const b of document.querySelectorAll('.tabs .tab')) {
     if (b.dataset.page === name) b.setAttribute('aria-current', 'page');
     else b.removeAttribute('aria-current');
   }
-  if (name === 'history' && !hist.loaded) searchHistory();
-  if (name === 'reports' && !reportsLoaded) loadReports();
+  if (PAGES[name]) PAGES[name].show();
 }
 
 for (const b of document.querySelectorAll('.tabs .tab')) b.addEventListener('click', () => showPage(b.dataset.page));

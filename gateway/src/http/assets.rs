@@ -93,6 +93,7 @@ const FILES: &[(&str, &str, &str)] = &[
     served!("/console/actions.js", "console/actions.js", JS),
     served!("/console/visitor.js", "console/visitor.js", JS),
     served!("/console/supervisor.js", "console/supervisor.js", JS),
+    served!("/console/admin.js", "console/admin.js", JS),
     served!("/protocol.js", "protocol.js", JS),
 ];
 
