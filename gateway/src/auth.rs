@@ -126,16 +126,20 @@ pub struct Auth {
     encoding: Option<EncodingKey>,
     algorithm: Algorithm,
     validation: Validation,
+    /// The gateway's own secret (HS256): the root of every site's signing keys.
+    master: Option<Vec<u8>>,
 }
 
 impl Auth {
     /// HS256 with a shared secret: verifies and mints.
     pub fn hs256(secret: &[u8]) -> Auth {
-        Auth::new(
+        let mut a = Auth::new(
             Algorithm::HS256,
             DecodingKey::from_secret(secret),
             Some(EncodingKey::from_secret(secret)),
-        )
+        );
+        a.master = Some(secret.to_vec());
+        a
     }
 
     /// RS256 or EdDSA with a PEM public key: verifies only (tokens come from the customer).
@@ -160,15 +164,74 @@ impl Auth {
             encoding,
             algorithm,
             validation,
+            master: None,
         }
     }
 
-    /// Verifies signature, algorithm, expiry and the shape of the claims.
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
+    /// A site's signing key `kid`: an HS256 secret (64 hex characters, used as they are)
+    /// that the site's backend signs its users' tokens with, naming `kid` in the header.
+    /// Derived from the gateway's secret, the site and the key id, so that the database
+    /// holds no secret, and a site's key verifies only tokens for that site. `None` when the
+    /// gateway verifies with a public key (it holds no secret to derive from).
+    pub fn site_secret(&self, site: &str, kid: &str) -> Option<String> {
+        use hmac::{Hmac, Mac};
+        let master = self.master.as_ref()?;
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(master).expect("any key length");
+        mac.update(b"chat-gateway site signing key v1\0");
+        mac.update(site.as_bytes());
+        mac.update(b"\0");
+        mac.update(kid.as_bytes());
+        Some(
+            mac.finalize()
+                .into_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        )
+    }
+
+    /// The key and rules a token is checked with: the gateway's own (no `kid`), or the
+    /// signing key `kid` of the site the token names, if `key_ok(site, kid)` says that key
+    /// is current. The site is read before the signature is checked only to choose the key;
+    /// a token for another site than the key's fails the signature.
+    fn key_for(
+        &self,
+        token: &str,
+        key_ok: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(DecodingKey, Validation), AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(AuthError::Invalid)?;
+        let Some(kid) = header.kid else {
+            return Ok((self.decoding.clone(), self.validation.clone()));
+        };
+        let site = unverified_site(token).ok_or(AuthError::Claims("no site in the token"))?;
+        if !key_ok(&site, &kid) {
+            return Err(AuthError::Claims("unknown or retired signing key"));
+        }
+        let secret = self
+            .site_secret(&site, &kid)
+            .ok_or(AuthError::Claims("this gateway has no site signing keys"))?;
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![Algorithm::HS256];
+        Ok((DecodingKey::from_secret(secret.as_bytes()), validation))
+    }
+
+    /// [`Auth::verify`], also for tokens signed with a site's key (see [`Auth::key_for`]).
+    pub fn verify_with(
+        &self,
+        token: &str,
+        key_ok: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Principal, AuthError> {
+        let (key, validation) = self.key_for(token, key_ok)?;
+        let claims = decode::<Claims>(token, &key, &validation)
             .map_err(AuthError::Invalid)?
             .claims;
         principal(claims)
+    }
+
+    /// Verifies signature, algorithm, expiry and the shape of the claims of a token signed
+    /// with the gateway's own key (a token naming a site key is refused).
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_with(token, &|_, _| false)
     }
 
     /// Verifies a token whose expiry may have passed, but not by more than `max_age_ms`
@@ -178,10 +241,11 @@ impl Auth {
         token: &str,
         now_ms: u64,
         max_age_ms: u64,
+        key_ok: &dyn Fn(&str, &str) -> bool,
     ) -> Result<Principal, AuthError> {
-        let mut v = self.validation.clone();
+        let (key, mut v) = self.key_for(token, key_ok)?;
         v.validate_exp = false;
-        let claims = decode::<Claims>(token, &self.decoding, &v)
+        let claims = decode::<Claims>(token, &key, &v)
             .map_err(AuthError::Invalid)?
             .claims;
         if claims.exp.saturating_mul(1000).saturating_add(max_age_ms) < now_ms {
@@ -194,6 +258,20 @@ impl Auth {
         let key = self.encoding.as_ref().ok_or(AuthError::CannotMint)?;
         encode(&Header::new(self.algorithm), claims, key).map_err(AuthError::Invalid)
     }
+}
+
+/// The `site` claim of a token, read without checking anything.
+fn unverified_site(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Site {
+        site: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice::<Site>(&bytes).ok().map(|s| s.site)
 }
 
 /// Whether the gateway would accept these claims (their shape, not their signature).
@@ -316,8 +394,12 @@ mod tests {
         let now = crate::clock::now_ms();
         let t = a.mint(&claims(now / 1000 - 60)).unwrap();
         assert!(a.verify(&t).is_err());
-        assert!(a.verify_allow_expired(&t, now, 3_600_000).is_ok());
-        assert!(a.verify_allow_expired(&t, now, 1_000).is_err());
+        assert!(a
+            .verify_allow_expired(&t, now, 3_600_000, &|_, _| false)
+            .is_ok());
+        assert!(a
+            .verify_allow_expired(&t, now, 1_000, &|_, _| false)
+            .is_err());
     }
 
     #[test]
@@ -339,6 +421,39 @@ mod tests {
         );
         c.name = Some("\n".into());
         assert_eq!(a.verify(&a.mint(&c).unwrap()).unwrap().name, None);
+    }
+
+    fn signed_by_site(site_secret: &str, kid: &str, c: &Claims) -> String {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(kid.into());
+        encode(&h, c, &EncodingKey::from_secret(site_secret.as_bytes())).unwrap()
+    }
+
+    #[test]
+    fn a_site_key_verifies_its_own_site_only_and_only_while_current() {
+        let a = Auth::hs256(b"master secret");
+        let demo = a.site_secret("demo", "k1").unwrap();
+        assert_eq!(demo.len(), 64);
+        assert_ne!(demo, a.site_secret("other", "k1").unwrap());
+        assert_ne!(demo, a.site_secret("demo", "k2").unwrap());
+        let current =
+            |site: &str, kid: &str| (site, kid) == ("demo", "k1") || (site, kid) == ("other", "k1");
+        let mut c = claims(far());
+        let t = signed_by_site(&demo, "k1", &c);
+        assert_eq!(a.verify_with(&t, &current).unwrap().site.as_str(), "demo");
+        // The gateway's own key refuses it; a retired key is refused.
+        assert!(a.verify(&t).is_err());
+        assert!(a.verify_with(&t, &|_, _| false).is_err());
+        // Demo's key cannot make a token for another site, even one whose key id matches.
+        c.site = "other".into();
+        let forged = signed_by_site(&demo, "k1", &c);
+        assert!(a.verify_with(&forged, &current).is_err());
+        // Public-key gateways have no site keys.
+        assert!(
+            Auth::new(Algorithm::HS256, DecodingKey::from_secret(b"x"), None)
+                .site_secret("demo", "k1")
+                .is_none()
+        );
     }
 
     /// Unpadded base64url, enough to forge a token in a test.

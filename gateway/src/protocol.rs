@@ -526,6 +526,9 @@ pub struct ClientSettings {
 pub struct Canned {
     pub shortcut: String,
     pub text: String,
+    /// Addition: the lines it is offered in (empty: every line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
 }
 
 /// Answer payloads of `ok`.

@@ -161,7 +161,10 @@ function sendCurrent() {
 
 function cannedList() {
   const list = Array.isArray(st.settings.canned) && st.settings.canned.length ? st.settings.canned : DEFAULT_CANNED;
-  return list.filter((c) => c && c.text);
+  const queue = (conv(st.selected) || {}).queue;
+  // A response made for some lines is offered in those lines' conversations only.
+  const inLine = (c) => !Array.isArray(c.queues) || !c.queues.length || c.queues.includes(queue);
+  return list.filter((c) => c && c.text && inLine(c));
 }
 
 /** Fills in a canned text; a site that hides operators' names gets "Operator" for mine. */
@@ -170,7 +173,9 @@ function expand(text) {
   const me = st.settings.show_operator_name === false ? 'Operator' : (st.me && st.me.name) || '';
   return text
     .replace(/\{\{\s*visitor\.name\s*\}\}/g, (c.visitor && c.visitor.name) || 'there')
-    .replace(/\{\{\s*operator\.name\s*\}\}/g, me);
+    .replace(/\{\{\s*operator\.name\s*\}\}/g, me)
+    .replace(/\{\{\s*visitor\.email\s*\}\}/g, (c.visitor && c.visitor.email) || '')
+    .replace(/\{\{\s*conversation\.id\s*\}\}/g, c.id || '');
 }
 
 /** The `//query` just before the caret, if any. */

@@ -193,8 +193,7 @@ impl Gatekeeper {
             self.key(gw, token).await?
         } else {
             let p = gw
-                .auth()
-                .verify(token)
+                .verify_token(token)
                 .map_err(|_| Problem::unauthorized("invalid or expired token"))?;
             if !p.is_staff() {
                 return Err(Problem::forbidden("staff tokens only"));

@@ -20,6 +20,7 @@ pub mod openapi;
 mod problem;
 pub mod reports;
 pub mod sessions;
+pub mod signing;
 pub mod visitors;
 
 use std::sync::Arc;
@@ -143,6 +144,14 @@ pub fn router<E: Engine>(gw: Arc<Gateway<E>>) -> Router {
         )
         .route(&format!("{site}/tokens"), post(access::mint::<E>))
         .route(&format!("{site}/sessions"), post(sessions::sign_in::<E>))
+        .route(
+            &format!("{site}/signing-keys"),
+            get(signing::list::<E>).post(signing::create::<E>),
+        )
+        .route(
+            &format!("{site}/signing-keys/{{kid}}"),
+            axum::routing::delete(signing::remove::<E>),
+        )
         .route(
             &format!("{site}/sessions/{{id}}"),
             axum::routing::delete(sessions::revoke::<E>),

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::directory::{bans, canned, groups, operators, outcomes, params, queues, tags};
-use super::{access, conversations, reports, sessions, visitors};
+use super::{access, conversations, reports, sessions, signing, visitors};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -40,6 +40,9 @@ use super::{access, conversations, reports, sessions, visitors};
         access::mint,
         sessions::sign_in,
         sessions::revoke,
+        signing::list,
+        signing::create,
+        signing::remove,
         queues::list,
         queues::create,
         queues::one,

@@ -713,3 +713,43 @@ fn new_id() -> String {
     let b: [u8; 8] = rand::rng().random();
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+/// A site's token signing key: its id and times. The secret is never stored: it is derived
+/// from the gateway's secret (see `Auth::site_secret`) and shown once, when the key is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKey {
+    /// Named in the `kid` header of the tokens it signs.
+    pub kid: String,
+    pub created_at: u64,
+    /// When it stops verifying (`null`: until it is deleted).
+    pub retires_at: Option<u64>,
+    pub created_by: String,
+}
+
+impl Entity for SigningKey {
+    const KIND: Kind = Kind::SigningKeys;
+    const ID_FIELD: &'static str = "kid";
+
+    fn id(&self) -> &str {
+        &self.kid
+    }
+    fn map(d: &Directory) -> &BTreeMap<String, Self> {
+        &d.signing_keys
+    }
+    fn map_mut(d: &mut Directory) -> &mut BTreeMap<String, Self> {
+        &mut d.signing_keys
+    }
+
+    fn check(&self, _dir: &Directory) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        id_ok("kid", &self.kid, &mut out);
+        out
+    }
+
+    fn created(&mut self, now: u64, by: &str) {
+        self.kid = format!("k{}", new_id());
+        self.created_at = now;
+        self.created_by = by.to_owned();
+    }
+}

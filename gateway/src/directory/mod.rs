@@ -33,10 +33,12 @@ pub enum Kind {
     Params,
     Canned,
     Bans,
+    /// The site's token signing keys (ids and times only; the secrets are derived).
+    SigningKeys,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Queues,
         Kind::Groups,
         Kind::Operators,
@@ -45,6 +47,7 @@ impl Kind {
         Kind::Params,
         Kind::Canned,
         Kind::Bans,
+        Kind::SigningKeys,
     ];
 
     /// The collection's name in the API's paths and in the database.
@@ -58,6 +61,7 @@ impl Kind {
             Kind::Params => "params",
             Kind::Canned => "canned",
             Kind::Bans => "bans",
+            Kind::SigningKeys => "signing-keys",
         }
     }
 
@@ -134,6 +138,7 @@ pub struct Directory {
     pub params: BTreeMap<String, Param>,
     pub canned: BTreeMap<String, Canned>,
     pub bans: BTreeMap<String, Ban>,
+    pub signing_keys: BTreeMap<String, SigningKey>,
     /// The site's lines, in order: the directory's, or the sites file's when the directory
     /// has none (set by whoever loads it).
     pub lines: Vec<QueueId>,
@@ -165,6 +170,7 @@ impl Directory {
                 Some(Kind::Params) => d.insert_json::<Param>(&r.body),
                 Some(Kind::Canned) => d.insert_json::<Canned>(&r.body),
                 Some(Kind::Bans) => d.insert_json::<Ban>(&r.body),
+                Some(Kind::SigningKeys) => d.insert_json::<SigningKey>(&r.body),
                 None => false,
             };
             if !ok {
@@ -216,6 +222,13 @@ impl Directory {
             })
             .map(|q| QueueId(q.id.clone()))
             .collect()
+    }
+
+    /// Whether the signing key `kid` is current (not retired by `now`).
+    pub fn key_current(&self, kid: &str, now: u64) -> bool {
+        self.signing_keys
+            .get(kid)
+            .is_some_and(|k| k.retires_at.is_none_or(|r| r > now))
     }
 
     /// A staff account by e-mail (case-insensitive).

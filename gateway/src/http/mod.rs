@@ -189,8 +189,7 @@ async fn visitor_session<E: Engine>(
         .as_deref()
         .and_then(|t| {
             st.gw
-                .auth()
-                .verify_allow_expired(t, now, VISITOR_ID_MAX_AGE_MS)
+                .verify_token_allow_expired(t, VISITOR_ID_MAX_AGE_MS)
                 .ok()
         })
         .filter(|p| p.visitor().is_some() && p.site == site.config.id);
@@ -298,7 +297,7 @@ fn bearer<E: Engine>(gw: &Gateway<E>, headers: &HeaderMap) -> Result<Principal, 
                 "Authorization: Bearer <token> required",
             ))
         })?;
-    gw.auth().verify(token.trim()).map_err(|_| {
+    gw.verify_token(token.trim()).map_err(|_| {
         Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -61,7 +61,22 @@ impl<E: Engine> Gateway<E> {
         }
         let mut new = Directory::from_rows(version, &rows);
         new.lines = if new.has_lines() {
-            new.queues.keys().map(|q| QueueId(q.clone())).collect()
+            // The sites file's order first (its first line is where a conversation goes when
+            // the widget names none), then the lines made since, by id.
+            let mut lines: Vec<QueueId> = s
+                .config
+                .queues
+                .iter()
+                .filter(|q| new.queues.contains_key(q.as_str()))
+                .cloned()
+                .collect();
+            lines.extend(
+                new.queues
+                    .keys()
+                    .map(|q| QueueId(q.clone()))
+                    .filter(|q| !s.config.queues.contains(q)),
+            );
+            lines
         } else {
             s.config.queues.clone()
         };
@@ -76,6 +91,19 @@ impl<E: Engine> Gateway<E> {
     /// What a new directory means for live connections: staff who may no longer be here
     /// are disconnected (this node's connections: every node runs this on reload).
     async fn directory_changed(&self, site: &SiteId, old: &Directory, new: &Directory) {
+        // A new ban of a visitor id ends their connections here at once (an address is
+        // refused at its next hello).
+        for (id, ban) in &new.bans {
+            if old.bans.contains_key(id) {
+                continue;
+            }
+            if let Some(v) = &ban.visitor {
+                self.hub.dispatch(
+                    &user_channel(site, Role::Visitor, v),
+                    &BusMsg::Close(CloseReason::Forbidden),
+                );
+            }
+        }
         for (id, was) in &old.operators {
             let gone = match new.operators.get(id) {
                 None => true,
@@ -297,6 +325,29 @@ impl<E: Engine> Gateway<E> {
             p.name = Some(staff.name.clone());
         }
         Ok(p)
+    }
+
+    /// Verifies a token signed with the gateway's key or with a current signing key of the
+    /// site it names.
+    pub fn verify_token(&self, token: &str) -> Result<Principal, crate::auth::AuthError> {
+        let now = now_ms();
+        self.auth.verify_with(token, &|site, kid| {
+            self.directory(&SiteId::from(site)).key_current(kid, now)
+        })
+    }
+
+    /// [`Gateway::verify_token`] for a token whose expiry may have passed, but not by more
+    /// than `max_age_ms`.
+    pub fn verify_token_allow_expired(
+        &self,
+        token: &str,
+        max_age_ms: u64,
+    ) -> Result<Principal, crate::auth::AuthError> {
+        let now = now_ms();
+        self.auth
+            .verify_allow_expired(token, now, max_age_ms, &|site, kid| {
+                self.directory(&SiteId::from(site)).key_current(kid, now)
+            })
     }
 
     /// A staff member's token checked as [`Gateway::staff_from_directory`] does, and, for a

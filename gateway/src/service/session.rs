@@ -33,9 +33,10 @@ impl<E: Engine> Gateway<E> {
         &self,
         token: &str,
         origin: Option<&str>,
+        ip: Option<std::net::IpAddr>,
         cursors: &Cursors,
     ) -> Result<Principal, (CloseReason, &'static str)> {
-        let principal = self.auth.verify(token).map_err(|e| {
+        let principal = self.verify_token(token).map_err(|e| {
             tracing::debug!(error = %e, "token refused");
             (CloseReason::Unauthorized, "invalid or expired token")
         })?;
@@ -47,7 +48,10 @@ impl<E: Engine> Gateway<E> {
             return Err((CloseReason::Forbidden, "origin not allowed"));
         }
         if let Some(v) = principal.visitor() {
-            if self.is_banned(&principal.site, v).await {
+            let ip = ip.map(|a| a.to_string());
+            if self.is_banned(&principal.site, v).await
+                || self.banned_in_directory(&principal.site, v, ip.as_deref())
+            {
                 return Err((CloseReason::Forbidden, "banned"));
             }
         }
@@ -326,7 +330,17 @@ impl<E: Engine> Gateway<E> {
                 .map(|q| q.0.clone())
                 .collect(),
             canned: if role.is_staff() {
-                s.canned.clone()
+                // The site's settings' own, then the directory's (per line).
+                let dir = site.directory.read().clone();
+                s.canned
+                    .iter()
+                    .cloned()
+                    .chain(dir.canned.values().map(|c| crate::protocol::Canned {
+                        shortcut: c.shortcut.clone(),
+                        text: c.text.clone(),
+                        queues: c.queues.clone(),
+                    }))
+                    .collect()
             } else {
                 Vec::new()
             },

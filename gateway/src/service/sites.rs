@@ -176,6 +176,15 @@ impl<E: Engine> Gateway<E> {
         reason: Option<String>,
     ) -> Result<(VisitorId, u64), ServiceError> {
         authz::staff(p)?;
+        // The directory's `can_ban`: an operator it knows may ban only when allowed.
+        if let Some(op) = p.operator() {
+            if self.staff(&p.site, op.as_str()).is_some_and(|s| !s.can_ban) {
+                return Err(ServiceError::refuse(
+                    ErrorCode::Forbidden,
+                    "this account may not ban visitors",
+                ));
+            }
+        }
         let d = match duration.as_deref() {
             None => BAN_DEFAULT,
             Some(text) => humantime::parse_duration(text).map_err(|_| {
@@ -239,6 +248,20 @@ impl<E: Engine> Gateway<E> {
 
     /// Whether a visitor is banned from a site now (an engine that cannot answer does not
     /// stop them here: whatever they do next needs the engine anyway).
+    /// Whether a ban of the site's directory holds for a visitor id or an address.
+    pub fn banned_in_directory(
+        &self,
+        site: &SiteId,
+        visitor: &VisitorId,
+        ip: Option<&str>,
+    ) -> bool {
+        let now = now_ms();
+        self.directory(site)
+            .bans
+            .values()
+            .any(|b| b.holds(now, visitor.as_str(), None, ip))
+    }
+
     pub async fn is_banned(&self, site: &SiteId, visitor: &VisitorId) -> bool {
         self.engine
             .banned_until(site, visitor, now_ms())

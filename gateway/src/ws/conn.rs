@@ -208,7 +208,7 @@ where
         Err(DecodeError::Malformed(_)) => return Err((CloseReason::Malformed, "malformed frame")),
     };
     let principal = gw
-        .authenticate(&token, info.origin.as_deref(), &cursors)
+        .authenticate(&token, info.origin.as_deref(), Some(info.ip), &cursors)
         .await?;
     Ok((principal, cursors))
 }

@@ -383,7 +383,11 @@ async fn lines_decide_what_an_operator_serves_and_inactive_staff_are_cut_off() {
         &token("demo", Role::Visitor, "v1", "V"),
     )
     .await;
-    assert_eq!(queues_of(&w), ["billing", "general", "vip"]);
+    assert_eq!(
+        queues_of(&w),
+        ["general", "vip", "billing"],
+        "the sites file's order first"
+    );
 
     // Set inactive: disconnected at once, and refused from then on.
     let a = call(
@@ -517,4 +521,283 @@ async fn staff_sign_in_with_a_password_and_sessions_end_when_revoked() {
         sign_in("sue@example.com", "correct horse").await.status,
         429
     );
+}
+
+/// A token signed by a site's backend with the site's own key.
+fn site_token(secret: &str, kid: &str, site: &str, role: Role, sub: &str) -> String {
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    h.kid = Some(kid.into());
+    let claims = json!({"sub": sub, "site": site, "role": role.as_str(), "exp": gateway::clock::now_ms() / 1000 + 3600});
+    jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn each_site_signs_its_own_tokens_and_keys_rotate() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    let other_admin = key(&node, Some("other"), &[Scope::Admin]).await;
+    let a = post(&node, &admin, "/v1/sites/demo/signing-keys", json!({})).await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let k1 = a.json();
+    let (kid1, secret1) = (
+        k1["kid"].as_str().unwrap().to_owned(),
+        k1["secret"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(k1["algorithm"], "HS256");
+    let listed = get(&node, &admin, "/v1/sites/demo/signing-keys").await;
+    assert!(
+        !listed.body.contains(&secret1),
+        "never listed with its secret"
+    );
+
+    // The site's backend signs a supervisor token with it: valid on its site...
+    let t = site_token(&secret1, &kid1, "demo", Role::Supervisor, "boss");
+    let (_ws, w) = Client::connect(&node, Encoding::Json, &t).await;
+    assert!(matches!(w, ServerFrame::Welcome { .. }));
+    assert_eq!(get(&node, &t, "/v1/sites/demo/operators").await.status, 200);
+    // ...and worthless on another, whatever it claims.
+    let forged = site_token(&secret1, &kid1, "other", Role::Supervisor, "boss");
+    assert_eq!(refused(&node, &forged).await, Some(4001));
+    assert_problem(
+        &get(&node, &forged, "/v1/sites/other/operators").await,
+        401,
+        "unauthorized",
+    );
+    let made = post(
+        &node,
+        &other_admin,
+        "/v1/sites/other/signing-keys",
+        json!({}),
+    )
+    .await
+    .json();
+    let forged = site_token(
+        &secret1,
+        made["kid"].as_str().unwrap(),
+        "other",
+        Role::Supervisor,
+        "boss",
+    );
+    assert_eq!(
+        refused(&node, &forged).await,
+        Some(4001),
+        "another site's key id with this site's secret"
+    );
+
+    // Rotation: a new key retires the old one after a window; both verify meanwhile.
+    let a = post(
+        &node,
+        &admin,
+        "/v1/sites/demo/signing-keys",
+        json!({"retire_others_after": "1h"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let k2 = a.json();
+    let t2 = site_token(
+        k2["secret"].as_str().unwrap(),
+        k2["kid"].as_str().unwrap(),
+        "demo",
+        Role::Operator,
+        "o2",
+    );
+    assert!(matches!(
+        Client::connect(&node, Encoding::Json, &t2).await.1,
+        ServerFrame::Welcome { .. }
+    ));
+    assert!(matches!(
+        Client::connect(&node, Encoding::Json, &t).await.1,
+        ServerFrame::Welcome { .. }
+    ));
+    let keys = get(&node, &admin, "/v1/sites/demo/signing-keys")
+        .await
+        .json();
+    let old = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid1.as_str())
+        .unwrap()
+        .clone();
+    assert!(old["retires_at"].as_u64().is_some(), "{old}");
+    assert_problem(
+        &post(
+            &node,
+            &admin,
+            "/v1/sites/demo/signing-keys",
+            json!({"retire_others_after": "soon"}),
+        )
+        .await,
+        422,
+        "invalid",
+    );
+    // Deleted: refused at once.
+    let a = call(
+        &node,
+        &admin,
+        "DELETE",
+        &format!("/v1/sites/demo/signing-keys/{kid1}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(refused(&node, &t).await, Some(4001));
+    assert!(matches!(
+        Client::connect(&node, Encoding::Json, &t2).await.1,
+        ServerFrame::Welcome { .. }
+    ));
+}
+
+#[tokio::test]
+async fn bans_hold_by_visitor_and_address_and_only_allowed_operators_ban() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    // A visitor banned in the directory is cut off at once and refused after.
+    let (mut v, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "pest", "P"),
+    )
+    .await;
+    let a = post(
+        &node,
+        &admin,
+        "/v1/sites/demo/bans",
+        json!({"visitor":"pest","reason":"spam"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(v.closed().await, Some(4003));
+    assert_eq!(
+        refused(&node, &token("demo", Role::Visitor, "pest", "P")).await,
+        Some(4003)
+    );
+    // By address: a fresh visitor id from that address is refused too (tests connect from
+    // 127.0.0.1); lifting the ban lets them in.
+    let a = post(
+        &node,
+        &admin,
+        "/v1/sites/demo/bans",
+        json!({"ip":"127.0.0.1"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let ip_ban = a.json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        refused(&node, &token("demo", Role::Visitor, "fresh", "F")).await,
+        Some(4003)
+    );
+    let a = call(
+        &node,
+        &admin,
+        "DELETE",
+        &format!("/v1/sites/demo/bans/{ip_ban}"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 204);
+    let (mut fresh, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "fresh", "F"),
+    )
+    .await;
+
+    // An operator without `can_ban` may not ban the visitor of their own conversation.
+    assert_eq!(
+        post(
+            &node,
+            &admin,
+            "/v1/sites/demo/operators",
+            json!({"id":"op1","name":"Op","role":"operator","can_ban":false})
+        )
+        .await
+        .status,
+        201
+    );
+    let mut op = Client::active_operator(&node, "op1", "Op").await;
+    let r = fresh.rid();
+    let conv = ok_conv_id(&fresh.request(req::start(r)).await);
+    let r = op.rid();
+    let ok = op.request(req::accept(r, &conv)).await;
+    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+    let no = op.request_json(json!({"t": "ban", "conv": conv})).await;
+    assert!(
+        matches!(&no, ServerFrame::Error { code, .. } if *code == gateway::protocol::ErrorCode::Forbidden),
+        "{no:?}"
+    );
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        "/v1/sites/demo/operators/op1",
+        Some(json!({"can_ban":true})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200);
+    let yes = op.request_json(json!({"t": "ban", "conv": conv})).await;
+    assert!(matches!(yes, ServerFrame::Ok { .. }), "{yes:?}");
+}
+
+#[tokio::test]
+async fn canned_responses_of_the_directory_reach_the_console_with_their_lines() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    let a = post(
+        &node,
+        &admin,
+        "/v1/sites/demo/canned",
+        json!({"shortcut":"vipwelcome","text":"Welcome, {{visitor.name}}","queues":["vip"]}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert!(
+        !a.json()["id"].as_str().unwrap().is_empty(),
+        "an id is made"
+    );
+    assert_problem(
+        &post(
+            &node,
+            &admin,
+            "/v1/sites/demo/canned",
+            json!({"shortcut":"has space","text":"x","queues":["nope"]}),
+        )
+        .await,
+        422,
+        "invalid",
+    );
+    let (_op, w) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "o1", "O"),
+    )
+    .await;
+    let ServerFrame::Welcome { settings, .. } = &w else {
+        unreachable!()
+    };
+    let c = settings
+        .canned
+        .iter()
+        .find(|c| c.shortcut == "vipwelcome")
+        .expect("listed");
+    assert_eq!(c.queues, ["vip"]);
+    // Visitors are never sent the staff's canned responses.
+    let (_v, w) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "V"),
+    )
+    .await;
+    let ServerFrame::Welcome { settings, .. } = &w else {
+        unreachable!()
+    };
+    assert!(settings.canned.is_empty());
 }
