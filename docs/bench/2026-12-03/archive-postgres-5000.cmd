@@ -1,0 +1,1 @@
+== archive-postgres-5000: GATEWAY_ARCHIVE=on GATEWAY_DATABASE_URL=postgres://bench@127.0.0.1:43733/postgres loadtest --url ws://127.0.0.1:42301/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 100 --rate 2500  (1.14 2.03 2.29 load)

@@ -1,0 +1,1 @@
+== archive-sqlite-5000: GATEWAY_ARCHIVE=on loadtest --url ws://127.0.0.1:35597/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 100 --rate 2500  (1.52 2.19 2.35 load)

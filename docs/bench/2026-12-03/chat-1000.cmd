@@ -1,0 +1,1 @@
+== chat-1000: loadtest --url ws://127.0.0.1:46531/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 100 --rate 500  (0.90 2.38 2.43 load)

@@ -1,0 +1,1 @@
+== chat-10000: loadtest --url ws://127.0.0.1:36005/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 100 --rate 5000  (1.03 2.19 2.36 load)
