@@ -119,6 +119,13 @@ pub struct ConnRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     SettingsChanged(SiteId),
+    /// A message whose text holds a keyword of the site's tags: tag its conversation (off
+    /// the sender's path).
+    AutoTag {
+        site: SiteId,
+        conv: crate::core::ConvId,
+        text: String,
+    },
 }
 
 /// A local connection whose `msg` frames of a conversation are held back while its log is

@@ -85,6 +85,13 @@ impl Hub {
         let _ = self.control.set(tx);
     }
 
+    /// Hands work to the node's control loop.
+    pub fn control(&self, c: Control) {
+        if let Some(tx) = self.control.get() {
+            let _ = tx.send(c);
+        }
+    }
+
     fn tell_bus(&self, change: SubChange) {
         if let Some(bus) = self.bus.get() {
             let _ = bus.send(change);

@@ -117,6 +117,7 @@ impl<E: Engine> Gateway<E> {
                 AppendOutcome::Stored(a) => {
                     metrics::counter!(m::MESSAGES, "role" => p.role().as_str()).increment(1);
                     self.note_message(&p.site, &target, a.msg.seq);
+                    self.note_keywords(&p.site, &target, &text);
                     if p.visitor().is_some() {
                         self.after_visitor_message(&p.site, &target, &a).await;
                     }
@@ -428,6 +429,9 @@ impl<E: Engine> Gateway<E> {
         tags: Vec<String>,
     ) -> Result<Option<Conversation>, ServiceError> {
         let meta = self.authorize(p, conv, Access::Manage).await?;
+        if p.is_staff() {
+            self.check_catalogue(&p.site, outcome.as_deref(), &tags)?;
+        }
         let mut closed = if meta.state == ConvState::Closed {
             meta.snapshot
         } else {

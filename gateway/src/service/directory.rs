@@ -13,7 +13,7 @@ use crate::archive::Put;
 use crate::auth::{Principal, User};
 use crate::bus::{BusMsg, Channel};
 use crate::clock::now_ms;
-use crate::core::{QueueId, SiteId};
+use crate::core::{ConvId, QueueId, SiteId};
 use crate::directory::{merge, Directory, Entity, Invalid, Kind, Queue, Staff, StaffRole};
 use crate::protocol::{CloseReason, Role};
 
@@ -387,6 +387,114 @@ impl<E: Engine> Gateway<E> {
     pub async fn publish_to(&self, ch: &Channel, msg: BusMsg) {
         if let Err(e) = self.engine.publish(ch, msg).await {
             tracing::warn!(error = %e, "not published");
+        }
+    }
+
+    /// An outcome and tags given by staff, checked against the site's catalogues: when the
+    /// site has outcomes, an outcome must be one of its active ones; when it has tags, every
+    /// tag added must be one of its active ones (an inactive tag stays on the conversations
+    /// that have it, and is offered to no one).
+    pub fn check_catalogue(
+        &self,
+        site: &SiteId,
+        outcome: Option<&str>,
+        tags: &[String],
+    ) -> Result<(), ServiceError> {
+        let dir = self.directory(site);
+        if let Some(o) = outcome {
+            if !dir.outcomes.is_empty() && !dir.outcomes.get(o).is_some_and(|x| x.active) {
+                return Err(ServiceError::refuse(
+                    crate::protocol::ErrorCode::BadRequest,
+                    "the outcome is not one of the site's outcomes",
+                ));
+            }
+        }
+        if !dir.tags.is_empty()
+            && tags
+                .iter()
+                .any(|t| !dir.tags.get(t.trim()).is_some_and(|x| x.active))
+        {
+            return Err(ServiceError::refuse(
+                crate::protocol::ErrorCode::BadRequest,
+                "a tag is not one of the site's tags",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tags the site's catalogue adds by themselves when a message of a conversation of
+    /// `queue` contains one of their keywords, and that the conversation lacks.
+    pub fn auto_tags(
+        &self,
+        site: &SiteId,
+        queue: &str,
+        have: &[String],
+        text: &str,
+    ) -> Vec<String> {
+        let dir = self.directory(site);
+        let mut candidates = dir.tags.values().filter(|t| {
+            t.active
+                && !t.auto.keywords.is_empty()
+                && (t.auto.queues.is_empty() || t.auto.queues.iter().any(|q| q == queue))
+                && !have.contains(&t.name)
+        });
+        let Some(first) = candidates.next() else {
+            return Vec::new();
+        };
+        let lower = text.to_lowercase();
+        std::iter::once(first)
+            .chain(candidates)
+            .filter(|t| {
+                t.auto
+                    .keywords
+                    .iter()
+                    .any(|k| lower.contains(&k.to_lowercase()))
+            })
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
+    /// After a message is stored: when its text holds a keyword of one of the site's tags,
+    /// the node's control loop tags the conversation (off the sender's path; the message is
+    /// acknowledged already). A site without keyword tags costs a map lookup.
+    pub(super) fn note_keywords(&self, site: &SiteId, conv: &ConvId, text: &str) {
+        let dir = self.directory(site);
+        let mut keyword = dir
+            .tags
+            .values()
+            .filter(|t| t.active)
+            .flat_map(|t| t.auto.keywords.iter())
+            .peekable();
+        if keyword.peek().is_none() {
+            return;
+        }
+        let lower = text.to_lowercase();
+        if keyword.any(|k| lower.contains(&k.to_lowercase())) {
+            self.hub.control(crate::bus::Control::AutoTag {
+                site: site.clone(),
+                conv: conv.clone(),
+                text: lower,
+            });
+        }
+    }
+
+    /// Adds the tags a message's keywords call for to its conversation, if it is open.
+    pub async fn auto_tag(&self, site: &SiteId, conv: &ConvId, text: &str) {
+        let meta = match self.engine.meta(conv).await {
+            Ok(Some(m)) if m.state != crate::protocol::ConvState::Closed => m,
+            _ => return,
+        };
+        let add = self.auto_tags(site, &meta.snapshot.queue, &meta.snapshot.tags, text);
+        if add.is_empty() {
+            return;
+        }
+        let cmd = crate::core::Command::Tag {
+            conv: conv.clone(),
+            add,
+            remove: Vec::new(),
+        };
+        if let Err(e) = self.apply(site, cmd).await {
+            tracing::debug!(conv = %conv, error = %e, "keyword tags not added");
         }
     }
 

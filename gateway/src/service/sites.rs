@@ -161,6 +161,9 @@ impl<E: Engine> Gateway<E> {
                         tracing::warn!(site = %site, error = %e, "directory not reloaded");
                     }
                 }
+                Control::AutoTag { site, conv, text } => {
+                    self.auto_tag(&site, &conv, &text).await;
+                }
             }
         }
     }

@@ -109,6 +109,7 @@ impl<E: Engine> Gateway<E> {
         remove: Vec<String>,
     ) -> Result<Conversation, ServiceError> {
         authz::manager(p)?;
+        self.check_catalogue(&p.site, None, &add)?;
         let cmd = Command::Tag {
             conv: conv.clone(),
             add,

@@ -801,3 +801,86 @@ async fn canned_responses_of_the_directory_reach_the_console_with_their_lines() 
     };
     assert!(settings.canned.is_empty());
 }
+
+#[tokio::test]
+async fn catalogues_decide_tags_and_outcomes_and_keywords_tag_by_themselves() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    for (path, body) in [
+        (
+            "tags",
+            json!({"name":"refund","auto":{"keywords":["Money Back"],"queues":["general"]}}),
+        ),
+        (
+            "tags",
+            json!({"name":"vip-only","auto":{"keywords":["money"],"queues":["vip"]}}),
+        ),
+        ("tags", json!({"name":"old","active":false})),
+        ("tags", json!({"name":"billing"})),
+        ("outcomes", json!({"id":"solved","name":"Solved"})),
+        (
+            "outcomes",
+            json!({"id":"retired","name":"Retired","active":false}),
+        ),
+    ] {
+        let a = post(&node, &admin, &format!("/v1/sites/demo/{path}"), body).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let mut p = pair(&node, Encoding::Json, "v1").await;
+    // A keyword in the visitor's words (any case) tags the conversation; a tag of another
+    // line's keywords does not.
+    let r = p.v.rid();
+    p.v.request(req::send(r, &p.conv, "c1", "I want my MONEY BACK now"))
+        .await;
+    let tagged = p
+        .op
+        .recv_until(|f| matches!(f, ServerFrame::Conv { conv, .. } if conv.tags.contains(&"refund".to_owned())))
+        .await;
+    let ServerFrame::Conv { conv, .. } = tagged else {
+        unreachable!()
+    };
+    assert_eq!(conv.tags, ["refund"]);
+
+    // Staff add only active tags of the catalogue.
+    let r = p.op.rid();
+    let no =
+        p.op.request(ClientFrame::Tag {
+            rid: Some(r),
+            conv: p.conv.clone(),
+            add: vec!["old".into()],
+            remove: vec![],
+        })
+        .await;
+    assert!(matches!(no, ServerFrame::Error { .. }), "{no:?}");
+    let r = p.op.rid();
+    let no =
+        p.op.request(ClientFrame::Tag {
+            rid: Some(r),
+            conv: p.conv.clone(),
+            add: vec!["made-up".into()],
+            remove: vec![],
+        })
+        .await;
+    assert!(matches!(no, ServerFrame::Error { .. }), "{no:?}");
+    let r = p.op.rid();
+    let ok =
+        p.op.request(ClientFrame::Tag {
+            rid: Some(r),
+            conv: p.conv.clone(),
+            add: vec!["billing".into()],
+            remove: vec![],
+        })
+        .await;
+    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+    // Outcomes: one of the active ones.
+    for bad in ["retired", "whatever"] {
+        let no =
+            p.op.request_json(json!({"t":"close","conv": p.conv, "outcome": bad}))
+                .await;
+        assert!(matches!(no, ServerFrame::Error { .. }), "{bad}: {no:?}");
+    }
+    let ok =
+        p.op.request_json(json!({"t":"close","conv": p.conv, "outcome": "solved"}))
+            .await;
+    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+}
