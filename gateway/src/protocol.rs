@@ -519,6 +519,42 @@ pub struct ClientSettings {
     /// Canned responses (staff only; addition).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub canned: Vec<Canned>,
+    /// Addition (staff only): the site's active tags, when it keeps a catalogue (then staff
+    /// add only these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<TagOption>,
+    /// Addition (staff only): the site's active outcomes, when it keeps a list (then staff
+    /// close with one of these).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<OutcomeOption>,
+    /// Addition (staff only): how the site's conversation parameters are labelled and shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<ParamOption>,
+}
+
+/// A tag staff may add (addition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagOption {
+    pub name: String,
+    pub color: String,
+    pub text_color: String,
+}
+
+/// An outcome staff may close with (addition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeOption {
+    pub id: String,
+    pub name: String,
+}
+
+/// A conversation parameter's label and where it shows (addition).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamOption {
+    pub code: String,
+    pub label: String,
+    pub editable: bool,
+    /// `preview`, `active`, `both` or `none`.
+    pub show: String,
 }
 
 /// A canned response offered to operators (`//shortcut`).

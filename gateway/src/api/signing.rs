@@ -29,8 +29,10 @@ pub struct NewSigningKey {
 /// A key just made: its secret is shown this once.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SigningKeyCreated {
-    #[serde(flatten)]
-    pub key: SigningKey,
+    pub kid: String,
+    pub created_at: u64,
+    pub retires_at: Option<u64>,
+    pub created_by: String,
     /// The HS256 secret (use the 64 characters as they are).
     pub secret: String,
     /// Always `HS256`.
@@ -155,7 +157,10 @@ pub async fn create<E: Engine>(
         Ok((
             StatusCode::CREATED,
             serde_json::to_value(SigningKeyCreated {
-                key,
+                kid: key.kid,
+                created_at: key.created_at,
+                retires_at: key.retires_at,
+                created_by: key.created_by,
                 secret,
                 algorithm: "HS256".into(),
             })

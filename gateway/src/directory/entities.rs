@@ -606,10 +606,28 @@ impl Entity for Canned {
         {
             out.push(Invalid::new("shortcut", "1 to 32 characters, no spaces"));
         }
-        if self.text.trim().is_empty() || self.text.chars().count() > 4000 {
-            out.push(Invalid::new("text", "1 to 4000 characters"));
+        if self.text.trim().is_empty() || self.text.len() > 2000 {
+            out.push(Invalid::new("text", "1 to 2000 bytes"));
         }
         refs_ok("queues", &self.queues, &dir.queues, "queue", &mut out);
+        // Every staff `welcome` carries them: bounded like the settings' own.
+        let others = dir.canned.values().filter(|c| c.id != self.id);
+        let (count, bytes) = others
+            .fold((1, self.shortcut.len() + self.text.len()), |(n, b), c| {
+                (n + 1, b + c.shortcut.len() + c.text.len())
+            });
+        if count > crate::core::settings::MAX_CANNED
+            || bytes > crate::core::settings::MAX_CANNED_BYTES
+        {
+            out.push(Invalid::new(
+                "text",
+                format!(
+                    "a site keeps at most {} canned responses, {} bytes in all",
+                    crate::core::settings::MAX_CANNED,
+                    crate::core::settings::MAX_CANNED_BYTES
+                ),
+            ));
+        }
         out
     }
 

@@ -231,6 +231,23 @@ impl Directory {
             .is_some_and(|k| k.retires_at.is_none_or(|r| r > now))
     }
 
+    /// The lines a supervisor moderates: those whose supervisor groups they are in; `None`
+    /// when they are in none (a supervisor of the whole site).
+    pub fn queues_moderated_by(&self, sup: &str) -> Option<Vec<QueueId>> {
+        let mine: Vec<&str> = self.groups_of(sup).map(|g| g.id.as_str()).collect();
+        let lines: Vec<QueueId> = self
+            .queues
+            .values()
+            .filter(|q| {
+                q.supervisor_groups
+                    .iter()
+                    .any(|g| mine.contains(&g.as_str()))
+            })
+            .map(|q| QueueId(q.id.clone()))
+            .collect();
+        (!lines.is_empty()).then_some(lines)
+    }
+
     /// A staff account by e-mail (case-insensitive).
     pub fn staff_by_email(&self, email: &str) -> Option<&Staff> {
         self.operators.values().find(|s| {

@@ -57,8 +57,13 @@ impl<E: Engine> Gateway<E> {
                     }
                 }
             }
-            // Supervisors and integrations: every conversation of their site.
-            User::Supervisor(_) | User::Bot(_) => true,
+            // Supervisors: every conversation of the lines they moderate (all, when the
+            // directory gives them no supervisor group). Integrations: every one.
+            User::Supervisor(_) => p
+                .queues
+                .as_ref()
+                .is_none_or(|qs| qs.iter().any(|q| q.as_str() == meta.snapshot.queue)),
+            User::Bot(_) => true,
         };
         if !ok {
             return Err(match p.user {

@@ -290,6 +290,15 @@ impl<E: Engine> Gateway<E> {
         {
             tracing::warn!(site = %site, error = %e, "directory change not announced");
         }
+        // Open consoles see new lines and catalogues at once.
+        let frame = crate::protocol::ServerFrame::Settings {
+            settings: self.client_settings_of(site, Role::Supervisor, None),
+        };
+        self.publish_to(
+            &Channel::Staff(site.clone()),
+            BusMsg::frame(crate::bus::Audience::Staff, frame),
+        )
+        .await;
         self.directory(site)
     }
 
@@ -313,10 +322,12 @@ impl<E: Engine> Gateway<E> {
         if staff.role != role {
             return Err("this account's role changed; sign in again");
         }
-        if let User::Operator(o) = &p.user {
-            if dir.has_lines() {
-                p.queues = Some(dir.queues_served_by(o));
-            }
+        match &p.user {
+            User::Operator(o) if dir.has_lines() => p.queues = Some(dir.queues_served_by(o)),
+            // A supervisor in supervisor groups moderates those lines only; one in none, the
+            // whole site.
+            User::Supervisor(s) => p.queues = dir.queues_moderated_by(s.as_str()),
+            _ => {}
         }
         if staff.max_chats.is_some() {
             p.max_chats = staff.max_chats;

@@ -312,6 +312,8 @@ impl<E: Engine> Gateway<E> {
     ) -> ClientSettings {
         let site = self.site(site).expect("a configured site");
         let s = site.settings();
+        let dir = site.directory.read().clone();
+        let staff = role.is_staff();
         ClientSettings {
             routing: s.routing.as_str().to_owned(),
             widget_when_away: match s.widget_when_away {
@@ -322,16 +324,9 @@ impl<E: Engine> Gateway<E> {
             ping_interval_ms: self.cfg.ping_interval.as_millis() as u64,
             unavailable_text: s.unavailable_text.get(lang, s.language).to_owned(),
             language: Some(s.language.as_str().to_owned()),
-            queues: site
-                .directory
-                .read()
-                .lines
-                .iter()
-                .map(|q| q.0.clone())
-                .collect(),
-            canned: if role.is_staff() {
+            queues: dir.lines.iter().map(|q| q.0.clone()).collect(),
+            canned: if staff {
                 // The site's settings' own, then the directory's (per line).
-                let dir = site.directory.read().clone();
                 s.canned
                     .iter()
                     .cloned()
@@ -340,6 +335,47 @@ impl<E: Engine> Gateway<E> {
                         text: c.text.clone(),
                         queues: c.queues.clone(),
                     }))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            tags: if staff {
+                dir.tags
+                    .values()
+                    .filter(|t| t.active)
+                    .map(|t| crate::protocol::TagOption {
+                        name: t.name.clone(),
+                        color: t.color.clone(),
+                        text_color: t.text_color.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            outcomes: if staff {
+                dir.outcomes
+                    .values()
+                    .filter(|o| o.active)
+                    .map(|o| crate::protocol::OutcomeOption {
+                        id: o.id.clone(),
+                        name: o.name.clone(),
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            params: if staff {
+                dir.params
+                    .values()
+                    .map(|p| crate::protocol::ParamOption {
+                        code: p.code.clone(),
+                        label: p.label.clone(),
+                        editable: p.editable,
+                        show: serde_json::to_value(p.show)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                    })
                     .collect()
             } else {
                 Vec::new()

@@ -143,7 +143,7 @@ impl<E: Engine> Gateway<E> {
             let st = tx.state();
             st.convs
                 .iter()
-                .filter(|(_, c)| c.state == ConvState::Active)
+                .filter(|(_, c)| c.state == ConvState::Active && moderates(p, &c.queue))
                 .filter_map(|(id, _)| core::view(st, id))
                 .collect()
         };
@@ -196,7 +196,7 @@ impl<E: Engine> Gateway<E> {
             let queues: Vec<(QueueId, Vec<Conversation>, usize)> = dir
                 .lines
                 .iter()
-                .filter(|q| p.is_supervisor() || p.queues.as_ref().is_none_or(|qs| qs.contains(q)))
+                .filter(|q| moderates(p, q))
                 .map(|q| {
                     let (w, n) = core::waiting(st, q);
                     (q.clone(), w, n)
@@ -324,4 +324,10 @@ impl Listings {
     fn take(&self) -> BTreeSet<(SiteId, QueueId)> {
         std::mem::take(&mut *self.dirty.lock())
     }
+}
+
+/// Whether `p` sees a line's conversations: an operator the lines they serve, a supervisor the
+/// lines they moderate (`None`: every line of the site).
+fn moderates(p: &Principal, queue: &QueueId) -> bool {
+    p.queues.as_ref().is_none_or(|qs| qs.contains(queue))
 }

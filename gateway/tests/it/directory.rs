@@ -884,3 +884,87 @@ async fn catalogues_decide_tags_and_outcomes_and_keywords_tag_by_themselves() {
             .await;
     assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
 }
+
+#[tokio::test]
+async fn supervisor_groups_moderate_their_lines_only() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    for (path, body) in [
+        (
+            "operators",
+            json!({"id":"sue","name":"Sue","role":"supervisor"}),
+        ),
+        (
+            "operators",
+            json!({"id":"max","name":"Max","role":"supervisor"}),
+        ),
+        (
+            "groups",
+            json!({"id":"vip-sups","name":"VIP supervisors","members":["sue"]}),
+        ),
+    ] {
+        let a = post(&node, &admin, &format!("/v1/sites/demo/{path}"), body).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        "/v1/sites/demo/queues/vip",
+        Some(json!({"supervisor_groups":["vip-sups"]})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let start_in = |queue: Option<&'static str>, visitor: &'static str| {
+        let node = &node;
+        async move {
+            let (mut v, _) = Client::connect(
+                node,
+                Encoding::Json,
+                &token("demo", Role::Visitor, visitor, "V"),
+            )
+            .await;
+            let mut frame = json!({"t": "start"});
+            if let Some(q) = queue {
+                frame["queue"] = q.into();
+            }
+            let conv = ok_conv_id(&v.request_json(frame).await);
+            (v, conv)
+        }
+    };
+    let (_v1, general) = start_in(None, "v1").await;
+    let (_v2, vip) = start_in(Some("vip"), "v2").await;
+    // Sue moderates the vip line only; Max, in no supervisor group, the whole site.
+    let (mut sue, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Supervisor, "sue", "Sue"),
+    )
+    .await;
+    let (mut max, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Supervisor, "max", "Max"),
+    )
+    .await;
+    assert!(matches!(
+        watch(&mut sue, &vip).await,
+        ServerFrame::Ok { .. }
+    ));
+    let no = watch(&mut sue, &general).await;
+    assert!(matches!(no, ServerFrame::Error { .. }), "{no:?}");
+    assert!(matches!(
+        watch(&mut max, &general).await,
+        ServerFrame::Ok { .. }
+    ));
+    assert!(matches!(
+        watch(&mut max, &vip).await,
+        ServerFrame::Ok { .. }
+    ));
+}
+
+async fn watch(c: &mut Client, conv: &str) -> ServerFrame {
+    c.request_json(json!({"t": "watch", "conv": conv, "on": true}))
+        .await
+}
