@@ -17,13 +17,23 @@ async function closeWith(op, conv, outcome) {
   await op.page.locator(`[data-testid=my-item][data-conv="${conv}"][data-state=closed]`).waitFor();
 }
 
-/** Searches History for `q` (again and again: the archive is written within moments) until `ok(ids)`. */
+/** Searches History for `q` (again and again: the archive is written within moments) until
+ * `ok(ids)`. Each time it waits for the list to show the answer to this very search (the
+ * page's first listing, without a search, may still be on screen). */
 async function searchUntil(page, q, ok, message) {
   await page.getByTestId('history-q').fill(q);
+  const shown = () => page.evaluate(() => Number(document.getElementById('history-rows').dataset.seq || 0));
   return waitUntil(
     async () => {
+      const before = await shown();
       await page.getByTestId('history-search').click();
-      await page.waitForLoadState('domcontentloaded');
+      await page.waitForFunction(
+        ([b, want]) => {
+          const rows = document.getElementById('history-rows');
+          return Number(rows.dataset.seq || 0) > b && (rows.dataset.q || '') === want;
+        },
+        [before, q]
+      );
       const ids = await page.evaluate(() =>
         Array.from(document.querySelectorAll('[data-testid=history-row]'), (tr) => tr.dataset.conv)
       );
@@ -149,3 +159,45 @@ test('history: a search that finds nothing says so; a refused report shows the p
     await sup.page.getByTestId('conv-view').waitFor();
     assert.deepEqual(sup.errors, []);
   });
+
+test('history: a supervisor exports a visitor\'s data and erases them', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const olga = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
+  await setStatus(olga.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await visitorWrites(v, 'Call me at 555-0199 about walrus8812');
+  const conv = await acceptFirstQueued(olga);
+  await operatorSends(olga, 'Will do');
+  await closeWith(olga, conv, 'solved');
+
+  const sup = await openConsole(browser, gw, { sub: 'boss', name: 'Sofia', role: 'supervisor' });
+  await sup.page.getByTestId('tab-history').click();
+  await searchUntil(sup.page, 'walrus8812', (ids) => ids.includes(conv), 'the conversation to be archived');
+  await sup.page.locator(`[data-testid=history-row][data-conv="${conv}"]`).click();
+  const detail = sup.page.locator(`[data-testid=history-detail][data-conv="${conv}"]`);
+  await detail.locator('[data-testid=history-msg][data-role=visitor]', { hasText: '555-0199' }).waitFor();
+
+  // Export: a JSON file with what the archive keeps about them.
+  const [download] = await Promise.all([
+    sup.page.waitForEvent('download'),
+    detail.getByTestId('visitor-export').click()
+  ]);
+  assert.match(download.suggestedFilename(), /^visitor-.+\.json$/);
+  const file = await download.path();
+  const exported = JSON.parse(await (await import('node:fs/promises')).readFile(file, 'utf8'));
+  assert.ok(JSON.stringify(exported).includes('555-0199'), 'the export holds their words');
+
+  // Erase, after a confirmation: cancelled first, then for real.
+  await detail.getByTestId('visitor-erase').click();
+  await sup.page.getByTestId('erase-cancel').click();
+  assert.equal(await detail.locator('[data-testid=history-msg]', { hasText: '555-0199' }).count(), 1);
+  await detail.getByTestId('visitor-erase').click();
+  await sup.page.getByTestId('erase-ok').click();
+  await waitUntil(
+    async () => (await sup.page.locator('[data-testid=history-msg]', { hasText: '555-0199' }).count()) === 0,
+    { message: 'the erased words to be gone from the transcript' }
+  );
+  // And the search no longer finds them.
+  const left = await searchUntil(sup.page, 'walrus8812', (ids) => !ids.includes(conv), 'the search to forget them');
+  assert.deepEqual(left, []);
+});

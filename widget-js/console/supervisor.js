@@ -487,6 +487,9 @@ async function searchHistory(more) {
   $('history-more').hidden = !hist.cursor;
   $('history-more').disabled = false;
   $('history-empty').hidden = rows.children.length > 0;
+  // What the list shows now: the search it answers, and which (tests wait on these).
+  rows.dataset.q = q.q || '';
+  rows.dataset.seq = String(seq);
 }
 
 function historyRow(c) {
@@ -623,6 +626,22 @@ async function loadVisitor(id, current, el) {
     const list = (t.conversations || []).filter((c) => c.id !== current);
     el.replaceChildren(
       t.banned ? h('p', { class: 'err', text: 'Banned' }) : '',
+      h('div', { class: 'row' }, [
+        h('button', {
+          class: 'btn small',
+          type: 'button',
+          'data-testid': 'visitor-export',
+          text: 'Export data',
+          onclick: () => exportVisitor(id)
+        }),
+        h('button', {
+          class: 'btn small danger',
+          type: 'button',
+          'data-testid': 'visitor-erase',
+          text: 'Erase visitor…',
+          onclick: () => askErase(id)
+        })
+      ]),
       list.length
         ? h(
             'ul',
@@ -647,6 +666,45 @@ async function loadVisitor(id, current, el) {
     el.replaceChildren(h('p', { class: 'empty', text: e.status === 403 ? 'Not available to you.' : errText(e) }));
   }
 }
+
+/** Downloads everything the archive keeps about a visitor, as JSON (the right of access). */
+async function exportVisitor(id) {
+  try {
+    const data = await api('/visitors/' + encodeURIComponent(id) + '/export');
+    const blob = new Blob([JSON.stringify(data, null, 2)], { type: 'application/json' });
+    const a = h('a', { href: URL.createObjectURL(blob), download: 'visitor-' + id + '.json' });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+  } catch (e) {
+    toast('Could not export: ' + errText(e));
+  }
+}
+
+let erasing = null; // the visitor id the erase dialog asks about
+
+function askErase(id) {
+  erasing = id;
+  $('erase-confirm-text').textContent =
+    'Their name, contact details, parameters and every message they wrote are removed from the ' +
+    'archive for good; counts in reports stay. Visitor ' + id + '.';
+  $('erase-confirm').returnValue = '';
+  $('erase-confirm').showModal();
+}
+
+$('erase-confirm').addEventListener('close', async () => {
+  const id = erasing;
+  erasing = null;
+  if ($('erase-confirm').returnValue !== 'ok' || !id) return;
+  try {
+    await apiFetch('DELETE', sitePath('/visitors/' + encodeURIComponent(id)));
+    toast('Visitor ' + id + ' erased.');
+    if (hist.open) openHistory(hist.open, null);
+  } catch (e) {
+    toast('Could not erase: ' + errText(e));
+  }
+});
 
 $('history-form').addEventListener('submit', (e) => {
   e.preventDefault();

@@ -161,6 +161,9 @@ pub struct Gatekeeper {
     limiter: DefaultKeyedRateLimiter<String>,
     /// Staff sign-in attempts.
     pub sign_in: super::sessions::SignInLimits,
+    /// Sites' own limits (`api_rate_per_sec`), every caller of a site together: the rate
+    /// each was made with, and the limiter.
+    sites: DashMap<crate::core::SiteId, (u32, governor::DefaultDirectRateLimiter)>,
     clock: DefaultClock,
     touched: DashMap<String, u64>,
 }
@@ -170,6 +173,7 @@ impl Gatekeeper {
         Gatekeeper {
             limiter: RateLimiter::keyed(Quota::per_second(per_sec).allow_burst(burst)),
             sign_in: Default::default(),
+            sites: DashMap::new(),
             clock: DefaultClock::default(),
             touched: DashMap::new(),
         }
@@ -257,6 +261,28 @@ impl Gatekeeper {
     }
 
     /// Drops the state of callers that are back to full burst (called now and then).
+    /// Counts a request against its site's `api_rate_per_sec`, when the site sets one.
+    pub fn site_rate(
+        &self,
+        site: &crate::core::SiteId,
+        per_sec: Option<u32>,
+    ) -> Result<(), Problem> {
+        let Some(rate) = per_sec.and_then(NonZeroU32::new) else {
+            return Ok(());
+        };
+        let mut entry = self
+            .sites
+            .entry(site.clone())
+            .or_insert_with(|| (rate.get(), RateLimiter::direct(Quota::per_second(rate))));
+        if entry.0 != rate.get() {
+            *entry = (rate.get(), RateLimiter::direct(Quota::per_second(rate)));
+        }
+        entry.1.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            Problem::too_many(wait.as_secs_f64().ceil().max(1.0) as u64)
+        })
+    }
+
     pub fn shrink(&self) {
         self.limiter.retain_recent();
         self.sign_in.shrink();

@@ -71,7 +71,13 @@ impl<E: Engine> Api<E> {
         need: Need,
     ) -> Result<Acting, Problem> {
         let caller = self.gate.caller(&self.gw, headers).await?;
-        caller.on(&self.gw, site, need)
+        let who = caller.on(&self.gw, site, need)?;
+        let limit = self
+            .gw
+            .site(&who.site)
+            .and_then(|s| s.settings().api_rate_per_sec);
+        self.gate.site_rate(&who.site, limit)?;
+        Ok(who)
     }
 }
 

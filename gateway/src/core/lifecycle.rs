@@ -49,6 +49,20 @@ impl Core<'_, '_> {
         if self.st.convs.contains_key(&id) {
             return reject(ErrorCode::Conflict, "conversation id in use");
         }
+        if let Some(max) = self.ctx.settings.max_waiting {
+            let waiting = self
+                .st
+                .convs
+                .values()
+                .filter(|c| matches!(c.state, ConvState::Queued | ConvState::Offered))
+                .count();
+            if waiting >= max as usize {
+                return reject(
+                    ErrorCode::Capacity,
+                    "too many conversations are waiting; try again later",
+                );
+            }
+        }
         let now = self.ctx.now;
         let queued_at = self.st.tick_queue_clock();
         let v = self
@@ -136,6 +150,20 @@ impl Core<'_, '_> {
         let queue = self.queue_or_default(queue)?;
         if self.st.convs.contains_key(&id) {
             return reject(ErrorCode::Conflict, "conversation id in use");
+        }
+        if let Some(max) = self.ctx.settings.max_waiting {
+            let waiting = self
+                .st
+                .convs
+                .values()
+                .filter(|c| matches!(c.state, ConvState::Queued | ConvState::Offered))
+                .count();
+            if waiting >= max as usize {
+                return reject(
+                    ErrorCode::Capacity,
+                    "too many conversations are waiting; try again later",
+                );
+            }
         }
         let now = self.ctx.now;
         let queued_at = self.st.tick_queue_clock();

@@ -147,6 +147,16 @@ pub struct Settings {
     pub canned: Vec<Canned>,
     /// How long the archive keeps a closed conversation (`None`: forever).
     pub retention: Option<Duration>,
+    /// The most conversations that may wait in the site's queues at once (`None`: no limit):
+    /// past it a visitor's `start` is refused with `capacity`, so one tenant's flood cannot
+    /// grow without bound.
+    pub max_waiting: Option<u32>,
+    /// The most connections one node holds for the site (`None`: only the node's own
+    /// limits): past it a `hello` is closed with 4029.
+    pub max_connections: Option<u32>,
+    /// The HTTP API's requests per second for the whole site, every caller together
+    /// (`None`: only each caller's own limit): past it, 429.
+    pub api_rate_per_sec: Option<u32>,
 }
 
 impl Default for Settings {
@@ -168,6 +178,9 @@ impl Default for Settings {
             allowed_origins: None,
             canned: Vec::new(),
             retention: None,
+            max_waiting: None,
+            max_connections: None,
+            api_rate_per_sec: None,
         }
     }
 }
@@ -281,6 +294,24 @@ impl Settings {
                     }
                 }
             }
+            "max_waiting" | "max_connections" | "api_rate_per_sec" => {
+                let n = match v {
+                    Value::String(s) if s == "off" => None,
+                    Value::Null => None,
+                    other => Some(
+                        other
+                            .as_u64()
+                            .filter(|n| (1..=1_000_000).contains(n))
+                            .ok_or("expected \"off\" or an integer 1..=1000000")?
+                            as u32,
+                    ),
+                };
+                match key {
+                    "max_waiting" => self.max_waiting = n,
+                    "max_connections" => self.max_connections = n,
+                    _ => self.api_rate_per_sec = n,
+                }
+            }
             "widget_when_away" => {
                 self.widget_when_away = serde_json::from_value(v.clone())
                     .map_err(|_| "expected busy or offline".to_owned())?
@@ -374,6 +405,10 @@ impl Settings {
             "canned",
             serde_json::to_value(&self.canned).unwrap_or(Value::Null),
         );
+        let limit = |n: Option<u32>| n.map(Value::from).unwrap_or_else(|| Value::from("off"));
+        m.insert("max_waiting", limit(self.max_waiting));
+        m.insert("max_connections", limit(self.max_connections));
+        m.insert("api_rate_per_sec", limit(self.api_rate_per_sec));
         serde_json::to_value(m).unwrap_or(Value::Null)
     }
 

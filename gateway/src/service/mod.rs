@@ -105,6 +105,17 @@ pub struct Site {
     /// The settings of lines that override some of the site's (kept with the settings and
     /// the directory they come from).
     line_settings: RwLock<Arc<crate::core::LineSettings>>,
+    /// This node's connections of the site (for `max_connections`).
+    conns: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// One connection counted against its site's `max_connections` on this node, until dropped.
+pub struct SiteSlot(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for SiteSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Site {
@@ -194,6 +205,7 @@ impl<E: Engine> Gateway<E> {
                         s.queues.clone(),
                     ))),
                     line_settings: RwLock::default(),
+                    conns: Arc::default(),
                 },
             );
         }
@@ -244,6 +256,19 @@ impl<E: Engine> Gateway<E> {
 
     pub fn sites(&self) -> impl Iterator<Item = &Site> {
         self.sites.values()
+    }
+
+    /// Counts a new connection of `site` on this node, unless the site's `max_connections`
+    /// is reached.
+    pub fn site_slot(&self, site: &SiteId) -> Option<SiteSlot> {
+        let s = self.sites.get(site)?;
+        let max = s.settings().max_connections.unwrap_or(u32::MAX);
+        s.conns
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        Some(SiteSlot(s.conns.clone()))
     }
 
     fn site_or_refuse(&self, id: &SiteId) -> Result<&Site, ServiceError> {

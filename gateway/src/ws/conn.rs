@@ -97,6 +97,17 @@ where
             return None;
         }
     };
+    // The site's own cap on this node's connections (a tenant cannot take the node's).
+    let Some(slot) = gw.site_slot(&principal.site) else {
+        close(
+            &mut sink,
+            &mut stream,
+            CloseReason::RateLimited,
+            "the site's connection limit",
+        )
+        .await;
+        return None;
+    };
     let id = gw.next_conn_id();
     let span = tracing::info_span!(
         "conn",
@@ -110,6 +121,7 @@ where
         id,
         principal,
         info,
+        slot,
     };
     Some((live, sink, stream, cursors, span))
 }
@@ -120,6 +132,8 @@ struct Live<E: Engine> {
     id: crate::core::ConnId,
     principal: Principal,
     info: ConnInfo,
+    /// Counts the connection against its site's cap while it lives.
+    slot: crate::service::SiteSlot,
 }
 
 impl<E: Engine> Live<E> {
@@ -133,6 +147,7 @@ impl<E: Engine> Live<E> {
             id,
             principal,
             info,
+            slot: _slot,
         } = self;
         let (conn, rx) = gw.open_connection(id, &principal, info.encoding);
         let role = principal.role().as_str();

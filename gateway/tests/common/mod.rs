@@ -279,6 +279,28 @@ impl Client {
     }
 
     /// Waits for the server to close; returns the close code (None: the TCP connection ended).
+    /// The next frame, or the close code if the connection closes first.
+    pub async fn recv_or_closed(&mut self) -> Result<ServerFrame, u16> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("timed out waiting for a frame or a close");
+            match m {
+                Some(Ok(Message::Close(Some(f)))) => return Err(f.code.into()),
+                Some(Ok(Message::Close(None))) => return Err(1005),
+                Some(Ok(Message::Text(t))) => {
+                    return Ok(ServerFrame::decode(self.enc, t.as_bytes()).expect("decodable"))
+                }
+                Some(Ok(Message::Binary(b))) => {
+                    return Ok(ServerFrame::decode(self.enc, &b).expect("decodable"))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(1006),
+            }
+        }
+    }
+
     pub async fn closed(&mut self) -> Option<u16> {
         let deadline = Instant::now() + WAIT;
         loop {

@@ -968,3 +968,83 @@ async fn watch(c: &mut Client, conv: &str) -> ServerFrame {
     c.request_json(json!({"t": "watch", "conv": conv, "on": true}))
         .await
 }
+
+#[tokio::test]
+async fn a_site_is_held_to_its_own_limits() {
+    let (node, _dir) = api_node(|c| {
+        c.sites = sites(
+            r#"[{"id": "demo", "queues": ["general"], "settings": {"max_waiting": 1, "max_connections": 3, "api_rate_per_sec": 2}},
+                {"id": "other"}]"#,
+        );
+    })
+    .await;
+    // Conversations waiting: the second start is refused while the first waits.
+    let (mut v1, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v1", "V"),
+    )
+    .await;
+    let first = v1.request_json(json!({"t": "start"})).await;
+    assert!(matches!(first, ServerFrame::Ok { .. }), "{first:?}");
+    let (mut v2, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v2", "V"),
+    )
+    .await;
+    let second = v2.request_json(json!({"t": "start"})).await;
+    assert!(
+        matches!(&second, ServerFrame::Error { code, .. } if *code == gateway::protocol::ErrorCode::Capacity),
+        "{second:?}"
+    );
+    // Connections: the site's third is its last on this node; another site is not affected.
+    let (_v3, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Visitor, "v3", "V"),
+    )
+    .await;
+    assert_eq!(
+        refused(&node, &token("demo", Role::Visitor, "v4", "V")).await,
+        Some(4029)
+    );
+    let (_o, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("other", Role::Visitor, "v4", "V"),
+    )
+    .await;
+    // One leaves: a place is free again.
+    drop(v2);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let mut c = Client::open(&node, Encoding::Json).await;
+        c.send(&ClientFrame::Hello {
+            token: token("demo", Role::Visitor, "v5", "V"),
+            cursors: Default::default(),
+            lang: None,
+        })
+        .await;
+        if matches!(c.recv_or_closed().await, Ok(ServerFrame::Welcome { .. })) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot was never freed"
+        );
+    }
+    // The API: every caller of the site together, 2 a second (burst 2).
+    let a = key(&node, Some("demo"), &[Scope::Read]).await;
+    let b = key(&node, Some("demo"), &[Scope::Read]).await;
+    let other = key(&node, Some("other"), &[Scope::Read]).await;
+    let mut statuses = Vec::new();
+    for k in [&a, &b, &a, &b] {
+        statuses.push(get(&node, k, "/v1/sites/demo/queues").await.status);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert_eq!(
+        get(&node, &other, "/v1/sites/other/queues").await.status,
+        200
+    );
+}
