@@ -43,7 +43,7 @@ export function renderTags(c, ro) {
   }
   tagInput.hidden = ro;
   const picking = !!tagCatalogue();
-  tagInput.placeholder = picking ? '+ tag from the list' : '+ tag';
+  tagInput.placeholder = picking ? '+ pick a tag' : '+ tag';
   if (picking) {
     tagInput.setAttribute('role', 'combobox');
     tagInput.setAttribute('aria-autocomplete', 'list');
@@ -96,6 +96,8 @@ function updateTagOptions() {
     pick = -1;
   }
   tagOptions.hidden = false;
+  // Under the field, which follows the conversation's tags.
+  tagOptions.style.left = tagInput.offsetLeft + 'px';
   tagInput.setAttribute('aria-expanded', 'true');
   if (pick >= 0) tagInput.setAttribute('aria-activedescendant', 'tag-option-' + pick);
   else tagInput.removeAttribute('aria-activedescendant');
