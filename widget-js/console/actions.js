@@ -1,9 +1,13 @@
-// What an operator does to the open conversation besides replying: tags, transfer (to an
-// operator, with their status and load, or to a queue, with a note), close (with an outcome and
+// What an operator does to the open conversation besides replying: tags (from the site's
+// catalogue when it keeps one), transfer (to an operator, with their status and load, or to a
+// queue, with a note), close (with an outcome, from the site's list when it keeps one, and
 // tags), and ban the visitor (for a while, with a reason), which waits in the conversation's
 // "More actions" menu, away from where Accept was.
 
-import { $, st, h, toast, chats, errText, conv, visitorName, upsertMine } from './core.js';
+import {
+  $, st, h, toast, chats, errText, conv, visitorName, upsertMine, tagCatalogue, catalogueTag, tagChip, paintTag,
+  outcomeCatalogue
+} from './core.js';
 import { renderView } from './conversation.js';
 import { stopTyping } from './composer.js';
 import { renderAll } from './connection.js';
@@ -13,12 +17,18 @@ const isConvObject = (ok) => ok.conv && typeof ok.conv === 'object';
 
 // ------------------------------------------------------------------ tags
 
+// A site that keeps a tag catalogue takes only its active tags from staff: the field then
+// offers them (a list under it, in their colours, filtered by what is typed; arrows and Enter,
+// or a click) and adds nothing else. Without a catalogue any tag may be typed.
+
+const tagInput = $('tag-input');
+const tagOptions = $('tag-options');
+
 export function renderTags(c, ro) {
   const box = $('tag-list');
-  const input = $('tag-input');
   // Only the tags are redrawn: taking the field out would take its focus, and the next tag
   // typed after Enter would go nowhere.
-  for (const el of box.querySelectorAll('.tag')) el.remove();
+  for (const el of box.querySelectorAll(':scope > .tag')) el.remove();
   for (const t of c.tags || []) {
     const remove = ro
       ? null
@@ -29,16 +39,118 @@ export function renderTags(c, ro) {
           text: '×',
           onclick: () => changeTags(c.id, [], [t]).catch(() => {})
         });
-    input.before(h('span', { class: 'tag', 'data-testid': 'tag' }, [t, remove]));
+    tagInput.before(tagChip(t, { 'data-testid': 'tag' }, [remove]));
   }
-  input.hidden = ro;
+  tagInput.hidden = ro;
+  const picking = !!tagCatalogue();
+  tagInput.placeholder = picking ? '+ pick a tag' : '+ tag';
+  if (picking) {
+    tagInput.setAttribute('role', 'combobox');
+    tagInput.setAttribute('aria-autocomplete', 'list');
+    tagInput.setAttribute('aria-controls', 'tag-options');
+  } else for (const a of ['role', 'aria-autocomplete', 'aria-controls', 'aria-expanded']) tagInput.removeAttribute(a);
+  if (ro || !picking) closeTagOptions();
+  else if (!tagOptions.hidden) updateTagOptions();
 }
 
-$('tag-input').addEventListener('keydown', (e) => {
+/** The catalogue's tags the open conversation does not have yet, matching what is typed. */
+function offeredTags() {
+  const c = conv(st.selected) || {};
+  const have = new Set((c.tags || []).map((t) => t.toLowerCase()));
+  const needle = tagInput.value.trim().toLowerCase();
+  return (tagCatalogue() || [])
+    .filter((t) => !have.has(t.name.toLowerCase()) && t.name.toLowerCase().includes(needle))
+    .sort((a, b) => (a.name.toLowerCase() !== needle) - (b.name.toLowerCase() !== needle));
+}
+
+function closeTagOptions() {
+  tagOptions.hidden = true;
+  tagInput.removeAttribute('aria-activedescendant');
+  if (tagInput.getAttribute('role') === 'combobox') tagInput.setAttribute('aria-expanded', 'false');
+}
+
+/** Lists the offered tags under the field, the first (or the one still there) highlighted. */
+function updateTagOptions() {
+  const was = (tagOptions.querySelector('[aria-selected=true]') || {}).dataset;
+  const list = offeredTags();
+  let pick = Math.max(0, list.findIndex((t) => was && t.name === was.tag));
+  tagOptions.replaceChildren(
+    ...list.map((t, i) =>
+      h(
+        'li',
+        {
+          id: 'tag-option-' + i,
+          role: 'option',
+          'data-testid': 'tag-option',
+          'data-tag': t.name,
+          'aria-selected': i === pick ? 'true' : 'false',
+          onmousedown: (e) => (e.preventDefault(), addPicked(t.name))
+        },
+        [paintTag(h('span', { class: 'tag', text: t.name }), t)]
+      )
+    )
+  );
+  if (!list.length) {
+    const none = 'No other tag of the site matches.';
+    tagOptions.append(h('li', { class: 'none', 'data-testid': 'tag-option-none', text: none }));
+    pick = -1;
+  }
+  tagOptions.hidden = false;
+  // Under the field, which follows the conversation's tags.
+  tagOptions.style.left = tagInput.offsetLeft + 'px';
+  tagInput.setAttribute('aria-expanded', 'true');
+  if (pick >= 0) tagInput.setAttribute('aria-activedescendant', 'tag-option-' + pick);
+  else tagInput.removeAttribute('aria-activedescendant');
+}
+
+function moveTagOption(step) {
+  const items = Array.from(tagOptions.querySelectorAll('[role=option]'));
+  if (!items.length) return;
+  const at = items.findIndex((li) => li.getAttribute('aria-selected') === 'true');
+  const next = items[(at + step + items.length) % items.length];
+  for (const li of items) li.setAttribute('aria-selected', li === next ? 'true' : 'false');
+  tagInput.setAttribute('aria-activedescendant', next.id);
+  next.scrollIntoView({ block: 'nearest' });
+}
+
+function addPicked(name) {
+  if (!st.selected) return;
+  tagInput.value = '';
+  closeTagOptions();
+  changeTags(st.selected, [name], []).catch(() => {});
+}
+
+tagInput.addEventListener('focus', () => tagCatalogue() && updateTagOptions());
+tagInput.addEventListener('input', () => tagCatalogue() && updateTagOptions());
+tagInput.addEventListener('blur', closeTagOptions);
+
+tagInput.addEventListener('keydown', (e) => {
+  const picking = !!tagCatalogue();
+  if (picking && (e.key === 'ArrowDown' || e.key === 'ArrowUp')) {
+    e.preventDefault();
+    if (tagOptions.hidden) updateTagOptions();
+    else moveTagOption(e.key === 'ArrowDown' ? 1 : -1);
+    return;
+  }
+  if (picking && e.key === 'Escape' && !tagOptions.hidden) {
+    e.preventDefault();
+    closeTagOptions();
+    return;
+  }
   if (e.key !== 'Enter') return;
   e.preventDefault();
   const t = e.target.value.trim();
-  if (!t || !st.selected) return;
+  if (!st.selected) return;
+  if (picking) {
+    // The highlighted tag of the list, or one typed whole; nothing else is the site's.
+    const hit = tagOptions.hidden ? null : tagOptions.querySelector('[role=option][aria-selected=true]');
+    const typed = t && catalogueTag(t);
+    const name = hit ? hit.dataset.tag : typed && typed.name;
+    if (name) addPicked(name);
+    else if (t) toast('“' + t + '” is not one of the site\'s tags: pick one from the list.');
+    return;
+  }
+  if (!t) return;
   e.target.value = '';
   changeTags(st.selected, [t], []).catch(() => {
     // Refused (too long, too many): the tag comes back to the field to be corrected.
@@ -134,12 +246,86 @@ $('transfer-dialog').addEventListener('close', () => {
 // The conversation the close dialog is about: the open one, or one of a supervisor's list.
 let closing = null;
 
+// The console's own outcomes, for a site without a list of its own.
+const defaultOutcomes = Array.from($('close-outcome').options, (o) => o.cloneNode(true));
+
+/**
+ * The close dialog's outcome: the site's list when it keeps one (names shown, ids sent, one
+ * must be chosen), else the console's own.
+ */
+function fillOutcomes() {
+  const sel = $('close-outcome');
+  const list = outcomeCatalogue();
+  const hadSite = sel.dataset.list === 'site';
+  sel.required = !!list;
+  sel.dataset.list = list ? 'site' : 'console';
+  if (list) {
+    sel.replaceChildren(
+      h('option', { value: '', text: 'Choose an outcome…' }),
+      ...list.map((o) => h('option', { value: o.id, text: typeof o.name === 'string' && o.name ? o.name : o.id }))
+    );
+    // Without a default: closing waits for a choice.
+    sel.value = '';
+  } else if (hadSite) {
+    // The site dropped its list: the console's own again (kept as they were otherwise).
+    sel.replaceChildren(...defaultOutcomes.map((o) => o.cloneNode(true)));
+  }
+}
+
+/**
+ * The close dialog's tags. With a catalogue: a box per active tag (in its colours), those the
+ * conversation has already checked and fixed (closing adds tags, it removes none), as are its
+ * tags the catalogue no longer offers. Without: the comma-separated field.
+ */
+function fillCloseTags(known) {
+  const have = (known && known.tags) || [];
+  const list = tagCatalogue();
+  const box = $('close-tag-choices');
+  $('close-tags-field').hidden = !!list;
+  box.hidden = !list;
+  $('close-tags').value = list ? '' : have.join(', ');
+  if (!list) return box.replaceChildren();
+  const on = new Set(have.map((t) => t.toLowerCase()));
+  const choice = (name, t) => {
+    const fixed = on.has(name.toLowerCase());
+    const input = h('input', {
+      type: 'checkbox',
+      value: name,
+      'data-testid': 'close-tag-choice',
+      checked: fixed,
+      disabled: fixed
+    });
+    return h('label', { class: 'tag-choice', title: fixed ? 'Already on the conversation' : null }, [
+      input,
+      paintTag(h('span', { class: 'tag', text: name }), t)
+    ]);
+  };
+  const inactive = have.filter((n) => !catalogueTag(n));
+  box.replaceChildren(
+    h('legend', { text: 'Tags' }),
+    ...list.map((t) => choice(t.name, t)),
+    ...inactive.map((n) => choice(n, null))
+  );
+}
+
+/** The tags the close dialog adds: what is typed, or the boxes checked now. */
+function closeTagsChosen() {
+  if (tagCatalogue()) {
+    return Array.from($('close-tag-choices').querySelectorAll('input:checked:not(:disabled)'), (i) => i.value);
+  }
+  return $('close-tags')
+    .value.split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
 /** Asks for the outcome and tags of closing conversation `id` (`c`: it, if known). */
 export function askClose(id, c) {
   closing = id;
   const known = conv(id) || c;
   $('close-title').textContent = 'Close conversation' + (id === st.selected ? '' : ' with ' + visitorName(known));
-  $('close-tags').value = ((known && known.tags) || []).join(', ');
+  fillOutcomes();
+  fillCloseTags(known);
   openDialog('close-dialog');
 }
 
@@ -149,14 +335,14 @@ $('close-dialog').addEventListener('close', () => {
   const id = closing;
   closing = null;
   if ($('close-dialog').returnValue !== 'ok' || !id) return;
-  const tags = $('close-tags')
-    .value.split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  st.client.closeConv(id, { outcome: $('close-outcome').value, tags: tags.length ? tags : undefined }).then(
+  const tags = closeTagsChosen();
+  const outcome = $('close-outcome').value;
+  st.client.closeConv(id, { outcome: outcome || undefined, tags: tags.length ? tags : undefined }).then(
     (ok) => {
       // The conversation as the gateway stored it (its outcome included).
-      const c = (isConvObject(ok) && ok.conv) || Object.assign({}, st.mine.get(id), { state: 'closed', tags });
+      const had = (conv(id) || {}).tags || [];
+      const fallback = { state: 'closed', tags: had.concat(tags.filter((t) => !had.includes(t))) };
+      const c = (isConvObject(ok) && ok.conv) || Object.assign({}, st.mine.get(id), fallback);
       upsertMine(c);
       // Closed from a supervisor's list: not mine, so not followed (the answer would have it).
       if (!st.mine.has(id)) st.client.forget(id);

@@ -101,6 +101,76 @@ export const offlineBadge = (c) =>
     : null;
 export const errText = (e) => (e && (e.message || e.code)) || 'failed';
 
+// ------------------------------------------------------------------ the site's catalogues
+
+// A site may keep catalogues in its directory, which reach staff in the settings (`welcome`,
+// and every `settings` frame after an admin's change): its active tags (then staff add only
+// these), its active outcomes (then staff close with one of these), and the labels of the
+// visitor's parameters with where they show. A site without them works as before: free tags,
+// the console's own outcomes, parameters under their codes.
+
+const COLOR = /^#[0-9a-fA-F]{6}$/;
+const named = (list, key) => list.filter((x) => x && typeof x[key] === 'string' && x[key]);
+
+/** The site's active tags (`{name, color, text_color}`) when it keeps a catalogue, else null. */
+export function tagCatalogue() {
+  const t = st.settings && st.settings.tags;
+  return Array.isArray(t) && t.length ? named(t, 'name') : null;
+}
+
+/** The catalogue's entry of tag `name` (tags are lower-cased, so any case), or null. */
+export function catalogueTag(name) {
+  const key = String(name).toLowerCase();
+  return (tagCatalogue() || []).find((t) => t.name.toLowerCase() === key) || null;
+}
+
+/** Gives a tag's element its catalogue colours, when it has some (only `#rrggbb` is used). */
+export function paintTag(el, t) {
+  if (!t || !COLOR.test(t.color) || !COLOR.test(t.text_color)) return el;
+  el.style.background = t.color;
+  el.style.color = t.text_color;
+  el.classList.add('painted');
+  return el;
+}
+
+/** A tag's chip, in the catalogue's colours when the tag is in it; `kids` follow its name. */
+export function tagChip(name, attrs, kids) {
+  const el = h('span', Object.assign({ class: 'tag', 'data-tag': name }, attrs), [name, ...(kids || [])]);
+  return paintTag(el, catalogueTag(name));
+}
+
+/** The site's active outcomes (`{id, name}`) when it keeps a list, else null. */
+export function outcomeCatalogue() {
+  const o = st.settings && st.settings.outcomes;
+  return Array.isArray(o) && o.length ? named(o, 'id') : null;
+}
+
+/** What an outcome is called: its name in the site's list, else its id. */
+export function outcomeName(id) {
+  const o = (outcomeCatalogue() || []).find((x) => x.id === id);
+  return (o && typeof o.name === 'string' && o.name) || id;
+}
+
+/**
+ * The visitor's parameters to show in `where` (`preview`: a waiting conversation looked at
+ * from the queue; `active`: the open conversation), as `[code, label, value]`: a defined
+ * parameter under its label where its `show` says (`both`, or that place; never `none`), one
+ * without a definition under its code, everywhere.
+ */
+export function shownParams(params, where) {
+  const defs = new Map();
+  const list = st.settings && Array.isArray(st.settings.params) ? st.settings.params : [];
+  for (const d of named(list, 'code')) defs.set(d.code, d);
+  const out = [];
+  for (const [code, value] of Object.entries(params || {})) {
+    const d = defs.get(code);
+    const show = d ? d.show : 'both';
+    if (show === 'none' || ((show === 'preview' || show === 'active') && show !== where)) continue;
+    out.push([code, (d && typeof d.label === 'string' && d.label) || code, value]);
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ the HTTP API
 
 /**

@@ -3,7 +3,9 @@
 // Supervisors, who cannot accept, get take over, assign and watch on each waiting visitor
 // instead (supervisor.js).
 
-import { $, st, h, toast, ago, visitorName, errText, isSup, queued, conv, upsertMine, offlineBadge } from './core.js';
+import {
+  $, st, h, toast, ago, visitorName, errText, isSup, queued, conv, upsertMine, offlineBadge, shownParams
+} from './core.js';
 import { beep, notify } from './settings.js';
 import { select, peek, fetchPeek, renderView } from './conversation.js';
 import { assignMenu, takeover, watch } from './supervisor.js';
@@ -98,7 +100,8 @@ export function renderOffers() {
         h('div', { class: 'main' }, [
           h('div', { class: 'name', text: visitorName(c) }),
           h('div', { class: 'sub' }, [countdown, where]),
-          lastMessage(c, 'offer-last')
+          lastMessage(c, 'offer-last'),
+          previewParams(c, 'offer-params')
         ]),
         h('div', { class: 'acts' }, [
           itemButton('btn primary small', 'offer-accept', 'Accept', () => accept(c.id)),
@@ -131,6 +134,18 @@ function lastMessage(c, testid) {
   const m = c.last_message;
   if (!m || typeof m.text !== 'string' || !m.text) return null;
   return h('div', { class: 'sub last', 'data-testid': testid, title: m.text, text: m.text });
+}
+
+/**
+ * The visitor's parameters that show in the preview of a waiting conversation, on one line,
+ * under the catalogue's labels. An offer carries them; a queue listing leaves them out (the
+ * conversation looked at from the queue shows them, fetched whole, in the visitor panel).
+ */
+function previewParams(c, testid) {
+  const shown = shownParams(c.visitor && c.visitor.params, 'preview').filter(([, , v]) => v != null && v !== '');
+  if (!shown.length) return null;
+  const text = shown.map(([, label, v]) => label + ': ' + v).join(' · ');
+  return h('div', { class: 'sub last', 'data-testid': testid, title: text, text });
 }
 
 export function renderQueue() {
@@ -170,7 +185,8 @@ export function renderQueue() {
             h('span', { 'data-since': c.created_at, text: 'waiting ' + ago(c.created_at) }),
             pv.page_url ? ' · ' + pv.page_url : null
           ]),
-          lastMessage(c, 'queue-last')
+          lastMessage(c, 'queue-last'),
+          previewParams(c, 'queue-params')
         ]),
         h('div', { class: 'acts' }, acts)
       ])

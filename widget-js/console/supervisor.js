@@ -9,7 +9,7 @@
 
 import {
   $, st, h, toast, ago, chats, errText, isSup, conv, visitorName, upsertMine, shortId, clock, messageText,
-  apiFetch, sitePath
+  apiFetch, sitePath, outcomeCatalogue, outcomeName
 } from './core.js';
 import { renderStatus } from './settings.js';
 import { select, dismiss } from './conversation.js';
@@ -427,7 +427,7 @@ const td = (text, attrs) => h('td', Object.assign({ text: text == null ? '' : St
 // first time: load it). The admin page is admin.js's.
 const PAGES = {
   chats: null,
-  history: { el: 'history-page', show: () => hist.loaded || searchHistory() },
+  history: { el: 'history-page', show: () => (historyOutcomes(), hist.loaded || searchHistory()) },
   reports: { el: 'reports-page', sup: true, show: () => reportsLoaded || loadReports() },
   admin: { el: 'admin-page', sup: true, show: showAdmin }
 };
@@ -447,6 +447,23 @@ for (const b of document.querySelectorAll('.tabs .tab')) b.addEventListener('cli
 // --- History
 
 const hist = { cursor: null, loaded: false, seq: 0, open: null };
+
+// The console's own outcomes for the filter, for a site without a list of its own.
+const consoleOutcomes = Array.from($('h-outcome').options, (o) => o.cloneNode(true));
+
+/** The outcome filter offers the site's outcomes when it keeps a list (the choice is kept). */
+function historyOutcomes() {
+  const sel = $('h-outcome');
+  const was = sel.value;
+  const list = outcomeCatalogue();
+  const opts = list
+    ? [h('option', { value: '', text: 'any' })].concat(
+        list.map((o) => h('option', { value: o.id, text: outcomeName(o.id) }))
+      )
+    : consoleOutcomes.map((o) => o.cloneNode(true));
+  sel.replaceChildren(...opts);
+  if (Array.from(sel.options).some((o) => o.value === was)) sel.value = was;
+}
 
 function historyQuery() {
   const v = (id) => $(id).value.trim();
@@ -499,7 +516,10 @@ function historyRow(c) {
     td(c.operator ? c.operator.name || c.operator.id : '—'),
     td(when(c.created_at)),
     td(c.state, { 'data-testid': 'history-state-cell' }),
-    td(c.outcome || '—', { 'data-testid': 'history-outcome-cell' }),
+    td(c.outcome ? outcomeName(c.outcome) : '—', {
+      'data-testid': 'history-outcome-cell',
+      'data-outcome': c.outcome || ''
+    }),
     td((c.tags || []).join(', ')),
     td(c.message_count),
     td(dur(c.first_response_ms))
@@ -564,7 +584,7 @@ function renderHistoryDetail(d, msgs) {
         ['Operator', d.operator ? d.operator.name || d.operator.id : ''],
         ['Created', when(d.created_at)],
         ['Closed', d.closed_at ? when(d.closed_at) : ''],
-        ['Outcome', d.outcome],
+        ['Outcome', d.outcome ? outcomeName(d.outcome) : ''],
         ['Tags', (d.tags || []).join(', ')],
         ['Messages', d.message_count],
         ['First response', dur(d.first_response_ms)],

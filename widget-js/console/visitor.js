@@ -1,8 +1,9 @@
 // The visitor panel beside the open conversation: who the visitor is and whether they are
 // online, what they browse (page, referrer, browser, OS, device, language, country), the
-// parameters their page set, and the conversation's own details.
+// parameters their page set (under the labels of the site's catalogue, where it says they
+// show), and the conversation's own details.
 
-import { $, h } from './core.js';
+import { $, st, h, shownParams, outcomeName } from './core.js';
 
 /** A definition list of `[label, value, link]`, leaving out empty values. */
 function dl(pairs) {
@@ -50,8 +51,21 @@ export function renderVisitor(c) {
       ['Country', pv.country]
     ])
   );
-  const params = v.params || {};
-  if (Object.keys(params).length) box.append(h('h3', { text: 'Parameters' }), dl(Object.entries(params)));
+  // A waiting conversation looked at from the queue is its preview; one I hold (or watch, or
+  // that closed) is open.
+  const waiting = !st.mine.has(c.id) && (c.state === 'queued' || c.state === 'offered');
+  const params = shownParams(v.params, waiting ? 'preview' : 'active').filter(([, , val]) => val != null && val !== '');
+  if (params.length) {
+    const d = h('dl', { class: 'kv', 'data-testid': 'visitor-params' });
+    for (const [code, label, val] of params) {
+      const attrs = { 'data-code': code };
+      d.append(
+        h('dt', Object.assign({ 'data-testid': 'param-label', text: label }, attrs)),
+        h('dd', Object.assign({ 'data-testid': 'param-value', text: String(val) }, attrs))
+      );
+    }
+    box.append(h('h3', { text: 'Parameters' }), d);
+  }
   box.append(
     h('h3', { text: 'Conversation' }),
     dl([
@@ -60,7 +74,7 @@ export function renderVisitor(c) {
       ['State', c.state],
       ['Started', c.created_at ? new Date(c.created_at).toLocaleString() : ''],
       ['Previous', c.previous],
-      ['Outcome', c.outcome]
+      ['Outcome', c.outcome ? outcomeName(c.outcome) : '']
     ])
   );
 }
