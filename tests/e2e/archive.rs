@@ -11,7 +11,7 @@ use crate::harness::*;
 use crate::multinode::{in_queue, operator, say, visitor, with, Store};
 
 /// Makes an API key with the gateway's own CLI, against the archive `env` names.
-fn api_key(env: &[(String, String)], scopes: &str) -> String {
+pub(crate) fn api_key(env: &[(String, String)], scopes: &str) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

@@ -4,6 +4,7 @@
 //! package so that cargo builds the very binary under test first.
 
 mod archive;
+mod directory;
 mod faults;
 mod harness;
 mod multinode;

@@ -779,4 +779,135 @@ archive_conformance!(
     idempotent_answers_are_remembered_once,
     what_arrives_after_an_erasure_is_kept_without_the_visitor,
     a_closed_conversation_is_patched_with_an_event,
+    the_directory_keeps_items_with_a_version_per_site,
+    staff_sessions_are_kept_and_revoked,
 );
+
+pub async fn the_directory_keeps_items_with_a_version_per_site(s: &dyn Store) {
+    use gateway::archive::Put;
+    use gateway::directory::Kind;
+    let demo = site();
+    let other = SiteId::from("other");
+    assert_eq!(s.directory(&demo).await.unwrap(), (0, vec![]));
+    let g = |name: &str| format!(r#"{{"id":"g1","name":"{name}"}}"#);
+    assert_eq!(
+        s.put_entry(&demo, Kind::Groups, "g1", &g("G"), true, 1)
+            .await
+            .unwrap(),
+        Put::Done
+    );
+    assert_eq!(
+        s.put_entry(&demo, Kind::Groups, "g1", &g("Again"), true, 2)
+            .await
+            .unwrap(),
+        Put::Exists
+    );
+    assert_eq!(
+        s.put_entry(&demo, Kind::Groups, "none", &g("X"), false, 2)
+            .await
+            .unwrap(),
+        Put::Missing
+    );
+    assert_eq!(
+        s.put_entry(&demo, Kind::Groups, "g1", &g("H"), false, 3)
+            .await
+            .unwrap(),
+        Put::Done
+    );
+    // The same id in another collection and on another site: separate items.
+    assert_eq!(
+        s.put_entry(
+            &demo,
+            Kind::Outcomes,
+            "g1",
+            r#"{"id":"g1","name":"O"}"#,
+            true,
+            4
+        )
+        .await
+        .unwrap(),
+        Put::Done
+    );
+    assert_eq!(
+        s.put_entry(&other, Kind::Groups, "g1", &g("Theirs"), true, 5)
+            .await
+            .unwrap(),
+        Put::Done
+    );
+    let (version, rows) = s.directory(&demo).await.unwrap();
+    assert_eq!(
+        version, 3,
+        "every change bumps the version; refused ones do not"
+    );
+    let kinds: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.kind.as_str(), r.body.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("groups", g("H").as_str()),
+            ("outcomes", r#"{"id":"g1","name":"O"}"#)
+        ]
+    );
+    assert_eq!(s.directory(&other).await.unwrap().0, 1);
+    assert!(s.delete_entry(&demo, Kind::Groups, "g1").await.unwrap());
+    assert!(!s.delete_entry(&demo, Kind::Groups, "g1").await.unwrap());
+    let (version, rows) = s.directory(&demo).await.unwrap();
+    assert_eq!((version, rows.len()), (4, 1));
+    assert_eq!(
+        s.directory(&other).await.unwrap().1.len(),
+        1,
+        "another site's item stays"
+    );
+}
+
+pub async fn staff_sessions_are_kept_and_revoked(s: &dyn Store) {
+    use gateway::archive::SessionRecord;
+    let rec = SessionRecord {
+        id: "s1".into(),
+        site: site().to_string(),
+        staff: "op1".into(),
+        created_at: 1,
+        expires_at: 100,
+        revoked_at: None,
+    };
+    s.put_session(&rec).await.unwrap();
+    s.put_session(&SessionRecord {
+        id: "s2".into(),
+        ..rec.clone()
+    })
+    .await
+    .unwrap();
+    s.put_session(&SessionRecord {
+        id: "s3".into(),
+        staff: "op2".into(),
+        ..rec.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.session("s1").await.unwrap(), Some(rec.clone()));
+    assert_eq!(s.session("none").await.unwrap(), None);
+    assert_eq!(
+        s.revoke_sessions(&SiteId::from("other"), Some("s1"), None, 5)
+            .await
+            .unwrap(),
+        0,
+        "another site's revocation reaches nothing"
+    );
+    assert_eq!(
+        s.revoke_sessions(&site(), Some("s1"), None, 5)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.session("s1").await.unwrap().unwrap().revoked_at, Some(5));
+    assert_eq!(
+        s.revoke_sessions(&site(), None, Some("op1"), 6)
+            .await
+            .unwrap(),
+        1,
+        "s2; s1 already"
+    );
+    assert_eq!(s.session("s3").await.unwrap().unwrap().revoked_at, None);
+}
