@@ -3,7 +3,8 @@
 // waits that poll for a condition with a deadline (never a sleep used as synchronisation).
 //
 // Environment: GATEWAY_BIN (default target/debug/gateway, relative to the repo root),
-// CHROMIUM (default /usr/bin/chromium), KEEP_LOGS=1 prints the gateway's output after each test,
+// CHROMIUM (default /usr/bin/chromium), KEEP_LOGS=1 prints the gateway's output after each test
+// (and keeps its data dir),
 // REQUIRE_BROWSER=1 (set by scripts/test and CI) turns a missing chromium or gateway binary into
 // a test failure instead of a skip: a skipped browser test in CI would prove nothing.
 
@@ -115,7 +116,14 @@ export async function startGateway({ sites, env = {}, asNewcomer = false, timeou
     proc,
     logs,
     token: (o) => mintToken(secret, o),
-    stop: () => stopProcess(proc, logs)
+    stop: async () => {
+      await stopProcess(proc, logs);
+      // The data dir made here goes with its gateway (KEEP_LOGS keeps it, to look into).
+      if (!process.env.KEEP_LOGS && childEnv.GATEWAY_DATA_DIR === dataDir) {
+        fs.rmSync(dataDir, { recursive: true, force: true });
+      }
+      if (extra.GATEWAY_SITES) fs.rmSync(extra.GATEWAY_SITES, { force: true });
+    }
   };
 }
 
