@@ -15,6 +15,7 @@
 //! than the stored one, an event by its key, a message by `(conv, seq)` — so a retry stores
 //! nothing twice.
 
+mod access;
 mod dir;
 pub mod postgres;
 mod rows;
