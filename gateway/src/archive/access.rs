@@ -106,7 +106,7 @@ impl SqlStore {
             "SELECT status, body FROM idempotency WHERE scope = {s} AND key = {k} \
              AND created_at >= {t}"
         ));
-        Ok(sqlx::query_with(&q.text, q.args)
+        sqlx::query_with(&q.text, q.args)
             .fetch_optional(&self.pool)
             .await?
             .map(|r| {
@@ -115,7 +115,7 @@ impl SqlStore {
                     body: r.try_get(1)?,
                 })
             })
-            .transpose()?)
+            .transpose()
     }
 
     pub(super) async fn remembered_put(
