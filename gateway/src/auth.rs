@@ -4,6 +4,8 @@
 //! The algorithm is pinned by configuration: a token that names another algorithm (`none`
 //! included) is refused, and so is a token without `exp`.
 
+use std::borrow::Cow;
+
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -198,10 +200,13 @@ impl Auth {
         &self,
         token: &str,
         key_ok: &dyn Fn(&str, &str) -> bool,
-    ) -> Result<(DecodingKey, Validation), AuthError> {
+    ) -> Result<(Cow<'_, DecodingKey>, Cow<'_, Validation>), AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(AuthError::Invalid)?;
         let Some(kid) = header.kid else {
-            return Ok((self.decoding.clone(), self.validation.clone()));
+            return Ok((
+                Cow::Borrowed(&self.decoding),
+                Cow::Borrowed(&self.validation),
+            ));
         };
         let site = unverified_site(token).ok_or(AuthError::Claims("no site in the token"))?;
         if !key_ok(&site, &kid) {
@@ -212,7 +217,10 @@ impl Auth {
             .ok_or(AuthError::Claims("this gateway has no site signing keys"))?;
         let mut validation = self.validation.clone();
         validation.algorithms = vec![Algorithm::HS256];
-        Ok((DecodingKey::from_secret(secret.as_bytes()), validation))
+        Ok((
+            Cow::Owned(DecodingKey::from_secret(secret.as_bytes())),
+            Cow::Owned(validation),
+        ))
     }
 
     /// [`Auth::verify`], also for tokens signed with a site's key (see [`Auth::key_for`]).
@@ -243,7 +251,8 @@ impl Auth {
         max_age_ms: u64,
         key_ok: &dyn Fn(&str, &str) -> bool,
     ) -> Result<Principal, AuthError> {
-        let (key, mut v) = self.key_for(token, key_ok)?;
+        let (key, v) = self.key_for(token, key_ok)?;
+        let mut v = v.into_owned();
         v.validate_exp = false;
         let claims = decode::<Claims>(token, &key, &v)
             .map_err(AuthError::Invalid)?

@@ -144,7 +144,7 @@ pub async fn sign_in<E: Engine>(
     }
     let now = now_ms();
     let session = SessionRecord {
-        id: new_session_id(),
+        id: crate::directory::random_hex(16),
         site: site.to_string(),
         staff: staff.id.clone(),
         created_at: now,
@@ -239,10 +239,4 @@ pub async fn revoke<E: Engine>(
         .await;
     tracing::info!(site = %who.site, session = %id, by = %who.label, "session revoked");
     Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn new_session_id() -> String {
-    use rand::Rng;
-    let b: [u8; 16] = rand::rng().random();
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }

@@ -727,8 +727,14 @@ impl Ban {
 
 /// A random id for items whose id the server makes.
 fn new_id() -> String {
-    use rand::Rng;
-    let b: [u8; 8] = rand::rng().random();
+    random_hex(8)
+}
+
+/// `bytes` random bytes as lower-case hex (ids the server makes: items, sessions).
+pub fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

@@ -142,6 +142,25 @@ pub struct Directory {
     /// The site's lines, in order: the directory's, or the sites file's when the directory
     /// has none (set by whoever loads it).
     pub lines: Vec<QueueId>,
+    /// The active tags' keywords, lower-cased once at load (every message is matched
+    /// against them).
+    pub keywords: Vec<Keywords>,
+}
+
+/// An active tag's keywords, ready to match.
+#[derive(Debug, Clone, Default)]
+pub struct Keywords {
+    pub tag: String,
+    /// Where it applies (empty: every line).
+    pub queues: Vec<String>,
+    pub lower: Vec<String>,
+}
+
+impl Keywords {
+    /// Whether lower-cased `text` holds one of the keywords.
+    pub fn found_in(&self, text: &str) -> bool {
+        self.lower.iter().any(|k| text.contains(k.as_str()))
+    }
 }
 
 /// A stored item: its collection, id and JSON.
@@ -177,6 +196,16 @@ impl Directory {
                 tracing::warn!(kind = %r.kind, id = %r.id, "directory row not readable; skipped");
             }
         }
+        d.keywords = d
+            .tags
+            .values()
+            .filter(|t| t.active && !t.auto.keywords.is_empty())
+            .map(|t| Keywords {
+                tag: t.name.clone(),
+                queues: t.auto.queues.clone(),
+                lower: t.auto.keywords.iter().map(|k| k.to_lowercase()).collect(),
+            })
+            .collect();
         d
     }
 

@@ -433,35 +433,25 @@ impl<E: Engine> Gateway<E> {
         Ok(())
     }
 
-    /// Tags the site's catalogue adds by themselves when a message of a conversation of
-    /// `queue` contains one of their keywords, and that the conversation lacks.
+    /// Tags the site's catalogue adds by themselves when a message (lower-cased) of a
+    /// conversation of `queue` contains one of their keywords, and that the conversation
+    /// lacks.
     pub fn auto_tags(
         &self,
         site: &SiteId,
         queue: &str,
         have: &[String],
-        text: &str,
+        lower: &str,
     ) -> Vec<String> {
-        let dir = self.directory(site);
-        let mut candidates = dir.tags.values().filter(|t| {
-            t.active
-                && !t.auto.keywords.is_empty()
-                && (t.auto.queues.is_empty() || t.auto.queues.iter().any(|q| q == queue))
-                && !have.contains(&t.name)
-        });
-        let Some(first) = candidates.next() else {
-            return Vec::new();
-        };
-        let lower = text.to_lowercase();
-        std::iter::once(first)
-            .chain(candidates)
-            .filter(|t| {
-                t.auto
-                    .keywords
-                    .iter()
-                    .any(|k| lower.contains(&k.to_lowercase()))
+        self.directory(site)
+            .keywords
+            .iter()
+            .filter(|k| {
+                (k.queues.is_empty() || k.queues.iter().any(|q| q == queue))
+                    && !have.contains(&k.tag)
+                    && k.found_in(lower)
             })
-            .map(|t| t.name.clone())
+            .map(|k| k.tag.clone())
             .collect()
     }
 
@@ -470,17 +460,11 @@ impl<E: Engine> Gateway<E> {
     /// acknowledged already). A site without keyword tags costs a map lookup.
     pub(super) fn note_keywords(&self, site: &SiteId, conv: &ConvId, text: &str) {
         let dir = self.directory(site);
-        let mut keyword = dir
-            .tags
-            .values()
-            .filter(|t| t.active)
-            .flat_map(|t| t.auto.keywords.iter())
-            .peekable();
-        if keyword.peek().is_none() {
+        if dir.keywords.is_empty() {
             return;
         }
         let lower = text.to_lowercase();
-        if keyword.any(|k| lower.contains(&k.to_lowercase())) {
+        if dir.keywords.iter().any(|k| k.found_in(&lower)) {
             self.hub.control(crate::bus::Control::AutoTag {
                 site: site.clone(),
                 conv: conv.clone(),

@@ -313,7 +313,11 @@ impl<E: Engine> Gateway<E> {
         let site = self.site(site).expect("a configured site");
         let s = site.settings();
         let dir = site.directory.read().clone();
-        let staff = role.is_staff();
+        let (canned, tags, outcomes, params) = if role.is_staff() {
+            staff_catalogues(&s, &dir)
+        } else {
+            Default::default()
+        };
         ClientSettings {
             routing: s.routing.as_str().to_owned(),
             widget_when_away: match s.widget_when_away {
@@ -325,61 +329,10 @@ impl<E: Engine> Gateway<E> {
             unavailable_text: s.unavailable_text.get(lang, s.language).to_owned(),
             language: Some(s.language.as_str().to_owned()),
             queues: dir.lines.iter().map(|q| q.0.clone()).collect(),
-            canned: if staff {
-                // The site's settings' own, then the directory's (per line).
-                s.canned
-                    .iter()
-                    .cloned()
-                    .chain(dir.canned.values().map(|c| crate::protocol::Canned {
-                        shortcut: c.shortcut.clone(),
-                        text: c.text.clone(),
-                        queues: c.queues.clone(),
-                    }))
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            tags: if staff {
-                dir.tags
-                    .values()
-                    .filter(|t| t.active)
-                    .map(|t| crate::protocol::TagOption {
-                        name: t.name.clone(),
-                        color: t.color.clone(),
-                        text_color: t.text_color.clone(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            outcomes: if staff {
-                dir.outcomes
-                    .values()
-                    .filter(|o| o.active)
-                    .map(|o| crate::protocol::OutcomeOption {
-                        id: o.id.clone(),
-                        name: o.name.clone(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            params: if staff {
-                dir.params
-                    .values()
-                    .map(|p| crate::protocol::ParamOption {
-                        code: p.code.clone(),
-                        label: p.label.clone(),
-                        editable: p.editable,
-                        show: serde_json::to_value(p.show)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            canned,
+            tags,
+            outcomes,
+            params,
         }
     }
 
@@ -476,4 +429,61 @@ fn own_channels(p: &Principal) -> Vec<Channel> {
         chs.push(user_channel(&p.site, Role::Operator, p.id()));
     }
     chs
+}
+
+/// What only staff are sent with the settings: canned responses (the settings' own, then the
+/// directory's, per line), and the directory's active tags, active outcomes and parameter
+/// labels.
+fn staff_catalogues(
+    s: &crate::core::Settings,
+    dir: &crate::directory::Directory,
+) -> (
+    Vec<crate::protocol::Canned>,
+    Vec<crate::protocol::TagOption>,
+    Vec<crate::protocol::OutcomeOption>,
+    Vec<crate::protocol::ParamOption>,
+) {
+    let canned = s
+        .canned
+        .iter()
+        .cloned()
+        .chain(dir.canned.values().map(|c| crate::protocol::Canned {
+            shortcut: c.shortcut.clone(),
+            text: c.text.clone(),
+            queues: c.queues.clone(),
+        }))
+        .collect();
+    let tags = dir
+        .tags
+        .values()
+        .filter(|t| t.active)
+        .map(|t| crate::protocol::TagOption {
+            name: t.name.clone(),
+            color: t.color.clone(),
+            text_color: t.text_color.clone(),
+        })
+        .collect();
+    let outcomes = dir
+        .outcomes
+        .values()
+        .filter(|o| o.active)
+        .map(|o| crate::protocol::OutcomeOption {
+            id: o.id.clone(),
+            name: o.name.clone(),
+        })
+        .collect();
+    let params = dir
+        .params
+        .values()
+        .map(|p| crate::protocol::ParamOption {
+            code: p.code.clone(),
+            label: p.label.clone(),
+            editable: p.editable,
+            show: serde_json::to_value(p.show)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        })
+        .collect();
+    (canned, tags, outcomes, params)
 }
