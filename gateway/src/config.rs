@@ -246,6 +246,7 @@ pub enum JwtConfig {
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
     pub id: SiteId,
+    pub name: String,
     pub widget_key: String,
     pub queues: Vec<QueueId>,
     pub settings: Settings,
@@ -259,6 +260,7 @@ impl SiteConfig {
     pub fn demo() -> SiteConfig {
         SiteConfig {
             id: SiteId::from("demo"),
+            name: "Demo".into(),
             widget_key: "demo".into(),
             queues: vec![QueueId::from("general")],
             settings: Settings {
@@ -272,6 +274,8 @@ impl SiteConfig {
 #[derive(Deserialize)]
 struct SiteFile {
     id: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     widget_key: Option<String>,
     #[serde(default)]
@@ -662,6 +666,7 @@ pub fn parse_sites(text: &str, bounds: Bounds) -> Result<Vec<SiteConfig>, Vec<St
         };
         out.push(SiteConfig {
             widget_key: f.widget_key.unwrap_or_else(|| f.id.clone()),
+            name: f.name.unwrap_or_else(|| f.id.clone()),
             id: SiteId(f.id),
             queues: queues.into_iter().map(QueueId).collect(),
             settings,

@@ -215,12 +215,20 @@ fn api_key(raw: &RawConfig, action: KeyCmd) -> anyhow::Result<()> {
         let store = gateway::server::open_archive(&cfg)
             .await?
             .context("there is no archive to keep keys in (GATEWAY_ARCHIVE=off, or Redis without GATEWAY_DATABASE_URL)")?;
+        // The sites file's sites, and those made at runtime (the registry).
+        let (_, rows) = store
+            .directory(&gateway::directory::sites::registry())
+            .await?;
+        let stored = gateway::directory::sites::records(&rows);
         let known = |site: &Option<String>| -> anyhow::Result<()> {
             if let Some(s) = site {
-                anyhow::ensure!(
-                    cfg.sites.iter().any(|c| c.id.as_str() == s),
-                    "no site {s:?} is configured"
-                );
+                // A site the registry holds is as it says (a deleted one stays deleted); one
+                // it does not hold yet is seeded from the sites file at the next start.
+                let live = match stored.iter().find(|r| &r.id == s) {
+                    Some(r) => !r.is_deleted(),
+                    None => cfg.sites.iter().any(|c| c.id.as_str() == s),
+                };
+                anyhow::ensure!(live, "no site {s:?} is configured");
             }
             Ok(())
         };

@@ -187,6 +187,7 @@ pub async fn start<E: Engine>(
     hub.set_control(control_tx);
     let archive = open_archive(&cfg).await?;
     let gw = Arc::new(Gateway::new(engine, archive, hub, auth, cfg, node));
+    gw.load_sites().await;
     gw.reload_all_settings().await;
     gw.load_directories().await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

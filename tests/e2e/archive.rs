@@ -12,13 +12,22 @@ use crate::multinode::{in_queue, operator, say, visitor, with, Store};
 
 /// Makes an API key with the gateway's own CLI, against the archive `env` names.
 pub(crate) fn api_key(env: &[(String, String)], scopes: &str) -> String {
+    key_for(env, Some("demo"), scopes)
+}
+
+/// An API key made with the `gateway api-key` command: of a site, or a root key (`None`).
+pub(crate) fn key_for(env: &[(String, String)], site: Option<&str>, scopes: &str) -> String {
+    let mut args = vec!["api-key", "create"];
+    match site {
+        Some(s) => args.extend(["--site", s]),
+        None => args.push("--root"),
+    }
+    args.extend(["--scope", scopes, "--name", "e2e"]);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .args([
-            "api-key", "create", "--site", "demo", "--scope", scopes, "--name", "e2e",
-        ])
+        .args(&args)
         .output()
         .expect("gateway api-key runs");
     assert!(

@@ -67,6 +67,11 @@ pub struct Acting {
 }
 
 impl Caller {
+    /// Whether the caller is a key with the scope.
+    pub fn has(&self, scope: Scope) -> bool {
+        matches!(self, Caller::Key { scopes, .. } if scopes.contains(&scope))
+    }
+
     /// A stable label of the caller.
     pub fn label(&self) -> String {
         match self {

@@ -21,6 +21,7 @@ mod problem;
 pub mod reports;
 pub mod sessions;
 pub mod signing;
+pub mod sites;
 pub mod visitors;
 
 use std::sync::Arc;
@@ -100,6 +101,13 @@ pub fn router<E: Engine>(gw: Arc<Gateway<E>>) -> Router {
     let site = "/v1/sites/{site}";
     directory::routes(Router::new())
         .route("/v1/openapi.json", get(openapi::serve))
+        .route("/v1/sites", get(sites::list::<E>).post(sites::create::<E>))
+        .route(
+            site,
+            get(sites::one::<E>)
+                .patch(sites::patch::<E>)
+                .delete(sites::remove::<E>),
+        )
         .route(
             &format!("{site}/conversations"),
             get(conversations::list::<E>).post(conversations::create::<E>),

@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::directory::{bans, canned, groups, operators, outcomes, params, queues, tags};
-use super::{access, conversations, reports, sessions, signing, visitors};
+use super::{access, conversations, reports, sessions, signing, sites, visitors};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,6 +43,11 @@ use super::{access, conversations, reports, sessions, signing, visitors};
         signing::list,
         signing::create,
         signing::remove,
+        sites::list,
+        sites::create,
+        sites::one,
+        sites::patch,
+        sites::remove,
         queues::list,
         queues::create,
         queues::one,
@@ -90,6 +95,7 @@ use super::{access, conversations, reports, sessions, signing, visitors};
         (name = "visitors", description = "Timelines, export and erasure"),
         (name = "reports", description = "Итоги: conversations and operators over a range"),
         (name = "access", description = "API keys and tokens"),
+        (name = "sites", description = "The deployment's sites (tenants): made and deleted with a root key"),
         (name = "directory", description = "Lines, groups, staff, catalogues and bans: in effect on every node at once"),
     )
 )]

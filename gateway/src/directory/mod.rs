@@ -11,6 +11,7 @@
 
 mod entities;
 pub mod password;
+pub mod sites;
 
 pub use entities::*;
 
@@ -35,6 +36,11 @@ pub enum Kind {
     Bans,
     /// The site's token signing keys (ids and times only; the secrets are derived).
     SigningKeys,
+    /// The sites themselves (in the [`sites::REGISTRY`] scope, not a site's own).
+    Sites,
+    /// Which site a widget key belongs to (in the registry scope: the key is the item's id,
+    /// so the database keeps two sites from sharing one).
+    WidgetKeys,
 }
 
 impl Kind {
@@ -62,6 +68,8 @@ impl Kind {
             Kind::Canned => "canned",
             Kind::Bans => "bans",
             Kind::SigningKeys => "signing-keys",
+            Kind::Sites => "sites",
+            Kind::WidgetKeys => "widget-keys",
         }
     }
 
@@ -190,7 +198,7 @@ impl Directory {
                 Some(Kind::Canned) => d.insert_json::<Canned>(&r.body),
                 Some(Kind::Bans) => d.insert_json::<Ban>(&r.body),
                 Some(Kind::SigningKeys) => d.insert_json::<SigningKey>(&r.body),
-                None => false,
+                Some(Kind::Sites | Kind::WidgetKeys) | None => false,
             };
             if !ok {
                 tracing::warn!(kind = %r.kind, id = %r.id, "directory row not readable; skipped");

@@ -278,6 +278,13 @@ pub trait SiteStore: Send + Sync + 'static {
 
     /// Checks a site's state out for a transition.
     fn begin(&self, site: &SiteId) -> impl Future<Output = Result<Self::Tx, EngineError>> + Send;
+
+    /// The sites this node serves now (sites come and go at runtime): the engine's per-site
+    /// work — timers, the outbox, what is reloaded after the bus reconnects — goes over
+    /// them. An engine that finds its sites by itself ignores it.
+    fn serve_sites(&self, sites: Vec<SiteId>) {
+        let _ = sites;
+    }
 }
 
 /// Conversation logs and records.

@@ -192,9 +192,9 @@ async fn visitor_session<E: Engine>(
                 .verify_token_allow_expired(t, VISITOR_ID_MAX_AGE_MS)
                 .ok()
         })
-        .filter(|p| p.visitor().is_some() && p.site == site.config.id);
+        .filter(|p| p.visitor().is_some() && p.site == site.id);
     if let Some(v) = previous.as_ref().and_then(|p| p.visitor()) {
-        if st.gw.is_banned(&site.config.id, v).await {
+        if st.gw.is_banned(&site.id, v).await {
             return cors(
                 error(StatusCode::FORBIDDEN, "banned", "this visitor is banned"),
                 origin,
@@ -214,7 +214,7 @@ async fn visitor_session<E: Engine>(
     let claims = Claims {
         sid: None,
         sub: id.clone(),
-        site: site.config.id.0.clone(),
+        site: site.id.0.clone(),
         role: Role::Visitor,
         name,
         exp,
@@ -251,7 +251,7 @@ async fn availability<E: Engine>(
     let site = st
         .gw
         .site_by_key(&site)
-        .map(|s| s.config.id.clone())
+        .map(|s| s.id.clone())
         .unwrap_or(SiteId(site));
     let Some(s) = st.gw.site(&site) else {
         return cors(

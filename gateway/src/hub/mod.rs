@@ -98,6 +98,20 @@ impl Hub {
         }
     }
 
+    /// Closes every local connection of a site (it was deleted): each is on its user's
+    /// channel, which names the site.
+    pub fn close_site(&self, site: &crate::core::SiteId, reason: CloseReason) {
+        let conns: Vec<Arc<ConnShared>> = self
+            .channels
+            .iter()
+            .filter(|e| matches!(e.key(), Channel::User(s, ..) | Channel::Staff(s) if s == site))
+            .flat_map(|e| e.value().conns.clone())
+            .collect();
+        for c in conns {
+            c.close(reason);
+        }
+    }
+
     /// Every channel with at least one local subscriber (to resubscribe after a reconnect).
     pub fn channels(&self) -> Vec<Channel> {
         self.channels.iter().map(|e| e.key().clone()).collect()

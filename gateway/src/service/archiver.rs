@@ -274,18 +274,18 @@ impl<E: Engine> Gateway<E> {
     /// idempotent answers past their window, outbox entries every group is done with.
     async fn archive_chores(&self, store: &dyn Store) {
         let now = now_ms();
-        for site in self.sites.values() {
+        for site in self.sites() {
             let Some(keep) = site.settings().retention else {
                 continue;
             };
             let before = now.saturating_sub(keep.as_millis() as u64);
-            match store.sweep(&site.config.id, before).await {
+            match store.sweep(&site.id, before).await {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(site = %site.config.id, conversations = n, "retention swept")
+                    tracing::info!(site = %site.id, conversations = n, "retention swept")
                 }
                 Err(e) => {
-                    tracing::warn!(site = %site.config.id, error = %e, "retention sweep failed")
+                    tracing::warn!(site = %site.id, error = %e, "retention sweep failed")
                 }
             }
         }

@@ -27,8 +27,8 @@ impl<E: Engine> Gateway<E> {
     /// Sets the conversation gauges from every site's state as this node reads it now.
     async fn export_census(&self) {
         let mut total = core::Census::default();
-        for site in self.sites.keys() {
-            match self.engine.begin(site).await {
+        for site in self.site_ids() {
+            match self.engine.begin(&site).await {
                 Ok(mut tx) => total += core::census(tx.state()),
                 // The engine is down: keep the last known numbers.
                 Err(_) => return,

@@ -64,7 +64,6 @@ impl<E: Engine> Gateway<E> {
             // The sites file's order first (its first line is where a conversation goes when
             // the widget names none), then the lines made since, by id.
             let mut lines: Vec<QueueId> = s
-                .config
                 .queues
                 .iter()
                 .filter(|q| new.queues.contains_key(q.as_str()))
@@ -74,11 +73,11 @@ impl<E: Engine> Gateway<E> {
                 new.queues
                     .keys()
                     .map(|q| QueueId(q.clone()))
-                    .filter(|q| !s.config.queues.contains(q)),
+                    .filter(|q| !s.queues.contains(q)),
             );
             lines
         } else {
-            s.config.queues.clone()
+            s.queues.clone()
         };
         let new = Arc::new(new);
         *s.directory.write() = new.clone();
@@ -132,7 +131,7 @@ impl<E: Engine> Gateway<E> {
             return Ok(());
         }
         let now = now_ms();
-        for q in &s.config.queues {
+        for q in &s.queues {
             let line = Queue {
                 id: q.to_string(),
                 name: q.to_string(),
@@ -151,8 +150,7 @@ impl<E: Engine> Gateway<E> {
 
     /// Loads every site's directory (at start, seeding fresh ones).
     pub async fn load_directories(&self) {
-        let sites: Vec<SiteId> = self.sites.keys().cloned().collect();
-        for site in sites {
+        for site in self.site_ids() {
             if let Err(e) = self.seed_directory(&site).await {
                 tracing::warn!(site = %site, error = %e, "directory not seeded");
             }
@@ -279,7 +277,7 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// After a change: this node reloads at once, and every other node is told.
-    async fn announce_directory(&self, site: &SiteId) -> Arc<Directory> {
+    pub(super) async fn announce_directory(&self, site: &SiteId) -> Arc<Directory> {
         if let Err(e) = self.reload_directory(site).await {
             tracing::warn!(site = %site, error = %e, "directory not reloaded after a change");
         }

@@ -14,6 +14,7 @@
 //! - `conversations` — start, send, history, typing, read receipts, identify, close, drafts;
 //! - `staff` — status, accept, decline, transfer, assign, tags, queue listings, snapshots;
 //! - `sites` — availability, settings, bans;
+//! - `registry` — sites made, changed and deleted at runtime;
 //! - `integrations` — what the HTTP API adds: messages read through the archive and the live
 //!   log, invitations, edits of details and tags, erasure;
 //! - `timers`, `presence`, `census` — the background loops.
@@ -25,6 +26,7 @@ mod conversations;
 mod directory;
 mod integrations;
 mod presence;
+mod registry;
 mod session;
 mod sites;
 mod staff;
@@ -41,6 +43,7 @@ pub use authz::Access;
 pub use conversations::preview_from;
 pub use directory::DirError;
 pub use integrations::{Changed, Details, WHOLE_MAX};
+pub use registry::SiteChange;
 pub use session::Cursors;
 pub use sites::SettingsUpdateError;
 
@@ -49,7 +52,7 @@ use crate::auth::Auth;
 use crate::bus::{Channel, ConnRef};
 use crate::clock::now_ms;
 use crate::config::{Config, SiteConfig};
-use crate::core::{ConnId, ConvId, NodeId, Reject, Settings, SiteId, VisitorId};
+use crate::core::{ConnId, ConvId, NodeId, QueueId, Reject, Settings, SiteId, VisitorId};
 use crate::engine::EngineError;
 use crate::hub::{ConnShared, Hub};
 use crate::metrics as m;
@@ -90,9 +93,15 @@ impl From<Reject> for ServiceError {
     }
 }
 
-/// A configured site and its live settings.
+/// A site this node serves, and its live settings.
 pub struct Site {
-    pub config: SiteConfig,
+    pub id: SiteId,
+    /// The lines the site was seeded with, in order (see `SiteRecord::queues`).
+    queues: Vec<QueueId>,
+    /// What the site starts from when no node has stored newer settings.
+    base: Settings,
+    /// Its name and widget key (changed through the sites API).
+    card: RwLock<Arc<SiteCard>>,
     settings: RwLock<Arc<Settings>>,
     /// The widget's availability as last computed here (see [`Gateway::availability`]).
     availability: tokio::sync::Mutex<Option<sites::CachedAvailability>>,
@@ -109,6 +118,21 @@ pub struct Site {
     conns: Arc<std::sync::atomic::AtomicU32>,
 }
 
+/// What a site is called, and the key its widget names it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteCard {
+    pub name: String,
+    pub widget_key: String,
+}
+
+/// The sites this node serves, by id and by widget key. Sites come and go at runtime (the
+/// sites API); a reader takes the `Arc` of one site and lets the lock go at once.
+#[derive(Default)]
+struct Registry {
+    sites: HashMap<SiteId, Arc<Site>>,
+    by_key: HashMap<String, SiteId>,
+}
+
 /// One connection counted against its site's `max_connections` on this node, until dropped.
 pub struct SiteSlot(Arc<std::sync::atomic::AtomicU32>);
 
@@ -119,6 +143,30 @@ impl Drop for SiteSlot {
 }
 
 impl Site {
+    fn new(cfg: &SiteConfig) -> Site {
+        Site {
+            id: cfg.id.clone(),
+            queues: cfg.queues.clone(),
+            base: cfg.settings.clone(),
+            card: RwLock::new(Arc::new(SiteCard {
+                name: cfg.name.clone(),
+                widget_key: cfg.widget_key.clone(),
+            })),
+            settings: RwLock::new(Arc::new(cfg.settings.clone())),
+            availability: tokio::sync::Mutex::new(None),
+            generation: AtomicU64::new(0),
+            directory: RwLock::new(Arc::new(crate::directory::Directory::with_lines(
+                cfg.queues.clone(),
+            ))),
+            line_settings: RwLock::default(),
+            conns: Arc::default(),
+        }
+    }
+
+    pub fn card(&self) -> Arc<SiteCard> {
+        self.card.read().clone()
+    }
+
     pub fn settings(&self) -> Arc<Settings> {
         self.settings.read().clone()
     }
@@ -151,6 +199,15 @@ impl Site {
     }
 }
 
+impl Registry {
+    fn insert(&mut self, site: Site) {
+        let key = site.card().widget_key.clone();
+        let id = site.id.clone();
+        self.by_key.insert(key, id.clone());
+        self.sites.insert(id, Arc::new(site));
+    }
+}
+
 /// One gateway node's use cases. Edges hold it in an `Arc` and call its methods.
 pub struct Gateway<E: Engine> {
     engine: E,
@@ -161,8 +218,7 @@ pub struct Gateway<E: Engine> {
     auth: Auth,
     cfg: Config,
     node: NodeId,
-    sites: HashMap<SiteId, Site>,
-    by_key: HashMap<String, SiteId>,
+    registry: RwLock<Registry>,
     next_conn: AtomicU64,
     listings: staff::Listings,
     retries: transitions::Retries,
@@ -190,24 +246,9 @@ impl<E: Engine> Gateway<E> {
         node: NodeId,
     ) -> Gateway<E> {
         hub.set_node(node.clone());
-        let mut sites = HashMap::new();
-        let mut by_key = HashMap::new();
+        let mut registry = Registry::default();
         for s in &cfg.sites {
-            by_key.insert(s.widget_key.clone(), s.id.clone());
-            sites.insert(
-                s.id.clone(),
-                Site {
-                    settings: RwLock::new(Arc::new(s.settings.clone())),
-                    config: s.clone(),
-                    availability: tokio::sync::Mutex::new(None),
-                    generation: AtomicU64::new(0),
-                    directory: RwLock::new(Arc::new(crate::directory::Directory::with_lines(
-                        s.queues.clone(),
-                    ))),
-                    line_settings: RwLock::default(),
-                    conns: Arc::default(),
-                },
-            );
+            registry.insert(Site::new(s));
         }
         Gateway {
             engine,
@@ -216,8 +257,7 @@ impl<E: Engine> Gateway<E> {
             hub,
             auth,
             cfg,
-            sites,
-            by_key,
+            registry: RwLock::new(registry),
             next_conn: AtomicU64::new(1),
             listings: staff::Listings::default(),
             retries: transitions::Retries::default(),
@@ -246,22 +286,29 @@ impl<E: Engine> Gateway<E> {
         &self.node
     }
 
-    pub fn site(&self, id: &SiteId) -> Option<&Site> {
-        self.sites.get(id)
+    pub fn site(&self, id: &SiteId) -> Option<Arc<Site>> {
+        self.registry.read().sites.get(id).cloned()
     }
 
-    pub fn site_by_key(&self, key: &str) -> Option<&Site> {
-        self.by_key.get(key).and_then(|id| self.sites.get(id))
+    pub fn site_by_key(&self, key: &str) -> Option<Arc<Site>> {
+        let r = self.registry.read();
+        r.by_key.get(key).and_then(|id| r.sites.get(id)).cloned()
     }
 
-    pub fn sites(&self) -> impl Iterator<Item = &Site> {
-        self.sites.values()
+    /// Every site this node serves.
+    pub fn sites(&self) -> Vec<Arc<Site>> {
+        self.registry.read().sites.values().cloned().collect()
+    }
+
+    /// The ids of every site this node serves.
+    pub fn site_ids(&self) -> Vec<SiteId> {
+        self.registry.read().sites.keys().cloned().collect()
     }
 
     /// Counts a new connection of `site` on this node, unless the site's `max_connections`
     /// is reached.
     pub fn site_slot(&self, site: &SiteId) -> Option<SiteSlot> {
-        let s = self.sites.get(site)?;
+        let s = self.site(site)?;
         let max = s.settings().max_connections.unwrap_or(u32::MAX);
         s.conns
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -271,9 +318,8 @@ impl<E: Engine> Gateway<E> {
         Some(SiteSlot(s.conns.clone()))
     }
 
-    fn site_or_refuse(&self, id: &SiteId) -> Result<&Site, ServiceError> {
-        self.sites
-            .get(id)
+    fn site_or_refuse(&self, id: &SiteId) -> Result<Arc<Site>, ServiceError> {
+        self.site(id)
             .ok_or(ServiceError::refuse(ErrorCode::NotFound, "no such site"))
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{new_life, Engine, Gateway};
-use crate::core::{Command, NodeId, SiteId};
+use crate::core::{Command, NodeId};
 use crate::engine::Heartbeat;
 use crate::metrics as m;
 use crate::protocol::CloseReason;
@@ -61,7 +61,7 @@ impl<E: Engine> Gateway<E> {
     /// node stays dead and is swept again; `NodeGone` is idempotent).
     pub async fn sweep(&self, node: &NodeId) -> bool {
         tracing::info!(node = %node, "sweeping a dead node");
-        let sites: Vec<SiteId> = self.sites.keys().cloned().collect();
+        let sites = self.site_ids();
         let mut ok = true;
         for site in sites {
             if let Err(e) = self

@@ -310,9 +310,12 @@ impl<E: Engine> Gateway<E> {
         role: Role,
         lang: Option<&str>,
     ) -> ClientSettings {
-        let site = self.site(site).expect("a configured site");
-        let s = site.settings();
-        let dir = site.directory.read().clone();
+        // A site deleted a moment ago answers with the defaults (its clients are being
+        // closed).
+        let (s, dir) = match self.site(site) {
+            Some(site) => (site.settings(), site.directory.read().clone()),
+            None => Default::default(),
+        };
         let (canned, tags, outcomes, params) = if role.is_staff() {
             staff_catalogues(&s, &dir)
         } else {

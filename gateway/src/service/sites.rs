@@ -78,7 +78,7 @@ impl<E: Engine> Gateway<E> {
         site: &SiteId,
         patch: &Map<String, Value>,
     ) -> Result<Arc<Settings>, SettingsUpdateError> {
-        let s = self.sites.get(site).ok_or(SettingsUpdateError::NoSite)?;
+        let s = self.site(site).ok_or(SettingsUpdateError::NoSite)?;
         let old = s.settings();
         let new = old
             .patched(patch, self.cfg.bounds)
@@ -122,12 +122,12 @@ impl<E: Engine> Gateway<E> {
 
     /// Loads settings stored by any node (at start, and when told they changed).
     pub async fn reload_settings(&self, site: &SiteId) -> Result<(), ServiceError> {
-        let Some(s) = self.sites.get(site) else {
+        let Some(s) = self.site(site) else {
             return Ok(());
         };
         if let Some(v) = self.engine.load_settings(site).await? {
             if let Some(obj) = v.as_object() {
-                match s.config.settings.patched(obj, self.cfg.bounds) {
+                match s.base.patched(obj, self.cfg.bounds) {
                     Ok(new) => s.set_settings(Arc::new(new), self.cfg.bounds),
                     Err(e) => tracing::warn!(site = %site, error = %e, "stored settings rejected"),
                 }
@@ -138,8 +138,8 @@ impl<E: Engine> Gateway<E> {
 
     /// Reloads every site's stored settings (at start).
     pub async fn reload_all_settings(&self) {
-        for site in self.sites.keys() {
-            if let Err(e) = self.reload_settings(site).await {
+        for site in self.site_ids() {
+            if let Err(e) = self.reload_settings(&site).await {
                 tracing::warn!(site = %site, error = %e, "stored settings not loaded");
             }
         }
@@ -152,6 +152,12 @@ impl<E: Engine> Gateway<E> {
     ) {
         while let Some(c) = rx.recv().await {
             match c {
+                Control::SettingsChanged(site) if site == crate::directory::sites::registry() => {
+                    // Sites were made, changed or deleted.
+                    if let Err(e) = self.reload_sites().await {
+                        tracing::warn!(error = %e, "sites not reloaded");
+                    }
+                }
                 Control::SettingsChanged(site) => {
                     // The site changed: its settings or its directory.
                     if let Err(e) = self.reload_settings(&site).await {

@@ -12,7 +12,21 @@ use testsupport::HttpAnswer;
 
 use crate::common::*;
 
-pub(crate) struct Scratch(std::path::PathBuf);
+pub(crate) struct Scratch(pub(crate) std::path::PathBuf);
+
+impl Scratch {
+    /// A fresh temp dir, removed when dropped.
+    pub(crate) fn new(what: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cg-it-{what}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Scratch(dir)
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -22,21 +36,15 @@ impl Drop for Scratch {
 
 /// A node with an archive (SQLite in a temp dir) and two sites, `demo` and `other`.
 pub(crate) async fn api_node(tweak: impl FnOnce(&mut gateway::config::Config)) -> (Node, Scratch) {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "cg-it-api-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    let db = dir.join("archive.db");
+    let dir = Scratch::new("api");
+    let db = dir.0.join("archive.db");
     let node = node_with(|c| {
         c.archive = ArchiveConfig::Sqlite(db);
         c.sites = sites(r#"[{"id": "demo", "queues": ["general", "vip"]}, {"id": "other"}]"#);
         tweak(c);
     })
     .await;
-    (node, Scratch(dir))
+    (node, dir)
 }
 
 pub(crate) async fn key(node: &Node, site: Option<&str>, scopes: &[Scope]) -> String {

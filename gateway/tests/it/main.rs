@@ -15,5 +15,6 @@ mod edge;
 mod golden;
 mod rules;
 mod session;
+mod sites;
 mod staff;
 mod supervision;

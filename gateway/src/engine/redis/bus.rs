@@ -26,7 +26,7 @@ use super::conn::Conn;
 use super::keys;
 use super::{keys as bus_keys, RedisEngine};
 use crate::bus::{wire, BusMsg, Channel, Held, Local, Outbound, SubChange};
-use crate::core::{ConvId, SiteId};
+use crate::core::ConvId;
 use crate::engine::{Broker, EngineError};
 use crate::metrics as m;
 use crate::protocol::CloseReason;
@@ -185,7 +185,7 @@ pub struct Subscriber<R> {
     pub changes: mpsc::UnboundedReceiver<SubChange>,
     pub lost: mpsc::UnboundedReceiver<()>,
     pub replayer: Arc<R>,
-    pub sites: Vec<SiteId>,
+    pub sites: super::SiteList,
 }
 
 /// Reads a conversation's log after a cursor, as `(seq, msg frame)` pairs.
@@ -341,7 +341,13 @@ impl<R: Replayer> Subscriber<R> {
         for held in lost {
             tokio::spawn(catch_up(self.bus.clone(), self.replayer.clone(), held));
         }
-        for site in &self.sites {
+        // What changed while the bus was down: the registry of sites first (sites made or
+        // deleted meanwhile), then every site's settings and directory.
+        self.bus.local.dispatch(
+            &Channel::Nodes,
+            &BusMsg::Settings(crate::directory::sites::registry()),
+        );
+        for site in self.sites.get().iter() {
             self.bus
                 .local
                 .dispatch(&Channel::Nodes, &BusMsg::Settings(site.clone()));

@@ -82,7 +82,7 @@ pub struct RedisEngine {
 struct Inner {
     conn: Conn,
     opts: RedisOptions,
-    sites: Vec<SiteId>,
+    sites: SiteList,
     /// The node's local connections.
     local: Arc<dyn Local>,
     bus: Arc<Bus>,
@@ -93,6 +93,21 @@ struct Inner {
     joined: Mutex<Option<NodeId>>,
     /// Outbox consumer groups known to exist.
     groups: outbox::Groups,
+}
+
+/// The sites this node serves, shared by the engine's loops and the subscriber (which
+/// reloads them after the bus reconnects); replaced whole when sites come or go.
+#[derive(Clone, Default)]
+pub struct SiteList(Arc<parking_lot::RwLock<Arc<Vec<SiteId>>>>);
+
+impl SiteList {
+    pub fn get(&self) -> Arc<Vec<SiteId>> {
+        self.0.read().clone()
+    }
+
+    pub fn set(&self, sites: Vec<SiteId>) {
+        *self.0.write() = Arc::new(sites);
+    }
 }
 
 /// A Redis failure as the engine reports it: a timeout, the store out of reach (or saying it
@@ -150,10 +165,11 @@ impl RedisEngine {
             }
         };
         let bus = Bus::new(local.clone());
+        let sites = SiteList(Arc::new(parking_lot::RwLock::new(Arc::new(sites))));
         let inner = Arc::new(Inner {
             conn,
             opts,
-            sites: sites.clone(),
+            sites,
             local: local.clone(),
             bus: bus.clone(),
             copies: DashMap::new(),
@@ -176,7 +192,7 @@ impl RedisEngine {
                 changes: changes_rx,
                 lost: lost_rx,
                 replayer: inner.clone(),
-                sites,
+                sites: inner.sites.clone(),
             }
             .run(),
         );

@@ -111,7 +111,7 @@ impl Outbox for RedisEngine {
         lease: Millis,
     ) -> Result<Vec<OutboxItem>, EngineError> {
         let mut out = Vec::new();
-        for site in &self.inner.sites {
+        for site in self.inner.sites.get().iter() {
             if out.len() >= max {
                 break;
             }
@@ -192,7 +192,7 @@ impl Outbox for RedisEngine {
 
     async fn trim_outbox(&self) -> Result<u64, EngineError> {
         let mut gone = 0;
-        for site in &self.inner.sites {
+        for site in self.inner.sites.get().iter() {
             let key = keys::outbox(site);
             let groups = match self
                 .inner

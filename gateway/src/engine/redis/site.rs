@@ -308,6 +308,12 @@ impl Drop for RedisTx {
 impl SiteStore for RedisEngine {
     type Tx = RedisTx;
 
+    fn serve_sites(&self, sites: Vec<SiteId>) {
+        // The copy of a site no longer served goes with it.
+        self.inner.copies.retain(|s, _| sites.contains(s));
+        self.inner.sites.set(sites);
+    }
+
     async fn begin(&self, site: &SiteId) -> Result<RedisTx, EngineError> {
         let copy = self.inner.copy(site);
         let mut guard = copy.lock_owned().await;

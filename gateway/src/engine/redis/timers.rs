@@ -35,7 +35,7 @@ impl Timers for RedisEngine {
     async fn due_timers(&self, now: Millis, limit: usize) -> Result<Vec<TimerClaim>, EngineError> {
         let lease = now + TIMER_LEASE_MS;
         let mut out = Vec::new();
-        for site in &self.inner.sites {
+        for site in self.inner.sites.get().iter() {
             if out.len() >= limit {
                 break;
             }
@@ -78,7 +78,7 @@ impl Timers for RedisEngine {
 
     async fn next_timer(&self) -> Result<Option<Millis>, EngineError> {
         let mut next: Option<Millis> = None;
-        for site in &self.inner.sites {
+        for site in self.inner.sites.get().iter() {
             let first: Vec<(String, f64)> = self
                 .inner
                 .run(
