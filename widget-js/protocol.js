@@ -151,6 +151,7 @@
   /**
    * new Client({url, token?, getToken?, cursors?, lang?, WebSocket?, timers?, random?, ...DEFAULTS})
    * `lang`: the reader's language (a BCP 47 tag), sent in hello: the gateway words its notices in it.
+   * `device`: the device id sent in hello (`deviceId()`): bans by device hold for it.
    * Events: state, welcome, msg, sent, failed, outbox, cursor, resync, gap, close, token,
    * unauthorized, frame, and typing/read/conv/queue/offer/operator/notice/draft/ok/error.
    * States: idle → connecting → open ⇄ waiting (reconnect timer) → closed.
@@ -164,6 +165,7 @@
       this.token = o.token || null;
       this.getToken = o.getToken || null;
       this.lang = typeof o.lang === 'string' && o.lang ? o.lang : null;
+      this.device = o.device;
       this.WebSocket = o.WebSocket || root.WebSocket;
       this.timers = o.timers || { setTimeout: (f, ms) => setTimeout(f, ms), clearTimeout: (t) => clearTimeout(t) };
       this.random = o.random || Math.random;
@@ -313,6 +315,7 @@
         if (id !== this._sock) return;
         const hello = { t: 'hello', token: this.token };
         if (this.lang) hello.lang = this.lang;
+        if (this.device) hello.device = this.device;
         const cur = this.cursors();
         if (Object.keys(cur).length) hello.cursors = cur;
         this._raw(hello);
@@ -776,8 +779,23 @@
     }
   }
 
+  /**
+   * A device id from what the browser is (agent, languages, screen, time zone),
+   * not from anything stored in it: clearing the browser's storage keeps it, so a ban by device
+   * holds. Not unique (two identical machines share it), which is why bans also name the
+   * visitor id and the address. `n`, `s`, `z`: for the tests; default the browser's.
+   */
+  const deviceId = (n = navigator, s = screen, z = new Date().getTimezoneOffset()) => {
+    // Array#join writes undefined as '' and a list of languages with commas.
+    const t = [n.userAgent, n.languages, s.width, s.height, s.colorDepth, z].join('|');
+    // FNV-1a, 32 bits, the same on every visit.
+    let h = 2166136261;
+    for (let i = 0; i < t.length; i++) h = Math.imul(h ^ t.charCodeAt(i), 16777619) >>> 0;
+    return 'device-' + h.toString(36);
+  };
+
   /** ws(s)://host/v1/ws for an http(s) base URL. */
   const wsUrl = (base) => String(base).replace(/\/+$/, '').replace(/^http/, 'ws') + '/v1/ws';
 
-  return { SUBPROTOCOL, CLOSE, DEFAULTS, encode, decode, newCid, wsUrl, backoffDelay, reconnectPlan, Emitter, Client };
+  return { SUBPROTOCOL, CLOSE, DEFAULTS, encode, decode, newCid, wsUrl, deviceId, backoffDelay, reconnectPlan, Emitter, Client };
 });

@@ -681,7 +681,8 @@
       token: fresh ? S.token : null,
       getToken: () => session(),
       cursors: S.cursors,
-      lang: LANG
+      lang: LANG,
+      device: P.deviceId()
     });
     client.on('state', (s) => {
       panel.setAttribute('data-conn', s);

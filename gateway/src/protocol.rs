@@ -156,6 +156,10 @@ pub enum ClientFrame {
         /// and the settings in `welcome` come in it when the site has words for it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         lang: Option<String>,
+        /// Addition: the widget's device id (derived from what the browser is, not stored in
+        /// it, so clearing the browser's storage keeps it): bans by device hold for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
     },
     Ping {},
     Pong {},
@@ -310,6 +314,13 @@ pub enum ClientFrame {
     },
 }
 
+/// Whether a widget's device id is well-formed: 8 to 64 letters, digits, `-` or `_`.
+pub fn device_id_ok(d: &str) -> bool {
+    (8..=64).contains(&d.len())
+        && d.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 impl ClientFrame {
     /// The request id, for frames that carry one.
     pub fn rid(&self) -> Option<&Rid> {
@@ -357,6 +368,12 @@ pub struct Preview {
     pub country: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// Addition: the address the visitor connected from and their widget's device id (what
+    /// a ban from the conversation covers besides the visitor id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

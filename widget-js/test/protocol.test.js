@@ -413,6 +413,24 @@ test('hello carries the reader\'s language when given, on every reconnect; nothi
   }
 });
 
+test('the device id comes from what the browser is, stays the same, and rides in hello', () => {
+  const nav = { userAgent: 'Mozilla/5.0 X', languages: ['cs', 'en'], platform: 'Linux', hardwareConcurrency: 8 };
+  const scr = { width: 1920, height: 1080, colorDepth: 24 };
+  const id = P.deviceId(nav, scr, -60);
+  assert.match(id, /^device-[0-9a-z]{1,7}$/);
+  assert.equal(P.deviceId({ ...nav }, { ...scr }, -60), id, 'the same browser, the same id');
+  assert.notEqual(P.deviceId(nav, { ...scr, width: 1280 }, -60), id);
+  assert.notEqual(P.deviceId(nav, scr, 540), id);
+  const h = makeClient({ device: id });
+  h.client.connect();
+  h.socket().open();
+  assert.deepEqual(h.socket().sent[0], { t: 'hello', token: 'tok-1', device: id });
+  const b = makeClient({});
+  b.client.connect();
+  b.socket().open();
+  assert.equal(b.socket().sent[0].device, undefined, 'none when not given');
+});
+
 test('recovered:false reloads the latest page and signals a resync', async () => {
   const h = makeClient({ cursors: { c_1: 3 }, historyPage: 50 });
   const resyncs = [];

@@ -535,5 +535,7 @@ pub fn preview_from(
             .and_then(|l| l.split(',').next())
             .map(|l| l.split(';').next().unwrap_or(l).trim().to_owned())
             .filter(|l| !l.is_empty()),
+        ip: None,
+        device_id: None,
     }
 }

@@ -34,6 +34,7 @@ impl<E: Engine> Gateway<E> {
         token: &str,
         origin: Option<&str>,
         ip: Option<std::net::IpAddr>,
+        device: Option<&str>,
         cursors: &Cursors,
     ) -> Result<Principal, (CloseReason, &'static str)> {
         let principal = self.verify_token(token).map_err(|e| {
@@ -50,7 +51,7 @@ impl<E: Engine> Gateway<E> {
         if let Some(v) = principal.visitor() {
             let ip = ip.map(|a| a.to_string());
             if self.is_banned(&principal.site, v).await
-                || self.banned_in_directory(&principal.site, v, ip.as_deref())
+                || self.banned_in_directory(&principal.site, v, ip.as_deref(), device)
             {
                 return Err((CloseReason::Forbidden, "banned"));
             }

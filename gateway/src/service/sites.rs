@@ -210,6 +210,33 @@ impl<E: Engine> Gateway<E> {
         let visitor = meta.visitor.clone();
         let until = now_ms() + d.as_millis() as u64;
         self.engine.set_ban(&p.site, &visitor, Some(until)).await?;
+        // With the archive, the ban also covers the device and the address the visitor
+        // chatted from: a new visitor id (the browser's storage cleared) does not lift it.
+        if self.archive.is_some() {
+            let preview = meta.snapshot.visitor.preview.as_ref();
+            let mut body = serde_json::Map::new();
+            body.insert("visitor".into(), Value::from(visitor.as_str()));
+            if let Some(d) = preview.and_then(|p| p.device_id.clone()) {
+                body.insert("device".into(), Value::from(d));
+            }
+            if let Some(ip) = preview.and_then(|p| p.ip.clone()) {
+                body.insert("ip".into(), Value::from(ip));
+            }
+            body.insert("until".into(), Value::from(until));
+            if let Some(r) = &reason {
+                body.insert("reason".into(), Value::from(r.clone()));
+            }
+            match self
+                .dir_create::<crate::directory::Ban>(&p.site, body, p.id())
+                .await
+            {
+                Ok(_) => {}
+                Err(super::DirError::Service(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(site = %p.site, error = %e, "ban not kept in the directory")
+                }
+            }
+        }
         tracing::info!(site = %p.site, visitor = %visitor, by = %p.id(), until, reason = reason.as_deref().unwrap_or(""), "visitor banned");
         if meta.state != ConvState::Closed {
             // The staff member's right to do it was checked above.
@@ -252,6 +279,22 @@ impl<E: Engine> Gateway<E> {
             ));
         }
         self.engine.set_ban(&p.site, visitor, None).await?;
+        let named: Vec<String> = self
+            .directory(&p.site)
+            .bans
+            .values()
+            .filter(|b| b.visitor.as_deref() == Some(visitor.as_str()))
+            .map(|b| b.id.clone())
+            .collect();
+        for id in named {
+            match self.dir_delete::<crate::directory::Ban>(&p.site, &id).await {
+                Ok(()) | Err(super::DirError::NotFound) => {}
+                Err(super::DirError::Service(e)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(site = %p.site, error = %e, "ban not lifted in the directory")
+                }
+            }
+        }
         Ok(())
     }
 
@@ -263,12 +306,13 @@ impl<E: Engine> Gateway<E> {
         site: &SiteId,
         visitor: &VisitorId,
         ip: Option<&str>,
+        device: Option<&str>,
     ) -> bool {
         let now = now_ms();
         self.directory(site)
             .bans
             .values()
-            .any(|b| b.holds(now, visitor.as_str(), None, ip))
+            .any(|b| b.holds(now, visitor.as_str(), device, ip))
     }
 
     pub async fn is_banned(&self, site: &SiteId, visitor: &VisitorId) -> bool {

@@ -26,6 +26,7 @@ use crate::clock::now_ms;
 use crate::core::{OperatorId, QueueId, VisitorId, VisitorProfile};
 use crate::hub::{ConnShared, Out, Outbox};
 use crate::metrics as m;
+use crate::protocol::Preview;
 use crate::protocol::{
     ClientFrame, CloseReason, DecodeError, Encoding, ErrorCode, OkBody, Rid, ServerFrame,
 };
@@ -40,6 +41,8 @@ pub struct ConnInfo {
     pub user_agent: Option<String>,
     pub language: Option<String>,
     pub country: Option<String>,
+    /// The widget's device id, from `hello`.
+    pub device: Option<String>,
 }
 
 /// Consecutive rate-limited frames after which the connection is closed with 4029.
@@ -210,7 +213,17 @@ where
             token,
             cursors,
             lang,
+            device,
         }) => {
+            match device {
+                Some(d) if !crate::protocol::device_id_ok(&d) => {
+                    return Err((
+                        CloseReason::Malformed,
+                        "device: 8 to 64 letters, digits, '-' or '_'",
+                    ))
+                }
+                d => info.device = d,
+            }
             // The reader's language: what the page says, else what the browser asked for.
             if let Some(l) = lang.filter(|l| crate::i18n::primary(l).is_some()) {
                 info.language = Some(l.chars().take(35).collect());
@@ -223,7 +236,13 @@ where
         Err(DecodeError::Malformed(_)) => return Err((CloseReason::Malformed, "malformed frame")),
     };
     let principal = gw
-        .authenticate(&token, info.origin.as_deref(), Some(info.ip), &cursors)
+        .authenticate(
+            &token,
+            info.origin.as_deref(),
+            Some(info.ip),
+            info.device.as_deref(),
+            &cursors,
+        )
         .await?;
     Ok((principal, cursors))
 }
@@ -538,13 +557,17 @@ async fn request<E: Engine>(
                 email,
                 phone,
                 params,
-                preview: Some(preview_from(
-                    info.user_agent.as_deref(),
-                    info.language.as_deref(),
-                    info.country.clone(),
-                    &clip(page.url.unwrap_or_default(), crate::core::MAX_URL),
-                    &clip(page.referrer.unwrap_or_default(), crate::core::MAX_URL),
-                )),
+                preview: Some(Preview {
+                    ip: Some(info.ip.to_string()),
+                    device_id: info.device.clone(),
+                    ..preview_from(
+                        info.user_agent.as_deref(),
+                        info.language.as_deref(),
+                        info.country.clone(),
+                        &clip(page.url.unwrap_or_default(), crate::core::MAX_URL),
+                        &clip(page.referrer.unwrap_or_default(), crate::core::MAX_URL),
+                    )
+                }),
             };
             let c = gw
                 .start(p, queue.map(QueueId), profile, None, offline)

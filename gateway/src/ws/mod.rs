@@ -145,6 +145,7 @@ pub async fn upgrade<E: Engine>(
                 .map(|t| t.chars().take(35).collect())
         }),
         country,
+        device: None,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let cfg = ws_config(st.gw.config());

@@ -147,6 +147,7 @@ impl Client {
             token: token.into(),
             cursors: cursors.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             lang: None,
+            device: None,
         })
         .await;
         let w = c.recv().await;

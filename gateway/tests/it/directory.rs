@@ -21,6 +21,7 @@ async fn refused(node: &Node, token: &str) -> Option<u16> {
         token: token.into(),
         cursors: Default::default(),
         lang: None,
+        device: None,
     })
     .await;
     c.closed().await
@@ -747,6 +748,97 @@ async fn bans_hold_by_visitor_and_address_and_only_allowed_operators_ban() {
     assert!(matches!(yes, ServerFrame::Ok { .. }), "{yes:?}");
 }
 
+/// Says hello as a visitor of the demo site from a device: the open client, or the close
+/// code it was refused with.
+async fn visitor_from(node: &Node, id: &str, device: &str) -> Result<Client, Option<u16>> {
+    let mut c = Client::open(node, Encoding::Json).await;
+    c.send(&ClientFrame::Hello {
+        token: token("demo", Role::Visitor, id, id),
+        cursors: Default::default(),
+        lang: None,
+        device: Some(device.into()),
+    })
+    .await;
+    match c.recv_or_closed().await {
+        Ok(ServerFrame::Welcome { .. }) => Ok(c),
+        Ok(other) => panic!("not a welcome: {other:?}"),
+        Err(code) => Err(Some(code)),
+    }
+}
+
+#[tokio::test]
+async fn a_ban_from_a_conversation_covers_the_visitors_device_and_address() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    let mut op = Client::active_operator(&node, "op1", "Op").await;
+    let mut v = visitor_from(&node, "pest", "device-abc123")
+        .await
+        .expect("welcome");
+    let r = v.rid();
+    let conv = ok_conv_id(&v.request(req::start(r)).await);
+    let r = op.rid();
+    let ok = op.request(req::accept(r, &conv)).await;
+    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+    let ok = op
+        .request_json(json!({"t": "ban", "conv": conv, "reason": "spam"}))
+        .await;
+    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+    assert_eq!(v.closed().await, Some(4003));
+
+    // The directory keeps the ban with the visitor's device and address.
+    let bans = get(&node, &admin, "/v1/sites/demo/bans").await.json();
+    let ban = &bans["items"][0];
+    assert_eq!(ban["visitor"], "pest", "{bans}");
+    assert_eq!(ban["device"], "device-abc123", "{bans}");
+    assert_eq!(ban["ip"], "127.0.0.1", "{bans}");
+    assert_eq!(ban["reason"], "spam", "{bans}");
+    assert!(ban["until"].as_u64().is_some(), "{bans}");
+
+    // A new visitor id (the browser's storage cleared) on the same device is refused, by
+    // the device alone once the address is lifted (an office shares one); another device is
+    // let in.
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        &format!("/v1/sites/demo/bans/{}", ban["id"].as_str().unwrap()),
+        Some(json!({"ip": null})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        visitor_from(&node, "pest-again", "device-abc123")
+            .await
+            .err(),
+        Some(Some(4003))
+    );
+    assert!(visitor_from(&node, "neighbour", "device-xyz789")
+        .await
+        .is_ok());
+    // A device id that is not one: 4000.
+    assert_eq!(
+        visitor_from(&node, "odd", "no spaces allowed").await.err(),
+        Some(Some(4000))
+    );
+    // A supervisor's unban lifts it whole: the device is let in again.
+    let (mut sup, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Supervisor, "boss", "Boss"),
+    )
+    .await;
+    let ok = sup
+        .request_json(json!({"t": "unban", "visitor": "pest"}))
+        .await;
+    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+    let bans = get(&node, &admin, "/v1/sites/demo/bans").await.json();
+    assert_eq!(bans["items"], json!([]), "{bans}");
+    assert!(visitor_from(&node, "pest-again", "device-abc123")
+        .await
+        .is_ok());
+}
+
 #[tokio::test]
 async fn canned_responses_of_the_directory_reach_the_console_with_their_lines() {
     let (node, _dir) = api_node(|_| {}).await;
@@ -1024,6 +1116,7 @@ async fn a_site_is_held_to_its_own_limits() {
             token: token("demo", Role::Visitor, "v5", "V"),
             cursors: Default::default(),
             lang: None,
+            device: None,
         })
         .await;
         if matches!(c.recv_or_closed().await, Ok(ServerFrame::Welcome { .. })) {

@@ -17,6 +17,7 @@ async fn hello_close_code(node: &Node, token: &str) -> Option<u16> {
         token: token.into(),
         cursors: Default::default(),
         lang: None,
+        device: None,
     })
     .await;
     c.closed().await
@@ -692,6 +693,7 @@ async fn origins_are_checked_against_allowed_origins() {
         token: tok.clone(),
         cursors: Default::default(),
         lang: None,
+        device: None,
     })
     .await;
     assert_eq!(bad.closed().await, Some(4003));
@@ -704,6 +706,7 @@ async fn origins_are_checked_against_allowed_origins() {
         token: tok,
         cursors: Default::default(),
         lang: None,
+        device: None,
     })
     .await;
     assert!(matches!(good.recv().await, ServerFrame::Welcome { .. }));
@@ -1095,6 +1098,7 @@ async fn slow_visitor(
         token: token("demo", Role::Visitor, "slow", "Slow"),
         cursors: Default::default(),
         lang: None,
+        device: None,
     };
     let hello = String::from_utf8(hello.encode(Encoding::Json).to_vec()).unwrap();
     slow.send(Message::Text(hello.into())).await.unwrap();

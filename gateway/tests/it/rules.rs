@@ -37,6 +37,7 @@ async fn visitor_speaking(node: &Node, id: &str, lang: &str) -> Client {
         token: token("demo", Role::Visitor, id, id),
         cursors: Default::default(),
         lang: Some(lang.into()),
+        device: None,
     })
     .await;
     assert!(matches!(c.recv().await, ServerFrame::Welcome { .. }));
@@ -270,6 +271,7 @@ async fn welcome_settings_speak_the_readers_language() {
         token: token("demo", Role::Visitor, "v1", "v1"),
         cursors: Default::default(),
         lang: Some("ru-RU".into()),
+        device: None,
     })
     .await;
     let ServerFrame::Welcome { settings, .. } = c.recv().await else {

@@ -275,6 +275,7 @@ async fn an_administrator_sets_up_a_site_from_nothing_and_deletes_it() {
             token: ann_token.clone(),
             cursors: Default::default(),
             lang: None,
+            device: None,
         })
         .await;
     assert_eq!(again.closed().await, Some(4003));
