@@ -797,5 +797,7 @@
   /** ws(s)://host/v1/ws for an http(s) base URL. */
   const wsUrl = (base) => String(base).replace(/\/+$/, '').replace(/^http/, 'ws') + '/v1/ws';
 
-  return { SUBPROTOCOL, CLOSE, DEFAULTS, encode, decode, newCid, wsUrl, deviceId, backoffDelay, reconnectPlan, Emitter, Client };
+  return {
+    SUBPROTOCOL, CLOSE, DEFAULTS, encode, decode, newCid, wsUrl, deviceId, backoffDelay, reconnectPlan, Emitter, Client
+  };
 });

@@ -217,3 +217,51 @@ test('catalogues: tags from the site\'s catalogue, keyword tags, outcomes from i
   await page.getByTestId('visitor-panel').locator('dd', { hasText: /^No sale$/ }).waitFor();
   assert.deepEqual([...op.errors, ...v.errors], []);
 });
+
+test('catalogues: an operator changes the parameters the site marks editable, and no others', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const api = await siteApi(gw);
+  await api('POST', '/params', { code: 'order', label: 'Order', editable: true });
+  await api('POST', '/params', { code: 'ticket', label: 'Ticket', editable: true });
+  await api('POST', '/params', { code: 'plan', label: 'Plan', editable: false });
+  const op = await openConsole(browser, gw);
+  await setStatus(op.page, 'active');
+  const page = op.page;
+  const v = await openVisitor(browser, gw);
+  await v.page.evaluate(() => {
+    window.ChatWidget.identify({ name: 'Para Meter' });
+    window.ChatWidget.setParams({ order: 'A-1', plan: 'gold' });
+  });
+  await visitorWrites(v, 'Where is my order?');
+  const item = page.locator('[data-testid=queue-item]', { hasText: 'Para Meter' });
+  await item.waitFor();
+  const conv = await item.getAttribute('data-conv');
+  await item.click();
+  await page.getByTestId('conv-accept').click();
+  await page.locator(`[data-testid=conv-view][data-conv="${conv}"][data-readonly=false]`).waitFor();
+
+  // The editable ones have a pencil, the empty one too (so it can be set); the other has none.
+  const panel = page.getByTestId('visitor-panel');
+  const value = (code) => panel.locator(`[data-testid=param-value][data-code=${code}]`);
+  await value('order').getByTestId('param-edit').waitFor();
+  await value('ticket').getByTestId('param-edit').waitFor();
+  assert.equal(await value('plan').getByTestId('param-edit').count(), 0);
+
+  // Changed in place: saved for everyone (the API reads it), the panel shows it.
+  await value('order').getByTestId('param-edit').click();
+  await value('order').getByTestId('param-input').fill('A-2');
+  await value('order').getByTestId('param-save').click();
+  await panel.locator('[data-testid=param-value][data-code=order]', { hasText: 'A-2' }).waitFor();
+  await value('ticket').getByTestId('param-edit').click();
+  await value('ticket').getByTestId('param-input').fill('T-77');
+  await value('ticket').getByTestId('param-input').press('Enter');
+  await panel.locator('[data-testid=param-value][data-code=ticket]', { hasText: 'T-77' }).waitFor();
+  const stored = await waitUntil(async () => {
+    const c = await api('GET', `/conversations/${conv}`);
+    const p = (c.visitor && c.visitor.params) || c.params || {};
+    return p.order === 'A-2' && p.ticket === 'T-77' && p;
+  }, { message: 'the parameters stored' });
+  assert.equal(stored.plan, 'gold', 'the others kept');
+  await screenshot(page, 'console-params-edit');
+  assert.deepEqual([...op.errors, ...v.errors], []);
+});

@@ -3,7 +3,7 @@
 // parameters their page set (under the labels of the site's catalogue, where it says they
 // show), and the conversation's own details.
 
-import { $, st, h, shownParams, outcomeName } from './core.js';
+import { $, st, h, shownParams, outcomeName, isSup, upsertMine, toast, errText } from './core.js';
 
 /** A definition list of `[label, value, link]`, leaving out empty values. */
 function dl(pairs) {
@@ -17,6 +17,46 @@ function dl(pairs) {
 }
 
 const isWebUrl = (u) => /^https?:/.test(u || '');
+
+/**
+ * The parameter definitions I may change in `c`: an operator those the site marks editable, in
+ * a conversation they hold; a supervisor any.
+ */
+function editableDefs(c) {
+  const list = st.settings && Array.isArray(st.settings.params) ? st.settings.params : [];
+  const holding = st.mine.has(c.id) && !st.watched.has(c.id);
+  const mayEdit = (d) => isSup() || (d.editable && holding);
+  return list.filter((d) => d && typeof d.code === 'string' && d.show !== 'none' && mayEdit(d));
+}
+
+/** Turns a parameter's value into a field with Save and Cancel; saving changes it for everyone. */
+function editParam(c, code, dd, value) {
+  const input = h('input', { type: 'text', value, maxlength: '500', 'data-testid': 'param-input', 'aria-label': code });
+  const save = h('button', { type: 'button', class: 'btn small', 'data-testid': 'param-save', text: 'Save' });
+  const cancel = h('button', { type: 'button', class: 'btn small', text: 'Cancel' });
+  const done = (conv) => renderVisitor(conv || c);
+  save.onclick = () => {
+    save.disabled = true;
+    st.client.request({ t: 'identify', conv: c.id, params: { [code]: input.value.trim() } }).then(
+      (ok) => {
+        const conv = ok.conv && typeof ok.conv === 'object' && ok.conv.id === c.id ? ok.conv : null;
+        if (conv && st.mine.has(c.id)) upsertMine(conv);
+        done(conv);
+      },
+      (err) => {
+        save.disabled = false;
+        toast('Not saved: ' + errText(err));
+      }
+    );
+  };
+  cancel.onclick = () => done(null);
+  input.onkeydown = (e) => {
+    if (e.key === 'Enter') save.click();
+    if (e.key === 'Escape') cancel.click();
+  };
+  dd.replaceChildren(input, save, cancel);
+  input.focus();
+}
 
 export function renderVisitor(c) {
   const box = $('visitor-panel');
@@ -55,14 +95,24 @@ export function renderVisitor(c) {
   // that closed) is open.
   const waiting = !st.mine.has(c.id) && (c.state === 'queued' || c.state === 'offered');
   const params = shownParams(v.params, waiting ? 'preview' : 'active').filter(([, , val]) => val != null && val !== '');
+  // What I may change shows even while it has no value, so that it can be set.
+  const editable = new Map(editableDefs(c).map((d) => [d.code, d]));
+  for (const [code, d] of editable) {
+    if (!params.some(([k]) => k === code)) params.push([code, d.label || code, '']);
+  }
   if (params.length) {
     const d = h('dl', { class: 'kv', 'data-testid': 'visitor-params' });
     for (const [code, label, val] of params) {
       const attrs = { 'data-code': code };
-      d.append(
-        h('dt', Object.assign({ 'data-testid': 'param-label', text: label }, attrs)),
-        h('dd', Object.assign({ 'data-testid': 'param-value', text: String(val) }, attrs))
-      );
+      const dd = h('dd', Object.assign({ 'data-testid': 'param-value', text: String(val) }, attrs));
+      d.append(h('dt', Object.assign({ 'data-testid': 'param-label', text: label }, attrs)), dd);
+      if (editable.has(code)) {
+        const pen = h('button', {
+          type: 'button', class: 'btn small', 'data-testid': 'param-edit', title: 'Change ' + label, text: '✎'
+        });
+        pen.onclick = () => editParam(c, code, dd, String(val));
+        dd.append(' ', pen);
+      }
     }
     box.append(h('h3', { text: 'Parameters' }), d);
   }

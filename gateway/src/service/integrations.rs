@@ -252,6 +252,19 @@ impl<E: Engine> Gateway<E> {
             .await?
         {
             Patched::Done(d) => Ok(Changed::Archived(d)),
+            // Closed a moment ago, and not in the archive yet.
+            Patched::NotFound
+                if self
+                    .engine
+                    .meta(conv)
+                    .await?
+                    .is_some_and(|m| m.site == p.site) =>
+            {
+                Err(ServiceError::refuse(
+                    ErrorCode::Conflict,
+                    "the conversation is being archived; retry in a moment",
+                ))
+            }
             Patched::NotFound => Err(ServiceError::refuse(
                 ErrorCode::NotFound,
                 "no such conversation",
@@ -262,6 +275,73 @@ impl<E: Engine> Gateway<E> {
                 "the conversation is being archived; retry in a moment",
             )),
         }
+    }
+
+    /// The staff's change of a conversation's parameters, while it is open and after: an
+    /// operator changes only those the site's parameter definitions mark `editable`, and only
+    /// in a conversation they hold or held; a supervisor any of the site's.
+    pub async fn edit_params(
+        &self,
+        p: &Principal,
+        conv: &ConvId,
+        params: BTreeMap<String, String>,
+    ) -> Result<Conversation, ServiceError> {
+        authz::staff(p)?;
+        if params.is_empty() {
+            return Err(ServiceError::refuse(
+                ErrorCode::BadRequest,
+                "params: name at least one parameter",
+            ));
+        }
+        if let Some(op) = p.operator() {
+            let dir = self.directory(&p.site);
+            if params
+                .keys()
+                .any(|code| !dir.params.get(code).is_some_and(|d| d.editable))
+            {
+                return Err(ServiceError::refuse(
+                    ErrorCode::Forbidden,
+                    "operators change only the parameters the site marks editable",
+                ));
+            }
+            if !self.is_open(&p.site, conv).await? {
+                let archive = self.archive_or_refuse()?;
+                let held = match archive.conversation(&p.site, conv.as_str()).await? {
+                    Some(d) => {
+                        d.summary
+                            .conv
+                            .operator
+                            .as_ref()
+                            .is_some_and(|o| o.id == op.as_str())
+                            || d.events.iter().any(|e| {
+                                e.to.as_deref() == Some(op.as_str())
+                                    || e.by.as_deref() == Some(op.as_str())
+                            })
+                    }
+                    // Closed a moment ago and not archived yet: the live record says who
+                    // held it (the archive's answer below is then "retry").
+                    None => self
+                        .engine
+                        .meta(conv)
+                        .await?
+                        .is_some_and(|m| m.site == p.site && m.operator.as_ref() == Some(op)),
+                };
+                if !held {
+                    return Err(ServiceError::refuse(
+                        ErrorCode::NotFound,
+                        "no such conversation",
+                    ));
+                }
+            }
+        }
+        let details = Details {
+            params,
+            ..Details::default()
+        };
+        Ok(match self.change(p, conv, details).await? {
+            Changed::Live(c) => *c,
+            Changed::Archived(d) => d.summary.conv,
+        })
     }
 
     /// Erases a visitor of `p`'s site: their open conversation is closed, the live engine

@@ -583,6 +583,16 @@ async fn request<E: Engine>(
         } => {
             let params = params.unwrap_or_default();
             let conv = conv.map(conv_id).transpose()?;
+            if p.is_staff() {
+                // The staff change a conversation's parameters (not the visitor's details).
+                let (Some(conv), None) = (conv, prechat) else {
+                    return Err(ServiceError::refuse(
+                        ErrorCode::BadRequest,
+                        "staff send identify with conv and params only",
+                    ));
+                };
+                return Ok(conv_body(gw.edit_params(p, &conv, params).await?));
+            }
             let details = contact(prechat.unwrap_or_default());
             let c = gw.identify(p, conv.as_ref(), details, params).await?;
             Ok(conv_body(c))

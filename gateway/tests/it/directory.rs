@@ -1141,3 +1141,114 @@ async fn a_site_is_held_to_its_own_limits() {
         200
     );
 }
+
+/// The JSON of a frame (to read what its conversation holds).
+fn frame_json(f: &ServerFrame) -> Value {
+    serde_json::to_value(f).expect("a frame serialises")
+}
+
+#[tokio::test]
+async fn operators_change_the_parameters_the_site_marks_editable_during_and_after() {
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    for body in [
+        json!({"code":"order","label":"Order","editable":true}),
+        json!({"code":"vip","label":"VIP","editable":false}),
+    ] {
+        let a = post(&node, &admin, "/v1/sites/demo/params", body).await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let mut p = pair(&node, Encoding::Json, "v1").await;
+    let edit = |conv: &str, params: Value| json!({"t":"identify","conv":conv,"params":params});
+    let is_code = |f: &ServerFrame, want: gateway::protocol::ErrorCode| matches!(f, ServerFrame::Error { code, .. } if *code == want);
+
+    // The operator holding it changes an editable parameter, not another.
+    let ok =
+        p.op.request_json(edit(&p.conv, json!({"order":"A-1"})))
+            .await;
+    assert_eq!(
+        frame_json(&ok)["conv"]["visitor"]["params"]["order"],
+        "A-1",
+        "{ok:?}"
+    );
+    let no = p.op.request_json(edit(&p.conv, json!({"vip":"yes"}))).await;
+    assert!(
+        is_code(&no, gateway::protocol::ErrorCode::Forbidden),
+        "{no:?}"
+    );
+    // Nor the visitor's details, nor without naming the conversation.
+    let no =
+        p.op.request_json(json!({"t":"identify","conv":p.conv,"prechat":{"name":"X"}}))
+            .await;
+    assert!(
+        is_code(&no, gateway::protocol::ErrorCode::BadRequest),
+        "{no:?}"
+    );
+    // Another operator, not in it: refused.
+    let (mut other, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Operator, "op2", "Oleg"),
+    )
+    .await;
+    let no = other
+        .request_json(edit(&p.conv, json!({"order":"B-2"})))
+        .await;
+    assert!(matches!(no, ServerFrame::Error { .. }), "{no:?}");
+    // A supervisor changes any of them.
+    let (mut sup, _) = Client::connect(
+        &node,
+        Encoding::Json,
+        &token("demo", Role::Supervisor, "boss", "Boss"),
+    )
+    .await;
+    let ok = sup.request_json(edit(&p.conv, json!({"vip":"yes"}))).await;
+    assert_eq!(
+        frame_json(&ok)["conv"]["visitor"]["params"]["vip"],
+        "yes",
+        "{ok:?}"
+    );
+
+    // After the close, in the archive: the operator who held it still may.
+    let r = p.op.rid();
+    let closed =
+        p.op.request(gateway::protocol::ClientFrame::Close {
+            rid: Some(r),
+            conv: p.conv.clone(),
+            outcome: None,
+            tags: None,
+        })
+        .await;
+    assert!(matches!(closed, ServerFrame::Ok { .. }), "{closed:?}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let f =
+            p.op.request_json(edit(&p.conv, json!({"order":"A-2"})))
+                .await;
+        if matches!(f, ServerFrame::Ok { .. }) {
+            break;
+        }
+        // Closed a moment ago: still on its way to the archive.
+        assert!(
+            is_code(&f, gateway::protocol::ErrorCode::Conflict)
+                && tokio::time::Instant::now() < deadline,
+            "{f:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let d = get(
+        &node,
+        &admin,
+        &format!("/v1/sites/demo/conversations/{}", p.conv),
+    )
+    .await
+    .json();
+    assert_eq!(d["params"]["order"], "A-2", "{d}");
+    let no = other
+        .request_json(edit(&p.conv, json!({"order":"B-3"})))
+        .await;
+    assert!(
+        is_code(&no, gateway::protocol::ErrorCode::NotFound),
+        "{no:?}"
+    );
+}
