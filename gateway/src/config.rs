@@ -102,6 +102,9 @@ pub struct RawConfig {
     /// Messages kept per conversation log.
     #[arg(long, env = "GATEWAY_MAX_LOG", default_value = "1000")]
     pub max_log: String,
+    /// Sites whose gauges carry their id as a label (the rest are summed as `other`).
+    #[arg(long, env = "GATEWAY_METRICS_SITES", default_value = "20")]
+    pub metrics_sites: String,
     /// Request header carrying the visitor's country, set by a trusted proxy (e.g. CF-IPCountry).
     #[arg(long, env = "GATEWAY_COUNTRY_HEADER")]
     pub country_header: Option<String>,
@@ -212,6 +215,8 @@ pub struct Config {
     pub max_text: usize,
     pub visitor_token_ttl: Duration,
     pub max_log: usize,
+    /// How many sites' gauges carry the site's id (in id order; the rest are `other`).
+    pub metrics_sites: usize,
     pub country_header: Option<String>,
     /// Runtime worker threads; `None`: one per available CPU.
     pub workers: Option<usize>,
@@ -452,6 +457,14 @@ impl Config {
             }
         }
         let visitor_token_ttl = check!("GATEWAY_VISITOR_TOKEN_TTL", dur(&raw.visitor_token_ttl));
+        let metrics_sites = check!(
+            "GATEWAY_METRICS_SITES",
+            num(&raw.metrics_sites).and_then(|n| if n > 1000 {
+                Err("at most 1000 (each labelled site is a series per gauge)".into())
+            } else {
+                Ok(n)
+            })
+        );
         let max_log = check!(
             "GATEWAY_MAX_LOG",
             num(&raw.max_log).and_then(|n| if n == 0 {
@@ -589,6 +602,7 @@ impl Config {
             max_text: max_text.expect("checked"),
             visitor_token_ttl: visitor_token_ttl.expect("checked"),
             max_log: max_log.expect("checked"),
+            metrics_sites: metrics_sites.expect("checked"),
             country_header: raw.country_header.clone(),
             workers: workers.expect("checked"),
             bounds,
@@ -621,6 +635,7 @@ impl Config {
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
             max_log: "1000".into(),
+            metrics_sites: "20".into(),
             allow_short_timers: "true".into(),
             redis_cluster: "false".into(),
             redis_timeout: "2s".into(),
@@ -705,6 +720,7 @@ mod tests {
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
             max_log: "1000".into(),
+            metrics_sites: "20".into(),
             allow_short_timers: "false".into(),
             jwt_algorithm: "RS256".into(),
             redis_url: Some("http://x".into()),

@@ -1,5 +1,6 @@
 //! Every metric name, in one place, with its description. Labels are low-cardinality only
-//! (role, kind, code); never a conversation, site or user id.
+//! (role, kind, code); never a conversation or user id. A site's id labels only the
+//! `gateway_site_*` gauges, and only for the first `GATEWAY_METRICS_SITES` sites.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
@@ -30,9 +31,11 @@ pub const TX_CONFLICTS: &str = "gateway_site_transition_conflicts_total";
 pub const NODES_SWEPT: &str = "gateway_dead_nodes_swept_total";
 pub const ARCHIVED: &str = "gateway_archived_entries_total";
 pub const ARCHIVE_ERRORS: &str = "gateway_archive_errors_total";
+pub const SITE_CONVERSATIONS: &str = "gateway_site_conversations";
+pub const SITE_CONNECTIONS: &str = "gateway_site_connections";
 
 /// Every metric name.
-pub const ALL: [&str; 27] = [
+pub const ALL: [&str; 29] = [
     CONNS_OPENED,
     CONNS_CLOSED,
     CONNS_ACTIVE,
@@ -60,6 +63,8 @@ pub const ALL: [&str; 27] = [
     NODES_SWEPT,
     ARCHIVED,
     ARCHIVE_ERRORS,
+    SITE_CONVERSATIONS,
+    SITE_CONNECTIONS,
 ];
 
 /// Registers descriptions with the installed recorder.
@@ -94,6 +99,16 @@ pub fn describe() {
         CONVERSATIONS,
         "Open conversations of every site by state (queued: waiting in a queue), as this node \
          last read the sites' state"
+    );
+    describe_gauge!(
+        SITE_CONVERSATIONS,
+        "Open conversations of a site by state (the first GATEWAY_METRICS_SITES sites by id; \
+         the rest summed as site=\"other\")"
+    );
+    describe_gauge!(
+        SITE_CONNECTIONS,
+        "This node's connections of a site (the first GATEWAY_METRICS_SITES sites by id; the \
+         rest summed as site=\"other\")"
     );
     describe_counter!(
         SLOW_CLOSES,

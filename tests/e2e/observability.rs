@@ -118,8 +118,15 @@ async fn metrics_follow_a_short_chat() {
     metrics_until(
         &node,
         &mut [&mut op, &mut v],
-        "one conversation queued",
-        |m| m.get("gateway_conversations", &[("state", "queued")]) == 1.0,
+        "one conversation queued, in the totals and in the site's own gauges",
+        |m| {
+            m.get("gateway_conversations", &[("state", "queued")]) == 1.0
+                && m.find(
+                    "gateway_site_conversations",
+                    &[("site", "demo"), ("state", "queued")],
+                ) == Some(1.0)
+                && m.find("gateway_site_connections", &[("site", "demo")]) == Some(2.0)
+        },
     )
     .await;
     assert_eq!(
@@ -435,4 +442,25 @@ async fn a_stuck_reader_shows_in_the_outbound_gauge_within_its_budget_then_is_cu
     })
     .await;
     say(&mut op, &conv, "o-last", "still here").await;
+}
+
+/// Past `GATEWAY_METRICS_SITES`, sites are summed as `other`: the series stay bounded
+/// however many sites a deployment serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_labels_stay_bounded() {
+    let node = Node::start("m0", &with(base_env(), &[("GATEWAY_METRICS_SITES", "0")]));
+    let mut v = visitor(&node, "v1").await;
+    start(&mut v).await;
+    let m = metrics_until(&node, &mut [&mut v], "the site summed as other", |m| {
+        m.find(
+            "gateway_site_conversations",
+            &[("site", "other"), ("state", "queued")],
+        ) == Some(1.0)
+    })
+    .await;
+    assert!(
+        !m.text.contains("site=\"demo\""),
+        "no site is labelled by its id:\n{}",
+        m.text
+    );
 }

@@ -49,20 +49,7 @@ impl Core<'_, '_> {
         if self.st.convs.contains_key(&id) {
             return reject(ErrorCode::Conflict, "conversation id in use");
         }
-        if let Some(max) = self.ctx.settings.max_waiting {
-            let waiting = self
-                .st
-                .convs
-                .values()
-                .filter(|c| matches!(c.state, ConvState::Queued | ConvState::Offered))
-                .count();
-            if waiting >= max as usize {
-                return reject(
-                    ErrorCode::Capacity,
-                    "too many conversations are waiting; try again later",
-                );
-            }
-        }
+        self.room_to_wait()?;
         let now = self.ctx.now;
         let queued_at = self.st.tick_queue_clock();
         let v = self
@@ -114,6 +101,28 @@ impl Core<'_, '_> {
     }
 
     /// The queue asked for, or the site's first.
+    /// The site's `max_waiting`: a new conversation is refused while that many wait. The count
+    /// goes over the site's open conversations (what the census reads too), only for sites
+    /// that set the limit.
+    fn room_to_wait(&self) -> Result<(), Reject> {
+        let Some(max) = self.ctx.settings.max_waiting else {
+            return Ok(());
+        };
+        let waiting = self
+            .st
+            .convs
+            .values()
+            .filter(|c| matches!(c.state, ConvState::Queued | ConvState::Offered))
+            .count();
+        if waiting >= max as usize {
+            return reject(
+                ErrorCode::Capacity,
+                "too many conversations are waiting; try again later",
+            );
+        }
+        Ok(())
+    }
+
     fn queue_or_default(&self, queue: Option<QueueId>) -> Result<QueueId, Reject> {
         match queue {
             Some(q) if self.ctx.queues.contains(&q) => Ok(q),
@@ -151,20 +160,7 @@ impl Core<'_, '_> {
         if self.st.convs.contains_key(&id) {
             return reject(ErrorCode::Conflict, "conversation id in use");
         }
-        if let Some(max) = self.ctx.settings.max_waiting {
-            let waiting = self
-                .st
-                .convs
-                .values()
-                .filter(|c| matches!(c.state, ConvState::Queued | ConvState::Offered))
-                .count();
-            if waiting >= max as usize {
-                return reject(
-                    ErrorCode::Capacity,
-                    "too many conversations are waiting; try again later",
-                );
-            }
-        }
+        self.room_to_wait()?;
         let now = self.ctx.now;
         let queued_at = self.st.tick_queue_clock();
         let v = self

@@ -219,6 +219,8 @@ pub struct Gateway<E: Engine> {
     cfg: Config,
     node: NodeId,
     registry: RwLock<Registry>,
+    /// The sites the census labelled last (see `census.rs`).
+    census_sites: parking_lot::Mutex<Vec<String>>,
     next_conn: AtomicU64,
     listings: staff::Listings,
     retries: transitions::Retries,
@@ -258,6 +260,7 @@ impl<E: Engine> Gateway<E> {
             auth,
             cfg,
             registry: RwLock::new(registry),
+            census_sites: Default::default(),
             next_conn: AtomicU64::new(1),
             listings: staff::Listings::default(),
             retries: transitions::Retries::default(),
