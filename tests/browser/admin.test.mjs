@@ -193,3 +193,49 @@ test('admin: an operator made on the Admin page signs in with e-mail and passwor
   assert.equal(await authorized(token), 401, 'the revoked token is refused');
   assert.deepEqual(errors, []);
 });
+
+test('admin: the Site section renames the site, changes its widget key and where the widget may be embedded', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const { gw, browser } = await setup(t);
+  const sup = await openConsole(browser, gw, { sub: 'boss', name: 'Sofia', role: 'supervisor' });
+  const page = sup.page;
+  await page.getByTestId('tab-admin').click();
+  // The site first, as the server has it.
+  const sec = page.locator('[data-testid=admin-section][data-collection=site]');
+  await sec.waitFor();
+  const form = sec.getByTestId('admin-site-form');
+  const input = (name) => form.getByTestId('admin-input-' + name);
+  await input('widget_key').waitFor();
+  assert.equal(await input('name').inputValue(), 'Demo');
+  assert.equal(await input('widget_key').inputValue(), 'demo');
+  assert.equal(await input('allowed_origins').inputValue(), '');
+
+  // A widget key that is not one: the server's message beside the field, nothing saved.
+  await input('widget_key').fill('not a key');
+  await form.getByTestId('admin-site-save').click();
+  await form.locator('[data-testid=field-error][data-field=widget_key]').filter({ hasText: /\S/ }).waitFor();
+  assert.equal(await input('widget_key').getAttribute('aria-invalid'), 'true');
+
+  // Saved: renamed, re-keyed, the widget allowed on this gateway's own pages only.
+  await input('name').fill('Demo shop');
+  await input('widget_key').fill('demo-shop');
+  await input('allowed_origins').fill(gw.url);
+  await form.getByTestId('admin-site-save').click();
+  await page.getByTestId('toast').filter({ hasText: 'Saved the site.' }).waitFor();
+  const res = await fetch(`${gw.url}/v1/sites/demo`, { headers: { Authorization: 'Bearer ' + sup.token } });
+  const site = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(site));
+  assert.equal(site.name, 'Demo shop');
+  assert.equal(site.widget_key, 'demo-shop');
+  assert.deepEqual(site.allowed_origins, [gw.url]);
+  // The old key no longer names the site; the new one does.
+  const session = (key) =>
+    fetch(`${gw.url}/v1/visitor/session`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Origin: gw.url },
+      body: JSON.stringify({ site: key })
+    }).then((r) => r.status);
+  assert.equal(await session('demo'), 404);
+  assert.equal(await session('demo-shop'), 200);
+  await screenshot(page, 'console-admin-site');
+  assert.deepEqual(sup.errors, []);
+});

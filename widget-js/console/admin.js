@@ -6,7 +6,8 @@
 // delete after a confirmation. The API checks everything; its problem details' field errors
 // (`errors: [{field, message}]`) are shown beside the fields they name, the rest above the form.
 // Lists of ids are comma-separated text; a queue's setting overrides are a JSON object. Every
-// value goes into the page as text. English, like the rest of the console.
+// value goes into the page as text. English, like the rest of the console. The first section,
+// Site, is the site itself (`/v1/sites/{site}`): its name, widget key and allowed origins.
 
 import { $, h, toast, errText, isSup, apiFetch, sitePath } from './core.js';
 
@@ -145,9 +146,20 @@ const COLLECTIONS = [
   }
 ];
 
+// The site itself: one item, read and changed in place (its id and settings stay elsewhere).
+const SITE = {
+  id: 'site',
+  title: 'Site',
+  fields: [
+    field('name', 'Name', 'text', { required: true }),
+    field('widget_key', 'Widget key', 'text', { required: true, hint: 'what the script tag names: data-site' }),
+    field('allowed_origins', 'Allowed origins', 'list', { hint: 'https://shop.example, … (empty: any page)' })
+  ]
+};
+
 const byId = new Map(COLLECTIONS.map((c) => [c.id, c]));
 // What each section shows: its items as last listed, which section is on screen.
-const view = { built: false, current: 'queues', items: new Map(), seq: new Map() };
+const view = { built: false, current: 'site', items: new Map(), seq: new Map() };
 
 // ------------------------------------------------------------------ values in and out
 
@@ -372,7 +384,7 @@ export function showAdmin() {
 function build() {
   view.built = true;
   $('admin-nav').replaceChildren(
-    ...COLLECTIONS.map((col) =>
+    ...[SITE, ...COLLECTIONS].map((col) =>
       h('button', {
         class: 'tab',
         type: 'button',
@@ -384,8 +396,80 @@ function build() {
       })
     )
   );
-  $('admin-body').replaceChildren(...COLLECTIONS.map(section));
+  $('admin-body').replaceChildren(siteSection(), ...COLLECTIONS.map(section));
 }
+
+// ------------------------------------------------------------------ the site itself
+
+function siteSection() {
+  return h(
+    'section',
+    {
+      class: 'admin-section', id: 'admin-site', 'data-testid': 'admin-section', 'data-collection': 'site',
+      'aria-labelledby': 'admin-site-title', hidden: true
+    },
+    [
+      h('div', { class: 'admin-head' }, [h('h2', { id: 'admin-site-title', text: 'Site' })]),
+      h('p', { class: 'err', 'data-testid': 'admin-error', role: 'alert', hidden: true }),
+      h('form', { class: 'admin-form', 'data-testid': 'admin-site-form', novalidate: true, onsubmit: saveSite }, [
+        formError(),
+        h('div', { class: 'fields' }),
+        h('div', { class: 'row' }, [
+          h('button', { class: 'btn primary', type: 'submit', 'data-testid': 'admin-site-save', text: 'Save' })
+        ])
+      ])
+    ]
+  );
+}
+
+/** Reads the site and fills its form. */
+async function loadSite() {
+  const sec = $('admin-site');
+  sectionError(SITE, null);
+  try {
+    const site = await apiFetch('GET', sitePath(''));
+    const fields = sec.querySelector('.fields');
+    fields.replaceChildren(...SITE.fields.map((f) => fieldBox(f, get(site, f.path), true)));
+    sec.dataset.site = site.id;
+  } catch (err) {
+    sectionError(SITE, err);
+  }
+}
+
+async function saveSite(e) {
+  e.preventDefault();
+  const form = e.currentTarget;
+  const button = form.querySelector('[data-testid=admin-site-save]');
+  if (button.disabled) return;
+  clearErrors(form);
+  const have = inputs(form);
+  const body = {};
+  try {
+    for (const f of SITE.fields) {
+      const v = readInput(f, have.get(f.name));
+      if ((v === undefined || v === '') && f.required) throw new FieldError(f.name, 'Required');
+      // No origins listed: any page ("*").
+      body[f.name] = f.name === 'allowed_origins' && (!v || !v.length) ? '*' : v;
+    }
+  } catch (err) {
+    if (err instanceof FieldError) return showErrors(SITE, form, err);
+    throw err;
+  }
+  button.disabled = true;
+  try {
+    await apiFetch('PATCH', sitePath(''), { body });
+    toast('Saved the site.');
+    await loadSite();
+  } catch (err) {
+    showErrors(SITE, form, err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** A form's line for what is not about one field. */
+const formError = () =>
+  h('p', { class: 'form-err err', 'data-testid': 'admin-form-error', role: 'alert', tabindex: '-1', hidden: true });
 
 /** The form that adds an item, empty (its defaults filled in). */
 function createForm(col) {
@@ -394,7 +478,7 @@ function createForm(col) {
     { class: 'admin-form', 'data-testid': 'admin-create-form', novalidate: true, onsubmit: (e) => create(e, col) },
     [
       h('h3', { text: 'Add ' + (col.a || 'a ' + col.one) }),
-      h('p', { class: 'form-err err', 'data-testid': 'admin-form-error', role: 'alert', tabindex: '-1', hidden: true }),
+      formError(),
       h('div', { class: 'fields' }, formFields(col, false).map((f) => fieldBox(f, f.dflt, false))),
       h('div', { class: 'row' }, [
         h('button', { class: 'btn primary', type: 'submit', 'data-testid': 'admin-create', text: 'Add' })
@@ -445,14 +529,15 @@ function section(col) {
 const sectionOf = (col) => $('admin-' + col.id);
 
 function showSection(id) {
-  const col = byId.get(id) || COLLECTIONS[0];
+  const col = id === 'site' ? SITE : byId.get(id) || SITE;
   view.current = col.id;
-  for (const c of COLLECTIONS) sectionOf(c).hidden = c !== col;
+  for (const c of [SITE, ...COLLECTIONS]) sectionOf(c).hidden = c !== col;
   for (const b of $('admin-nav').children) {
     if (b.dataset.collection === col.id) b.setAttribute('aria-current', 'page');
     else b.removeAttribute('aria-current');
   }
-  load(col);
+  if (col === SITE) loadSite();
+  else load(col);
 }
 
 function sectionError(col, e) {
