@@ -108,6 +108,13 @@ pub struct RawConfig {
     /// Request header carrying the visitor's country, set by a trusted proxy (e.g. CF-IPCountry).
     #[arg(long, env = "GATEWAY_COUNTRY_HEADER")]
     pub country_header: Option<String>,
+    /// The mail server: `smtp://user:pass@host:587` (STARTTLS), `smtps://…` (TLS),
+    /// `smtp://host:25?tls=none` (a local relay). Unset: no e-mail.
+    #[arg(long, env = "GATEWAY_SMTP_URL")]
+    pub smtp_url: Option<String>,
+    /// The sender of the gateway's e-mail, like `Chat <chat@example.com>`.
+    #[arg(long, env = "GATEWAY_MAIL_FROM")]
+    pub mail_from: Option<String>,
     /// Runtime worker threads (default: one per CPU the process may use).
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<String>,
@@ -218,6 +225,8 @@ pub struct Config {
     /// How many sites' gauges carry the site's id (in id order; the rest are `other`).
     pub metrics_sites: usize,
     pub country_header: Option<String>,
+    /// The mail server and the sender (`None`: no e-mail).
+    pub mail: Option<(crate::mail::SmtpConfig, String)>,
     /// Runtime worker threads; `None`: one per available CPU.
     pub workers: Option<usize>,
     pub bounds: Bounds,
@@ -457,6 +466,26 @@ impl Config {
             }
         }
         let visitor_token_ttl = check!("GATEWAY_VISITOR_TOKEN_TTL", dur(&raw.visitor_token_ttl));
+        let mail = match (&raw.smtp_url, &raw.mail_from) {
+            (None, _) => None,
+            (Some(_), None) => {
+                errs.push("GATEWAY_MAIL_FROM: required with GATEWAY_SMTP_URL".into());
+                None
+            }
+            (Some(url), Some(from)) => match crate::mail::SmtpConfig::parse(url) {
+                Ok(smtp) => match crate::mail::Mailer::new(&smtp, from) {
+                    Ok(_) => Some((smtp, from.clone())),
+                    Err(e) => {
+                        errs.push(e);
+                        None
+                    }
+                },
+                Err(e) => {
+                    errs.push(format!("GATEWAY_SMTP_URL: {e}"));
+                    None
+                }
+            },
+        };
         let metrics_sites = check!(
             "GATEWAY_METRICS_SITES",
             num(&raw.metrics_sites).and_then(|n| if n > 1000 {
@@ -604,6 +633,7 @@ impl Config {
             max_log: max_log.expect("checked"),
             metrics_sites: metrics_sites.expect("checked"),
             country_header: raw.country_header.clone(),
+            mail,
             workers: workers.expect("checked"),
             bounds,
             keep_state: (keep_state.expect("checked") && redis_none)

@@ -211,6 +211,67 @@ pub fn transcript_words(lang: Lang) -> TranscriptWords {
     }
 }
 
+/// Words of the e-mails the gateway sends.
+pub struct MailWords {
+    /// Subject of a transcript to the staff: "… <conversation> — <visitor>".
+    pub transcript: &'static str,
+    /// Subject of the visitor's own transcript: "… <site>".
+    pub your_chat: &'static str,
+    pub missed: &'static str,
+    pub offline: &'static str,
+    pub anonymous: &'static str,
+    pub visitor: &'static str,
+    pub email: &'static str,
+    pub phone: &'static str,
+    pub queue: &'static str,
+    pub operator: &'static str,
+    pub conversation: &'static str,
+}
+
+pub fn mail_words(lang: Lang) -> MailWords {
+    match lang {
+        Lang::En => MailWords {
+            transcript: "Chat transcript",
+            your_chat: "Your chat with",
+            missed: "Missed chat",
+            offline: "Offline message",
+            anonymous: "Anonymous visitor",
+            visitor: "Visitor",
+            email: "E-mail",
+            phone: "Phone",
+            queue: "Queue",
+            operator: "Operator",
+            conversation: "Conversation",
+        },
+        Lang::Ru => MailWords {
+            transcript: "Запись чата",
+            your_chat: "Ваш чат с",
+            missed: "Пропущенный чат",
+            offline: "Сообщение из формы",
+            anonymous: "Анонимный посетитель",
+            visitor: "Посетитель",
+            email: "Эл. почта",
+            phone: "Телефон",
+            queue: "Очередь",
+            operator: "Оператор",
+            conversation: "Разговор",
+        },
+        Lang::Cs => MailWords {
+            transcript: "Přepis chatu",
+            your_chat: "Váš chat s",
+            missed: "Zmeškaný chat",
+            offline: "Zpráva z formuláře",
+            anonymous: "Anonymní návštěvník",
+            visitor: "Návštěvník",
+            email: "E-mail",
+            phone: "Telefon",
+            queue: "Fronta",
+            operator: "Operátor",
+            conversation: "Konverzace",
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

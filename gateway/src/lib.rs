@@ -15,6 +15,7 @@ pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod i18n;
+pub mod mail;
 pub mod metrics;
 pub mod outbound;
 pub mod outbox;

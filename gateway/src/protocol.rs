@@ -292,6 +292,14 @@ pub enum ClientFrame {
         rid: Option<Rid>,
         visitor: String,
     },
+    /// Addition: e-mail the conversation's transcript to the visitor (the visitor, or the
+    /// staff for them), once it is closed.
+    MailTranscript {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        email: String,
+    },
     /// Addition (supervisors): the site's active conversations with their timings; answered
     /// with `ok` and `conversations`.
     Active {
@@ -339,6 +347,7 @@ impl ClientFrame {
             | ClientFrame::Watch { rid, .. }
             | ClientFrame::Ban { rid, .. }
             | ClientFrame::Unban { rid, .. }
+            | ClientFrame::MailTranscript { rid, .. }
             | ClientFrame::Get { rid, .. }
             | ClientFrame::Active { rid }
             | ClientFrame::Takeover { rid, .. } => rid.as_ref(),

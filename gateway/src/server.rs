@@ -226,6 +226,7 @@ async fn serve<E: Engine>(
     let archiver = tokio::spawn(gw.clone().run_archiver());
     let notes = tokio::spawn(gw.clone().run_message_notes());
     let census = tokio::spawn(gw.clone().run_census());
+    let deliveries = tokio::spawn(gw.clone().run_deliveries());
     let app = http::router(
         AppState {
             gw: gw.clone(),
@@ -278,6 +279,7 @@ async fn serve<E: Engine>(
     let _ = drain.await;
     presence.abort();
     census.abort();
+    deliveries.abort();
     gw.leave().await;
     // What was noted of the last messages leaves before the node does.
     gw.flush_notes().await;

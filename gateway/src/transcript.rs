@@ -89,11 +89,17 @@ pub fn transcript_text(messages: &[Msg], lang: Lang) -> String {
 }
 
 pub fn transcript_html(c: &Conversation, messages: &[Msg], lang: Lang) -> String {
-    let mut out = format!(
-        "<!doctype html><meta charset=utf-8><title>Transcript {}</title><h1>Conversation {}</h1><table>",
+    format!(
+        "<!doctype html><meta charset=utf-8><title>Transcript {}</title><h1>Conversation {}</h1>{}",
         esc(&c.id),
-        esc(&c.id)
-    );
+        esc(&c.id),
+        messages_table(messages, lang)
+    )
+}
+
+/// The messages as an HTML table: time, author, text, every value escaped.
+pub fn messages_table(messages: &[Msg], lang: Lang) -> String {
+    let mut out = String::from("<table>");
     for m in messages {
         out.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
@@ -104,6 +110,11 @@ pub fn transcript_html(c: &Conversation, messages: &[Msg], lang: Lang) -> String
     }
     out.push_str("</table>");
     out
+}
+
+/// Text made safe to put in HTML (text and attribute values).
+pub fn escape(s: &str) -> String {
+    esc(s)
 }
 
 fn esc(s: &str) -> String {

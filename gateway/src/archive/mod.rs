@@ -16,6 +16,7 @@
 //! nothing twice.
 
 mod access;
+mod deliveries;
 mod dir;
 pub mod postgres;
 mod rows;
@@ -201,6 +202,60 @@ pub enum Put {
     Missing,
 }
 
+/// A delivery to make: an e-mail or a webhook call (or a notice that turns into some).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Made from what caused it, so the same event never makes two.
+    pub id: String,
+    pub site: String,
+    /// `mail`, `webhook` or `notice`.
+    pub kind: String,
+    /// An address, or a webhook's id.
+    pub target: String,
+    /// What to send (JSON).
+    pub body: String,
+    pub due_at: u64,
+}
+
+/// A delivery claimed for sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub site: String,
+    pub kind: String,
+    pub target: String,
+    pub body: String,
+    pub created_at: u64,
+    /// Attempts before this one.
+    pub attempts: u32,
+}
+
+/// One attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub at: u64,
+    pub ok: bool,
+    /// The receiver's HTTP status (webhooks).
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    /// How long it took.
+    pub ms: u64,
+}
+
+/// A delivery as its log shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryLog {
+    pub id: String,
+    pub body: String,
+    pub created_at: u64,
+    /// When it is (or was last) due.
+    pub next_at: u64,
+    pub attempts: u32,
+    pub done_at: Option<u64>,
+    pub failed_at: Option<u64>,
+    pub last_error: Option<String>,
+}
+
 /// A staff session made by signing in with a password.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -357,6 +412,26 @@ pub trait Store: Send + Sync + 'static {
         -> Result<()>;
     /// Forgets remembered answers older than `before`.
     async fn forget_remembered(&self, before: u64) -> Result<u64>;
+
+    /// Adds deliveries (one whose id exists is left as it is); how many were new.
+    async fn add_deliveries(&self, items: &[NewDelivery], now: u64) -> Result<u64>;
+
+    /// Claims up to `limit` due deliveries for `lease_ms` (another sender takes them after).
+    async fn claim_deliveries(
+        &self,
+        now: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Records an attempt: done (`a.ok`), due again at `retry_at`, or given up (`None`).
+    async fn delivery_attempted(&self, id: &str, a: &Attempt, retry_at: Option<u64>) -> Result<()>;
+
+    /// A target's deliveries (a webhook's log), newest first.
+    async fn deliveries(&self, site: &str, target: &str, limit: usize) -> Result<Vec<DeliveryLog>>;
+
+    /// A delivery's attempts, oldest first.
+    async fn attempts(&self, id: &str) -> Result<Vec<Attempt>>;
 }
 
 /// Where a conversation's figures come from, computed the same way for both databases.

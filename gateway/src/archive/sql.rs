@@ -809,4 +809,39 @@ impl Store for SqlStore {
     async fn forget_remembered(&self, before: u64) -> Result<u64> {
         self.remembered_forget(before).await
     }
+
+    async fn add_deliveries(&self, items: &[super::NewDelivery], now: u64) -> Result<u64> {
+        self.deliveries_add(items, now).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<super::Delivery>> {
+        self.deliveries_claim(now, lease_ms, limit).await
+    }
+
+    async fn delivery_attempted(
+        &self,
+        id: &str,
+        a: &super::Attempt,
+        retry_at: Option<u64>,
+    ) -> Result<()> {
+        self.deliveries_attempted(id, a, retry_at).await
+    }
+
+    async fn deliveries(
+        &self,
+        site: &str,
+        target: &str,
+        limit: usize,
+    ) -> Result<Vec<super::DeliveryLog>> {
+        self.deliveries_of(site, target, limit).await
+    }
+
+    async fn attempts(&self, id: &str) -> Result<Vec<super::Attempt>> {
+        self.delivery_attempts(id).await
+    }
 }

@@ -157,6 +157,65 @@ pub struct Settings {
     /// The HTTP API's requests per second for the whole site, every caller together
     /// (`None`: only each caller's own limit): past it, 429.
     pub api_rate_per_sec: Option<u32>,
+    /// Company level: every closed conversation's transcript goes to these addresses.
+    pub transcript_emails: Vec<String>,
+    /// Transcripts by e-mail as text, or as HTML with a text alternative.
+    pub transcript_format: MailFormat,
+    /// Every missed conversation (its messages and contact details) goes to these addresses.
+    pub missed_emails: Vec<String>,
+    /// Every message left in the offline form goes to these addresses.
+    pub offline_emails: Vec<String>,
+    /// The visitor (or the staff for them) may ask for the transcript by e-mail.
+    pub visitor_transcripts: bool,
+    /// The Reply-To of transcripts sent to visitors.
+    pub transcript_reply_to: Option<String>,
+}
+
+/// How transcripts are e-mailed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MailFormat {
+    #[default]
+    Text,
+    /// HTML, with the text as its alternative.
+    Html,
+}
+
+/// The most addresses one list of a site's settings holds.
+pub const MAX_ADDRESSES: usize = 50;
+
+/// A plausible e-mail address: what a mail server would be asked to deliver to, and nothing
+/// that could break a header.
+pub fn email_ok(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    s.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
+        })
+}
+
+/// A list of addresses from a setting's JSON.
+fn addresses(v: &Value) -> Result<Vec<String>, String> {
+    let items = match v {
+        Value::Null => return Ok(Vec::new()),
+        Value::Array(items) => items,
+        _ => return Err("expected a list of e-mail addresses".into()),
+    };
+    if items.len() > MAX_ADDRESSES {
+        return Err(format!("at most {MAX_ADDRESSES} addresses"));
+    }
+    items
+        .iter()
+        .map(|i| match i.as_str() {
+            Some(a) if email_ok(a.trim()) => Ok(a.trim().to_owned()),
+            _ => Err(format!("{i} is not an e-mail address")),
+        })
+        .collect()
 }
 
 impl Default for Settings {
@@ -181,6 +240,12 @@ impl Default for Settings {
             max_waiting: None,
             max_connections: None,
             api_rate_per_sec: None,
+            transcript_emails: Vec::new(),
+            transcript_format: MailFormat::Text,
+            missed_emails: Vec::new(),
+            offline_emails: Vec::new(),
+            visitor_transcripts: false,
+            transcript_reply_to: None,
         }
     }
 }
@@ -312,6 +377,27 @@ impl Settings {
                     _ => self.api_rate_per_sec = n,
                 }
             }
+            "transcript_emails" => self.transcript_emails = addresses(v)?,
+            "missed_emails" => self.missed_emails = addresses(v)?,
+            "offline_emails" => self.offline_emails = addresses(v)?,
+            "transcript_format" => {
+                self.transcript_format = match v.as_str() {
+                    Some("text") => MailFormat::Text,
+                    Some("html") => MailFormat::Html,
+                    _ => return Err("expected text or html".into()),
+                }
+            }
+            "visitor_transcripts" => {
+                self.visitor_transcripts = v.as_bool().ok_or("expected true or false")?
+            }
+            "transcript_reply_to" => {
+                self.transcript_reply_to = match v {
+                    Value::Null => None,
+                    Value::String(s) if s.trim().is_empty() => None,
+                    Value::String(s) if email_ok(s.trim()) => Some(s.trim().to_owned()),
+                    _ => return Err("expected an e-mail address, or null".into()),
+                }
+            }
             "widget_when_away" => {
                 self.widget_when_away = serde_json::from_value(v.clone())
                     .map_err(|_| "expected busy or offline".to_owned())?
@@ -409,6 +495,27 @@ impl Settings {
         m.insert("max_waiting", limit(self.max_waiting));
         m.insert("max_connections", limit(self.max_connections));
         m.insert("api_rate_per_sec", limit(self.api_rate_per_sec));
+        m.insert(
+            "transcript_emails",
+            Value::from(self.transcript_emails.clone()),
+        );
+        m.insert(
+            "transcript_format",
+            Value::from(match self.transcript_format {
+                MailFormat::Text => "text",
+                MailFormat::Html => "html",
+            }),
+        );
+        m.insert("missed_emails", Value::from(self.missed_emails.clone()));
+        m.insert("offline_emails", Value::from(self.offline_emails.clone()));
+        m.insert("visitor_transcripts", Value::from(self.visitor_transcripts));
+        m.insert(
+            "transcript_reply_to",
+            self.transcript_reply_to
+                .clone()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+        );
         serde_json::to_value(m).unwrap_or(Value::Null)
     }
 

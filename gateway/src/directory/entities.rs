@@ -42,21 +42,7 @@ fn text_ok(field: &str, s: &str, max: usize, out: &mut Vec<Invalid>) {
     }
 }
 
-/// A plausible e-mail address: what a mail server would be asked to deliver to, and nothing
-/// that could break a header.
-pub fn email_ok(s: &str) -> bool {
-    let Some((local, domain)) = s.rsplit_once('@') else {
-        return false;
-    };
-    s.len() <= 254
-        && !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !s.chars().any(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';' | '"')
-        })
-}
+pub use crate::core::settings::email_ok;
 
 fn emails_ok(field: &str, list: &[String], out: &mut Vec<Invalid>) {
     if list.len() > 50 {

@@ -209,6 +209,13 @@ impl<E: Engine> Gateway<E> {
                     self.copy_messages(store, &item.site, &[(conv, last)], true)
                         .await?;
                 }
+                // What the event means for people outside: written after the archive holds
+                // the conversation, under ids that make a second write of the same entry
+                // a no-op.
+                let notices = super::notify::notices(&item.site, r);
+                if !notices.is_empty() {
+                    store.add_deliveries(&notices, now_ms()).await?;
+                }
             }
             OutboxEntry::Operator(r) => store.record_operator(r).await?,
             OutboxEntry::Messages { conv, up_to } => {

@@ -17,6 +17,7 @@
 //! - `registry` — sites made, changed and deleted at runtime;
 //! - `integrations` — what the HTTP API adds: messages read through the archive and the live
 //!   log, invitations, edits of details and tags, erasure;
+//! - `notify` — e-mail: notices made by the archiver, worked off into deliveries, sent;
 //! - `timers`, `presence`, `census` — the background loops.
 
 mod archiver;
@@ -25,6 +26,7 @@ mod census;
 mod conversations;
 mod directory;
 mod integrations;
+mod notify;
 mod presence;
 mod registry;
 mod session;
@@ -219,6 +221,8 @@ pub struct Gateway<E: Engine> {
     cfg: Config,
     node: NodeId,
     registry: RwLock<Registry>,
+    /// The mail server, when one is configured (`GATEWAY_SMTP_URL`).
+    mailer: Option<crate::mail::Mailer>,
     /// The sites the census labelled last (see `census.rs`).
     census_sites: parking_lot::Mutex<Vec<String>>,
     next_conn: AtomicU64,
@@ -248,6 +252,11 @@ impl<E: Engine> Gateway<E> {
         node: NodeId,
     ) -> Gateway<E> {
         hub.set_node(node.clone());
+        let mailer = cfg.mail.as_ref().and_then(|(smtp, from)| {
+            crate::mail::Mailer::new(smtp, from)
+                .map_err(|e| tracing::error!(error = %e, "no e-mail"))
+                .ok()
+        });
         let mut registry = Registry::default();
         for s in &cfg.sites {
             registry.insert(Site::new(s));
@@ -261,6 +270,7 @@ impl<E: Engine> Gateway<E> {
             cfg,
             registry: RwLock::new(registry),
             census_sites: Default::default(),
+            mailer,
             next_conn: AtomicU64::new(1),
             listings: staff::Listings::default(),
             retries: transitions::Retries::default(),

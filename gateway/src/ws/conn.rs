@@ -645,6 +645,12 @@ async fn request<E: Engine>(
             gw.unban(p, &VisitorId(visitor)).await?;
             Ok(None)
         }
+        ClientFrame::MailTranscript { conv, email, .. } => {
+            let lang = info.language.as_deref().and_then(crate::i18n::Lang::parse);
+            gw.request_transcript_mail(p, &conv_id(conv)?, &email, lang)
+                .await?;
+            Ok(None)
+        }
         ClientFrame::Active { .. } => {
             let (conversations, count) = gw.active(p).await?;
             Ok(Some(OkBody::Conversations {
@@ -733,6 +739,7 @@ fn frame_kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Watch { .. } => "watch",
         ClientFrame::Ban { .. } => "ban",
         ClientFrame::Unban { .. } => "unban",
+        ClientFrame::MailTranscript { .. } => "mail_transcript",
         ClientFrame::Get { .. } => "get",
         ClientFrame::Active { .. } => "active",
         ClientFrame::Takeover { .. } => "takeover",

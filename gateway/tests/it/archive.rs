@@ -781,6 +781,7 @@ archive_conformance!(
     a_closed_conversation_is_patched_with_an_event,
     the_directory_keeps_items_with_a_version_per_site,
     staff_sessions_are_kept_and_revoked,
+    deliveries_are_made_once_claimed_once_and_retried,
 );
 
 pub async fn the_directory_keeps_items_with_a_version_per_site(s: &dyn Store) {
@@ -910,4 +911,98 @@ pub async fn staff_sessions_are_kept_and_revoked(s: &dyn Store) {
         "s2; s1 already"
     );
     assert_eq!(s.session("s3").await.unwrap().unwrap().revoked_at, None);
+}
+
+pub async fn deliveries_are_made_once_claimed_once_and_retried(s: &dyn Store) {
+    use gateway::archive::{Attempt, NewDelivery};
+    let d = |id: &str, target: &str, due_at: u64| NewDelivery {
+        id: id.into(),
+        site: "demo".into(),
+        kind: "mail".into(),
+        target: target.into(),
+        body: format!(r#"{{"id":"{id}"}}"#),
+        due_at,
+    };
+    let batch = [d("m1", "a@example.com", 10), d("m2", "b@example.com", 50)];
+    assert_eq!(s.add_deliveries(&batch, 5).await.unwrap(), 2);
+    // The same cause again makes nothing new.
+    assert_eq!(s.add_deliveries(&batch[..1], 6).await.unwrap(), 0);
+
+    // Only what is due; a claimed one is no one else's until its lease ends.
+    let got = s.claim_deliveries(20, 1_000, 10).await.unwrap();
+    assert_eq!(
+        got.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        ["m1"]
+    );
+    assert_eq!((got[0].attempts, got[0].created_at), (0, 5));
+    assert!(s
+        .claim_deliveries(60, 1_000, 10)
+        .await
+        .unwrap()
+        .iter()
+        .all(|x| x.id == "m2"));
+    assert!(
+        s.claim_deliveries(500, 1_000, 10).await.unwrap().is_empty(),
+        "both leased"
+    );
+
+    // A failure: due again at its retry time, the attempt on record.
+    let failed = Attempt {
+        at: 600,
+        ok: false,
+        status: None,
+        error: Some("connection refused".into()),
+        ms: 3,
+    };
+    s.delivery_attempted("m1", &failed, Some(2_000))
+        .await
+        .unwrap();
+    assert!(
+        s.claim_deliveries(1_000, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "m1 not due, m2 leased"
+    );
+    let again = s.claim_deliveries(2_100, 1_000, 10).await.unwrap();
+    assert_eq!(
+        again
+            .iter()
+            .map(|x| (x.id.as_str(), x.attempts))
+            .collect::<Vec<_>>(),
+        [("m2", 0), ("m1", 1)],
+        "the longest due first"
+    );
+    let done = Attempt {
+        at: 2_200,
+        ok: true,
+        status: Some(200),
+        error: None,
+        ms: 4,
+    };
+    s.delivery_attempted("m1", &done, None).await.unwrap();
+    // Given up: never handed out again.
+    s.delivery_attempted("m2", &failed, None).await.unwrap();
+    assert!(s
+        .claim_deliveries(999_999, 1_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(s.attempts("m1").await.unwrap(), [failed.clone(), done]);
+
+    // A target's log, newest first.
+    let log = s.deliveries("demo", "a@example.com", 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        (log[0].attempts, log[0].done_at, log[0].failed_at),
+        (2, Some(2_200), None)
+    );
+    let log = s.deliveries("demo", "b@example.com", 10).await.unwrap();
+    assert_eq!(log[0].failed_at, Some(600));
+    assert_eq!(log[0].last_error.as_deref(), Some("connection refused"));
+    assert!(s
+        .deliveries("other", "a@example.com", 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -13,6 +13,7 @@ mod conformance;
 mod directory;
 mod edge;
 mod golden;
+mod mail;
 mod rules;
 mod session;
 mod sites;

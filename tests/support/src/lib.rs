@@ -12,8 +12,10 @@
 //! time and hoping.
 
 mod postgres;
+mod smtp;
 
 pub use postgres::PgServer;
+pub use smtp::{Received, SmtpServer};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
