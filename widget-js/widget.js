@@ -42,7 +42,9 @@
       name: 'Name', email: 'Email', phone: 'Phone', message: 'Message', submit: 'Send message',
       thanks: 'Thanks, we will get back to you.', again: 'Write another message',
       preI: 'Please introduce yourself before we start.', start: 'Start chat',
-      tr: 'Download transcript', conn: 'Connecting…', unread: '{n} unread', hi: 'Hi! How can we help you?',
+      tr: 'Download transcript',
+      mt: 'Email me the transcript', mtd: 'We will send it to {e}.', conn: 'Connecting…', unread: '{n} unread',
+      hi: 'Hi! How can we help you?',
       na: 'The chat is not available here.', ban: 'You can no longer send messages in this chat.', ns: 'Not sent',
       // System messages by code (the gateway's phrases, gateway/src/i18n.rs).
       j: '{name} joined the conversation', j0: 'An operator joined the conversation',
@@ -61,7 +63,8 @@
       name: 'Имя', email: 'Эл. почта', phone: 'Телефон', message: 'Сообщение', submit: 'Отправить',
       thanks: 'Спасибо, мы с вами свяжемся.', again: 'Написать ещё',
       preI: 'Представьтесь, пожалуйста, перед началом разговора.', start: 'Начать чат',
-      tr: 'Скачать переписку', conn: 'Подключение…', unread: 'непрочитанных: {n}',
+      tr: 'Скачать переписку',
+      mt: 'Прислать переписку на почту', mtd: 'Отправим на {e}.', conn: 'Подключение…', unread: 'непрочитанных: {n}',
       hi: 'Здравствуйте! Чем можем помочь?',
       na: 'Чат здесь недоступен.', ban: 'Вы больше не можете отправлять сообщения в этом чате.', ns: 'Не отправлено',
       j: 'Оператор {name} присоединился к разговору', j0: 'Оператор присоединился к разговору',
@@ -79,7 +82,9 @@
       name: 'Jméno', email: 'E-mail', phone: 'Telefon', message: 'Zpráva', submit: 'Odeslat zprávu',
       thanks: 'Děkujeme, ozveme se vám.', again: 'Napsat další zprávu',
       preI: 'Před začátkem se prosím představte.', start: 'Zahájit chat',
-      tr: 'Stáhnout přepis', conn: 'Připojování…', unread: 'nepřečtené: {n}', hi: 'Dobrý den! Jak vám můžeme pomoci?',
+      tr: 'Stáhnout přepis',
+      mt: 'Poslat přepis e-mailem', mtd: 'Pošleme ho na {e}.', conn: 'Připojování…', unread: 'nepřečtené: {n}',
+      hi: 'Dobrý den! Jak vám můžeme pomoci?',
       na: 'Chat zde není k dispozici.', ban: 'V tomto chatu už nemůžete posílat zprávy.', ns: 'Neodesláno',
       j: 'Operátor {name} se připojil ke konverzaci', j0: 'Operátor se připojil ke konverzaci',
       tq: 'Konverzace byla předána do fronty {queue}', t0: 'Konverzace byla předána jinému operátorovi',
@@ -260,6 +265,7 @@
     '.who,.st{font-size:11px;color:#6b7280;margin:0 4px 2px}.st{margin:2px 4px 0}' +
     '.failed .b{background:#fee2e2;color:#991b1b;cursor:pointer}' +
     '.sys{align-self:center;max-width:95%;text-align:center;color:#6b7280;font-size:12px}.sys .b{padding:2px 8px}' +
+    '.mt{display:flex;gap:4px;margin-top:4px}.mt input{flex:1;min-width:0}' +
     '.nt{align-self:stretch;max-width:none}' +
     '.nt .b{background:#fff7ed;color:#9a3412;border:1px solid #fed7aa;border-radius:8px}' +
     'ol:empty::before{content:attr(data-empty);margin:auto;color:#6b7280;text-align:center}' +
@@ -531,7 +537,8 @@
         e.role === 'system'
           ? h('div', { class: 'b', text: e.end ? e.text : sysText(e) })
           : rich(h('div', { class: 'b' }), e.text),
-        op || me ? h('span', { class: 'st', 'aria-live': 'off' }, [timeEl(e.ts), me && D.createTextNode('')]) : null
+        op || me ? h('span', { class: 'st', 'aria-live': 'off' }, [timeEl(e.ts), me && D.createTextNode('')]) : null,
+        e.end && settings.mail_transcripts ? mailForm(e.conv) : null
       ]);
       if (me) el.addEventListener('click', () => e.st === 'failed' && retry(e));
       els.set(e.k, el);
@@ -762,6 +769,24 @@
     pump();
     markRead();
     render(false);
+  }
+
+  // The end of a conversation: the visitor may have its transcript e-mailed (the site allows it).
+  function mailForm(conv) {
+    const f = h('form', { class: 'mt', 'data-testid': 'cw-mail-transcript' }, [
+      h('input', { type: 'email', required: true, name: 'email', 'aria-label': t('email'), placeholder: t('email') }),
+      h('button', { type: 'submit', text: t('mt') })
+    ]);
+    f.elements.email.value = (S.prechat && S.prechat.email) || '';
+    f.onsubmit = (ev) => {
+      ev.preventDefault();
+      const email = f.elements.email.value.trim();
+      client.request({ t: 'mail_transcript', conv, email }).then(
+        () => f.replaceWith(h('div', { class: 'b', 'data-testid': 'cw-mailed', text: t('mtd', email) })),
+        noop
+      );
+    };
+    return f;
   }
 
   function onConv(c, event) {

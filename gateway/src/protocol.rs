@@ -556,6 +556,9 @@ pub struct ClientSettings {
     /// Addition (staff only): how the site's conversation parameters are labelled and shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<ParamOption>,
+    /// Addition: the transcript may be asked for by e-mail (`mail_transcript`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mail_transcripts: bool,
 }
 
 /// A tag staff may add (addition).

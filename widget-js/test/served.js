@@ -1,6 +1,7 @@
 // What GET /widget.js serves, built the way gateway/src/http/assets.rs builds it: protocol.js, a
 // newline, widget.js, then without the lines that are only a comment (`//`, or part of a
-// `/* … */` block; `/*!` headers stay). Shared by the size budget test and the browser test
+// `/* … */` block; `/*!` headers stay) and without the indentation of the lines
+// kept. Shared by the size budget test and the browser test
 // that checks the binary serves exactly this.
 'use strict';
 
@@ -25,7 +26,7 @@ function stripCommentLines(src) {
       }
       if (!t.slice(end + 2).trim()) continue;
     }
-    out += line + '\n';
+    out += line.trimStart() + '\n';
   }
   // Rust's lines() yields no empty last line for a source ending in a newline.
   return src.endsWith('\n') ? out.slice(0, -1) : out;

@@ -34,12 +34,12 @@ test('the size check measures the real thing', () => {
   assert.ok(body.length > LIMIT, 'uncompressed, the widget is larger than the budget: the test would notice growth');
 });
 
-test('comment lines are left out of what is served, code never', () => {
+test('comment lines and indentation are left out of what is served, code never', () => {
   const src =
     '/*! keep: embed me\n * with this tag\n */\n// a line comment\nlet a = 1; // stays\n' +
     "  /** doc */\n  /* multi\n   * line\n   */\n/* x */ let b = 2;\nconst u = 'http://x//y';\n";
   // The same case as assets.rs' unit test: the two must agree.
-  const want = "/*! keep: embed me\n * with this tag\n */\nlet a = 1; // stays\n/* x */ let b = 2;\nconst u = 'http://x//y';\n";
+  const want = "/*! keep: embed me\n* with this tag\n*/\nlet a = 1; // stays\n/* x */ let b = 2;\nconst u = 'http://x//y';\n";
   assert.equal(stripCommentLines(src), want);
   const full =
     fs.readFileSync(path.join(dir, 'protocol.js'), 'utf8') +

@@ -27,12 +27,15 @@ const WIDGET_JS: &str = concat!(
 );
 
 /// `/widget.js` is served without its comment lines (the `/*!` headers, which say how to
-/// embed it, stay): every page with the widget downloads it, and the comments, written for
-/// whoever reads the source, are a sixth of it gzipped.
+/// embed it, stay) and without the lines' indentation: every page with the widget downloads
+/// it, and the comments, written for whoever reads the source, are a sixth of it gzipped, the
+/// indentation another twentieth.
 ///
-/// Drops the lines that are only a `//` comment or part of a `/* … */` block (not `/*!`).
-/// Lines with code are kept whole, so strings and template literals are never cut; the
-/// sources keep their comments on lines of their own (the browser tests check the result).
+/// Drops the lines that are only a `//` comment or part of a `/* … */` block (not `/*!`), and
+/// the whitespace each kept line starts with. Nothing after a line's start is touched, so no
+/// string is cut; the sources keep their comments on lines of their own, and their
+/// multi-line template literals (the widget's CSS) mean the same without indentation (the
+/// browser tests check the result).
 fn strip_comment_lines(src: &str) -> String {
     let mut out = String::with_capacity(src.len());
     let mut in_block = false;
@@ -56,7 +59,7 @@ fn strip_comment_lines(src: &str) -> String {
                 Some(_) => {}
             }
         }
-        out.push_str(line);
+        out.push_str(line.trim_start());
         out.push('\n');
     }
     out
@@ -319,11 +322,11 @@ mod tests {
     use std::io::Read;
 
     #[test]
-    fn comment_lines_go_code_and_headers_stay() {
+    fn comment_lines_and_indentation_go_code_and_headers_stay() {
         let src = "/*! keep: embed me\n * with this tag\n */\n// a line comment\nlet a = 1; // stays\n  /** doc */\n  /* multi\n   * line\n   */\n/* x */ let b = 2;\nconst u = 'http://x//y';\n";
         assert_eq!(
             strip_comment_lines(src),
-            "/*! keep: embed me\n * with this tag\n */\nlet a = 1; // stays\n/* x */ let b = 2;\nconst u = 'http://x//y';\n"
+            "/*! keep: embed me\n* with this tag\n*/\nlet a = 1; // stays\n/* x */ let b = 2;\nconst u = 'http://x//y';\n"
         );
     }
 

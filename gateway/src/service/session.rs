@@ -337,6 +337,7 @@ impl<E: Engine> Gateway<E> {
             tags,
             outcomes,
             params,
+            mail_transcripts: s.visitor_transcripts && self.mailer.is_some(),
         }
     }
 

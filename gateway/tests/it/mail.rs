@@ -159,6 +159,16 @@ async fn transcripts_missed_chats_and_offline_messages_arrive_once_per_address()
         "{bad:?}"
     );
     close(&mut p.op, &p.conv).await;
+    // Asked after the end too (the widget offers it there).
+    let r = p.v.rid();
+    let asked =
+        p.v.request(ClientFrame::MailTranscript {
+            rid: Some(r),
+            conv: p.conv.clone(),
+            email: "ann.again@example.org".into(),
+        })
+        .await;
+    assert!(matches!(asked, ServerFrame::Ok { .. }), "{asked:?}");
 
     // Company, line and operator levels: boss is listed twice and gets one.
     let got = smtp
@@ -169,6 +179,7 @@ async fn transcripts_missed_chats_and_offline_messages_arrive_once_per_address()
                 "sales@example.com",
                 "olga@example.com",
                 "ann@example.org",
+                "ann.again@example.org",
             ]
             .iter()
             .all(|a| count_to(g, a) >= 1)
