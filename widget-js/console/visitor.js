@@ -29,12 +29,21 @@ function editableDefs(c) {
   return list.filter((d) => d && typeof d.code === 'string' && d.show !== 'none' && mayEdit(d));
 }
 
+// The parameter being edited ({conv, code, value}): the panel is drawn again whenever its
+// conversation changes (a message, a read receipt), and the edit survives that.
+let editing = null;
+
 /** Turns a parameter's value into a field with Save and Cancel; saving changes it for everyone. */
 function editParam(c, code, dd, value) {
+  editing = { conv: c.id, code, value };
   const input = h('input', { type: 'text', value, maxlength: '500', 'data-testid': 'param-input', 'aria-label': code });
+  input.oninput = () => editing && (editing.value = input.value);
   const save = h('button', { type: 'button', class: 'btn small', 'data-testid': 'param-save', text: 'Save' });
   const cancel = h('button', { type: 'button', class: 'btn small', text: 'Cancel' });
-  const done = (conv) => renderVisitor(conv || c);
+  const done = (conv) => {
+    editing = null;
+    renderVisitor(conv || c);
+  };
   save.onclick = () => {
     save.disabled = true;
     st.client.request({ t: 'identify', conv: c.id, params: { [code]: input.value.trim() } }).then(
@@ -56,6 +65,7 @@ function editParam(c, code, dd, value) {
   };
   dd.replaceChildren(input, save, cancel);
   input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
 }
 
 export function renderVisitor(c) {
@@ -112,6 +122,7 @@ export function renderVisitor(c) {
         });
         pen.onclick = () => editParam(c, code, dd, String(val));
         dd.append(' ', pen);
+        if (editing && editing.conv === c.id && editing.code === code) editParam(c, code, dd, editing.value);
       }
     }
     box.append(h('h3', { text: 'Parameters' }), d);
