@@ -115,6 +115,9 @@ pub struct RawConfig {
     /// The sender of the gateway's e-mail, like `Chat <chat@example.com>`.
     #[arg(long, env = "GATEWAY_MAIL_FROM")]
     pub mail_from: Option<String>,
+    /// The only hosts webhooks may call, comma-separated (unset: any).
+    #[arg(long, env = "GATEWAY_WEBHOOK_HOSTS")]
+    pub webhook_hosts: Option<String>,
     /// Runtime worker threads (default: one per CPU the process may use).
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<String>,
@@ -227,6 +230,8 @@ pub struct Config {
     pub country_header: Option<String>,
     /// The mail server and the sender (`None`: no e-mail).
     pub mail: Option<(crate::mail::SmtpConfig, String)>,
+    /// The only hosts webhooks may call (empty: any).
+    pub webhook_hosts: Vec<String>,
     /// Runtime worker threads; `None`: one per available CPU.
     pub workers: Option<usize>,
     pub bounds: Bounds,
@@ -634,6 +639,13 @@ impl Config {
             metrics_sites: metrics_sites.expect("checked"),
             country_header: raw.country_header.clone(),
             mail,
+            webhook_hosts: raw
+                .webhook_hosts
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect(),
             workers: workers.expect("checked"),
             bounds,
             keep_state: (keep_state.expect("checked") && redis_none)

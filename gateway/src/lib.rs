@@ -23,4 +23,5 @@ pub mod protocol;
 pub mod server;
 pub mod service;
 pub mod transcript;
+pub mod webhook;
 pub mod ws;

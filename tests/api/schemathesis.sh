@@ -12,7 +12,8 @@ BIN=${GATEWAY_BIN:?GATEWAY_BIN is required}
 DATA=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 export GATEWAY_DATA_DIR=$DATA GATEWAY_LISTEN=127.0.0.1:$PORT GATEWAY_JWT_SECRET=schemathesis-secret-0123456789 \
-  GATEWAY_API_RATE_PER_SEC=100000 GATEWAY_API_RATE_BURST=100000 GATEWAY_KEEP_STATE=off RUST_LOG=warn
+  GATEWAY_API_RATE_PER_SEC=100000 GATEWAY_API_RATE_BURST=100000 GATEWAY_KEEP_STATE=off RUST_LOG=warn \
+  GATEWAY_WEBHOOK_HOSTS=127.0.0.1
 KEY=$("$BIN" api-key create --root --scope read,admin,bot,tokens --name schemathesis 2>/dev/null)
 "$BIN" >"$DATA/gateway.log" 2>&1 &
 PID=$!

@@ -99,7 +99,7 @@ pub async fn create<E: Engine, T: Entity>(
         let req = object(&bytes)?;
         let (item, dir) = gw.dir_create::<T>(&who.site, req, &who.label).await?;
         tracing::info!(site = %who.site, kind = T::KIND.as_str(), id = item.id(), by = %who.label, "directory item created");
-        Ok((StatusCode::CREATED, item.view(&dir)))
+        Ok((StatusCode::CREATED, item.view_created(&dir)))
     })
     .await
 }
@@ -349,6 +349,16 @@ collection!(
     "directory"
 );
 
+collection!(
+    webhooks,
+    Webhook,
+    Webhook,
+    Webhook,
+    "/v1/sites/{site}/webhooks",
+    "/v1/sites/{site}/webhooks/{id}",
+    "webhooks"
+);
+
 /// Every collection's routes.
 pub fn routes<E: Engine>(r: axum::Router<Api<E>>) -> axum::Router<Api<E>> {
     let r = queues::routes(r);
@@ -358,5 +368,6 @@ pub fn routes<E: Engine>(r: axum::Router<Api<E>>) -> axum::Router<Api<E>> {
     let r = outcomes::routes(r);
     let r = params::routes(r);
     let r = canned::routes(r);
+    let r = webhooks::routes(r);
     bans::routes(r)
 }

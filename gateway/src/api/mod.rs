@@ -23,6 +23,7 @@ pub mod sessions;
 pub mod signing;
 pub mod sites;
 pub mod visitors;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -157,6 +158,14 @@ pub fn router<E: Engine>(gw: Arc<Gateway<E>>) -> Router {
             axum::routing::delete(access::revoke_key::<E>),
         )
         .route(&format!("{site}/tokens"), post(access::mint::<E>))
+        .route(
+            &format!("{site}/webhooks/{{id}}/deliveries"),
+            get(webhooks::deliveries::<E>),
+        )
+        .route(
+            &format!("{site}/webhooks/{{id}}/test"),
+            post(webhooks::test::<E>),
+        )
         .route(&format!("{site}/sessions"), post(sessions::sign_in::<E>))
         .route(
             &format!("{site}/signing-keys"),

@@ -9,8 +9,10 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::directory::{bans, canned, groups, operators, outcomes, params, queues, tags};
-use super::{access, conversations, reports, sessions, signing, sites, visitors};
+use super::directory::{
+    bans, canned, groups, operators, outcomes, params, queues, tags, webhooks as hooks,
+};
+use super::{access, conversations, reports, sessions, signing, sites, visitors, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -88,6 +90,13 @@ use super::{access, conversations, reports, sessions, signing, sites, visitors};
         bans::one,
         bans::patch,
         bans::remove,
+        hooks::list,
+        hooks::create,
+        hooks::one,
+        hooks::patch,
+        hooks::remove,
+        webhooks::deliveries,
+        webhooks::test,
     ),
     modifiers(&Bearer),
     tags(
@@ -95,6 +104,7 @@ use super::{access, conversations, reports, sessions, signing, sites, visitors};
         (name = "visitors", description = "Timelines, export and erasure"),
         (name = "reports", description = "Итоги: conversations and operators over a range"),
         (name = "access", description = "API keys and tokens"),
+        (name = "webhooks", description = "Events POSTed to a site's receivers, signed as Standard Webhooks describes, with a delivery log"),
         (name = "sites", description = "The deployment's sites (tenants): made and deleted with a root key"),
         (name = "directory", description = "Lines, groups, staff, catalogues and bans: in effect on every node at once"),
     )

@@ -763,3 +763,128 @@ impl Entity for SigningKey {
         self.created_by = by.to_owned();
     }
 }
+
+/// The events a webhook may ask for (`api-v1.md`, "Webhooks").
+pub const WEBHOOK_EVENTS: [&str; 8] = [
+    "conversation.started",
+    "conversation.assigned",
+    "conversation.transferred",
+    "conversation.closed",
+    "conversation.missed",
+    "message.created",
+    "visitor.banned",
+    "offline_message.created",
+];
+
+/// A site's webhook: where its events are POSTed, signed as the Standard Webhooks
+/// specification says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Made by the server.
+    #[serde(default)]
+    pub id: String,
+    /// `https://…` (or `http://…`).
+    pub url: String,
+    /// The event types it receives (empty: every one).
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// `false`: nothing is sent (events are not kept for it meanwhile).
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Set by the server.
+    #[serde(default)]
+    pub created_at: u64,
+    /// The signing secret (`whsec_` and base64): shown once, when the webhook is made.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
+}
+
+impl Webhook {
+    /// Whether it wants events of `kind` now.
+    pub fn wants(&self, kind: &str) -> bool {
+        self.active && (self.events.is_empty() || self.events.iter().any(|e| e == kind))
+    }
+}
+
+impl Entity for Webhook {
+    const KIND: Kind = Kind::Webhooks;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn map(d: &Directory) -> &BTreeMap<String, Self> {
+        &d.webhooks
+    }
+    fn map_mut(d: &mut Directory) -> &mut BTreeMap<String, Self> {
+        &mut d.webhooks
+    }
+
+    fn check(&self, _dir: &Directory) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        id_ok("id", &self.id, &mut out);
+        let u = self.url.as_str();
+        if u.len() > 2000
+            || !(u.starts_with("https://") || u.starts_with("http://"))
+            || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            || u.split("://")
+                .nth(1)
+                .is_none_or(|rest| rest.is_empty() || rest.starts_with('/'))
+        {
+            out.push(Invalid::new(
+                "url",
+                "an http:// or https:// URL, at most 2000 characters",
+            ));
+        }
+        if self.events.len() > WEBHOOK_EVENTS.len() {
+            out.push(Invalid::new("events", "each event type once"));
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            if !WEBHOOK_EVENTS.contains(&e.as_str()) {
+                out.push(Invalid::new(
+                    &format!("events[{i}]"),
+                    format!("one of {}", WEBHOOK_EVENTS.join(", ")),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Without its secret.
+    fn view(&self, _dir: &Directory) -> Value {
+        let mut v = serde_json::to_value(self).expect("serialises");
+        if let Value::Object(m) = &mut v {
+            m.remove("secret");
+        }
+        v
+    }
+
+    /// With its secret: the one time it is shown.
+    fn view_created(&self, _dir: &Directory) -> Value {
+        serde_json::to_value(self).expect("serialises")
+    }
+
+    fn prepare(body: &mut Map<String, Value>, _old: Option<&Self>) -> Result<(), Vec<Invalid>> {
+        if body.contains_key("secret") {
+            return Err(vec![Invalid::new(
+                "secret",
+                "made by the server (delete the webhook and make another to change it)",
+            )]);
+        }
+        body.remove("created_at");
+        Ok(())
+    }
+
+    fn created(&mut self, now: u64, _by: &str) {
+        use base64::Engine as _;
+        use rand::RngCore;
+        self.id = format!("wh{}", new_id());
+        self.created_at = now;
+        let mut key = [0u8; 32];
+        rand::rng().fill_bytes(&mut key);
+        self.secret = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(key)
+        );
+    }
+}

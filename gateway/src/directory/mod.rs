@@ -36,6 +36,7 @@ pub enum Kind {
     Bans,
     /// The site's token signing keys (ids and times only; the secrets are derived).
     SigningKeys,
+    Webhooks,
     /// The sites themselves (in the [`sites::REGISTRY`] scope, not a site's own).
     Sites,
     /// Which site a widget key belongs to (in the registry scope: the key is the item's id,
@@ -44,7 +45,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Queues,
         Kind::Groups,
         Kind::Operators,
@@ -54,6 +55,7 @@ impl Kind {
         Kind::Canned,
         Kind::Bans,
         Kind::SigningKeys,
+        Kind::Webhooks,
     ];
 
     /// The collection's name in the API's paths and in the database.
@@ -68,6 +70,7 @@ impl Kind {
             Kind::Canned => "canned",
             Kind::Bans => "bans",
             Kind::SigningKeys => "signing-keys",
+            Kind::Webhooks => "webhooks",
             Kind::Sites => "sites",
             Kind::WidgetKeys => "widget-keys",
         }
@@ -123,6 +126,12 @@ pub trait Entity: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
         serde_json::to_value(self).expect("an entity serialises")
     }
 
+    /// The item as the answer to its creation shows it (a webhook: with its secret, the one
+    /// time it is shown).
+    fn view_created(&self, dir: &Directory) -> Value {
+        self.view(dir)
+    }
+
     /// Turns a request's JSON into stored fields before it is read: drops what the API only
     /// shows, and (staff) hashes a `password`. `old` is the stored item when patching.
     fn prepare(_body: &mut Map<String, Value>, _old: Option<&Self>) -> Result<(), Vec<Invalid>> {
@@ -147,6 +156,7 @@ pub struct Directory {
     pub canned: BTreeMap<String, Canned>,
     pub bans: BTreeMap<String, Ban>,
     pub signing_keys: BTreeMap<String, SigningKey>,
+    pub webhooks: BTreeMap<String, Webhook>,
     /// The site's lines, in order: the directory's, or the sites file's when the directory
     /// has none (set by whoever loads it).
     pub lines: Vec<QueueId>,
@@ -198,6 +208,7 @@ impl Directory {
                 Some(Kind::Canned) => d.insert_json::<Canned>(&r.body),
                 Some(Kind::Bans) => d.insert_json::<Ban>(&r.body),
                 Some(Kind::SigningKeys) => d.insert_json::<SigningKey>(&r.body),
+                Some(Kind::Webhooks) => d.insert_json::<Webhook>(&r.body),
                 Some(Kind::Sites | Kind::WidgetKeys) | None => false,
             };
             if !ok {

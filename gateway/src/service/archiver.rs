@@ -212,7 +212,12 @@ impl<E: Engine> Gateway<E> {
                 // What the event means for people outside: written after the archive holds
                 // the conversation, under ids that make a second write of the same entry
                 // a no-op.
-                let notices = super::notify::notices(&item.site, r);
+                let mut notices = super::notify::notices(&item.site, r);
+                notices.extend(super::notify::record_events(
+                    &self.directory(&item.site),
+                    &item.site,
+                    r,
+                ));
                 if !notices.is_empty() {
                     store.add_deliveries(&notices, now_ms()).await?;
                 }
@@ -255,7 +260,7 @@ impl<E: Engine> Gateway<E> {
                 pending.extend(batch);
                 at = last;
                 if pending.len() >= COPY_BATCH {
-                    store.record_messages(site, &pending).await?;
+                    self.record_messages(store, site, &pending).await?;
                     pending.clear();
                     for (k, seq) in reached.drain(..) {
                         have[k] = seq;
@@ -267,13 +272,44 @@ impl<E: Engine> Gateway<E> {
                 reached.push((n, at));
             }
         }
-        store.record_messages(site, &pending).await?;
+        self.record_messages(store, site, &pending).await?;
         for (k, seq) in reached {
             have[k] = seq;
         }
         for (n, (conv, _)) in notes.iter().enumerate() {
             self.engine.mark_archived(conv, have[n], closed).await?;
         }
+        Ok(())
+    }
+
+    /// Writes messages to the archive, then their `message.created` events for the site's
+    /// webhooks that want them (keyed by conversation and `seq`: written twice, sent once).
+    async fn record_messages(
+        &self,
+        store: &dyn Store,
+        site: &SiteId,
+        messages: &[crate::protocol::Msg],
+    ) -> Result<(), ArchiverError> {
+        store.record_messages(site, messages).await?;
+        let dir = self.directory(site);
+        if messages.is_empty() || !dir.webhooks.values().any(|w| w.wants("message.created")) {
+            return Ok(());
+        }
+        let mut out = Vec::new();
+        for m in messages {
+            let data = serde_json::json!({
+                "conv": m.conv, "seq": m.seq, "from": m.from, "text": m.text, "ts": m.ts,
+            });
+            out.extend(super::notify::webhook_deliveries(
+                &dir,
+                site,
+                "message.created",
+                &format!("{}:msg:{}", m.conv, m.seq),
+                m.ts,
+                data,
+            ));
+        }
+        store.add_deliveries(&out, now_ms()).await?;
         Ok(())
     }
 

@@ -227,6 +227,7 @@ impl<E: Engine> Gateway<E> {
         let dir = self.fresh_directory(site).await?;
         let mut errors = item.check(&dir);
         errors.extend(self.check_line_settings(site, &item));
+        errors.extend(self.check_webhook_host(&item));
         if !errors.is_empty() {
             return Err(DirError::Invalid(errors));
         }
@@ -242,6 +243,25 @@ impl<E: Engine> Gateway<E> {
         }
         let dir = self.announce_directory(site).await;
         Ok((item, dir))
+    }
+
+    /// A webhook's host, checked against `GATEWAY_WEBHOOK_HOSTS`.
+    fn check_webhook_host<T: Entity>(&self, item: &T) -> Vec<Invalid> {
+        if T::KIND != Kind::Webhooks {
+            return Vec::new();
+        }
+        let Ok(Value::Object(json)) = serde_json::to_value(item) else {
+            return Vec::new();
+        };
+        match json.get("url").and_then(Value::as_str) {
+            Some(url) if !crate::webhook::host_allowed(&self.cfg.webhook_hosts, url) => {
+                vec![Invalid::new(
+                    "url",
+                    "this gateway calls no webhook on that host (GATEWAY_WEBHOOK_HOSTS)",
+                )]
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// A line's settings, checked as the site's settings would be with them applied.

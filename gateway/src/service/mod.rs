@@ -223,6 +223,8 @@ pub struct Gateway<E: Engine> {
     registry: RwLock<Registry>,
     /// The mail server, when one is configured (`GATEWAY_SMTP_URL`).
     mailer: Option<crate::mail::Mailer>,
+    /// Calls webhooks (one connection pool for the node).
+    webhooks: crate::webhook::Caller,
     /// The sites the census labelled last (see `census.rs`).
     census_sites: parking_lot::Mutex<Vec<String>>,
     next_conn: AtomicU64,
@@ -271,6 +273,7 @@ impl<E: Engine> Gateway<E> {
             registry: RwLock::new(registry),
             census_sites: Default::default(),
             mailer,
+            webhooks: crate::webhook::Caller::new(),
             next_conn: AtomicU64::new(1),
             listings: staff::Listings::default(),
             retries: transitions::Retries::default(),

@@ -43,6 +43,8 @@ pub enum Job {
     Closed { conv: String },
     /// A message left in the offline form.
     Offline { conv: String },
+    /// One event to one webhook (`webhook-id` is the event's id: the same on every retry).
+    Webhook { event: serde_json::Value },
     /// One e-mail about a conversation.
     Mail {
         conv: String,
@@ -92,6 +94,112 @@ fn delivery(
         body: serde_json::to_string(job).expect("a job serialises"),
         due_at,
     }
+}
+
+/// An event's id: made from what caused it, so that the same cause archived twice is the
+/// same event (receivers deduplicate by `webhook-id`).
+fn event_id(site: &SiteId, cause: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(format!("{site}\n{cause}").as_bytes());
+    let hex: String = d.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("evt_{hex}")
+}
+
+/// An event for each of the site's webhooks that wants its type (`api-v1.md`, "Webhooks":
+/// `{"id","type","ts","site","data"}`).
+pub(super) fn webhook_deliveries(
+    dir: &crate::directory::Directory,
+    site: &SiteId,
+    kind: &str,
+    cause: &str,
+    ts: u64,
+    data: serde_json::Value,
+) -> Vec<NewDelivery> {
+    let hooks: Vec<&crate::directory::Webhook> =
+        dir.webhooks.values().filter(|w| w.wants(kind)).collect();
+    if hooks.is_empty() {
+        return Vec::new();
+    }
+    let id = event_id(site, cause);
+    let event = serde_json::json!({
+        "id": id, "type": kind, "ts": ts, "site": site.as_str(), "data": data,
+    });
+    hooks
+        .into_iter()
+        .map(|w| {
+            let job = Job::Webhook {
+                event: event.clone(),
+            };
+            delivery(
+                site.as_str(),
+                "webhook",
+                format!("wh:{}:{id}", w.id),
+                &w.id,
+                &job,
+                now_ms(),
+            )
+        })
+        .collect()
+}
+
+impl<E: Engine> Gateway<E> {
+    /// Sends a `webhook.test` event to one webhook now (the console's "send test event");
+    /// returns the event's id.
+    pub async fn test_webhook(&self, site: &SiteId, hook: &str) -> Result<String, super::DirError> {
+        let store = self.archive_or_refuse()?;
+        let dir = self.directory(site);
+        let w = dir.webhooks.get(hook).ok_or(super::DirError::NotFound)?;
+        let now = now_ms();
+        let id = event_id(
+            site,
+            &format!("test:{hook}:{now}:{}", crate::directory::random_hex(4)),
+        );
+        let event = serde_json::json!({
+            "id": id, "type": "webhook.test", "ts": now, "site": site.as_str(),
+            "data": {"webhook": w.id, "url": w.url},
+        });
+        let d = delivery(
+            site.as_str(),
+            "webhook",
+            format!("wh:{}:{id}", w.id),
+            &w.id,
+            &Job::Webhook { event },
+            now,
+        );
+        store.add_deliveries(&[d], now).await?;
+        Ok(id)
+    }
+}
+
+/// The webhook events of an archived conversation event (a close's wait for the archive's
+/// figures: `expand_closed`).
+pub(super) fn record_events(
+    dir: &crate::directory::Directory,
+    site: &SiteId,
+    r: &ConvRecord,
+) -> Vec<NewDelivery> {
+    let started = (r.event == "queued" && r.reason.as_deref().is_none_or(|x| x == "invited"))
+        || r.event == "reopened";
+    let kind = match r.event.as_str() {
+        _ if started => "conversation.started",
+        "assigned" => "conversation.assigned",
+        "transferred" => "conversation.transferred",
+        _ => return Vec::new(),
+    };
+    let cause = format!("{}:{}", r.conv.id, r.key);
+    let data = serde_json::json!({"conversation": r.conv, "reason": r.reason});
+    let mut out = webhook_deliveries(dir, site, kind, &cause, r.ts, data.clone());
+    if started && r.conv.offline {
+        out.extend(webhook_deliveries(
+            dir,
+            site,
+            "offline_message.created",
+            &format!("{}:offline", r.conv.id),
+            r.ts,
+            data,
+        ));
+    }
+    out
 }
 
 /// The notices an archived conversation event makes (called by the archiver after it wrote
@@ -219,6 +327,7 @@ impl<E: Engine> Gateway<E> {
         match job {
             Job::Closed { conv } => self.expand_closed(store, &site, &conv).await,
             Job::Offline { conv } => self.expand_offline(store, &site, &conv, d.attempts).await,
+            Job::Webhook { event } => Ok(self.call_webhook(&site, &d.target, &event).await),
             Job::Mail {
                 conv,
                 what,
@@ -246,6 +355,35 @@ impl<E: Engine> Gateway<E> {
         }
     }
 
+    /// One call of a webhook: to its URL and with its secret as they are now.
+    async fn call_webhook(&self, site: &SiteId, hook: &str, event: &serde_json::Value) -> Outcome {
+        let dir = self.directory(site);
+        let Some(w) = dir.webhooks.get(hook) else {
+            return Outcome::Fail("the webhook was deleted".into());
+        };
+        if !w.active {
+            return Outcome::Fail("the webhook is inactive".into());
+        }
+        if !crate::webhook::host_allowed(&self.cfg.webhook_hosts, &w.url) {
+            return Outcome::Fail(
+                "the webhook's host is not allowed (GATEWAY_WEBHOOK_HOSTS)".into(),
+            );
+        }
+        let id = event["id"].as_str().unwrap_or_default();
+        let body = bytes::Bytes::from(serde_json::to_vec(event).expect("an event serialises"));
+        match self
+            .webhooks
+            .post(&w.url, &w.secret, id, now_ms() / 1000, body)
+            .await
+        {
+            crate::webhook::Answer::Status(s) if (200..300).contains(&s) => Outcome::Done,
+            crate::webhook::Answer::Status(s) => {
+                Outcome::Retry(format!("the receiver answered {s}"))
+            }
+            crate::webhook::Answer::Failed(e) => Outcome::Retry(e),
+        }
+    }
+
     /// A closed conversation's e-mails: the transcript to the company, its line and the
     /// operators who held it (who asked for copies), one per address; the missed-conversation
     /// e-mail when no operator answered.
@@ -255,9 +393,6 @@ impl<E: Engine> Gateway<E> {
         site: &SiteId,
         conv: &str,
     ) -> Result<Outcome, ServiceError> {
-        if self.mailer.is_none() {
-            return Ok(Outcome::Done);
-        }
         let Some(s) = self.site(site) else {
             return Ok(Outcome::Done);
         };
@@ -266,6 +401,33 @@ impl<E: Engine> Gateway<E> {
         };
         let settings = s.settings();
         let dir = self.directory(site);
+        // The close's webhooks, with the archive's figures.
+        let ts = detail.summary.closed_at.unwrap_or_else(now_ms);
+        let summary = serde_json::json!({ "conversation": &detail.summary });
+        let mut hooks = webhook_deliveries(
+            &dir,
+            site,
+            "conversation.closed",
+            &format!("{conv}:closed"),
+            ts,
+            summary.clone(),
+        );
+        if detail.summary.missed {
+            hooks.extend(webhook_deliveries(
+                &dir,
+                site,
+                "conversation.missed",
+                &format!("{conv}:missed"),
+                ts,
+                summary,
+            ));
+        }
+        if !hooks.is_empty() {
+            store.add_deliveries(&hooks, now_ms()).await?;
+        }
+        if self.mailer.is_none() {
+            return Ok(Outcome::Done);
+        }
         let c = &detail.summary.conv;
         let mut transcript: Vec<String> = settings.transcript_emails.clone();
         if let Some(q) = dir.queues.get(&c.queue) {

@@ -236,6 +236,23 @@ impl<E: Engine> Gateway<E> {
                     tracing::warn!(site = %p.site, error = %e, "ban not kept in the directory")
                 }
             }
+            let data = serde_json::json!({
+                "visitor": visitor.as_str(), "conv": conv.as_str(), "until": until,
+                "by": p.id(), "reason": reason,
+            });
+            let events = super::notify::webhook_deliveries(
+                &self.directory(&p.site),
+                &p.site,
+                "visitor.banned",
+                &format!("{visitor}:banned:{until}"),
+                now_ms(),
+                data,
+            );
+            if let Some(store) = self.archive.as_ref().filter(|_| !events.is_empty()) {
+                if let Err(e) = store.add_deliveries(&events, now_ms()).await {
+                    tracing::warn!(site = %p.site, error = %e, "visitor.banned not sent to webhooks");
+                }
+            }
         }
         tracing::info!(site = %p.site, visitor = %visitor, by = %p.id(), until, reason = reason.as_deref().unwrap_or(""), "visitor banned");
         if meta.state != ConvState::Closed {

@@ -19,3 +19,4 @@ mod session;
 mod sites;
 mod staff;
 mod supervision;
+mod webhooks;

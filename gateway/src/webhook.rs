@@ -1,0 +1,156 @@
+//! Webhook calls as the Standard Webhooks specification describes them: a `POST` of the
+//! event's JSON with `webhook-id`, `webhook-timestamp` (seconds) and `webhook-signature`
+//! (`v1,` and the base64 HMAC-SHA256 of `{id}.{timestamp}.{body}` keyed with the secret's
+//! bytes after `whsec_`, base64-decoded), so that a receiver can verify it with any Standard
+//! Webhooks library. HTTP/1.1 over `hyper` with rustls for `https://`.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// How long a receiver has to answer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `webhook-signature` header's value for a message.
+pub fn signature(secret: &str, id: &str, ts: u64, body: &[u8]) -> Option<String> {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_")?)
+        .ok()?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).ok()?;
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(ts.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    ))
+}
+
+/// The host of an `http(s)://` URL, lower-cased (without port, user or brackets).
+pub fn host_of(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        hostport.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a URL's host is one webhooks may call (`allowed` empty: any).
+pub fn host_allowed(allowed: &[String], url: &str) -> bool {
+    allowed.is_empty() || host_of(url).is_some_and(|h| allowed.contains(&h))
+}
+
+/// How a call went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The receiver's status (2xx: delivered).
+    Status(u16),
+    /// No answer: the connection failed or it took too long.
+    Failed(String),
+}
+
+type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// Makes the calls (one connection pool for every webhook of the node).
+pub struct Caller {
+    client: Client<Https, Full<Bytes>>,
+}
+
+impl Default for Caller {
+    fn default() -> Self {
+        Caller::new()
+    }
+}
+
+impl Caller {
+    pub fn new() -> Caller {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Caller {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(https),
+        }
+    }
+
+    /// POSTs a signed event.
+    pub async fn post(&self, url: &str, secret: &str, id: &str, ts: u64, body: Bytes) -> Answer {
+        let Some(sig) = signature(secret, id, ts, &body) else {
+            return Answer::Failed("the webhook's secret is not a whsec_ key".into());
+        };
+        let req = match hyper::Request::post(url)
+            .header("content-type", "application/json")
+            .header("user-agent", "chat-gateway-webhooks/1")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sig)
+            .body(Full::new(body))
+        {
+            Ok(r) => r,
+            Err(e) => return Answer::Failed(format!("bad request: {e}")),
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, async {
+            let res = self.client.request(req).await?;
+            let status = res.status().as_u16();
+            // Read (and drop) the answer, so the connection can be used again.
+            let _ = tokio::time::timeout(Duration::from_secs(2), res.into_body().collect()).await;
+            Ok::<_, hyper_util::client::legacy::Error>(status)
+        })
+        .await
+        {
+            Ok(Ok(status)) => Answer::Status(status),
+            Ok(Err(e)) => Answer::Failed(e.to_string()),
+            Err(_) => Answer::Failed(format!("no answer within {CALL_TIMEOUT:?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of the Standard Webhooks specification's reference libraries.
+    #[test]
+    fn the_signature_is_the_specifications() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).as_deref(),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
+        );
+        assert_eq!(signature("nope", "id", 1, b""), None);
+    }
+
+    #[test]
+    fn hosts_are_read_from_urls_and_checked() {
+        assert_eq!(
+            host_of("https://Hooks.Example.com:8443/x?y").as_deref(),
+            Some("hooks.example.com")
+        );
+        assert_eq!(
+            host_of("http://u:p@127.0.0.1/h").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(host_of("http://[::1]:80/").as_deref(), Some("::1"));
+        assert_eq!(host_of("http:///x"), None);
+        let only = vec!["127.0.0.1".to_owned()];
+        assert!(host_allowed(&only, "http://127.0.0.1:9/h"));
+        assert!(!host_allowed(&only, "http://127.0.0.1.evil.example/h"));
+        assert!(!host_allowed(&only, "http://evil.example/@127.0.0.1"));
+        assert!(host_allowed(&[], "https://anything.example/"));
+    }
+}

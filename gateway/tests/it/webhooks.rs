@@ -1,0 +1,291 @@
+//! Webhooks to a real HTTP receiver started by the test: each event arrives signed as the
+//! Standard Webhooks specification says (checked here with an HMAC of our own, not the
+//! gateway's code), through the receiver's outage (a 500 for a while, then the same event
+//! with the same `webhook-id`), with a delivery log in the API and a test event on demand.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use gateway::api::keys::Scope;
+use gateway::protocol::{ClientFrame, Encoding, ServerFrame};
+use hmac::Mac;
+use serde_json::{json, Value};
+
+use crate::api::{api_node, assert_problem, call, get, key};
+use crate::common::*;
+
+/// What the receiver got: one per request, failed ones included.
+#[derive(Clone, Debug)]
+struct Hit {
+    id: String,
+    ts: u64,
+    signature: String,
+    body: Bytes,
+    answered: u16,
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    hits: Arc<parking_lot::Mutex<Vec<Hit>>>,
+    /// What it answers (0: 204).
+    fail_with: Arc<AtomicU16>,
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let answered = match r.fail_with.load(Ordering::SeqCst) {
+        0 => 204,
+        s => s,
+    };
+    r.hits.lock().push(Hit {
+        id: h("webhook-id"),
+        ts: h("webhook-timestamp").parse().unwrap_or(0),
+        signature: h("webhook-signature"),
+        body,
+        answered,
+    });
+    StatusCode::from_u16(answered).unwrap()
+}
+
+async fn start_receiver() -> (Receiver, String) {
+    let r = Receiver::default();
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(r.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (r, url)
+}
+
+/// The Standard Webhooks check, written here from the specification.
+fn verified(secret: &str, hit: &Hit) -> bool {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.", hit.id, hit.ts).as_bytes());
+    mac.update(&hit.body);
+    let want = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    hit.signature
+        .split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
+}
+
+fn event(hit: &Hit) -> Value {
+    serde_json::from_slice(&hit.body).unwrap()
+}
+
+/// Waits until the receiver got an event that `pred` picks (answered 2xx), and returns it.
+async fn arrived(r: &Receiver, what: &str, pred: impl Fn(&Value) -> bool) -> Hit {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some(h) = r
+            .hits
+            .lock()
+            .iter()
+            .find(|h| h.answered < 300 && pred(&event(h)))
+        {
+            return h.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; got {:?}",
+            r.hits.lock().iter().map(event).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn events_arrive_signed_through_the_receivers_outage_with_a_log() {
+    let (node, _dir) = api_node(|c| c.webhook_hosts = vec!["127.0.0.1".into()]).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    let (rx, url) = start_receiver().await;
+    let post = |path: &'static str, body: Value| {
+        let node = &node;
+        let admin = admin.clone();
+        async move { call(node, &admin, "POST", path, Some(body), &[]).await }
+    };
+
+    // Bad ones are refused with the field named.
+    let p = assert_problem(
+        &post("/v1/sites/demo/webhooks", json!({"url":"ftp://x"})).await,
+        422,
+        "invalid",
+    );
+    assert_eq!(p["errors"][0]["field"], "url", "{p}");
+    let p = assert_problem(
+        &post(
+            "/v1/sites/demo/webhooks",
+            json!({"url": url, "events":["conversation.exploded"]}),
+        )
+        .await,
+        422,
+        "invalid",
+    );
+    assert_eq!(p["errors"][0]["field"], "events[0]", "{p}");
+    assert_problem(
+        &post(
+            "/v1/sites/demo/webhooks",
+            json!({"url": url, "secret":"whsec_mine"}),
+        )
+        .await,
+        422,
+        "invalid",
+    );
+    // Only the hosts the operator of the gateway allows (GATEWAY_WEBHOOK_HOSTS).
+    let p = assert_problem(
+        &post(
+            "/v1/sites/demo/webhooks",
+            json!({"url": "http://internal.example/admin"}),
+        )
+        .await,
+        422,
+        "invalid",
+    );
+    assert_eq!(p["errors"][0]["field"], "url", "{p}");
+
+    // Made: the secret is shown this once.
+    let a = post(
+        "/v1/sites/demo/webhooks",
+        json!({"url": url, "events":["conversation.started","message.created","conversation.closed","visitor.banned"]}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    let made = a.json();
+    let hook = made["id"].as_str().unwrap().to_owned();
+    let secret = made["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{made}");
+    let listed = get(&node, &admin, "/v1/sites/demo/webhooks").await;
+    assert!(
+        !listed.body.contains(&secret),
+        "never listed with its secret"
+    );
+
+    // A conversation starts: its event arrives signed.
+    let mut p = pair(&node, Encoding::Json, "v1").await;
+    let started = arrived(&rx, "conversation.started", |e| {
+        e["type"] == "conversation.started"
+    })
+    .await;
+    assert!(verified(&secret, &started), "{started:?}");
+    let e = event(&started);
+    assert_eq!(e["id"], started.id.as_str());
+    assert_eq!(e["site"], "demo");
+    assert_eq!(e["data"]["conversation"]["id"], p.conv.as_str());
+
+    // The receiver answers 500 for a while: the message's event waits, and then arrives
+    // with the same webhook-id it failed with.
+    rx.fail_with.store(500, Ordering::SeqCst);
+    let r = p.v.rid();
+    p.v.request(req::send(r, &p.conv, "c1", "hello hooks"))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let failed_id = loop {
+        let hit = rx
+            .hits
+            .lock()
+            .iter()
+            .find(|h| h.answered == 500 && event(h)["type"] == "message.created")
+            .cloned();
+        if let Some(h) = hit {
+            break h.id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no failed call");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    rx.fail_with.store(0, Ordering::SeqCst);
+    let msg = arrived(&rx, "message.created", |e| {
+        e["type"] == "message.created" && e["data"]["text"] == "hello hooks"
+    })
+    .await;
+    assert_eq!(msg.id, failed_id, "retried under the same webhook-id");
+    assert!(verified(&secret, &msg));
+    assert_eq!(event(&msg)["data"]["from"]["role"], "visitor");
+
+    // Closed: the event carries the outcome and the timings.
+    let r = p.op.rid();
+    let ok =
+        p.op.request(ClientFrame::Close {
+            rid: Some(r),
+            conv: p.conv.clone(),
+            outcome: Some("solved".into()),
+            tags: None,
+        })
+        .await;
+    assert!(matches!(ok, ServerFrame::Ok { .. }), "{ok:?}");
+    let closed = arrived(&rx, "conversation.closed", |e| {
+        e["type"] == "conversation.closed"
+    })
+    .await;
+    assert!(verified(&secret, &closed));
+    let c = &event(&closed)["data"]["conversation"];
+    assert_eq!(c["outcome"], "solved", "{c}");
+    assert!(c["duration_ms"].as_u64().is_some(), "{c}");
+    // Nothing it did not ask for (assigned).
+    assert!(rx
+        .hits
+        .lock()
+        .iter()
+        .all(|h| event(h)["type"] != "conversation.assigned"));
+
+    // A test event on demand; the log lists what went, with the failed attempt.
+    let a = call(
+        &node,
+        &admin,
+        "POST",
+        &format!("/v1/sites/demo/webhooks/{hook}/test"),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 202, "{}", a.body);
+    let test_id = a.json()["event"].as_str().unwrap().to_owned();
+    let t = arrived(&rx, "webhook.test", |e| e["type"] == "webhook.test").await;
+    assert_eq!(t.id, test_id);
+    let log = get(
+        &node,
+        &admin,
+        &format!("/v1/sites/demo/webhooks/{hook}/deliveries"),
+    )
+    .await
+    .json();
+    let items = log["items"].as_array().unwrap();
+    let m = items
+        .iter()
+        .find(|d| d["event"] == failed_id.as_str())
+        .expect("the message's delivery is in the log");
+    assert_eq!(m["status"], "delivered", "{m}");
+    let attempts = m["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 2, "{m}");
+    assert_eq!(attempts[0]["ok"], false);
+    assert_eq!(attempts.last().unwrap()["ok"], true);
+    assert_problem(
+        &get(&node, &admin, "/v1/sites/demo/webhooks/nope/deliveries").await,
+        404,
+        "not-found",
+    );
+    let other = key(&node, Some("other"), &[Scope::Admin]).await;
+    assert_problem(
+        &get(
+            &node,
+            &other,
+            &format!("/v1/sites/other/webhooks/{hook}/deliveries"),
+        )
+        .await,
+        404,
+        "not-found",
+    );
+}
