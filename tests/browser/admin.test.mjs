@@ -5,7 +5,7 @@
 // is refused with a clear line, and so are too many tries; signing out revokes the session.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { skipReason, setup, newPage, openConsole, screenshot } from './harness.mjs';
+import { skipReason, setup, newPage, openConsole, screenshot, waitUntil } from './harness.mjs';
 
 /** The Admin page's section of `collection`, shown. */
 async function section(page, collection) {
@@ -237,5 +237,59 @@ test('admin: the Site section renames the site, changes its widget key and where
   assert.equal(await session('demo'), 404);
   assert.equal(await session('demo-shop'), 200);
   await screenshot(page, 'console-admin-site');
+  assert.deepEqual(sup.errors, []);
+});
+
+test('admin: a webhook is made (its secret shown once), sent a test event, and its deliveries listed', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  // A receiver of our own on loopback: it answers 204 and keeps what it got.
+  const got = [];
+  const http = await import('node:http');
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      got.push({ id: req.headers['webhook-id'], signature: req.headers['webhook-signature'], body: JSON.parse(body) });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  const url = `http://127.0.0.1:${server.address().port}/hook`;
+
+  const { gw, browser } = await setup(t);
+  const sup = await openConsole(browser, gw, { sub: 'boss', name: 'Sofia', role: 'supervisor' });
+  const page = sup.page;
+  await page.getByTestId('tab-admin').click();
+  const hooks = await section(page, 'webhooks');
+  const form = hooks.getByTestId('admin-create-form');
+  // A bad event type: the server's message beside the field.
+  await fill(form, { url, events: 'conversation.exploded' });
+  await form.getByTestId('admin-create').click();
+  await form.locator('[data-testid=field-error][data-field=events]').filter({ hasText: /\S/ }).waitFor();
+  await fill(form, { events: '' });
+  await form.getByTestId('admin-create').click();
+  const secret = hooks.getByTestId('admin-secret');
+  await secret.waitFor();
+  const shown = await secret.locator('code').textContent();
+  assert.match(shown, /^whsec_/);
+  const row = hooks.getByTestId('admin-row').first();
+  assert.equal(await cell(row, 'events').textContent(), 'every event');
+  assert.ok(!(await row.textContent()).includes(shown), 'the secret is not in the table');
+
+  await row.getByTestId('webhook-test').click();
+  await page.getByTestId('toast').filter({ hasText: 'Test event sent' }).waitFor();
+  await waitUntil(() => got.some((g) => g.body.type === 'webhook.test'), { message: 'the test event at the receiver' });
+  const test = got.find((g) => g.body.type === 'webhook.test');
+  assert.match(test.signature, /^v1,/);
+  assert.equal(test.id, test.body.id);
+
+  await row.getByTestId('webhook-deliveries').click();
+  const delivered = hooks.locator('[data-testid=webhook-delivery][data-status=delivered]');
+  await waitUntil(async () => {
+    await row.getByTestId('webhook-deliveries').click();
+    return (await delivered.count()) === 1;
+  }, { message: 'the delivery listed as delivered' });
+  assert.equal(await delivered.locator('td').nth(1).textContent(), 'webhook.test');
+  await screenshot(page, 'console-admin-webhooks');
   assert.deepEqual(sup.errors, []);
 });

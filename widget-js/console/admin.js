@@ -143,6 +143,33 @@ const COLLECTIONS = [
       field('reason', 'Reason', 'text', { nullable: true }),
       field('by', 'By', 'text', { create: false, edit: false })
     ]
+  },
+  {
+    id: 'webhooks',
+    title: 'Webhooks',
+    one: 'webhook',
+    key: 'id',
+    fields: [
+      field('id', 'Id', 'text', { key: true, create: false }),
+      field('url', 'URL', 'text', { required: true, hint: 'https://crm.example/hooks/chat' }),
+      field('events', 'Events', 'list', {
+        hint: 'conversation.closed, message.created, … (empty: every event)',
+        empty: 'every event'
+      }),
+      ACTIVE
+    ],
+    // A webhook's signing secret comes with the answer to its creation, once.
+    created: (made) =>
+      made && typeof made.secret === 'string'
+        ? h('p', { class: 'admin-secret', 'data-testid': 'admin-secret' }, [
+          'Signing secret of ' + made.id + ' (shown this once; keep it in the receiver): ',
+          h('code', { text: made.secret })
+        ])
+        : null,
+    acts: [
+      { label: 'Deliveries', testid: 'webhook-deliveries', run: (key) => showDeliveries(key) },
+      { label: 'Send test', testid: 'webhook-test', run: (key) => sendTest(key) }
+    ]
   }
 ];
 
@@ -181,7 +208,7 @@ function shown(f, v) {
     case 'bool':
       return v ? 'yes' : 'no';
     case 'list':
-      return Array.isArray(v) ? v.join(', ') || '—' : String(v);
+      return Array.isArray(v) ? v.join(', ') || f.empty || '—' : String(v);
     case 'json':
       return typeof v === 'object' ? JSON.stringify(v) : String(v);
     case 'time':
@@ -610,6 +637,11 @@ function row(col, item) {
   return h('tr', { 'data-testid': 'admin-row', 'data-key': key }, [
     ...cells,
     h('td', { class: 'acts' }, [
+      ...(col.acts || []).map((a) =>
+        h('button', {
+          class: 'btn small', type: 'button', 'data-testid': a.testid, text: a.label, onclick: () => a.run(key)
+        })
+      ),
       h('button', {
         class: 'btn small',
         type: 'button',
@@ -628,6 +660,57 @@ function row(col, item) {
       })
     ])
   ]);
+}
+
+// ------------------------------------------------------------------ a webhook's log and test
+
+/** Lists what was sent to a webhook (newest first), under its section's table. */
+async function showDeliveries(key) {
+  const sec = $('admin-webhooks');
+  let box = sec.querySelector('[data-testid=webhook-log]');
+  if (!box) {
+    box = h('div', { class: 'admin-log', 'data-testid': 'webhook-log' });
+    sec.querySelector('[data-testid=admin-table]').after(box);
+  }
+  box.replaceChildren(h('p', { class: 'empty', text: 'Loading…' }));
+  try {
+    const page = await apiFetch('GET', sitePath('/webhooks/' + encodeURIComponent(key) + '/deliveries'));
+    const items = (page && Array.isArray(page.items) ? page.items : []).filter((d) => d && typeof d === 'object');
+    const rows = items.map((d) => {
+      const tries = Array.isArray(d.attempts) ? d.attempts : [];
+      const last = tries[tries.length - 1];
+      const attrs = { 'data-testid': 'webhook-delivery', 'data-status': String(d.status) };
+      return h('tr', attrs, [
+        h('td', { text: d.created_at ? new Date(d.created_at).toLocaleString() : '' }),
+        h('td', { text: String(d.type || '') }),
+        h('td', { text: String(d.status || '') }),
+        h('td', { text: String(tries.length) }),
+        h('td', { text: last && last.status ? String(last.status) : (last && last.error) || d.last_error || '' })
+      ]);
+    });
+    box.replaceChildren(
+      h('h3', { text: 'Deliveries of ' + key }),
+      rows.length
+        ? h('table', { class: 'grid' }, [
+          h('thead', {}, [
+            h('tr', {}, ['Made', 'Event', 'Status', 'Attempts', 'Last answer'].map((t) => h('th', { text: t })))
+          ]),
+          h('tbody', {}, rows)
+        ])
+        : h('p', { class: 'empty', text: 'Nothing sent yet.' })
+    );
+  } catch (err) {
+    box.replaceChildren(h('p', { class: 'err', role: 'alert', text: errText(err) }));
+  }
+}
+
+async function sendTest(key) {
+  try {
+    await apiFetch('POST', sitePath('/webhooks/' + encodeURIComponent(key) + '/test'));
+    toast('Test event sent to ' + key + '.');
+  } catch (err) {
+    toast('Not sent: ' + errText(err));
+  }
 }
 
 const rowOf = (col, key) =>
@@ -661,7 +744,10 @@ async function create(e, col) {
   try {
     const made = await apiFetch('POST', pathOf(col), { body });
     const key = made && made[col.key] != null ? String(made[col.key]) : body[col.key] || '';
-    form.replaceWith(createForm(col));
+    const fresh = createForm(col);
+    form.replaceWith(fresh);
+    const note = col.created && col.created(made);
+    if (note) fresh.before(note);
     toast('Added the ' + col.one + (key ? ' ' + key : '') + '.');
     await load(col);
     const again = sectionOf(col).querySelector('[data-testid=admin-create-form] [name]');

@@ -284,8 +284,17 @@ impl<E: Engine> Gateway<E> {
     /// One attempt of a delivery, recorded.
     async fn attempt(&self, store: &dyn Store, d: Delivery) {
         let started = std::time::Instant::now();
+        let mut status = None;
         let outcome = match serde_json::from_str::<Job>(&d.body) {
             Err(e) => Outcome::Fail(format!("unreadable: {e}")),
+            // A webhook's call also says what the receiver answered, for its log.
+            Ok(Job::Webhook { event }) => {
+                let (o, s) = self
+                    .call_webhook(&SiteId(d.site.clone()), &d.target, &event)
+                    .await;
+                status = s;
+                o
+            }
             Ok(job) => match self.work(store, &d, job).await {
                 Ok(o) => o,
                 Err(e) => Outcome::Retry(e.to_string()),
@@ -306,7 +315,7 @@ impl<E: Engine> Gateway<E> {
         let a = Attempt {
             at,
             ok,
-            status: None,
+            status,
             error,
             ms: started.elapsed().as_millis() as u64,
         };
@@ -327,7 +336,7 @@ impl<E: Engine> Gateway<E> {
         match job {
             Job::Closed { conv } => self.expand_closed(store, &site, &conv).await,
             Job::Offline { conv } => self.expand_offline(store, &site, &conv, d.attempts).await,
-            Job::Webhook { event } => Ok(self.call_webhook(&site, &d.target, &event).await),
+            Job::Webhook { event } => Ok(self.call_webhook(&site, &d.target, &event).await.0),
             Job::Mail {
                 conv,
                 what,
@@ -356,17 +365,23 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// One call of a webhook: to its URL and with its secret as they are now.
-    async fn call_webhook(&self, site: &SiteId, hook: &str, event: &serde_json::Value) -> Outcome {
+    async fn call_webhook(
+        &self,
+        site: &SiteId,
+        hook: &str,
+        event: &serde_json::Value,
+    ) -> (Outcome, Option<u16>) {
         let dir = self.directory(site);
         let Some(w) = dir.webhooks.get(hook) else {
-            return Outcome::Fail("the webhook was deleted".into());
+            return (Outcome::Fail("the webhook was deleted".into()), None);
         };
         if !w.active {
-            return Outcome::Fail("the webhook is inactive".into());
+            return (Outcome::Fail("the webhook is inactive".into()), None);
         }
         if !crate::webhook::host_allowed(&self.cfg.webhook_hosts, &w.url) {
-            return Outcome::Fail(
-                "the webhook's host is not allowed (GATEWAY_WEBHOOK_HOSTS)".into(),
+            return (
+                Outcome::Fail("the webhook's host is not allowed (GATEWAY_WEBHOOK_HOSTS)".into()),
+                None,
             );
         }
         let id = event["id"].as_str().unwrap_or_default();
@@ -376,11 +391,14 @@ impl<E: Engine> Gateway<E> {
             .post(&w.url, &w.secret, id, now_ms() / 1000, body)
             .await
         {
-            crate::webhook::Answer::Status(s) if (200..300).contains(&s) => Outcome::Done,
-            crate::webhook::Answer::Status(s) => {
-                Outcome::Retry(format!("the receiver answered {s}"))
+            crate::webhook::Answer::Status(s) if (200..300).contains(&s) => {
+                (Outcome::Done, Some(s))
             }
-            crate::webhook::Answer::Failed(e) => Outcome::Retry(e),
+            crate::webhook::Answer::Status(s) => (
+                Outcome::Retry(format!("the receiver answered {s}")),
+                Some(s),
+            ),
+            crate::webhook::Answer::Failed(e) => (Outcome::Retry(e), None),
         }
     }
 

@@ -271,7 +271,9 @@ async fn events_arrive_signed_through_the_receivers_outage_with_a_log() {
     let attempts = m["attempts"].as_array().unwrap();
     assert!(attempts.len() >= 2, "{m}");
     assert_eq!(attempts[0]["ok"], false);
+    assert_eq!(attempts[0]["status"], 500, "{m}");
     assert_eq!(attempts.last().unwrap()["ok"], true);
+    assert_eq!(attempts.last().unwrap()["status"], 204, "{m}");
     assert_problem(
         &get(&node, &admin, "/v1/sites/demo/webhooks/nope/deliveries").await,
         404,
