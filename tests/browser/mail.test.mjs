@@ -103,3 +103,38 @@ test('mail: the visitor has the transcript e-mailed from the end of the chat', {
   assert.ok(conv);
   assert.deepEqual([...op.errors, ...v.errors], []);
 });
+
+test('mail: the operator closes and has the transcript e-mailed to the visitor', { skip: skipReason(), timeout: 120000 }, async (t) => {
+  const smtp = await smtpSink(t);
+  const { gw, browser } = await setup(t, {
+    env: { GATEWAY_SMTP_URL: `smtp://127.0.0.1:${smtp.port}?tls=none`, GATEWAY_MAIL_FROM: 'Chat <chat@example.com>' }
+  });
+  const sup = await gw.token({ role: 'supervisor', sub: 'boss', name: 'Sofia' });
+  const res = await fetch(`${gw.url}/v1/sites/demo`, {
+    method: 'PATCH',
+    headers: { Authorization: 'Bearer ' + sup, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ settings: { visitor_transcripts: true } })
+  });
+  assert.equal(res.status, 200, await res.text());
+  const op = await openConsole(browser, gw);
+  await setStatus(op.page, 'active');
+  const v = await openVisitor(browser, gw);
+  await v.page.evaluate(() => window.ChatWidget.identify({ name: 'Petr', email: 'petr@example.org' }));
+  await visitorWrites(v, 'Please send me what we said');
+  await acceptFirstQueued(op);
+
+  await op.page.getByTestId('close-button').click();
+  await op.page.getByTestId('close-outcome').selectOption('solved');
+  const to = op.page.getByTestId('close-mail-to');
+  assert.equal(await to.inputValue(), 'petr@example.org', 'the address the visitor gave');
+  await op.page.getByTestId('close-mail').check();
+  await op.page.getByTestId('close-confirm').click();
+  await op.page.getByTestId('toast').filter({ hasText: 'will be e-mailed to petr@example.org' }).waitFor();
+  const mails = await waitUntil(() => {
+    const got = smtp.received().filter((m) => m.rcpt_tos.includes('petr@example.org'));
+    return got.length ? got : null;
+  }, { message: 'the transcript e-mail', timeout: 30000 });
+  assert.equal(mails.length, 1);
+  assert.ok(mails[0].text.includes('Please send me what we said'), mails[0].text);
+  assert.deepEqual([...op.errors, ...v.errors], []);
+});

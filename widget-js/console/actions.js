@@ -326,7 +326,19 @@ export function askClose(id, c) {
   $('close-title').textContent = 'Close conversation' + (id === st.selected ? '' : ' with ' + visitorName(known));
   fillOutcomes();
   fillCloseTags(known);
+  // The visitor's transcript by e-mail, where the site sends them.
+  $('close-mail-field').hidden = !(st.settings && st.settings.mail_transcripts);
+  $('close-mail').checked = false;
+  $('close-mail-to').value = (known && known.visitor && known.visitor.email) || '';
   openDialog('close-dialog');
+}
+
+/** Asks the gateway to e-mail a closed conversation's transcript to its visitor. */
+function mailTranscript(id, email) {
+  st.client.request({ t: 'mail_transcript', conv: id, email }).then(
+    () => toast('The transcript will be e-mailed to ' + email + '.'),
+    (err) => toast('Transcript not e-mailed: ' + errText(err))
+  );
 }
 
 $('close-button').addEventListener('click', () => st.selected && askClose(st.selected));
@@ -337,6 +349,7 @@ $('close-dialog').addEventListener('close', () => {
   if ($('close-dialog').returnValue !== 'ok' || !id) return;
   const tags = closeTagsChosen();
   const outcome = $('close-outcome').value;
+  const mailTo = !$('close-mail-field').hidden && $('close-mail').checked ? $('close-mail-to').value.trim() : '';
   st.client.closeConv(id, { outcome: outcome || undefined, tags: tags.length ? tags : undefined }).then(
     (ok) => {
       // The conversation as the gateway stored it (its outcome included).
@@ -349,6 +362,7 @@ $('close-dialog').addEventListener('close', () => {
       if (id === st.selected) stopTyping();
       renderAll();
       refreshActive();
+      if (mailTo) mailTranscript(id, mailTo);
     },
     (err) => toast('Could not close: ' + errText(err))
   );
