@@ -55,7 +55,8 @@ impl SmtpServer {
             .arg(self.port.to_string())
             .arg(self.dir.join("mail"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            // What Python says if it cannot start reaches the test's output.
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -65,9 +66,12 @@ impl SmtpServer {
             });
         self.child = Some(child);
         let port = self.port;
-        wait_until(&format!("the SMTP sink on {port}"), START_TIMEOUT, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        // Python and aiosmtpd's imports are slow on a cold cache, more so beside a busy build.
+        wait_until(
+            &format!("the SMTP sink on {port}"),
+            START_TIMEOUT * 3,
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
     }
 
     /// `smtp://127.0.0.1:PORT?tls=none`, for `GATEWAY_SMTP_URL`.
