@@ -307,7 +307,9 @@ impl<E: Engine> Gateway<E> {
             if !self.is_open(&p.site, conv).await? {
                 let archive = self.archive_or_refuse()?;
                 let held = match archive.conversation(&p.site, conv.as_str()).await? {
-                    Some(d) => {
+                    // The archive's record once it holds the close (before, it may be a
+                    // snapshot from before the operator got it).
+                    Some(d) if d.summary.conv.state == crate::protocol::ConvState::Closed => {
                         d.summary
                             .conv
                             .operator
@@ -320,7 +322,7 @@ impl<E: Engine> Gateway<E> {
                     }
                     // Closed a moment ago and not archived yet: the live record says who
                     // held it (the archive's answer below is then "retry").
-                    None => self
+                    _ => self
                         .engine
                         .meta(conv)
                         .await?

@@ -1228,9 +1228,11 @@ async fn operators_change_the_parameters_the_site_marks_editable_during_and_afte
         if matches!(f, ServerFrame::Ok { .. }) {
             break;
         }
-        // Closed a moment ago: still on its way to the archive.
+        // Closed a moment ago: still on its way to the archive (conflict), or the archive is
+        // busy with that write (unavailable): both say "retry".
         assert!(
-            is_code(&f, gateway::protocol::ErrorCode::Conflict)
+            (is_code(&f, gateway::protocol::ErrorCode::Conflict)
+                || is_code(&f, gateway::protocol::ErrorCode::Unavailable))
                 && tokio::time::Instant::now() < deadline,
             "{f:?}"
         );
