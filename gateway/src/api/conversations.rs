@@ -114,16 +114,7 @@ async fn visible<E: Engine>(
         }
     };
     if let Some(own) = &who.own {
-        let held = detail
-            .summary
-            .conv
-            .operator
-            .as_ref()
-            .is_some_and(|o| o.id == own.as_str())
-            || detail.events.iter().any(|e| {
-                e.to.as_deref() == Some(own.as_str()) || e.by.as_deref() == Some(own.as_str())
-            });
-        if !held {
+        if !detail.held_by(own.as_str()) {
             return Err(hidden());
         }
     }

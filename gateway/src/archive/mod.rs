@@ -121,6 +121,22 @@ pub struct ConversationDetail {
     pub events: Vec<ArchivedEvent>,
 }
 
+impl ConversationDetail {
+    /// Whether the operator `op` held the conversation: it is theirs now, or an event gave it
+    /// to them or was theirs.
+    pub fn held_by(&self, op: &str) -> bool {
+        self.summary
+            .conv
+            .operator
+            .as_ref()
+            .is_some_and(|o| o.id == op)
+            || self
+                .events
+                .iter()
+                .any(|e| e.to.as_deref() == Some(op) || e.by.as_deref() == Some(op))
+    }
+}
+
 /// What the visitor gave before or during the chat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Prechat {

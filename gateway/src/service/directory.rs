@@ -280,11 +280,7 @@ impl<E: Engine> Gateway<E> {
         };
         match s.settings().patched(settings, self.cfg.bounds) {
             Ok(_) => Vec::new(),
-            Err(e) => {
-                e.0.into_iter()
-                    .map(|e| Invalid::new(&format!("settings.{}", e.key), e.message))
-                    .collect()
-            }
+            Err(e) => settings_invalid(e),
         }
     }
 
@@ -527,4 +523,11 @@ fn read<T: Entity>(body: Map<String, Value>) -> Result<T, DirError> {
         };
         DirError::Invalid(vec![Invalid::new(&field, e.inner().to_string())])
     })
+}
+
+/// A settings patch's errors as the fields of the item that holds it (`settings.<key>`).
+pub(super) fn settings_invalid(e: crate::core::settings::SettingsErrors) -> Vec<Invalid> {
+    e.0.into_iter()
+        .map(|e| Invalid::new(&format!("settings.{}", e.key), e.message))
+        .collect()
 }

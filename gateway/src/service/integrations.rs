@@ -310,15 +310,7 @@ impl<E: Engine> Gateway<E> {
                     // The archive's record once it holds the close (before, it may be a
                     // snapshot from before the operator got it).
                     Some(d) if d.summary.conv.state == crate::protocol::ConvState::Closed => {
-                        d.summary
-                            .conv
-                            .operator
-                            .as_ref()
-                            .is_some_and(|o| o.id == op.as_str())
-                            || d.events.iter().any(|e| {
-                                e.to.as_deref() == Some(op.as_str())
-                                    || e.by.as_deref() == Some(op.as_str())
-                            })
+                        d.held_by(op.as_str())
                     }
                     // Closed a moment ago and not archived yet: the live record says who
                     // held it (the archive's answer below is then "retry").

@@ -99,10 +99,14 @@ fn delivery(
 /// An event's id: made from what caused it, so that the same cause archived twice is the
 /// same event (receivers deduplicate by `webhook-id`).
 fn event_id(site: &SiteId, cause: &str) -> String {
+    format!("evt_{}", digest_hex(&format!("{site}\n{cause}"), 12))
+}
+
+/// The first `bytes` bytes of the SHA-256 of `s`, as hex: a stable id made from a cause.
+fn digest_hex(s: &str, bytes: usize) -> String {
     use sha2::Digest;
-    let d = sha2::Sha256::digest(format!("{site}\n{cause}").as_bytes());
-    let hex: String = d.iter().take(12).map(|b| format!("{b:02x}")).collect();
-    format!("evt_{hex}")
+    let d = sha2::Sha256::digest(s.as_bytes());
+    d.iter().take(bytes).map(|b| format!("{b:02x}")).collect()
 }
 
 /// An event for each of the site's webhooks that wants its type (`api-v1.md`, "Webhooks":
@@ -702,9 +706,7 @@ fn unique(list: &[String]) -> Vec<String> {
 /// A delivery's id as the local part of a Message-ID: stable, and only characters a
 /// Message-ID may hold.
 fn message_key(id: &str) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(id.as_bytes());
-    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    digest_hex(id, 16)
 }
 
 /// The HTML part: the facts and the messages, every value escaped.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use super::directory::settings_invalid;
 use super::{DirError, Engine, Gateway, ServiceError, Site};
 use crate::archive::{Put, Store};
 use crate::bus::{BusMsg, Channel};
@@ -264,7 +265,7 @@ impl<E: Engine> Gateway<E> {
         put_site(&*store, &rec, Some(&old)).await?;
         if !c.settings.is_empty() {
             // The live settings, on every node (checked above against the same settings).
-            self.update_settings(&rec_site(&rec), &c.settings)
+            self.update_settings(&SiteId(rec.id.clone()), &c.settings)
                 .await
                 .map_err(|e| match e {
                     super::SettingsUpdateError::NoSite => DirError::NoSite,
@@ -311,16 +312,6 @@ impl<E: Engine> Gateway<E> {
             tracing::warn!(error = %e, "sites change not announced");
         }
     }
-}
-
-fn rec_site(rec: &SiteRecord) -> SiteId {
-    SiteId(rec.id.clone())
-}
-
-fn settings_invalid(e: crate::core::settings::SettingsErrors) -> Vec<Invalid> {
-    e.0.into_iter()
-        .map(|e| Invalid::new(&format!("settings.{}", e.key), e.message))
-        .collect()
 }
 
 /// Writes a site's record: a new one (`old` is `None`) or a replacement. Its widget key is
