@@ -190,6 +190,8 @@ pub async fn start<E: Engine>(
     gw.load_sites().await;
     gw.reload_all_settings().await;
     gw.load_directories().await;
+    // The first census before the first scrape: the per-site series exist from the start.
+    gw.export_census().await;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let done = tokio::spawn(serve(
         gw.clone(),

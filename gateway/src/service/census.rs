@@ -28,7 +28,7 @@ impl<E: Engine> Gateway<E> {
     /// Sets the conversation gauges from every site's state as this node reads it now: the
     /// totals, and per site for the first `GATEWAY_METRICS_SITES` sites by id (the rest
     /// summed as `other`), so that the series stay bounded however many sites there are.
-    async fn export_census(&self) {
+    pub(crate) async fn export_census(&self) {
         let mut ids = self.site_ids();
         ids.sort();
         let labelled = self.cfg.metrics_sites;
