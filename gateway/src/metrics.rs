@@ -187,7 +187,7 @@ const TIMER_KINDS: [&str; 6] = [
 const ENGINE_ERROR_KINDS: [&str; 4] = ["timeout", "connection", "protocol", "conflict"];
 const BUS_OUT_KINDS: [&str; 2] = ["event", "msg"];
 /// The `type` label of frames received: every client frame type, and what is not one.
-pub const FRAME_TYPES: [&str; 27] = [
+pub const FRAME_TYPES: [&str; 28] = [
     "hello",
     "ping",
     "pong",
@@ -209,6 +209,7 @@ pub const FRAME_TYPES: [&str; 27] = [
     "ban",
     "unban",
     "mail_transcript",
+    "action",
     "get",
     "active",
     "takeover",

@@ -300,6 +300,14 @@ pub enum ClientFrame {
         conv: String,
         email: String,
     },
+    /// Addition (staff): run one of the site's actions on a conversation: its URL is called
+    /// with the conversation, and the answer's note comes back as one of its `notes`.
+    Action {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rid: Option<Rid>,
+        conv: String,
+        action: String,
+    },
     /// Addition (supervisors): the site's active conversations with their timings; answered
     /// with `ok` and `conversations`.
     Active {
@@ -348,6 +356,7 @@ impl ClientFrame {
             | ClientFrame::Ban { rid, .. }
             | ClientFrame::Unban { rid, .. }
             | ClientFrame::MailTranscript { rid, .. }
+            | ClientFrame::Action { rid, .. }
             | ClientFrame::Get { rid, .. }
             | ClientFrame::Active { rid }
             | ClientFrame::Takeover { rid, .. } => rid.as_ref(),
@@ -556,6 +565,9 @@ pub struct ClientSettings {
     /// Addition (staff only): how the site's conversation parameters are labelled and shown.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub params: Vec<ParamOption>,
+    /// Addition (staff only): the site's actions, the buttons of the conversation menu.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionOption>,
     /// Addition: the transcript may be asked for by e-mail (`mail_transcript`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mail_transcripts: bool,
@@ -584,6 +596,16 @@ pub struct ParamOption {
     pub editable: bool,
     /// `preview`, `active`, `both` or `none`.
     pub show: String,
+}
+
+/// An action staff may run on a conversation (addition): a button of the conversation menu.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionOption {
+    pub id: String,
+    pub name: String,
+    /// The lines whose conversations it is offered on (empty: every line).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
 }
 
 /// A canned response offered to operators (`//shortcut`).
@@ -631,6 +653,10 @@ pub enum OkBody {
     Ban {
         visitor: String,
         until: u64,
+    },
+    /// Addition: the answer to `action`: the id of the event its call carries.
+    Event {
+        event: String,
     },
     Empty {},
 }

@@ -13,6 +13,9 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+/// The most of an answer that is read.
+pub const MAX_ANSWER: usize = 64 * 1024;
+
 /// How long a receiver has to answer.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,8 +57,9 @@ pub fn host_allowed(allowed: &[String], url: &str) -> bool {
 /// How a call went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// The receiver's status (2xx: delivered).
-    Status(u16),
+    /// The receiver's status (2xx: delivered) and what it answered (its first
+    /// [`MAX_ANSWER`] bytes).
+    Status(u16, Bytes),
     /// No answer: the connection failed or it took too long.
     Failed(String),
 }
@@ -106,13 +110,18 @@ impl Caller {
         match tokio::time::timeout(CALL_TIMEOUT, async {
             let res = self.client.request(req).await?;
             let status = res.status().as_u16();
-            // Read (and drop) the answer, so the connection can be used again.
-            let _ = tokio::time::timeout(Duration::from_secs(2), res.into_body().collect()).await;
-            Ok::<_, hyper_util::client::legacy::Error>(status)
+            // Read the answer (an action's note), so the connection can be used again too.
+            let limited = http_body_util::Limited::new(res.into_body(), MAX_ANSWER);
+            let answer = match tokio::time::timeout(Duration::from_secs(2), limited.collect()).await
+            {
+                Ok(Ok(b)) => b.to_bytes(),
+                _ => Bytes::new(),
+            };
+            Ok::<_, hyper_util::client::legacy::Error>((status, answer))
         })
         .await
         {
-            Ok(Ok(status)) => Answer::Status(status),
+            Ok(Ok((status, answer))) => Answer::Status(status, answer),
             Ok(Err(e)) => Answer::Failed(e.to_string()),
             Err(_) => Answer::Failed(format!("no answer within {CALL_TIMEOUT:?}")),
         }

@@ -359,6 +359,16 @@ collection!(
     "webhooks"
 );
 
+collection!(
+    actions,
+    Action,
+    Action,
+    Action,
+    "/v1/sites/{site}/actions",
+    "/v1/sites/{site}/actions/{id}",
+    "actions"
+);
+
 /// Every collection's routes.
 pub fn routes<E: Engine>(r: axum::Router<Api<E>>) -> axum::Router<Api<E>> {
     let r = queues::routes(r);
@@ -369,5 +379,6 @@ pub fn routes<E: Engine>(r: axum::Router<Api<E>>) -> axum::Router<Api<E>> {
     let r = params::routes(r);
     let r = canned::routes(r);
     let r = webhooks::routes(r);
+    let r = actions::routes(r);
     bans::routes(r)
 }

@@ -166,6 +166,10 @@ pub fn router<E: Engine>(gw: Arc<Gateway<E>>) -> Router {
             &format!("{site}/webhooks/{{id}}/test"),
             post(webhooks::test::<E>),
         )
+        .route(
+            &format!("{site}/actions/{{id}}/deliveries"),
+            get(webhooks::action_deliveries::<E>),
+        )
         .route(&format!("{site}/sessions"), post(sessions::sign_in::<E>))
         .route(
             &format!("{site}/signing-keys"),

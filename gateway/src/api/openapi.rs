@@ -10,7 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::directory::{
-    bans, canned, groups, operators, outcomes, params, queues, tags, webhooks as hooks,
+    actions, bans, canned, groups, operators, outcomes, params, queues, tags, webhooks as hooks,
 };
 use super::{access, conversations, reports, sessions, signing, sites, visitors, webhooks};
 
@@ -97,6 +97,12 @@ use super::{access, conversations, reports, sessions, signing, sites, visitors, 
         hooks::remove,
         webhooks::deliveries,
         webhooks::test,
+        actions::list,
+        actions::create,
+        actions::one,
+        actions::patch,
+        actions::remove,
+        webhooks::action_deliveries,
     ),
     modifiers(&Bearer),
     tags(
@@ -105,6 +111,7 @@ use super::{access, conversations, reports, sessions, signing, sites, visitors, 
         (name = "reports", description = "Итоги: conversations and operators over a range"),
         (name = "access", description = "API keys and tokens"),
         (name = "webhooks", description = "Events POSTed to a site's receivers, signed as Standard Webhooks describes, with a delivery log"),
+        (name = "actions", description = "Buttons in the console's conversation menu that POST the conversation, signed, to the site's systems"),
         (name = "sites", description = "The deployment's sites (tenants): made and deleted with a root key"),
         (name = "directory", description = "Lines, groups, staff, catalogues and bans: in effect on every node at once"),
     )

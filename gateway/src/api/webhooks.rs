@@ -1,5 +1,6 @@
-//! A webhook's delivery log and its "send test event" (`api-v1.md`, "Webhooks"); the
-//! webhooks themselves are a directory collection (`api/directory.rs`).
+//! A webhook's and an action's delivery log, and a webhook's "send test event" (`api-v1.md`,
+//! "Webhooks"); webhooks and actions themselves are directory collections
+//! (`api/directory.rs`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,7 +15,7 @@ use crate::service::Engine;
 /// The most deliveries a log lists (the newest).
 const LOG_MAX: usize = 100;
 
-/// One event sent (or being sent) to a webhook.
+/// One event sent (or being sent) to a webhook, or one run of an action.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookDelivery {
     /// The event's id (`webhook-id`).
@@ -51,10 +52,45 @@ pub async fn deliveries<E: Engine>(
     Path((site, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
+    log(api, site, id, headers, |d, id| d.webhooks.contains_key(id)).await
+}
+
+/// An action's runs, newest first, each with its attempts.
+#[utoipa::path(
+    get,
+    path = "/v1/sites/{site}/actions/{id}/deliveries",
+    tag = "actions",
+    params(("site" = String, Path), ("id" = String, Path)),
+    responses(
+        (status = 200, description = "Newest first (at most 100)", body = ListPage<WebhookDelivery>),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn action_deliveries<E: Engine>(
+    State(api): State<Api<E>>,
+    Path((site, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    log(api, site, id, headers, |d, id| d.actions.contains_key(id)).await
+}
+
+/// The deliveries to a target of the directory (`exists` says whether it is one).
+async fn log<E: Engine>(
+    api: Api<E>,
+    site: String,
+    id: String,
+    headers: HeaderMap,
+    exists: fn(&crate::directory::Directory, &str) -> bool,
+) -> Result<Response, Problem> {
     let who = api.acting(&headers, &site, Need::Admin).await?;
     let store = api.gw.archive_or_refuse()?;
-    if !api.gw.directory(&who.site).webhooks.contains_key(&id) {
-        return Err(Problem::not_found("no such webhook"));
+    if !exists(&api.gw.directory(&who.site), &id) {
+        return Err(Problem::not_found("no such item"));
     }
     let mut items = Vec::new();
     for d in store.deliveries(who.site.as_str(), &id, LOG_MAX).await? {

@@ -124,6 +124,15 @@ pub enum Command {
         operator: Option<OperatorId>,
         profile: Box<VisitorProfile>,
     },
+    /// A note for the staff on an open conversation from outside it (an action's answer):
+    /// `by_id` and `by` name where it came from.
+    Note {
+        conv: ConvId,
+        by_id: String,
+        by: String,
+        text: String,
+        link: Option<String>,
+    },
     /// A visitor wrote into a conversation no operator holds: maybe send the notice.
     VisitorWrote {
         conv: ConvId,
@@ -299,6 +308,13 @@ impl Core<'_, '_> {
                 operator,
                 profile,
             } => self.invite(visitor, conv, queue, operator, profile),
+            Command::Note {
+                conv,
+                by_id,
+                by,
+                text,
+                link,
+            } => self.note(conv, by_id, by, text, link),
             Command::VisitorWrote { conv } => self.visitor_wrote(conv),
             Command::Timer { kind, activity } => self.timer(kind, activity),
             Command::SettingsChanged { retime } => {

@@ -53,6 +53,8 @@ pub enum Reason {
     Edited,
     /// The staff or an integration started it with the visitor.
     Invited,
+    /// A note was kept on it (an action's answer).
+    Noted,
 }
 
 impl Reason {
@@ -71,6 +73,7 @@ impl Reason {
             Reason::Visitor => "visitor",
             Reason::Edited => "edited",
             Reason::Invited => "invited",
+            Reason::Noted => "note",
             Reason::VisitorLeft => "visitor_left",
             Reason::Inactive => "inactive",
             Reason::CallbackExpired => "callback_expired",

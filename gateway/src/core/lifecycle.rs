@@ -351,6 +351,17 @@ impl Core<'_, '_> {
             Actor::Api(name) => ("api".to_owned(), name.clone()),
             Actor::Visitor(_) | Actor::System => ("system".to_owned(), "system".to_owned()),
         };
+        self.push_note(id, by_id, by, text, link);
+    }
+
+    fn push_note(
+        &mut self,
+        id: &ConvId,
+        by_id: String,
+        by: String,
+        text: String,
+        link: Option<String>,
+    ) {
         let ts = self.ctx.now;
         let Some(c) = self.st.convs.get_mut(id) else {
             return;
@@ -364,6 +375,24 @@ impl Core<'_, '_> {
         });
         let excess = c.notes.len().saturating_sub(super::state::MAX_NOTES);
         c.notes.drain(..excess);
+    }
+
+    /// Keeps a note from outside on an open conversation, and tells its staff.
+    pub(super) fn note(
+        &mut self,
+        id: ConvId,
+        by_id: String,
+        by: String,
+        text: String,
+        link: Option<String>,
+    ) -> Result<Reply, Reject> {
+        if !self.st.convs.contains_key(&id) {
+            return reject(ErrorCode::NotFound, "no such open conversation");
+        }
+        self.push_note(&id, by_id, by, text, link);
+        self.conv_event(&id, ConvEvent::Updated, Some(Reason::Noted));
+        let c = view(self.st, &id).expect("exists");
+        Ok(Reply::Conv(Box::new(c)))
     }
 
     /// A staff member's name as the state knows it (else their id).

@@ -166,7 +166,12 @@ impl Entity for Queue {
             .values()
             .filter(|c| c.queues.iter().any(|q| q == id))
             .map(|c| format!("canned {}", c.id));
-        by_tag.chain(by_canned).collect()
+        let by_action = dir
+            .actions
+            .values()
+            .filter(|a| a.queues.iter().any(|q| q == id))
+            .map(|a| format!("actions {}", a.id));
+        by_tag.chain(by_canned).chain(by_action).collect()
     }
 }
 
@@ -764,6 +769,17 @@ impl Entity for SigningKey {
     }
 }
 
+/// Whether `u` is an `http://` or `https://` URL with a host, at most 2000 characters, with
+/// no spaces or control characters (webhook and action URLs, the links actions answer with).
+pub fn url_ok(u: &str) -> bool {
+    u.len() <= 2000
+        && (u.starts_with("https://") || u.starts_with("http://"))
+        && !u.chars().any(|c| c.is_whitespace() || c.is_control())
+        && u.split("://")
+            .nth(1)
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'))
+}
+
 /// The events a webhook may ask for (`api-v1.md`, "Webhooks").
 pub const WEBHOOK_EVENTS: [&str; 8] = [
     "conversation.started",
@@ -823,14 +839,7 @@ impl Entity for Webhook {
     fn check(&self, _dir: &Directory) -> Vec<Invalid> {
         let mut out = Vec::new();
         id_ok("id", &self.id, &mut out);
-        let u = self.url.as_str();
-        if u.len() > 2000
-            || !(u.starts_with("https://") || u.starts_with("http://"))
-            || u.chars().any(|c| c.is_whitespace() || c.is_control())
-            || u.split("://")
-                .nth(1)
-                .is_none_or(|rest| rest.is_empty() || rest.starts_with('/'))
-        {
+        if !url_ok(&self.url) {
             out.push(Invalid::new(
                 "url",
                 "an http:// or https:// URL, at most 2000 characters",
@@ -852,11 +861,7 @@ impl Entity for Webhook {
 
     /// Without its secret.
     fn view(&self, _dir: &Directory) -> Value {
-        let mut v = serde_json::to_value(self).expect("serialises");
-        if let Value::Object(m) = &mut v {
-            m.remove("secret");
-        }
-        v
+        without_secret(self)
     }
 
     /// With its secret: the one time it is shown.
@@ -865,26 +870,125 @@ impl Entity for Webhook {
     }
 
     fn prepare(body: &mut Map<String, Value>, _old: Option<&Self>) -> Result<(), Vec<Invalid>> {
-        if body.contains_key("secret") {
-            return Err(vec![Invalid::new(
-                "secret",
-                "made by the server (delete the webhook and make another to change it)",
-            )]);
-        }
-        body.remove("created_at");
-        Ok(())
+        no_secret_given(body, "webhook")
     }
 
     fn created(&mut self, now: u64, _by: &str) {
-        use base64::Engine as _;
-        use rand::RngCore;
         self.id = format!("wh{}", new_id());
         self.created_at = now;
-        let mut key = [0u8; 32];
-        rand::rng().fill_bytes(&mut key);
-        self.secret = format!(
-            "whsec_{}",
-            base64::engine::general_purpose::STANDARD.encode(key)
-        );
+        self.secret = new_signing_secret();
+    }
+}
+
+/// A new Standard Webhooks signing secret: `whsec_` and 32 random bytes in base64.
+fn new_signing_secret() -> String {
+    use base64::Engine as _;
+    use rand::RngCore;
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// An item's signing secret is the server's to make, and shown only when it is made.
+fn no_secret_given(body: &mut Map<String, Value>, what: &str) -> Result<(), Vec<Invalid>> {
+    if body.contains_key("secret") {
+        return Err(vec![Invalid::new(
+            "secret",
+            format!("made by the server (delete the {what} and make another to change it)"),
+        )]);
+    }
+    body.remove("created_at");
+    Ok(())
+}
+
+/// Without its secret.
+fn without_secret<T: Serialize>(item: &T) -> Value {
+    let mut v = serde_json::to_value(item).expect("serialises");
+    if let Value::Object(m) = &mut v {
+        m.remove("secret");
+    }
+    v
+}
+
+/// A button in the console's conversation menu ("Create case"): it POSTs the conversation to
+/// `url`, signed as a webhook call is (with the action's own secret), and the answer's
+/// `{"note","link"}` is kept on the conversation as a note the staff see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// Made by the server.
+    #[serde(default)]
+    pub id: String,
+    /// The button's label.
+    pub name: String,
+    /// `https://…` (or `http://…`).
+    pub url: String,
+    /// The lines whose conversations show it (empty: every line).
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// `false`: not shown.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Set by the server.
+    #[serde(default)]
+    pub created_at: u64,
+    /// The signing secret (`whsec_` and base64): shown once, when the action is made.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
+}
+
+impl Action {
+    /// Whether it is offered on conversations of `queue`.
+    pub fn applies_to(&self, queue: &str) -> bool {
+        self.active && (self.queues.is_empty() || self.queues.iter().any(|q| q == queue))
+    }
+}
+
+impl Entity for Action {
+    const KIND: Kind = Kind::Actions;
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn map(d: &Directory) -> &BTreeMap<String, Self> {
+        &d.actions
+    }
+    fn map_mut(d: &mut Directory) -> &mut BTreeMap<String, Self> {
+        &mut d.actions
+    }
+
+    fn check(&self, dir: &Directory) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        id_ok("id", &self.id, &mut out);
+        text_ok("name", &self.name, 60, &mut out);
+        if !url_ok(&self.url) {
+            out.push(Invalid::new(
+                "url",
+                "an http:// or https:// URL, at most 2000 characters",
+            ));
+        }
+        refs_ok("queues", &self.queues, &dir.queues, "queue", &mut out);
+        out
+    }
+
+    fn view(&self, _dir: &Directory) -> Value {
+        without_secret(self)
+    }
+
+    fn view_created(&self, _dir: &Directory) -> Value {
+        serde_json::to_value(self).expect("serialises")
+    }
+
+    fn prepare(body: &mut Map<String, Value>, _old: Option<&Self>) -> Result<(), Vec<Invalid>> {
+        no_secret_given(body, "action")
+    }
+
+    fn created(&mut self, now: u64, _by: &str) {
+        self.id = format!("ac{}", new_id());
+        self.created_at = now;
+        self.secret = new_signing_secret();
     }
 }

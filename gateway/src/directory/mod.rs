@@ -37,6 +37,8 @@ pub enum Kind {
     /// The site's token signing keys (ids and times only; the secrets are derived).
     SigningKeys,
     Webhooks,
+    /// Buttons in the console's conversation menu that call the site's systems.
+    Actions,
     /// The sites themselves (in the [`sites::REGISTRY`] scope, not a site's own).
     Sites,
     /// Which site a widget key belongs to (in the registry scope: the key is the item's id,
@@ -45,7 +47,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Queues,
         Kind::Groups,
         Kind::Operators,
@@ -56,6 +58,7 @@ impl Kind {
         Kind::Bans,
         Kind::SigningKeys,
         Kind::Webhooks,
+        Kind::Actions,
     ];
 
     /// The collection's name in the API's paths and in the database.
@@ -71,6 +74,7 @@ impl Kind {
             Kind::Bans => "bans",
             Kind::SigningKeys => "signing-keys",
             Kind::Webhooks => "webhooks",
+            Kind::Actions => "actions",
             Kind::Sites => "sites",
             Kind::WidgetKeys => "widget-keys",
         }
@@ -157,6 +161,7 @@ pub struct Directory {
     pub bans: BTreeMap<String, Ban>,
     pub signing_keys: BTreeMap<String, SigningKey>,
     pub webhooks: BTreeMap<String, Webhook>,
+    pub actions: BTreeMap<String, Action>,
     /// The site's lines, in order: the directory's, or the sites file's when the directory
     /// has none (set by whoever loads it).
     pub lines: Vec<QueueId>,
@@ -209,6 +214,7 @@ impl Directory {
                 Some(Kind::Bans) => d.insert_json::<Ban>(&r.body),
                 Some(Kind::SigningKeys) => d.insert_json::<SigningKey>(&r.body),
                 Some(Kind::Webhooks) => d.insert_json::<Webhook>(&r.body),
+                Some(Kind::Actions) => d.insert_json::<Action>(&r.body),
                 Some(Kind::Sites | Kind::WidgetKeys) | None => false,
             };
             if !ok {

@@ -245,9 +245,9 @@ impl<E: Engine> Gateway<E> {
         Ok((item, dir))
     }
 
-    /// A webhook's host, checked against `GATEWAY_WEBHOOK_HOSTS`.
+    /// A webhook's or an action's host, checked against `GATEWAY_WEBHOOK_HOSTS`.
     fn check_webhook_host<T: Entity>(&self, item: &T) -> Vec<Invalid> {
-        if T::KIND != Kind::Webhooks {
+        if !matches!(T::KIND, Kind::Webhooks | Kind::Actions) {
             return Vec::new();
         }
         let Ok(Value::Object(json)) = serde_json::to_value(item) else {
@@ -257,7 +257,7 @@ impl<E: Engine> Gateway<E> {
             Some(url) if !crate::webhook::host_allowed(&self.cfg.webhook_hosts, url) => {
                 vec![Invalid::new(
                     "url",
-                    "this gateway calls no webhook on that host (GATEWAY_WEBHOOK_HOSTS)",
+                    "this gateway calls nothing on that host (GATEWAY_WEBHOOK_HOSTS)",
                 )]
             }
             _ => Vec::new(),

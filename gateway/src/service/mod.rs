@@ -20,6 +20,7 @@
 //! - `notify` — e-mail: notices made by the archiver, worked off into deliveries, sent;
 //! - `timers`, `presence`, `census` — the background loops.
 
+mod actions;
 mod archiver;
 mod authz;
 mod census;
@@ -227,6 +228,8 @@ pub struct Gateway<E: Engine> {
     webhooks: crate::webhook::Caller,
     /// The sites the census labelled last (see `census.rs`).
     census_sites: parking_lot::Mutex<Vec<String>>,
+    /// Wakes this node's deliveries loop when it queued something to send now (an action).
+    deliveries_due: tokio::sync::Notify,
     next_conn: AtomicU64,
     listings: staff::Listings,
     retries: transitions::Retries,
@@ -272,6 +275,7 @@ impl<E: Engine> Gateway<E> {
             cfg,
             registry: RwLock::new(registry),
             census_sites: Default::default(),
+            deliveries_due: tokio::sync::Notify::new(),
             mailer,
             webhooks: crate::webhook::Caller::new(),
             next_conn: AtomicU64::new(1),

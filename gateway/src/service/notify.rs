@@ -45,6 +45,11 @@ pub enum Job {
     Offline { conv: String },
     /// One event to one webhook (`webhook-id` is the event's id: the same on every retry).
     Webhook { event: serde_json::Value },
+    /// One run of an action on a conversation (signed like a webhook's event).
+    Action {
+        conv: String,
+        event: serde_json::Value,
+    },
     /// One e-mail about a conversation.
     Mail {
         conv: String,
@@ -78,7 +83,7 @@ impl MailKind {
     }
 }
 
-fn delivery(
+pub(super) fn delivery(
     site: &str,
     kind: &str,
     id: String,
@@ -98,7 +103,7 @@ fn delivery(
 
 /// An event's id: made from what caused it, so that the same cause archived twice is the
 /// same event (receivers deduplicate by `webhook-id`).
-fn event_id(site: &SiteId, cause: &str) -> String {
+pub(super) fn event_id(site: &SiteId, cause: &str) -> String {
     format!("evt_{}", digest_hex(&format!("{site}\n{cause}"), 12))
 }
 
@@ -245,7 +250,7 @@ fn backoff(n: u32) -> u64 {
 }
 
 /// How an attempt went.
-enum Outcome {
+pub(super) enum Outcome {
     Done,
     /// Try again (after the backoff).
     Retry(String),
@@ -271,7 +276,10 @@ impl<E: Engine> Gateway<E> {
                 }
             };
             if claimed.is_empty() {
-                tokio::time::sleep(idle).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = self.deliveries_due.notified() => {}
+                }
                 idle = (idle * 2).min(Duration::from_secs(1));
                 continue;
             }
@@ -295,6 +303,13 @@ impl<E: Engine> Gateway<E> {
             Ok(Job::Webhook { event }) => {
                 let (o, s) = self
                     .call_webhook(&SiteId(d.site.clone()), &d.target, &event)
+                    .await;
+                status = s;
+                o
+            }
+            Ok(Job::Action { conv, event }) => {
+                let (o, s) = self
+                    .call_action(&SiteId(d.site.clone()), &d.target, &conv, &event)
                     .await;
                 status = s;
                 o
@@ -340,7 +355,10 @@ impl<E: Engine> Gateway<E> {
         match job {
             Job::Closed { conv } => self.expand_closed(store, &site, &conv).await,
             Job::Offline { conv } => self.expand_offline(store, &site, &conv, d.attempts).await,
-            Job::Webhook { event } => Ok(self.call_webhook(&site, &d.target, &event).await.0),
+            // Called by `attempt`, which records the receiver's status.
+            Job::Webhook { .. } | Job::Action { .. } => {
+                Ok(Outcome::Fail("not a job for the mail worker".into()))
+            }
             Job::Mail {
                 conv,
                 what,
@@ -388,21 +406,33 @@ impl<E: Engine> Gateway<E> {
                 None,
             );
         }
+        let (outcome, status, _) = self.post_signed(&w.url, &w.secret, event).await;
+        (outcome, status)
+    }
+
+    /// POSTs an event signed with `secret`: how it went, the receiver's status and answer.
+    pub(super) async fn post_signed(
+        &self,
+        url: &str,
+        secret: &str,
+        event: &serde_json::Value,
+    ) -> (Outcome, Option<u16>, bytes::Bytes) {
         let id = event["id"].as_str().unwrap_or_default();
         let body = bytes::Bytes::from(serde_json::to_vec(event).expect("an event serialises"));
         match self
             .webhooks
-            .post(&w.url, &w.secret, id, now_ms() / 1000, body)
+            .post(url, secret, id, now_ms() / 1000, body)
             .await
         {
-            crate::webhook::Answer::Status(s) if (200..300).contains(&s) => {
-                (Outcome::Done, Some(s))
+            crate::webhook::Answer::Status(s, answer) if (200..300).contains(&s) => {
+                (Outcome::Done, Some(s), answer)
             }
-            crate::webhook::Answer::Status(s) => (
+            crate::webhook::Answer::Status(s, answer) => (
                 Outcome::Retry(format!("the receiver answered {s}")),
                 Some(s),
+                answer,
             ),
-            crate::webhook::Answer::Failed(e) => (Outcome::Retry(e), None),
+            crate::webhook::Answer::Failed(e) => (Outcome::Retry(e), None, bytes::Bytes::new()),
         }
     }
 

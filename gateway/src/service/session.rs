@@ -317,12 +317,7 @@ impl<E: Engine> Gateway<E> {
             Some(site) => (site.settings(), site.directory.read().clone()),
             None => Default::default(),
         };
-        let (canned, tags, outcomes, params) = if role.is_staff() {
-            staff_catalogues(&s, &dir)
-        } else {
-            Default::default()
-        };
-        ClientSettings {
+        let mut out = ClientSettings {
             routing: s.routing.as_str().to_owned(),
             widget_when_away: match s.widget_when_away {
                 core::settings::WhenAway::Busy => "busy".into(),
@@ -333,12 +328,17 @@ impl<E: Engine> Gateway<E> {
             unavailable_text: s.unavailable_text.get(lang, s.language).to_owned(),
             language: Some(s.language.as_str().to_owned()),
             queues: dir.lines.iter().map(|q| q.0.clone()).collect(),
-            canned,
-            tags,
-            outcomes,
-            params,
+            canned: Vec::new(),
+            tags: Vec::new(),
+            outcomes: Vec::new(),
+            params: Vec::new(),
+            actions: Vec::new(),
             mail_transcripts: s.visitor_transcripts && self.mailer.is_some(),
+        };
+        if role.is_staff() {
+            staff_catalogues(&s, &dir, &mut out);
         }
+        out
     }
 
     /// The conversations a connection attaches to at `hello`.
@@ -437,18 +437,14 @@ fn own_channels(p: &Principal) -> Vec<Channel> {
 }
 
 /// What only staff are sent with the settings: canned responses (the settings' own, then the
-/// directory's, per line), and the directory's active tags, active outcomes and parameter
-/// labels.
+/// directory's, per line), and the directory's active tags, active outcomes, parameter
+/// labels and active actions.
 fn staff_catalogues(
     s: &crate::core::Settings,
     dir: &crate::directory::Directory,
-) -> (
-    Vec<crate::protocol::Canned>,
-    Vec<crate::protocol::TagOption>,
-    Vec<crate::protocol::OutcomeOption>,
-    Vec<crate::protocol::ParamOption>,
+    out: &mut ClientSettings,
 ) {
-    let canned = s
+    out.canned = s
         .canned
         .iter()
         .cloned()
@@ -458,7 +454,7 @@ fn staff_catalogues(
             queues: c.queues.clone(),
         }))
         .collect();
-    let tags = dir
+    out.tags = dir
         .tags
         .values()
         .filter(|t| t.active)
@@ -468,7 +464,7 @@ fn staff_catalogues(
             text_color: t.text_color.clone(),
         })
         .collect();
-    let outcomes = dir
+    out.outcomes = dir
         .outcomes
         .values()
         .filter(|o| o.active)
@@ -477,7 +473,7 @@ fn staff_catalogues(
             name: o.name.clone(),
         })
         .collect();
-    let params = dir
+    out.params = dir
         .params
         .values()
         .map(|p| crate::protocol::ParamOption {
@@ -490,5 +486,14 @@ fn staff_catalogues(
                 .unwrap_or_default(),
         })
         .collect();
-    (canned, tags, outcomes, params)
+    out.actions = dir
+        .actions
+        .values()
+        .filter(|a| a.active)
+        .map(|a| crate::protocol::ActionOption {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            queues: a.queues.clone(),
+        })
+        .collect();
 }

@@ -651,6 +651,10 @@ async fn request<E: Engine>(
                 .await?;
             Ok(None)
         }
+        ClientFrame::Action { conv, action, .. } => {
+            let event = gw.run_action(p, &conv_id(conv)?, &action).await?;
+            Ok(Some(OkBody::Event { event }))
+        }
         ClientFrame::Active { .. } => {
             let (conversations, count) = gw.active(p).await?;
             Ok(Some(OkBody::Conversations {
@@ -740,6 +744,7 @@ fn frame_kind(f: &ClientFrame) -> &'static str {
         ClientFrame::Ban { .. } => "ban",
         ClientFrame::Unban { .. } => "unban",
         ClientFrame::MailTranscript { .. } => "mail_transcript",
+        ClientFrame::Action { .. } => "action",
         ClientFrame::Get { .. } => "get",
         ClientFrame::Active { .. } => "active",
         ClientFrame::Takeover { .. } => "takeover",

@@ -21,22 +21,29 @@ use crate::common::*;
 
 /// What the receiver got: one per request, failed ones included.
 #[derive(Clone, Debug)]
-struct Hit {
-    id: String,
-    ts: u64,
-    signature: String,
-    body: Bytes,
-    answered: u16,
+pub(crate) struct Hit {
+    pub id: String,
+    pub ts: u64,
+    pub signature: String,
+    pub body: Bytes,
+    pub answered: u16,
 }
 
 #[derive(Clone, Default)]
-struct Receiver {
-    hits: Arc<parking_lot::Mutex<Vec<Hit>>>,
-    /// What it answers (0: 204).
-    fail_with: Arc<AtomicU16>,
+pub(crate) struct Receiver {
+    pub hits: Arc<parking_lot::Mutex<Vec<Hit>>>,
+    /// What it answers (0: 204, or 200 with `answer`).
+    pub fail_with: Arc<AtomicU16>,
+    /// The JSON it answers a successful call with (an action's note).
+    pub answer: Arc<parking_lot::Mutex<Option<Value>>>,
 }
 
-async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn receive(
+    State(r): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let h = |n: &str| {
         headers
             .get(n)
@@ -44,9 +51,11 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
             .unwrap_or_default()
             .to_owned()
     };
-    let answered = match r.fail_with.load(Ordering::SeqCst) {
-        0 => 204,
-        s => s,
+    let answer = r.answer.lock().clone();
+    let answered = match (r.fail_with.load(Ordering::SeqCst), &answer) {
+        (0, None) => 204,
+        (0, Some(_)) => 200,
+        (s, _) => s,
     };
     r.hits.lock().push(Hit {
         id: h("webhook-id"),
@@ -55,10 +64,14 @@ async fn receive(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> 
         body,
         answered,
     });
-    StatusCode::from_u16(answered).unwrap()
+    let status = StatusCode::from_u16(answered).unwrap();
+    match answer {
+        Some(a) if answered == 200 => (status, axum::Json(a)).into_response(),
+        _ => status.into_response(),
+    }
 }
 
-async fn start_receiver() -> (Receiver, String) {
+pub(crate) async fn start_receiver() -> (Receiver, String) {
     let r = Receiver::default();
     let app = axum::Router::new()
         .route("/hook", axum::routing::post(receive))
@@ -70,7 +83,7 @@ async fn start_receiver() -> (Receiver, String) {
 }
 
 /// The Standard Webhooks check, written here from the specification.
-fn verified(secret: &str, hit: &Hit) -> bool {
+pub(crate) fn verified(secret: &str, hit: &Hit) -> bool {
     let key = base64::engine::general_purpose::STANDARD
         .decode(secret.strip_prefix("whsec_").unwrap())
         .unwrap();
@@ -83,12 +96,12 @@ fn verified(secret: &str, hit: &Hit) -> bool {
         .any(|s| s.strip_prefix("v1,") == Some(want.as_str()))
 }
 
-fn event(hit: &Hit) -> Value {
+pub(crate) fn event(hit: &Hit) -> Value {
     serde_json::from_slice(&hit.body).unwrap()
 }
 
 /// Waits until the receiver got an event that `pred` picks (answered 2xx), and returns it.
-async fn arrived(r: &Receiver, what: &str, pred: impl Fn(&Value) -> bool) -> Hit {
+pub(crate) async fn arrived(r: &Receiver, what: &str, pred: impl Fn(&Value) -> bool) -> Hit {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     loop {
         if let Some(h) = r
