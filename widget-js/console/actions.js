@@ -1,8 +1,9 @@
 // What an operator does to the open conversation besides replying: tags (from the site's
 // catalogue when it keeps one), transfer (to an operator, with their status and load, or to a
 // queue, with a note), close (with an outcome, from the site's list when it keeps one, and
-// tags), and ban the visitor (for a while, with a reason), which waits in the conversation's
-// "More actions" menu, away from where Accept was.
+// tags), and, in the conversation's "More actions" menu away from where Accept was, the site's
+// actions ("Create case": the answer comes back as a note) and banning the visitor (for a
+// while, with a reason).
 
 import {
   $, st, h, toast, chats, errText, conv, visitorName, upsertMine, tagCatalogue, catalogueTag, tagChip, paintTag,
@@ -384,6 +385,43 @@ more.addEventListener('keydown', (e) => {
 document.addEventListener('click', (e) => {
   if (more.open && !more.contains(e.target)) more.open = false;
 });
+
+// ------------------------------------------------------------------ the site's actions
+
+// The site's actions that apply to the conversation's line, one button each. A run is sent
+// once per click (the button waits for the gateway's answer); the receiver's answer arrives
+// later as one of the conversation's notes.
+export function renderActionButtons(c, ro) {
+  const box = $('action-buttons');
+  const all = st.settings && Array.isArray(st.settings.actions) ? st.settings.actions : [];
+  const mine = ro ? [] : all.filter((a) => !a.queues || !a.queues.length || a.queues.includes(c.queue));
+  const key = c.id + '|' + JSON.stringify(mine);
+  box.hidden = !mine.length;
+  if (box.dataset.key === key) return;
+  box.dataset.key = key;
+  box.replaceChildren(
+    ...mine.map((a) =>
+      h('button', {
+        class: 'btn small',
+        type: 'button',
+        'data-testid': 'action-button',
+        text: a.name,
+        onclick: (e) => runAction(c.id, a, e.currentTarget)
+      })
+    )
+  );
+}
+
+function runAction(id, a, button) {
+  more.open = false;
+  button.disabled = true;
+  st.client.request({ t: 'action', conv: id, action: a.id }).then(
+    () => toast(a.name + ': sent. The answer will show in the conversation\'s notes.'),
+    (err) => toast(a.name + ' failed: ' + errText(err))
+  ).finally(() => {
+    button.disabled = false;
+  });
+}
 
 $('ban-button').addEventListener('click', () => {
   more.open = false;

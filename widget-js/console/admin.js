@@ -158,20 +158,38 @@ const COLLECTIONS = [
       }),
       ACTIVE
     ],
-    // A webhook's signing secret comes with the answer to its creation, once.
-    created: (made) =>
-      made && typeof made.secret === 'string'
-        ? h('p', { class: 'admin-secret', 'data-testid': 'admin-secret' }, [
-          'Signing secret of ' + made.id + ' (shown this once; keep it in the receiver): ',
-          h('code', { text: made.secret })
-        ])
-        : null,
+    created: (made) => shownSecret(made),
     acts: [
-      { label: 'Deliveries', testid: 'webhook-deliveries', run: (key) => showDeliveries(key) },
+      { label: 'Deliveries', testid: 'webhook-deliveries', run: (key) => showDeliveries('webhooks', key) },
       { label: 'Send test', testid: 'webhook-test', run: (key) => sendTest(key) }
     ]
+  },
+  {
+    id: 'actions',
+    title: 'Actions',
+    one: 'action',
+    key: 'id',
+    fields: [
+      field('id', 'Id', 'text', { key: true, create: false }),
+      field('name', 'Button', 'text', { required: true, hint: 'Create case' }),
+      field('url', 'URL', 'text', { required: true, hint: 'https://crm.example/chat/case' }),
+      field('queues', 'Queues', 'list', { hint: 'queue ids (none: every queue)' }),
+      ACTIVE
+    ],
+    created: (made) => shownSecret(made),
+    acts: [{ label: 'Runs', testid: 'action-deliveries', run: (key) => showDeliveries('actions', key) }]
   }
 ];
+
+/** A webhook's or an action's signing secret: it comes with the answer to its creation, once. */
+function shownSecret(made) {
+  return made && typeof made.secret === 'string'
+    ? h('p', { class: 'admin-secret', 'data-testid': 'admin-secret' }, [
+      'Signing secret of ' + made.id + ' (shown this once; keep it in the receiver): ',
+      h('code', { text: made.secret })
+    ])
+    : null;
+}
 
 // The site itself: one item, read and changed in place (its id and settings stay elsewhere).
 const SITE = {
@@ -664,9 +682,9 @@ function row(col, item) {
 
 // ------------------------------------------------------------------ a webhook's log and test
 
-/** Lists what was sent to a webhook (newest first), under its section's table. */
-async function showDeliveries(key) {
-  const sec = $('admin-webhooks');
+/** Lists what was sent to a webhook or for an action (newest first), under its section's table. */
+async function showDeliveries(colId, key) {
+  const sec = $('admin-' + colId);
   let box = sec.querySelector('[data-testid=webhook-log]');
   if (!box) {
     box = h('div', { class: 'admin-log', 'data-testid': 'webhook-log' });
@@ -674,7 +692,7 @@ async function showDeliveries(key) {
   }
   box.replaceChildren(h('p', { class: 'empty', text: 'Loading…' }));
   try {
-    const page = await apiFetch('GET', sitePath('/webhooks/' + encodeURIComponent(key) + '/deliveries'));
+    const page = await apiFetch('GET', sitePath('/' + colId + '/' + encodeURIComponent(key) + '/deliveries'));
     const items = (page && Array.isArray(page.items) ? page.items : []).filter((d) => d && typeof d === 'object');
     const rows = items.map((d) => {
       const tries = Array.isArray(d.attempts) ? d.attempts : [];

@@ -10,7 +10,7 @@ import {
 } from './core.js';
 import { beep, notify } from './settings.js';
 import { saveComposerDraft, closePicker, stopTyping } from './composer.js';
-import { renderTags } from './actions.js';
+import { renderTags, renderActionButtons } from './actions.js';
 import { renderVisitor } from './visitor.js';
 import { renderAll } from './connection.js';
 
@@ -315,6 +315,7 @@ export function renderView() {
   $('readonly-note').hidden = !ro;
   $('readonly-note').textContent = readonlyNote(id, c, isPeek);
   renderTags(c, ro);
+  renderActionButtons(c, ro);
   renderNotes(c);
   renderMessages();
   renderTyping();
