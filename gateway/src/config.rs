@@ -118,6 +118,10 @@ pub struct RawConfig {
     /// The only hosts webhooks may call, comma-separated (unset: any).
     #[arg(long, env = "GATEWAY_WEBHOOK_HOSTS")]
     pub webhook_hosts: Option<String>,
+    /// A webhook whose calls all failed for this long is turned off (its site's supervisors
+    /// are e-mailed).
+    #[arg(long, env = "GATEWAY_WEBHOOK_DISABLE_AFTER", default_value = "24h")]
+    pub webhook_disable_after: String,
     /// Runtime worker threads (default: one per CPU the process may use).
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<String>,
@@ -232,6 +236,8 @@ pub struct Config {
     pub mail: Option<(crate::mail::SmtpConfig, String)>,
     /// The only hosts webhooks may call (empty: any).
     pub webhook_hosts: Vec<String>,
+    /// A webhook failing for this long (every call, none delivered) is turned off.
+    pub webhook_disable_after: Duration,
     /// Runtime worker threads; `None`: one per available CPU.
     pub workers: Option<usize>,
     pub bounds: Bounds,
@@ -471,6 +477,10 @@ impl Config {
             }
         }
         let visitor_token_ttl = check!("GATEWAY_VISITOR_TOKEN_TTL", dur(&raw.visitor_token_ttl));
+        let webhook_disable_after = check!(
+            "GATEWAY_WEBHOOK_DISABLE_AFTER",
+            dur(&raw.webhook_disable_after)
+        );
         let mail = match (&raw.smtp_url, &raw.mail_from) {
             (None, _) => None,
             (Some(_), None) => {
@@ -646,6 +656,7 @@ impl Config {
                 .map(|h| h.trim().to_ascii_lowercase())
                 .filter(|h| !h.is_empty())
                 .collect(),
+            webhook_disable_after: webhook_disable_after.expect("checked"),
             workers: workers.expect("checked"),
             bounds,
             keep_state: (keep_state.expect("checked") && redis_none)
@@ -676,6 +687,7 @@ impl Config {
             max_frame: "65536".into(),
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
+            webhook_disable_after: "24h".into(),
             max_log: "1000".into(),
             metrics_sites: "20".into(),
             allow_short_timers: "true".into(),
@@ -761,6 +773,7 @@ mod tests {
             max_frame: "65536".into(),
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
+            webhook_disable_after: "24h".into(),
             max_log: "1000".into(),
             metrics_sites: "20".into(),
             allow_short_timers: "false".into(),

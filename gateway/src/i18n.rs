@@ -272,6 +272,52 @@ pub fn mail_words(lang: Lang) -> MailWords {
     }
 }
 
+/// Words of the e-mail to a site's supervisors about a webhook the gateway turned off.
+pub struct WebhookOffWords {
+    pub subject: &'static str,
+    pub body: &'static str,
+    pub webhook: &'static str,
+    pub failing: &'static str,
+    pub last_error: &'static str,
+    pub again: &'static str,
+}
+
+pub fn webhook_off_words(lang: Lang) -> WebhookOffWords {
+    match lang {
+        Lang::En => WebhookOffWords {
+            subject: "Webhook turned off:",
+            body:
+                "Every call of this webhook failed for a long time, so the gateway turned it off. \
+                   Its events since then were not sent.",
+            webhook: "Webhook",
+            failing: "Failing for",
+            last_error: "Last error",
+            again: "Once the receiver works, turn it on again on the console's Admin page \
+                    (Webhooks), or through the API:",
+        },
+        Lang::Ru => WebhookOffWords {
+            subject: "Вебхук отключён:",
+            body: "Все вызовы этого вебхука долго завершались ошибкой, и шлюз отключил его. \
+                   События с этого момента не отправлены.",
+            webhook: "Вебхук",
+            failing: "Ошибки в течение",
+            last_error: "Последняя ошибка",
+            again: "Когда получатель заработает, включите вебхук на странице администрирования \
+                    консоли (Webhooks) или через API:",
+        },
+        Lang::Cs => WebhookOffWords {
+            subject: "Webhook vypnut:",
+            body: "Všechna volání tohoto webhooku dlouho selhávala, a proto jej brána vypnula. \
+                   Události od té doby nebyly odeslány.",
+            webhook: "Webhook",
+            failing: "Selhává po dobu",
+            last_error: "Poslední chyba",
+            again: "Až bude příjemce fungovat, zapněte jej znovu na stránce správy konzole \
+                    (Webhooks) nebo přes API:",
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -156,7 +156,9 @@ const COLLECTIONS = [
         hint: 'conversation.closed, message.created, … (empty: every event)',
         empty: 'every event'
       }),
-      ACTIVE
+      ACTIVE,
+      // Set when the gateway turned it off after its calls failed for a day.
+      field('disabled_reason', 'Turned off because', 'text', { create: false, edit: false })
     ],
     created: (made) => shownSecret(made),
     acts: [

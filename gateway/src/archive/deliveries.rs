@@ -166,6 +166,22 @@ impl SqlStore {
             .collect()
     }
 
+    pub(super) async fn deliveries_last_done(
+        &self,
+        site: &str,
+        target: &str,
+    ) -> Result<Option<u64>> {
+        let mut q = Sql::new("");
+        let (s, t) = (q.bind(site.to_owned()), q.bind(target.to_owned()));
+        q.push(&format!(
+            "SELECT MAX(done_at) FROM deliveries WHERE site = {s} AND target = {t}"
+        ));
+        let row = sqlx::query_with(&q.text, q.args)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(opt_u(row.try_get(0)?))
+    }
+
     pub(super) async fn delivery_attempts(&self, id: &str) -> Result<Vec<Attempt>> {
         let mut q = Sql::new("");
         let p = q.bind(id.to_owned());

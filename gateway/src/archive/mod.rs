@@ -448,6 +448,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// A delivery's attempts, oldest first.
     async fn attempts(&self, id: &str) -> Result<Vec<Attempt>>;
+
+    /// When a target's last delivery went through (`None`: never).
+    async fn last_delivered(&self, site: &str, target: &str) -> Result<Option<u64>>;
 }
 
 /// Where a conversation's figures come from, computed the same way for both databases.

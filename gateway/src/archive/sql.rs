@@ -844,4 +844,8 @@ impl Store for SqlStore {
     async fn attempts(&self, id: &str) -> Result<Vec<super::Attempt>> {
         self.delivery_attempts(id).await
     }
+
+    async fn last_delivered(&self, site: &str, target: &str) -> Result<Option<u64>> {
+        self.deliveries_last_done(site, target).await
+    }
 }

@@ -814,6 +814,13 @@ pub struct Webhook {
     /// The signing secret (`whsec_` and base64): shown once, when the webhook is made.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret: String,
+    /// Set by the server when it turned the webhook off because every call failed for
+    /// `GATEWAY_WEBHOOK_DISABLE_AFTER`; cleared when it is turned on again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_at: Option<u64>,
+    /// Why the server turned it off (the last call's error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
 }
 
 impl Webhook {
@@ -869,8 +876,17 @@ impl Entity for Webhook {
         serde_json::to_value(self).expect("serialises")
     }
 
+    /// The server's own fields are not set through the API; turning the webhook on again
+    /// clears why it was turned off.
     fn prepare(body: &mut Map<String, Value>, _old: Option<&Self>) -> Result<(), Vec<Invalid>> {
-        no_secret_given(body, "webhook")
+        no_secret_given(body, "webhook")?;
+        body.remove("disabled_at");
+        body.remove("disabled_reason");
+        if body.get("active") == Some(&Value::Bool(true)) {
+            body.insert("disabled_at".into(), Value::Null);
+            body.insert("disabled_reason".into(), Value::Null);
+        }
+        Ok(())
     }
 
     fn created(&mut self, now: u64, _by: &str) {

@@ -245,6 +245,28 @@ impl<E: Engine> Gateway<E> {
         Ok((item, dir))
     }
 
+    /// Turns a failing webhook off (the deliveries loop, once its calls all failed for
+    /// `GATEWAY_WEBHOOK_DISABLE_AFTER`), with why; `Some` (the webhook as it was) when this
+    /// call turned it off, `None` when it was off or gone already.
+    pub(super) async fn disable_webhook(
+        &self,
+        site: &SiteId,
+        id: &str,
+        reason: &str,
+    ) -> Result<Option<crate::directory::Webhook>, DirError> {
+        let dir = self.fresh_directory(site).await?;
+        let Some(w) = dir.webhooks.get(id).filter(|w| w.active) else {
+            return Ok(None);
+        };
+        let was = w.clone();
+        let mut off = w.clone();
+        off.active = false;
+        off.disabled_at = Some(now_ms());
+        off.disabled_reason = Some(reason.chars().take(500).collect());
+        self.dir_write(site, off, false).await?;
+        Ok(Some(was))
+    }
+
     /// A webhook's or an action's host, checked against `GATEWAY_WEBHOOK_HOSTS`.
     fn check_webhook_host<T: Entity>(&self, item: &T) -> Vec<Invalid> {
         if !matches!(T::KIND, Kind::Webhooks | Kind::Actions) {

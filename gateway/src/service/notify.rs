@@ -50,6 +50,13 @@ pub enum Job {
         conv: String,
         event: serde_json::Value,
     },
+    /// One e-mail to the site's supervisors: a webhook was turned off after failing for
+    /// long (its words made when it was queued, in the site's language).
+    Letter {
+        to: String,
+        subject: String,
+        text: String,
+    },
     /// One e-mail about a conversation.
     Mail {
         conv: String,
@@ -242,6 +249,13 @@ pub(super) fn notices(site: &SiteId, r: &ConvRecord) -> Vec<NewDelivery> {
     out
 }
 
+/// Whether a webhook has failed for `window`: the failing event is that old, and nothing
+/// reached the receiver since `window` ago (`last_done`: its last delivery that went through).
+fn failing_too_long(now: u64, created_at: u64, last_done: Option<u64>, window: u64) -> bool {
+    now.saturating_sub(created_at) >= window
+        && last_done.is_none_or(|t| now.saturating_sub(t) >= window)
+}
+
 /// Backoff before attempt `n + 1`: 15 s doubling to an hour, with jitter.
 fn backoff(n: u32) -> u64 {
     use rand::Rng;
@@ -301,11 +315,13 @@ impl<E: Engine> Gateway<E> {
             Err(e) => Outcome::Fail(format!("unreadable: {e}")),
             // A webhook's call also says what the receiver answered, for its log.
             Ok(Job::Webhook { event }) => {
-                let (o, s) = self
-                    .call_webhook(&SiteId(d.site.clone()), &d.target, &event)
-                    .await;
+                let site = SiteId(d.site.clone());
+                let (o, s) = self.call_webhook(&site, &d.target, &event).await;
                 status = s;
-                o
+                match o {
+                    Outcome::Retry(e) => self.failing_webhook(store, &site, &d, e).await,
+                    o => o,
+                }
             }
             Ok(Job::Action { conv, event }) => {
                 let (o, s) = self
@@ -359,6 +375,24 @@ impl<E: Engine> Gateway<E> {
             Job::Webhook { .. } | Job::Action { .. } => {
                 Ok(Outcome::Fail("not a job for the mail worker".into()))
             }
+            Job::Letter { to, subject, text } => {
+                let Some(mailer) = self.mailer.as_ref() else {
+                    return Ok(Outcome::Retry("no mail server (GATEWAY_SMTP_URL)".into()));
+                };
+                let mail = Mail {
+                    to,
+                    subject,
+                    text,
+                    html: None,
+                    reply_to: None,
+                    message_id: message_key(&d.id),
+                };
+                Ok(match mailer.send(&mail).await {
+                    Ok(()) => Outcome::Done,
+                    Err(MailError::Permanent(e)) => Outcome::Fail(e),
+                    Err(MailError::Transient(e)) => Outcome::Retry(e),
+                })
+            }
             Job::Mail {
                 conv,
                 what,
@@ -408,6 +442,109 @@ impl<E: Engine> Gateway<E> {
         }
         let (outcome, status, _) = self.post_signed(&w.url, &w.secret, event).await;
         (outcome, status)
+    }
+
+    /// A webhook's call failed: retried, unless every call of the webhook failed for
+    /// `GATEWAY_WEBHOOK_DISABLE_AFTER` (this event is that old, and nothing reached the
+    /// receiver since), when the webhook is turned off and the site's supervisors are told.
+    async fn failing_webhook(
+        &self,
+        store: &dyn Store,
+        site: &SiteId,
+        d: &Delivery,
+        error: String,
+    ) -> Outcome {
+        let window = self.cfg.webhook_disable_after.as_millis() as u64;
+        let now = now_ms();
+        if !failing_too_long(now, d.created_at, None, window) {
+            return Outcome::Retry(error);
+        }
+        match store.last_delivered(&d.site, &d.target).await {
+            Ok(last) if failing_too_long(now, d.created_at, last, window) => {}
+            _ => return Outcome::Retry(error),
+        }
+        let hook = match self.disable_webhook(site, &d.target, &error).await {
+            Ok(Some(was)) => was,
+            // Off already (another node, an admin): nothing more to say.
+            Ok(None) => return Outcome::Fail(format!("{error}; the webhook is off")),
+            Err(e) => {
+                tracing::warn!(site = %site, webhook = %d.target, error = %e, "failing webhook not turned off");
+                return Outcome::Retry(error);
+            }
+        };
+        let failing = humantime::format_duration(self.cfg.webhook_disable_after).to_string();
+        tracing::warn!(site = %site, webhook = %hook.id, url = %hook.url, failing, "webhook turned off: every call failed");
+        if self.mailer.is_some() {
+            if let Err(e) = self
+                .tell_supervisors(store, site, &hook, &failing, &error)
+                .await
+            {
+                tracing::warn!(site = %site, error = %e, "supervisors not told of the webhook turned off");
+            }
+        }
+        Outcome::Fail(format!(
+            "{error}; every call failed for {failing}: the webhook was turned off"
+        ))
+    }
+
+    /// An e-mail to each active supervisor of the site with an address: which webhook was
+    /// turned off, why, and how to turn it on again.
+    async fn tell_supervisors(
+        &self,
+        store: &dyn Store,
+        site: &SiteId,
+        hook: &crate::directory::Webhook,
+        failing: &str,
+        error: &str,
+    ) -> Result<(), ServiceError> {
+        let dir = self.directory(site);
+        let lang = self
+            .site(site)
+            .map(|s| s.settings().language)
+            .unwrap_or_default();
+        let w = crate::i18n::webhook_off_words(lang);
+        let subject = crate::mail::one_line(&format!("{} {}", w.subject, hook.url));
+        let text = format!(
+            "{}\n\n  {}\n  {}: {}\n  {}: {}\n  {}: {}\n\n{}\n\n  PATCH /v1/sites/{site}/webhooks/{} {{\"active\": true}}\n",
+            w.body,
+            hook.url,
+            w.webhook,
+            hook.id,
+            w.failing,
+            failing,
+            w.last_error,
+            error,
+            w.again,
+            hook.id,
+        );
+        let now = now_ms();
+        let to: Vec<String> = dir
+            .operators
+            .values()
+            .filter(|s| s.active && s.role == crate::directory::StaffRole::Supervisor)
+            .filter_map(|s| s.email.clone())
+            .collect();
+        let out: Vec<NewDelivery> = unique(&to)
+            .into_iter()
+            .map(|to| {
+                let job = Job::Letter {
+                    to: to.clone(),
+                    subject: subject.clone(),
+                    text: text.clone(),
+                };
+                let id = format!(
+                    "mail:webhook-off:{}:{}:{}",
+                    hook.id,
+                    hook.created_at,
+                    to.to_lowercase()
+                );
+                delivery(site.as_str(), "mail", id, &to, &job, now)
+            })
+            .collect();
+        if !out.is_empty() {
+            store.add_deliveries(&out, now).await?;
+        }
+        Ok(())
     }
 
     /// POSTs an event signed with `secret`: how it went, the receiver's status and answer.
@@ -775,6 +912,29 @@ mod tests {
             "sales@example.com ".into(),
         ];
         assert_eq!(unique(&list), ["Sales@Example.com", "ops@example.com"]);
+    }
+
+    #[test]
+    fn a_webhook_is_failing_too_long_only_when_nothing_went_through_for_the_window() {
+        let day = 24 * 3600 * 1000;
+        let now = 10 * day;
+        // A fresh event: not yet, however long ago the last success.
+        assert!(!failing_too_long(now, now - 1000, None, day));
+        // A day-old event and nothing ever delivered, or nothing for a day.
+        assert!(failing_too_long(now, now - day, None, day));
+        assert!(failing_too_long(
+            now,
+            now - day - 1,
+            Some(now - 2 * day),
+            day
+        ));
+        // A day-old event, but another got through an hour ago: the receiver works, sometimes.
+        assert!(!failing_too_long(
+            now,
+            now - 2 * day,
+            Some(now - 3_600_000),
+            day
+        ));
     }
 
     #[test]

@@ -1005,4 +1005,17 @@ pub async fn deliveries_are_made_once_claimed_once_and_retried(s: &dyn Store) {
         .await
         .unwrap()
         .is_empty());
+    // When a target last got something: never, for one whose every delivery failed.
+    assert_eq!(
+        s.last_delivered("demo", "a@example.com").await.unwrap(),
+        Some(2_200)
+    );
+    assert_eq!(
+        s.last_delivered("demo", "b@example.com").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.last_delivered("other", "a@example.com").await.unwrap(),
+        None
+    );
 }

@@ -304,3 +304,139 @@ async fn events_arrive_signed_through_the_receivers_outage_with_a_log() {
         "not-found",
     );
 }
+
+/// A webhook whose every call fails for `GATEWAY_WEBHOOK_DISABLE_AFTER` (here at once) is
+/// turned off, with why, and the site's supervisors are e-mailed (one each, in the site's
+/// language); turned on again, it clears why and gets the next events.
+#[tokio::test]
+async fn a_webhook_failing_too_long_is_turned_off_and_the_supervisors_told() {
+    let smtp = testsupport::SmtpServer::start();
+    let url = smtp.url();
+    let (node, _dir) = api_node(move |c| {
+        c.webhook_hosts = vec!["127.0.0.1".into()];
+        c.webhook_disable_after = Duration::ZERO;
+        c.mail = Some((
+            gateway::mail::SmtpConfig::parse(&url).unwrap(),
+            "Chat <chat@example.com>".into(),
+        ));
+    })
+    .await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    let (rx, hook_url) = start_receiver().await;
+    rx.fail_with.store(500, Ordering::SeqCst);
+    for (id, role, email) in [
+        ("sofia", "supervisor", "sofia@example.com"),
+        ("olga", "operator", "olga@example.com"),
+    ] {
+        let a = call(
+            &node,
+            &admin,
+            "POST",
+            "/v1/sites/demo/operators",
+            Some(json!({"id": id, "name": id, "role": role, "email": email})),
+            &[],
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+    }
+    let a = call(
+        &node,
+        &admin,
+        "POST",
+        "/v1/sites/demo/webhooks",
+        Some(json!({"url": hook_url, "events": ["conversation.started"]})),
+        &[],
+    )
+    .await;
+    let hook = a.json()["id"].as_str().unwrap().to_owned();
+    let _p = pair(&node, Encoding::Json, "v-off").await;
+
+    // Turned off, with why.
+    let path = format!("/v1/sites/demo/webhooks/{hook}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let off = loop {
+        let w = get(&node, &admin, &path).await.json();
+        if w["active"] == false {
+            break w;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not turned off: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(off["disabled_at"].as_u64().is_some(), "{off}");
+    assert!(
+        off["disabled_reason"].as_str().unwrap().contains("500"),
+        "{off}"
+    );
+    // The supervisor is told, the operator is not.
+    let got = smtp
+        .wait_for("the supervisor's e-mail", Duration::from_secs(20), |g| {
+            g.iter().any(|m| m.rcpt_tos == ["sofia@example.com"])
+        })
+        .await;
+    let m = got
+        .iter()
+        .find(|m| m.rcpt_tos == ["sofia@example.com"])
+        .unwrap();
+    assert!(m.subject.contains("Webhook turned off"), "{m:?}");
+    assert!(m.subject.contains(&hook_url), "{m:?}");
+    let text = m.text.clone().unwrap_or_default();
+    assert!(text.contains(&hook), "{text}");
+    assert!(text.contains("500"), "{text}");
+    assert!(got.iter().all(|m| m.rcpt_tos != ["olga@example.com"]));
+    // The event's delivery gave up with the reason.
+    let log = get(&node, &admin, &format!("{path}/deliveries"))
+        .await
+        .json();
+    let first = &log["items"][0];
+    assert_eq!(first["status"], "failed", "{log}");
+    assert!(
+        first["last_error"].as_str().unwrap().contains("turned off"),
+        "{log}"
+    );
+    // The server's fields are not the API's to set.
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        &path,
+        Some(json!({"disabled_reason": null, "disabled_at": 1})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["disabled_at"].as_u64().is_some(), "{}", a.body);
+
+    // On again: why is cleared, and the next event arrives.
+    rx.fail_with.store(0, Ordering::SeqCst);
+    let a = call(
+        &node,
+        &admin,
+        "PATCH",
+        &path,
+        Some(json!({"active": true})),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let on = a.json();
+    assert!(
+        on.get("disabled_at").is_none() && on.get("disabled_reason").is_none(),
+        "{on}"
+    );
+    let _q = pair(&node, Encoding::Json, "v-on").await;
+    arrived(&rx, "the next event", |e| {
+        e["type"] == "conversation.started" && e["data"]["conversation"]["visitor"]["id"] == "v-on"
+    })
+    .await;
+    // One e-mail: the webhook was turned off once.
+    assert_eq!(
+        smtp.received()
+            .iter()
+            .filter(|m| m.rcpt_tos == ["sofia@example.com"])
+            .count(),
+        1
+    );
+}
