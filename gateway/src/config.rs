@@ -122,6 +122,10 @@ pub struct RawConfig {
     /// are e-mailed).
     #[arg(long, env = "GATEWAY_WEBHOOK_DISABLE_AFTER", default_value = "24h")]
     pub webhook_disable_after: String,
+    /// How long a node holds the e-mails and calls it claimed to send: after a node's death,
+    /// another sends them once this has passed (at least 15s: a call may take 10s).
+    #[arg(long, env = "GATEWAY_DELIVERY_LEASE", default_value = "2m")]
+    pub delivery_lease: String,
     /// Runtime worker threads (default: one per CPU the process may use).
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<String>,
@@ -238,6 +242,8 @@ pub struct Config {
     pub webhook_hosts: Vec<String>,
     /// A webhook failing for this long (every call, none delivered) is turned off.
     pub webhook_disable_after: Duration,
+    /// How long a claimed delivery is its sender's.
+    pub delivery_lease: Duration,
     /// Runtime worker threads; `None`: one per available CPU.
     pub workers: Option<usize>,
     pub bounds: Bounds,
@@ -477,6 +483,14 @@ impl Config {
             }
         }
         let visitor_token_ttl = check!("GATEWAY_VISITOR_TOKEN_TTL", dur(&raw.visitor_token_ttl));
+        let delivery_lease = check!(
+            "GATEWAY_DELIVERY_LEASE",
+            dur(&raw.delivery_lease).and_then(|d| if d < Duration::from_secs(15) {
+                Err("at least 15s (a call may take 10s)".into())
+            } else {
+                Ok(d)
+            })
+        );
         let webhook_disable_after = check!(
             "GATEWAY_WEBHOOK_DISABLE_AFTER",
             dur(&raw.webhook_disable_after)
@@ -657,6 +671,7 @@ impl Config {
                 .filter(|h| !h.is_empty())
                 .collect(),
             webhook_disable_after: webhook_disable_after.expect("checked"),
+            delivery_lease: delivery_lease.expect("checked"),
             workers: workers.expect("checked"),
             bounds,
             keep_state: (keep_state.expect("checked") && redis_none)
@@ -688,6 +703,7 @@ impl Config {
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
             webhook_disable_after: "24h".into(),
+            delivery_lease: "2m".into(),
             max_log: "1000".into(),
             metrics_sites: "20".into(),
             allow_short_timers: "true".into(),
@@ -774,6 +790,7 @@ mod tests {
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
             webhook_disable_after: "24h".into(),
+            delivery_lease: "2m".into(),
             max_log: "1000".into(),
             metrics_sites: "20".into(),
             allow_short_timers: "false".into(),

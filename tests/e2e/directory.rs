@@ -14,7 +14,14 @@ use crate::archive::{api_key, key_for};
 use crate::harness::*;
 use crate::multinode::{operator, visitor, with, Store};
 
-async fn api(node: &Node, key: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
+/// Calls a node's HTTP API with `key`: the status and the JSON answer (`null` when none).
+pub(crate) async fn api(
+    node: &Node,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
     let auth = format!("Bearer {key}");
     let (status, text) = http_request(
         method,

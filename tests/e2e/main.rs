@@ -8,6 +8,7 @@ mod directory;
 mod faults;
 mod harness;
 mod multinode;
+mod notify;
 mod observability;
 mod restart;
 mod rules;

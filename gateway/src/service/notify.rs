@@ -28,8 +28,6 @@ use crate::protocol::{ConvState, Msg, Role};
 
 /// Deliveries claimed at once.
 const CLAIM: usize = 32;
-/// How long a claimed delivery is its sender's.
-const LEASE_MS: u64 = 120_000;
 /// How long a delivery is retried before it is given up: past a day of outage, as promised.
 pub const GIVE_UP_AFTER_MS: u64 = 3 * 24 * 3600 * 1000;
 /// An offline form's notice waits this long for the visitor's words to be archived.
@@ -281,7 +279,8 @@ impl<E: Engine> Gateway<E> {
         };
         let mut idle = Duration::from_millis(200);
         loop {
-            let claimed = match store.claim_deliveries(now_ms(), LEASE_MS, CLAIM).await {
+            let lease = self.cfg.delivery_lease.as_millis() as u64;
+            let claimed = match store.claim_deliveries(now_ms(), lease, CLAIM).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, "deliveries not readable");

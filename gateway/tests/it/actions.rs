@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::api::{api_node, assert_problem, call, get, key};
 use crate::common::*;
-use crate::webhooks::{arrived, event, start_receiver, verified};
+use testsupport::webhook::{arrived, event, start_receiver, verified, Receiver};
 
 fn action(rid: gateway::protocol::Rid, conv: &str, action: &str) -> ClientFrame {
     ClientFrame::Action {
@@ -244,7 +244,7 @@ async fn an_action_creates_a_case_and_its_link_shows_in_the_conversation() {
 }
 
 /// The id of the first call the receiver answered with `status`.
-async fn rx_first(rx: &crate::webhooks::Receiver, status: u16) -> String {
+async fn rx_first(rx: &Receiver, status: u16) -> String {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         if let Some(h) = rx.hits.lock().iter().find(|h| h.answered == status) {

@@ -13,6 +13,7 @@
 
 mod postgres;
 mod smtp;
+pub mod webhook;
 
 pub use postgres::PgServer;
 pub use smtp::{Received, SmtpServer};
