@@ -31,6 +31,11 @@ pub struct Claims {
     /// `api/sessions.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The gateway made this token for an anonymous visitor (`POST /v1/visitor/session`):
+    /// only such a token is renewed after it expired. A site's own tokens (its logged-in
+    /// customers) are not: the site's backend mints them again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anon: bool,
 }
 
 /// A user of a site, by role, with the id of that role.
@@ -160,6 +165,8 @@ impl Auth {
         validation.algorithms = vec![algorithm];
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_exp = true;
+        // A token valid only from a later time is not valid now.
+        validation.validate_nbf = true;
         validation.leeway = 5;
         Auth {
             decoding,
@@ -242,9 +249,10 @@ impl Auth {
         self.verify_with(token, &|_, _| false)
     }
 
-    /// Verifies a token whose expiry may have passed, but not by more than `max_age_ms`
-    /// (a returning visitor keeps their id).
-    pub fn verify_allow_expired(
+    /// Verifies an anonymous visitor's token that the gateway made (`anon`), whose expiry
+    /// may have passed, but not by more than `max_age_ms` (a returning visitor keeps their
+    /// id). Any other token is refused here.
+    pub fn verify_renewable(
         &self,
         token: &str,
         now_ms: u64,
@@ -257,6 +265,9 @@ impl Auth {
         let claims = decode::<Claims>(token, &key, &v)
             .map_err(AuthError::Invalid)?
             .claims;
+        if !claims.anon || claims.role != Role::Visitor {
+            return Err(AuthError::Claims("not a token the gateway renews"));
+        }
         if claims.exp.saturating_mul(1000).saturating_add(max_age_ms) < now_ms {
             return Err(AuthError::Claims("token expired too long ago"));
         }
@@ -336,6 +347,7 @@ mod tests {
 
     fn claims(exp: u64) -> Claims {
         Claims {
+            anon: false,
             sid: None,
             sub: "op1".into(),
             site: "demo".into(),
@@ -398,17 +410,53 @@ mod tests {
     }
 
     #[test]
-    fn expired_visitor_token_keeps_id_within_max_age() {
+    fn only_the_gateways_own_expired_visitor_token_keeps_its_id_within_max_age() {
         let a = Auth::hs256(b"secret");
         let now = crate::clock::now_ms();
-        let t = a.mint(&claims(now / 1000 - 60)).unwrap();
+        let mut c = claims(now / 1000 - 60);
+        c.role = Role::Visitor;
+        c.anon = true;
+        let t = a.mint(&c).unwrap();
         assert!(a.verify(&t).is_err());
         assert!(a
-            .verify_allow_expired(&t, now, 3_600_000, &|_, _| false)
+            .verify_renewable(&t, now, 3_600_000, &|_, _| false)
             .is_ok());
+        assert!(a.verify_renewable(&t, now, 1_000, &|_, _| false).is_err());
+        // A site's own token for its customer, or staff: never renewed.
+        c.anon = false;
+        let site_minted = a.mint(&c).unwrap();
         assert!(a
-            .verify_allow_expired(&t, now, 1_000, &|_, _| false)
+            .verify_renewable(&site_minted, now, 3_600_000, &|_, _| false)
             .is_err());
+        let mut staff = claims(now / 1000 - 60);
+        staff.anon = true;
+        let staff = a.mint(&staff).unwrap();
+        assert!(a
+            .verify_renewable(&staff, now, 3_600_000, &|_, _| false)
+            .is_err());
+    }
+
+    #[test]
+    fn a_token_valid_only_later_is_refused() {
+        let a = Auth::hs256(b"secret");
+        let later = crate::clock::now_ms() / 1000 + 3600;
+        let mut v = serde_json::to_value(claims(far())).unwrap();
+        v["nbf"] = serde_json::json!(later);
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &v,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert!(a.verify(&t).is_err());
+        v["nbf"] = serde_json::json!(later - 7200);
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &v,
+            &EncodingKey::from_secret(b"secret"),
+        )
+        .unwrap();
+        assert!(a.verify(&t).is_ok());
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub struct RawConfig {
     /// Address to listen on.
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Address of a listener that serves only `/metrics` (Prometheus). Unset: the client
+    /// port serves `/metrics` to this machine alone (loopback, not through a proxy).
+    #[arg(long, env = "GATEWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Redis URL (`redis://host:port`), or a comma-separated list of Redis Cluster seed nodes.
     /// Absent: the embedded in-memory engine (one node).
     #[arg(long, env = "GATEWAY_REDIS_URL")]
@@ -99,6 +103,22 @@ pub struct RawConfig {
     /// Lifetime of visitor tokens from POST /v1/visitor/session.
     #[arg(long, env = "GATEWAY_VISITOR_TOKEN_TTL", default_value = "24h")]
     pub visitor_token_ttl: String,
+    /// A request's headers must arrive within this (a client that trickles them is cut).
+    #[arg(long, env = "GATEWAY_HTTP_HEADER_TIMEOUT", default_value = "10s")]
+    pub http_header_timeout: String,
+    /// A request's body must arrive within this (408 after it).
+    #[arg(long, env = "GATEWAY_HTTP_BODY_TIMEOUT", default_value = "30s")]
+    pub http_body_timeout: String,
+    /// Open HTTP connections from one address (WebSockets count apart, once upgraded).
+    #[arg(long, env = "GATEWAY_MAX_HTTP_CONNS_PER_IP", default_value = "1000")]
+    pub max_http_conns_per_ip: String,
+    /// After SIGTERM, the node exits within this whatever is still open.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_DEADLINE", default_value = "30s")]
+    pub shutdown_deadline: String,
+    /// How long after it expired a visitor token the gateway made is still renewed under the
+    /// same visitor id (a returning visitor keeps their conversations).
+    #[arg(long, env = "GATEWAY_VISITOR_RENEW_WITHIN", default_value = "7d")]
+    pub visitor_renew_within: String,
     /// Messages kept per conversation log.
     #[arg(long, env = "GATEWAY_MAX_LOG", default_value = "1000")]
     pub max_log: String,
@@ -209,6 +229,7 @@ pub enum ArchiveConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub metrics_listen: Option<SocketAddr>,
     pub redis: Option<RedisConfig>,
     pub node_timeout: Duration,
     pub retention: Duration,
@@ -232,6 +253,11 @@ pub struct Config {
     pub max_frame: usize,
     pub max_text: usize,
     pub visitor_token_ttl: Duration,
+    pub visitor_renew_within: Duration,
+    pub http_header_timeout: Duration,
+    pub http_body_timeout: Duration,
+    pub max_http_conns_per_ip: u32,
+    pub shutdown_deadline: Duration,
     pub max_log: usize,
     /// How many sites' gauges carry the site's id (in id order; the rest are `other`).
     pub metrics_sites: usize,
@@ -337,10 +363,24 @@ impl Config {
         let dur = |s: &str| humantime::parse_duration(s).map_err(|e| e.to_string());
         let num = |s: &str| s.parse::<usize>().map_err(|e| e.to_string());
         let nz = |s: &str| s.parse::<NonZeroU32>().map_err(|e| e.to_string());
+        let positive = |d: Duration| {
+            if d.is_zero() {
+                Err("must be more than zero".to_owned())
+            } else {
+                Ok(d)
+            }
+        };
 
         let listen = check!(
             "GATEWAY_LISTEN",
             raw.listen.parse::<SocketAddr>().map_err(|e| e.to_string())
+        );
+        let metrics_listen = check!(
+            "GATEWAY_METRICS_LISTEN",
+            raw.metrics_listen
+                .as_deref()
+                .map(|a| a.parse::<SocketAddr>().map_err(|e| e.to_string()))
+                .transpose()
         );
         let allow_short = check!(
             "GATEWAY_ALLOW_SHORT_TIMERS",
@@ -483,6 +523,26 @@ impl Config {
             }
         }
         let visitor_token_ttl = check!("GATEWAY_VISITOR_TOKEN_TTL", dur(&raw.visitor_token_ttl));
+        let http_header_timeout = check!(
+            "GATEWAY_HTTP_HEADER_TIMEOUT",
+            dur(&raw.http_header_timeout).and_then(positive)
+        );
+        let http_body_timeout = check!(
+            "GATEWAY_HTTP_BODY_TIMEOUT",
+            dur(&raw.http_body_timeout).and_then(positive)
+        );
+        let max_http_conns_per_ip = check!(
+            "GATEWAY_MAX_HTTP_CONNS_PER_IP",
+            nz(&raw.max_http_conns_per_ip).map(NonZeroU32::get)
+        );
+        let shutdown_deadline = check!(
+            "GATEWAY_SHUTDOWN_DEADLINE",
+            dur(&raw.shutdown_deadline).and_then(positive)
+        );
+        let visitor_renew_within = check!(
+            "GATEWAY_VISITOR_RENEW_WITHIN",
+            dur(&raw.visitor_renew_within)
+        );
         let delivery_lease = check!(
             "GATEWAY_DELIVERY_LEASE",
             dur(&raw.delivery_lease).and_then(|d| if d < Duration::from_secs(15) {
@@ -637,6 +697,7 @@ impl Config {
         });
         Ok(Config {
             listen: listen.expect("checked"),
+            metrics_listen: metrics_listen.expect("checked"),
             redis,
             node_timeout: node_timeout.expect("checked"),
             retention: retention.expect("checked"),
@@ -659,6 +720,11 @@ impl Config {
             max_frame: max_frame.expect("checked"),
             max_text: max_text.expect("checked"),
             visitor_token_ttl: visitor_token_ttl.expect("checked"),
+            visitor_renew_within: visitor_renew_within.expect("checked"),
+            http_header_timeout: http_header_timeout.expect("checked"),
+            http_body_timeout: http_body_timeout.expect("checked"),
+            max_http_conns_per_ip: max_http_conns_per_ip.expect("checked"),
+            shutdown_deadline: shutdown_deadline.expect("checked"),
             max_log: max_log.expect("checked"),
             metrics_sites: metrics_sites.expect("checked"),
             country_header: raw.country_header.clone(),
@@ -702,6 +768,11 @@ impl Config {
             max_frame: "65536".into(),
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
+            visitor_renew_within: "7d".into(),
+            http_header_timeout: "10s".into(),
+            http_body_timeout: "30s".into(),
+            max_http_conns_per_ip: "1000".into(),
+            shutdown_deadline: "30s".into(),
             webhook_disable_after: "24h".into(),
             delivery_lease: "2m".into(),
             max_log: "1000".into(),
@@ -789,6 +860,11 @@ mod tests {
             max_frame: "65536".into(),
             max_text: "8000".into(),
             visitor_token_ttl: "24h".into(),
+            visitor_renew_within: "7d".into(),
+            http_header_timeout: "10s".into(),
+            http_body_timeout: "30s".into(),
+            max_http_conns_per_ip: "1000".into(),
+            shutdown_deadline: "30s".into(),
             webhook_disable_after: "24h".into(),
             delivery_lease: "2m".into(),
             max_log: "1000".into(),

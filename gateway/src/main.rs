@@ -138,6 +138,7 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("role {role:?} is not operator, supervisor or visitor"))?;
             let ttl = humantime::parse_duration(&ttl).context("--ttl")?;
             let claims = Claims {
+                anon: false,
                 sid: None,
                 sub,
                 site,
@@ -324,6 +325,7 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
     let rt = rt.enable_all().build()?;
     rt.block_on(async move {
         let public = cfg.public_url.clone();
+        let deadline = cfg.shutdown_deadline;
         let generated = match &cfg.jwt {
             JwtConfig::Secret {
                 secret,
@@ -342,18 +344,29 @@ fn serve(raw: RawConfig) -> anyhow::Result<()> {
                     generated,
                 )?;
                 shutdown_signal().await;
-                running.shutdown().await;
+                stop_within(deadline, running.shutdown()).await;
             }
             Some(r) => {
                 let running = gateway::server::start_redis(cfg, Some(metrics)).await?;
                 let engine = if r.cluster { "redis cluster" } else { "redis" };
                 announce(&running.addr, running.gw.node(), engine, public, generated)?;
                 shutdown_signal().await;
-                running.shutdown().await;
+                stop_within(deadline, running.shutdown()).await;
             }
         }
         anyhow::Ok(())
     })
+}
+
+/// Waits for the node to drain and stop, but not past `deadline` after the signal: a
+/// connection that never finishes does not keep the process (and a rollout) waiting.
+async fn stop_within(
+    deadline: std::time::Duration,
+    stopping: impl std::future::Future<Output = ()>,
+) {
+    if tokio::time::timeout(deadline, stopping).await.is_err() {
+        tracing::warn!(?deadline, "the node did not stop in time; exiting anyway");
+    }
 }
 
 /// Prints where the node listens and, with a generated secret, a ready console link.
@@ -371,6 +384,7 @@ fn announce(
         println!("  demo page         {base}/");
         if let Some(secret) = generated {
             let claims = Claims {
+                anon: false,
                 sid: None,
                 sub: "demo-operator".into(),
                 site: "demo".into(),

@@ -32,10 +32,12 @@ pub const NODES_SWEPT: &str = "gateway_dead_nodes_swept_total";
 pub const ARCHIVED: &str = "gateway_archived_entries_total";
 pub const ARCHIVE_ERRORS: &str = "gateway_archive_errors_total";
 pub const SITE_CONVERSATIONS: &str = "gateway_site_conversations";
+pub const SLOW_REQUESTS: &str = "gateway_http_slow_requests_total";
+pub const HTTP_REFUSED: &str = "gateway_http_connections_refused_total";
 pub const SITE_CONNECTIONS: &str = "gateway_site_connections";
 
 /// Every metric name.
-pub const ALL: [&str; 29] = [
+pub const ALL: [&str; 31] = [
     CONNS_OPENED,
     CONNS_CLOSED,
     CONNS_ACTIVE,
@@ -65,6 +67,8 @@ pub const ALL: [&str; 29] = [
     ARCHIVE_ERRORS,
     SITE_CONVERSATIONS,
     SITE_CONNECTIONS,
+    SLOW_REQUESTS,
+    HTTP_REFUSED,
 ];
 
 /// Registers descriptions with the installed recorder.
@@ -109,6 +113,14 @@ pub fn describe() {
         SITE_CONNECTIONS,
         "This node's connections of a site (the first GATEWAY_METRICS_SITES sites by id; the \
          rest summed as site=\"other\")"
+    );
+    describe_counter!(
+        SLOW_REQUESTS,
+        "HTTP requests cut because their headers or body did not arrive in time, by part"
+    );
+    describe_counter!(
+        HTTP_REFUSED,
+        "TCP connections closed at once: their address had GATEWAY_MAX_HTTP_CONNS_PER_IP open"
     );
     describe_counter!(
         SLOW_CLOSES,
@@ -263,6 +275,9 @@ pub fn register() {
     for kind in BUS_OUT_KINDS {
         counter!(BUS_OUT, "kind" => kind).increment(0);
     }
+    for part in ["headers", "body"] {
+        counter!(SLOW_REQUESTS, "part" => part).increment(0);
+    }
     for name in [
         FRAMES_OUT,
         SLOW_CLOSES,
@@ -275,6 +290,7 @@ pub fn register() {
         NODES_SWEPT,
         ARCHIVED,
         ARCHIVE_ERRORS,
+        HTTP_REFUSED,
     ] {
         counter!(name).increment(0);
     }

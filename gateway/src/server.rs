@@ -87,6 +87,8 @@ pub fn node_id(cfg: &Config) -> NodeId {
 /// A running node.
 pub struct Running<E: Engine> {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served on its own (`GATEWAY_METRICS_LISTEN`).
+    pub metrics_addr: Option<SocketAddr>,
     pub gw: Arc<Gateway<E>>,
     stop: Option<oneshot::Sender<()>>,
     done: tokio::task::JoinHandle<()>,
@@ -180,6 +182,16 @@ pub async fn start<E: Engine>(
         addr: cfg.listen,
         source,
     })?;
+    let metrics_listener = match cfg.metrics_listen {
+        Some(at) => {
+            let l = TcpListener::bind(at)
+                .await
+                .map_err(|source| StartError::Bind { addr: at, source })?;
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let auth = auth_from(&cfg)?;
     // Node control events (a site's settings changed somewhere) are rare and each is handled
     // in one short step; the hub sends them from code that may not wait.
@@ -196,6 +208,7 @@ pub async fn start<E: Engine>(
     let done = tokio::spawn(serve(
         gw.clone(),
         listener,
+        metrics_listener,
         metrics,
         control_rx,
         async move {
@@ -204,6 +217,7 @@ pub async fn start<E: Engine>(
     ));
     Ok(Running {
         addr,
+        metrics_addr,
         gw,
         stop: Some(stop_tx),
         done,
@@ -214,6 +228,7 @@ pub async fn start<E: Engine>(
 async fn serve<E: Engine>(
     gw: Arc<Gateway<E>>,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     metrics: Option<PrometheusHandle>,
     control: mpsc::UnboundedReceiver<Control>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -229,6 +244,22 @@ async fn serve<E: Engine>(
     let notes = tokio::spawn(gw.clone().run_message_notes());
     let census = tokio::spawn(gw.clone().run_census());
     let deliveries = tokio::spawn(gw.clone().run_deliveries());
+    // `/metrics` alone on its own listener, until the node stops.
+    let scrape = metrics_listener.map(|l| {
+        let handle = metrics.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move { http::render_metrics(handle.as_ref()) }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::warn!(error = %e, "metrics listener stopped");
+            }
+        })
+    });
     let app = http::router(
         AppState {
             gw: gw.clone(),
@@ -252,35 +283,29 @@ async fn serve<E: Engine>(
         }
         let _ = drained_tx.send(());
     };
-    // Without TCP_NODELAY a small frame written while an earlier one is unacknowledged waits
-    // for the peer's delayed ACK (Nagle): ~40 ms added to a message's delivery.
-    // A small kernel send buffer: a client that stops reading pins at most this much kernel
-    // memory, and its outbound budget (4008) starts counting soon instead of after megabytes.
-    let send_buffer = gw.config().socket_send_buffer;
-    let listener = axum::serve::ListenerExt::tap_io(listener, move |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-        if let Some(n) = send_buffer {
-            if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(n) {
-                tracing::debug!(error = %e, "SO_SNDBUF not set");
-            }
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let cfg = gw.config();
+    let limits = http::serve::HttpLimits {
+        header_timeout: cfg.http_header_timeout,
+        body_timeout: cfg.http_body_timeout,
+        max_conns_per_ip: cfg.max_http_conns_per_ip,
+        close_wait: Duration::from_secs(5),
+        send_buffer: cfg.socket_send_buffer,
+    };
+    let body_timeout = limits.body_timeout;
+    let app = app.layer(axum::middleware::from_fn(move |req, next| {
+        http::serve::body_deadline(body_timeout, req, next)
+    }));
+    let server = http::serve::serve(listener, app, limits, async move {
         let _ = drained_rx.await;
     });
     let drain = tokio::spawn(graceful);
-    if let Err(e) = server.await {
-        tracing::error!(error = %e, "server stopped");
-    }
+    server.await;
     let _ = drain.await;
     presence.abort();
     census.abort();
+    if let Some(s) = scrape {
+        s.abort();
+    }
     deliveries.abort();
     gw.leave().await;
     // What was noted of the last messages leaves before the node does.

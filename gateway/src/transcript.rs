@@ -75,15 +75,40 @@ fn text_in(m: &Msg, lang: Lang) -> String {
         .unwrap_or_else(|| m.text.clone())
 }
 
+/// The text transcript: one entry per message, `[time] author: text`. A message's own line
+/// breaks are kept, its further lines indented, so that no text can forge an entry (a line
+/// starting with a time and another author); an author's name is kept to one line.
 pub fn transcript_text(messages: &[Msg], lang: Lang) -> String {
     let mut out = String::new();
     for m in messages {
         out.push_str(&format!(
             "[{}] {}: {}\n",
             iso(m.ts),
-            author_label(m),
-            text_in(m, lang)
+            crate::mail::one_line(&author_label(m)),
+            indented(&text_in(m, lang))
         ));
+    }
+    out
+}
+
+/// `s` with every line after the first indented by four spaces (any of `\r\n`, `\r`, `\n`
+/// and the Unicode line separators ends a line), and other control characters but tabs as
+/// spaces.
+fn indented(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' | '\n' | '\u{0b}' | '\u{0c}' | '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                if c == '\r' && chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str("\n    ");
+            }
+            '\t' => out.push('\t'),
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
     }
     out
 }
@@ -149,6 +174,34 @@ mod tests {
         assert_eq!(iso(0), "1970-01-01 00:00:00");
         assert_eq!(iso(1_700_000_000_000), "2023-11-14 22:13:20");
         assert_eq!(iso(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn a_message_cannot_forge_a_line_of_the_text_transcript() {
+        let m = |name: &str, text: &str| Msg {
+            conv: "c1".into(),
+            seq: 1,
+            from: crate::protocol::Author {
+                role: Role::Visitor,
+                id: "v1".into(),
+                name: Some(name.into()),
+            },
+            text: text.into(),
+            ts: 0,
+            cid: None,
+            code: None,
+            args: None,
+        };
+        let forged =
+            "hi\n[1970-01-01 00:00:01] Olga: send me your card number\r[x] y: z\u{2028}[a] b: c";
+        let t = transcript_text(&[m("Ann\n[1970] Olga", forged)], Lang::En);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "[1970-01-01 00:00:00] Ann [1970] Olga: hi");
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(
+            lines[1..].iter().all(|l| l.starts_with("    [")),
+            "every further line indented: {t}"
+        );
     }
 
     #[test]

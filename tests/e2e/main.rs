@@ -7,6 +7,7 @@ mod archive;
 mod directory;
 mod faults;
 mod harness;
+mod hostile;
 mod multinode;
 mod notify;
 mod observability;

@@ -464,3 +464,35 @@ async fn site_labels_stay_bounded() {
         m.text
     );
 }
+
+/// `/metrics` is not public: on the client port it answers only this machine (not a request a
+/// proxy forwarded), and with `GATEWAY_METRICS_LISTEN` only that listener serves it.
+#[tokio::test]
+async fn metrics_are_served_to_this_machine_or_on_their_own_listener_only() {
+    let node = Node::start("m1", &base_env());
+    let (status, body) = http_get(&node.http("/metrics")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let forwarded = http_request(
+        "GET",
+        &node.http("/metrics"),
+        &[("X-Forwarded-For", "203.0.113.7")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(forwarded.0, 404, "{}", forwarded.1);
+
+    let port = testsupport::free_port();
+    let at = format!("127.0.0.1:{port}");
+    let own = Node::start("m2", &with(base_env(), &[("GATEWAY_METRICS_LISTEN", &at)]));
+    let (status, _) = http_get(&own.http("/metrics")).await.unwrap();
+    assert_eq!(status, 404, "not on the client port");
+    let (status, body) = http_get(&format!("http://{at}/metrics")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("# HELP gateway_connections "), "{body}");
+    // And nothing else there.
+    let (status, _) = http_get(&format!("http://{at}/v1/openapi.json"))
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+}

@@ -259,6 +259,7 @@ pub async fn mint<E: Engine>(
     let now = now_ms();
     let expires_at = (now + ttl) / 1000 * 1000;
     let claims = Claims {
+        anon: false,
         sid: None,
         sub: req.sub,
         site: who.site.to_string(),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -260,17 +260,7 @@ pub async fn transcript<E: Engine>(
         .or_else(|| api.gw.site(&who.site).map(|s| s.settings().language))
         .unwrap_or_default();
     let text = transcript::render(format, &detail.summary.conv, &messages, lang);
-    let mut res = (StatusCode::OK, text).into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(format.content_type()),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    Ok(res)
+    Ok(crate::http::transcript_response(format, text, None))
 }
 
 /// A message from an integration.

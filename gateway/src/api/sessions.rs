@@ -152,6 +152,7 @@ pub async fn sign_in<E: Engine>(
         revoked_at: None,
     };
     let claims = Claims {
+        anon: false,
         sub: staff.id.clone(),
         site: site.to_string(),
         role: match staff.role {

@@ -2,6 +2,7 @@
 //! and settings, transcripts, and the compiled-in widget, console and demo page.
 
 pub mod assets;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -24,9 +25,6 @@ use crate::service::Engine;
 use crate::service::{conv_id, new_visitor_id, Access, Gateway, SettingsUpdateError};
 use crate::transcript::{self, Format};
 use crate::ws::{self, IpLimits, WsState};
-
-/// How long an expired visitor token still proves who the visitor was.
-const VISITOR_ID_MAX_AGE_MS: u64 = 90 * 24 * 3600 * 1000;
 
 pub struct AppState<E: Engine> {
     pub gw: Arc<Gateway<E>>,
@@ -89,8 +87,30 @@ async fn readyz<E: Engine>(State(st): State<AppState<E>>) -> Response {
     }
 }
 
-async fn metrics_text<E: Engine>(State(st): State<AppState<E>>) -> Response {
-    match &st.metrics {
+/// `/metrics` on the client port: only when no metrics listener is set, and only to this
+/// machine — a loopback peer whose request no proxy forwarded — so that the node's figures
+/// (sites, conversations, errors) are not public.
+async fn metrics_text<E: Engine>(
+    State(st): State<AppState<E>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let forwarded = ["forwarded", "x-forwarded-for", "x-real-ip"]
+        .iter()
+        .any(|h| headers.contains_key(*h));
+    if st.gw.config().metrics_listen.is_some() || !peer.ip().is_loopback() || forwarded {
+        return (
+            StatusCode::NOT_FOUND,
+            "metrics are served on GATEWAY_METRICS_LISTEN, or to this machine only",
+        )
+            .into_response();
+    }
+    render_metrics(st.metrics.as_ref())
+}
+
+/// The Prometheus text of the node's metrics.
+pub fn render_metrics(metrics: Option<&PrometheusHandle>) -> Response {
+    match metrics {
         Some(h) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             h.render(),
@@ -184,16 +204,23 @@ async fn visitor_session<E: Engine>(
         );
     }
     let now = now_ms();
+    // The visitor id a previous token carries over: only from a token the gateway made for an
+    // anonymous visitor, expired at most `GATEWAY_VISITOR_RENEW_WITHIN` ago. A valid token of
+    // the site's own (a logged-in customer's) still names who is asking, for the ban check.
+    let within = st.gw.config().visitor_renew_within.as_millis() as u64;
+    let of_site = |p: &crate::auth::Principal| p.visitor().is_some() && p.site == site.id;
     let previous = req
         .visitor_token
         .as_deref()
-        .and_then(|t| {
-            st.gw
-                .verify_token_allow_expired(t, VISITOR_ID_MAX_AGE_MS)
-                .ok()
-        })
-        .filter(|p| p.visitor().is_some() && p.site == site.id);
-    if let Some(v) = previous.as_ref().and_then(|p| p.visitor()) {
+        .and_then(|t| st.gw.verify_token_renewable(t, within).ok())
+        .filter(of_site);
+    let asking = previous.clone().or_else(|| {
+        req.visitor_token
+            .as_deref()
+            .and_then(|t| st.gw.verify_token(t).ok())
+            .filter(of_site)
+    });
+    if let Some(v) = asking.as_ref().and_then(|p| p.visitor()) {
         if st.gw.is_banned(&site.id, v).await {
             return cors(
                 error(StatusCode::FORBIDDEN, "banned", "this visitor is banned"),
@@ -212,6 +239,7 @@ async fn visitor_session<E: Engine>(
         .or(name);
     let exp = (now + st.gw.config().visitor_token_ttl.as_millis() as u64) / 1000;
     let claims = Claims {
+        anon: true,
         sid: None,
         sub: id.clone(),
         site: site.id.0.clone(),
@@ -440,16 +468,35 @@ async fn transcript<E: Engine>(
         );
     };
     let body = transcript::render(format, &snapshot, &messages, lang);
-    let (ctype, ext) = (format.content_type(), format.extension());
-    let filename = format!("transcript-{conv}");
+    let attachment = format!("transcript-{conv}.{}", format.extension());
+    transcript_response(format, body, Some(&attachment))
+}
+
+/// A transcript as an answer: its type, never sniffed as another; no script, no loads and a
+/// sandbox for the HTML one (visitor text is escaped, and this holds even if it were not); not
+/// kept by caches (it is someone's conversation); a download named `attachment` if given.
+pub fn transcript_response(format: Format, body: String, attachment: Option<&str>) -> Response {
     let mut res = Response::new(Body::from(body));
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}.{ext}\"")) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    if let Some(v) = attachment
+        .and_then(|n| HeaderValue::from_str(&format!("attachment; filename=\"{n}\"")).ok())
+    {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     res

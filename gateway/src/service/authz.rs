@@ -47,14 +47,14 @@ impl<E: Engine> Gateway<E> {
             // (its history comes with the conversation that continues it).
             User::Operator(op) => {
                 let holder = meta.operator.as_ref() == Some(op);
-                match (access, meta.state) {
-                    (Access::Route, _) => true,
-                    (_, ConvState::Queued | ConvState::Offered) => true,
-                    (_, ConvState::Active) => holder,
-                    (Access::Manage, ConvState::Closed) => true,
-                    (Access::Read, ConvState::Closed) => {
-                        holder || self.talks_to(p, op, &meta.visitor).await?
-                    }
+                let serves = p
+                    .queues
+                    .as_ref()
+                    .is_none_or(|qs| qs.iter().any(|q| q.as_str() == meta.snapshot.queue));
+                match operator_may(access, meta.state, holder, serves) {
+                    Verdict::Yes => true,
+                    Verdict::No => false,
+                    Verdict::IfTalksTo => self.talks_to(p, op, &meta.visitor).await?,
                 }
             }
             // Supervisors: every conversation of the lines they moderate (all, when the
@@ -91,6 +91,44 @@ impl<E: Engine> Gateway<E> {
                 .chain(o.offers.iter())
                 .any(|c| st.convs.get(c).is_some_and(|c| &c.visitor == visitor))
         }))
+    }
+}
+
+/// An operator's answer from the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Verdict {
+    Yes,
+    No,
+    /// Only if the operator holds, or is offered, a conversation with its visitor now (its
+    /// history comes with the conversation that continues it).
+    IfTalksTo,
+}
+
+/// What an operator may do with a conversation, by its state and how the operator stands to
+/// it: whether they hold it (for a closed one: held it last), and whether they serve its line.
+/// Supervisors see every conversation of the lines they moderate, integrations every one,
+/// visitors their own (in [`Gateway::authorize`]); what is refused here is refused whatever
+/// the frame (`docs/protocol.md` §7 is this table).
+///
+/// | access | queued, offered | active | closed |
+/// |---|---|---|---|
+/// | `Route` (accept, decline) | yes: the core decides | yes: the core answers `taken` | yes: the core answers `not_found` |
+/// | `Read` (history, get, typing, read) | a line they serve | holder | holder, or talking to its visitor now |
+/// | `Manage` (close, tag, transfer, ban, params, actions, transcript by e-mail) | a line they serve | holder | holder |
+pub(super) fn operator_may(
+    access: Access,
+    state: ConvState,
+    holder: bool,
+    serves: bool,
+) -> Verdict {
+    let yes = |b: bool| if b { Verdict::Yes } else { Verdict::No };
+    match (access, state) {
+        (Access::Route, _) => Verdict::Yes,
+        (_, ConvState::Queued | ConvState::Offered) => yes(serves),
+        (_, ConvState::Active) => yes(holder),
+        (Access::Manage, ConvState::Closed) => yes(holder),
+        (Access::Read, ConvState::Closed) if holder => Verdict::Yes,
+        (Access::Read, ConvState::Closed) => Verdict::IfTalksTo,
     }
 }
 
@@ -136,5 +174,52 @@ pub(super) fn supervisor(p: &Principal) -> Result<(), ServiceError> {
             ErrorCode::Forbidden,
             "supervisors only",
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every cell of the operators' matrix.
+    #[test]
+    fn the_operators_matrix_cell_by_cell() {
+        use Access::*;
+        use ConvState::*;
+        use Verdict::*;
+        let waiting = [Queued, Offered];
+        for state in [Queued, Offered, Active, Closed] {
+            for holder in [false, true] {
+                for serves in [false, true] {
+                    assert_eq!(operator_may(Route, state, holder, serves), Yes);
+                    let want = |access| match state {
+                        _ if waiting.contains(&state) => {
+                            if serves {
+                                Yes
+                            } else {
+                                No
+                            }
+                        }
+                        Active => {
+                            if holder {
+                                Yes
+                            } else {
+                                No
+                            }
+                        }
+                        _ if holder => Yes,
+                        _ if access == Read => IfTalksTo,
+                        _ => No,
+                    };
+                    for access in [Read, Manage] {
+                        assert_eq!(
+                            operator_may(access, state, holder, serves),
+                            want(access),
+                            "{access:?} {state:?} holder={holder} serves={serves}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -385,14 +385,14 @@ impl<E: Engine> Gateway<E> {
 
     /// [`Gateway::verify_token`] for a token whose expiry may have passed, but not by more
     /// than `max_age_ms`.
-    pub fn verify_token_allow_expired(
+    pub fn verify_token_renewable(
         &self,
         token: &str,
         max_age_ms: u64,
     ) -> Result<Principal, crate::auth::AuthError> {
         let now = now_ms();
         self.auth
-            .verify_allow_expired(token, now, max_age_ms, &|site, kid| {
+            .verify_renewable(token, now, max_age_ms, &|site, kid| {
                 self.directory(&SiteId::from(site)).key_current(kid, now)
             })
     }

@@ -44,7 +44,8 @@ pub struct IpLimits {
 }
 
 impl IpLimits {
-    fn acquire(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<IpGuard> {
+    /// One more open connection from `ip`, held until the guard drops; `None` at `max`.
+    pub(crate) fn acquire(self: &Arc<Self>, ip: IpAddr, max: u32) -> Option<IpGuard> {
         let mut e = self.open.entry(ip).or_insert(0);
         if *e >= max {
             return None;
@@ -57,7 +58,7 @@ impl IpLimits {
     }
 }
 
-struct IpGuard {
+pub(crate) struct IpGuard {
     limits: Arc<IpLimits>,
     ip: IpAddr,
 }

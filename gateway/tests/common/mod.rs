@@ -55,6 +55,7 @@ pub fn token(site: &str, role: Role, sub: &str, name: &str) -> String {
 pub fn token_with(site: &str, role: Role, sub: &str, name: &str, exp: u64) -> String {
     gateway::auth::Auth::hs256(SECRET.as_bytes())
         .mint(&Claims {
+            anon: false,
             sid: None,
             sub: sub.into(),
             site: site.into(),

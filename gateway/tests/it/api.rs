@@ -552,6 +552,12 @@ async fn a_bot_writes_tags_transfers_and_closes_a_live_conversation() {
     let t = get(&node, &bot, &format!("{one}/transcript?format=text")).await;
     assert_eq!(t.status, 200);
     assert!(t.header("content-type").unwrap().starts_with("text/plain"));
+    // Someone's conversation: never sniffed, scripted or cached.
+    assert_eq!(t.header("x-content-type-options"), Some("nosniff"));
+    assert!(t
+        .header("content-security-policy")
+        .is_some_and(|c| c.contains("default-src 'none'") && c.contains("sandbox")));
+    assert_eq!(t.header("cache-control"), Some("private, no-store"));
     assert!(
         t.body.contains("OrderBot: Your order shipped"),
         "{}",

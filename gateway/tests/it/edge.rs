@@ -28,6 +28,7 @@ async fn forged_expired_and_alg_none_tokens_close_with_4001() {
     let node = node().await;
     let forged = gateway::auth::Auth::hs256(b"not-the-secret-at-all")
         .mint(&gateway::auth::Claims {
+            anon: false,
             sid: None,
             sub: "op1".into(),
             site: "demo".into(),
@@ -815,6 +816,38 @@ async fn visitor_session_keeps_the_visitor_id_when_the_previous_token_is_passed(
     let (_, body) = http(node.addr, "POST", "/v1/visitor/session", &[], &forged).await;
     let third: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_ne!(third["visitor_id"], first["visitor_id"]);
+    // Expired: kept within GATEWAY_VISITOR_RENEW_WITHIN (7 days), not a month later; and
+    // never from a token of the site's own (a logged-in customer's), which its backend renews.
+    let now = gateway::clock::now_ms() / 1000;
+    let minted = |exp: u64, anon: bool| {
+        node.gw
+            .auth()
+            .mint(&gateway::auth::Claims {
+                anon,
+                sid: None,
+                sub: "v_returning".into(),
+                site: "demo".into(),
+                role: Role::Visitor,
+                name: None,
+                exp,
+                iat: None,
+                queues: None,
+                max_chats: None,
+            })
+            .unwrap()
+    };
+    for (tok, kept) in [
+        (minted(now - 3600, true), true),
+        (minted(now - 30 * 24 * 3600, true), false),
+        (minted(now + 3600, false), false),
+        (minted(now - 3600, false), false),
+    ] {
+        let body = format!(r#"{{"site":"demo","visitor_token":"{tok}"}}"#);
+        let (st, body) = http(node.addr, "POST", "/v1/visitor/session", &[], &body).await;
+        assert_eq!(st, 200, "{body}");
+        let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(got["visitor_id"] == "v_returning", kept, "{body}");
+    }
     let (st, _) = http(
         node.addr,
         "POST",

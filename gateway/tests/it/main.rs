@@ -8,6 +8,7 @@ mod actions;
 mod api;
 mod archive;
 mod archiving;
+mod authz;
 mod bounds;
 mod chat;
 mod conformance;
