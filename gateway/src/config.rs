@@ -112,6 +112,15 @@ pub struct RawConfig {
     /// Open HTTP connections from one address (WebSockets count apart, once upgraded).
     #[arg(long, env = "GATEWAY_MAX_HTTP_CONNS_PER_IP", default_value = "1000")]
     pub max_http_conns_per_ip: String,
+    /// Anonymous visitor sessions per address and minute.
+    #[arg(long, env = "GATEWAY_SESSIONS_PER_IP", default_value = "60")]
+    pub sessions_per_ip: String,
+    /// Conversations one visitor may start per hour.
+    #[arg(long, env = "GATEWAY_STARTS_PER_VISITOR", default_value = "30")]
+    pub starts_per_visitor: String,
+    /// Conversations started from one address per hour.
+    #[arg(long, env = "GATEWAY_STARTS_PER_IP", default_value = "600")]
+    pub starts_per_ip: String,
     /// After SIGTERM, the node exits within this whatever is still open.
     #[arg(long, env = "GATEWAY_SHUTDOWN_DEADLINE", default_value = "30s")]
     pub shutdown_deadline: String,
@@ -258,6 +267,7 @@ pub struct Config {
     pub http_body_timeout: Duration,
     pub max_http_conns_per_ip: u32,
     pub shutdown_deadline: Duration,
+    pub abuse: crate::abuse::AbuseLimits,
     pub max_log: usize,
     /// How many sites' gauges carry the site's id (in id order; the rest are `other`).
     pub metrics_sites: usize,
@@ -535,6 +545,9 @@ impl Config {
             "GATEWAY_MAX_HTTP_CONNS_PER_IP",
             nz(&raw.max_http_conns_per_ip).map(NonZeroU32::get)
         );
+        let sessions_per_ip = check!("GATEWAY_SESSIONS_PER_IP", nz(&raw.sessions_per_ip));
+        let starts_per_visitor = check!("GATEWAY_STARTS_PER_VISITOR", nz(&raw.starts_per_visitor));
+        let starts_per_ip = check!("GATEWAY_STARTS_PER_IP", nz(&raw.starts_per_ip));
         let shutdown_deadline = check!(
             "GATEWAY_SHUTDOWN_DEADLINE",
             dur(&raw.shutdown_deadline).and_then(positive)
@@ -725,6 +738,11 @@ impl Config {
             http_body_timeout: http_body_timeout.expect("checked"),
             max_http_conns_per_ip: max_http_conns_per_ip.expect("checked"),
             shutdown_deadline: shutdown_deadline.expect("checked"),
+            abuse: crate::abuse::AbuseLimits {
+                sessions_per_ip_minute: sessions_per_ip.expect("checked").get(),
+                starts_per_visitor_hour: starts_per_visitor.expect("checked").get(),
+                starts_per_ip_hour: starts_per_ip.expect("checked").get(),
+            },
             max_log: max_log.expect("checked"),
             metrics_sites: metrics_sites.expect("checked"),
             country_header: raw.country_header.clone(),
@@ -773,6 +791,10 @@ impl Config {
             http_body_timeout: "30s".into(),
             max_http_conns_per_ip: "1000".into(),
             shutdown_deadline: "30s".into(),
+            // Tests start many conversations from one address; the abuse tests lower these.
+            sessions_per_ip: "100000".into(),
+            starts_per_visitor: "100000".into(),
+            starts_per_ip: "100000".into(),
             webhook_disable_after: "24h".into(),
             delivery_lease: "2m".into(),
             max_log: "1000".into(),
@@ -865,6 +887,9 @@ mod tests {
             http_body_timeout: "30s".into(),
             max_http_conns_per_ip: "1000".into(),
             shutdown_deadline: "30s".into(),
+            sessions_per_ip: "60".into(),
+            starts_per_visitor: "30".into(),
+            starts_per_ip: "600".into(),
             webhook_disable_after: "24h".into(),
             delivery_lease: "2m".into(),
             max_log: "1000".into(),

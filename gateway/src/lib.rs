@@ -3,6 +3,7 @@
 //! The crate is a library (everything testable) plus the `gateway` binary (`main.rs`). See
 //! `ARCHITECTURE.md` at the repository root for the map.
 
+pub mod abuse;
 pub mod api;
 pub mod archive;
 pub mod auth;

@@ -244,6 +244,16 @@ async fn serve<E: Engine>(
     let notes = tokio::spawn(gw.clone().run_message_notes());
     let census = tokio::spawn(gw.clone().run_census());
     let deliveries = tokio::spawn(gw.clone().run_deliveries());
+    let shrink = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                gw.abuse.shrink();
+            }
+        })
+    };
     // `/metrics` alone on its own listener, until the node stops.
     let scrape = metrics_listener.map(|l| {
         let handle = metrics.clone();
@@ -303,6 +313,7 @@ async fn serve<E: Engine>(
     let _ = drain.await;
     presence.abort();
     census.abort();
+    shrink.abort();
     if let Some(s) = scrape {
         s.abort();
     }

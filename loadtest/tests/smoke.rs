@@ -69,6 +69,9 @@ impl Gateway {
             .env("GATEWAY_SITES", &sites)
             .env("GATEWAY_DATA_DIR", dir.0.join("data"))
             .env("RUST_LOG", "warn")
+            // A load test starts its conversations from one address.
+            .env("GATEWAY_STARTS_PER_IP", "10000000")
+            .env("GATEWAY_STARTS_PER_VISITOR", "100000")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

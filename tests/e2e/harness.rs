@@ -43,6 +43,10 @@ pub fn base_env() -> Vec<(String, String)> {
         ("GATEWAY_REDIS_TIMEOUT", "1s"),
         ("GATEWAY_RATE_PER_SEC", "1000"),
         ("GATEWAY_RATE_BURST", "1000"),
+        // The tests start many conversations from one address; the abuse tests lower these.
+        ("GATEWAY_STARTS_PER_IP", "100000"),
+        ("GATEWAY_STARTS_PER_VISITOR", "100000"),
+        ("GATEWAY_SESSIONS_PER_IP", "100000"),
         ("RUST_LOG", "info"),
     ]
     .into_iter()

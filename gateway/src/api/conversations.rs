@@ -255,6 +255,12 @@ pub async fn transcript<E: Engine>(
     let lang = p.text("lang", 35);
     p.done()?;
     let (conv, detail) = visible(&api, &who, &id).await?;
+    // Rendering reads the whole conversation: one at a time per caller, a few a minute.
+    let _slot = api
+        .gw
+        .abuse
+        .transcript(format!("{}/{}", who.site, who.label))
+        .map_err(|wait| Problem::too_many(wait.as_secs_f64().ceil().max(1.0) as u64))?;
     let messages = api.gw.whole_conversation(&who.site, &conv).await?;
     let lang = crate::http::reader_lang(lang.as_deref(), &headers)
         .or_else(|| api.gw.site(&who.site).map(|s| s.settings().language))

@@ -120,6 +120,16 @@ pub fn render_metrics(metrics: Option<&PrometheusHandle>) -> Response {
     }
 }
 
+/// `429` with `Retry-After` (whole seconds) and a JSON error body.
+fn too_many(wait: std::time::Duration, message: &str) -> Response {
+    let mut res = error(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    res
+}
+
 /// A JSON error body: `{"error": code, "message": text}`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
@@ -170,10 +180,17 @@ struct SessionRequest {
 /// `POST /v1/visitor/session`: a token for an anonymous visitor; the previous token keeps the id.
 async fn visitor_session<E: Engine>(
     State(st): State<AppState<E>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
     let origin = headers.get(header::ORIGIN);
+    if let Err(wait) = st.gw.abuse.session(peer.ip()) {
+        return cors(
+            too_many(wait, "too many visitor sessions from this address"),
+            origin,
+        );
+    }
     let req: SessionRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -447,6 +464,11 @@ async fn transcript<E: Engine>(
             };
             return error(status, label, message);
         }
+    };
+    // Rendering reads the whole conversation: one at a time per reader, a few a minute.
+    let _slot = match st.gw.abuse.transcript(format!("{}/{}", p.site, p.id())) {
+        Ok(slot) => slot,
+        Err(wait) => return too_many(wait, "one transcript at a time; try again shortly"),
     };
     let messages = match st.gw.whole_conversation(&p.site, &conv).await {
         Ok(m) => m,

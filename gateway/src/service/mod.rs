@@ -228,6 +228,8 @@ pub struct Gateway<E: Engine> {
     webhooks: crate::webhook::Caller,
     /// The sites the census labelled last (see `census.rs`).
     census_sites: parking_lot::Mutex<Vec<String>>,
+    /// Limits on sessions, starts and transcripts per address and visitor.
+    pub abuse: crate::abuse::Abuse,
     /// Wakes this node's deliveries loop when it queued something to send now (an action).
     deliveries_due: tokio::sync::Notify,
     next_conn: AtomicU64,
@@ -262,6 +264,7 @@ impl<E: Engine> Gateway<E> {
                 .map_err(|e| tracing::error!(error = %e, "no e-mail"))
                 .ok()
         });
+        let abuse = crate::abuse::Abuse::new(cfg.abuse);
         let mut registry = Registry::default();
         for s in &cfg.sites {
             registry.insert(Site::new(s));
@@ -276,6 +279,7 @@ impl<E: Engine> Gateway<E> {
             registry: RwLock::new(registry),
             census_sites: Default::default(),
             deliveries_due: tokio::sync::Notify::new(),
+            abuse,
             mailer,
             webhooks: crate::webhook::Caller::new(),
             next_conn: AtomicU64::new(1),
