@@ -13,6 +13,8 @@ pub mod config;
 pub mod core;
 pub mod directory;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod hub;
 pub mod i18n;

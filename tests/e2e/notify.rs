@@ -33,6 +33,8 @@ async fn events_and_mail_survive_a_node_killed_redis_restarted_and_a_receiver_do
             ("GATEWAY_SMTP_URL", &smtp_url),
             ("GATEWAY_MAIL_FROM", "Chat <chat@example.com>"),
             ("GATEWAY_DELIVERY_LEASE", "15s"),
+            // The receiver is on this machine: only a listed host may be.
+            ("GATEWAY_WEBHOOK_HOSTS", "127.0.0.1"),
         ],
     );
     let key = api_key(&env, "admin");

@@ -265,6 +265,7 @@ impl<E: Engine> Gateway<E> {
                 .ok()
         });
         let abuse = crate::abuse::Abuse::new(cfg.abuse);
+        let webhooks = crate::webhook::Caller::new(cfg.webhook_hosts.clone());
         let mut registry = Registry::default();
         for s in &cfg.sites {
             registry.insert(Site::new(s));
@@ -281,7 +282,7 @@ impl<E: Engine> Gateway<E> {
             deliveries_due: tokio::sync::Notify::new(),
             abuse,
             mailer,
-            webhooks: crate::webhook::Caller::new(),
+            webhooks,
             next_conn: AtomicU64::new(1),
             listings: staff::Listings::default(),
             retries: transitions::Retries::default(),

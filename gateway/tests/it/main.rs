@@ -15,6 +15,7 @@ mod chat;
 mod conformance;
 mod directory;
 mod edge;
+mod fuzz_corpus;
 mod golden;
 mod mail;
 mod rules;

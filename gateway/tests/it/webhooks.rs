@@ -104,7 +104,11 @@ async fn events_arrive_signed_through_the_receivers_outage_with_a_log() {
             .hits
             .lock()
             .iter()
-            .find(|h| h.answered == 500 && event(h)["type"] == "message.created")
+            .find(|h| {
+                h.answered == 500
+                    && event(h)["type"] == "message.created"
+                    && event(h)["data"]["text"] == "hello hooks"
+            })
             .cloned();
         if let Some(h) = hit {
             break h.id;
@@ -332,4 +336,52 @@ async fn a_webhook_failing_too_long_is_turned_off_and_the_supervisors_told() {
             .count(),
         1
     );
+}
+
+/// With no `GATEWAY_WEBHOOK_HOSTS`, a webhook or an action may not aim at this machine or a
+/// private network: an address is refused when it is made, and a name that resolves inward
+/// when it is called (so a name cannot be pointed inward after it was accepted).
+#[tokio::test]
+async fn webhooks_and_actions_cannot_aim_inward() {
+    let (node, _dir) = api_node(|c| c.webhook_hosts = Vec::new()).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    for (path, url) in [
+        ("/v1/sites/demo/webhooks", "http://127.0.0.1:9/hook"),
+        (
+            "/v1/sites/demo/webhooks",
+            "http://169.254.169.254/latest/meta-data/",
+        ),
+        ("/v1/sites/demo/webhooks", "http://[::1]/hook"),
+        ("/v1/sites/demo/webhooks", "http://10.0.0.7/hook"),
+        ("/v1/sites/demo/actions", "http://192.168.1.1/case"),
+    ] {
+        let body = json!({"url": url, "name": "Case"});
+        let body = if path.ends_with("webhooks") {
+            json!({"url": url})
+        } else {
+            body
+        };
+        let p = assert_problem(
+            &call(&node, &admin, "POST", path, Some(body), &[]).await,
+            422,
+            "invalid",
+        );
+        assert_eq!(p["errors"][0]["field"], "url", "{url}: {p}");
+    }
+    // A name of this machine too (a name that resolves inward later is refused when it is
+    // called: `webhook::tests::a_name_that_resolves_inward_is_refused_unless_listed`).
+    let p = assert_problem(
+        &call(
+            &node,
+            &admin,
+            "POST",
+            "/v1/sites/demo/webhooks",
+            Some(json!({"url": "http://localhost:8080/hook"})),
+            &[],
+        )
+        .await,
+        422,
+        "invalid",
+    );
+    assert_eq!(p["errors"][0]["field"], "url", "{p}");
 }
