@@ -23,9 +23,10 @@ pub fn frame_msgpack(data: &[u8]) {
 
 fn client_frame(enc: Encoding, data: &[u8]) {
     if let Ok(frame) = ClientFrame::decode(enc, data) {
-        let again = ClientFrame::decode(enc, &frame.encode(enc))
-            .expect("a frame the gateway encodes decodes");
-        assert_eq!(frame, again, "{enc:?} round trip");
+        let bytes = frame.encode(enc);
+        let again = ClientFrame::decode(enc, &bytes).expect("a frame the gateway encodes decodes");
+        // Compared encoded: a NaN `rid` is not equal to itself, but is echoed as it came.
+        assert_eq!(again.encode(enc), bytes, "{enc:?} round trip");
     }
 }
 

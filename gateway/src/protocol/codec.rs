@@ -17,6 +17,18 @@ pub enum DecodeError {
     Invalid { rid: Option<Rid>, message: String },
 }
 
+/// The deepest nesting a client's MessagePack may have. No frame nests deeper than a few
+/// levels; rmp-serde allows 1024, and a frame of maps nested a thousand deep (926 bytes,
+/// found by fuzzing) overflowed a 2 MiB stack decoding it. serde_json stops at 128.
+const MAX_MSGPACK_DEPTH: usize = 32;
+
+/// MessagePack from a client, with its nesting bounded.
+fn from_msgpack<'a, T: Deserialize<'a>>(data: &'a [u8]) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(data);
+    de.set_max_depth(MAX_MSGPACK_DEPTH);
+    T::deserialize(&mut de)
+}
+
 /// The envelope fields we can still read from a frame that failed to decode.
 #[derive(Deserialize)]
 struct Envelope {
@@ -33,16 +45,14 @@ impl ClientFrame {
             Encoding::Json => {
                 serde_json::from_slice::<ClientFrame>(data).map_err(|e| e.to_string())
             }
-            Encoding::MsgPack => {
-                rmp_serde::from_slice::<ClientFrame>(data).map_err(|e| e.to_string())
-            }
+            Encoding::MsgPack => from_msgpack::<ClientFrame>(data).map_err(|e| e.to_string()),
         };
         match full {
             Ok(frame) => Ok(frame),
             Err(detail) => {
                 let env = match enc {
                     Encoding::Json => serde_json::from_slice::<Envelope>(data).ok(),
-                    Encoding::MsgPack => rmp_serde::from_slice::<Envelope>(data).ok(),
+                    Encoding::MsgPack => from_msgpack::<Envelope>(data).ok(),
                 };
                 match env {
                     None => Err(DecodeError::Malformed(detail)),
@@ -74,7 +84,7 @@ impl ServerFrame {
     pub fn decode(enc: Encoding, data: &[u8]) -> Result<ServerFrame, String> {
         match enc {
             Encoding::Json => serde_json::from_slice(data).map_err(|e| e.to_string()),
-            Encoding::MsgPack => rmp_serde::from_slice(data).map_err(|e| e.to_string()),
+            Encoding::MsgPack => from_msgpack(data).map_err(|e| e.to_string()),
         }
     }
 

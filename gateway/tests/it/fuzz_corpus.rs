@@ -12,6 +12,9 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
+        if std::env::var_os("FUZZ_CORPUS_TRACE").is_some() {
+            eprintln!("{}", path.display());
+        }
         let outcome = std::panic::catch_unwind(|| run(&data));
         assert!(outcome.is_ok(), "{target}: {} fails", path.display());
         n += 1;
