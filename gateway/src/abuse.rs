@@ -40,6 +40,21 @@ pub struct Abuse {
     clock: DefaultClock,
 }
 
+/// Who an address stands for: an IPv4 address itself (a v4-mapped IPv6 one as IPv4), and an
+/// IPv6 address's /64, which one client usually holds whole.
+pub fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).expect("at least one")
 }
@@ -71,15 +86,27 @@ impl Abuse {
 
     /// One more anonymous session from `ip`, or how long to wait.
     pub fn session(&self, ip: IpAddr) -> Result<(), Duration> {
-        self.sessions.check_key(&ip).map_err(|n| self.wait(n))
+        self.sessions
+            .check_key(&client(ip))
+            .map_err(|n| self.wait(n))
     }
 
-    /// One more conversation started by `visitor` from `ip`, or how long to wait.
-    pub fn start(&self, ip: IpAddr, site: &SiteId, visitor: &VisitorId) -> Result<(), Duration> {
+    /// One more conversation started by `visitor` (from `ip`, when known), or how long to
+    /// wait.
+    pub fn start(
+        &self,
+        ip: Option<IpAddr>,
+        site: &SiteId,
+        visitor: &VisitorId,
+    ) -> Result<(), Duration> {
+        if let Some(ip) = ip {
+            self.starts_by_ip
+                .check_key(&client(ip))
+                .map_err(|n| self.wait(n))?;
+        }
         self.starts_by_visitor
             .check_key(&(site.clone(), visitor.clone()))
-            .map_err(|n| self.wait(n))?;
-        self.starts_by_ip.check_key(&ip).map_err(|n| self.wait(n))
+            .map_err(|n| self.wait(n))
     }
 
     /// A transcript for `asker` (a site and a user, or an API key): at most one at a time and
@@ -138,12 +165,12 @@ mod tests {
         let site = SiteId::from("demo");
         let v = VisitorId::from("v1");
         // A third of the hour's six at once.
-        assert!(a.start(ip, &site, &v).is_ok());
-        assert!(a.start(ip, &site, &v).is_ok());
-        let wait = a.start(ip, &site, &v).unwrap_err();
+        assert!(a.start(Some(ip), &site, &v).is_ok());
+        assert!(a.start(Some(ip), &site, &v).is_ok());
+        let wait = a.start(Some(ip), &site, &v).unwrap_err();
         assert!(wait >= Duration::from_secs(1) && wait <= Duration::from_secs(600));
         // Another visitor at the same address still may.
-        assert!(a.start(ip, &site, &VisitorId::from("v2")).is_ok());
+        assert!(a.start(Some(ip), &site, &VisitorId::from("v2")).is_ok());
     }
 
     #[test]
@@ -154,6 +181,16 @@ mod tests {
         assert!(a.transcript("demo/v2".into()).is_ok(), "another asker");
         drop(first);
         assert!(a.transcript("demo/v1".into()).is_ok(), "after it is done");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(client(a), client(b));
+        assert_ne!(client(a), client("2001:db8:1:3::1".parse().unwrap()));
+        let mapped: IpAddr = "::ffff:203.0.113.7".parse().unwrap();
+        assert_eq!(client(mapped), "203.0.113.7".parse::<IpAddr>().unwrap());
     }
 
     #[test]

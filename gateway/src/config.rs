@@ -566,7 +566,17 @@ impl Config {
         );
         let webhook_disable_after = check!(
             "GATEWAY_WEBHOOK_DISABLE_AFTER",
-            dur(&raw.webhook_disable_after)
+            dur(&raw.webhook_disable_after).and_then(|d| {
+                let give_up = Duration::from_millis(crate::service::GIVE_UP_AFTER_MS);
+                if d.is_zero() || d > give_up {
+                    Err(format!(
+                        "more than zero, and at most {} (an event is given up then)",
+                        humantime::format_duration(give_up)
+                    ))
+                } else {
+                    Ok(d)
+                }
+            })
         );
         let mail = match (&raw.smtp_url, &raw.mail_from) {
             (None, _) => None,

@@ -252,7 +252,8 @@ test('console: a visitor who identifies mid-conversation is shown at once, even 
 });
 
 test('console: a queue longer than one listing shows every waiting visitor in its counter', { skip: skipReason(), timeout: 120000 }, async (t) => {
-  const { gw, browser } = await setup(t);
+  // 105 anonymous visitors from this one address: past the default sessions per address.
+  const { gw, browser } = await setup(t, { env: { GATEWAY_SESSIONS_PER_IP: '1000' } });
   const op = await openConsole(browser, gw, { sub: 'op1', name: 'Olga' });
   // 105 visitors start conversations from sockets of their own (a listing carries 100).
   const page = await newPage(browser);

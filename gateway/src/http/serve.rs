@@ -24,8 +24,9 @@ use crate::metrics as m;
 use crate::ws::tokio_util_tracker::Tracker;
 use crate::ws::IpLimits;
 
-/// The largest request body the node reads (the HTTP API's own limit is lower).
-const MAX_ANY_BODY: usize = 1024 * 1024;
+/// The largest request body the node reads (the HTTP API's own limit, 64 KiB, is lower; a
+/// bigger body is refused here before it is held).
+const MAX_ANY_BODY: usize = 128 * 1024;
 
 /// How the node serves HTTP.
 #[derive(Debug, Clone)]
@@ -58,27 +59,44 @@ pub async fn body_deadline(timeout: Duration, req: Request<Body>, next: Next) ->
     if bodiless {
         return next.run(req).await;
     }
+    let api = req.uri().path().starts_with("/v1/sites");
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, MAX_ANY_BODY);
+    let refused = |status: StatusCode, kind: &str, text: &str| -> Response {
+        // The HTTP API answers problem details; the rest of the node `{"error","message"}`.
+        if api {
+            crate::api::Problem::new(status, kind, text).into_response()
+        } else {
+            (
+                status,
+                axum::Json(serde_json::json!({"error": kind, "message": text})),
+            )
+                .into_response()
+        }
+    };
     match tokio::time::timeout(timeout, limited.collect()).await {
         Ok(Ok(b)) => {
             next.run(Request::from_parts(parts, Body::from(b.to_bytes())))
                 .await
         }
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => (
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => refused(
             StatusCode::PAYLOAD_TOO_LARGE,
+            "too-large",
             "the request body is too large",
-        )
-            .into_response(),
+        ),
         // The client went away mid-body: nobody reads the answer.
-        Ok(Err(_)) => (StatusCode::BAD_REQUEST, "the request body was cut").into_response(),
+        Ok(Err(_)) => refused(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "the request body was cut",
+        ),
         Err(_) => {
             metrics::counter!(m::SLOW_REQUESTS, "part" => "body").increment(1);
-            (
+            refused(
                 StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
                 "the request body did not arrive in time",
             )
-                .into_response()
         }
     }
 }
@@ -108,7 +126,8 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let Some(slot) = per_ip.acquire(peer.ip(), limits.max_conns_per_ip) else {
+        let Some(slot) = per_ip.acquire(crate::abuse::client(peer.ip()), limits.max_conns_per_ip)
+        else {
             metrics::counter!(m::HTTP_REFUSED).increment(1);
             tracing::debug!(peer = %peer, "too many HTTP connections from one address");
             drop(tcp);

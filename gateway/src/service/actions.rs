@@ -137,6 +137,9 @@ impl<E: Engine> Gateway<E> {
         let Some(a) = dir.actions.get(action) else {
             return (Outcome::Fail("the action was deleted".into()), None);
         };
+        if !a.active {
+            return (Outcome::Fail("the action was turned off".into()), None);
+        }
         if !crate::webhook::host_allowed(&self.cfg.webhook_hosts, &a.url) {
             return (
                 Outcome::Fail("the action's host is not allowed (GATEWAY_WEBHOOK_HOSTS)".into()),

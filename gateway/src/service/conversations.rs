@@ -36,18 +36,34 @@ impl<E: Engine> Gateway<E> {
         if profile.name.is_none() {
             profile.name = p.name.clone();
         }
+        let latest = match self.engine.visitor_latest(&p.site, visitor).await? {
+            Some(c) => self.engine.meta(&c).await?.map(|m| (c, m.state)),
+            None => None,
+        };
+        // A start that only returns the open conversation costs nothing; every other one,
+        // however it comes (a `start`, or a message into a closed conversation), counts
+        // against the visitor's and the address's limits.
+        if !latest
+            .as_ref()
+            .is_some_and(|(_, state)| *state != ConvState::Closed)
+        {
+            let ip = profile
+                .preview
+                .as_ref()
+                .and_then(|pr| pr.ip.as_deref())
+                .and_then(|ip| ip.parse().ok());
+            if self.abuse.start(ip, &p.site, visitor).is_err() {
+                return Err(ServiceError::refuse(
+                    ErrorCode::RateLimited,
+                    "too many conversations started; try again later",
+                ));
+            }
+        }
         let previous = match previous {
             Some(prev) => Some(prev),
-            None => {
-                let latest = self.engine.visitor_latest(&p.site, visitor).await?;
-                match latest {
-                    Some(c) => match self.engine.meta(&c).await? {
-                        Some(m) if m.state == ConvState::Closed => Some(c),
-                        _ => None,
-                    },
-                    None => None,
-                }
-            }
+            None => latest
+                .filter(|(_, state)| *state == ConvState::Closed)
+                .map(|(c, _)| c),
         };
         let reply = self
             .apply(

@@ -246,8 +246,8 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// Turns a failing webhook off (the deliveries loop, once its calls all failed for
-    /// `GATEWAY_WEBHOOK_DISABLE_AFTER`), with why; `Some` (the webhook as it was) when this
-    /// call turned it off, `None` when it was off or gone already.
+    /// `GATEWAY_WEBHOOK_DISABLE_AFTER`), with when and why; `Some` (the webhook as it is now)
+    /// when this call turned it off, `None` when it was off or gone already.
     pub(super) async fn disable_webhook(
         &self,
         site: &SiteId,
@@ -258,13 +258,12 @@ impl<E: Engine> Gateway<E> {
         let Some(w) = dir.webhooks.get(id).filter(|w| w.active) else {
             return Ok(None);
         };
-        let was = w.clone();
         let mut off = w.clone();
         off.active = false;
         off.disabled_at = Some(now_ms());
         off.disabled_reason = Some(reason.chars().take(500).collect());
-        self.dir_write(site, off, false).await?;
-        Ok(Some(was))
+        let (off, _) = self.dir_write(site, off, false).await?;
+        Ok(Some(off))
     }
 
     /// A webhook's or an action's host, checked against `GATEWAY_WEBHOOK_HOSTS`.

@@ -46,6 +46,7 @@ pub use authz::Access;
 pub use conversations::preview_from;
 pub use directory::DirError;
 pub use integrations::{Changed, Details, WHOLE_MAX};
+pub use notify::GIVE_UP_AFTER_MS;
 pub use registry::SiteChange;
 pub use session::Cursors;
 pub use sites::SettingsUpdateError;

@@ -531,10 +531,11 @@ impl<E: Engine> Gateway<E> {
                     subject: subject.clone(),
                     text: text.clone(),
                 };
+                // One e-mail per address each time the webhook is turned off.
                 let id = format!(
                     "mail:webhook-off:{}:{}:{}",
                     hook.id,
-                    hook.created_at,
+                    hook.disabled_at.unwrap_or_default(),
                     to.to_lowercase()
                 );
                 delivery(site.as_str(), "mail", id, &to, &job, now)

@@ -549,14 +549,6 @@ async fn request<E: Engine>(
             offline,
             ..
         } => {
-            if let Some(v) = p.visitor() {
-                if gw.abuse.start(info.ip, &p.site, v).is_err() {
-                    return Err(ServiceError::refuse(
-                        ErrorCode::RateLimited,
-                        "too many conversations started; try again later",
-                    ));
-                }
-            }
             let page = page.unwrap_or_default();
             let params = params.unwrap_or_default();
             let [name, email, phone] = contact(prechat.unwrap_or_default());

@@ -30,11 +30,18 @@ async fn a_start_and_close_loop_is_stopped_and_other_visitors_are_not() {
     )
     .await;
     // The hour's six, a third of them at once: two conversations, then a refusal.
+    let mut last = String::new();
     for _ in 0..2 {
         let r = v.rid();
-        let conv = ok_conv_id(&v.request(req::start(r)).await);
-        let closed = v.request_json(json!({"t": "close", "conv": conv})).await;
+        last = ok_conv_id(&v.request(req::start(r)).await);
+        let closed = v.request_json(json!({"t": "close", "conv": last})).await;
         assert!(matches!(closed, ServerFrame::Ok { .. }), "{closed:?}");
+    }
+    // Writing into the closed one would start a new conversation: it counts too.
+    let r = v.rid();
+    match v.request(req::send(r, &last, "again", "hello?")).await {
+        ServerFrame::Error { code, .. } => assert_eq!(code, ErrorCode::RateLimited),
+        other => panic!("a message reopened past the limit: {other:?}"),
     }
     let r = v.rid();
     match v.request(req::start(r)).await {
