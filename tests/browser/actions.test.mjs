@@ -6,24 +6,15 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, acceptFirstQueued, waitUntil, screenshot
+  skipReason, setup, openConsole, setStatus, openVisitor, visitorWrites, acceptFirstQueued, waitUntil, screenshot,
+  startReceiver
 } from './harness.mjs';
 
 test('actions: "Create case" from the conversation menu puts the case\'s link in the notes', { skip: skipReason(), timeout: 150000 }, async (t) => {
-  const got = [];
-  const http = await import('node:http');
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      got.push({ id: req.headers['webhook-id'], signature: req.headers['webhook-signature'], body: JSON.parse(body) });
-      res.writeHead(200, { 'Content-Type': 'application/json' });
-      res.end(JSON.stringify({ note: 'Case 7 opened', link: 'https://crm.example/cases/7' }));
-    });
+  const { got, url } = await startReceiver(t, {
+    answer: { note: 'Case 7 opened', link: 'https://crm.example/cases/7' },
+    path: '/case'
   });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => server.close());
-  const url = `http://127.0.0.1:${server.address().port}/case`;
 
   // The receiver is on this machine: the gateway calls such hosts only when they are listed.
   const { gw, browser } = await setup(t, { env: { GATEWAY_WEBHOOK_HOSTS: '127.0.0.1' } });

@@ -5,7 +5,7 @@
 // is refused with a clear line, and so are too many tries; signing out revokes the session.
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { skipReason, setup, newPage, openConsole, screenshot, waitUntil } from './harness.mjs';
+import { skipReason, setup, newPage, openConsole, screenshot, waitUntil, startReceiver } from './harness.mjs';
 
 /** The Admin page's section of `collection`, shown. */
 async function section(page, collection) {
@@ -242,19 +242,7 @@ test('admin: the Site section renames the site, changes its widget key and where
 
 test('admin: a webhook is made (its secret shown once), sent a test event, and its deliveries listed', { skip: skipReason(), timeout: 120000 }, async (t) => {
   // A receiver of our own on loopback: it answers 204 and keeps what it got.
-  const got = [];
-  const http = await import('node:http');
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      got.push({ id: req.headers['webhook-id'], signature: req.headers['webhook-signature'], body: JSON.parse(body) });
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  t.after(() => server.close());
-  const url = `http://127.0.0.1:${server.address().port}/hook`;
+  const { got, url } = await startReceiver(t);
 
   // The receiver is on this machine: the gateway calls such hosts only when they are listed.
   const { gw, browser } = await setup(t, { env: { GATEWAY_WEBHOOK_HOSTS: '127.0.0.1' } });

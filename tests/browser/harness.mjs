@@ -353,3 +353,27 @@ export async function operatorSends(op, text) {
     .locator('[data-testid=conv-msg][data-role=operator]:not([data-state=sending])', { hasText: text })
     .waitFor();
 }
+
+/**
+ * A webhook receiver on loopback for the test `t`: it keeps every call (`webhook-id`,
+ * `webhook-signature`, the parsed body) in `got` and answers `answer` as JSON (200), or 204
+ * without one. Resolves to `{got, url}` with `url` ending in `path`.
+ */
+export async function startReceiver(t, { answer = null, path: where = '/hook' } = {}) {
+  const got = [];
+  const http = await import('node:http');
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      got.push({ id: req.headers['webhook-id'], signature: req.headers['webhook-signature'], body: JSON.parse(body) });
+      if (answer) {
+        res.writeHead(200, { 'Content-Type': 'application/json' });
+        res.end(JSON.stringify(answer));
+      } else res.writeHead(204).end();
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => server.close());
+  return { got, url: `http://127.0.0.1:${server.address().port}${where}` };
+}

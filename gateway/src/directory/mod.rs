@@ -9,10 +9,12 @@
 //! checked against the rest of the directory, and what refers to it (an entity still
 //! referred to is not deleted).
 
+mod callouts;
 mod entities;
 pub mod password;
 pub mod sites;
 
+pub use callouts::*;
 pub use entities::*;
 
 use std::collections::BTreeMap;

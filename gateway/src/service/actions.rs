@@ -8,7 +8,8 @@
 use serde::Deserialize;
 
 use super::authz::{self, Access};
-use super::notify::{delivery, event_id, Job, Outcome};
+use super::notify::{delivery, Job, Outcome};
+use super::webhooks::event_id;
 use super::{Engine, Gateway, ServiceError};
 use crate::auth::{Principal, User};
 use crate::clock::now_ms;

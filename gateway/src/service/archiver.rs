@@ -213,7 +213,7 @@ impl<E: Engine> Gateway<E> {
                 // the conversation, under ids that make a second write of the same entry
                 // a no-op.
                 let mut notices = super::notify::notices(&item.site, r);
-                notices.extend(super::notify::record_events(
+                notices.extend(super::webhooks::record_events(
                     &self.directory(&item.site),
                     &item.site,
                     r,
@@ -300,7 +300,7 @@ impl<E: Engine> Gateway<E> {
             let data = serde_json::json!({
                 "conv": m.conv, "seq": m.seq, "from": m.from, "text": m.text, "ts": m.ts,
             });
-            out.extend(super::notify::webhook_deliveries(
+            out.extend(super::webhooks::webhook_deliveries(
                 &dir,
                 site,
                 "message.created",

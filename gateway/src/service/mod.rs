@@ -35,6 +35,7 @@ mod sites;
 mod staff;
 mod timers;
 mod transitions;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

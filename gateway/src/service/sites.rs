@@ -240,7 +240,7 @@ impl<E: Engine> Gateway<E> {
                 "visitor": visitor.as_str(), "conv": conv.as_str(), "until": until,
                 "by": p.id(), "reason": reason,
             });
-            let events = super::notify::webhook_deliveries(
+            let events = super::webhooks::webhook_deliveries(
                 &self.directory(&p.site),
                 &p.site,
                 "visitor.banned",

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Deserialize;
-use serde_json::{Map, Value};
 
-use crate::core::settings::{Bounds, Settings};
-use crate::core::{QueueId, SiteId};
+use crate::core::settings::Bounds;
+
+mod sites;
+pub use sites::{load_sites, parse_sites, SiteConfig};
 
 /// Raw settings as given; see [`Config::from_raw`] for their meaning and defaults.
 #[derive(Debug, Clone, Default, Args)]
@@ -307,48 +307,6 @@ pub enum JwtConfig {
         algorithm: jsonwebtoken::Algorithm,
         pem: Vec<u8>,
     },
-}
-
-/// A site: its widget key, queues and initial settings.
-#[derive(Debug, Clone)]
-pub struct SiteConfig {
-    pub id: SiteId,
-    pub name: String,
-    pub widget_key: String,
-    pub queues: Vec<QueueId>,
-    pub settings: Settings,
-}
-
-impl SiteConfig {
-    /// The site served when none is configured: `demo`, widget key `demo`, queue `general`,
-    /// manual routing, and messages left in the widget's offline form kept a day for a
-    /// call-back (with the protocol's default, `off`, such a request would end when its
-    /// visitor leaves the page).
-    pub fn demo() -> SiteConfig {
-        SiteConfig {
-            id: SiteId::from("demo"),
-            name: "Demo".into(),
-            widget_key: "demo".into(),
-            queues: vec![QueueId::from("general")],
-            settings: Settings {
-                offline_callback: Some(std::time::Duration::from_secs(24 * 3600)),
-                ..Settings::default()
-            },
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct SiteFile {
-    id: String,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    widget_key: Option<String>,
-    #[serde(default)]
-    queues: Vec<String>,
-    #[serde(default)]
-    settings: Map<String, Value>,
 }
 
 /// Every problem found in the configuration.
@@ -823,169 +781,5 @@ impl Config {
     }
 }
 
-/// Reads a sites file: a JSON array of `{id, widget_key?, queues?, settings?}`.
-pub fn load_sites(path: &PathBuf, bounds: Bounds) -> Result<Vec<SiteConfig>, Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-    parse_sites(&text, bounds)
-}
-
-pub fn parse_sites(text: &str, bounds: Bounds) -> Result<Vec<SiteConfig>, Vec<String>> {
-    let files: Vec<SiteFile> =
-        serde_json::from_str(text).map_err(|e| vec![format!("not a JSON list of sites: {e}")])?;
-    let mut errs = Vec::new();
-    let mut out = Vec::new();
-    for f in files {
-        let settings = match Settings::default().patched(&f.settings, bounds) {
-            Ok(s) => s,
-            Err(e) => {
-                errs.push(format!("site {:?}: {e}", f.id));
-                continue;
-            }
-        };
-        if f.id.is_empty() || f.id.len() > 64 {
-            errs.push(format!("site {:?}: id must be 1 to 64 bytes", f.id));
-            continue;
-        }
-        let queues = if f.queues.is_empty() {
-            vec!["general".to_owned()]
-        } else {
-            f.queues
-        };
-        out.push(SiteConfig {
-            widget_key: f.widget_key.unwrap_or_else(|| f.id.clone()),
-            name: f.name.unwrap_or_else(|| f.id.clone()),
-            id: SiteId(f.id),
-            queues: queues.into_iter().map(QueueId).collect(),
-            settings,
-        });
-    }
-    if out.is_empty() && errs.is_empty() {
-        errs.push("no site configured".into());
-    }
-    if errs.is_empty() {
-        Ok(out)
-    } else {
-        Err(errs)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_bad_setting_is_reported_at_once() {
-        let raw = RawConfig {
-            listen: "nope".into(),
-            jwt_secret: Some("short".into()),
-            hello_timeout: "soon".into(),
-            ping_interval: "25s".into(),
-            drain_window: "5s".into(),
-            outbound_max_bytes: "10".into(),
-            rate_per_sec: "0".into(),
-            rate_burst: "40".into(),
-            max_conns_per_ip: "10".into(),
-            ws_read_buffer: "2048".into(),
-            ws_write_buffer: "8192".into(),
-            socket_send_buffer: "65536".into(),
-            max_frame: "65536".into(),
-            max_text: "8000".into(),
-            visitor_token_ttl: "24h".into(),
-            visitor_renew_within: "7d".into(),
-            http_header_timeout: "10s".into(),
-            http_body_timeout: "30s".into(),
-            max_http_conns_per_ip: "1000".into(),
-            shutdown_deadline: "30s".into(),
-            sessions_per_ip: "60".into(),
-            starts_per_visitor: "30".into(),
-            starts_per_ip: "600".into(),
-            webhook_disable_after: "24h".into(),
-            delivery_lease: "2m".into(),
-            max_log: "1000".into(),
-            metrics_sites: "20".into(),
-            allow_short_timers: "false".into(),
-            jwt_algorithm: "RS256".into(),
-            redis_url: Some("http://x".into()),
-            redis_cluster: "maybe".into(),
-            redis_timeout: "2s".into(),
-            node_timeout: "1ms".into(),
-            retention: "24h".into(),
-            ..RawConfig::default()
-        };
-        let e = Config::from_raw(&raw).unwrap_err();
-        let names: Vec<&str> = e.0.iter().map(|l| l.split(':').next().unwrap()).collect();
-        for n in [
-            "GATEWAY_LISTEN",
-            "GATEWAY_JWT_SECRET",
-            "GATEWAY_HELLO_TIMEOUT",
-            "GATEWAY_OUTBOUND_MAX_BYTES",
-            "GATEWAY_RATE_PER_SEC",
-            "GATEWAY_REDIS_URL",
-            "GATEWAY_REDIS_CLUSTER",
-            "GATEWAY_NODE_TIMEOUT",
-        ] {
-            assert!(names.contains(&n), "{n} missing from {names:?}");
-        }
-    }
-
-    #[test]
-    fn the_outbound_budget_holds_several_long_messages() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            raw: RawConfig,
-        }
-        let parse = |args: &[&str]| {
-            let mut all = vec!["gateway"];
-            all.extend_from_slice(args);
-            Config::from_raw(&<Cli as clap::Parser>::parse_from(all).raw)
-        };
-        let e = parse(&["--outbound-max-bytes", "32768"]).unwrap_err();
-        assert!(
-            e.0[0].starts_with("GATEWAY_OUTBOUND_MAX_BYTES: 32768 holds fewer"),
-            "{e:?}"
-        );
-        assert!(parse(&["--outbound-max-bytes", "32768", "--max-text", "4000"]).is_ok());
-    }
-
-    #[test]
-    fn redis_needs_a_shared_token_key() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            raw: RawConfig,
-        }
-        let raw =
-            <Cli as clap::Parser>::parse_from(["gateway", "--redis-url", "redis://127.0.0.1:1"])
-                .raw;
-        let e = Config::from_raw(&raw).unwrap_err();
-        assert!(
-            e.0.iter()
-                .any(|l| l.starts_with("GATEWAY_JWT_SECRET: required")),
-            "{e:?}"
-        );
-        let raw = RawConfig {
-            jwt_secret: Some("0123456789abcdef0123".into()),
-            ..raw
-        };
-        assert!(Config::from_raw(&raw).unwrap().redis.is_some());
-    }
-
-    #[test]
-    fn sites_file_is_validated() {
-        let ok = parse_sites(
-            r#"[{"id":"a","queues":["sales","support"],"settings":{"routing":"offer"}}]"#,
-            Bounds::default(),
-        )
-        .unwrap();
-        assert_eq!(ok[0].widget_key, "a");
-        assert_eq!(ok[0].queues.len(), 2);
-        let bad = parse_sites(
-            r#"[{"id":"a","settings":{"routing":"x"}},{"id":"b","settings":{"max_chats":0}}]"#,
-            Bounds::default(),
-        )
-        .unwrap_err();
-        assert_eq!(bad.len(), 2);
-    }
-}
+mod tests;
