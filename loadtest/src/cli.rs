@@ -196,7 +196,11 @@ pub enum Scenario {
     /// Cut every visitor at once, let operators write meanwhile, reconnect with cursors and
     /// check every missed message arrives exactly once.
     ReconnectStorm(StormArgs),
-    /// Raise new connections per second step by step until errors or a latency bound.
+    /// Raise new connections per second step by step until errors or a latency bound. With
+    /// `--stay` it is a churn: each visitor leaves after that long, so arrivals and departures
+    /// run at the same rate; `--chatting` of them start a conversation (and close it before
+    /// leaving). `churn` is the same scenario under its other name.
+    #[command(alias = "churn")]
     Ramp(RampArgs),
 }
 
@@ -308,6 +312,23 @@ pub struct RampArgs {
     /// Never hold more sockets than this (all processes together).
     #[arg(long, default_value_t = 18_000)]
     pub max_sockets: usize,
+    /// Churn: each visitor leaves this long after its welcome (default: stays to the end).
+    #[arg(long, value_parser = parse_duration)]
+    #[serde(serialize_with = "ser_opt_duration")]
+    pub stay: Option<Duration>,
+    /// Churn: the share of visitors (0 to 1) that start a conversation after `welcome` and
+    /// close it before they leave; their session time runs to the start's `ok`.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share)]
+    pub chatting: f64,
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err("a share from 0 to 1".into())
+    }
 }
 
 /// This process's place among the workers.

@@ -328,7 +328,7 @@ pub async fn post_message<E: Engine>(
             p.name = Some(n);
         }
         let conv = conv_id(id.clone()).map_err(|_| Problem::not_found("no such conversation"))?;
-        let msg = gw.send(&p, &conv, m.cid, m.text).await?;
+        let msg = gw.send(&p, None, &conv, m.cid, m.text).await?;
         Ok((
             StatusCode::CREATED,
             serde_json::to_value(Posted {

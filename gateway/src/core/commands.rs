@@ -42,13 +42,21 @@ pub enum Command {
         op: OperatorId,
         node: NodeId,
     },
+    /// A visitor's connection counts in the presence of the visitor's open conversation, if
+    /// they have one other than `counted` (the one it already counts for): a browsing
+    /// visitor, with no conversation, is no transition at all. Replies `Counted` with the
+    /// conversation it now counts for.
     VisitorConnected {
         visitor: VisitorId,
         node: NodeId,
+        counted: Option<ConvId>,
     },
+    /// A connection counted for `conv` is gone; nothing if that conversation is no longer the
+    /// visitor's open one (its presence left with it).
     VisitorDisconnected {
         visitor: VisitorId,
         node: NodeId,
+        conv: ConvId,
     },
     /// A node died: every connection it held is gone at once.
     NodeGone {
@@ -153,6 +161,8 @@ pub enum Command {
 pub enum Reply {
     None,
     Conv(Box<Conversation>),
+    /// The connection now counts in the presence of this conversation.
+    Counted(ConvId),
     Status(OperatorStatus),
 }
 
@@ -256,10 +266,16 @@ impl Core<'_, '_> {
                 self.operator_connected(op, node, name, None, None, true)
             }
             Command::OperatorDisconnected { op, node } => self.operator_disconnected(op, node),
-            Command::VisitorConnected { visitor, node } => self.visitor_connected(visitor, node),
-            Command::VisitorDisconnected { visitor, node } => {
-                self.visitor_disconnected(visitor, node)
-            }
+            Command::VisitorConnected {
+                visitor,
+                node,
+                counted,
+            } => self.visitor_connected(visitor, node, counted),
+            Command::VisitorDisconnected {
+                visitor,
+                node,
+                conv,
+            } => self.visitor_disconnected(visitor, node, conv),
             Command::NodeGone { node } => self.node_gone(node),
             Command::SetStatus { op, status } => self.set_status(op, status),
             Command::Start {

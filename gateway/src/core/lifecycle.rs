@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::commands::{reject, Actor, Core, Reject, Reply};
 use super::effects::{Effect, Note, Outcome, Reason};
 use super::routing::{max_chats, serves};
-use super::state::{Conv, Participant, Visitor, VisitorProfile};
+use super::state::{Conns, Conv, Participant, Visitor, VisitorProfile};
 use super::timers::TimerKind;
 use super::views::{render, view};
 use super::{
@@ -52,15 +52,18 @@ impl Core<'_, '_> {
         self.room_to_wait()?;
         let now = self.ctx.now;
         let queued_at = self.st.tick_queue_clock();
-        let v = self
-            .st
-            .visitors
-            .get_or_insert_with(visitor.clone(), Visitor::default);
-        if !v.conns.is_online() {
-            // The start comes from a live connection of this visitor.
-            v.conns.add(&node);
-        }
-        v.conv = Some(id.clone());
+        // The visitor enters the state with the conversation, counted with the connection
+        // that starts it; their other tabs count themselves when they are attached to it.
+        let mut conns = Conns::default();
+        conns.add(&node);
+        self.st.visitors.insert(
+            visitor.clone(),
+            Visitor {
+                conns,
+                conv: Some(id.clone()),
+                away_since: None,
+            },
+        );
         self.st.convs.insert(
             id.clone(),
             Conv {
@@ -163,11 +166,15 @@ impl Core<'_, '_> {
         self.room_to_wait()?;
         let now = self.ctx.now;
         let queued_at = self.st.tick_queue_clock();
-        let v = self
-            .st
-            .visitors
-            .get_or_insert_with(visitor.clone(), Visitor::default);
-        v.conv = Some(id.clone());
+        // Not counted yet: each of the visitor's live tabs counts itself when it is attached.
+        self.st.visitors.insert(
+            visitor.clone(),
+            Visitor {
+                conns: Conns::default(),
+                conv: Some(id.clone()),
+                away_since: None,
+            },
+        );
         self.st.convs.insert(
             id.clone(),
             Conv {
@@ -716,14 +723,16 @@ impl Core<'_, '_> {
             }
             self.dirty_ops.insert(op.clone());
         }
-        if let Some(v) = self.st.visitors.get_mut(&c.visitor) {
-            if v.conv.as_ref() == Some(id) {
-                v.conv = None;
-                v.away_since = None;
-            }
-            if !v.conns.is_online() {
-                self.st.visitors.remove(&c.visitor);
-            }
+        // The visitor's presence leaves with their conversation: a visitor without one is
+        // not in the state (their connections' disconnects name this conversation and no
+        // longer count).
+        if self
+            .st
+            .visitors
+            .get(&c.visitor)
+            .is_some_and(|v| v.conv.as_ref() == Some(id) || v.conv.is_none())
+        {
+            self.st.visitors.remove(&c.visitor);
         }
         for kind in [
             TimerKind::Offer(id.clone()),

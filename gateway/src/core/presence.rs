@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::commands::{reject, Core, Reject, Reply};
 use super::effects::{Effect, Outcome, Reason};
-use super::state::{Conns, Operator, Visitor};
+use super::state::{Conns, Operator};
 use super::timers::TimerKind;
 use super::{ConvId, NodeId, OperatorId, QueueId, VisitorId};
 use crate::protocol::{ConvEvent, ConvState, ErrorCode, OperatorStatus};
@@ -129,43 +129,50 @@ impl Core<'_, '_> {
         &mut self,
         id: VisitorId,
         node: NodeId,
+        counted: Option<ConvId>,
     ) -> Result<Reply, Reject> {
-        let v = self
-            .st
-            .visitors
-            .get_or_insert_with(id.clone(), Visitor::default);
+        // Only a visitor with an open conversation is in the state; a connection already
+        // counted for that conversation is not counted twice.
+        let Some(v) = self.st.visitors.get(&id) else {
+            return Ok(Reply::None);
+        };
+        let Some(conv) = v.conv.clone() else {
+            return Ok(Reply::None);
+        };
+        if counted.as_ref() == Some(&conv) {
+            return Ok(Reply::None);
+        }
+        let v = self.st.visitors.get_mut(&id).expect("checked above");
         let first = !v.conns.is_online();
         v.conns.add(&node);
         if first {
-            let was_away = v.away_since.take().is_some();
-            if let Some(conv) = v.conv.clone() {
-                self.effects.push(Effect::CancelTimer {
-                    kind: TimerKind::VisitorGrace(id),
-                });
-                if was_away {
-                    if let Some(c) = self.st.convs.get_mut(&conv) {
-                        c.callback_until = None;
-                    }
-                    self.effects.push(Effect::CancelTimer {
-                        kind: TimerKind::Callback(conv.clone()),
-                    });
-                    self.conv_event(&conv, ConvEvent::VisitorBack, None);
-                    self.dirty_queue_of(&conv);
-                }
+            v.away_since = None;
+            if let Some(c) = self.st.convs.get_mut(&conv) {
+                c.callback_until = None;
             }
+            self.effects.push(Effect::CancelTimer {
+                kind: TimerKind::VisitorGrace(id),
+            });
+            self.effects.push(Effect::CancelTimer {
+                kind: TimerKind::Callback(conv.clone()),
+            });
+            // Back after a disconnect, or here for the first time since staff invited them.
+            self.conv_event(&conv, ConvEvent::VisitorBack, None);
+            self.dirty_queue_of(&conv);
         }
-        Ok(Reply::None)
+        Ok(Reply::Counted(conv))
     }
 
     pub(super) fn visitor_disconnected(
         &mut self,
         id: VisitorId,
         node: NodeId,
+        conv: ConvId,
     ) -> Result<Reply, Reject> {
         let Some(v) = self.st.visitors.get(&id) else {
             return Ok(Reply::None);
         };
-        if !v.conns.has_node(&node) {
+        if v.conv.as_ref() != Some(&conv) || !v.conns.has_node(&node) {
             return Ok(Reply::None);
         }
         let v = self.st.visitors.get_mut(&id).expect("checked above");

@@ -116,11 +116,6 @@ impl World {
     }
 
     fn visitor_starts(&mut self, v: &str, conv: &str) -> Conversation {
-        self.run(Command::VisitorConnected {
-            node: NodeId::from("n1"),
-            visitor: VisitorId::from(v),
-        })
-        .unwrap();
         match self
             .run(Command::Start {
                 node: NodeId::from("n1"),
@@ -136,6 +131,10 @@ impl World {
             Reply::Conv(c) => *c,
             other => panic!("{other:?}"),
         }
+    }
+
+    fn view(&self, id: &str) -> Conversation {
+        super::views::view(&self.st, &ConvId::from(id)).expect("open")
     }
 
     fn conv(&self, id: &str) -> Option<&Conv> {
@@ -207,6 +206,7 @@ fn start_is_idempotent_and_unknown_queue_is_refused() {
     w.run(Command::VisitorConnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("x"),
+        counted: None,
     })
     .unwrap();
     let err = w
@@ -429,6 +429,7 @@ fn visitor_grace_away_back_and_expiry() {
     w.run(Command::VisitorDisconnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
+        conv: ConvId::from("c1"),
     })
     .unwrap();
     assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::VisitorAway, conv, .. } if !conv.visitor.online)));
@@ -436,6 +437,7 @@ fn visitor_grace_away_back_and_expiry() {
     w.run(Command::VisitorConnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
+        counted: None,
     })
     .unwrap();
     assert!(w.saw(|e| matches!(
@@ -452,6 +454,7 @@ fn visitor_grace_away_back_and_expiry() {
     w.run(Command::VisitorDisconnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
+        conv: ConvId::from("c1"),
     })
     .unwrap();
     w.advance(Duration::from_secs(61), Activity::default());
@@ -467,11 +470,13 @@ fn two_tabs_the_visitor_is_away_only_when_both_are_gone() {
     w.run(Command::VisitorConnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
+        counted: None,
     })
     .unwrap();
     w.run(Command::VisitorDisconnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
+        conv: ConvId::from("c1"),
     })
     .unwrap();
     assert!(!w.saw(|e| matches!(
@@ -484,6 +489,7 @@ fn two_tabs_the_visitor_is_away_only_when_both_are_gone() {
     w.run(Command::VisitorDisconnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
+        conv: ConvId::from("c1"),
     })
     .unwrap();
     assert!(w.saw(|e| matches!(
@@ -507,6 +513,7 @@ fn offline_callback_keeps_a_waiting_conversation_then_marks_it_missed() {
     w.run(Command::VisitorDisconnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
+        conv: ConvId::from("c1"),
     })
     .unwrap();
     w.advance(Duration::from_secs(11), Activity::default());
@@ -539,6 +546,7 @@ fn taking_a_call_back_request_stops_its_deadline() {
     w.run(Command::VisitorDisconnected {
         node: NodeId::from("n1"),
         visitor: VisitorId::from("v"),
+        conv: ConvId::from("c1"),
     })
     .unwrap();
     w.advance(Duration::from_secs(1800), Activity::default());
@@ -948,8 +956,12 @@ proptest! {
                 Step::OperatorConnect(i, n) => w.run(Command::OperatorConnected { op: op(i), node: node(n), name: format!("O{i}"), max_chats: None, queues: None }),
                 Step::OperatorDisconnect(i, n) => w.run(Command::OperatorDisconnected { op: op(i), node: node(n) }),
                 Step::Status(i, s) => w.run(Command::SetStatus { op: op(i), status: [OperatorStatus::Active, OperatorStatus::Away, OperatorStatus::Inactive][s as usize] }),
-                Step::VisitorConnect(i, n) => w.run(Command::VisitorConnected { visitor: VisitorId(format!("v{i}")), node: node(n) }),
-                Step::VisitorDisconnect(i, n) => w.run(Command::VisitorDisconnected { visitor: VisitorId(format!("v{i}")), node: node(n) }),
+                Step::VisitorConnect(i, n) => w.run(Command::VisitorConnected { visitor: VisitorId(format!("v{i}")), node: node(n), counted: None }),
+                Step::VisitorDisconnect(i, n) => {
+                    let visitor = VisitorId(format!("v{i}"));
+                    let conv = w.st.visitors.get(&visitor).and_then(|v| v.conv.clone()).unwrap_or(ConvId::from("gone"));
+                    w.run(Command::VisitorDisconnected { visitor, node: node(n), conv })
+                }
                 Step::NodeGone(n) => w.run(Command::NodeGone { node: node(n) }),
                 Step::Start(i) => {
                     convs += 1;
@@ -1155,6 +1167,7 @@ fn a_line_routes_and_times_out_by_its_own_settings() {
         w.run(Command::VisitorConnected {
             node: NodeId::from("n1"),
             visitor: VisitorId::from(v),
+            counted: None,
         })
         .unwrap();
         w.run(Command::Start {
@@ -1192,4 +1205,106 @@ fn a_line_routes_and_times_out_by_its_own_settings() {
         conv: ConvId::from("c1"),
     })
     .unwrap();
+}
+
+/// A visitor without an open conversation is no part of the site's state: connecting and
+/// leaving costs no transition, and the presence of a conversation leaves with it.
+#[test]
+fn a_browsing_visitor_is_no_transition_and_presence_leaves_with_the_conversation() {
+    let mut w = World::new(Settings::default());
+    let v = VisitorId::from("v");
+    let version = w.st.version;
+    let reply = w
+        .run(Command::VisitorConnected {
+            node: NodeId::from("n1"),
+            visitor: v.clone(),
+            counted: None,
+        })
+        .unwrap();
+    assert!(matches!(reply, Reply::None));
+    assert_eq!(w.st.version, version, "a browsing visitor changed nothing");
+    assert!(w.st.visitors.is_empty());
+
+    // Starting counts the starting connection; a second tab counts itself once.
+    w.visitor_starts("v", "c1");
+    assert_eq!(w.st.visitors[&v].conns.total(), 1);
+    let second = w
+        .run(Command::VisitorConnected {
+            node: NodeId::from("n2"),
+            visitor: v.clone(),
+            counted: None,
+        })
+        .unwrap();
+    assert!(matches!(second, Reply::Counted(ref c) if c.as_str() == "c1"));
+    let again = w
+        .run(Command::VisitorConnected {
+            node: NodeId::from("n2"),
+            visitor: v.clone(),
+            counted: Some(ConvId::from("c1")),
+        })
+        .unwrap();
+    assert!(matches!(again, Reply::None), "counted for c1 already");
+    assert_eq!(w.st.visitors[&v].conns.total(), 2);
+
+    // Closed while both tabs are open: the visitor leaves the state with it.
+    w.run(Command::Close {
+        by: Actor::Visitor(v.clone()),
+        conv: ConvId::from("c1"),
+        outcome: None,
+        tags: vec![],
+    })
+    .unwrap();
+    assert!(w.st.visitors.is_empty());
+
+    // A new conversation from the first tab; the second tab's late disconnect names c1 and
+    // takes nothing from c2's presence.
+    w.visitor_starts("v", "c2");
+    w.run(Command::VisitorDisconnected {
+        node: NodeId::from("n1"),
+        visitor: v.clone(),
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
+    assert_eq!(w.st.visitors[&v].conns.total(), 1);
+    assert!(w.view("c2").visitor.online);
+}
+
+/// An invited visitor is not counted until a tab of theirs is attached and counts itself:
+/// then staff learn they are here.
+#[test]
+fn an_invited_visitor_is_counted_when_a_tab_counts_itself() {
+    let mut w = World::new(Settings::default());
+    let v = VisitorId::from("v");
+    w.run(Command::Invite {
+        visitor: v.clone(),
+        conv: ConvId::from("c1"),
+        queue: None,
+        operator: None,
+        profile: Box::default(),
+    })
+    .unwrap();
+    assert!(!w.view("c1").visitor.online);
+    let reply = w
+        .run(Command::VisitorConnected {
+            node: NodeId::from("n1"),
+            visitor: v.clone(),
+            counted: None,
+        })
+        .unwrap();
+    assert!(matches!(reply, Reply::Counted(ref c) if c.as_str() == "c1"));
+    assert!(w.saw(|e| matches!(e, Effect::Conv { event: ConvEvent::VisitorBack, conv, .. } if conv.visitor.online)));
+    // Its disconnect starts the grace, as for any conversation.
+    w.run(Command::VisitorDisconnected {
+        node: NodeId::from("n1"),
+        visitor: v,
+        conv: ConvId::from("c1"),
+    })
+    .unwrap();
+    assert!(w.saw(|e| matches!(
+        e,
+        Effect::Conv {
+            event: ConvEvent::VisitorAway,
+            ..
+        }
+    )));
 }

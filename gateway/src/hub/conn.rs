@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::gates::Gate;
 use crate::bus::{Audience, Outbound};
-use crate::core::{ConnId, QueueId};
+use crate::core::{ConnId, ConvId, NodeId, QueueId};
 use crate::metrics as m;
 use crate::protocol::{CloseReason, Encoding, Role};
 
@@ -48,6 +48,29 @@ pub struct ConnShared {
     /// connection (see [`ConnShared::open_gate`]); `gated` is the lock-free fast path.
     pub(super) gates: parking_lot::Mutex<Vec<Gate>>,
     pub(super) gated: AtomicBool,
+    /// Where the connection counts in its site's presence, once it does (boxed: most
+    /// visitors' connections, browsing without a conversation, never count).
+    counted: parking_lot::Mutex<Option<Box<Counted>>>,
+    /// A visitor's connection was attached to a conversation it does not count for: its task
+    /// counts it (see [`ConnShared::attention`]).
+    recount: AtomicBool,
+}
+
+/// Where a connection counts in its site's presence: under the node life it was counted in,
+/// and for a visitor, the conversation whose presence it is part of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    pub life: NodeId,
+    pub conv: Option<ConvId>,
+}
+
+/// What a connection's task must see to before anything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attention {
+    /// Close with this reason.
+    Close(CloseReason),
+    /// Count the visitor in the presence of the conversation they were attached to.
+    Recount,
 }
 
 /// A connection's outbound queue: a plain deque behind a short lock, and a wake-up for its
@@ -120,6 +143,8 @@ impl ConnShared {
             last_rx: AtomicU64::new(now),
             gates: parking_lot::Mutex::new(Vec::new()),
             gated: AtomicBool::new(false),
+            counted: parking_lot::Mutex::new(None),
+            recount: AtomicBool::new(false),
         };
         (Arc::new(c), rx)
     }
@@ -213,6 +238,43 @@ impl ConnShared {
                 return r;
             }
             self.closed.notified().await;
+        }
+    }
+
+    /// Resolves once the connection must close, or (when `recount` is allowed: the task is
+    /// free to run a transition) once it must count in a conversation's presence.
+    pub async fn attention(&self, recount: bool) -> Attention {
+        loop {
+            if let Some(r) = self.close_reason() {
+                return Attention::Close(r);
+            }
+            if recount && self.recount.swap(false, Ordering::AcqRel) {
+                return Attention::Recount;
+            }
+            self.closed.notified().await;
+        }
+    }
+
+    /// Where the connection counts in its site's presence.
+    pub fn counted(&self) -> Option<Counted> {
+        self.counted.lock().as_deref().cloned()
+    }
+
+    pub fn set_counted(&self, c: Option<Counted>) {
+        *self.counted.lock() = c.map(Box::new);
+    }
+
+    /// A visitor's connection was attached to `conv`: unless it counts for it already, its
+    /// task is asked to count it.
+    pub(super) fn attached_visitor(&self, conv: &ConvId) {
+        let counts = self
+            .counted
+            .lock()
+            .as_ref()
+            .is_some_and(|c| c.conv.as_ref() == Some(conv));
+        if !counts {
+            self.recount.store(true, Ordering::Release);
+            self.closed.notify_one();
         }
     }
 

@@ -21,12 +21,12 @@ use std::sync::{Arc, OnceLock};
 use dashmap::DashMap;
 use tokio::sync::mpsc;
 
-pub use conn::{ConnShared, Out, Outbox};
+pub use conn::{Attention, ConnShared, Counted, Out, Outbox};
 
 use crate::bus::{BusMsg, Channel, ConnRef, Control, Gated, Held, Local, SubChange};
 use crate::core::{ConnId, ConvId};
 use crate::metrics as m;
-use crate::protocol::CloseReason;
+use crate::protocol::{CloseReason, Role};
 
 /// What joining a conversation's channel did.
 struct Joined {
@@ -313,6 +313,9 @@ impl Hub {
                 let mut replay = Vec::new();
                 for c in self.listeners(ch) {
                     let j = self.join(&c, conv, *after_seq);
+                    if c.role == Role::Visitor {
+                        c.attached_visitor(conv);
+                    }
                     if j.joined {
                         if let Some(f) = frame {
                             c.deliver(f);

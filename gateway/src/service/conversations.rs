@@ -12,6 +12,7 @@ use crate::bus::{Audience, BusMsg, Channel, ConnRef};
 use crate::clock::now_ms;
 use crate::core::{Command, ConvId, Outcome, QueueId, Reply, SiteId, TimerKind, VisitorProfile};
 use crate::engine::{AppendOutcome, AppendRefusal, Appended, HistoryPage, NewMessage};
+use crate::hub::{ConnShared, Counted};
 use crate::metrics as m;
 use crate::protocol::{
     Author, ConvState, Conversation, ErrorCode, Msg, Preview, ReadMarks, Role, ServerFrame,
@@ -23,10 +24,13 @@ const PREVIEW_MAX: usize = 200;
 const DRAFT_MAX: usize = 8000;
 
 impl<E: Engine> Gateway<E> {
-    /// A visitor starts a conversation, or gets their open one back.
+    /// A visitor starts a conversation, or gets their open one back. A new conversation's
+    /// presence counts the connection `conn` it was started from.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         &self,
         p: &Principal,
+        conn: Option<&ConnShared>,
         queue: Option<QueueId>,
         mut profile: VisitorProfile,
         previous: Option<ConvId>,
@@ -65,21 +69,38 @@ impl<E: Engine> Gateway<E> {
                 .filter(|(_, state)| *state == ConvState::Closed)
                 .map(|(c, _)| c),
         };
+        // The connection is noted as counted for the new conversation before it exists, so
+        // that its attach (an effect of the start) does not count it a second time; put back
+        // if the start made none.
+        let id = super::new_conv_id();
+        let before = conn.map(|c| {
+            let before = c.counted();
+            c.set_counted(Some(Counted {
+                life: self.life(),
+                conv: Some(id.clone()),
+            }));
+            before
+        });
         let reply = self
             .apply(
                 &p.site,
                 Command::Start {
                     visitor: visitor.clone(),
                     node: self.life(),
-                    conv: super::new_conv_id(),
+                    conv: id.clone(),
                     queue,
                     profile: Box::new(profile),
                     previous,
                     offline,
                 },
             )
-            .await?;
-        match reply {
+            .await;
+        if let (Some(c), Some(before)) = (conn, before) {
+            if !matches!(&reply, Ok(Reply::Conv(new)) if new.id == id.as_str()) {
+                c.set_counted(before);
+            }
+        }
+        match reply? {
             Reply::Conv(c) => {
                 let mut c = self.for_visitor(*c);
                 c.last_seq = self.engine.last_seq(&ConvId(c.id.clone())).await?;
@@ -100,6 +121,7 @@ impl<E: Engine> Gateway<E> {
     pub async fn send(
         &self,
         p: &Principal,
+        conn: Option<&ConnShared>,
         conv: &ConvId,
         cid: String,
         text: String,
@@ -170,6 +192,7 @@ impl<E: Engine> Gateway<E> {
                     let c = self
                         .start(
                             p,
+                            conn,
                             Some(QueueId(old.queue.clone())),
                             profile,
                             Some(target.clone()),

@@ -12,9 +12,9 @@ use super::{user_channel, Engine, Gateway, ServiceError};
 use crate::auth::{Principal, User};
 use crate::bus::Channel;
 use crate::clock::now_ms;
-use crate::core::{self, Command, ConnId, ConvId, Millis, NodeId, OperatorId, SiteId};
+use crate::core::{self, Command, ConnId, ConvId, Millis, OperatorId, Reply, SiteId};
 use crate::engine::{ConvMeta, Replay, SiteTx};
-use crate::hub::{ConnShared, Outbox};
+use crate::hub::{ConnShared, Counted, Outbox};
 use crate::protocol::{
     ClientSettings, CloseReason, ConvEvent, ConvState, Conversation, Encoding, Me, Role,
     ServerFrame,
@@ -92,21 +92,30 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// `welcome`, the missed messages of recovered conversations, any pending offers, and
-    /// the staff lists: what a connection receives first. `counted` is set to the node life
-    /// the connection was counted under in the site's presence, once it is.
+    /// the staff lists: what a connection receives first. The connection is counted in its
+    /// site's presence on the way (`ConnShared::counted`): staff always, a visitor only with
+    /// an open conversation.
     pub async fn welcome(
         &self,
         conn: &ConnShared,
         p: &Principal,
         cursors: Cursors,
         lang: Option<&str>,
-        counted: &mut Option<NodeId>,
     ) -> Result<Vec<ServerFrame>, ServiceError> {
         // The user's own channel is live before the connection counts: whatever is decided
-        // for them from then on (an assignment, an offer) reaches this socket.
+        // for them from then on (an assignment, an offer, a visitor's new conversation)
+        // reaches this socket.
         self.engine.wait_subscribed(&own_channels(p)).await?;
-        *counted = self.connected(p).await?;
+        if p.visitor().is_none() {
+            conn.set_counted(self.connected(p).await?);
+        }
         let (mut live, offers) = self.own_conversations(p).await?;
+        // A browsing visitor costs no transition of the site; one with an open conversation
+        // counts in its presence. One that starts after this read reaches the connection as
+        // an attach, and the connection counts itself then (`count_visitor`).
+        if !live.is_empty() {
+            self.count_visitor(p, conn).await?;
+        }
         let mut ids: Vec<ConvId> = offers.iter().map(|(id, _)| id.clone()).collect();
         // Conversations named in cursors that the principal may read are recovered too (a
         // visitor's just-closed conversation, say); visitors and supervisors also follow
@@ -234,9 +243,43 @@ impl<E: Engine> Gateway<E> {
         Ok(c)
     }
 
-    /// Counts a new connection of `p` in its site's presence; returns the node life it was
-    /// counted under, which its disconnect must name.
-    async fn connected(&self, p: &Principal) -> Result<Option<NodeId>, ServiceError> {
+    /// Counts a visitor's connection in the presence of their open conversation, unless it
+    /// counts for it already; nothing for a visitor without one.
+    pub async fn count_visitor(
+        &self,
+        p: &Principal,
+        conn: &ConnShared,
+    ) -> Result<(), ServiceError> {
+        let Some(visitor) = p.visitor() else {
+            return Ok(());
+        };
+        let life = self.life();
+        let counted = conn
+            .counted()
+            .filter(|c| c.life == life)
+            .and_then(|c| c.conv);
+        let reply = self
+            .apply(
+                &p.site,
+                Command::VisitorConnected {
+                    visitor: visitor.clone(),
+                    node: life.clone(),
+                    counted,
+                },
+            )
+            .await?;
+        if let Reply::Counted(conv) = reply {
+            conn.set_counted(Some(Counted {
+                life,
+                conv: Some(conv),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Counts a new staff connection of `p` in its site's presence; returns where it was
+    /// counted, which its disconnect must name.
+    async fn connected(&self, p: &Principal) -> Result<Option<Counted>, ServiceError> {
         let life = self.life();
         let cmd = match &p.user {
             User::Operator(op) => Command::OperatorConnected {
@@ -246,10 +289,8 @@ impl<E: Engine> Gateway<E> {
                 max_chats: p.max_chats,
                 queues: p.queues.clone(),
             },
-            User::Visitor(v) => Command::VisitorConnected {
-                visitor: v.clone(),
-                node: life.clone(),
-            },
+            // Visitors count with their conversation (`count_visitor`).
+            User::Visitor(_) => return Ok(None),
             // Present (never routed to), so that they can take conversations over.
             User::Supervisor(s) => Command::SupervisorConnected {
                 op: OperatorId(s.0.clone()),
@@ -260,22 +301,29 @@ impl<E: Engine> Gateway<E> {
             User::Bot(_) => return Ok(None),
         };
         self.apply(&p.site, cmd).await?;
-        Ok(Some(life))
+        Ok(Some(Counted { life, conv: None }))
     }
 
-    /// Takes a connection counted under `life` out of its site's presence, retrying in the
+    /// Takes a connection out of its site's presence where it was counted, retrying in the
     /// background until the engine takes it: a disconnect that is never recorded would leave
     /// the user online for good.
-    pub async fn disconnected(self: &Arc<Self>, p: &Principal, life: NodeId) {
+    pub async fn disconnected(self: &Arc<Self>, p: &Principal, counted: Counted) {
+        let Counted { life, conv } = counted;
         let cmd = match &p.user {
             User::Operator(op) => Command::OperatorDisconnected {
                 op: op.clone(),
                 node: life,
             },
-            User::Visitor(v) => Command::VisitorDisconnected {
-                visitor: v.clone(),
-                node: life,
-            },
+            User::Visitor(v) => {
+                let Some(conv) = conv else {
+                    return;
+                };
+                Command::VisitorDisconnected {
+                    visitor: v.clone(),
+                    node: life,
+                    conv,
+                }
+            }
             User::Supervisor(s) => Command::OperatorDisconnected {
                 op: OperatorId(s.0.clone()),
                 node: life,

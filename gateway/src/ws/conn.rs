@@ -24,7 +24,7 @@ use tracing::Instrument;
 use crate::auth::Principal;
 use crate::clock::now_ms;
 use crate::core::{OperatorId, QueueId, VisitorId, VisitorProfile};
-use crate::hub::{ConnShared, Out, Outbox};
+use crate::hub::{Attention, ConnShared, Out, Outbox};
 use crate::metrics as m;
 use crate::protocol::Preview;
 use crate::protocol::{
@@ -156,7 +156,6 @@ impl<E: Engine> Live<E> {
         let role = principal.role().as_str();
         metrics::counter!(m::CONNS_OPENED, "role" => role).increment(1);
         metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
-        let mut counted = None;
         let reason = session(
             &gw,
             &conn,
@@ -166,7 +165,6 @@ impl<E: Engine> Live<E> {
             &principal,
             cursors,
             &info,
-            &mut counted,
         )
         .await;
         gw.close_connection(&conn);
@@ -178,8 +176,8 @@ impl<E: Engine> Live<E> {
         }
         // Only a connection that was counted is taken out of the count (boxed: a transition's
         // future is large, and an idle connection's task should not carry it inline).
-        if let Some(life) = counted {
-            Box::pin(gw.disconnected(&principal, life)).await;
+        if let Some(counted) = conn.counted() {
+            Box::pin(gw.disconnected(&principal, counted)).await;
         }
         tracing::debug!(?reason, "closed");
     }
@@ -299,7 +297,6 @@ async fn session<E, W, R>(
     p: &Principal,
     cursors: Cursors,
     info: &ConnInfo,
-    counted: &mut Option<crate::core::NodeId>,
 ) -> Option<CloseReason>
 where
     E: Engine,
@@ -309,21 +306,20 @@ where
     // The connection listens on its channels already (`open_connection`); the log is read
     // second: a message stored in between arrives twice at worst (clients drop duplicates by
     // seq), never not at all.
-    let opening =
-        match Box::pin(gw.welcome(conn, p, cursors, info.language.as_deref(), counted)).await {
-            Ok(frames) => frames,
-            Err(e) => {
-                tracing::warn!(error = ?e, "welcome failed");
-                let (code, message) = e.client_error();
-                let _ = sink
-                    .send(encode(
-                        conn.encoding,
-                        &ServerFrame::error(None, code, message),
-                    ))
-                    .await;
-                return Some(CloseReason::TryAgainLater);
-            }
-        };
+    let opening = match Box::pin(gw.welcome(conn, p, cursors, info.language.as_deref())).await {
+        Ok(frames) => frames,
+        Err(e) => {
+            tracing::warn!(error = ?e, "welcome failed");
+            let (code, message) = e.client_error();
+            let _ = sink
+                .send(encode(
+                    conn.encoding,
+                    &ServerFrame::error(None, code, message),
+                ))
+                .await;
+            return Some(CloseReason::TryAgainLater);
+        }
+    };
     for f in &opening {
         if sink.feed(encode(conn.encoding, f)).await.is_err() {
             return None;
@@ -349,8 +345,12 @@ where
     loop {
         tokio::select! {
             biased;
-            // First, so that a close interrupts a write stuck on a slow socket.
-            reason = conn.closed() => return Some(reason),
+            // First, so that a close interrupts a write stuck on a slow socket. A visitor
+            // attached to a new conversation counts in its presence, between requests.
+            attention = conn.attention(inflight.is_none()) => match attention {
+                Attention::Close(reason) => return Some(reason),
+                Attention::Recount => inflight = Some(Box::pin(recount(gw, conn, p))),
+            },
             done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                 inflight = None;
                 if let Err(reason) = done {
@@ -407,6 +407,19 @@ where
             }
         }
     }
+}
+
+/// Counts a visitor's connection in the presence of the conversation it was attached to; a
+/// connection that cannot be counted closes with 1013 and is counted when it comes back.
+async fn recount<E: Engine>(
+    gw: &Gateway<E>,
+    conn: &ConnShared,
+    p: &Principal,
+) -> Result<(), CloseReason> {
+    gw.count_visitor(p, conn).await.map_err(|e| {
+        tracing::warn!(error = ?e, "visitor not counted in their conversation's presence");
+        CloseReason::TryAgainLater
+    })
 }
 
 fn rate_limiter(rate: NonZeroU32, burst: NonZeroU32) -> DefaultDirectRateLimiter {
@@ -501,7 +514,9 @@ async fn request<E: Engine>(
         ClientFrame::Send {
             conv, cid, text, ..
         } => {
-            let sent = gw.send(p, &conv_id(conv.clone())?, cid, text).await;
+            let sent = gw
+                .send(p, Some(conn), &conv_id(conv.clone())?, cid, text)
+                .await;
             if let Err(ServiceError::Engine(_)) = &sent {
                 // The message cannot reach anyone now: the visitor is told in words too.
                 if let Some(notice) = gw.unavailable_notice(p, info.language.as_deref(), &conv) {
@@ -570,7 +585,7 @@ async fn request<E: Engine>(
                 }),
             };
             let c = gw
-                .start(p, queue.map(QueueId), profile, None, offline)
+                .start(p, Some(conn), queue.map(QueueId), profile, None, offline)
                 .await?;
             gw.attach(conn, crate::core::ConvId(c.id.clone()), c.last_seq);
             Ok(conv_body(c))

@@ -598,6 +598,14 @@ async fn an_invitation_reaches_the_visitor_and_a_retried_one_starts_nothing_twic
     v.recv_until(|f| is_msg_text(f, "Hello Vera, your invoice is ready"))
         .await;
     op.recv_until(|f| matches!(f, ServerFrame::Conv { conv: c, .. } if c.id == conv && c.state == ConvState::Active)).await;
+    // The visitor's tab was open before the conversation existed, so it was not counted
+    // anywhere (a browsing visitor is no part of the site's state); attached to the
+    // invitation, it counts itself, and the staff learn the visitor is here.
+    op.recv_until(|f| {
+        matches!(f, ServerFrame::Conv { event: ConvEvent::VisitorBack, conv: c, .. }
+            if c.id == conv && c.visitor.online)
+    })
+    .await;
     // The retry answers the same, starts nothing.
     let again = call(
         &node,
@@ -675,6 +683,13 @@ async fn an_invitation_reaches_the_visitor_and_a_retried_one_starts_nothing_twic
     )
     .await;
     assert_eq!(t["items"].as_array().unwrap().len(), 1);
+    // The tab that counted itself is what keeps Vera present: closing it makes her away.
+    drop(v);
+    op.recv_until(|f| {
+        matches!(f, ServerFrame::Conv { event: ConvEvent::VisitorAway, conv: c, .. }
+            if c.id == conv && !c.visitor.online)
+    })
+    .await;
     node.shutdown().await;
 }
 

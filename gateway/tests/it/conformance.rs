@@ -592,15 +592,6 @@ pub async fn site_transitions_are_atomic<E: Engine>(f: Fixture<E>) {
         .unwrap();
     }
     transition(
-        &f.other,
-        Command::VisitorConnected {
-            visitor: VisitorId::from("v"),
-            node: n.clone(),
-        },
-    )
-    .await
-    .unwrap();
-    transition(
         &f.e,
         Command::Start {
             visitor: VisitorId::from("v"),
@@ -644,13 +635,9 @@ pub async fn site_transitions_are_atomic<E: Engine>(f: Fixture<E>) {
 /// Many transitions from two nodes at once: none is lost, the versions line up, and the
 /// state both nodes read afterwards is the same.
 pub async fn concurrent_transitions_from_two_nodes_all_land<E: Engine>(f: Fixture<E>) {
-    let n = NodeId::from("n1");
     let connect = |i: u32, on_other: bool| {
         let e = if on_other { &f.other } else { &f.e };
-        let cmd = Command::VisitorConnected {
-            visitor: VisitorId(format!("v{i}")),
-            node: n.clone(),
-        };
+        let cmd = arrives(VisitorId(format!("v{i}")));
         async move { transition(e, cmd).await.unwrap() }
     };
     futures_util::future::join_all((0..40).map(|i| connect(i, i % 2 == 1))).await;
@@ -663,16 +650,9 @@ pub async fn concurrent_transitions_from_two_nodes_all_land<E: Engine>(f: Fixtur
 
 /// A transition that is not committed (its node lost the race) leaves nothing behind.
 pub async fn a_lost_race_leaves_no_trace<E: Engine>(f: Fixture<E>) {
-    let n = NodeId::from("n1");
-    transition(
-        &f.e,
-        Command::VisitorConnected {
-            visitor: VisitorId::from("v0"),
-            node: n.clone(),
-        },
-    )
-    .await
-    .unwrap();
+    transition(&f.e, arrives(VisitorId::from("v0")))
+        .await
+        .unwrap();
     let mut tx = f.e.begin(&site()).await.unwrap();
     let before = tx.state().clone();
     let ctx = core::Ctx {
@@ -681,25 +661,11 @@ pub async fn a_lost_race_leaves_no_trace<E: Engine>(f: Fixture<E>) {
         queues: &[QueueId::from("general")],
         now: 1,
     };
-    core::handle(
-        tx.state(),
-        ctx,
-        Command::VisitorConnected {
-            visitor: VisitorId::from("ghost"),
-            node: n.clone(),
-        },
-    )
-    .unwrap();
+    core::handle(tx.state(), ctx, arrives(VisitorId::from("ghost"))).unwrap();
     drop(tx); // never committed
-    transition(
-        &f.other,
-        Command::VisitorConnected {
-            visitor: VisitorId::from("v1"),
-            node: n,
-        },
-    )
-    .await
-    .unwrap();
+    transition(&f.other, arrives(VisitorId::from("v1")))
+        .await
+        .unwrap();
     let mut tx = f.e.begin(&site()).await.unwrap();
     let st = tx.state();
     assert!(!st.visitors.contains_key(&VisitorId::from("ghost")));
@@ -994,15 +960,7 @@ async fn connect_tx<E: Engine>(e: &E, v: &str) -> E::Tx {
         queues: &[QueueId::from("general")],
         now: 1,
     };
-    core::handle(
-        tx.state(),
-        ctx,
-        Command::VisitorConnected {
-            visitor: VisitorId::from(v),
-            node: NodeId::from("n1~1"),
-        },
-    )
-    .unwrap();
+    core::handle(tx.state(), ctx, arrives(VisitorId::from(v))).unwrap();
     tx
 }
 
@@ -1097,6 +1055,19 @@ pub async fn a_record_behind_its_log_heals_on_the_next_append<E: Engine>(f: Fixt
     assert_eq!(f.other.last_seq(&ConvId::from("c1")).await.unwrap(), 4);
 }
 
+/// A visitor starts a conversation (a transition that adds to the state).
+fn arrives(visitor: VisitorId) -> Command {
+    Command::Start {
+        conv: ConvId(format!("c_{visitor}")),
+        visitor,
+        node: NodeId::from("n1~1"),
+        queue: None,
+        profile: Box::default(),
+        previous: None,
+        offline: false,
+    }
+}
+
 fn entry(conv: &str, up_to: u64) -> OutboxEntry {
     OutboxEntry::Messages {
         conv: ConvId::from(conv),
@@ -1122,10 +1093,7 @@ pub async fn outbox_entries_are_claimed_once_and_again_after_their_lease<E: Engi
             queues: &[QueueId::from("general")],
             now: 1,
         },
-        Command::VisitorConnected {
-            visitor: VisitorId::from("v"),
-            node: NodeId::from("n1~1"),
-        },
+        arrives(VisitorId::from("v")),
     )
     .unwrap();
     tx.commit(&[], &[entry("a", 1), entry("a", 2)])

@@ -222,3 +222,51 @@ async fn msgs_until_answer(c: &mut Client, conv: &str) -> Vec<u64> {
         }
     }
 }
+
+/// A visitor's presence is their conversation's. A browsing visitor's tab counts nowhere (no
+/// transition of the site); a tab that was open before the conversation started counts
+/// itself once it is attached to it, so the visitor is away only when the last tab goes.
+#[tokio::test]
+async fn a_tab_open_before_the_conversation_started_counts_itself_once_attached() {
+    let node = node().await;
+    let visitor = token("demo", Role::Visitor, "v1", "Ann");
+    let (mut other_tab, _) = Client::connect(&node, Encoding::Json, &visitor).await;
+    let counting = |conv: Option<&str>| {
+        node.gw
+            .connections()
+            .iter()
+            .filter(|c| c.role == Role::Visitor)
+            .filter(|c| c.counted().map(|c| c.conv) == Some(conv.map(gateway::core::ConvId::from)))
+            .count()
+    };
+    assert_eq!(counting(None), 0);
+    assert!(node.gw.connections().iter().all(|c| c.counted().is_none()));
+    let Pair { mut op, v, conv } = pair(&node, Encoding::Json, "v1").await;
+    other_tab
+        .recv_until(|f| {
+            matches!(f, ServerFrame::Conv { event: ConvEvent::Assigned, conv: c, .. } if c.id == conv)
+        })
+        .await;
+    // The starting tab counted with the start, the other one by itself, each once.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while counting(Some(&conv)) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other tab never counted itself"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(counting(Some(&conv)), 2);
+    drop(v);
+    drop(other_tab);
+    let away = op
+        .recv_until(|f| {
+            matches!(f, ServerFrame::Conv { event: ConvEvent::VisitorAway, conv: c, .. } if c.id == conv)
+        })
+        .await;
+    let ServerFrame::Conv { conv: c, .. } = away else {
+        unreachable!()
+    };
+    assert!(!c.visitor.online);
+    node.shutdown().await;
+}

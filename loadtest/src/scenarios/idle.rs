@@ -20,7 +20,16 @@ pub async fn run(env: &mut Env, a: &IdleArgs) -> Result<()> {
     env.phase(Phase::Setup, "connect");
     let ctx = env.ctx.clone();
     env.spawn_paced(mine, env.connect_rate(), |socket| {
-        idler::run(ctx.clone(), idler::Plan { socket, role }, |_| {})
+        idler::run(
+            ctx.clone(),
+            idler::Plan {
+                socket,
+                role,
+                stay: None,
+                chat: false,
+            },
+            |_| {},
+        )
     })
     .await;
     let settled = |s: &crate::stats::Stats| s.get(C::ConnOk) + s.get(C::ConnFailed) >= n;

@@ -3,6 +3,11 @@
 //! failed connections, or its connect + welcome p99 exceeds `--latency-bound`, or
 //! `--duration` / `--max-sockets` is reached. Each worker process decides for its own share;
 //! the report merges the steps and names the highest rate that held.
+//!
+//! With `--stay`, a churn: every visitor leaves that long after its welcome, so the sockets
+//! held level off at rate × stay while arrivals keep rising; `--chatting` of them start a
+//! conversation first (their session time runs to the start's `ok`) and close it as they
+//! leave. `--max-sockets` then bounds arrivals, not sockets held.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -85,6 +90,7 @@ pub async fn run(env: &mut Env, a: &RampArgs) -> Result<()> {
         });
         let ctx = env.ctx.clone();
         let step_live = live.clone();
+        let (stay, chatting) = (a.stay, a.chatting);
         env.spawn_paced(sockets, mine, move |socket| {
             let live = step_live.clone();
             idler::run(
@@ -92,6 +98,8 @@ pub async fn run(env: &mut Env, a: &RampArgs) -> Result<()> {
                 idler::Plan {
                     socket,
                     role: "visitor",
+                    stay,
+                    chat: idler::chats(socket, chatting),
                 },
                 move |r| live.record(r),
             )
