@@ -3,15 +3,15 @@
 # (in-memory engine) on a free loopback port, runs the load tester against it, and keeps the
 # JSON report in $OUT (default target/bench). These are documented commands, not tests.
 #
-# Usage: loadtest/bench/one-node.sh [idle-10k] [idle-max] [chat] [chat-max] [cpu-conns] [storm] [ramp] [archive]
+# Usage: loadtest/bench/one-node.sh [idle-10k] [idle-max] [chat] [chat-max] [cpu-conns] [storm] [ramp] [churn] [churn-chat] [archive]
 #        (no argument: all of them, ~17 minutes on 2 cores)
 # Build first: cargo build --release -p gateway -p loadtest
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-GW="$ROOT/target/release/gateway"
-LT="$ROOT/target/release/loadtest"
+GW="${GW:-$ROOT/target/release/gateway}"
+LT="${LT:-$ROOT/target/release/loadtest}"
 OUT="${OUT:-$ROOT/target/bench}"
 mkdir -p "$OUT"
 export GATEWAY_JWT_SECRET="bench-secret-0123456789abcdef"
@@ -123,7 +123,7 @@ run_archived() {
 sqlite_count() { sqlite3 "$OUT/data/archive.db" 'SELECT count(*) FROM messages' 2>/dev/null || echo 0; }
 pg_count() { psql -qtA "$PG_URL" -c 'SELECT count(*) FROM messages' 2>/dev/null || echo 0; }
 
-all=(idle-10k idle-max chat chat-max cpu-conns storm ramp archive)
+all=(idle-10k idle-max chat chat-max cpu-conns storm ramp churn churn-chat archive)
 for what in "${@:-${all[@]}}"; do
   case "$what" in
     idle-10k) run idle-10k --duration 5s idle --sockets 10000 --settle 3s ;;
@@ -146,6 +146,13 @@ for what in "${@:-${all[@]}}"; do
     ramp)
       run ramp "${MANY[@]}" --duration 60s ramp --start-rate 1000 --step 1000 --step-duration 1s \
         --max-sockets 19900 ;;
+    churn|churn-chat)
+      # Visitors arrive at a rising rate and each leaves 1 s after its welcome (so about
+      # rate x 1 s sockets are held); in churn-chat a fifth start a conversation and close it
+      # as they leave. Stops at the step whose failures or p99 (100 ms) break.
+      share=0; [ "$what" = churn-chat ] && share=0.2
+      run "$what" "${MANY[@]}" --duration 40s ramp --start-rate 1000 --step 1000 --step-duration 1s \
+        --max-sockets 1000000 --stay 1s --chatting "$share" ;;
     storm)
       run storm-10k --site auto --connect-rate 500 --duration 60s --op-pace 200 --max-lost 0 --max-dup 0 \
         reconnect-storm --visitors 10000 --operators 100 --missed 1 ;;

@@ -4,7 +4,7 @@
 # tester spreading its sockets over the three. Gateway and Redis CPU are sampled from /proc.
 # These are documented commands, not tests.
 #
-# Usage: loadtest/bench/three-nodes.sh [chat] [cpu] [idle] [storm] [ramp]
+# Usage: loadtest/bench/three-nodes.sh [chat] [cpu] [idle] [storm] [ramp] [churn] [churn-chat]
 #        (no argument: all of them, ~12 minutes on 2 cores)
 # GATEWAY_WORKERS=1 gives each gateway one runtime thread (three nodes share two cores here).
 # Build first: cargo build --release -p gateway -p loadtest
@@ -12,8 +12,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-GW="$ROOT/target/release/gateway"
-LT="$ROOT/target/release/loadtest"
+GW="${GW:-$ROOT/target/release/gateway}"
+LT="${LT:-$ROOT/target/release/loadtest}"
 REDIS="${REDIS_SERVER_BIN:-$(command -v redis-server)}"
 OUT="${OUT:-$ROOT/target/bench}"
 mkdir -p "$OUT"
@@ -79,7 +79,7 @@ run() {
 }
 
 CHAT=(--site auto --duration 20s --drain 2s --connect-rate 500)
-all=(chat cpu idle storm ramp)
+all=(chat cpu idle storm ramp churn churn-chat)
 for what in "${@:-${all[@]}}"; do
   case "$what" in
     chat)
@@ -102,6 +102,13 @@ for what in "${@:-${all[@]}}"; do
       # (or 36,000 sockets are open: 12,000 per node, two load-tester processes).
       run redis3-ramp --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 60s \
         ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 36000 ;;
+    churn|churn-chat)
+      # As one-node.sh's churn: arrivals rising by 1,000/s every second, each visitor leaving
+      # 1 s after its welcome; in churn-chat a fifth start a conversation and close it.
+      share=0; [ "$what" = churn-chat ] && share=0.2
+      run "redis3-$what" --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 40s \
+        ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 1000000 --stay 1s \
+        --chatting "$share" ;;
     *) echo "unknown benchmark: $what" >&2; exit 2 ;;
   esac
 done

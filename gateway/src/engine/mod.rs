@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::bus::{BusMsg, Channel};
 use crate::core::{
-    Activity, ConvId, Millis, NodeId, OperatorId, SiteId, SiteState, TimerKind, VisitorId,
+    Activity, ConvId, Millis, NodeId, OperatorId, QueueId, SiteId, SiteState, TimerKind, VisitorId,
 };
 use crate::outbox::{OutboxEntry, OutboxItem};
 use crate::protocol::{Author, ConvState, Conversation, Msg, Role};
@@ -498,6 +498,17 @@ pub trait SiteData: Send + Sync + 'static {
         visitor: &VisitorId,
         now: Millis,
     ) -> impl Future<Output = Result<Option<Millis>, EngineError>> + Send;
+
+    /// Claims the site-wide slot of one queue's listing for `ms`: `true` when this node may
+    /// publish the listing now, `false` when another node did within the slot (try again
+    /// after it). One slot per queue for all nodes, so operators get a queue's listing at
+    /// most once per slot however many nodes change it.
+    fn claim_listing(
+        &self,
+        site: &SiteId,
+        queue: &QueueId,
+        ms: u64,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
 }
 
 /// Messages between nodes.

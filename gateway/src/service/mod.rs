@@ -121,6 +121,10 @@ pub struct Site {
     line_settings: RwLock<Arc<crate::core::LineSettings>>,
     /// This node's connections of the site (for `max_connections`).
     conns: Arc<std::sync::atomic::AtomicU32>,
+    /// Held while a committed transition's effects go out (see `Gateway::apply`): taken, in
+    /// turn, before the site's state is let go, so that effects leave in commit order while
+    /// the next transition already commits.
+    effects: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What a site is called, and the key its widget names it by.
@@ -165,6 +169,7 @@ impl Site {
             ))),
             line_settings: RwLock::default(),
             conns: Arc::default(),
+            effects: Arc::default(),
         }
     }
 

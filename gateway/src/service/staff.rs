@@ -18,7 +18,7 @@ use crate::protocol::{
     ActivityView, ConvState, Conversation, OperatorStatus, ServerFrame, TransferTarget,
 };
 
-/// The shortest time between two listings of one queue from one node.
+/// The shortest time between two listings of one queue of a site (from any node).
 pub const LISTING_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Longest transfer note, in bytes.
@@ -231,12 +231,27 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// Publishes the waiting lists of changed queues: at once after a quiet spell, then at
-    /// most once per [`LISTING_INTERVAL`] while changes keep coming.
+    /// most once per [`LISTING_INTERVAL`] while changes keep coming — per site, not per node:
+    /// a listing is published only by the node that claims the queue's slot; a node that
+    /// finds it taken tries again after it, and then lists the state as it is by then.
     pub async fn run_listings(self: Arc<Self>) {
         loop {
             self.listings.changed.notified().await;
             for (site, queue) in self.listings.take() {
-                if let Err(e) = self.publish_listing(&site, &queue).await {
+                let claimed = self
+                    .engine
+                    .claim_listing(&site, &queue, LISTING_INTERVAL.as_millis() as u64)
+                    .await;
+                let published = match claimed {
+                    Ok(true) => self.publish_listing(&site, &queue).await,
+                    // Another node listed it within the slot: again after it.
+                    Ok(false) => {
+                        self.listings.mark(&site, queue);
+                        continue;
+                    }
+                    Err(e) => Err(e.into()),
+                };
+                if let Err(e) = published {
                     tracing::warn!(site = %site, queue = %queue, error = %e, "queue listing not published");
                     // Try again with the next round.
                     self.listings.mark(&site, queue);

@@ -51,11 +51,18 @@ impl<E: Engine> Gateway<E> {
                     if touched {
                         s.changed();
                     }
-                    // Carried out while the transaction is held, so that on this node the
-                    // effects of one site leave in commit order.
+                    // The effects go out in commit order (on this node): their turn is
+                    // taken while the state is still held, and the state is let go before
+                    // they run, so that the site's next transition commits meanwhile
+                    // instead of waiting for these round trips.
                     let version = tx.state().version;
-                    self.execute(site, version, effects).await;
+                    if effects.is_empty() {
+                        return Ok(reply);
+                    }
+                    let turn = s.effects.clone().lock_owned().await;
                     drop(tx);
+                    self.execute(site, version, effects).await;
+                    drop(turn);
                     return Ok(reply);
                 }
                 Err(EngineError::Conflict) => {

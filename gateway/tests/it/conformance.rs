@@ -1237,6 +1237,25 @@ pub async fn bans_hold_until_their_time<E: Engine>(f: Fixture<E>) {
     assert_eq!(f.e.banned_until(&s, &v, now).await.unwrap(), None);
 }
 
+/// A queue's listing slot is the site's: within it one node lists, the others wait for the
+/// next slot; other queues and sites have slots of their own.
+pub async fn a_listing_slot_is_claimed_by_one_node<E: Engine>(f: Fixture<E>) {
+    let (s, q) = (site(), QueueId::from("general"));
+    assert!(f.e.claim_listing(&s, &q, 60_000).await.unwrap());
+    assert!(!f.other.claim_listing(&s, &q, 60_000).await.unwrap());
+    assert!(!f.e.claim_listing(&s, &q, 60_000).await.unwrap());
+    assert!(f
+        .other
+        .claim_listing(&s, &QueueId::from("billing"), 60_000)
+        .await
+        .unwrap());
+    assert!(f
+        .other
+        .claim_listing(&SiteId::from("elsewhere"), &q, 60_000)
+        .await
+        .unwrap());
+}
+
 /// A node that keeps proving it is alive is never named dead, least of all to itself.
 pub async fn a_live_node_is_never_named_dead<E: Engine>(f: Fixture<E>) {
     use gateway::engine::Heartbeat;
@@ -1464,6 +1483,7 @@ conformance!(
         a_log_keeps_what_the_archive_does_not_hold_yet,
     ],
     several_nodes: [
+        a_listing_slot_is_claimed_by_one_node,
         a_lost_race_stores_none_of_its_timers,
         dead_nodes_are_named_once_swept_they_are_forgotten,
     ],

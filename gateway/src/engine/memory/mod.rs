@@ -30,7 +30,7 @@ use super::{
 };
 use crate::bus::{Audience, BusMsg, Channel, Local};
 use crate::core::{
-    Activity, ConvId, Millis, NodeId, OperatorId, SiteId, SiteState, TimerKind, VisitorId,
+    Activity, ConvId, Millis, NodeId, OperatorId, QueueId, SiteId, SiteState, TimerKind, VisitorId,
 };
 use crate::outbox::{OutboxEntry, OutboxItem};
 use crate::protocol::{ConvState, Msg, Role, ServerFrame};
@@ -694,6 +694,11 @@ impl SiteData for MemoryEngine {
             }
             None => Ok(None),
         }
+    }
+
+    /// One node: its own listings' pace is the site's.
+    async fn claim_listing(&self, _: &SiteId, _: &QueueId, _: u64) -> Result<bool, EngineError> {
+        Ok(true)
     }
 }
 

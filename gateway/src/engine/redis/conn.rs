@@ -13,8 +13,7 @@ use futures_util::future::try_join_all;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, Value};
-use tokio::sync::mpsc;
+use redis::{Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, RedisFuture, Value};
 
 use crate::config::RedisConfig;
 
@@ -139,29 +138,25 @@ pub async fn commands(cfg: &RedisConfig) -> redis::RedisResult<Conn> {
     }
 }
 
-/// Opens the pub/sub connection; its messages (and disconnection notices) arrive on the
-/// returned receiver.
+/// Opens the pub/sub connection; its messages (and disconnection notices) go to `pushes`.
 pub async fn pubsub(
     cfg: &RedisConfig,
-) -> redis::RedisResult<(Conn, mpsc::UnboundedReceiver<PushInfo>)> {
-    // redis-rs hands pushes to a sender that may not block (the connection's reader calls
-    // it); the bus's receive task drains it as fast as Redis delivers, which is what bounds it.
-    let (tx, rx) = mpsc::unbounded_channel();
-    let conn = if cfg.cluster {
+    pushes: impl redis::aio::AsyncPushSender,
+) -> redis::RedisResult<Conn> {
+    Ok(if cfg.cluster {
         let client = ClusterClientBuilder::new(cfg.urls.clone())
             .use_protocol(ProtocolVersion::RESP3)
             .connection_timeout(cfg.timeout)
             .response_timeout(cfg.timeout)
             .retries(2)
-            .push_sender(tx)
+            .push_sender(pushes)
             .build()?;
         Conn::Cluster(client.get_async_connection().await?)
     } else {
         let client = redis::Client::open(single_info(&cfg.urls[0], true)?)?;
         let config = manager_config(cfg.timeout)
-            .set_push_sender(tx)
+            .set_push_sender(pushes)
             .set_automatic_resubscription();
         Conn::Single(client.get_connection_manager_with_config(config).await?)
-    };
-    Ok((conn, rx))
+    })
 }

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 
 use super::codec::{garbled, ttl_secs};
 use super::{keys, RedisEngine, OPEN_TTL};
-use crate::core::{ConvId, Millis, OperatorId, SiteId, VisitorId};
+use crate::core::{ConvId, Millis, OperatorId, QueueId, SiteId, VisitorId};
 use crate::engine::{EngineError, SiteData};
 
 impl SiteData for RedisEngine {
@@ -106,5 +106,25 @@ impl SiteData for RedisEngine {
             .run(redis::cmd("GET").arg(keys::ban(site, visitor)))
             .await?;
         Ok(until.filter(|&t| t > now))
+    }
+
+    async fn claim_listing(
+        &self,
+        site: &SiteId,
+        queue: &QueueId,
+        ms: u64,
+    ) -> Result<bool, EngineError> {
+        let set: Option<String> = self
+            .inner
+            .run(
+                redis::cmd("SET")
+                    .arg(keys::listing(site, queue))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms.max(1)),
+            )
+            .await?;
+        Ok(set.is_some())
     }
 }

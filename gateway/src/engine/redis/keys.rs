@@ -9,6 +9,7 @@
 //! | `cg:{s:<site>}:settings` | string: settings changed at runtime (JSON) | site |
 //! | `cg:{s:<site>}:outbox` | stream: what leaves for the archive (consumer groups) | site |
 //! | `cg:{s:<site>}:drafts:<op>` | hash: an operator's drafts by conversation | site |
+//! | `cg:{s:<site>}:listing:<queue>` | the site-wide slot of a queue's listing (250 ms) | site |
 //! | `cg:{s:<site>}:staff` | channel: queue listings and operator list | site |
 //! | `cg:{v:<site>:<visitor>}:latest` | string: the visitor's newest conversation | visitor |
 //! | `cg:{v:<site>:<visitor>}:ban` | string: until when the visitor is banned (expires then) | visitor |
@@ -21,7 +22,7 @@
 //! | `cg:{gw}:bus` | channel: control messages to every node | - |
 
 use crate::bus::Channel;
-use crate::core::{ConvId, OperatorId, SiteId, VisitorId};
+use crate::core::{ConvId, OperatorId, QueueId, SiteId, VisitorId};
 
 pub fn site_state(site: &SiteId) -> String {
     format!("cg:{{s:{site}}}:st")
@@ -41,6 +42,11 @@ pub fn outbox(site: &SiteId) -> String {
 
 pub fn settings(site: &SiteId) -> String {
     format!("cg:{{s:{site}}}:settings")
+}
+
+/// The site-wide slot of a queue's listing (`SET NX PX`).
+pub fn listing(site: &SiteId, queue: &QueueId) -> String {
+    format!("cg:{{s:{site}}}:listing:{queue}")
 }
 
 pub fn drafts(site: &SiteId, op: &OperatorId) -> String {

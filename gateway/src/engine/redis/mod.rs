@@ -149,10 +149,13 @@ impl RedisEngine {
         wait: Duration,
     ) -> Result<RedisEngine, EngineError> {
         let deadline = Instant::now() + wait;
-        let (conn, (pubsub, pushes)) = loop {
+        let bus = Bus::new(local.clone());
+        // `lost` carries one unit per lost pub/sub connection.
+        let (lost_tx, lost_rx) = mpsc::unbounded_channel();
+        let (conn, pubsub) = loop {
             let attempt = async {
                 let c = conn::commands(&opts.redis).await?;
-                let p = conn::pubsub(&opts.redis).await?;
+                let p = conn::pubsub(&opts.redis, bus.pushes(lost_tx.clone())).await?;
                 Ok::<_, redis::RedisError>((c, p))
             };
             match attempt.await {
@@ -164,7 +167,6 @@ impl RedisEngine {
                 Err(e) => return Err(from_redis(e)),
             }
         };
-        let bus = Bus::new(local.clone());
         let sites = SiteList(Arc::new(parking_lot::RwLock::new(Arc::new(sites))));
         let inner = Arc::new(Inner {
             conn,
@@ -180,11 +182,8 @@ impl RedisEngine {
         // Unbounded, deliberately: the hub reports changes from synchronous code that must
         // never wait, and the subscriber drains them at once into a set of channels, Redis up
         // or down, so the backlog is bounded by the channels the node has, not by time.
-        // `lost` carries one unit per lost pub/sub connection.
         let (changes_tx, changes_rx) = mpsc::unbounded_channel();
-        let (lost_tx, lost_rx) = mpsc::unbounded_channel();
         local.set_bus(changes_tx.clone());
-        tokio::spawn(bus.clone().receive(pushes, lost_tx));
         tokio::spawn(
             Subscriber {
                 bus: bus.clone(),
