@@ -130,7 +130,7 @@ for what in "${@:-${all[@]}}"; do
     idle-max) run idle-19k "${MANY[@]}" --duration 5s idle --sockets 19000 --settle 3s ;;
     chat)
       # Messages/s count both directions: visitors send --rate, operators answer each.
-      for total in 1000 5000 10000; do
+      for total in ${CHAT_RATES:-1000 5000 10000}; do
         run "chat-$total" "${CHAT[@]}" chat --visitors 2000 --operators 100 --rate $((total / 2))
       done ;;
     chat-max)

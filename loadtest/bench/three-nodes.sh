@@ -38,6 +38,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_all() {
   local port dir
   port=$(free_port)
+  REDIS_PORT=$port
   dir=$(mktemp -d)
   "$REDIS" --port "$port" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly yes \
     --appendfsync everysec --daemonize no > "$OUT/redis.log" 2>&1 &
@@ -75,6 +76,8 @@ run() {
   echo "== $name: loadtest ${URLS[*]} $*  ($(cut -d' ' -f1-3 /proc/loadavg) load)" | tee "$OUT/$name.cmd"
   "$LT" --quiet "${URLS[@]}" "${probes[@]}" --json "$OUT/$name.json" "$@" \
     | tee "$OUT/$name.txt" || true
+  # What Redis ran, command by command (calls, µs per call), for the cost of the cross-node path.
+  redis-cli -p "$REDIS_PORT" info commandstats > "$OUT/$name.redis-commands" 2>/dev/null || true
   stop_all
 }
 
@@ -84,7 +87,7 @@ for what in "${@:-${all[@]}}"; do
   case "$what" in
     chat)
       # Messages/s count both directions: visitors send --rate, operators answer each.
-      for total in 1000 5000 10000; do
+      for total in ${CHAT_RATES:-1000 5000 10000}; do
         run "redis3-chat-$total" "${CHAT[@]}" chat --visitors 2000 --operators 99 --rate $((total / 2))
       done ;;
     cpu)

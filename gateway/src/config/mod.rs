@@ -83,8 +83,9 @@ pub struct RawConfig {
     #[arg(long, env = "GATEWAY_MAX_CONNS_PER_IP", default_value = "50000")]
     pub max_conns_per_ip: String,
     /// WebSocket read buffer per socket, bytes: allocated up front for every socket, so it is
-    /// most of an idle socket's memory. Client frames are small; a larger one takes a few reads.
-    #[arg(long, env = "GATEWAY_WS_READ_BUFFER", default_value = "2048")]
+    /// a large share of an idle socket's memory. Client frames are small (a `hello` with a
+    /// token is a few hundred bytes); a larger one takes a few reads and grows the buffer.
+    #[arg(long, env = "GATEWAY_WS_READ_BUFFER", default_value = "1024")]
     pub ws_read_buffer: String,
     /// WebSocket write buffer per socket, bytes.
     #[arg(long, env = "GATEWAY_WS_WRITE_BUFFER", default_value = "8192")]
@@ -748,7 +749,7 @@ impl Config {
             api_rate_per_sec: "1000".into(),
             api_rate_burst: "1000".into(),
             max_conns_per_ip: "100000".into(),
-            ws_read_buffer: "2048".into(),
+            ws_read_buffer: "1024".into(),
             ws_write_buffer: "8192".into(),
             socket_send_buffer: "65536".into(),
             max_frame: "65536".into(),

@@ -1,0 +1,1 @@
+== chat-5000: loadtest --url ws://127.0.0.1:39549/v1/ws --gateway-pid <gateway> --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 100 --rate 2500  (4.37 2.70 2.03 load)

@@ -1,0 +1,1 @@
+== churn-chat: loadtest --url ws://127.0.0.1:39519/v1/ws --gateway-pid <gateway> --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 40s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 1000000 --stay 1s --chatting 0.2  (1.21 1.71 1.65 load)

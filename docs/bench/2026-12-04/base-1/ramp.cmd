@@ -1,0 +1,1 @@
+== ramp: loadtest --url ws://127.0.0.1:34223/v1/ws --gateway-pid <gateway> --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 60s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 19900  (1.52 1.82 1.68 load)

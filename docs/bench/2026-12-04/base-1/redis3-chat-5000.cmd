@@ -1,0 +1,1 @@
+== redis3-chat-5000: loadtest --url ws://127.0.0.1:35903/v1/ws --url ws://127.0.0.1:37429/v1/ws --url ws://127.0.0.1:36595/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 2500  (3.73 2.69 2.04 load)

@@ -1,0 +1,1 @@
+== redis3-churn-chat: loadtest --url ws://127.0.0.1:43211/v1/ws --url ws://127.0.0.1:43673/v1/ws --url ws://127.0.0.1:38563/v1/ws --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 40s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 1000000 --stay 1s --chatting 0.2  (1.19 1.69 1.64 load)

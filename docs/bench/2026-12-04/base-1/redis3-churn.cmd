@@ -1,0 +1,1 @@
+== redis3-churn: loadtest --url ws://127.0.0.1:36953/v1/ws --url ws://127.0.0.1:45907/v1/ws --url ws://127.0.0.1:45157/v1/ws --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 40s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 1000000 --stay 1s --chatting 0  (1.32 1.74 1.66 load)

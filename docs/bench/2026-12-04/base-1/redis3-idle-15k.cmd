@@ -1,0 +1,1 @@
+== redis3-idle-15k: loadtest --url ws://127.0.0.1:45361/v1/ws --url ws://127.0.0.1:39861/v1/ws --url ws://127.0.0.1:45387/v1/ws --duration 5s --connect-rate 1000 idle --sockets 15000 --settle 3s  (2.79 2.60 2.04 load)

@@ -1,0 +1,1 @@
+== redis3-churn-chat: loadtest --url ws://127.0.0.1:46443/v1/ws --url ws://127.0.0.1:44005/v1/ws --url ws://127.0.0.1:44477/v1/ws --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 40s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 1000000 --stay 1s --chatting 0.2  (2.78 2.13 1.81 load)

@@ -1,0 +1,1 @@
+== redis3-ramp: loadtest --url ws://127.0.0.1:41947/v1/ws --url ws://127.0.0.1:33591/v1/ws --url ws://127.0.0.1:40603/v1/ws --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 60s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 36000  (2.78 2.04 1.76 load)

@@ -1,0 +1,1 @@
+== redis3-chat-5000: loadtest --url ws://127.0.0.1:42475/v1/ws --url ws://127.0.0.1:38111/v1/ws --url ws://127.0.0.1:42685/v1/ws --site auto --duration 20s --drain 2s --connect-rate 500 chat --visitors 2000 --operators 99 --rate 2500  (2.14 2.45 2.02 load)

@@ -1,0 +1,1 @@
+== redis3-idle-15k: loadtest --url ws://127.0.0.1:40783/v1/ws --url ws://127.0.0.1:39537/v1/ws --url ws://127.0.0.1:33835/v1/ws --duration 5s --connect-rate 1000 idle --sockets 15000 --settle 3s  (2.59 2.58 2.08 load)

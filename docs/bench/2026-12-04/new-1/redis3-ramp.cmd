@@ -1,0 +1,1 @@
+== redis3-ramp: loadtest --url ws://127.0.0.1:34021/v1/ws --url ws://127.0.0.1:37921/v1/ws --url ws://127.0.0.1:43417/v1/ws --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 60s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 36000  (1.00 1.62 1.62 load)

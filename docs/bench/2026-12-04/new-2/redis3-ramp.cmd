@@ -1,0 +1,1 @@
+== redis3-ramp: loadtest --url ws://127.0.0.1:45109/v1/ws --url ws://127.0.0.1:43503/v1/ws --url ws://127.0.0.1:33295/v1/ws --workers 2 --source-ips 127.0.0.2,127.0.0.3 --duration 60s ramp --start-rate 1000 --step 1000 --step-duration 1s --max-sockets 36000  (2.74 2.14 1.81 load)
