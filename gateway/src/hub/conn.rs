@@ -231,16 +231,6 @@ impl ConnShared {
         }
     }
 
-    /// Resolves once [`ConnShared::close`] was called; returns the reason.
-    pub async fn closed(&self) -> CloseReason {
-        loop {
-            if let Some(r) = self.close_reason() {
-                return r;
-            }
-            self.closed.notified().await;
-        }
-    }
-
     /// Resolves once the connection must close, or (when `recount` is allowed: the task is
     /// free to run a transition) once it must count in a conversation's presence.
     pub async fn attention(&self, recount: bool) -> Attention {

@@ -2,7 +2,6 @@
 //! [`CENSUS_INTERVAL`]. A task of its own: reading a site's state waits for its lock, and the
 //! heartbeat must never wait for that.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +40,7 @@ impl<E: Engine> Gateway<E> {
                 // The engine is down: keep the last known numbers.
                 Err(_) => return,
             };
-            let conns = self
-                .site(site)
-                .map_or(0, |s| s.conns.load(Ordering::Relaxed));
+            let conns = self.site_connections(site);
             total += census;
             if i < labelled {
                 per_site.push((site.to_string(), census, conns));

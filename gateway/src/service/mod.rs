@@ -337,6 +337,13 @@ impl<E: Engine> Gateway<E> {
         self.registry.read().sites.keys().cloned().collect()
     }
 
+    /// This node's connections of a site (each leaves the count once its disconnect was
+    /// recorded in the site's presence).
+    pub fn site_connections(&self, site: &SiteId) -> u32 {
+        self.site(site)
+            .map_or(0, |s| s.conns.load(Ordering::Relaxed))
+    }
+
     /// Counts a new connection of `site` on this node, unless the site's `max_connections`
     /// is reached.
     pub fn site_slot(&self, site: &SiteId) -> Option<SiteSlot> {

@@ -56,9 +56,6 @@ impl<E: Engine> Gateway<E> {
                     // they run, so that the site's next transition commits meanwhile
                     // instead of waiting for these round trips.
                     let version = tx.state().version;
-                    if effects.is_empty() {
-                        return Ok(reply);
-                    }
                     let turn = s.effects.clone().lock_owned().await;
                     drop(tx);
                     self.execute(site, version, effects).await;

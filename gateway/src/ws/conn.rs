@@ -342,40 +342,40 @@ where
     let mut idle = Some((rx, sink));
     let writing = futures_util::future::Fuse::terminated();
     tokio::pin!(writing);
-    loop {
+    let outcome = loop {
         tokio::select! {
             biased;
             // First, so that a close interrupts a write stuck on a slow socket. A visitor
             // attached to a new conversation counts in its presence, between requests.
             attention = conn.attention(inflight.is_none()) => match attention {
-                Attention::Close(reason) => return Some(reason),
+                Attention::Close(reason) => break Some(reason),
                 Attention::Recount => inflight = Some(Box::pin(recount(gw, conn, p))),
             },
             done = async { inflight.as_mut().expect("guarded").await }, if inflight.is_some() => {
                 inflight = None;
                 if let Err(reason) = done {
-                    return Some(reason);
+                    break Some(reason);
                 }
             }
             (queue, sink, written) = &mut writing, if !writing.is_terminated() => {
                 let written: Result<(), ()> = written;
                 if written.is_err() {
-                    return None;
+                    break None;
                 }
                 idle = Some((queue, sink));
             }
             out = async { idle.as_mut().expect("guarded").0.recv().await }, if idle.is_some() => {
-                let out = out?;
+                let Some(out) = out else { break None };
                 let (queue, sink) = idle.take().expect("guarded");
                 writing.set(futures_util::FutureExt::fuse(write_batch(conn, queue, sink, out)));
             }
             next = next_data(stream, conn.encoding), if inflight.is_none() => {
                 let data = match next {
                     Next::Data(d) => d,
-                    Next::Closed => return None,
+                    Next::Closed => break None,
                     Next::Bad(reason, text) => {
                         tracing::debug!(text, "bad frame");
-                        return Some(reason);
+                        break Some(reason);
                     }
                 };
                 conn.touch(now_ms());
@@ -384,7 +384,7 @@ where
                     metrics::counter!(m::RATE_LIMITED).increment(1);
                     strikes += 1;
                     if strikes >= RATE_STRIKES {
-                        return Some(CloseReason::RateLimited);
+                        break Some(CloseReason::RateLimited);
                     }
                     let rid = ClientFrame::decode(conn.encoding, &data).ok().and_then(|f| f.rid().cloned());
                     conn.push(encode(conn.encoding, &ServerFrame::error(rid, ErrorCode::RateLimited, "slow down")));
@@ -396,7 +396,7 @@ where
                     Err(DecodeError::Malformed(detail)) => {
                         metrics::counter!(m::FRAMES_IN, "type" => "malformed").increment(1);
                         tracing::debug!(%detail, "malformed frame");
-                        return Some(CloseReason::Malformed);
+                        break Some(CloseReason::Malformed);
                     }
                     Err(DecodeError::Invalid { rid, message }) => {
                         metrics::counter!(m::FRAMES_IN, "type" => "invalid").increment(1);
@@ -406,7 +406,15 @@ where
                 }
             }
         }
+    };
+    // A request in flight when the connection ends is finished, not dropped: a transition it
+    // committed has its effects carried out, and where the connection counts in the site's
+    // presence (a start, a recount) is recorded, so that its disconnect takes it away.
+    // Every engine call has a deadline, so this ends.
+    if let Some(request) = inflight.take() {
+        let _ = request.await;
     }
+    outcome
 }
 
 /// Counts a visitor's connection in the presence of the conversation it was attached to; a

@@ -229,35 +229,64 @@ async fn msgs_until_answer(c: &mut Client, conv: &str) -> Vec<u64> {
 #[tokio::test]
 async fn a_tab_open_before_the_conversation_started_counts_itself_once_attached() {
     let node = node().await;
+    let site = gateway::core::SiteId::from("demo");
     let visitor = token("demo", Role::Visitor, "v1", "Ann");
     let (mut other_tab, _) = Client::connect(&node, Encoding::Json, &visitor).await;
-    let counting = |conv: Option<&str>| {
-        node.gw
-            .connections()
-            .iter()
-            .filter(|c| c.role == Role::Visitor)
-            .filter(|c| c.counted().map(|c| c.conv) == Some(conv.map(gateway::core::ConvId::from)))
-            .count()
-    };
-    assert_eq!(counting(None), 0);
-    assert!(node.gw.connections().iter().all(|c| c.counted().is_none()));
+    assert!(
+        node.gw.connections().iter().all(|c| c.counted().is_none()),
+        "a browsing visitor counts nowhere"
+    );
     let Pair { mut op, v, conv } = pair(&node, Encoding::Json, "v1").await;
     other_tab
         .recv_until(|f| {
             matches!(f, ServerFrame::Conv { event: ConvEvent::Assigned, conv: c, .. } if c.id == conv)
         })
         .await;
-    // The starting tab counted with the start, the other one by itself, each once.
+    // The starting tab counted with the start, the other one by itself.
+    let counting = || {
+        node.gw
+            .connections()
+            .iter()
+            .filter(|c| c.role == Role::Visitor)
+            .filter(|c| {
+                c.counted()
+                    .and_then(|c| c.conv)
+                    .is_some_and(|c| c.as_str() == conv)
+            })
+            .count()
+    };
     let deadline = tokio::time::Instant::now() + WAIT;
-    while counting(Some(&conv)) < 2 {
+    while counting() < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the other tab never counted itself"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(counting(Some(&conv)), 2);
+    // The starting tab goes. Once its disconnect is recorded (it leaves the node's count of
+    // the site's connections only then), anything it changed for the staff is already queued
+    // for the operator, ahead of the pong: the visitor must still be present.
+    assert_eq!(node.gw.site_connections(&site), 3);
     drop(v);
+    while node.gw.site_connections(&site) > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first tab's disconnect never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = op.until_pong().await;
+    assert!(
+        !seen.iter().any(|f| matches!(
+            f,
+            ServerFrame::Conv {
+                event: ConvEvent::VisitorAway,
+                ..
+            }
+        )),
+        "away while a tab was still open: {seen:?}"
+    );
+    // The last tab goes: away.
     drop(other_tab);
     let away = op
         .recv_until(|f| {

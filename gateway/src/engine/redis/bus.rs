@@ -2,10 +2,11 @@
 //! listeners (the hub counts them and reports 0 → 1 and 1 → 0), exact channel names only,
 //! sharded pub/sub on a cluster.
 //!
-//! Two tasks share the state here. The *receiver* turns pushes into hub dispatches. The
-//! *subscriber* reconciles Redis subscriptions with the hub, confirms them to waiters, runs
-//! the replays that close delivery gaps, and, after the pub/sub connection was lost, restores
-//! every subscription and replays every conversation channel from the last `seq` it carried.
+//! Two parties share the state here. The *push sender* ([`Pushes`]), called by the pub/sub
+//! connection's reader, turns pushes into hub dispatches. The *subscriber* task reconciles
+//! Redis subscriptions with the hub, confirms them to waiters, runs the replays that close
+//! delivery gaps, and, after the pub/sub connection was lost, restores every subscription and
+//! replays every conversation channel from the last `seq` it carried.
 //!
 //! **Invariant:** a connection never misses a stored message without being told: either the
 //! node was subscribed when it was published, or the message is replayed from the log, or
