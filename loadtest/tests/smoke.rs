@@ -417,6 +417,67 @@ fn reconnect_storm_resumes_every_visitor_without_loss() {
     assert!(n(&r, "/latency_us/v2o/max") < 4_000_000, "{r:#}");
 }
 
+/// The value of a counter series on the gateway's `/metrics` (0 when absent).
+fn metric(gw: &Gateway, series: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&gw.addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// `churn` (`ramp --stay`): each visitor leaves after its stay, so fewer are open at the end
+/// than arrived; the chatting share starts a conversation after its welcome and closes it as
+/// it leaves.
+#[test]
+fn churn_visitors_leave_after_their_stay_and_a_share_starts_and_closes_a_conversation() {
+    let _turn = one_at_a_time();
+    let gw = Gateway::start(&[]);
+    let (code, r) = loadtest(
+        &[gw.url()],
+        &[
+            "--duration",
+            "2s",
+            "churn",
+            "--start-rate",
+            "50",
+            "--step",
+            "50",
+            "--step-duration",
+            "1s",
+            "--latency-bound",
+            "5s",
+            "--stay",
+            "300ms",
+            "--chatting",
+            "0.5",
+        ],
+    );
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(n(&r, "/ramp/steps/0/ok"), 50, "{r:#}");
+    assert_eq!(n(&r, "/ramp/steps/1/ok"), 100, "{r:#}");
+    assert_eq!(n(&r, "/errors_total"), 0, "{r:#}");
+    let open = n(&r, "/ramp/open_at_end");
+    assert!(open < 150, "nobody left: {r:#}");
+    let starts = metric(&gw, r#"gateway_frames_in_total{type="start"}"#);
+    let closes = metric(&gw, r#"gateway_frames_in_total{type="close"}"#);
+    assert!((20.0..=130.0).contains(&starts), "{starts} of 150 started");
+    // Every chatting visitor that left closed its conversation; only those still there when
+    // the run ended (within their stay) did not.
+    assert!(closes <= starts, "{closes} closes of {starts} starts");
+    assert!(
+        starts - closes <= open as f64,
+        "{starts} started, {closes} closed, {open} still open at the end"
+    );
+}
+
 #[test]
 fn ramp_steps_up_and_a_failed_threshold_exits_1() {
     let _turn = one_at_a_time();
