@@ -51,19 +51,25 @@ const RATE_STRIKES: u32 = 20;
 const WRITE_BATCH: usize = 64;
 
 /// Runs a connection to its end.
-pub async fn run<E, S>(gw: Arc<Gateway<E>>, ws: S, info: ConnInfo)
+///
+/// The `hello` phase is boxed here, before the returned future exists, and is gone once the
+/// client is known: the future captures only that box, where an `async fn` would keep the
+/// socket and the client's details among its arguments for the connection's whole life. The
+/// session that follows is boxed at its own size.
+pub fn run<E, S>(gw: Arc<Gateway<E>>, ws: S, info: ConnInfo) -> impl Future<Output = ()>
 where
     E: Engine,
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send,
 {
-    // The handshake's future is boxed and gone once the client is known: the connection's
-    // task then carries only what its session needs, for the rest of its life.
-    let Some((live, sink, stream, cursors, span)) = Box::pin(open(gw, ws, info)).await else {
-        return;
-    };
-    Box::pin(live.run(sink, stream, cursors))
-        .instrument(span)
-        .await
+    let opening = Box::pin(open(gw, ws, info));
+    async move {
+        let Some((live, sink, stream, cursors, span)) = opening.await else {
+            return;
+        };
+        Box::pin(live.run(sink, stream, cursors))
+            .instrument(span)
+            .await
+    }
 }
 
 /// What `open` hands to the session: the client, the connection's halves, the cursors of its
@@ -124,7 +130,7 @@ where
         id,
         principal,
         info,
-        slot,
+        _slot: slot,
     };
     Some((live, sink, stream, cursors, span))
 }
@@ -136,50 +142,61 @@ struct Live<E: Engine> {
     principal: Principal,
     info: ConnInfo,
     /// Counts the connection against its site's cap while it lives.
-    slot: crate::service::SiteSlot,
+    _slot: crate::service::SiteSlot,
 }
 
 impl<E: Engine> Live<E> {
-    async fn run<W, R>(self, mut sink: W, mut stream: R, cursors: Cursors)
+    /// The connection's life after `hello`. A plain function around one `async move` block,
+    /// not an `async fn`: the block captures each value once, where an `async fn` would keep
+    /// its arguments twice (as they came and as the bindings it moves them into), for as long
+    /// as the connection lives (~400 bytes of every idle socket).
+    fn run<W, R>(self, mut sink: W, mut stream: R, cursors: Cursors) -> impl Future<Output = ()>
     where
         W: Sink<Message, Error = WsError> + Unpin,
         R: Stream<Item = Result<Message, WsError>> + Unpin,
     {
-        let Live {
-            gw,
-            id,
-            principal,
-            info,
-            slot: _slot,
-        } = self;
-        let (conn, rx) = gw.open_connection(id, &principal, info.encoding);
-        let role = principal.role().as_str();
-        metrics::counter!(m::CONNS_OPENED, "role" => role).increment(1);
-        metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
-        let reason = session(
-            &gw,
-            &conn,
-            rx,
-            &mut sink,
-            &mut stream,
-            &principal,
-            cursors,
-            &info,
-        )
-        .await;
-        gw.close_connection(&conn);
-        metrics::gauge!(m::CONNS_ACTIVE, "role" => role).decrement(1.0);
-        metrics::counter!(m::CONNS_CLOSED, "role" => role, "reason" => reason.map(|r| r.label()).unwrap_or("client")).increment(1);
-        // The client hears first; the presence change may wait on the site's other work.
-        if let Some(r) = reason {
-            Box::pin(close(&mut sink, &mut stream, r, r.label())).await;
+        async move {
+            let (gw, principal, info) = (&self.gw, &self.principal, &self.info);
+            let (conn, rx) = gw.open_connection(self.id, principal, info.encoding);
+            let role = principal.role().as_str();
+            metrics::counter!(m::CONNS_OPENED, "role" => role).increment(1);
+            metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
+            let (reason, inflight) = session(
+                gw,
+                &conn,
+                rx,
+                &mut sink,
+                &mut stream,
+                principal,
+                cursors,
+                info,
+            )
+            .await;
+            // A request in flight when the connection ends is finished, not dropped: a
+            // transition it committed has its effects carried out, and where the connection
+            // counts in the site's presence (a start, a recount) is recorded, so that its
+            // disconnect takes it away. Every engine call has a deadline, so this ends.
+            // (Awaited here rather than in `session`, whose state an idle connection carries.)
+            if let Some(request) = inflight {
+                let _ = request.await;
+            }
+            gw.close_connection(&conn);
+            metrics::gauge!(m::CONNS_ACTIVE, "role" => role).decrement(1.0);
+            metrics::counter!(m::CONNS_CLOSED, "role" => role, "reason" => reason.map(|r| r.label()).unwrap_or("client")).increment(1);
+            // The client hears first; the presence change may wait on the site's other work.
+            if let Some(r) = reason {
+                Box::pin(close(&mut sink, &mut stream, r, r.label())).await;
+            }
+            // Only a connection that was counted is taken out of the count (boxed: a
+            // transition's future is large, and an idle connection's task should not carry it
+            // inline).
+            if let Some(counted) = conn.counted() {
+                Box::pin(gw.disconnected(principal, counted)).await;
+            }
+            tracing::debug!(?reason, "closed");
+            // The site's connection count (`self._slot`) is given back as `self` drops, after
+            // the disconnect is recorded.
         }
-        // Only a connection that was counted is taken out of the count (boxed: a transition's
-        // future is large, and an idle connection's task should not carry it inline).
-        if let Some(counted) = conn.counted() {
-            Box::pin(gw.disconnected(&principal, counted)).await;
-        }
-        tracing::debug!(?reason, "closed");
     }
 }
 
@@ -288,16 +305,19 @@ fn classify(msg: Message, enc: Encoding) -> Option<Next> {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn session<E, W, R>(
-    gw: &Arc<Gateway<E>>,
-    conn: &Arc<ConnShared>,
+/// Returns why the connection ended and the request that was in flight then, which the
+/// caller finishes (see `Live::run`).
+#[allow(clippy::too_many_arguments)]
+async fn session<'a, E, W, R>(
+    gw: &'a Arc<Gateway<E>>,
+    conn: &'a Arc<ConnShared>,
     rx: Outbox,
     sink: &mut W,
     stream: &mut R,
-    p: &Principal,
+    p: &'a Principal,
     cursors: Cursors,
-    info: &ConnInfo,
-) -> Option<CloseReason>
+    info: &'a ConnInfo,
+) -> (Option<CloseReason>, Option<Request<'a>>)
 where
     E: Engine,
     W: Sink<Message, Error = WsError> + Unpin,
@@ -317,16 +337,16 @@ where
                     &ServerFrame::error(None, code, message),
                 ))
                 .await;
-            return Some(CloseReason::TryAgainLater);
+            return (Some(CloseReason::TryAgainLater), None);
         }
     };
     for f in &opening {
         if sink.feed(encode(conn.encoding, f)).await.is_err() {
-            return None;
+            return (None, None);
         }
     }
     if sink.flush().await.is_err() {
-        return None;
+        return (None, None);
     }
     metrics::counter!(m::FRAMES_OUT).increment(opening.len() as u64);
     drop(opening);
@@ -407,14 +427,7 @@ where
             }
         }
     };
-    // A request in flight when the connection ends is finished, not dropped: a transition it
-    // committed has its effects carried out, and where the connection counts in the site's
-    // presence (a start, a recount) is recorded, so that its disconnect takes it away.
-    // Every engine call has a deadline, so this ends.
-    if let Some(request) = inflight.take() {
-        let _ = request.await;
-    }
-    outcome
+    (outcome, inflight)
 }
 
 /// Counts a visitor's connection in the presence of the conversation it was attached to; a

@@ -154,15 +154,20 @@ pub async fn upgrade<E: Engine>(
         .limits
         .acquire(peer.ip(), st.gw.config().max_conns_per_ip);
     let gw = st.gw.clone();
+    // What the task captures it keeps for the connection's whole life, used or not: so it
+    // captures the handshake as a boxed future (freed once done) and the client's details
+    // boxed, a few words instead of a few hundred bytes.
+    let accepting = Box::pin(accept(on_upgrade, cfg));
+    let info = Box::new(info);
     st.tasks.spawn(async move {
-        let Some(ws) = Box::pin(accept(on_upgrade, cfg)).await else {
+        let Some(ws) = accepting.await else {
             return;
         };
         // Each branch's future is boxed at its own size: the task keeps only what the
         // connection it became needs for the rest of its life.
         match guard {
             Some(guard) => {
-                Box::pin(conn::run(gw, ws, info)).await;
+                conn::run(gw, ws, *info).await;
                 drop(guard);
             }
             None => {
