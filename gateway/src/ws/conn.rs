@@ -150,6 +150,7 @@ impl<E: Engine> Live<E> {
     /// not an `async fn`: the block captures each value once, where an `async fn` would keep
     /// its arguments twice (as they came and as the bindings it moves them into), for as long
     /// as the connection lives (~400 bytes of every idle socket).
+    #[allow(clippy::manual_async_fn)]
     fn run<W, R>(self, mut sink: W, mut stream: R, cursors: Cursors) -> impl Future<Output = ()>
     where
         W: Sink<Message, Error = WsError> + Unpin,
@@ -304,7 +305,6 @@ fn classify(msg: Message, enc: Encoding) -> Option<Next> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Returns why the connection ended and the request that was in flight then, which the
 /// caller finishes (see `Live::run`).
 #[allow(clippy::too_many_arguments)]
