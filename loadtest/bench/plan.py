@@ -16,6 +16,7 @@ Only Python's standard library. Usage:
 
     loadtest/bench/plan.py DIR [--sockets 1000000] [--chatting 0.05] [--msg-per-conv-min 3]
         [--sockets-per-node 50000] [--cores-per-node 2] [--shards 3] [--headroom 0.5]
+        [--idle-dir DIR2]   (idle-10k and redis3-idle-15k from another sitting)
 
 Every derived figure is printed with the report it came from. The machine the figures were
 measured on shares two cores among every gateway, Redis and the load tester, so the CPU figures
@@ -169,9 +170,15 @@ def main():
     ap.add_argument("--shards", type=int, default=3)
     ap.add_argument("--headroom", type=float, default=0.5, help="share of a node's CPU to plan on")
     ap.add_argument("--headroom-storm", type=float, default=0.8, help="share usable in a storm")
+    ap.add_argument("--idle-dir", help="take the idle-memory reports from here instead")
     a = ap.parse_args()
 
     f = figures(a.dir)
+    if a.idle_dir:
+        f["kib_per_socket_1"] = load(a.idle_dir, "idle-10k")["idle"]["rss_per_socket_bytes"] / 1024
+        f["kib_per_socket_3"] = (
+            load(a.idle_dir, "redis3-idle-15k")["idle"]["rss_per_socket_bytes"] / 1024
+        )
     print("Measured (from %s):" % a.dir)
     for k, v in f.items():
         print("  %-24s %10.1f" % (k, v))
