@@ -157,8 +157,11 @@ impl<E: Engine> Live<E> {
         R: Stream<Item = Result<Message, WsError>> + Unpin,
     {
         async move {
-            let (gw, principal, info) = (&self.gw, &self.principal, &self.info);
-            let (conn, rx) = gw.open_connection(self.id, principal, info.encoding);
+            // Moved whole into the block: a capture of only the fields used would drop the
+            // site's slot (`_slot`) when `run` returns, before the connection lives.
+            let this = self;
+            let (gw, principal, info) = (&this.gw, &this.principal, &this.info);
+            let (conn, rx) = gw.open_connection(this.id, principal, info.encoding);
             let role = principal.role().as_str();
             metrics::counter!(m::CONNS_OPENED, "role" => role).increment(1);
             metrics::gauge!(m::CONNS_ACTIVE, "role" => role).increment(1.0);
@@ -195,7 +198,7 @@ impl<E: Engine> Live<E> {
                 Box::pin(gw.disconnected(principal, counted)).await;
             }
             tracing::debug!(?reason, "closed");
-            // The site's connection count (`self._slot`) is given back as `self` drops, after
+            // The site's connection count (`this._slot`) is given back as `this` drops, after
             // the disconnect is recorded.
         }
     }
