@@ -197,6 +197,12 @@ pub struct Row {
 }
 
 impl Directory {
+    /// Whether this copy is as new as the stored `version` or newer (the version only grows;
+    /// 0, a directory never written, is always read again: the sites file seeds it).
+    pub fn newer_or_same(&self, version: u64) -> bool {
+        version != 0 && version <= self.version
+    }
+
     /// Reads the stored rows; a row that does not read (written by a newer version, or by
     /// hand) is skipped with a warning rather than taking the site down.
     pub fn from_rows(version: u64, rows: &[Row]) -> Directory {

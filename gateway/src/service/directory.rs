@@ -49,15 +49,15 @@ impl<E: Engine> Gateway<E> {
     }
 
     /// Loads a site's directory from the archive (at start, after any node changed it, and
-    /// after the bus reconnected); returns the directory it replaced.
+    /// after the bus reconnected); returns the directory it replaced, or the one in place
+    /// when that is as new as what was read.
     pub async fn reload_directory(&self, site: &SiteId) -> Result<Arc<Directory>, ServiceError> {
         let (Some(s), Some(store)) = (self.site(site), self.archive.as_ref()) else {
             return Ok(Arc::default());
         };
         let (version, rows) = store.directory(site).await?;
-        let old = s.directory.read().clone();
-        if version == old.version && version != 0 {
-            return Ok(old);
+        if s.directory.read().newer_or_same(version) {
+            return Ok(s.directory.read().clone());
         }
         let mut new = Directory::from_rows(version, &rows);
         new.lines = if new.has_lines() {
@@ -80,7 +80,15 @@ impl<E: Engine> Gateway<E> {
             s.queues.clone()
         };
         let new = Arc::new(new);
-        *s.directory.write() = new.clone();
+        // Reloads run side by side (a change made here, another node's announcement): one
+        // that read an older version than the one in place by now must not put it back.
+        let old = {
+            let mut current = s.directory.write();
+            if current.newer_or_same(version) {
+                return Ok(current.clone());
+            }
+            std::mem::replace(&mut *current, new.clone())
+        };
         s.refresh_lines(self.cfg.bounds);
         s.changed();
         self.directory_changed(site, &old, &new).await;

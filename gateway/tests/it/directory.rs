@@ -1254,3 +1254,70 @@ async fn operators_change_the_parameters_the_site_marks_editable_during_and_afte
         "{no:?}"
     );
 }
+
+/// Reloads of a site's directory run side by side (the one after a change made here, and the
+/// ones other nodes' announcements start): whichever finishes last, the node's copy never
+/// goes back to a version older than one it held. A stale copy put back would lift a ban or
+/// bring back a removed operator on this node until the next change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_reload_never_puts_back_an_older_directory() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (node, _dir) = api_node(|_| {}).await;
+    let admin = key(&node, Some("demo"), &[Scope::Admin]).await;
+    let site = gateway::core::SiteId::from("demo");
+    let done = Arc::new(AtomicBool::new(false));
+    // Reloads that keep running while the directory changes.
+    let reloaders: Vec<_> = (0..4)
+        .map(|_| {
+            let (gw, site, done) = (node.gw.clone(), site.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(Ordering::Relaxed) {
+                    gw.reload_directory(&site).await.expect("reloads");
+                }
+            })
+        })
+        .collect();
+    // Every version the node's copy shows, in the order it shows them.
+    let watcher = {
+        let (gw, site, done) = (node.gw.clone(), site.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut seen = vec![gw.directory(&site).version];
+            while !done.load(Ordering::Relaxed) {
+                let v = gw.directory(&site).version;
+                if seen.last() != Some(&v) {
+                    seen.push(v);
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    for i in 0..40 {
+        let a = post(
+            &node,
+            &admin,
+            "/v1/sites/demo/canned",
+            json!({"shortcut": format!("c{i}"), "text": "hello"}),
+        )
+        .await;
+        assert_eq!(a.status, 201, "{}", a.body);
+        // The change is in this node's copy when its call answers.
+        let dir = node.gw.directory(&site);
+        assert!(
+            dir.canned.values().any(|c| c.shortcut == format!("c{i}")),
+            "c{i} missing from version {}",
+            dir.version
+        );
+    }
+    done.store(true, Ordering::Relaxed);
+    for r in reloaders {
+        r.await.expect("reloader");
+    }
+    let seen = watcher.await.expect("watcher");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "the copy went back: {seen:?}"
+    );
+}
