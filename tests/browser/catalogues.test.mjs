@@ -247,15 +247,26 @@ test('catalogues: an operator changes the parameters the site marks editable, an
   await value('ticket').getByTestId('param-edit').waitFor();
   assert.equal(await value('plan').getByTestId('param-edit').count(), 0);
 
+  // The panel shows a value, or the test says what it showed instead (and any toast).
+  const shows = async (code, text) => {
+    try {
+      await value(code).filter({ hasText: text }).waitFor();
+    } catch (e) {
+      const seen = await panel.innerText().catch(() => '?');
+      const toasts = await page.getByTestId('toast').allInnerTexts().catch(() => []);
+      const what = `panel ${JSON.stringify(seen)}, toasts ${JSON.stringify(toasts)}`;
+      throw new Error(`${code} never showed ${text}: ${what}`, { cause: e });
+    }
+  };
   // Changed in place: saved for everyone (the API reads it), the panel shows it.
   await value('order').getByTestId('param-edit').click();
   await value('order').getByTestId('param-input').fill('A-2');
   await value('order').getByTestId('param-save').click();
-  await panel.locator('[data-testid=param-value][data-code=order]', { hasText: 'A-2' }).waitFor();
+  await shows('order', 'A-2');
   await value('ticket').getByTestId('param-edit').click();
   await value('ticket').getByTestId('param-input').fill('T-77');
   await value('ticket').getByTestId('param-input').press('Enter');
-  await panel.locator('[data-testid=param-value][data-code=ticket]', { hasText: 'T-77' }).waitFor();
+  await shows('ticket', 'T-77');
   const stored = await waitUntil(async () => {
     const c = await api('GET', `/conversations/${conv}`);
     const p = (c.visitor && c.visitor.params) || c.params || {};
