@@ -15,6 +15,14 @@ test('visitor and operator chat both ways', { skip: skipReason(), timeout: 12000
   await setStatus(op.page, 'active');
 
   const v = await openVisitor(browser, gw);
+  // The visitor's frames both ways, to say what happened if the sneak peek never shows (it
+  // failed once in a hundred-odd runs, with nothing to go on).
+  const frames = [];
+  v.page.on('websocket', (ws) => {
+    ws.on('framesent', (f) => frames.push('> ' + String(f.payload).slice(0, 200)));
+    ws.on('framereceived', (f) => frames.push('< ' + String(f.payload).slice(0, 200)));
+    ws.on('close', () => frames.push('closed'));
+  });
   await v.page.getByTestId('cw-launcher').click();
   await v.page.locator('[data-testid=cw-panel][data-mode=chat]').waitFor();
   await visitorWrites(v, 'Hello, where is my order #1042?');
@@ -30,7 +38,11 @@ test('visitor and operator chat both ways', { skip: skipReason(), timeout: 12000
 
   // Typing with sneak peek: the operator sees the visitor's draft before it is sent.
   await v.page.getByTestId('cw-input').fill('It was shipped on Mon');
-  await op.page.locator('[data-testid=conv-typing]', { hasText: 'It was shipped on Mon' }).waitFor();
+  try {
+    await op.page.locator('[data-testid=conv-typing]', { hasText: 'It was shipped on Mon' }).waitFor();
+  } catch (e) {
+    throw new Error(`no sneak peek; the visitor's frames:\n${frames.join('\n')}`, { cause: e });
+  }
 
   await v.page.getByTestId('cw-input').fill('Thanks, and can I change the address?');
   await v.page.getByTestId('cw-input').press('Enter');
