@@ -40,11 +40,11 @@ def cpu_ms(report):
     return last["cpu_ms"], last.get("redis_cpu_ms", 0)
 
 
-def figures(d):
-    """Per-unit costs from one sitting's reports."""
+def figures(d, idle_dir=None):
+    """Per-unit costs from one sitting's reports (the idle memory from `idle_dir` if given)."""
     f = {}
-    idle1 = load(d, "idle-10k")["idle"]
-    idle3 = load(d, "redis3-idle-15k")["idle"]
+    idle1 = load(idle_dir or d, "idle-10k")["idle"]
+    idle3 = load(idle_dir or d, "redis3-idle-15k")["idle"]
     f["kib_per_socket_1"] = idle1["rss_per_socket_bytes"] / 1024
     f["kib_per_socket_3"] = idle3["rss_per_socket_bytes"] / 1024
 
@@ -173,12 +173,7 @@ def main():
     ap.add_argument("--idle-dir", help="take the idle-memory reports from here instead")
     a = ap.parse_args()
 
-    f = figures(a.dir)
-    if a.idle_dir:
-        f["kib_per_socket_1"] = load(a.idle_dir, "idle-10k")["idle"]["rss_per_socket_bytes"] / 1024
-        f["kib_per_socket_3"] = (
-            load(a.idle_dir, "redis3-idle-15k")["idle"]["rss_per_socket_bytes"] / 1024
-        )
+    f = figures(a.dir, a.idle_dir)
     print("Measured (from %s):" % a.dir)
     for k, v in f.items():
         print("  %-24s %10.1f" % (k, v))

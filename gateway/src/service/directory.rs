@@ -56,8 +56,9 @@ impl<E: Engine> Gateway<E> {
             return Ok(Arc::default());
         };
         let (version, rows) = store.directory(site).await?;
-        if s.directory.read().newer_or_same(version) {
-            return Ok(s.directory.read().clone());
+        let current = s.directory.read().clone();
+        if current.newer_or_same(version) {
+            return Ok(current);
         }
         let mut new = Directory::from_rows(version, &rows);
         new.lines = if new.has_lines() {
