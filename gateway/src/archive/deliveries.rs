@@ -90,9 +90,7 @@ impl SqlStore {
         a: &Attempt,
         retry_at: Option<u64>,
     ) -> Result<()> {
-        // Writes only (no read first): on SQLite a transaction that reads and then writes
-        // can fail at once when another did the same; one that starts writing waits its turn.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut q = Sql::new("");
         let vals = [
             q.bind(i(a.at)),

@@ -52,7 +52,7 @@ impl SqlStore {
         create: bool,
         now: u64,
     ) -> Result<Put> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut q = Sql::new("");
         let (s, k, p, b, n) = (
             q.bind(site.to_string()),
@@ -85,7 +85,7 @@ impl SqlStore {
     }
 
     pub(super) async fn dir_delete(&self, site: &SiteId, kind: Kind, id: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut q = Sql::new("");
         let (s, k, p) = (
             q.bind(site.to_string()),

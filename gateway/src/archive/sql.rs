@@ -26,6 +26,17 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
+    /// A transaction that writes. On SQLite it takes the write lock at its start
+    /// (`BEGIN IMMEDIATE`), waiting its turn under the busy timeout: a deferred one holds a
+    /// read snapshot from its first statement, and SQLite refuses the upgrade to a write at
+    /// once ("database is locked", no wait) when another connection writes meanwhile.
+    pub(super) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// Whether the visitor of a conversation created at `created_at` was erased after it.
     async fn erased(
         &self,
@@ -125,7 +136,7 @@ impl Store for SqlStore {
     }
 
     async fn record_conversation(&self, r: &ConvRecord) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut stripped;
         let mut c = &r.conv;
         if self
@@ -235,7 +246,7 @@ impl Store for SqlStore {
         if msgs.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut convs: Vec<&str> = msgs.iter().map(|m| m.conv.as_str()).collect();
         convs.sort_unstable();
         convs.dedup();
@@ -462,7 +473,7 @@ impl Store for SqlStore {
     }
 
     async fn erase_visitor(&self, site: &SiteId, visitor: &str, now: u64) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut q = Sql::new("");
         let vals = [
             q.bind(site.to_string()),
@@ -506,7 +517,7 @@ impl Store for SqlStore {
     }
 
     async fn patch_conversation(&self, site: &SiteId, id: &str, p: &ConvPatch) -> Result<Patched> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut q = Sql::new("");
         let (s, c) = (q.bind(site.to_string()), q.bind(id.to_owned()));
         q.push(&format!(
@@ -695,7 +706,7 @@ impl Store for SqlStore {
     }
 
     async fn sweep(&self, site: &SiteId, before: u64) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut total = 0;
         for table in ["messages", "events", "conversation_tags"] {
             let mut q = Sql::new("");

@@ -539,6 +539,36 @@ pub async fn the_sweeper_removes_what_retention_lets_go(s: &dyn Store) {
     assert!(s.conversation(&site(), "open").await.unwrap().is_some());
 }
 
+/// Writers side by side (the archiver's batches, the API's patches and sweeps) each wait
+/// their turn: none is refused because another one wrote meanwhile.
+pub async fn writers_side_by_side_each_wait_their_turn(s: &dyn Store) {
+    let patch = archive::ConvPatch {
+        tags: Some(vec!["seen".into()]),
+        by: "op1".into(),
+        ts: 90_000,
+        ..Default::default()
+    };
+    let writers = (0..8u64).map(|w| {
+        let patch = &patch;
+        async move {
+            for n in 0..10u64 {
+                let id = format!("c{w}-{n}");
+                lifecycle(s, &id, 1_000 + w * 100 + n).await;
+                let patched = s.patch_conversation(&site(), &id, patch).await.unwrap();
+                assert!(matches!(patched, archive::Patched::Done(_)), "{id}");
+                s.sweep(&site(), 1).await.unwrap();
+            }
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    let f = ConvFilter {
+        tag: Some("seen".into()),
+        ..Default::default()
+    };
+    let all = s.conversations(&site(), &f, None, 100).await.unwrap().items;
+    assert_eq!(all.len(), 80, "every conversation is kept, patched");
+}
+
 /// Keys are stored by hash, listed per site (or root), revoked at once.
 pub async fn api_keys_are_kept_listed_and_revoked(s: &dyn Store) {
     let k = |id: &str, site: Option<&str>| KeyRecord {
@@ -775,6 +805,7 @@ archive_conformance!(
     erasing_a_visitor_keeps_only_counts,
     reports_read_figures_and_operator_changes,
     the_sweeper_removes_what_retention_lets_go,
+    writers_side_by_side_each_wait_their_turn,
     api_keys_are_kept_listed_and_revoked,
     idempotent_answers_are_remembered_once,
     what_arrives_after_an_erasure_is_kept_without_the_visitor,
